@@ -1,0 +1,89 @@
+//! Typed accessors for the fields a switch reads on every message.
+//!
+//! Each returns `None` when the field is absent (or, for numbers, not all digits: a dialect may declare a
+//! field `an` that a switch reads as a number).
+
+use crate::field::Field;
+use crate::message::Message;
+use crate::types::{OriginalData, Pan, ResponseCode};
+
+impl Message {
+    /// DE2, primary account number.
+    pub fn pan(&self) -> Option<Pan> {
+        Pan::from_field(self.get(2)?)
+    }
+
+    /// DE3, processing code (transaction type, from-account, to-account).
+    pub fn processing_code(&self) -> Option<u32> {
+        self.number(3).map(|v| v as u32)
+    }
+
+    /// DE4, transaction amount in minor units.
+    pub fn amount(&self) -> Option<u64> {
+        self.number(4)
+    }
+
+    /// DE7, transmission date and time, MMDDhhmmss (UTC).
+    pub fn transmission_time(&self) -> Option<u64> {
+        self.number(7)
+    }
+
+    /// DE11, system trace audit number.
+    pub fn stan(&self) -> Option<u32> {
+        self.number(11).map(|v| v as u32)
+    }
+
+    /// DE12, local transaction time, hhmmss.
+    pub fn local_time(&self) -> Option<u32> {
+        self.number(12).map(|v| v as u32)
+    }
+
+    /// DE13, local transaction date, MMDD.
+    pub fn local_date(&self) -> Option<u16> {
+        self.number(13).map(|v| v as u16)
+    }
+
+    /// DE37, retrieval reference number.
+    pub fn rrn(&self) -> Option<Field<'_>> {
+        self.get(37)
+    }
+
+    /// DE38, authorization identification response.
+    pub fn auth_code(&self) -> Option<Field<'_>> {
+        self.get(38)
+    }
+
+    /// DE39, response code.
+    pub fn response_code(&self) -> Option<ResponseCode> {
+        let mut it = self.get(39)?.bytes();
+        match (it.next(), it.next(), it.next()) {
+            (Some(a), Some(b), None) => Some(ResponseCode([a, b])),
+            _ => None,
+        }
+    }
+
+    /// DE41, card acceptor terminal identification.
+    pub fn terminal_id(&self) -> Option<Field<'_>> {
+        self.get(41)
+    }
+
+    /// DE42, card acceptor identification code (merchant id).
+    pub fn merchant_id(&self) -> Option<Field<'_>> {
+        self.get(42)
+    }
+
+    /// DE49, transaction currency code (ISO 4217 numeric).
+    pub fn currency(&self) -> Option<u16> {
+        self.number(49).map(|v| v as u16)
+    }
+
+    /// DE90, original data elements.
+    pub fn original_data(&self) -> Option<OriginalData> {
+        OriginalData::parse(self.get(90)?.bytes())
+    }
+
+    /// Any field read as a number.
+    pub fn number(&self, field: u8) -> Option<u64> {
+        self.get(field)?.to_u64()
+    }
+}

@@ -1,0 +1,521 @@
+//! [`Message`]: decode from a frame without copying, build, encode, translate between dialects.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes};
+
+use crate::charset::{EBCDIC_TO_LATIN1, LATIN1_TO_EBCDIC};
+use crate::error::{Error, Location, Reason};
+use crate::field::Field;
+use crate::spec::{BitmapEncoding, Encoding, Spec};
+use crate::types::Mti;
+use crate::value;
+
+/// Bit for field 1 (and 65, 129) within a bitmap word: fields are numbered from the most significant bit.
+const FIRST_BIT: u64 = 1 << 63;
+
+/// Where a field's wire bytes are: in the received frame, or in the message's own buffer (set by a
+/// builder or a translation). Kept small and `Copy` so that decode is a push of 12 bytes per field.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    number: u8,
+    owned: bool,
+    len: u16,
+    start: u32,
+    wire_len: u32,
+}
+
+/// An ISO 8583 message bound to its dialect.
+///
+/// A decoded message borrows nothing and copies nothing: it keeps the frame (`Bytes`, reference counted)
+/// and a table of where each field lies in it. Fields set afterwards live in a side buffer. Values are
+/// checked against the dialect when they enter (decode or `set`), so encoding cannot fail.
+#[derive(Clone)]
+pub struct Message {
+    spec: Arc<Spec>,
+    mti: Mti,
+    /// Which data fields are present, in bitmap order (bit 63 of word 0 is field 1). Bitmap fields
+    /// themselves (1, and 65 in a dialect with a tertiary bitmap) are never set here: encode derives them.
+    present: [u64; 3],
+    /// Present fields in ascending order; the rank of a field in `present` is its index here.
+    slots: Vec<Slot>,
+    frame: Bytes,
+    owned: Vec<u8>,
+}
+
+impl Message {
+    /// An empty message of `spec`'s dialect.
+    pub fn new(spec: Arc<Spec>, mti: Mti) -> Message {
+        Message {
+            spec,
+            mti,
+            present: [0; 3],
+            slots: Vec::new(),
+            frame: Bytes::new(),
+            owned: Vec::new(),
+        }
+    }
+
+    /// Decodes one whole message. Fields stay slices of `frame`; the only allocation is the field table.
+    pub fn decode(spec: &Arc<Spec>, frame: Bytes) -> Result<Message, Error> {
+        let buf = &frame[..];
+        if u32::try_from(buf.len()).is_err() {
+            return Err(Error::Decode {
+                at: Location::Mti,
+                offset: 0,
+                reason: Reason::MessageTooLarge,
+            });
+        }
+        let mti = read_mti(spec.mti_encoding(), buf)?;
+        let mut pos = mti_len(spec.mti_encoding());
+        let mut words = [0u64; 3];
+        words[0] = read_bitmap(spec.bitmap_encoding(), buf, &mut pos, 1)?;
+        if words[0] & FIRST_BIT != 0 {
+            words[1] = read_bitmap(spec.bitmap_encoding(), buf, &mut pos, 2)?;
+        }
+        let fields = (words[0] & !FIRST_BIT).count_ones() + words[1].count_ones();
+        let mut slots = Vec::with_capacity(fields as usize);
+        for word in 0..3 {
+            // Bit 1 announces the secondary bitmap, read above.
+            let mut bits = if word == 0 {
+                words[0] & !FIRST_BIT
+            } else {
+                words[word]
+            };
+            while bits != 0 {
+                let idx = bits.leading_zeros();
+                bits &= !(FIRST_BIT >> idx);
+                let number = (word as u32 * 64 + idx + 1) as u8;
+                if number == 65 && spec.has_tertiary_bitmap() {
+                    words[1] &= !FIRST_BIT;
+                    words[2] = read_bitmap(spec.bitmap_encoding(), buf, &mut pos, 3)?;
+                    continue;
+                }
+                let fs = spec.field(number).ok_or(Error::Decode {
+                    at: Location::Field(number),
+                    offset: pos,
+                    reason: Reason::NoSpec,
+                })?;
+                let span = value::decode(fs, number, buf, pos)?;
+                slots.push(Slot {
+                    number,
+                    owned: false,
+                    len: span.len as u16,
+                    start: span.start as u32,
+                    wire_len: span.wire_len as u32,
+                });
+                pos = span.start + span.wire_len;
+            }
+        }
+        if pos != buf.len() {
+            let last = slots
+                .last()
+                .map_or(Location::Bitmap(1), |s| Location::Field(s.number));
+            return Err(Error::Decode {
+                at: last,
+                offset: pos,
+                reason: Reason::TrailingBytes {
+                    count: buf.len() - pos,
+                },
+            });
+        }
+        words[0] &= !FIRST_BIT;
+        Ok(Message {
+            spec: Arc::clone(spec),
+            mti,
+            present: words,
+            slots,
+            frame,
+            owned: Vec::new(),
+        })
+    }
+
+    /// Appends the message's wire form (MTI, bitmaps, fields; no length header) to `out`.
+    pub fn encode(&self, out: &mut impl BufMut) {
+        write_mti(self.spec.mti_encoding(), self.mti, out);
+        let tertiary = self.present[2] != 0;
+        let secondary = self.present[1] != 0 || tertiary;
+        let bitmap = self.spec.bitmap_encoding();
+        write_bitmap(
+            bitmap,
+            self.present[0] | if secondary { FIRST_BIT } else { 0 },
+            out,
+        );
+        if secondary {
+            write_bitmap(
+                bitmap,
+                self.present[1] | if tertiary { FIRST_BIT } else { 0 },
+                out,
+            );
+        }
+        let mut tertiary_due = tertiary;
+        for slot in &self.slots {
+            if tertiary_due && slot.number > 65 {
+                write_bitmap(bitmap, self.present[2], out);
+                tertiary_due = false;
+            }
+            let fs = self
+                .spec
+                .field(slot.number)
+                .expect("slots exist only for fields of the spec");
+            value::write_prefix(fs, usize::from(slot.len), out);
+            out.put_slice(self.data(slot));
+        }
+    }
+
+    /// Encodes into a new `Bytes`.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = bytes::BytesMut::with_capacity(self.frame.len().max(self.owned.len() + 64));
+        self.encode(&mut out);
+        out.freeze()
+    }
+
+    pub fn spec(&self) -> &Arc<Spec> {
+        &self.spec
+    }
+
+    pub fn mti(&self) -> Mti {
+        self.mti
+    }
+
+    pub fn set_mti(&mut self, mti: Mti) -> &mut Self {
+        self.mti = mti;
+        self
+    }
+
+    pub fn has(&self, number: u8) -> bool {
+        bit(&self.present, number).is_some_and(|(w, mask)| self.present[w] & mask != 0)
+    }
+
+    /// Field `number`, if present.
+    pub fn get(&self, number: u8) -> Option<Field<'_>> {
+        if !self.has(number) {
+            return None;
+        }
+        let slot = &self.slots[self.rank(number)];
+        Some(self.view(slot))
+    }
+
+    /// Present fields in ascending order.
+    pub fn fields(&self) -> impl Iterator<Item = Field<'_>> {
+        self.slots.iter().map(|s| self.view(s))
+    }
+
+    /// A present field's wire bytes as `Bytes`: a slice of the frame (no copy) when it came from one.
+    pub fn field_bytes(&self, number: u8) -> Option<Bytes> {
+        let slot = self
+            .slots
+            .get(self.rank(number))
+            .filter(|_| self.has(number))?;
+        let range = slot.start as usize..(slot.start + slot.wire_len) as usize;
+        Some(if slot.owned {
+            Bytes::copy_from_slice(&self.owned[range])
+        } else {
+            self.frame.slice(range)
+        })
+    }
+
+    /// Sets field `number` from its logical value (ASCII digits, text, or raw bytes for `b` fields). Short
+    /// values of fixed fields are padded as the dialect says; anything else that does not fit is an error.
+    pub fn set(&mut self, number: u8, value: impl AsRef<[u8]>) -> Result<&mut Self, Error> {
+        let fs = self.spec.field(number).ok_or(Error::Encode {
+            at: Location::Field(number),
+            reason: Reason::NoSpec,
+        })?;
+        let start = self.owned.len();
+        let len = value::encode(fs, number, value.as_ref(), &mut self.owned)?;
+        let (Ok(start32), Ok(wire_len)) = (
+            u32::try_from(start),
+            u32::try_from(self.owned.len() - start),
+        ) else {
+            self.owned.truncate(start);
+            return Err(Error::Encode {
+                at: Location::Field(number),
+                reason: Reason::MessageTooLarge,
+            });
+        };
+        self.put_slot(Slot {
+            number,
+            owned: true,
+            len: len as u16,
+            start: start32,
+            wire_len,
+        });
+        Ok(self)
+    }
+
+    /// Sets a numeric field from an integer, zero-filled to the field's length when it is fixed.
+    pub fn set_number(&mut self, number: u8, value: u64) -> Result<&mut Self, Error> {
+        let mut digits = [b'0'; 20];
+        let mut v = value;
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        let width = match self.spec.field(number) {
+            Some(fs) if fs.length == crate::LengthKind::Fixed => {
+                usize::from(fs.max).min(20).max(20 - i)
+            }
+            _ => 20 - i,
+        };
+        self.set(number, &digits[20 - width..])
+    }
+
+    /// Removes field `number`; returns whether it was present.
+    pub fn remove(&mut self, number: u8) -> bool {
+        if !self.has(number) {
+            return false;
+        }
+        let rank = self.rank(number);
+        self.slots.remove(rank);
+        if let Some((w, mask)) = bit(&self.present, number) {
+            self.present[w] &= !mask;
+        }
+        true
+    }
+
+    /// A response to this request: the response MTI and a copy of the `echo` fields that are present.
+    /// Copies of received fields keep pointing into the same frame.
+    pub fn response(&self, echo: &[u8]) -> Result<Message, Error> {
+        let mti = self.mti.response().ok_or(Error::Encode {
+            at: Location::Mti,
+            reason: Reason::Invalid("a response cannot be answered"),
+        })?;
+        let mut out = Message::new(Arc::clone(&self.spec), mti);
+        out.frame = self.frame.clone();
+        for &number in echo {
+            if let Some(slot) = self
+                .slots
+                .get(self.rank(number))
+                .filter(|_| self.has(number))
+            {
+                let mut slot = *slot;
+                if slot.owned {
+                    let data = self.data(&slot);
+                    slot.start = out.owned.len() as u32;
+                    out.owned.extend_from_slice(data);
+                }
+                out.put_slot(slot);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The same message in another dialect. Values go from wire bytes to wire bytes through a small
+    /// scratch buffer, never through `String`.
+    pub fn translate(&self, to: &Arc<Spec>) -> Result<Message, Error> {
+        if Arc::ptr_eq(&self.spec, to) || *self.spec == **to {
+            return Ok(self.clone());
+        }
+        let mut out = Message::new(Arc::clone(to), self.mti);
+        out.slots.reserve(self.slots.len());
+        let mut scratch = Vec::with_capacity(64);
+        for field in self.fields() {
+            scratch.clear();
+            scratch.extend(field.bytes());
+            out.set(field.number(), &scratch)?;
+        }
+        Ok(out)
+    }
+
+    fn put_slot(&mut self, slot: Slot) {
+        let rank = self.rank(slot.number);
+        if self.has(slot.number) {
+            self.slots[rank] = slot;
+        } else if let Some((w, mask)) = bit(&self.present, slot.number) {
+            self.present[w] |= mask;
+            self.slots.insert(rank, slot);
+        }
+    }
+
+    /// Number of present fields below `number`: its index in `slots`.
+    fn rank(&self, number: u8) -> usize {
+        let Some((w, mask)) = bit(&self.present, number) else {
+            return self.slots.len();
+        };
+        let before: u32 = self.present[..w].iter().map(|x| x.count_ones()).sum();
+        // Bits above `mask` in the word are lower field numbers.
+        let above = self.present[w] & !(mask | (mask - 1));
+        (before + above.count_ones()) as usize
+    }
+
+    fn data(&self, slot: &Slot) -> &[u8] {
+        let range = slot.start as usize..(slot.start + slot.wire_len) as usize;
+        if slot.owned {
+            &self.owned[range]
+        } else {
+            &self.frame[range]
+        }
+    }
+
+    fn view(&self, slot: &Slot) -> Field<'_> {
+        let fs = self
+            .spec
+            .field(slot.number)
+            .expect("slots exist only for fields of the spec");
+        Field::new(slot.number, fs, self.data(slot), usize::from(slot.len))
+    }
+}
+
+/// Word index and mask of field `number`, if it is in range.
+fn bit(words: &[u64; 3], number: u8) -> Option<(usize, u64)> {
+    let i = usize::from(number).checked_sub(1)?;
+    (i / 64 < words.len()).then(|| (i / 64, FIRST_BIT >> (i % 64)))
+}
+
+fn mti_len(encoding: Encoding) -> usize {
+    if encoding == Encoding::Bcd { 2 } else { 4 }
+}
+
+fn read_mti(encoding: Encoding, buf: &[u8]) -> Result<Mti, Error> {
+    let need = mti_len(encoding);
+    let err = |offset, reason| Error::Decode {
+        at: Location::Mti,
+        offset,
+        reason,
+    };
+    if buf.len() < need {
+        return Err(err(
+            0,
+            Reason::Truncated {
+                need,
+                have: buf.len(),
+            },
+        ));
+    }
+    let mut digits = [0u8; 4];
+    match encoding {
+        Encoding::Bcd => {
+            for (i, nibble) in buf[..2].iter().flat_map(|&b| [b >> 4, b & 0xF]).enumerate() {
+                if nibble > 9 {
+                    return Err(err(i / 2, Reason::BadNibble { nibble }));
+                }
+                digits[i] = b'0' + nibble;
+            }
+        }
+        _ => {
+            for (i, &b) in buf[..4].iter().enumerate() {
+                let c = if encoding == Encoding::Ebcdic {
+                    EBCDIC_TO_LATIN1[usize::from(b)]
+                } else {
+                    b
+                };
+                if !c.is_ascii_digit() {
+                    return Err(err(i, Reason::BadChar { byte: b, kind: "n" }));
+                }
+                digits[i] = c;
+            }
+        }
+    }
+    Ok(Mti::from_digits_unchecked(digits))
+}
+
+fn write_mti(encoding: Encoding, mti: Mti, out: &mut impl BufMut) {
+    let d = mti.digits();
+    match encoding {
+        Encoding::Bcd => {
+            out.put_u8((d[0] - b'0') << 4 | (d[1] - b'0'));
+            out.put_u8((d[2] - b'0') << 4 | (d[3] - b'0'));
+        }
+        Encoding::Ebcdic => d
+            .iter()
+            .for_each(|&c| out.put_u8(LATIN1_TO_EBCDIC[usize::from(c)])),
+        _ => out.put_slice(&d),
+    }
+}
+
+fn read_bitmap(
+    encoding: BitmapEncoding,
+    buf: &[u8],
+    pos: &mut usize,
+    which: u8,
+) -> Result<u64, Error> {
+    let at = Location::Bitmap(which);
+    let need = if encoding == BitmapEncoding::Hex {
+        16
+    } else {
+        8
+    };
+    let have = buf.len() - *pos;
+    if have < need {
+        return Err(Error::Decode {
+            at,
+            offset: *pos,
+            reason: Reason::Truncated { need, have },
+        });
+    }
+    let bytes = &buf[*pos..*pos + need];
+    let word = match encoding {
+        BitmapEncoding::Binary => bytes.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b)),
+        BitmapEncoding::Hex => {
+            let mut acc = 0u64;
+            for (i, &b) in bytes.iter().enumerate() {
+                let digit = char::from(b).to_digit(16).ok_or(Error::Decode {
+                    at,
+                    offset: *pos + i,
+                    reason: Reason::BadHex { byte: b },
+                })?;
+                acc = acc << 4 | u64::from(digit);
+            }
+            acc
+        }
+    };
+    *pos += need;
+    Ok(word)
+}
+
+fn write_bitmap(encoding: BitmapEncoding, word: u64, out: &mut impl BufMut) {
+    match encoding {
+        BitmapEncoding::Binary => out.put_u64(word),
+        BitmapEncoding::Hex => {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            for shift in (0..16).rev() {
+                out.put_u8(HEX[(word >> (shift * 4) & 0xF) as usize]);
+            }
+        }
+    }
+}
+
+impl PartialEq for Message {
+    /// Same dialect, MTI and field values, wherever the bytes are kept.
+    fn eq(&self, other: &Message) -> bool {
+        (Arc::ptr_eq(&self.spec, &other.spec) || self.spec == other.spec)
+            && self.mti == other.mti
+            && self.present == other.present
+            && self
+                .slots
+                .iter()
+                .zip(&other.slots)
+                .all(|(a, b)| a.len == b.len && self.data(a) == other.data(b))
+    }
+}
+
+impl Eq for Message {}
+
+/// Masked: PANs as first6…last4, secrets redacted (see [`Field`]).
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        map.entry(&"spec", &self.spec.name())
+            .entry(&"mti", &self.mti.as_str());
+        for field in self.fields() {
+            map.entry(&field.number(), &field);
+        }
+        map.finish()
+    }
+}
+
+/// One line, masked: `0200 2=476173…0010 3=000000 …`.
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.mti)?;
+        self.fields()
+            .try_for_each(|field| write!(f, " {}={}", field.number(), field))
+    }
+}

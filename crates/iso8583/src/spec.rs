@@ -1,0 +1,322 @@
+//! The dialect model: how each data element is laid out on the wire.
+//!
+//! A [`Spec`] is plain data. The `dialects` crate builds one from a TOML file; nothing in the codec knows a
+//! particular dialect, so a new dialect is a new file, not new code. [`Spec::new`] checks the description
+//! once, so that decode and encode can trust it on the hot path.
+
+use crate::error::{Error, Location, Reason};
+
+/// The highest field number: with a tertiary bitmap fields run to 192.
+pub const MAX_FIELD: u8 = 192;
+
+/// ISO 8583 data element types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FieldType {
+    /// Digits only.
+    N,
+    /// Letters and digits (not validated beyond the character set: hosts disagree on what `an` allows).
+    An,
+    /// Any character.
+    Ans,
+    /// Raw bytes.
+    B,
+    /// Track data: digits, `=` (or `D`) separators.
+    Z,
+    /// `x+n`: a `C`/`D` sign then digits (amount fields 28–31, 97).
+    Xn,
+}
+
+impl FieldType {
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::N => "n",
+            FieldType::An => "an",
+            FieldType::Ans => "ans",
+            FieldType::B => "b",
+            FieldType::Z => "z",
+            FieldType::Xn => "x+n",
+        }
+    }
+
+    /// Whether a logical (Latin-1) byte may appear at position `i` of a value of this type.
+    pub(crate) fn allows(self, i: usize, byte: u8) -> bool {
+        match self {
+            FieldType::N => byte.is_ascii_digit(),
+            FieldType::Z => byte.is_ascii_digit() || byte == b'=' || byte == b'D',
+            FieldType::Xn if i == 0 => byte == b'C' || byte == b'D',
+            FieldType::Xn => byte.is_ascii_digit(),
+            FieldType::An | FieldType::Ans | FieldType::B => true,
+        }
+    }
+}
+
+/// How data (or a length prefix, or the MTI) is represented in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    Ascii,
+    /// EBCDIC, code page 037.
+    Ebcdic,
+    /// Packed BCD, two digits a byte.
+    Bcd,
+    /// Raw bytes (data), or a big-endian unsigned integer (a length prefix).
+    Binary,
+}
+
+/// Fixed length or a variable length with an `LL`, `LLL` or `LLLL` prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LengthKind {
+    Fixed,
+    Ll,
+    Lll,
+    Llll,
+}
+
+impl LengthKind {
+    /// Decimal digits of the length prefix (0 for fixed).
+    pub fn digits(self) -> u32 {
+        match self {
+            LengthKind::Fixed => 0,
+            LengthKind::Ll => 2,
+            LengthKind::Lll => 3,
+            LengthKind::Llll => 4,
+        }
+    }
+}
+
+/// Where the filler nibble goes when an odd number of digits is packed as BCD, and its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Filler {
+    Left0,
+    LeftF,
+    Right0,
+    RightF,
+}
+
+impl Filler {
+    pub(crate) fn is_left(self) -> bool {
+        matches!(self, Filler::Left0 | Filler::LeftF)
+    }
+
+    pub(crate) fn nibble(self) -> u8 {
+        match self {
+            Filler::Left0 | Filler::Right0 => 0x0,
+            Filler::LeftF | Filler::RightF => 0xF,
+        }
+    }
+}
+
+/// Padding a builder applies to a short value of a fixed-length field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pad {
+    pub left: bool,
+    pub byte: u8,
+}
+
+/// How a field may be shown. Enforced by `Display`/`Debug` of messages and fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Sensitivity {
+    #[default]
+    Clear,
+    /// A card number: shown as first six and last four digits only.
+    Pan,
+    /// PIN block, track data, CVV, EMV data: never shown.
+    Secret,
+}
+
+/// A fixed-width part of a composite field (DE90).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Subfield {
+    pub name: String,
+    pub len: u16,
+}
+
+/// The layout of one data element.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FieldSpec {
+    pub name: String,
+    pub kind: FieldType,
+    pub length: LengthKind,
+    /// Maximum (or, for fixed fields, exact) length in logical units: digits for BCD data, bytes otherwise.
+    pub max: u16,
+    pub encoding: Encoding,
+    /// Encoding of the length prefix; ignored for fixed fields.
+    pub length_encoding: Encoding,
+    /// Odd-length BCD filler; ignored unless `encoding` is BCD.
+    pub filler: Filler,
+    /// Padding for short values of fixed-length fields given to a builder; `None` means exact length only.
+    pub pad: Option<Pad>,
+    pub sensitivity: Sensitivity,
+    /// Composite layout, e.g. DE90; empty for ordinary fields.
+    pub subfields: Vec<Subfield>,
+}
+
+impl FieldSpec {
+    /// Bytes on the wire for a value of `len` logical units.
+    #[inline]
+    pub fn wire_len(&self, len: usize) -> usize {
+        match (self.encoding, self.kind) {
+            // x+n packed: the sign is one plain byte, the digits are BCD.
+            (Encoding::Bcd, FieldType::Xn) if len > 0 => 1 + (len - 1).div_ceil(2),
+            (Encoding::Bcd, _) => len.div_ceil(2),
+            _ => len,
+        }
+    }
+
+    /// Bytes of the length prefix.
+    #[inline]
+    pub fn prefix_len(&self) -> usize {
+        let digits = self.length.digits() as usize;
+        match (self.length, self.length_encoding) {
+            (LengthKind::Fixed, _) => 0,
+            (_, Encoding::Ascii | Encoding::Ebcdic) => digits,
+            (_, Encoding::Bcd) => digits.div_ceil(2),
+            (LengthKind::Ll, Encoding::Binary) => 1,
+            (_, Encoding::Binary) => 2,
+        }
+    }
+
+    fn check(&self, spec: &str, number: u8) -> Result<(), Error> {
+        let fail = |reason: &'static str| Error::Spec {
+            spec: spec.to_owned(),
+            at: Location::Field(number),
+            reason: Reason::Invalid(reason),
+        };
+        if self.max == 0 {
+            return Err(fail("max length must be at least 1"));
+        }
+        let prefix_limit = match (self.length, self.length_encoding) {
+            (LengthKind::Fixed, _) => u64::MAX,
+            (LengthKind::Ll, Encoding::Binary) => 255,
+            (_, Encoding::Binary) => 65_535,
+            (kind, _) => 10u64.pow(kind.digits()) - 1,
+        };
+        if u64::from(self.max) > prefix_limit {
+            return Err(fail("max length does not fit the length prefix"));
+        }
+        match (self.kind, self.encoding) {
+            (FieldType::B, Encoding::Binary) => {}
+            (FieldType::B, _) | (_, Encoding::Binary) => {
+                return Err(fail(
+                    "type b needs binary encoding, and binary encoding needs type b",
+                ));
+            }
+            (FieldType::An | FieldType::Ans, Encoding::Bcd) => {
+                return Err(fail("BCD encoding holds only n, z and x+n fields"));
+            }
+            (FieldType::Xn, _) if self.max < 2 => {
+                return Err(fail("an x+n field needs a sign and a digit"));
+            }
+            _ => {}
+        }
+        if !self.subfields.is_empty() {
+            let total: u32 = self.subfields.iter().map(|s| u32::from(s.len)).sum();
+            if self.length != LengthKind::Fixed || total != u32::from(self.max) {
+                return Err(fail("subfields must fill a fixed-length field exactly"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Representation of the bitmaps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BitmapEncoding {
+    /// 8 raw bytes per bitmap.
+    Binary,
+    /// 16 uppercase ASCII hex characters per bitmap (lowercase accepted on decode).
+    Hex,
+}
+
+/// A dialect: MTI and bitmap representation plus the layout of every field.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Spec {
+    name: String,
+    mti: Encoding,
+    bitmap: BitmapEncoding,
+    tertiary: bool,
+    /// Indexed by field number; `fields[0]` and `fields[1]` (the secondary bitmap) are always `None`.
+    fields: Vec<Option<FieldSpec>>,
+}
+
+impl Spec {
+    /// Checks and builds a dialect. With `tertiary`, bit 65 announces a third bitmap (carried where field
+    /// 65 would be) and fields 129–192 may be described; without it, field 65 is an ordinary field.
+    pub fn new(
+        name: impl Into<String>,
+        mti: Encoding,
+        bitmap: BitmapEncoding,
+        tertiary: bool,
+        fields: impl IntoIterator<Item = (u8, FieldSpec)>,
+    ) -> Result<Spec, Error> {
+        let name = name.into();
+        let invalid = |at, reason| Error::Spec {
+            spec: name.clone(),
+            at,
+            reason: Reason::Invalid(reason),
+        };
+        if mti == Encoding::Binary {
+            return Err(invalid(Location::Mti, "the MTI cannot be binary"));
+        }
+        let last = if tertiary { MAX_FIELD } else { 128 };
+        let mut table = vec![None; usize::from(MAX_FIELD) + 1];
+        for (number, field) in fields {
+            let at = Location::Field(number);
+            if number < 2 || number > last {
+                return Err(invalid(
+                    at,
+                    "field number out of range for this bitmap layout",
+                ));
+            }
+            if tertiary && number == 65 {
+                return Err(invalid(
+                    at,
+                    "field 65 is the tertiary bitmap in this dialect",
+                ));
+            }
+            field.check(&name, number)?;
+            if table[usize::from(number)].replace(field).is_some() {
+                return Err(invalid(at, "field described twice"));
+            }
+        }
+        Ok(Spec {
+            name,
+            mti,
+            bitmap,
+            tertiary,
+            fields: table,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn mti_encoding(&self) -> Encoding {
+        self.mti
+    }
+
+    pub fn bitmap_encoding(&self) -> BitmapEncoding {
+        self.bitmap
+    }
+
+    /// Whether bit 65 announces a tertiary bitmap.
+    pub fn has_tertiary_bitmap(&self) -> bool {
+        self.tertiary
+    }
+
+    /// The layout of field `number`, if the dialect has one.
+    #[inline]
+    pub fn field(&self, number: u8) -> Option<&FieldSpec> {
+        self.fields
+            .get(usize::from(number))
+            .and_then(Option::as_ref)
+    }
+
+    /// Every described field, in number order.
+    pub fn fields(&self) -> impl Iterator<Item = (u8, &FieldSpec)> {
+        self.fields
+            .iter()
+            .enumerate()
+            .filter_map(|(n, f)| Some((n as u8, f.as_ref()?)))
+    }
+}

@@ -1,0 +1,374 @@
+//! One field's bytes: length prefixes, validation of wire data, packing logical values, and reading them
+//! back.
+//!
+//! A *logical* value is what a person means by the field: ASCII digits for an `n` field, Latin-1 text, raw
+//! bytes for `b`. The *wire* value is that in the dialect's encoding. Messages keep wire bytes (zero copy)
+//! and convert only when asked, one byte at a time, without building strings.
+
+use std::iter::{Chain, Copied, RepeatN};
+
+use bytes::BufMut;
+
+use crate::charset::{EBCDIC_TO_LATIN1, LATIN1_TO_EBCDIC};
+use crate::error::{Error, Location, Reason};
+use crate::spec::{Encoding, FieldSpec, FieldType, LengthKind};
+
+/// Where a field's data sits in its buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span {
+    pub(crate) start: usize,
+    pub(crate) wire_len: usize,
+    /// Length in logical units (what the length prefix counts).
+    pub(crate) len: usize,
+}
+
+/// Reads and checks field `number` starting at `pos`: the length prefix, the bounds and every byte of data.
+pub(crate) fn decode(fs: &FieldSpec, number: u8, buf: &[u8], pos: usize) -> Result<Span, Error> {
+    let err = |offset, reason| Error::Decode {
+        at: Location::Field(number),
+        offset,
+        reason,
+    };
+    let prefix = fs.prefix_len();
+    let have = buf.len() - pos;
+    if have < prefix {
+        return Err(err(pos, Reason::Truncated { need: prefix, have }));
+    }
+    let len = if fs.length == LengthKind::Fixed {
+        usize::from(fs.max)
+    } else {
+        let len = read_prefix(fs.length_encoding, &buf[pos..pos + prefix])
+            .ok_or(err(pos, Reason::BadLengthPrefix))?;
+        if len > usize::from(fs.max) {
+            return Err(err(
+                pos,
+                Reason::TooLong {
+                    len,
+                    max: usize::from(fs.max),
+                },
+            ));
+        }
+        len
+    };
+    let start = pos + prefix;
+    let wire_len = fs.wire_len(len);
+    if buf.len() - start < wire_len {
+        return Err(err(
+            start,
+            Reason::Truncated {
+                need: wire_len,
+                have: buf.len() - start,
+            },
+        ));
+    }
+    validate(fs, &buf[start..start + wire_len], len)
+        .map_err(|(i, reason)| err(start + i, reason))?;
+    Ok(Span {
+        start,
+        wire_len,
+        len,
+    })
+}
+
+fn read_prefix(encoding: Encoding, bytes: &[u8]) -> Option<usize> {
+    let mut len = 0usize;
+    match encoding {
+        Encoding::Binary => bytes.iter().for_each(|&b| len = len << 8 | usize::from(b)),
+        Encoding::Bcd => {
+            for &b in bytes {
+                let (hi, lo) = (b >> 4, b & 0xF);
+                if hi > 9 || lo > 9 {
+                    return None;
+                }
+                len = len * 100 + usize::from(hi * 10 + lo);
+            }
+        }
+        Encoding::Ascii | Encoding::Ebcdic => {
+            for &b in bytes {
+                let c = if encoding == Encoding::Ebcdic {
+                    EBCDIC_TO_LATIN1[usize::from(b)]
+                } else {
+                    b
+                };
+                if !c.is_ascii_digit() {
+                    return None;
+                }
+                len = len * 10 + usize::from(c - b'0');
+            }
+        }
+    }
+    Some(len)
+}
+
+/// Writes the length prefix for a value of `len` logical units (nothing for fixed fields).
+pub(crate) fn write_prefix(fs: &FieldSpec, len: usize, out: &mut impl BufMut) {
+    let digits = fs.length.digits();
+    if digits == 0 {
+        return;
+    }
+    match fs.length_encoding {
+        Encoding::Binary if fs.length == LengthKind::Ll => out.put_u8(len as u8),
+        Encoding::Binary => out.put_u16(len as u16),
+        Encoding::Bcd => {
+            // LL packs into one byte, LLL and LLLL into two (LLL with a leading zero nibble).
+            if digits > 2 {
+                out.put_u8(bcd_pair(len / 100 % 100));
+            }
+            out.put_u8(bcd_pair(len % 100));
+        }
+        Encoding::Ascii | Encoding::Ebcdic => {
+            for d in (0..digits).rev() {
+                let c = b'0' + (len / 10usize.pow(d) % 10) as u8;
+                out.put_u8(if fs.length_encoding == Encoding::Ebcdic {
+                    LATIN1_TO_EBCDIC[usize::from(c)]
+                } else {
+                    c
+                });
+            }
+        }
+    }
+}
+
+fn bcd_pair(v: usize) -> u8 {
+    ((v / 10) as u8) << 4 | (v % 10) as u8
+}
+
+/// Checks wire data; on failure returns the offset within `wire` and the reason.
+fn validate(fs: &FieldSpec, wire: &[u8], len: usize) -> Result<(), (usize, Reason)> {
+    let kind = fs.kind;
+    let bad = |i: usize, byte: u8| {
+        (
+            i,
+            Reason::BadChar {
+                byte,
+                kind: kind.name(),
+            },
+        )
+    };
+    match fs.encoding {
+        Encoding::Binary => Ok(()),
+        Encoding::Ascii => match wire.iter().enumerate().find(|&(i, &b)| !kind.allows(i, b)) {
+            Some((i, &b)) => Err(bad(i, b)),
+            None => Ok(()),
+        },
+        Encoding::Ebcdic => {
+            match wire
+                .iter()
+                .enumerate()
+                .find(|&(i, &b)| !kind.allows(i, EBCDIC_TO_LATIN1[usize::from(b)]))
+            {
+                Some((i, &b)) => Err(bad(i, b)),
+                None => Ok(()),
+            }
+        }
+        Encoding::Bcd => {
+            let (skip, digits) = if kind == FieldType::Xn {
+                match wire.first() {
+                    None => return Ok(()),
+                    Some(&sign) if !kind.allows(0, sign) => return Err(bad(0, sign)),
+                    Some(_) => (1, len - 1),
+                }
+            } else {
+                (0, len)
+            };
+            let filler = filler_position(fs, digits);
+            for (n, nibble) in nibbles(&wire[skip..]).enumerate() {
+                let ok = if Some(n) == filler {
+                    nibble == fs.filler.nibble()
+                } else {
+                    nibble <= 9 || (kind == FieldType::Z && nibble == 0xD)
+                };
+                if !ok {
+                    return Err((skip + n / 2, Reason::BadNibble { nibble }));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Index of the filler nibble when `digits` is odd.
+fn filler_position(fs: &FieldSpec, digits: usize) -> Option<usize> {
+    match (digits % 2 == 1, fs.filler.is_left()) {
+        (false, _) => None,
+        (true, true) => Some(0),
+        (true, false) => Some(digits),
+    }
+}
+
+fn nibbles(bytes: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    bytes.iter().flat_map(|&b| [b >> 4, b & 0xF])
+}
+
+/// A logical value with a fixed field's padding applied.
+type Padded<'a> = Chain<Chain<RepeatN<u8>, Copied<std::slice::Iter<'a, u8>>>, RepeatN<u8>>;
+
+fn padded<'a>(fs: &FieldSpec, value: &'a [u8]) -> (Padded<'a>, usize) {
+    let short = match (fs.length, fs.pad) {
+        (LengthKind::Fixed, Some(_)) => usize::from(fs.max).saturating_sub(value.len()),
+        _ => 0,
+    };
+    let pad = fs.pad.unwrap_or(crate::spec::Pad {
+        left: true,
+        byte: 0,
+    });
+    let (left, right) = if pad.left { (short, 0) } else { (0, short) };
+    let iter = std::iter::repeat_n(pad.byte, left)
+        .chain(value.iter().copied())
+        .chain(std::iter::repeat_n(pad.byte, right));
+    (iter, value.len() + short)
+}
+
+/// Checks a logical value against the field's layout and appends its wire form to `out`. Returns the
+/// length in logical units. On error nothing is appended.
+pub(crate) fn encode(
+    fs: &FieldSpec,
+    number: u8,
+    value: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<usize, Error> {
+    let err = |reason| Error::Encode {
+        at: Location::Field(number),
+        reason,
+    };
+    let (chars, len) = padded(fs, value);
+    let max = usize::from(fs.max);
+    if fs.length == LengthKind::Fixed && len != max {
+        return Err(err(Reason::WrongLength { len, expected: max }));
+    }
+    if len > max {
+        return Err(err(Reason::TooLong { len, max }));
+    }
+    if let Some((_, byte)) = chars
+        .clone()
+        .enumerate()
+        .find(|&(i, b)| !fs.kind.allows(i, b))
+    {
+        return Err(err(Reason::BadChar {
+            byte,
+            kind: fs.kind.name(),
+        }));
+    }
+    out.reserve(fs.wire_len(len));
+    match fs.encoding {
+        Encoding::Ascii | Encoding::Binary => out.extend(chars),
+        Encoding::Ebcdic => out.extend(chars.map(|c| LATIN1_TO_EBCDIC[usize::from(c)])),
+        Encoding::Bcd => pack_bcd(fs, chars, len, out),
+    }
+    Ok(len)
+}
+
+fn pack_bcd(fs: &FieldSpec, mut chars: impl Iterator<Item = u8>, len: usize, out: &mut Vec<u8>) {
+    let digits = if fs.kind == FieldType::Xn {
+        // The sign of an x+n field stays one plain byte.
+        out.extend(chars.next());
+        len.saturating_sub(1)
+    } else {
+        len
+    };
+    let filler = filler_position(fs, digits);
+    let total = digits + usize::from(filler.is_some());
+    let mut byte = 0u8;
+    for n in 0..total {
+        let nibble = if Some(n) == filler {
+            fs.filler.nibble()
+        } else {
+            match chars.next().unwrap_or(b'0') {
+                c @ b'0'..=b'9' => c - b'0',
+                _ => 0xD, // the track-data separator, `=` or `D`
+            }
+        };
+        byte = byte << 4 | nibble;
+        if n % 2 == 1 {
+            out.push(byte);
+        }
+    }
+}
+
+/// The logical bytes of a wire value, produced lazily.
+#[derive(Debug, Clone)]
+pub struct LogicalBytes<'a> {
+    inner: Inner<'a>,
+}
+
+#[derive(Debug, Clone)]
+enum Inner<'a> {
+    Plain(std::slice::Iter<'a, u8>),
+    Ebcdic(std::slice::Iter<'a, u8>),
+    Bcd {
+        sign: Option<u8>,
+        bytes: &'a [u8],
+        next: usize,
+        end: usize,
+    },
+}
+
+impl<'a> LogicalBytes<'a> {
+    pub(crate) fn new(fs: &FieldSpec, wire: &'a [u8], len: usize) -> Self {
+        let inner = match fs.encoding {
+            Encoding::Ascii | Encoding::Binary => Inner::Plain(wire.iter()),
+            Encoding::Ebcdic => Inner::Ebcdic(wire.iter()),
+            Encoding::Bcd => {
+                let (sign, bytes, digits) = match (fs.kind, wire.split_first()) {
+                    (FieldType::Xn, Some((&sign, rest))) => {
+                        (Some(sign), rest, len.saturating_sub(1))
+                    }
+                    _ => (None, wire, len),
+                };
+                let start = usize::from(digits % 2 == 1 && fs.filler.is_left());
+                Inner::Bcd {
+                    sign,
+                    bytes,
+                    next: start,
+                    end: start + digits,
+                }
+            }
+        };
+        LogicalBytes { inner }
+    }
+}
+
+impl Iterator for LogicalBytes<'_> {
+    type Item = u8;
+
+    #[inline]
+    fn next(&mut self) -> Option<u8> {
+        match &mut self.inner {
+            Inner::Plain(it) => it.next().copied(),
+            Inner::Ebcdic(it) => it.next().map(|&b| EBCDIC_TO_LATIN1[usize::from(b)]),
+            Inner::Bcd {
+                sign,
+                bytes,
+                next,
+                end,
+            } => {
+                if let Some(s) = sign.take() {
+                    return Some(s);
+                }
+                if *next >= *end {
+                    return None;
+                }
+                let byte = bytes[*next / 2];
+                let nibble = if *next % 2 == 0 {
+                    byte >> 4
+                } else {
+                    byte & 0xF
+                };
+                *next += 1;
+                Some(if nibble <= 9 { b'0' + nibble } else { b'=' })
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = match &self.inner {
+            Inner::Plain(it) | Inner::Ebcdic(it) => it.len(),
+            Inner::Bcd {
+                sign, next, end, ..
+            } => end - next + usize::from(sign.is_some()),
+        };
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for LogicalBytes<'_> {}
