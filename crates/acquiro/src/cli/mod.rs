@@ -1,0 +1,72 @@
+//! Command-line interface.
+
+mod codec;
+mod json;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use wire::{LengthHeader, Tpdu};
+
+#[derive(Debug, Parser)]
+#[command(name = "acquiro", version, about = "Acquirer-side ISO 8583 switch")]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode frames given as hex (one per line on stdin, or --hex) and print them, masked by default.
+    Decode(DecodeArgs),
+    /// Encode messages given as JSON lines on stdin (the output of `decode --json`) into hex frames.
+    Encode(EncodeArgs),
+}
+
+/// How frames are laid out: the dialect and the framing around each message.
+#[derive(Debug, Args)]
+struct FrameArgs {
+    /// Dialect: a built-in name (iso87ascii, iso87ascii-hexbitmap, iso87bcd, iso87ebcdic) or a .toml file.
+    #[arg(long, default_value = "iso87ascii")]
+    spec: String,
+    /// Length header in front of each frame: none, binary2, binary2-inclusive, binary4, ascii2, ascii4, bcd2.
+    #[arg(long, default_value = "none")]
+    header: LengthHeader,
+}
+
+#[derive(Debug, Args)]
+struct DecodeArgs {
+    #[command(flatten)]
+    frame: FrameArgs,
+    /// Frames carry a 5-byte TPDU after the length header.
+    #[arg(long)]
+    tpdu: bool,
+    /// One frame as hex; without it, one hex frame per line is read from stdin.
+    #[arg(long)]
+    hex: Option<String>,
+    /// Print one JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also list DE55 as BER-TLV items (with --json: under "tlv").
+    #[arg(long)]
+    tlv: bool,
+    /// Show card numbers and secret fields in clear. For test data only.
+    #[arg(long)]
+    unmasked: bool,
+}
+
+#[derive(Debug, Args)]
+struct EncodeArgs {
+    #[command(flatten)]
+    frame: FrameArgs,
+    /// Write this TPDU (10 hex digits) after the length header; a "tpdu" key in the JSON is used otherwise.
+    #[arg(long)]
+    tpdu: Option<Tpdu>,
+}
+
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Decode(args) => codec::decode(args),
+        Command::Encode(args) => codec::encode(args),
+    }
+}

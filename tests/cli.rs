@@ -1,0 +1,142 @@
+//! The `decode` and `encode` commands, run as the real binary.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+/// A BCD purchase: PAN, processing code, amount, STAN, POS entry mode, track 2, TID, currency.
+const BCD_PURCHASE: &str = concat!(
+    "0200",
+    "7020040020808000",
+    "164761739001010010",
+    "000000",
+    "000000001000",
+    "000123",
+    "0051",
+    "214761739001010010D2512F",
+    "5445524D30303031",
+    "383430"
+);
+
+fn acquiro(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_acquiro"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run acquiro");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn decode_json_is_masked_by_default() {
+    let out = acquiro(
+        &[
+            "decode",
+            "--spec",
+            "iso87bcd",
+            "--json",
+            "--hex",
+            BCD_PURCHASE,
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(v["mti"], "0200");
+    assert_eq!(v["fields"]["2"], "476173…0010");
+    assert_eq!(v["fields"]["35"], "[redacted]");
+    assert_eq!(v["fields"]["41"], "TERM0001");
+    assert!(!text.contains("4761739001010010"), "{text}");
+}
+
+#[test]
+fn decode_then_encode_roundtrips_byte_for_byte() {
+    // Two frames with a 2-byte header and a TPDU, one of them with DE55.
+    let with_emv = {
+        let line = r#"{"mti":"0100","fields":{"2":"5413330089010434","4":"000000002500","11":"000777","55":"9F2701809F360200A1"},"tpdu":"6000038000"}"#;
+        let out = acquiro(
+            &["encode", "--spec", "iso87bcd", "--header", "binary2"],
+            &format!("{line}\n"),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out).trim().to_owned()
+    };
+    let plain = format!("{:04X}6000038000{BCD_PURCHASE}", BCD_PURCHASE.len() / 2 + 5);
+    let input = format!("{plain}\n{with_emv}\n");
+    let args = ["--spec", "iso87bcd", "--header", "binary2"];
+    let decoded = acquiro(
+        &[&["decode", "--json", "--unmasked", "--tpdu"][..], &args[..]].concat(),
+        &input,
+    );
+    assert!(decoded.status.success());
+    assert!(String::from_utf8_lossy(&decoded.stderr).contains("test data only"));
+    let encoded = acquiro(&[&["encode"][..], &args[..]].concat(), &stdout(&decoded));
+    assert!(
+        encoded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&encoded.stderr)
+    );
+    assert_eq!(stdout(&encoded), input);
+}
+
+#[test]
+fn bad_lines_are_reported_and_the_run_goes_on() {
+    let input = format!("0200\n{BCD_PURCHASE}\nzz\n");
+    let out = acquiro(&["decode", "--spec", "iso87bcd"], &input);
+    assert_eq!(out.status.code(), Some(1), "non-zero when a line failed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 1: primary bitmap at byte 2: truncated"),
+        "{err}"
+    );
+    assert!(err.contains("line 3: not hex"), "{err}");
+    assert!(
+        stdout(&out).contains("Card Acceptor Terminal ID"),
+        "line 2 still decoded"
+    );
+}
+
+#[test]
+fn tlv_listing() {
+    let line = r#"{"mti":"0100","fields":{"55":"9F2701809F360200A1"}}"#;
+    let hex = stdout(&acquiro(&["encode"], &format!("{line}\n")));
+    let out = acquiro(&["decode", "--json", "--tlv", "--unmasked"], &hex);
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["tlv"]["55"][1]["tag"], "9F36");
+    assert_eq!(v["tlv"]["55"][1]["value"], "00A1");
+}
+
+#[test]
+fn encode_rejects_values_that_do_not_fit() {
+    let out = acquiro(
+        &["encode"],
+        "{\"mti\":\"0200\",\"fields\":{\"3\":\"12AB56\"}}\n{\"mti\":\"0200\",\"fields\":{\"3\":\"123456\"}}\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1: field 3"));
+    assert_eq!(
+        stdout(&out).lines().count(),
+        1,
+        "the valid line is still encoded"
+    );
+}
