@@ -33,6 +33,7 @@ enum Enc {
     Ebcdic,
     Bcd,
     Binary,
+    Hex,
 }
 
 impl From<Enc> for Encoding {
@@ -42,6 +43,7 @@ impl From<Enc> for Encoding {
             Enc::Ebcdic => Encoding::Ebcdic,
             Enc::Bcd => Encoding::Bcd,
             Enc::Binary => Encoding::Binary,
+            Enc::Hex => Encoding::Hex,
         }
     }
 }

@@ -41,7 +41,7 @@ impl<'a> Field<'a> {
         self.wire
     }
 
-    /// Length in logical units (digits for BCD, bytes otherwise).
+    /// Length in the units the length prefix counts (digits for BCD, hex digits for hex, else bytes).
     pub fn len(&self) -> usize {
         self.len
     }
@@ -53,6 +53,11 @@ impl<'a> Field<'a> {
     /// The logical value, byte by byte (ASCII digits for numeric fields, raw bytes for binary ones).
     pub fn bytes(&self) -> LogicalBytes<'a> {
         LogicalBytes::new(self.spec, self.wire, self.len)
+    }
+
+    /// The logical value in a new vector (binary data decoded from hex where the dialect carries hex).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.bytes().collect()
     }
 
     /// The value as `&str` without copying, when the wire bytes are the logical value in ASCII.
@@ -96,7 +101,7 @@ impl<'a> Field<'a> {
 
     fn write_clear(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.spec.kind == FieldType::B {
-            self.wire.iter().try_for_each(|b| write!(f, "{b:02X}"))
+            self.bytes().try_for_each(|b| write!(f, "{b:02X}"))
         } else {
             self.bytes().try_for_each(|b| f.write_char(char::from(b)))
         }

@@ -74,24 +74,21 @@ impl Message {
         if words[0] & FIRST_BIT != 0 {
             words[1] = read_bitmap(spec.bitmap_encoding(), buf, &mut pos, 2)?;
         }
-        let fields = (words[0] & !FIRST_BIT).count_ones() + words[1].count_ones();
+        // Bit 1 announces the secondary bitmap; with a tertiary bitmap, bit 65 announces it and it follows
+        // the secondary one directly (ISO 8583:2003 and pyiso8583 place all bitmaps up front).
+        words[0] &= !FIRST_BIT;
+        if spec.has_tertiary_bitmap() && words[1] & FIRST_BIT != 0 {
+            words[1] &= !FIRST_BIT;
+            words[2] = read_bitmap(spec.bitmap_encoding(), buf, &mut pos, 3)?;
+        }
+        let fields: u32 = words.iter().map(|w| w.count_ones()).sum();
         let mut slots = Vec::with_capacity(fields as usize);
-        for word in 0..3 {
-            // Bit 1 announces the secondary bitmap, read above.
-            let mut bits = if word == 0 {
-                words[0] & !FIRST_BIT
-            } else {
-                words[word]
-            };
+        for (word, &bits) in words.iter().enumerate() {
+            let mut bits = bits;
             while bits != 0 {
                 let idx = bits.leading_zeros();
                 bits &= !(FIRST_BIT >> idx);
                 let number = (word as u32 * 64 + idx + 1) as u8;
-                if number == 65 && spec.has_tertiary_bitmap() {
-                    words[1] &= !FIRST_BIT;
-                    words[2] = read_bitmap(spec.bitmap_encoding(), buf, &mut pos, 3)?;
-                    continue;
-                }
                 let fs = spec.field(number).ok_or(Error::Decode {
                     at: Location::Field(number),
                     offset: pos,

@@ -60,6 +60,8 @@ pub enum Encoding {
     Bcd,
     /// Raw bytes (data), or a big-endian unsigned integer (a length prefix).
     Binary,
+    /// Binary data as uppercase ASCII hex, two characters a byte; lengths count hex digits.
+    Hex,
 }
 
 /// Fixed length or a variable length with an `LL`, `LLL` or `LLLL` prefix.
@@ -136,7 +138,8 @@ pub struct FieldSpec {
     pub name: String,
     pub kind: FieldType,
     pub length: LengthKind,
-    /// Maximum (or, for fixed fields, exact) length in logical units: digits for BCD data, bytes otherwise.
+    /// Maximum (or, for fixed fields, exact) length in the units the length prefix counts: digits for
+    /// BCD data, hex digits for hex data, bytes otherwise.
     pub max: u16,
     pub encoding: Encoding,
     /// Encoding of the length prefix; ignored for fixed fields.
@@ -151,7 +154,17 @@ pub struct FieldSpec {
 }
 
 impl FieldSpec {
-    /// Bytes on the wire for a value of `len` logical units.
+    /// Length units for a logical value of `bytes` bytes (a hex digit is half a byte).
+    #[inline]
+    pub(crate) fn units(&self, bytes: usize) -> usize {
+        if self.encoding == Encoding::Hex {
+            bytes * 2
+        } else {
+            bytes
+        }
+    }
+
+    /// Bytes on the wire for a value of `len` length units.
     #[inline]
     pub fn wire_len(&self, len: usize) -> usize {
         match (self.encoding, self.kind) {
@@ -172,6 +185,7 @@ impl FieldSpec {
             (_, Encoding::Bcd) => digits.div_ceil(2),
             (LengthKind::Ll, Encoding::Binary) => 1,
             (_, Encoding::Binary) => 2,
+            (_, Encoding::Hex) => digits,
         }
     }
 
@@ -193,11 +207,19 @@ impl FieldSpec {
         if u64::from(self.max) > prefix_limit {
             return Err(fail("max length does not fit the length prefix"));
         }
+        if self.length_encoding == Encoding::Hex {
+            return Err(fail("a length prefix cannot be hex"));
+        }
         match (self.kind, self.encoding) {
-            (FieldType::B, Encoding::Binary) => {}
-            (FieldType::B, _) | (_, Encoding::Binary) => {
+            (FieldType::B, Encoding::Hex)
+                if self.length == LengthKind::Fixed && self.max % 2 == 1 =>
+            {
+                return Err(fail("a fixed hex field needs an even number of digits"));
+            }
+            (FieldType::B, Encoding::Binary | Encoding::Hex) => {}
+            (FieldType::B, _) | (_, Encoding::Binary | Encoding::Hex) => {
                 return Err(fail(
-                    "type b needs binary encoding, and binary encoding needs type b",
+                    "type b needs binary or hex encoding, which hold only type b",
                 ));
             }
             (FieldType::An | FieldType::Ans, Encoding::Bcd) => {
@@ -239,8 +261,8 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// Checks and builds a dialect. With `tertiary`, bit 65 announces a third bitmap (carried where field
-    /// 65 would be) and fields 129–192 may be described; without it, field 65 is an ordinary field.
+    /// Checks and builds a dialect. With `tertiary`, bit 65 announces a third bitmap (right after the
+    /// secondary one) and fields 129–192 may be described; without it, field 65 is an ordinary field.
     pub fn new(
         name: impl Into<String>,
         mti: Encoding,
@@ -254,7 +276,7 @@ impl Spec {
             at,
             reason: Reason::Invalid(reason),
         };
-        if mti == Encoding::Binary {
+        if matches!(mti, Encoding::Binary | Encoding::Hex) {
             return Err(invalid(Location::Mti, "the MTI cannot be binary"));
         }
         let last = if tertiary { MAX_FIELD } else { 128 };

@@ -83,7 +83,7 @@ fn read_prefix(encoding: Encoding, bytes: &[u8]) -> Option<usize> {
                 len = len * 100 + usize::from(hi * 10 + lo);
             }
         }
-        Encoding::Ascii | Encoding::Ebcdic => {
+        Encoding::Ascii | Encoding::Ebcdic | Encoding::Hex => {
             for &b in bytes {
                 let c = if encoding == Encoding::Ebcdic {
                     EBCDIC_TO_LATIN1[usize::from(b)]
@@ -116,7 +116,7 @@ pub(crate) fn write_prefix(fs: &FieldSpec, len: usize, out: &mut impl BufMut) {
             }
             out.put_u8(bcd_pair(len % 100));
         }
-        Encoding::Ascii | Encoding::Ebcdic => {
+        Encoding::Ascii | Encoding::Ebcdic | Encoding::Hex => {
             for d in (0..digits).rev() {
                 let c = b'0' + (len / 10usize.pow(d) % 10) as u8;
                 out.put_u8(if fs.length_encoding == Encoding::Ebcdic {
@@ -147,6 +147,11 @@ fn validate(fs: &FieldSpec, wire: &[u8], len: usize) -> Result<(), (usize, Reaso
     };
     match fs.encoding {
         Encoding::Binary => Ok(()),
+        Encoding::Hex => match wire.iter().position(|b| !b.is_ascii_hexdigit()) {
+            Some(i) => Err((i, Reason::BadHex { byte: wire[i] })),
+            None if len % 2 == 1 => Err((0, Reason::Invalid("odd number of hex digits"))),
+            None => Ok(()),
+        },
         Encoding::Ascii => match wire.iter().enumerate().find(|&(i, &b)| !kind.allows(i, b)) {
             Some((i, &b)) => Err(bad(i, b)),
             None => Ok(()),
@@ -231,7 +236,8 @@ pub(crate) fn encode(
         at: Location::Field(number),
         reason,
     };
-    let (chars, len) = padded(fs, value);
+    let (chars, count) = padded(fs, value);
+    let len = fs.units(count);
     let max = usize::from(fs.max);
     if fs.length == LengthKind::Fixed && len != max {
         return Err(err(Reason::WrongLength { len, expected: max }));
@@ -254,8 +260,29 @@ pub(crate) fn encode(
         Encoding::Ascii | Encoding::Binary => out.extend(chars),
         Encoding::Ebcdic => out.extend(chars.map(|c| LATIN1_TO_EBCDIC[usize::from(c)])),
         Encoding::Bcd => pack_bcd(fs, chars, len, out),
+        Encoding::Hex => chars.for_each(|b| out.extend_from_slice(&HEX_DIGITS[usize::from(b)])),
     }
     Ok(len)
+}
+
+/// Uppercase hex of every byte value.
+const HEX_DIGITS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut table = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = [DIGITS[i >> 4], DIGITS[i & 0xF]];
+        i += 1;
+    }
+    table
+};
+
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        _ => digit.wrapping_sub(b'A').wrapping_add(10) & 0xF,
+    }
 }
 
 fn pack_bcd(fs: &FieldSpec, mut chars: impl Iterator<Item = u8>, len: usize, out: &mut Vec<u8>) {
@@ -295,6 +322,7 @@ pub struct LogicalBytes<'a> {
 enum Inner<'a> {
     Plain(std::slice::Iter<'a, u8>),
     Ebcdic(std::slice::Iter<'a, u8>),
+    Hex(std::slice::ChunksExact<'a, u8>),
     Bcd {
         sign: Option<u8>,
         bytes: &'a [u8],
@@ -308,6 +336,7 @@ impl<'a> LogicalBytes<'a> {
         let inner = match fs.encoding {
             Encoding::Ascii | Encoding::Binary => Inner::Plain(wire.iter()),
             Encoding::Ebcdic => Inner::Ebcdic(wire.iter()),
+            Encoding::Hex => Inner::Hex(wire.chunks_exact(2)),
             Encoding::Bcd => {
                 let (sign, bytes, digits) = match (fs.kind, wire.split_first()) {
                     (FieldType::Xn, Some((&sign, rest))) => {
@@ -336,6 +365,9 @@ impl Iterator for LogicalBytes<'_> {
         match &mut self.inner {
             Inner::Plain(it) => it.next().copied(),
             Inner::Ebcdic(it) => it.next().map(|&b| EBCDIC_TO_LATIN1[usize::from(b)]),
+            Inner::Hex(it) => it
+                .next()
+                .map(|pair| hex_value(pair[0]) << 4 | hex_value(pair[1])),
             Inner::Bcd {
                 sign,
                 bytes,
@@ -363,6 +395,7 @@ impl Iterator for LogicalBytes<'_> {
     fn size_hint(&self) -> (usize, Option<usize>) {
         let n = match &self.inner {
             Inner::Plain(it) | Inner::Ebcdic(it) => it.len(),
+            Inner::Hex(it) => it.len(),
             Inner::Bcd {
                 sign, next, end, ..
             } => end - next + usize::from(sign.is_some()),

@@ -66,6 +66,17 @@ fn ascii_and_ebcdic_vectors() {
 
     let hexmap = purchase("iso87ascii-hexbitmap").to_bytes();
     assert_eq!(&hexmap[..20], b"02007020040020808000");
+
+    // Binary fields: raw bytes in iso87ascii, hex digits (length counting digits) in the hex dialect.
+    let mut emv = Message::new(dialect("iso87ascii"), Mti::AUTHORIZATION);
+    emv.set(55, [0x9F, 0x27, 0x01, 0x80]).unwrap();
+    let as_hex = emv
+        .translate(&dialect("iso87ascii-hexbitmap"))
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&as_hex[20..], b"0089F270180");
+    let back = Message::decode(&dialect("iso87ascii-hexbitmap"), as_hex).unwrap();
+    assert_eq!(back.get(55).unwrap().to_vec(), [0x9F, 0x27, 0x01, 0x80]);
 }
 
 #[test]

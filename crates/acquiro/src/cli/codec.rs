@@ -91,7 +91,7 @@ fn print_table(
             field.spec().name
         )?;
         if tlv_list && unmasked && field.number() == 55 {
-            for item in tlv::parse(55, field.wire())? {
+            for item in tlv::parse(55, &field.to_vec())? {
                 writeln!(
                     out,
                     "{:>10} {}",

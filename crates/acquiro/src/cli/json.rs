@@ -24,7 +24,7 @@ pub(crate) fn to_json(msg: &Message, tlv_list: bool, unmasked: bool) -> Value {
     let mut obj = json!({ "mti": msg.mti().as_str(), "fields": fields });
     if tlv_list && unmasked {
         if let Some(de55) = msg.get(55) {
-            let items = match tlv::parse(55, de55.wire()) {
+            let items = match tlv::parse(55, &de55.to_vec()) {
                 Ok(items) => Value::Array(
                     items
                         .iter()

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use iso8583::{FieldSpec, FieldType, LengthKind, Message, Mti, Spec};
+use iso8583::{Encoding, FieldSpec, FieldType, LengthKind, Message, Mti, Spec};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -14,9 +14,11 @@ const MAX_VAR: usize = 120;
 
 /// A logical value that fits `fs`.
 pub fn value(fs: &FieldSpec) -> BoxedStrategy<Vec<u8>> {
+    // Lengths count hex digits in a hex field: half as many bytes.
+    let max = usize::from(fs.max) / if fs.encoding == Encoding::Hex { 2 } else { 1 };
     let len: BoxedStrategy<usize> = match fs.length {
-        LengthKind::Fixed => Just(usize::from(fs.max)).boxed(),
-        _ => (0..=usize::from(fs.max).min(MAX_VAR)).boxed(),
+        LengthKind::Fixed => Just(max).boxed(),
+        _ => (0..=max.min(MAX_VAR)).boxed(),
     };
     let kind = fs.kind;
     len.prop_flat_map(move |len| {
@@ -43,7 +45,7 @@ pub fn value(fs: &FieldSpec) -> BoxedStrategy<Vec<u8>> {
 }
 
 /// A message of `spec` with a random MTI and a random subset of the fields `allowed` admits.
-pub fn message(spec: Arc<Spec>, allowed: fn(u8) -> bool) -> BoxedStrategy<Message> {
+pub fn message(spec: Arc<Spec>, allowed: impl Fn(u8) -> bool) -> BoxedStrategy<Message> {
     let fields: Vec<(u8, BoxedStrategy<Vec<u8>>)> = spec
         .fields()
         .filter(|(n, _)| allowed(*n))
