@@ -146,12 +146,10 @@ impl Message {
                 out,
             );
         }
-        let mut tertiary_due = tertiary;
+        if tertiary {
+            write_bitmap(bitmap, self.present[2], out);
+        }
         for slot in &self.slots {
-            if tertiary_due && slot.number > 65 {
-                write_bitmap(bitmap, self.present[2], out);
-                tertiary_due = false;
-            }
             let fs = self
                 .spec
                 .field(slot.number)

@@ -212,8 +212,8 @@ fn tertiary_bitmap_carries_fields_129_to_192() {
         &b"0200"[..],
         &hex::decode("A000000000000000").unwrap(), // bits 1 and 3
         &hex::decode("C000000000000000").unwrap(), // bits 65 (tertiary) and 66
+        &hex::decode("4000000000000000").unwrap(), // tertiary: bit 130, right after the secondary
         b"000000",                                 // DE3
-        &hex::decode("4000000000000000").unwrap(), // tertiary: bit 130, where field 65 would be
         b"1",                                      // DE66
         b"05hello",                                // DE130
     ]
