@@ -124,6 +124,13 @@ fn tlv_listing() {
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(v["tlv"]["55"][1]["tag"], "9F36");
     assert_eq!(v["tlv"]["55"][1]["value"], "00A1");
+    // Masked: tags and lengths, never values.
+    let masked = acquiro(&["decode", "--json", "--tlv"], &hex);
+    let v: serde_json::Value = serde_json::from_str(stdout(&masked).trim()).unwrap();
+    assert_eq!(v["tlv"]["55"][1]["tag"], "9F36");
+    assert_eq!(v["tlv"]["55"][1]["len"], 2);
+    assert_eq!(v["tlv"]["55"][1]["value"], "[redacted]");
+    assert!(!stdout(&masked).contains("00A1"));
 }
 
 #[test]

@@ -89,7 +89,7 @@ impl Message {
                 let idx = bits.leading_zeros();
                 bits &= !(FIRST_BIT >> idx);
                 let number = (word as u32 * 64 + idx + 1) as u8;
-                let fs = spec.field(number).ok_or(Error::Decode {
+                let fs = spec.field(number).ok_or_else(|| Error::Decode {
                     at: Location::Field(number),
                     offset: pos,
                     reason: Reason::NoSpec,
@@ -214,7 +214,7 @@ impl Message {
     /// Sets field `number` from its logical value (ASCII digits, text, or raw bytes for `b` fields). Short
     /// values of fixed fields are padded as the dialect says; anything else that does not fit is an error.
     pub fn set(&mut self, number: u8, value: impl AsRef<[u8]>) -> Result<&mut Self, Error> {
-        let fs = self.spec.field(number).ok_or(Error::Encode {
+        let fs = self.spec.field(number).ok_or_else(|| Error::Encode {
             at: Location::Field(number),
             reason: Reason::NoSpec,
         })?;
@@ -278,7 +278,7 @@ impl Message {
     /// A response to this request: the response MTI and a copy of the `echo` fields that are present.
     /// Copies of received fields keep pointing into the same frame.
     pub fn response(&self, echo: &[u8]) -> Result<Message, Error> {
-        let mti = self.mti.response().ok_or(Error::Encode {
+        let mti = self.mti.response().ok_or_else(|| Error::Encode {
             at: Location::Mti,
             reason: Reason::Invalid("a response cannot be answered"),
         })?;
@@ -451,7 +451,7 @@ fn read_bitmap(
         BitmapEncoding::Hex => {
             let mut acc = 0u64;
             for (i, &b) in bytes.iter().enumerate() {
-                let digit = char::from(b).to_digit(16).ok_or(Error::Decode {
+                let digit = char::from(b).to_digit(16).ok_or_else(|| Error::Decode {
                     at,
                     offset: *pos + i,
                     reason: Reason::BadHex { byte: b },

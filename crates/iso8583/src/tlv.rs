@@ -59,7 +59,9 @@ fn parse_one(field: u8, data: &[u8], start: usize) -> Result<(Tlv<'_>, usize), E
     pos += 1;
     if first & 0x1F == 0x1F {
         loop {
-            let b = *data.get(pos).ok_or(truncated(field, pos, 1, data))?;
+            let b = *data
+                .get(pos)
+                .ok_or_else(|| truncated(field, pos, 1, data))?;
             pos += 1;
             if b & 0x80 == 0 {
                 break;
@@ -75,7 +77,9 @@ fn parse_one(field: u8, data: &[u8], start: usize) -> Result<(Tlv<'_>, usize), E
     }
     let tag = &data[start..pos];
     let len_start = pos;
-    let l0 = *data.get(pos).ok_or(truncated(field, pos, 1, data))?;
+    let l0 = *data
+        .get(pos)
+        .ok_or_else(|| truncated(field, pos, 1, data))?;
     pos += 1;
     let len = if l0 < 0x80 {
         usize::from(l0)
@@ -86,7 +90,7 @@ fn parse_one(field: u8, data: &[u8], start: usize) -> Result<(Tlv<'_>, usize), E
         }
         let bytes = data
             .get(pos..pos + n)
-            .ok_or(truncated(field, pos, n, data))?;
+            .ok_or_else(|| truncated(field, pos, n, data))?;
         pos += n;
         bytes
             .iter()
@@ -95,7 +99,7 @@ fn parse_one(field: u8, data: &[u8], start: usize) -> Result<(Tlv<'_>, usize), E
     let length = &data[len_start..pos];
     let value = data
         .get(pos..pos.saturating_add(len))
-        .ok_or(truncated(field, pos, len, data))?;
+        .ok_or_else(|| truncated(field, pos, len, data))?;
     Ok((Tlv { tag, length, value }, pos + len))
 }
 

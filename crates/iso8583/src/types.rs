@@ -53,7 +53,7 @@ impl Mti {
 
     /// True for requests and advices, which expect an answer.
     pub fn is_request(&self) -> bool {
-        self.function() % 2 == 0
+        self.function().is_multiple_of(2)
     }
 
     /// The answer's MTI (0200 → 0210, 0401 → 0410, 0420 → 0430); `None` for an answer itself.

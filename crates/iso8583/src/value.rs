@@ -23,6 +23,7 @@ pub(crate) struct Span {
 }
 
 /// Reads and checks field `number` starting at `pos`: the length prefix, the bounds and every byte of data.
+#[inline]
 pub(crate) fn decode(fs: &FieldSpec, number: u8, buf: &[u8], pos: usize) -> Result<Span, Error> {
     let err = |offset, reason| Error::Decode {
         at: Location::Field(number),
@@ -38,7 +39,7 @@ pub(crate) fn decode(fs: &FieldSpec, number: u8, buf: &[u8], pos: usize) -> Resu
         usize::from(fs.max)
     } else {
         let len = read_prefix(fs.length_encoding, &buf[pos..pos + prefix])
-            .ok_or(err(pos, Reason::BadLengthPrefix))?;
+            .ok_or_else(|| err(pos, Reason::BadLengthPrefix))?;
         if len > usize::from(fs.max) {
             return Err(err(
                 pos,
@@ -70,6 +71,7 @@ pub(crate) fn decode(fs: &FieldSpec, number: u8, buf: &[u8], pos: usize) -> Resu
     })
 }
 
+#[inline]
 fn read_prefix(encoding: Encoding, bytes: &[u8]) -> Option<usize> {
     let mut len = 0usize;
     match encoding {
@@ -134,7 +136,24 @@ fn bcd_pair(v: usize) -> u8 {
 }
 
 /// Checks wire data; on failure returns the offset within `wire` and the reason.
+#[inline]
 fn validate(fs: &FieldSpec, wire: &[u8], len: usize) -> Result<(), (usize, Reason)> {
+    // Fast paths for the common cases: no per-byte branch, so the checks vectorise. Only a failure takes
+    // the precise loop below, to find the offending byte.
+    let fast_ok = match (fs.encoding, fs.kind) {
+        (Encoding::Binary, _)
+        | (Encoding::Ascii | Encoding::Ebcdic, FieldType::An | FieldType::Ans) => true,
+        (Encoding::Ascii, FieldType::N) => {
+            wire.iter()
+                .fold(0u8, |bad, &b| bad | u8::from(b.wrapping_sub(b'0') > 9))
+                == 0
+        }
+        (Encoding::Bcd, FieldType::N | FieldType::Z) => bcd_digits_ok(fs, wire, len),
+        _ => false,
+    };
+    if fast_ok {
+        return Ok(());
+    }
     let kind = fs.kind;
     let bad = |i: usize, byte: u8| {
         (
@@ -189,6 +208,33 @@ fn validate(fs: &FieldSpec, wire: &[u8], len: usize) -> Result<(), (usize, Reaso
             }
             Ok(())
         }
+    }
+}
+
+/// Whether packed digits are all 0–9 with the right filler, without saying where they are not.
+fn bcd_digits_ok(fs: &FieldSpec, wire: &[u8], digits: usize) -> bool {
+    // Track data may also hold the separator nibble D.
+    let separator = if fs.kind == FieldType::Z { 0xD } else { 0x0 };
+    let bad_nibble = |n: u8| u8::from(n > 9 && n != separator);
+    let bad_byte = |bad: u8, &b: &u8| bad | bad_nibble(b >> 4) | bad_nibble(b & 0xF);
+    match filler_position(fs, digits) {
+        None => wire.iter().fold(0, bad_byte) == 0,
+        Some(0) => match wire.split_first() {
+            Some((&first, rest)) => {
+                first >> 4 == fs.filler.nibble()
+                    && bad_nibble(first & 0xF) == 0
+                    && rest.iter().fold(0, bad_byte) == 0
+            }
+            None => false,
+        },
+        Some(_) => match wire.split_last() {
+            Some((&last, rest)) => {
+                last & 0xF == fs.filler.nibble()
+                    && bad_nibble(last >> 4) == 0
+                    && rest.iter().fold(0, bad_byte) == 0
+            }
+            None => false,
+        },
     }
 }
 

@@ -173,7 +173,7 @@ proptest! {
         cut in any::<usize>(),
     ) {
         let mut codec = FrameCodec::new(header).with_tpdu(with_tpdu);
-        let tpdu = with_tpdu.then(|| Tpdu { id: 0x60, destination: [0, 3], source: [0x80, 0] });
+        let tpdu = with_tpdu.then_some(Tpdu { id: 0x60, destination: [0, 3], source: [0x80, 0] });
         let frames: Vec<Frame> = bodies.into_iter().map(|b| Frame { tpdu, message: Bytes::from(b) }).collect();
         let mut wire = BytesMut::new();
         for f in &frames {

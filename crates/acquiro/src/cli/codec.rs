@@ -90,13 +90,18 @@ fn print_table(
             field.number(),
             field.spec().name
         )?;
-        if tlv_list && unmasked && field.number() == 55 {
+        if tlv_list && field.number() == 55 {
             for item in tlv::parse(55, &field.to_vec())? {
+                let value = if unmasked {
+                    hex::encode_upper(item.value)
+                } else {
+                    "[redacted]".into()
+                };
                 writeln!(
                     out,
-                    "{:>10} {}",
+                    "{:>10}  {:>3}  {value}",
                     hex::encode_upper(item.tag),
-                    hex::encode_upper(item.value)
+                    item.value.len()
                 )?;
             }
         }

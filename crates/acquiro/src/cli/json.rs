@@ -22,19 +22,21 @@ pub(crate) fn to_json(msg: &Message, tlv_list: bool, unmasked: bool) -> Value {
         fields.insert(field.number().to_string(), Value::String(text));
     }
     let mut obj = json!({ "mti": msg.mti().as_str(), "fields": fields });
-    if tlv_list && unmasked {
-        if let Some(de55) = msg.get(55) {
-            let items = match tlv::parse(55, &de55.to_vec()) {
-                Ok(items) => Value::Array(
-                    items
-                        .iter()
-                        .map(|t| json!({ "tag": hex::encode_upper(t.tag), "value": hex::encode_upper(t.value) }))
-                        .collect(),
-                ),
-                Err(e) => json!({ "error": e.to_string() }),
-            };
-            obj["tlv"] = json!({ "55": items });
-        }
+    // EMV values can hold card data (5A, 57): masked output lists the tags and lengths only.
+    if let Some(de55) = msg.get(55).filter(|_| tlv_list) {
+        let items = match tlv::parse(55, &de55.to_vec()) {
+            Ok(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|t| {
+                        let value = if unmasked { hex::encode_upper(t.value) } else { "[redacted]".into() };
+                        json!({ "tag": hex::encode_upper(t.tag), "len": t.value.len(), "value": value })
+                    })
+                    .collect(),
+            ),
+            Err(e) => json!({ "error": e.to_string() }),
+        };
+        obj["tlv"] = json!({ "55": items });
     }
     obj
 }
