@@ -89,7 +89,7 @@ impl Message {
                 let idx = bits.leading_zeros();
                 bits &= !(FIRST_BIT >> idx);
                 let number = (word as u32 * 64 + idx + 1) as u8;
-                let fs = spec.field(number).ok_or_else(|| Error::Decode {
+                let fs = spec.field(number).ok_or(Error::Decode {
                     at: Location::Field(number),
                     offset: pos,
                     reason: Reason::NoSpec,
@@ -214,7 +214,7 @@ impl Message {
     /// Sets field `number` from its logical value (ASCII digits, text, or raw bytes for `b` fields). Short
     /// values of fixed fields are padded as the dialect says; anything else that does not fit is an error.
     pub fn set(&mut self, number: u8, value: impl AsRef<[u8]>) -> Result<&mut Self, Error> {
-        let fs = self.spec.field(number).ok_or_else(|| Error::Encode {
+        let fs = self.spec.field(number).ok_or(Error::Encode {
             at: Location::Field(number),
             reason: Reason::NoSpec,
         })?;
@@ -278,7 +278,7 @@ impl Message {
     /// A response to this request: the response MTI and a copy of the `echo` fields that are present.
     /// Copies of received fields keep pointing into the same frame.
     pub fn response(&self, echo: &[u8]) -> Result<Message, Error> {
-        let mti = self.mti.response().ok_or_else(|| Error::Encode {
+        let mti = self.mti.response().ok_or(Error::Encode {
             at: Location::Mti,
             reason: Reason::Invalid("a response cannot be answered"),
         })?;
