@@ -58,26 +58,9 @@ fn non_digit_in_numeric_field() {
 
 #[test]
 fn bitmap_bit_without_spec() {
-    let spec = std::sync::Arc::new(
-        dialects::parse(
-            "small",
-            r#"
-            name = "small"
-            mti = "ascii"
-            bitmap = "binary"
-            length_encoding = "ascii"
-            [encoding]
-            n = "ascii"
-            z = "ascii"
-            "x+n" = "ascii"
-            an = "ascii"
-            ans = "ascii"
-            b = "binary"
-            [fields]
-            3 = { name = "Processing code", type = "n", max = 6 }
-            "#,
-        )
-        .unwrap(),
+    let spec = support::custom(
+        false,
+        r#"3 = { name = "Processing code", type = "n", max = 6 }"#,
     );
     let err =
         Message::decode(&spec, Bytes::from(ascii(&[3, 4], b"000000000000001000"))).unwrap_err();

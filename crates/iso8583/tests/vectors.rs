@@ -176,29 +176,13 @@ fn original_data_elements() {
 
 #[test]
 fn tertiary_bitmap_carries_fields_129_to_192() {
-    let spec = std::sync::Arc::new(
-        dialects::parse(
-            "tertiary",
-            r#"
-            name = "tertiary"
-            mti = "ascii"
-            bitmap = "binary"
-            tertiary_bitmap = true
-            length_encoding = "ascii"
-            [encoding]
-            n = "ascii"
-            z = "ascii"
-            "x+n" = "ascii"
-            an = "ascii"
-            ans = "ascii"
-            b = "binary"
-            [fields]
-            3 = { name = "Processing code", type = "n", max = 6 }
-            66 = { name = "Settlement code", type = "n", max = 1 }
-            130 = { name = "Private", type = "ans", length = "LL", max = 20 }
-            "#,
-        )
-        .unwrap(),
+    let spec = support::custom(
+        true,
+        r#"
+        3 = { name = "Processing code", type = "n", max = 6 }
+        66 = { name = "Settlement code", type = "n", max = 1 }
+        130 = { name = "Private", type = "ans", length = "LL", max = 20 }
+        "#,
     );
     let mut m = Message::new(spec.clone(), Mti::FINANCIAL);
     m.set(3, "000000")

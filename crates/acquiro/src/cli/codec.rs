@@ -26,6 +26,28 @@ pub(super) fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         None => Box::new(std::io::stdin().lock().lines()),
     };
     let mut out = std::io::stdout().lock();
+    each_line(lines, |line| {
+        let frame = read_frame(&mut codec, line)?;
+        let msg = Message::decode(&spec, frame.message)?;
+        if args.json {
+            let mut obj = to_json(&msg, args.tlv, args.unmasked);
+            if let Some(tpdu) = frame.tpdu {
+                obj["tpdu"] = Value::String(hex::encode_upper(tpdu.to_bytes()));
+            }
+            writeln!(out, "{obj}")?;
+        } else {
+            print_table(&mut out, &msg, args.tlv, args.unmasked)?;
+        }
+        Ok(())
+    })
+}
+
+/// Runs `handle` on every non-empty line. A line that fails is reported with its number on stderr and
+/// the run goes on; the exit code says whether any failed.
+fn each_line(
+    lines: impl Iterator<Item = std::io::Result<String>>,
+    mut handle: impl FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<ExitCode> {
     let mut failed = 0usize;
     for (i, line) in lines.enumerate() {
         let line = line?;
@@ -33,23 +55,9 @@ pub(super) fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         if line.is_empty() {
             continue;
         }
-        let result = read_frame(&mut codec, line).and_then(|frame| {
-            let msg = Message::decode(&spec, frame.message)?;
-            Ok((frame.tpdu, msg))
-        });
-        match result {
-            Ok((tpdu, msg)) if args.json => {
-                let mut obj = to_json(&msg, args.tlv, args.unmasked);
-                if let Some(tpdu) = tpdu {
-                    obj["tpdu"] = Value::String(hex::encode_upper(tpdu.to_bytes()));
-                }
-                writeln!(out, "{obj}")?;
-            }
-            Ok((_, msg)) => print_table(&mut out, &msg, args.tlv, args.unmasked)?,
-            Err(err) => {
-                failed += 1;
-                eprintln!("line {}: {err:#}", i + 1);
-            }
+        if let Err(err) = handle(line) {
+            failed += 1;
+            eprintln!("line {}: {err:#}", i + 1);
         }
     }
     Ok(if failed == 0 {
@@ -113,39 +121,20 @@ fn print_table(
 pub(super) fn encode(args: EncodeArgs) -> anyhow::Result<ExitCode> {
     let spec = dialects::load(&args.frame.spec)?;
     let mut out = std::io::stdout().lock();
-    let mut failed = 0usize;
-    for (i, line) in std::io::stdin().lock().lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let result = serde_json::from_str::<Value>(&line)
-            .map_err(anyhow::Error::from)
-            .and_then(|value| {
-                let msg = from_json(&spec, &value)?;
-                let tpdu = match (args.tpdu, value.get("tpdu").and_then(Value::as_str)) {
-                    (Some(t), _) => Some(t),
-                    (None, Some(t)) => Some(t.parse().map_err(|e: String| anyhow!(e))?),
-                    (None, None) => None,
-                };
-                let codec = FrameCodec::new(args.frame.header)
-                    .with_tpdu(tpdu.is_some())
-                    .with_max_frame(usize::MAX);
-                let mut buf = BytesMut::new();
-                codec.encode_with(tpdu, &mut buf, |dst| msg.encode(dst))?;
-                Ok(buf)
-            });
-        match result {
-            Ok(frame) => writeln!(out, "{}", hex::encode_upper(&frame))?,
-            Err(err) => {
-                failed += 1;
-                eprintln!("line {}: {err:#}", i + 1);
-            }
-        }
-    }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    each_line(std::io::stdin().lock().lines(), |line| {
+        let value: Value = serde_json::from_str(line)?;
+        let msg = from_json(&spec, &value)?;
+        let tpdu = match (args.tpdu, value.get("tpdu").and_then(Value::as_str)) {
+            (Some(t), _) => Some(t),
+            (None, Some(t)) => Some(t.parse().map_err(|e: String| anyhow!(e))?),
+            (None, None) => None,
+        };
+        let codec = FrameCodec::new(args.frame.header)
+            .with_tpdu(tpdu.is_some())
+            .with_max_frame(usize::MAX);
+        let mut buf = BytesMut::new();
+        codec.encode_with(tpdu, &mut buf, |dst| msg.encode(dst))?;
+        writeln!(out, "{}", hex::encode_upper(&buf))?;
+        Ok(())
     })
 }

@@ -92,3 +92,26 @@ pub fn sample(strategy: BoxedStrategy<Message>, count: usize, seed: u8) -> Vec<M
 pub fn dialect(name: &str) -> Arc<Spec> {
     dialects::builtin(name).expect("built-in dialect")
 }
+
+/// A small ASCII dialect with the given `[fields]` lines, for tests of what the built-ins lack.
+pub fn custom(tertiary: bool, fields: &str) -> Arc<Spec> {
+    let text = format!(
+        r#"
+        name = "custom"
+        mti = "ascii"
+        bitmap = "binary"
+        tertiary_bitmap = {tertiary}
+        length_encoding = "ascii"
+        [encoding]
+        n = "ascii"
+        z = "ascii"
+        "x+n" = "ascii"
+        an = "ascii"
+        ans = "ascii"
+        b = "binary"
+        [fields]
+        {fields}
+        "#
+    );
+    Arc::new(dialects::parse("custom", &text).expect("test dialect"))
+}
