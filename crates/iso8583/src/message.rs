@@ -185,11 +185,7 @@ impl Message {
 
     /// Field `number`, if present.
     pub fn get(&self, number: u8) -> Option<Field<'_>> {
-        if !self.has(number) {
-            return None;
-        }
-        let slot = &self.slots[self.rank(number)];
-        Some(self.view(slot))
+        self.slot(number).map(|slot| self.view(slot))
     }
 
     /// Present fields in ascending order.
@@ -199,10 +195,7 @@ impl Message {
 
     /// A present field's wire bytes as `Bytes`: a slice of the frame (no copy) when it came from one.
     pub fn field_bytes(&self, number: u8) -> Option<Bytes> {
-        let slot = self
-            .slots
-            .get(self.rank(number))
-            .filter(|_| self.has(number))?;
+        let slot = self.slot(number)?;
         let range = slot.start as usize..(slot.start + slot.wire_len) as usize;
         Some(if slot.owned {
             Bytes::copy_from_slice(&self.owned[range])
@@ -285,12 +278,8 @@ impl Message {
         let mut out = Message::new(Arc::clone(&self.spec), mti);
         out.frame = self.frame.clone();
         for &number in echo {
-            if let Some(slot) = self
-                .slots
-                .get(self.rank(number))
-                .filter(|_| self.has(number))
-            {
-                let mut slot = *slot;
+            if let Some(&slot) = self.slot(number) {
+                let mut slot = slot;
                 if slot.owned {
                     let data = self.data(&slot);
                     slot.start = out.owned.len() as u32;
@@ -327,6 +316,10 @@ impl Message {
             self.present[w] |= mask;
             self.slots.insert(rank, slot);
         }
+    }
+
+    fn slot(&self, number: u8) -> Option<&Slot> {
+        self.has(number).then(|| &self.slots[self.rank(number)])
     }
 
     /// Number of present fields below `number`: its index in `slots`.
