@@ -1,4 +1,5 @@
-//! Character sets: EBCDIC code page 037, packed BCD and hex.
+//! Character sets: EBCDIC code page 037, packed BCD and hex: the byte-level conversions every part of
+//! the codec shares.
 //!
 //! Logical values are Latin-1 bytes (ASCII for every field a switch reads). Code page 037 is a bijection
 //! with Latin-1, so translating between ASCII and EBCDIC dialects is lossless for every byte.
@@ -42,3 +43,50 @@ pub(crate) const LATIN1_TO_EBCDIC: [u8; 256] = [
     0x44, 0x45, 0x42, 0x46, 0x43, 0x47, 0x9C, 0x48, 0x54, 0x51, 0x52, 0x53, 0x58, 0x55, 0x56, 0x57,
     0x8C, 0x49, 0xCD, 0xCE, 0xCB, 0xCF, 0xCC, 0xE1, 0x70, 0xDD, 0xDE, 0xDB, 0xDC, 0x8D, 0x8E, 0xDF,
 ];
+
+/// A text byte (ASCII or EBCDIC on the wire) as Latin-1.
+#[inline]
+pub(crate) fn to_latin1(ebcdic: bool, byte: u8) -> u8 {
+    if ebcdic {
+        EBCDIC_TO_LATIN1[usize::from(byte)]
+    } else {
+        byte
+    }
+}
+
+/// A Latin-1 byte as ASCII or EBCDIC text.
+#[inline]
+pub(crate) fn from_latin1(ebcdic: bool, byte: u8) -> u8 {
+    if ebcdic {
+        LATIN1_TO_EBCDIC[usize::from(byte)]
+    } else {
+        byte
+    }
+}
+
+/// The two nibbles of each byte, high first.
+pub(crate) fn nibbles(bytes: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    bytes.iter().flat_map(|&b| [b >> 4, b & 0xF])
+}
+
+/// Uppercase hex of every byte value.
+pub(crate) const HEX_DIGITS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut table = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = [DIGITS[i >> 4], DIGITS[i & 0xF]];
+        i += 1;
+    }
+    table
+};
+
+/// The value of a hex digit (either case). Callers check `is_ascii_hexdigit` first.
+#[inline]
+pub(crate) fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        _ => digit.wrapping_sub(b'A').wrapping_add(10) & 0xF,
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes};
 
-use crate::charset::{EBCDIC_TO_LATIN1, LATIN1_TO_EBCDIC};
+use crate::charset::{HEX_DIGITS, from_latin1, hex_value, nibbles, to_latin1};
 use crate::error::{Error, Location, Reason};
 use crate::field::Field;
 use crate::spec::{BitmapEncoding, Encoding, Spec};
@@ -380,7 +380,7 @@ fn read_mti(encoding: Encoding, buf: &[u8]) -> Result<Mti, Error> {
     let mut digits = [0u8; 4];
     match encoding {
         Encoding::Bcd => {
-            for (i, nibble) in buf[..2].iter().flat_map(|&b| [b >> 4, b & 0xF]).enumerate() {
+            for (i, nibble) in nibbles(&buf[..2]).enumerate() {
                 if nibble > 9 {
                     return Err(err(i / 2, Reason::BadNibble { nibble }));
                 }
@@ -389,11 +389,7 @@ fn read_mti(encoding: Encoding, buf: &[u8]) -> Result<Mti, Error> {
         }
         _ => {
             for (i, &b) in buf[..4].iter().enumerate() {
-                let c = if encoding == Encoding::Ebcdic {
-                    EBCDIC_TO_LATIN1[usize::from(b)]
-                } else {
-                    b
-                };
+                let c = to_latin1(encoding == Encoding::Ebcdic, b);
                 if !c.is_ascii_digit() {
                     return Err(err(i, Reason::BadChar { byte: b, kind: "n" }));
                 }
@@ -411,10 +407,9 @@ fn write_mti(encoding: Encoding, mti: Mti, out: &mut impl BufMut) {
             out.put_u8((d[0] - b'0') << 4 | (d[1] - b'0'));
             out.put_u8((d[2] - b'0') << 4 | (d[3] - b'0'));
         }
-        Encoding::Ebcdic => d
+        _ => d
             .iter()
-            .for_each(|&c| out.put_u8(LATIN1_TO_EBCDIC[usize::from(c)])),
-        _ => out.put_slice(&d),
+            .for_each(|&c| out.put_u8(from_latin1(encoding == Encoding::Ebcdic, c))),
     }
 }
 
@@ -442,16 +437,17 @@ fn read_bitmap(
     let word = match encoding {
         BitmapEncoding::Binary => bytes.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b)),
         BitmapEncoding::Hex => {
-            let mut acc = 0u64;
-            for (i, &b) in bytes.iter().enumerate() {
-                let digit = char::from(b).to_digit(16).ok_or_else(|| Error::Decode {
+            if let Some(i) = bytes.iter().position(|b| !b.is_ascii_hexdigit()) {
+                let reason = Reason::BadHex { byte: bytes[i] };
+                return Err(Error::Decode {
                     at,
                     offset: *pos + i,
-                    reason: Reason::BadHex { byte: b },
-                })?;
-                acc = acc << 4 | u64::from(digit);
+                    reason,
+                });
             }
-            acc
+            bytes
+                .iter()
+                .fold(0u64, |acc, &b| acc << 4 | u64::from(hex_value(b)))
         }
     };
     *pos += need;
@@ -461,12 +457,10 @@ fn read_bitmap(
 fn write_bitmap(encoding: BitmapEncoding, word: u64, out: &mut impl BufMut) {
     match encoding {
         BitmapEncoding::Binary => out.put_u64(word),
-        BitmapEncoding::Hex => {
-            const HEX: &[u8; 16] = b"0123456789ABCDEF";
-            for shift in (0..16).rev() {
-                out.put_u8(HEX[(word >> (shift * 4) & 0xF) as usize]);
-            }
-        }
+        BitmapEncoding::Hex => word
+            .to_be_bytes()
+            .iter()
+            .for_each(|&b| out.put_slice(&HEX_DIGITS[usize::from(b)])),
     }
 }
 

@@ -9,7 +9,9 @@ use std::iter::{Chain, Copied, RepeatN};
 
 use bytes::BufMut;
 
-use crate::charset::{EBCDIC_TO_LATIN1, LATIN1_TO_EBCDIC};
+use crate::charset::{
+    EBCDIC_TO_LATIN1, HEX_DIGITS, LATIN1_TO_EBCDIC, from_latin1, hex_value, nibbles, to_latin1,
+};
 use crate::error::{Error, Location, Reason};
 use crate::spec::{Encoding, FieldSpec, FieldType, LengthKind};
 
@@ -87,11 +89,7 @@ fn read_prefix(encoding: Encoding, bytes: &[u8]) -> Option<usize> {
         }
         Encoding::Ascii | Encoding::Ebcdic | Encoding::Hex => {
             for &b in bytes {
-                let c = if encoding == Encoding::Ebcdic {
-                    EBCDIC_TO_LATIN1[usize::from(b)]
-                } else {
-                    b
-                };
+                let c = to_latin1(encoding == Encoding::Ebcdic, b);
                 if !c.is_ascii_digit() {
                     return None;
                 }
@@ -121,11 +119,7 @@ pub(crate) fn write_prefix(fs: &FieldSpec, len: usize, out: &mut impl BufMut) {
         Encoding::Ascii | Encoding::Ebcdic | Encoding::Hex => {
             for d in (0..digits).rev() {
                 let c = b'0' + (len / 10usize.pow(d) % 10) as u8;
-                out.put_u8(if fs.length_encoding == Encoding::Ebcdic {
-                    LATIN1_TO_EBCDIC[usize::from(c)]
-                } else {
-                    c
-                });
+                out.put_u8(from_latin1(fs.length_encoding == Encoding::Ebcdic, c));
             }
         }
     }
@@ -247,10 +241,6 @@ fn filler_position(fs: &FieldSpec, digits: usize) -> Option<usize> {
     }
 }
 
-fn nibbles(bytes: &[u8]) -> impl Iterator<Item = u8> + '_ {
-    bytes.iter().flat_map(|&b| [b >> 4, b & 0xF])
-}
-
 /// A logical value with a fixed field's padding applied.
 type Padded<'a> = Chain<Chain<RepeatN<u8>, Copied<std::slice::Iter<'a, u8>>>, RepeatN<u8>>;
 
@@ -309,26 +299,6 @@ pub(crate) fn encode(
         Encoding::Hex => chars.for_each(|b| out.extend_from_slice(&HEX_DIGITS[usize::from(b)])),
     }
     Ok(len)
-}
-
-/// Uppercase hex of every byte value.
-const HEX_DIGITS: [[u8; 2]; 256] = {
-    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-    let mut table = [[0u8; 2]; 256];
-    let mut i = 0;
-    while i < 256 {
-        table[i] = [DIGITS[i >> 4], DIGITS[i & 0xF]];
-        i += 1;
-    }
-    table
-};
-
-fn hex_value(digit: u8) -> u8 {
-    match digit {
-        b'0'..=b'9' => digit - b'0',
-        b'a'..=b'f' => digit - b'a' + 10,
-        _ => digit.wrapping_sub(b'A').wrapping_add(10) & 0xF,
-    }
 }
 
 fn pack_bcd(fs: &FieldSpec, mut chars: impl Iterator<Item = u8>, len: usize, out: &mut Vec<u8>) {
