@@ -233,7 +233,8 @@ impl Message {
         Ok(self)
     }
 
-    /// Sets a numeric field from an integer, zero-filled to the field's length when it is fixed.
+    /// Sets a numeric field from an integer. A fixed field is zero-filled by the dialect's padding, as
+    /// with [`Message::set`].
     pub fn set_number(&mut self, number: u8, value: u64) -> Result<&mut Self, Error> {
         let mut digits = [b'0'; 20];
         let mut v = value;
@@ -246,13 +247,7 @@ impl Message {
                 break;
             }
         }
-        let width = match self.spec.field(number) {
-            Some(fs) if fs.length == crate::LengthKind::Fixed => {
-                usize::from(fs.max).min(20).max(20 - i)
-            }
-            _ => 20 - i,
-        };
-        self.set(number, &digits[20 - width..])
+        self.set(number, &digits[i..])
     }
 
     /// Removes field `number`; returns whether it was present.

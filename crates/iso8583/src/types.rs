@@ -105,20 +105,16 @@ impl Pan {
     }
 
     pub(crate) fn from_field(field: Field<'_>) -> Option<Pan> {
-        if field.len() > 19 {
+        let mut digits = [0u8; 19];
+        let len = field.len();
+        if len > digits.len() {
             return None;
         }
-        let mut pan = Pan {
-            digits: [0; 19],
-            len: field.len() as u8,
-        };
-        for (slot, d) in pan.digits.iter_mut().zip(field.bytes()) {
-            *slot = d;
-        }
-        pan.digits[..field.len()]
-            .iter()
-            .all(u8::is_ascii_digit)
-            .then_some(pan)
+        digits
+            .iter_mut()
+            .zip(field.bytes())
+            .for_each(|(slot, d)| *slot = d);
+        Pan::new(&digits[..len])
     }
 
     /// The digits in clear. Only for routing, hashing and the issuer link; never for logs.
