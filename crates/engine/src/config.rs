@@ -1,0 +1,71 @@
+//! The engine's settings. The switch builds them from its TOML configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use iso8583::Spec;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub issuers: Vec<Issuer>,
+    /// BIN prefix (digits) → index into `issuers`. The longest matching prefix wins.
+    pub routes: Vec<(String, usize)>,
+    /// Issuer for cards no prefix matches; without one they get RC 92 (no routing to the issuer).
+    pub default_route: Option<usize>,
+    /// The terminals' dialect: answers are built in it.
+    pub terminal_spec: Arc<Spec>,
+    pub idempotency: Idempotency,
+    pub reversal: Reversal,
+    /// DE32, acquiring institution id, set on every forwarded request.
+    pub acquirer_id: String,
+    /// An idle link sends an echo (0800, DE70=301) after this long without traffic.
+    pub echo_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Issuer {
+    pub name: String,
+    pub spec: Arc<Spec>,
+    /// Upstream connections (hosts × connections per host); the engine numbers them in issuer order.
+    pub links: usize,
+    pub response_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Idempotency {
+    /// How long a completed request's answer is kept for replay.
+    pub window: Duration,
+    /// The most keys kept; the oldest completed ones go first.
+    pub max_entries: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Reversal {
+    /// Wait before the first repeat; doubled each attempt up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// Attempts (the 0400 and its 0401 repeats) before giving up.
+    pub max_attempts: u32,
+    /// Age after which an unacknowledged reversal is given up and reported for manual action.
+    pub expiry: Duration,
+}
+
+impl Default for Idempotency {
+    fn default() -> Self {
+        Idempotency {
+            window: Duration::from_secs(24 * 3600),
+            max_entries: 1_000_000,
+        }
+    }
+}
+
+impl Default for Reversal {
+    fn default() -> Self {
+        Reversal {
+            backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(300),
+            max_attempts: 100,
+            expiry: Duration::from_secs(24 * 3600),
+        }
+    }
+}

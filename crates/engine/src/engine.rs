@@ -1,0 +1,161 @@
+//! The engine's state and its event dispatch. The rules live beside it: `terminal` (what terminals
+//! send), `upstream` (what issuers send, links, timeouts) and `saf` (reversals).
+
+use std::collections::HashMap;
+
+use iso8583::{Message, ResponseCode};
+
+use crate::config::Config;
+use crate::event::{Action, ConnId, Event, LinkId, Now, TimerId, TxnId};
+use crate::idempotency::{Key, Table};
+use crate::journal::{Record, Step};
+use crate::links::{Link, Pending, PendingKey};
+use crate::routes::Routes;
+use crate::saf::Reversal;
+use crate::stats::Stats;
+
+/// A request forwarded to an issuer and not yet answered or timed out.
+#[derive(Debug)]
+pub(crate) struct Txn {
+    pub(crate) key: Key,
+    /// As the terminal sent it (terminal dialect): answers are built from it.
+    pub(crate) request: Message,
+    /// As the issuer got it (issuer dialect): a reversal is built from it.
+    pub(crate) forwarded: Message,
+    pub(crate) issuer: usize,
+    pub(crate) pending: PendingKey,
+    /// Terminal connections to answer: the original one and those of retransmits that joined.
+    pub(crate) waiters: Vec<ConnId>,
+    /// The terminal reversed it while in flight: an approval is reversed as soon as it arrives.
+    pub(crate) reverse_on_answer: bool,
+}
+
+/// See the crate documentation.
+#[derive(Debug)]
+pub struct Engine {
+    pub(crate) config: Config,
+    pub(crate) routes: Routes,
+    pub(crate) idempotency: Table,
+    pub(crate) txns: HashMap<TxnId, Txn>,
+    pub(crate) pending: HashMap<PendingKey, Pending>,
+    pub(crate) links: Vec<Link>,
+    pub(crate) reversals: HashMap<TxnId, Reversal>,
+    next_txn: u64,
+    pub(crate) stats: Stats,
+}
+
+impl Engine {
+    pub fn new(config: Config) -> Engine {
+        let links = config
+            .issuers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, issuer)| (0..issuer.links).map(move |_| Link::new(i)))
+            .collect();
+        Engine {
+            routes: Routes::new(&config.routes, config.default_route),
+            idempotency: Table::new(config.idempotency.window, config.idempotency.max_entries),
+            txns: HashMap::new(),
+            pending: HashMap::new(),
+            links,
+            reversals: HashMap::new(),
+            next_txn: 0,
+            stats: Stats::default(),
+            config,
+        }
+    }
+
+    /// Every link with the name of its issuer, in the order [`Config::issuers`] lists them.
+    pub fn links(&self) -> impl Iterator<Item = (LinkId, &str)> {
+        self.links.iter().enumerate().map(|(i, l)| {
+            (
+                LinkId(i as u32),
+                self.config.issuers[l.issuer].name.as_str(),
+            )
+        })
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Requests forwarded and awaiting their answer.
+    pub fn in_flight(&self) -> usize {
+        self.txns.len()
+    }
+
+    /// Reversals queued and not yet acknowledged or expired.
+    pub fn pending_reversals(&self) -> usize {
+        self.reversals.len()
+    }
+
+    /// Keys in the idempotency window.
+    pub fn idempotency_entries(&self) -> usize {
+        self.idempotency.len()
+    }
+
+    /// Whether an issuer has at least one signed-on link.
+    pub fn issuer_ready(&self, issuer: &str) -> bool {
+        self.links.iter().any(|l| {
+            l.state == crate::links::LinkState::Ready
+                && self.config.issuers[l.issuer].name == issuer
+        })
+    }
+
+    /// Handles one event at `now`, appending what the shell must do to `out`.
+    pub fn handle(&mut self, now: Now, event: Event, out: &mut Vec<Action>) {
+        match event {
+            Event::Request { conn, msg } => self.on_request(now, conn, msg, out),
+            Event::Response { link, msg } => self.on_upstream(now, link, msg, out),
+            Event::Timer(TimerId::Response(txn)) => self.on_timeout(now, txn, out),
+            Event::Timer(TimerId::Reversal(txn)) => self.send_reversal(now, txn, out),
+            Event::Timer(TimerId::Link(link)) => self.on_link_timer(now, link, out),
+            Event::LinkUp(link) => self.on_link_up(now, link, out),
+            Event::LinkDown(link) => self.on_link_down(link, out),
+            Event::ConnClosed(conn) => {
+                for txn in self.txns.values_mut() {
+                    txn.waiters.retain(|&c| c != conn);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn new_txn(&mut self) -> TxnId {
+        self.next_txn += 1;
+        TxnId(self.next_txn)
+    }
+
+    pub(crate) fn journal(now: Now, txn: TxnId, step: Step, out: &mut Vec<Action>) {
+        out.push(Action::Journal(Record {
+            txn,
+            at: now.wall,
+            step,
+        }));
+    }
+
+    /// Tells each waiter `answer` and records it; with no waiter left, records that it was undeliverable.
+    /// Returns whether anyone was told.
+    pub(crate) fn tell(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        waiters: &[ConnId],
+        answer: &Message,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let rc = answer.response_code().unwrap_or(ResponseCode::SYSTEM_ERROR);
+        if waiters.is_empty() {
+            self.stats.undeliverable += 1;
+            Self::journal(now, txn, Step::Undeliverable { rc }, out);
+            return false;
+        }
+        for &conn in waiters {
+            out.push(Action::Answer {
+                conn,
+                msg: answer.clone(),
+            });
+        }
+        Self::journal(now, txn, Step::Told { rc }, out);
+        true
+    }
+}

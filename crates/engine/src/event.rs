@@ -1,0 +1,103 @@
+//! What goes into the engine and what comes out of it.
+
+use std::time::{Instant, SystemTime};
+
+use iso8583::Message;
+
+use crate::journal::Record;
+
+/// A terminal connection, numbered by the shell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// An upstream link (one TCP connection to one issuer host), numbered by the engine: see
+/// [`Engine::links`](crate::Engine::links).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkId(pub u32);
+
+/// The engine's handle on one transaction, also carried by its journal records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxnId(pub u64);
+
+/// Every timer the engine arms. Arming an id that is already armed moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimerId {
+    /// The issuer's answer to a forwarded request is due.
+    Response(TxnId),
+    /// The next attempt (or the expiry) of a queued reversal.
+    Reversal(TxnId),
+    /// Time to check a link: sign-on answer due, or echo when idle.
+    Link(LinkId),
+}
+
+/// The time of an event, read by the shell: the engine never reads a clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// For timers and ages.
+    pub mono: Instant,
+    /// For the dates and times written into messages (DE7, RRN) and journal records.
+    pub wall: SystemTime,
+}
+
+impl Now {
+    /// The current time from the system clocks.
+    pub fn system() -> Now {
+        Now {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// This instant plus `d` on both clocks.
+    pub fn after(self, d: std::time::Duration) -> Now {
+        Now {
+            mono: self.mono + d,
+            wall: self.wall + d,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Event {
+    /// A decoded message from a terminal, in the terminal dialect.
+    Request {
+        conn: ConnId,
+        msg: Message,
+    },
+    /// A decoded message from an issuer link, in the issuer dialect.
+    Response {
+        link: LinkId,
+        msg: Message,
+    },
+    Timer(TimerId),
+    /// A link connected (the engine signs on) or dropped.
+    LinkUp(LinkId),
+    LinkDown(LinkId),
+    /// A terminal connection closed: answers for it can no longer be delivered.
+    ConnClosed(ConnId),
+}
+
+/// What the shell must do, in order. A [`Action::Journal`] comes before the [`Action::Send`] it covers and
+/// must be recorded before the send goes out (write-ahead).
+#[derive(Debug)]
+pub enum Action {
+    Journal(Record),
+    /// Send a message (issuer dialect) on an upstream link.
+    Send {
+        link: LinkId,
+        msg: Message,
+    },
+    /// Answer a terminal (terminal dialect).
+    Answer {
+        conn: ConnId,
+        msg: Message,
+    },
+    /// Fire `id` at `at` (replacing any earlier arming of it).
+    Arm {
+        id: TimerId,
+        at: Instant,
+    },
+    Cancel(TimerId),
+    /// Close an upstream link (it failed to sign on or to echo); the shell reconnects it.
+    CloseLink(LinkId),
+}

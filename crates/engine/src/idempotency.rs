@@ -1,0 +1,215 @@
+//! The duplicate detector: which requests were seen, and what they were answered.
+//!
+//! Keyed on what a terminal repeats when it retransmits — terminal id, merchant id, STAN and transaction
+//! date — with a fingerprint of what must not change between the original and a retransmit (MTI class,
+//! PAN, processing code, amount, currency). The PAN only enters the fingerprint hash, never the table.
+
+use std::collections::VecDeque;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry as MapEntry;
+use iso8583::Message;
+
+use crate::event::TxnId;
+
+/// Room for the usual 8-character DE41 and 15-character DE42 (and a little more).
+const ID_LEN: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Key {
+    terminal: [u8; ID_LEN],
+    merchant: [u8; ID_LEN],
+    pub(crate) stan: u32,
+    /// MMDD.
+    pub(crate) date: u16,
+    /// Reversals live beside the requests they reverse: a terminal often reverses with the original STAN.
+    reversal: bool,
+}
+
+impl Key {
+    /// `None` when an id is longer than any dialect's DE41/DE42.
+    pub(crate) fn new(
+        terminal: &[u8],
+        merchant: &[u8],
+        stan: u32,
+        date: u16,
+        reversal: bool,
+    ) -> Option<Key> {
+        let pad = |id: &[u8]| {
+            let mut out = [0u8; ID_LEN];
+            out.get_mut(..id.len())?.copy_from_slice(id);
+            Some(out)
+        };
+        Some(Key {
+            terminal: pad(terminal)?,
+            merchant: pad(merchant)?,
+            stan,
+            date,
+            reversal,
+        })
+    }
+
+    /// The key of the request a reversal with this key refers to, given the original's STAN and date.
+    pub(crate) fn original(&self, stan: u32, date: u16) -> Key {
+        Key {
+            stan,
+            date,
+            reversal: false,
+            ..*self
+        }
+    }
+}
+
+/// A hash of the fields a retransmit repeats unchanged.
+pub(crate) fn fingerprint(msg: &Message) -> u64 {
+    let mut h = DefaultHasher::new();
+    msg.mti().class().hash(&mut h);
+    for n in [2, 3, 4, 49] {
+        match msg.get(n) {
+            Some(f) => f.bytes().for_each(|b| h.write_u8(b)),
+            None => h.write_u8(0xFF),
+        }
+        h.write_u8(0);
+    }
+    h.finish()
+}
+
+#[derive(Debug)]
+pub(crate) enum State {
+    InFlight(TxnId),
+    /// Boxed: most entries are done, and an in-flight one should not pay for two messages.
+    Done(Box<Done>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Done {
+    pub(crate) txn: TxnId,
+    /// What the terminal was told (terminal dialect), replayed to retransmits.
+    pub(crate) answer: Message,
+    /// The request as the issuer approved it (issuer dialect, issuer index), while it may still need a
+    /// reversal; `None` when nothing stands at the issuer.
+    pub(crate) approved: Option<(Message, usize)>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    fingerprint: u64,
+    state: State,
+    /// Tells a queued eviction whether the entry was replaced since.
+    generation: u64,
+}
+
+/// What a request's key found.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    /// Never seen: now recorded in flight for the given transaction.
+    New,
+    Joined(TxnId),
+    /// Completed: the transaction and what its terminal was told.
+    Replay(TxnId, Message),
+    /// The same key with different content.
+    Conflict,
+}
+
+#[derive(Debug)]
+pub(crate) struct Table {
+    map: DashMap<Key, Entry>,
+    /// Keys in insertion order, for eviction by age and by count.
+    order: VecDeque<(Key, u64, Instant)>,
+    generation: u64,
+    window: Duration,
+    max_entries: usize,
+}
+
+impl Table {
+    pub(crate) fn new(window: Duration, max_entries: usize) -> Table {
+        Table {
+            map: DashMap::new(),
+            order: VecDeque::new(),
+            generation: 0,
+            window,
+            max_entries: max_entries.max(1),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Looks `key` up; a new key is recorded as in flight for `txn`.
+    pub(crate) fn check(&mut self, key: Key, fingerprint: u64, txn: TxnId, now: Instant) -> Lookup {
+        match self.map.entry(key) {
+            MapEntry::Occupied(e) => {
+                let entry = e.get();
+                if entry.fingerprint != fingerprint {
+                    return Lookup::Conflict;
+                }
+                match &entry.state {
+                    State::InFlight(txn) => Lookup::Joined(*txn),
+                    State::Done(done) => Lookup::Replay(done.txn, done.answer.clone()),
+                }
+            }
+            MapEntry::Vacant(e) => {
+                self.generation += 1;
+                e.insert(Entry {
+                    fingerprint,
+                    state: State::InFlight(txn),
+                    generation: self.generation,
+                });
+                self.order.push_back((key, self.generation, now));
+                Lookup::New
+            }
+        }
+    }
+
+    pub(crate) fn complete(&self, key: &Key, done: Done) {
+        if let Some(mut e) = self.map.get_mut(key) {
+            e.state = State::Done(Box::new(done));
+        }
+    }
+
+    /// Forgets a key whose request never reached an issuer, so that a retry may go through.
+    pub(crate) fn forget(&self, key: &Key) {
+        self.map.remove(key);
+    }
+
+    /// Applies `f` to the entry of `key`, if any.
+    pub(crate) fn with<R>(&self, key: &Key, f: impl FnOnce(&mut State) -> R) -> Option<R> {
+        self.map.get_mut(key).map(|mut e| f(&mut e.state))
+    }
+
+    /// Drops entries older than the window, then the oldest while over the cap. Entries in flight stay:
+    /// forgetting one would let a retransmit be forwarded a second time. Returns how many were evicted.
+    pub(crate) fn sweep(&mut self, now: Instant) -> u64 {
+        let mut evicted = 0;
+        let mut kept = Vec::new();
+        while let Some(&(key, generation, since)) = self.order.front() {
+            let expired = now.saturating_duration_since(since) >= self.window;
+            let over = self.map.len() > self.max_entries;
+            if !expired && !over {
+                break;
+            }
+            self.order.pop_front();
+            let removed = self.map.remove_if(&key, |_, e| {
+                e.generation == generation && matches!(e.state, State::Done(_))
+            });
+            match removed {
+                Some(_) => evicted += 1,
+                None if self
+                    .map
+                    .get(&key)
+                    .is_some_and(|e| e.generation == generation) =>
+                {
+                    kept.push((key, generation, since))
+                }
+                None => {}
+            }
+        }
+        for item in kept.into_iter().rev() {
+            self.order.push_front(item);
+        }
+        evicted
+    }
+}

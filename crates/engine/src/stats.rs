@@ -1,0 +1,30 @@
+//! Counters of what the engine decided, for metrics and tests.
+
+/// Running totals since the engine started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub requests: u64,
+    pub forwarded: u64,
+    pub answered: u64,
+    /// Refused locally with RC 30 (format error).
+    pub format_errors: u64,
+    /// No issuer link up (RC 91 without forwarding) or no route (RC 92).
+    pub unavailable: u64,
+    pub timeouts: u64,
+    pub late_answers: u64,
+    /// Answers for requests nobody is waiting for any more (no terminal connection left).
+    pub undeliverable: u64,
+    /// Issuer messages that matched nothing in flight.
+    pub unmatched: u64,
+    pub duplicates_joined: u64,
+    pub duplicates_replayed: u64,
+    pub duplicates_rejected: u64,
+    pub idempotency_evictions: u64,
+    pub reversals_queued: u64,
+    pub reversals_sent: u64,
+    pub reversals_repeated: u64,
+    pub reversals_acknowledged: u64,
+    pub reversals_expired: u64,
+    pub sign_on_failures: u64,
+    pub echo_failures: u64,
+}

@@ -1,0 +1,342 @@
+//! What terminals send: purchases and authorizations, their own reversals, network management.
+
+use iso8583::{ECHO_FIELDS, Message, ResponseCode};
+
+use crate::engine::{Engine, Txn};
+use crate::event::{Action, ConnId, Now, TimerId, TxnId};
+use crate::fields::{self, set_rc};
+use crate::idempotency::{Done, Key, Lookup, State, fingerprint};
+use crate::journal::{Received, Step};
+use crate::links::{LinkState, Pending};
+
+/// RC 92: no route to the card's issuer.
+const NO_ROUTE: ResponseCode = ResponseCode(*b"92");
+
+/// Fields a terminal's network-management request gets back.
+const NETWORK_ECHO: &[u8] = &[7, 11, 12, 13, 41, 42, 70];
+
+impl Engine {
+    pub(crate) fn on_request(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        msg: Message,
+        out: &mut Vec<Action>,
+    ) {
+        self.stats.requests += 1;
+        self.stats.idempotency_evictions += self.idempotency.sweep(now.mono);
+        let mti = msg.mti();
+        if !mti.is_request() {
+            // An answer from a terminal answers nothing the switch asked: drop it.
+            tracing::warn!(%mti, "terminal sent a response message; ignored");
+            self.stats.format_errors += 1;
+            return;
+        }
+        match (mti.class(), mti.function()) {
+            (8, _) => self.answer_locally(conn, &msg, NETWORK_ECHO, ResponseCode::APPROVED, out),
+            (4, _) => self.terminal_reversal(now, conn, msg, out),
+            (1 | 2, 0) => self.purchase(now, conn, msg, out),
+            _ => self.reject(now, None, conn, &msg, ResponseCode::FORMAT_ERROR, out),
+        }
+    }
+
+    /// The idempotency key of a terminal request; `None` when a key field is missing or malformed.
+    fn key(now: Now, msg: &Message) -> Option<Key> {
+        let terminal = msg.terminal_id()?.to_vec();
+        let merchant = msg.merchant_id()?.to_vec();
+        let stan = msg.stan()?;
+        // The transaction date: the terminal's local date, else its transmission date, else today.
+        let date = msg
+            .local_date()
+            .or_else(|| msg.transmission_time().map(|t| (t / 1_000_000) as u16))
+            .unwrap_or_else(|| fields::day(now.wall));
+        Key::new(&terminal, &merchant, stan, date, msg.mti().class() == 4)
+    }
+
+    fn purchase(&mut self, now: Now, conn: ConnId, msg: Message, out: &mut Vec<Action>) {
+        let txn = self.new_txn();
+        let (Some(key), Some(pan), true, true) =
+            (Self::key(now, &msg), msg.pan(), msg.has(3), msg.has(4))
+        else {
+            return self.reject(now, Some(txn), conn, &msg, ResponseCode::FORMAT_ERROR, out);
+        };
+        match self
+            .idempotency
+            .check(key, fingerprint(&msg), txn, now.mono)
+        {
+            Lookup::Conflict => {
+                self.stats.duplicates_rejected += 1;
+                self.reject(now, Some(txn), conn, &msg, ResponseCode::DUPLICATE, out);
+            }
+            Lookup::Joined(original) => {
+                self.stats.duplicates_joined += 1;
+                // One answer per request: a retransmit on the same connection is answered too.
+                if let Some(t) = self.txns.get_mut(&original) {
+                    t.waiters.push(conn);
+                }
+                Self::journal(now, original, Step::Joined, out);
+            }
+            Lookup::Replay(original, answer) => {
+                self.stats.duplicates_replayed += 1;
+                let rc = answer.response_code().unwrap_or(ResponseCode::SYSTEM_ERROR);
+                Self::journal(now, original, Step::Replayed { rc }, out);
+                out.push(Action::Answer { conn, msg: answer });
+            }
+            Lookup::New => {
+                Self::journal(now, txn, Step::Received(received(&msg, &key)), out);
+                self.forward(now, txn, key, conn, msg, pan.expose(), out);
+            }
+        }
+    }
+
+    /// Routes, renumbers and sends a new request upstream, journaling it first.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        key: Key,
+        conn: ConnId,
+        msg: Message,
+        pan: &[u8],
+        out: &mut Vec<Action>,
+    ) {
+        let Some(issuer) = self.routes.issuer(pan) else {
+            self.stats.unavailable += 1;
+            self.idempotency.forget(&key);
+            return self.reject(now, Some(txn), conn, &msg, NO_ROUTE, out);
+        };
+        let Some(link) = self.pick_link(issuer) else {
+            self.stats.unavailable += 1;
+            self.idempotency.forget(&key);
+            return self.reject(
+                now,
+                Some(txn),
+                conn,
+                &msg,
+                ResponseCode::ISSUER_UNAVAILABLE,
+                out,
+            );
+        };
+        let class = msg.mti().class();
+        let pending = &self.pending;
+        let stan =
+            self.links[link.0 as usize].next_stan(|s| pending.contains_key(&(link, class, s)));
+        let forwarded = match self.upstream_request(now, &msg, issuer, stan) {
+            Ok(m) => m,
+            Err(error) => {
+                tracing::warn!(%error, "request cannot be put into the issuer's dialect");
+                self.idempotency.forget(&key);
+                return self.reject(now, Some(txn), conn, &msg, ResponseCode::SYSTEM_ERROR, out);
+            }
+        };
+        let issuer_cfg = &self.config.issuers[issuer];
+        Self::journal(
+            now,
+            txn,
+            Step::Forwarded {
+                issuer: issuer_cfg.name.clone(),
+                link,
+                upstream_stan: stan,
+                rrn: forwarded.rrn().map(|f| f.to_string()).unwrap_or_default(),
+            },
+            out,
+        );
+        out.push(Action::Send {
+            link,
+            msg: forwarded.clone(),
+        });
+        out.push(Action::Arm {
+            id: TimerId::Response(txn),
+            at: now.mono + issuer_cfg.response_timeout,
+        });
+        let pending = (link, class, stan);
+        self.pending.insert(pending, Pending::Request(txn));
+        let state = &mut self.links[link.0 as usize];
+        state.in_flight += 1;
+        state.last_traffic = Some(now.mono);
+        self.stats.forwarded += 1;
+        self.txns.insert(
+            txn,
+            Txn {
+                key,
+                request: msg,
+                forwarded,
+                issuer,
+                pending,
+                waiters: vec![conn],
+                reverse_on_answer: false,
+            },
+        );
+    }
+
+    /// The request in the issuer's dialect with the switch's STAN, DE7, DE32 and (if absent) RRN.
+    fn upstream_request(
+        &self,
+        now: Now,
+        msg: &Message,
+        issuer: usize,
+        stan: u32,
+    ) -> Result<Message, iso8583::Error> {
+        let mut up = msg.translate(&self.config.issuers[issuer].spec)?;
+        up.set_number(11, u64::from(stan))?
+            .set_number(7, fields::transmission_time(now.wall))?
+            .set(32, &self.config.acquirer_id)?;
+        if !up.has(37) {
+            up.set(37, fields::rrn(now.wall, stan))?;
+        }
+        Ok(up)
+    }
+
+    /// The least loaded signed-on link of `issuer`.
+    pub(crate) fn pick_link(&self, issuer: usize) -> Option<crate::event::LinkId> {
+        self.links
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.issuer == issuer && l.state == LinkState::Ready)
+            .min_by_key(|(_, l)| l.in_flight)
+            .map(|(i, _)| crate::event::LinkId(i as u32))
+    }
+
+    /// A terminal's 0400/0401/0420 for one of its own earlier requests.
+    fn terminal_reversal(&mut self, now: Now, conn: ConnId, msg: Message, out: &mut Vec<Action>) {
+        let txn = self.new_txn();
+        let Some(key) = Self::key(now, &msg) else {
+            return self.reject(now, Some(txn), conn, &msg, ResponseCode::FORMAT_ERROR, out);
+        };
+        match self
+            .idempotency
+            .check(key, fingerprint(&msg), txn, now.mono)
+        {
+            Lookup::Conflict => {
+                self.stats.duplicates_rejected += 1;
+                return self.reject(now, Some(txn), conn, &msg, ResponseCode::DUPLICATE, out);
+            }
+            // A repeat: the first one was already acted on and answered.
+            Lookup::Joined(original) | Lookup::Replay(original, _) => {
+                self.stats.duplicates_replayed += 1;
+                Self::journal(
+                    now,
+                    original,
+                    Step::Replayed {
+                        rc: ResponseCode::APPROVED,
+                    },
+                    out,
+                );
+                return self.answer_locally(conn, &msg, ECHO_FIELDS, ResponseCode::APPROVED, out);
+            }
+            Lookup::New => {}
+        }
+        Self::journal(now, txn, Step::Received(received(&msg, &key)), out);
+        // The original is named by DE90 when present (its DE7 date, or the reversal's date when the
+        // original was keyed on a local date), else by the reversal's own STAN and date.
+        let candidates = match msg.original_data() {
+            Some(o) => [
+                key.original(o.stan, (o.transmission / 1_000_000) as u16),
+                key.original(o.stan, key.date),
+            ],
+            None => [key.original(key.stan, key.date); 2],
+        };
+        let to_reverse = candidates.iter().find_map(|original| {
+            self.idempotency.with(original, |state| match state {
+                State::InFlight(t) => Err(*t),
+                State::Done(done) => Ok(done.approved.take().map(|a| (done.txn, a))),
+            })
+        });
+        match to_reverse {
+            Some(Err(in_flight)) => {
+                if let Some(t) = self.txns.get_mut(&in_flight) {
+                    t.reverse_on_answer = true;
+                }
+            }
+            Some(Ok(Some((original_txn, (forwarded, issuer))))) => {
+                self.queue_reversal(now, original_txn, forwarded, issuer, None, out);
+            }
+            // Never forwarded, declined, or already reversed: nothing stands at the issuer.
+            Some(Ok(None)) | None => {}
+        }
+        let answer = self.local_answer(&msg, ECHO_FIELDS, ResponseCode::APPROVED);
+        if let Some(answer) = answer {
+            self.idempotency.complete(
+                &key,
+                Done {
+                    txn,
+                    answer: answer.clone(),
+                    approved: None,
+                },
+            );
+            Self::journal(
+                now,
+                txn,
+                Step::Told {
+                    rc: ResponseCode::APPROVED,
+                },
+                out,
+            );
+            out.push(Action::Answer { conn, msg: answer });
+        }
+    }
+
+    /// Refuses a request with `rc` (nothing goes upstream), journaling it when it has a transaction.
+    pub(crate) fn reject(
+        &mut self,
+        now: Now,
+        txn: Option<TxnId>,
+        conn: ConnId,
+        msg: &Message,
+        rc: ResponseCode,
+        out: &mut Vec<Action>,
+    ) {
+        if rc == ResponseCode::FORMAT_ERROR {
+            self.stats.format_errors += 1;
+        }
+        if let Some(txn) = txn {
+            Self::journal(now, txn, Step::Rejected { rc }, out);
+        }
+        self.answer_locally(conn, msg, ECHO_FIELDS, rc, out);
+    }
+
+    fn answer_locally(
+        &mut self,
+        conn: ConnId,
+        msg: &Message,
+        echo: &[u8],
+        rc: ResponseCode,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(answer) = self.local_answer(msg, echo, rc) {
+            out.push(Action::Answer { conn, msg: answer });
+        }
+    }
+
+    /// The answer to `msg` with `echo` fields copied and DE39 = `rc`.
+    pub(crate) fn local_answer(
+        &self,
+        msg: &Message,
+        echo: &[u8],
+        rc: ResponseCode,
+    ) -> Option<Message> {
+        let mut answer = msg.response(echo).ok()?;
+        match set_rc(&mut answer, rc) {
+            Ok(()) => Some(answer),
+            Err(error) => {
+                tracing::warn!(%error, "the terminal dialect cannot carry a response code");
+                None
+            }
+        }
+    }
+}
+
+fn received(msg: &Message, key: &Key) -> Received {
+    let text = |n| msg.get(n).map(|f| f.to_string()).unwrap_or_default();
+    Received {
+        mti: msg.mti(),
+        pan: msg.pan(),
+        amount: msg.amount(),
+        currency: msg.currency(),
+        terminal: text(41),
+        merchant: text(42),
+        stan: key.stan,
+        date: key.date,
+    }
+}

@@ -1,0 +1,281 @@
+//! What issuers send, and the life of links: answers, timeouts, late answers, sign-on and echo.
+
+use iso8583::{ECHO_FIELDS, Message, Mti, ResponseCode};
+
+use crate::engine::Engine;
+use crate::event::{Action, LinkId, Now, TimerId, TxnId};
+use crate::fields::{self, copy, set_rc};
+use crate::idempotency::Done;
+use crate::journal::Step;
+use crate::links::{LinkState, Pending, Probe};
+
+/// DE70 network management codes.
+const SIGN_ON: &str = "001";
+const ECHO: &str = "301";
+
+/// Fields of the issuer's answer a terminal gets, besides what its own request echoes.
+const FROM_ISSUER: &[u8] = &[38, 39, 54, 55];
+
+impl Engine {
+    pub(crate) fn on_upstream(
+        &mut self,
+        now: Now,
+        link: LinkId,
+        msg: Message,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(state) = self.links.get_mut(link.0 as usize) else {
+            return;
+        };
+        state.last_traffic = Some(now.mono);
+        let mti = msg.mti();
+        if mti.is_request() {
+            return self.answer_issuer_request(link, &msg, out);
+        }
+        let Some(stan) = msg.stan() else {
+            self.stats.unmatched += 1;
+            tracing::warn!(%mti, ?link, "issuer answer without DE11; dropped");
+            return;
+        };
+        let rc = msg.response_code().unwrap_or(ResponseCode::SYSTEM_ERROR);
+        match self.pending.remove(&(link, mti.class(), stan)) {
+            Some(Pending::Request(txn)) => self.on_answer(now, txn, rc, &msg, out),
+            Some(Pending::Late(txn)) => {
+                self.stats.late_answers += 1;
+                tracing::warn!(?txn, %rc, "late issuer answer; the reversal stands");
+                Self::journal(now, txn, Step::LateAnswer { rc }, out);
+            }
+            Some(Pending::Reversal(txn)) => self.reversal_acknowledged(now, txn, rc, out),
+            Some(Pending::Probe) => self.on_probe_answer(now, link, stan, rc, out),
+            None => {
+                self.stats.unmatched += 1;
+                tracing::warn!(%mti, stan, ?link, "issuer answer matches nothing in flight; dropped");
+            }
+        }
+    }
+
+    /// The issuer answered a forwarded request in time.
+    fn on_answer(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        rc: ResponseCode,
+        msg: &Message,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(t) = self.txns.remove(&txn) else {
+            return;
+        };
+        self.stats.answered += 1;
+        out.push(Action::Cancel(TimerId::Response(txn)));
+        self.links[t.pending.0.0 as usize].in_flight -= 1;
+        Self::journal(now, txn, Step::Answered { rc }, out);
+        let answer = self.terminal_answer(&t.request, &t.forwarded, msg, rc);
+        let told = self.tell(now, txn, &t.waiters, &answer, out);
+        let approved = rc.is_approval();
+        let stands = approved && told && !t.reverse_on_answer;
+        if approved && !stands {
+            // The terminal never learned of the approval, or reversed it itself: undo it at the issuer.
+            self.queue_reversal(now, txn, t.forwarded.clone(), t.issuer, None, out);
+        }
+        // A retransmit must learn what stands at the issuer: an approval that was reversed replays as 91.
+        let answer = if approved && !stands {
+            self.unavailable_answer(&t.request)
+        } else {
+            answer
+        };
+        let approved = stands.then_some((t.forwarded, t.issuer));
+        self.idempotency.complete(
+            &t.key,
+            Done {
+                txn,
+                answer,
+                approved,
+            },
+        );
+    }
+
+    /// The terminal's answer: its own request's fields, with the issuer's decision.
+    fn terminal_answer(
+        &self,
+        request: &Message,
+        forwarded: &Message,
+        issuer: &Message,
+        rc: ResponseCode,
+    ) -> Message {
+        let built = request.response(ECHO_FIELDS).and_then(|mut answer| {
+            for &n in FROM_ISSUER {
+                if answer.spec().field(n).is_some() {
+                    copy(&mut answer, issuer, n)?;
+                }
+            }
+            if !answer.has(37) {
+                copy(&mut answer, forwarded, 37)?;
+            }
+            set_rc(&mut answer, rc)?;
+            Ok(answer)
+        });
+        built.unwrap_or_else(|error| {
+            tracing::warn!(%error, "issuer answer cannot be put into the terminal's dialect");
+            self.local_answer(request, ECHO_FIELDS, ResponseCode::SYSTEM_ERROR)
+                .unwrap_or_else(|| request.clone())
+        })
+    }
+
+    fn unavailable_answer(&self, request: &Message) -> Message {
+        self.local_answer(request, ECHO_FIELDS, ResponseCode::ISSUER_UNAVAILABLE)
+            .unwrap_or_else(|| request.clone())
+    }
+
+    /// The issuer did not answer in time: RC 91 to the terminal and a reversal upstream.
+    pub(crate) fn on_timeout(&mut self, now: Now, txn: TxnId, out: &mut Vec<Action>) {
+        let Some(t) = self.txns.remove(&txn) else {
+            return;
+        };
+        self.stats.timeouts += 1;
+        self.links[t.pending.0.0 as usize].in_flight -= 1;
+        self.pending.insert(t.pending, Pending::Late(txn));
+        Self::journal(now, txn, Step::TimedOut, out);
+        let answer = self.unavailable_answer(&t.request);
+        self.tell(now, txn, &t.waiters, &answer, out);
+        self.queue_reversal(now, txn, t.forwarded, t.issuer, Some(t.pending), out);
+        self.idempotency.complete(
+            &t.key,
+            Done {
+                txn,
+                answer,
+                approved: None,
+            },
+        );
+    }
+
+    /// An issuer's own request (usually its echo test): answered on the spot.
+    fn answer_issuer_request(&mut self, link: LinkId, msg: &Message, out: &mut Vec<Action>) {
+        let mut answer = match msg.response(&[7, 11, 33, 70]) {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        if set_rc(&mut answer, ResponseCode::APPROVED).is_ok() {
+            out.push(Action::Send { link, msg: answer });
+        }
+    }
+
+    pub(crate) fn on_link_up(&mut self, now: Now, link: LinkId, out: &mut Vec<Action>) {
+        let Some(state) = self.links.get_mut(link.0 as usize) else {
+            return;
+        };
+        state.state = LinkState::SigningOn;
+        state.last_traffic = Some(now.mono);
+        self.send_probe(now, link, Probe::SignOn, out);
+    }
+
+    pub(crate) fn on_link_down(&mut self, link: LinkId, out: &mut Vec<Action>) {
+        let Some(state) = self.links.get_mut(link.0 as usize) else {
+            return;
+        };
+        state.state = LinkState::Down;
+        if let Some((_, stan)) = state.probe.take() {
+            self.pending.remove(&(link, 8, stan));
+        }
+        // Requests in flight on the link may have reached the issuer: their timeouts reverse them.
+        out.push(Action::Cancel(TimerId::Link(link)));
+    }
+
+    /// A sign-on or echo went unanswered for a response timeout, or the link has been idle.
+    pub(crate) fn on_link_timer(&mut self, now: Now, link: LinkId, out: &mut Vec<Action>) {
+        let Some(state) = self.links.get(link.0 as usize) else {
+            return;
+        };
+        if state.state == LinkState::Down {
+            return;
+        }
+        if let Some((probe, stan)) = state.probe {
+            match probe {
+                Probe::SignOn => self.stats.sign_on_failures += 1,
+                Probe::Echo => self.stats.echo_failures += 1,
+            }
+            tracing::warn!(
+                ?link,
+                ?probe,
+                "no answer to network management; closing the link"
+            );
+            self.pending.remove(&(link, 8, stan));
+            self.on_link_down(link, out);
+            out.push(Action::CloseLink(link));
+            return;
+        }
+        let idle_since = state.last_traffic.unwrap_or(now.mono);
+        let due = idle_since + self.config.echo_interval;
+        if now.mono >= due {
+            self.send_probe(now, link, Probe::Echo, out);
+        } else {
+            out.push(Action::Arm {
+                id: TimerId::Link(link),
+                at: due,
+            });
+        }
+    }
+
+    fn send_probe(&mut self, now: Now, link: LinkId, probe: Probe, out: &mut Vec<Action>) {
+        let issuer = &self.config.issuers[self.links[link.0 as usize].issuer];
+        let (spec, timeout) = (issuer.spec.clone(), issuer.response_timeout);
+        let pending = &self.pending;
+        let stan = self.links[link.0 as usize].next_stan(|s| pending.contains_key(&(link, 8, s)));
+        let code = match probe {
+            Probe::SignOn => SIGN_ON,
+            Probe::Echo => ECHO,
+        };
+        let mut msg = Message::new(spec, Mti::NETWORK);
+        let built = msg
+            .set_number(7, fields::transmission_time(now.wall))
+            .and_then(|m| m.set_number(11, u64::from(stan)))
+            .and_then(|m| m.set(70, code));
+        if let Err(error) = built {
+            tracing::error!(%error, "the issuer dialect cannot carry network management");
+            return;
+        }
+        self.links[link.0 as usize].probe = Some((probe, stan));
+        self.pending.insert((link, 8, stan), Pending::Probe);
+        out.push(Action::Send { link, msg });
+        out.push(Action::Arm {
+            id: TimerId::Link(link),
+            at: now.mono + timeout,
+        });
+    }
+
+    fn on_probe_answer(
+        &mut self,
+        now: Now,
+        link: LinkId,
+        stan: u32,
+        rc: ResponseCode,
+        out: &mut Vec<Action>,
+    ) {
+        let state = &mut self.links[link.0 as usize];
+        let Some((probe, expected)) = state.probe else {
+            return;
+        };
+        if expected != stan {
+            return;
+        }
+        state.probe = None;
+        if rc != ResponseCode::APPROVED {
+            match probe {
+                Probe::SignOn => self.stats.sign_on_failures += 1,
+                Probe::Echo => self.stats.echo_failures += 1,
+            }
+            tracing::warn!(?link, ?probe, %rc, "issuer refused network management; closing the link");
+            self.on_link_down(link, out);
+            out.push(Action::CloseLink(link));
+            return;
+        }
+        if probe == Probe::SignOn {
+            state.state = LinkState::Ready;
+            tracing::info!(?link, "link signed on");
+        }
+        out.push(Action::Arm {
+            id: TimerId::Link(link),
+            at: now.mono + self.config.echo_interval,
+        });
+    }
+}

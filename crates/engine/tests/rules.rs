@@ -1,0 +1,597 @@
+//! Every rule of the engine, driven directly with simulated time: no sockets, no sleeps.
+
+mod support;
+
+use std::time::Duration;
+
+use engine::{Action, ConnId, Event, LinkId, Step, TimerId, TxnId};
+use iso8583::{Mti, OriginalData, ResponseCode};
+use support::*;
+
+#[test]
+fn approval_reaches_the_terminal_with_its_own_fields_restored() {
+    let mut h = Harness::new();
+    let out = h.request(1, h.purchase("TERM0001", 123, 2500));
+    assert!(matches!(
+        steps(&out)[..],
+        [Step::Received(_), Step::Forwarded { .. }]
+    ));
+    let journal_first = out
+        .iter()
+        .position(|a| matches!(a, Action::Journal(_)))
+        .unwrap();
+    let send = out
+        .iter()
+        .position(|a| matches!(a, Action::Send { .. }))
+        .unwrap();
+    assert!(
+        journal_first < send,
+        "the forward is journaled before it is sent"
+    );
+    let (link, up) = one_sent(&out);
+    assert_eq!(text(&up, 32), "12345", "acquirer id set");
+    assert_eq!(text(&up, 37).len(), 12, "an RRN is assigned");
+    let upstream_stan = up.stan().unwrap();
+
+    let out = h.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    let (conn, told) = one_answer(&out);
+    assert_eq!(conn, ConnId(1));
+    assert_eq!(told.mti().as_str(), "0210");
+    assert_eq!(rc(&told), ResponseCode::APPROVED);
+    assert_eq!(text(&told, 38), "A1B2C3");
+    assert_eq!(
+        told.stan(),
+        Some(123),
+        "the terminal's STAN, not the upstream {upstream_stan}"
+    );
+    assert_eq!(text(&told, 41), "TERM0001");
+    assert_eq!(text(&told, 42), "MERCHANT0000001");
+    assert_eq!(
+        text(&told, 37),
+        text(&up, 37),
+        "the terminal learns the RRN"
+    );
+    assert!(out.contains_cancel(TimerId::Response(TxnId(1))));
+}
+
+trait Cancels {
+    fn contains_cancel(&self, id: TimerId) -> bool;
+}
+impl Cancels for Vec<Action> {
+    fn contains_cancel(&self, id: TimerId) -> bool {
+        self.iter()
+            .any(|a| matches!(a, Action::Cancel(t) if *t == id))
+    }
+}
+
+#[test]
+fn a_decline_is_told_and_stored_without_reversal() {
+    let mut h = Harness::new();
+    let (link, up) = one_sent(&h.request(1, h.purchase("TERM0001", 7, 100)));
+    let out = h.step(Event::Response {
+        link,
+        msg: answer(&up, "51"),
+    });
+    let (_, told) = one_answer(&out);
+    assert_eq!(rc(&told).as_str(), "51");
+    assert!(!told.has(38));
+    assert_eq!(sent(&out).count(), 0);
+    assert_eq!(h.engine.stats().reversals_queued, 0);
+}
+
+#[test]
+fn two_terminals_with_the_same_stan_get_distinct_upstream_stans_and_their_own_answers() {
+    let mut h = Harness::new();
+    let (l1, up1) = one_sent(&h.request(1, h.purchase("TERM0001", 42, 100)));
+    let (l2, up2) = one_sent(&h.request(2, h.purchase("TERM0002", 42, 200)));
+    assert!(
+        (l1, up1.stan()) != (l2, up2.stan()),
+        "no collision upstream"
+    );
+    assert_ne!(l1, l2, "the least loaded link takes the second request");
+    // Answers in reverse order still reach the right terminal.
+    let out = h.step(Event::Response {
+        link: l2,
+        msg: answer(&up2, "00"),
+    });
+    let (conn, told) = one_answer(&out);
+    assert_eq!(
+        (conn, told.amount(), text(&told, 41).as_str()),
+        (ConnId(2), Some(200), "TERM0002")
+    );
+    let out = h.step(Event::Response {
+        link: l1,
+        msg: answer(&up1, "05"),
+    });
+    let (conn, told) = one_answer(&out);
+    assert_eq!(
+        (conn, rc(&told).as_str(), told.stan()),
+        (ConnId(1), "05", Some(42))
+    );
+}
+
+#[test]
+fn responses_match_on_link_and_class_as_well_as_stan() {
+    let mut h = Harness::new();
+    let (link, up) = one_sent(&h.request(1, h.purchase("TERM0001", 1, 100)));
+    let other = LinkId(if link.0 == 0 { 1 } else { 0 });
+    let out = h.step(Event::Response {
+        link: other,
+        msg: answer(&up, "00"),
+    });
+    assert_eq!(
+        answers(&out).count(),
+        0,
+        "an answer on another link matches nothing"
+    );
+    let mut wrong_class = answer(&up, "00");
+    wrong_class.set_mti(Mti::new(*b"0110").unwrap());
+    let out = h.step(Event::Response {
+        link,
+        msg: wrong_class,
+    });
+    assert_eq!(answers(&out).count(), 0, "an 0110 does not answer an 0200");
+    assert_eq!(h.engine.stats().unmatched, 2);
+    let out = h.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    assert_eq!(answers(&out).count(), 1);
+}
+
+#[test]
+fn a_link_signs_on_before_it_carries_traffic_and_rc91_when_no_link_is_up() {
+    let mut h = Harness::with(config("iso87ascii", "iso87ascii"));
+    for l in 0..2 {
+        h.step(Event::LinkDown(LinkId(l)));
+    }
+    let out = h.request(1, h.purchase("TERM0001", 1, 100));
+    let (_, told) = one_answer(&out);
+    assert_eq!(rc(&told), ResponseCode::ISSUER_UNAVAILABLE);
+    assert_eq!(sent(&out).count(), 0, "nothing upstream");
+    // Connected but not yet signed on: still unavailable. The retry is not a duplicate: nothing was sent.
+    let out = h.step(Event::LinkUp(LinkId(0)));
+    let (_, signon) = one_sent(&out);
+    let out = h.request(1, h.purchase("TERM0001", 1, 100));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::ISSUER_UNAVAILABLE);
+    h.step(Event::Response {
+        link: LinkId(0),
+        msg: answer(&signon, "00"),
+    });
+    let out = h.request(1, h.purchase("TERM0001", 1, 100));
+    assert_eq!(one_sent(&out).0, LinkId(0), "the signed-on link carries it");
+}
+
+#[test]
+fn an_idle_link_echoes_and_is_closed_when_the_echo_goes_unanswered() {
+    let mut h = Harness::new();
+    h.advance(ECHO);
+    let out = h.fire(TimerId::Link(LinkId(0)));
+    let (_, echo) = one_sent(&out);
+    assert_eq!(
+        (echo.mti(), text(&echo, 70).as_str()),
+        (Mti::NETWORK, "301")
+    );
+    h.advance(TIMEOUT);
+    let out = h.fire(TimerId::Link(LinkId(0)));
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::CloseLink(LinkId(0))))
+    );
+    assert_eq!(h.engine.stats().echo_failures, 1);
+    // Traffic goes to the other link now.
+    let out = h.request(1, h.purchase("TERM0001", 1, 100));
+    assert_eq!(one_sent(&out).0, LinkId(1));
+}
+
+#[test]
+fn a_refused_sign_on_closes_the_link() {
+    let mut h = Harness::new();
+    h.step(Event::LinkDown(LinkId(2)));
+    let (_, signon) = one_sent(&h.step(Event::LinkUp(LinkId(2))));
+    let out = h.step(Event::Response {
+        link: LinkId(2),
+        msg: answer(&signon, "91"),
+    });
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::CloseLink(LinkId(2))))
+    );
+    assert!(!h.engine.issuer_ready("other"));
+    assert!(h.engine.issuer_ready("visa"));
+}
+
+#[test]
+fn a_retransmit_in_flight_joins_with_one_request_upstream() {
+    let mut h = Harness::new();
+    let (link, up) = one_sent(&h.request(1, h.purchase("TERM0001", 9, 100)));
+    let out = h.request(2, h.purchase("TERM0001", 9, 100));
+    assert_eq!(sent(&out).count(), 0, "joined, not forwarded again");
+    assert_eq!(answers(&out).count(), 0);
+    let out = h.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    let told: Vec<_> = answers(&out).map(|(c, m)| (c, text(m, 38))).collect();
+    assert_eq!(
+        told,
+        [(ConnId(1), "A1B2C3".into()), (ConnId(2), "A1B2C3".into())]
+    );
+    assert_eq!(h.engine.stats().duplicates_joined, 1);
+}
+
+#[test]
+fn a_retransmit_after_completion_is_replayed_without_going_upstream() {
+    let mut h = Harness::new();
+    let (link, up) = one_sent(&h.request(1, h.purchase("TERM0001", 9, 100)));
+    let first = one_answer(&h.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    }))
+    .1;
+    let mut repeat = h.purchase("TERM0001", 9, 100);
+    repeat.set_mti(Mti::new(*b"0201").unwrap());
+    let out = h.request(1, repeat);
+    assert_eq!(sent(&out).count(), 0);
+    let replayed = one_answer(&out).1;
+    assert_eq!(
+        (text(&replayed, 38), text(&replayed, 39)),
+        (text(&first, 38), text(&first, 39))
+    );
+    assert!(matches!(steps(&out)[..], [Step::Replayed { .. }]));
+}
+
+#[test]
+fn the_same_key_with_different_content_gets_rc94() {
+    let mut h = Harness::new();
+    one_sent(&h.request(1, h.purchase("TERM0001", 9, 100)));
+    let out = h.request(1, h.purchase("TERM0001", 9, 999));
+    assert_eq!(sent(&out).count(), 0);
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::DUPLICATE);
+    let mut auth = h.purchase("TERM0001", 9, 100);
+    auth.set_mti(Mti::AUTHORIZATION);
+    assert_eq!(
+        rc(&one_answer(&h.request(1, auth)).1),
+        ResponseCode::DUPLICATE,
+        "MTI class counts"
+    );
+    assert_eq!(h.engine.stats().duplicates_rejected, 2);
+}
+
+#[test]
+fn a_request_missing_a_key_field_gets_rc30() {
+    for missing in [11, 41, 42, 2, 3, 4] {
+        let mut h = Harness::new();
+        let mut m = h.purchase("TERM0001", 9, 100);
+        m.remove(missing);
+        let out = h.request(1, m);
+        assert_eq!(
+            rc(&one_answer(&out).1),
+            ResponseCode::FORMAT_ERROR,
+            "without DE{missing}"
+        );
+        assert_eq!(sent(&out).count(), 0);
+    }
+}
+
+#[test]
+fn the_oldest_completed_entries_are_evicted_first() {
+    let mut cfg = config("iso87ascii", "iso87ascii");
+    cfg.idempotency.max_entries = 2;
+    let mut h = Harness::with(cfg);
+    for stan in 1..=3 {
+        let (link, up) = one_sent(&h.request(1, h.purchase("TERM0001", stan, 100)));
+        h.step(Event::Response {
+            link,
+            msg: answer(&up, "00"),
+        });
+    }
+    // The next request sweeps: stan 1 is gone, so its retransmit is forwarded again; stan 3 is kept.
+    let out = h.request(1, h.purchase("TERM0001", 3, 100));
+    assert_eq!(answers(&out).count(), 1, "replayed");
+    assert!(h.engine.stats().idempotency_evictions >= 1);
+    assert_eq!(h.engine.idempotency_entries(), 2);
+    let out = h.request(1, h.purchase("TERM0001", 1, 100));
+    assert_eq!(sent(&out).count(), 1, "evicted key is new again");
+}
+
+#[test]
+fn entries_outlive_neither_the_window_nor_stay_when_in_flight() {
+    let mut cfg = config("iso87ascii", "iso87ascii");
+    cfg.idempotency.window = Duration::from_secs(60);
+    cfg.idempotency.max_entries = 1;
+    let mut h = Harness::with(cfg);
+    one_sent(&h.request(1, h.purchase("TERM0001", 1, 100)));
+    one_sent(&h.request(1, h.purchase("TERM0001", 2, 100)));
+    // Both are in flight: over the cap, yet neither may be forgotten.
+    let out = h.request(2, h.purchase("TERM0001", 1, 100));
+    assert_eq!(sent(&out).count(), 0, "still joined, never forwarded twice");
+    assert_eq!(h.engine.stats().idempotency_evictions, 0);
+}
+
+/// Forwards a purchase and lets it time out. Returns the upstream request and the timeout's actions.
+fn timed_out(h: &mut Harness) -> (LinkId, iso8583::Message, Vec<Action>) {
+    let (link, up) = one_sent(&h.request(1, h.purchase("TERM0001", 5, 2500)));
+    h.advance(TIMEOUT);
+    let out = h.fire(TimerId::Response(TxnId(1)));
+    (link, up, out)
+}
+
+#[test]
+fn a_timeout_answers_rc91_and_reverses_with_the_original_data() {
+    let mut h = Harness::new();
+    let (_, up, out) = timed_out(&mut h);
+    let (conn, told) = one_answer(&out);
+    assert_eq!(
+        (conn, rc(&told)),
+        (ConnId(1), ResponseCode::ISSUER_UNAVAILABLE)
+    );
+    assert_eq!(told.stan(), Some(5));
+    let (_, rev) = one_sent(&out);
+    assert_eq!(rev.mti(), Mti::REVERSAL);
+    for n in [2, 3, 4, 7, 12, 13, 22, 25, 32, 37, 41, 42, 49] {
+        assert_eq!(text(&rev, n), text(&up, n), "DE{n} of the original");
+    }
+    let original = rev.original_data().expect("DE90");
+    assert_eq!(
+        original,
+        OriginalData {
+            mti: Mti::FINANCIAL,
+            stan: up.stan().unwrap(),
+            transmission: up.transmission_time().unwrap(),
+            acquirer: 12345,
+            forwarding: 0,
+        }
+    );
+    assert_ne!(rev.stan(), up.stan(), "a reversal has its own STAN");
+    let order: Vec<_> = steps(&out);
+    assert!(matches!(
+        order[..],
+        [
+            Step::TimedOut,
+            Step::Told { .. },
+            Step::ReversalQueued,
+            Step::ReversalSent { attempt: 1, .. }
+        ]
+    ));
+    // A retransmit now replays the 91, nothing upstream.
+    let out = h.request(1, h.purchase("TERM0001", 5, 2500));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::ISSUER_UNAVAILABLE);
+    assert_eq!(sent(&out).count(), 0);
+}
+
+#[test]
+fn unanswered_reversals_repeat_as_0401_with_backoff_until_acknowledged() {
+    let mut h = Harness::new();
+    let (_, _, out) = timed_out(&mut h);
+    let first_at = out.iter().find_map(|a| match a {
+        Action::Arm {
+            id: TimerId::Reversal(_),
+            at,
+        } => Some(*at),
+        _ => None,
+    });
+    assert_eq!(first_at, Some(h.now.mono + Duration::from_secs(10)));
+    h.advance(Duration::from_secs(10));
+    let out = h.fire(TimerId::Reversal(TxnId(1)));
+    let (link, repeat) = one_sent(&out);
+    assert_eq!(repeat.mti(), Mti::REVERSAL_REPEAT);
+    let next_at = out.iter().find_map(|a| match a {
+        Action::Arm {
+            id: TimerId::Reversal(_),
+            at,
+        } => Some(*at),
+        _ => None,
+    });
+    assert_eq!(
+        next_at,
+        Some(h.now.mono + Duration::from_secs(20)),
+        "backoff doubles"
+    );
+    let out = h.step(Event::Response {
+        link,
+        msg: answer(&repeat, "00"),
+    });
+    assert!(matches!(
+        steps(&out)[..],
+        [Step::ReversalAcknowledged { .. }]
+    ));
+    assert_eq!(h.engine.pending_reversals(), 0);
+    // The old timer firing later does nothing.
+    assert!(h.fire(TimerId::Reversal(TxnId(1))).is_empty());
+}
+
+#[test]
+fn a_reversal_expires_and_is_reported_after_max_attempts() {
+    let mut h = Harness::new();
+    timed_out(&mut h);
+    for _ in 1..5 {
+        h.advance(Duration::from_secs(60));
+        assert_eq!(sent(&h.fire(TimerId::Reversal(TxnId(1)))).count(), 1);
+    }
+    h.advance(Duration::from_secs(60));
+    let out = h.fire(TimerId::Reversal(TxnId(1)));
+    assert!(matches!(
+        steps(&out)[..],
+        [Step::ReversalExpired { attempts: 5 }]
+    ));
+    assert_eq!(h.engine.stats().reversals_expired, 1);
+    assert_eq!(h.engine.pending_reversals(), 0);
+}
+
+#[test]
+fn reversals_run_independently() {
+    let mut h = Harness::new();
+    let mut reversals = Vec::new();
+    for stan in 1..=3 {
+        one_sent(&h.request(1, h.purchase("TERM0001", stan, 100)));
+    }
+    h.advance(TIMEOUT);
+    for txn in 1..=3 {
+        reversals.push(one_sent(&h.fire(TimerId::Response(TxnId(txn)))));
+    }
+    // Acknowledge the last one only: the others stay pending, each on its own timer.
+    let (link, rev) = &reversals[2];
+    h.step(Event::Response {
+        link: *link,
+        msg: answer(rev, "00"),
+    });
+    assert_eq!(h.engine.pending_reversals(), 2);
+    // A new purchase goes straight through meanwhile.
+    assert_eq!(
+        sent(&h.request(1, h.purchase("TERM0001", 10, 100))).count(),
+        1
+    );
+}
+
+#[test]
+fn a_late_answer_is_counted_and_the_reversal_stands() {
+    let mut h = Harness::new();
+    let (link, up, _) = timed_out(&mut h);
+    let out = h.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    assert_eq!(answers(&out).count(), 0, "nothing to the terminal");
+    assert!(matches!(steps(&out)[..], [Step::LateAnswer { .. }]));
+    assert_eq!(h.engine.stats().late_answers, 1);
+    assert_eq!(h.engine.pending_reversals(), 1);
+}
+
+#[test]
+fn an_approval_for_a_closed_connection_is_reversed() {
+    let mut h = Harness::new();
+    let (link, up) = one_sent(&h.request(1, h.purchase("TERM0001", 5, 100)));
+    h.step(Event::ConnClosed(ConnId(1)));
+    let out = h.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    assert_eq!(answers(&out).count(), 0);
+    let (_, rev) = one_sent(&out);
+    assert_eq!(rev.mti(), Mti::REVERSAL);
+    assert_eq!(h.engine.stats().undeliverable, 1);
+    // The terminal reconnects and retransmits: it must not be told "approved".
+    let out = h.request(3, h.purchase("TERM0001", 5, 100));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::ISSUER_UNAVAILABLE);
+}
+
+fn terminal_reversal(h: &Harness, stan: u32) -> iso8583::Message {
+    let mut m = h.purchase("TERM0001", stan, 100);
+    m.set_mti(Mti::REVERSAL);
+    m
+}
+
+#[test]
+fn a_terminal_reversal_of_an_approval_goes_upstream_once() {
+    let mut h = Harness::new();
+    let (link, up) = one_sent(&h.request(1, h.purchase("TERM0001", 5, 100)));
+    h.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    let out = h.request(1, terminal_reversal(&h, 5));
+    let (_, rev) = one_sent(&out);
+    assert_eq!(rev.mti(), Mti::REVERSAL);
+    assert_eq!(rev.original_data().unwrap().stan, up.stan().unwrap());
+    let (_, told) = one_answer(&out);
+    assert_eq!(
+        (told.mti().as_str(), rc(&told)),
+        ("0410", ResponseCode::APPROVED)
+    );
+    let queued = out
+        .iter()
+        .position(|a| matches!(a, Action::Journal(r) if r.step == Step::ReversalQueued));
+    let answered = out.iter().position(|a| matches!(a, Action::Answer { .. }));
+    assert!(queued < answered, "0410 only once the reversal is queued");
+    // Repeats (0400 again, or 0401) are answered, never reversed twice.
+    for mti in [Mti::REVERSAL, Mti::REVERSAL_REPEAT] {
+        let mut again = terminal_reversal(&h, 5);
+        again.set_mti(mti);
+        let out = h.request(1, again);
+        assert_eq!(sent(&out).count(), 0);
+        assert_eq!(one_answer(&out).1.mti().as_str(), "0410");
+    }
+    assert_eq!(h.engine.stats().reversals_queued, 1);
+}
+
+#[test]
+fn a_terminal_reversal_of_a_decline_or_unknown_request_is_answered_locally() {
+    let mut h = Harness::new();
+    let (link, up) = one_sent(&h.request(1, h.purchase("TERM0001", 5, 100)));
+    h.step(Event::Response {
+        link,
+        msg: answer(&up, "51"),
+    });
+    for stan in [5, 77] {
+        let out = h.request(1, terminal_reversal(&h, stan));
+        assert_eq!(sent(&out).count(), 0, "stan {stan}");
+        assert_eq!(one_answer(&out).1.mti().as_str(), "0410");
+    }
+}
+
+#[test]
+fn a_terminal_reversal_in_flight_reverses_the_approval_when_it_arrives() {
+    let mut h = Harness::new();
+    let (link, up) = one_sent(&h.request(1, h.purchase("TERM0001", 5, 100)));
+    let out = h.request(1, terminal_reversal(&h, 5));
+    assert_eq!(sent(&out).count(), 0);
+    assert_eq!(one_answer(&out).1.mti().as_str(), "0410");
+    let out = h.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    assert_eq!(one_sent(&out).1.mti(), Mti::REVERSAL);
+}
+
+#[test]
+fn a_terminal_0800_is_answered_locally() {
+    let mut h = Harness::new();
+    let mut m = iso8583::Message::new(h.terminal.clone(), Mti::NETWORK);
+    m.set(11, "000001").unwrap().set(70, "301").unwrap();
+    let out = h.request(1, m);
+    assert_eq!(sent(&out).count(), 0);
+    let (_, told) = one_answer(&out);
+    assert_eq!(
+        (told.mti().as_str(), text(&told, 70).as_str(), rc(&told)),
+        ("0810", "301", ResponseCode::APPROVED)
+    );
+}
+
+#[test]
+fn the_longest_bin_prefix_picks_the_issuer_and_unrouted_cards_get_rc92() {
+    let mut cfg = config("iso87ascii", "iso87ascii");
+    cfg.routes = vec![("4".into(), 0), ("476173".into(), 1)];
+    let mut h = Harness::with(cfg);
+    let out = h.request(1, h.purchase("TERM0001", 1, 100));
+    assert_eq!(one_sent(&out).0, LinkId(2), "issuer 'other' owns link 2");
+    let mut m = h.purchase("TERM0001", 2, 100);
+    m.set(2, "6011000000000004").unwrap();
+    let out = h.request(1, m);
+    assert_eq!(rc(&one_answer(&out).1).as_str(), "92");
+}
+
+#[test]
+fn terminals_in_bcd_with_an_ascii_issuer() {
+    let mut h = Harness::with(config("iso87bcd", "iso87ascii"));
+    let out = h.request(1, h.purchase("TERM0001", 5, 2500));
+    let (link, up) = one_sent(&out);
+    assert_eq!(up.spec().name(), "iso87ascii");
+    assert_eq!(
+        (up.pan().unwrap().expose(), up.amount()),
+        (PAN.as_bytes(), Some(2500))
+    );
+    let out = h.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    let (_, told) = one_answer(&out);
+    assert_eq!(told.spec().name(), "iso87bcd");
+    assert_eq!(
+        (rc(&told), text(&told, 38).as_str()),
+        (ResponseCode::APPROVED, "A1B2C3")
+    );
+}
