@@ -1,6 +1,7 @@
 //! acquiro: an acquirer-side ISO 8583 switch.
 
 mod cli;
+mod logging;
 
 use std::process::ExitCode;
 

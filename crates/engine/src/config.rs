@@ -12,8 +12,6 @@ pub struct Config {
     pub routes: Vec<(String, usize)>,
     /// Issuer for cards no prefix matches; without one they get RC 92 (no routing to the issuer).
     pub default_route: Option<usize>,
-    /// The terminals' dialect: answers are built in it.
-    pub terminal_spec: Arc<Spec>,
     pub idempotency: Idempotency,
     pub reversal: Reversal,
     /// DE32, acquiring institution id, set on every forwarded request.

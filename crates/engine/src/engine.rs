@@ -1,7 +1,8 @@
 //! The engine's state and its event dispatch. The rules live beside it: `terminal` (what terminals
 //! send), `upstream` (what issuers send, links, timeouts) and `saf` (reversals).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
 
 use iso8583::{Message, ResponseCode};
 
@@ -40,6 +41,8 @@ pub struct Engine {
     pub(crate) pending: HashMap<PendingKey, Pending>,
     pub(crate) links: Vec<Link>,
     pub(crate) reversals: HashMap<TxnId, Reversal>,
+    /// Timed-out requests' upstream keys, oldest first, with the end of their late window.
+    pub(crate) late: VecDeque<(PendingKey, Instant)>,
     next_txn: u64,
     pub(crate) stats: Stats,
 }
@@ -59,6 +62,7 @@ impl Engine {
             pending: HashMap::new(),
             links,
             reversals: HashMap::new(),
+            late: VecDeque::new(),
             next_txn: 0,
             stats: Stats::default(),
             config,
@@ -102,6 +106,14 @@ impl Engine {
         })
     }
 
+    /// Whether every issuer has at least one signed-on link.
+    pub fn all_issuers_ready(&self) -> bool {
+        self.config
+            .issuers
+            .iter()
+            .all(|i| self.issuer_ready(&i.name))
+    }
+
     /// Handles one event at `now`, appending what the shell must do to `out`.
     pub fn handle(&mut self, now: Now, event: Event, out: &mut Vec<Action>) {
         match event {
@@ -113,8 +125,11 @@ impl Engine {
             Event::LinkUp(link) => self.on_link_up(now, link, out),
             Event::LinkDown(link) => self.on_link_down(link, out),
             Event::ConnClosed(conn) => {
-                for txn in self.txns.values_mut() {
-                    txn.waiters.retain(|&c| c != conn);
+                for (&id, txn) in self.txns.iter_mut() {
+                    if txn.waiters.contains(&conn) {
+                        txn.waiters.retain(|&c| c != conn);
+                        Self::journal(now, id, Step::Disconnected, out);
+                    }
                 }
             }
         }

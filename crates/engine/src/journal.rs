@@ -39,6 +39,8 @@ pub enum Step {
     },
     /// A retransmit joined the transaction in flight.
     Joined,
+    /// A terminal connection waiting for the answer closed.
+    Disconnected,
     /// A retransmit got the stored answer again.
     Replayed {
         rc: ResponseCode,

@@ -10,7 +10,7 @@ use iso8583::{Message, Mti, OriginalData, ResponseCode};
 use crate::engine::Engine;
 use crate::event::{Action, LinkId, Now, TimerId, TxnId};
 use crate::journal::Step;
-use crate::links::{Pending, PendingKey};
+use crate::links::Pending;
 
 /// Fields of the original a reversal repeats.
 const REVERSAL_FIELDS: &[u8] = &[2, 3, 4, 7, 12, 13, 22, 25, 32, 37, 41, 42, 49];
@@ -25,8 +25,6 @@ pub(crate) struct Reversal {
     queued: Instant,
     /// Every attempt's (link, STAN): an answer to any of them acknowledges the reversal.
     sent: Vec<(LinkId, u32)>,
-    /// Where a late answer to the original would match, forgotten once the reversal is settled.
-    late: Option<PendingKey>,
 }
 
 impl Engine {
@@ -37,7 +35,6 @@ impl Engine {
         txn: TxnId,
         original: Message,
         issuer: usize,
-        late: Option<PendingKey>,
         out: &mut Vec<Action>,
     ) {
         if self.reversals.contains_key(&txn) {
@@ -53,7 +50,6 @@ impl Engine {
                 attempts: 0,
                 queued: now.mono,
                 sent: Vec::new(),
-                late,
             },
         );
         self.send_reversal(now, txn, out);
@@ -148,9 +144,6 @@ impl Engine {
         if let Some(rev) = self.reversals.remove(&txn) {
             for (link, stan) in rev.sent {
                 self.pending.remove(&(link, 4, stan));
-            }
-            if let Some(late) = rev.late {
-                self.pending.remove(&late);
             }
         }
     }

@@ -25,6 +25,7 @@ impl Engine {
     ) {
         self.stats.requests += 1;
         self.stats.idempotency_evictions += self.idempotency.sweep(now.mono);
+        self.sweep_late(now);
         let mti = msg.mti();
         if !mti.is_request() {
             // An answer from a terminal answers nothing the switch asked: drop it.
@@ -250,7 +251,7 @@ impl Engine {
                 }
             }
             Some(Ok(Some((original_txn, (forwarded, issuer))))) => {
-                self.queue_reversal(now, original_txn, forwarded, issuer, None, out);
+                self.queue_reversal(now, original_txn, forwarded, issuer, out);
             }
             // Never forwarded, declined, or already reversed: nothing stands at the issuer.
             Some(Ok(None)) | None => {}

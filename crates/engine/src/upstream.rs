@@ -1,5 +1,7 @@
 //! What issuers send, and the life of links: answers, timeouts, late answers, sign-on and echo.
 
+use std::time::Duration;
+
 use iso8583::{ECHO_FIELDS, Message, Mti, ResponseCode};
 
 use crate::engine::Engine;
@@ -12,6 +14,10 @@ use crate::links::{LinkState, Pending, Probe};
 /// DE70 network management codes.
 const SIGN_ON: &str = "001";
 const ECHO: &str = "301";
+
+/// How long after its timeout an answer still counts as late (rather than unmatched). Until then its
+/// upstream STAN is not reused.
+const LATE_WINDOW: Duration = Duration::from_secs(300);
 
 /// Fields of the issuer's answer a terminal gets, besides what its own request echoes.
 const FROM_ISSUER: &[u8] = &[38, 39, 54, 55];
@@ -76,7 +82,7 @@ impl Engine {
         let stands = approved && told && !t.reverse_on_answer;
         if approved && !stands {
             // The terminal never learned of the approval, or reversed it itself: undo it at the issuer.
-            self.queue_reversal(now, txn, t.forwarded.clone(), t.issuer, None, out);
+            self.queue_reversal(now, txn, t.forwarded.clone(), t.issuer, out);
         }
         // A retransmit must learn what stands at the issuer: an approval that was reversed replays as 91.
         let answer = if approved && !stands {
@@ -135,10 +141,11 @@ impl Engine {
         self.stats.timeouts += 1;
         self.links[t.pending.0.0 as usize].in_flight -= 1;
         self.pending.insert(t.pending, Pending::Late(txn));
+        self.late.push_back((t.pending, now.mono + LATE_WINDOW));
         Self::journal(now, txn, Step::TimedOut, out);
         let answer = self.unavailable_answer(&t.request);
         self.tell(now, txn, &t.waiters, &answer, out);
-        self.queue_reversal(now, txn, t.forwarded, t.issuer, Some(t.pending), out);
+        self.queue_reversal(now, txn, t.forwarded, t.issuer, out);
         self.idempotency.complete(
             &t.key,
             Done {
@@ -147,6 +154,19 @@ impl Engine {
                 approved: None,
             },
         );
+    }
+
+    /// Forgets timed-out requests whose late window has passed.
+    pub(crate) fn sweep_late(&mut self, now: Now) {
+        while let Some(&(key, until)) = self.late.front() {
+            if until > now.mono {
+                break;
+            }
+            self.late.pop_front();
+            if matches!(self.pending.get(&key), Some(Pending::Late(_))) {
+                self.pending.remove(&key);
+            }
+        }
     }
 
     /// An issuer's own request (usually its echo test): answered on the spot.

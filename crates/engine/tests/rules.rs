@@ -280,7 +280,8 @@ fn a_request_missing_a_key_field_gets_rc30() {
 #[test]
 fn the_oldest_completed_entries_are_evicted_first() {
     let mut cfg = config("iso87ascii", "iso87ascii");
-    cfg.idempotency.max_entries = 2;
+    let c = &mut cfg.0;
+    c.idempotency.max_entries = 2;
     let mut h = Harness::with(cfg);
     for stan in 1..=3 {
         let (link, up) = one_sent(&h.request(1, h.purchase("TERM0001", stan, 100)));
@@ -301,8 +302,9 @@ fn the_oldest_completed_entries_are_evicted_first() {
 #[test]
 fn entries_outlive_neither_the_window_nor_stay_when_in_flight() {
     let mut cfg = config("iso87ascii", "iso87ascii");
-    cfg.idempotency.window = Duration::from_secs(60);
-    cfg.idempotency.max_entries = 1;
+    let c = &mut cfg.0;
+    c.idempotency.window = Duration::from_secs(60);
+    c.idempotency.max_entries = 1;
     let mut h = Harness::with(cfg);
     one_sent(&h.request(1, h.purchase("TERM0001", 1, 100)));
     one_sent(&h.request(1, h.purchase("TERM0001", 2, 100)));
@@ -465,7 +467,8 @@ fn a_late_answer_is_counted_and_the_reversal_stands() {
 fn an_approval_for_a_closed_connection_is_reversed() {
     let mut h = Harness::new();
     let (link, up) = one_sent(&h.request(1, h.purchase("TERM0001", 5, 100)));
-    h.step(Event::ConnClosed(ConnId(1)));
+    let out = h.step(Event::ConnClosed(ConnId(1)));
+    assert!(matches!(steps(&out)[..], [Step::Disconnected]));
     let out = h.step(Event::Response {
         link,
         msg: answer(&up, "00"),
@@ -564,7 +567,8 @@ fn a_terminal_0800_is_answered_locally() {
 #[test]
 fn the_longest_bin_prefix_picks_the_issuer_and_unrouted_cards_get_rc92() {
     let mut cfg = config("iso87ascii", "iso87ascii");
-    cfg.routes = vec![("4".into(), 0), ("476173".into(), 1)];
+    let c = &mut cfg.0;
+    c.routes = vec![("4".into(), 0), ("476173".into(), 1)];
     let mut h = Harness::with(cfg);
     let out = h.request(1, h.purchase("TERM0001", 1, 100));
     assert_eq!(one_sent(&out).0, LinkId(2), "issuer 'other' owns link 2");

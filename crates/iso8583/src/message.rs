@@ -128,6 +128,11 @@ impl Message {
         })
     }
 
+    /// Reads only the MTI of a frame: enough to answer a message that does not decode.
+    pub fn peek_mti(spec: &Spec, frame: &[u8]) -> Result<Mti, Error> {
+        read_mti(spec.mti_encoding(), frame)
+    }
+
     /// Appends the message's wire form (MTI, bitmaps, fields; no length header) to `out`.
     pub fn encode(&self, out: &mut impl BufMut) {
         write_mti(self.spec.mti_encoding(), self.mti, out);

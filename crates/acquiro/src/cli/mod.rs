@@ -2,6 +2,7 @@
 
 mod codec;
 mod json;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,17 @@ enum Command {
     Decode(DecodeArgs),
     /// Encode messages given as JSON lines on stdin (the output of `decode --json`) into hex frames.
     Encode(EncodeArgs),
+    /// Run the switch.
+    Serve(serve::ServeArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration file: every error names the key and the reason.
+    Check(serve::CheckArgs),
 }
 
 /// How frames are laid out: the dialect and the framing around each message.
@@ -68,5 +80,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Decode(args) => codec::decode(args),
         Command::Encode(args) => codec::encode(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Config(ConfigCommand::Check(args)) => serve::check(args),
     }
 }

@@ -19,8 +19,9 @@ pub fn spec(name: &str) -> Arc<Spec> {
     dialects::builtin(name).expect("built-in dialect")
 }
 
-pub fn config(terminal: &str, issuer: &str) -> Config {
-    Config {
+/// The engine's settings, and the terminals' dialect.
+pub fn config(terminal: &str, issuer: &str) -> (Config, Arc<Spec>) {
+    let config = Config {
         issuers: vec![
             Issuer {
                 name: "visa".into(),
@@ -37,7 +38,6 @@ pub fn config(terminal: &str, issuer: &str) -> Config {
         ],
         routes: vec![("4".into(), 0), ("5".into(), 1)],
         default_route: None,
-        terminal_spec: spec(terminal),
         idempotency: Idempotency::default(),
         reversal: Reversal {
             backoff: Duration::from_secs(10),
@@ -47,7 +47,8 @@ pub fn config(terminal: &str, issuer: &str) -> Config {
         },
         acquirer_id: "12345".into(),
         echo_interval: ECHO,
-    }
+    };
+    (config, spec(terminal))
 }
 
 pub struct Harness {
@@ -62,8 +63,7 @@ impl Harness {
         Harness::with(config("iso87ascii", "iso87ascii"))
     }
 
-    pub fn with(config: Config) -> Harness {
-        let terminal = config.terminal_spec.clone();
+    pub fn with((config, terminal): (Config, Arc<Spec>)) -> Harness {
         let mut h = Harness {
             engine: Engine::new(config),
             now: Now::system(),

@@ -1,0 +1,147 @@
+//! `acquiro serve` and `acquiro config check`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use switch::{File, IssuerFile, ListenerFile, MemoryJournal};
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Configuration file (TOML); the options below override it, and work without it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Terminal listener address (replaces the first listener's).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Host of the default issuer, host:port; repeat for several hosts (replaces its hosts).
+    #[arg(long = "upstream")]
+    upstreams: Vec<String>,
+    /// Admin endpoint address.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Dialect of every terminal listener.
+    #[arg(long)]
+    terminal_spec: Option<String>,
+    /// Dialect of the default issuer.
+    #[arg(long)]
+    host_spec: Option<String>,
+    /// Length header on terminal listeners and the default issuer's links.
+    #[arg(long)]
+    header: Option<String>,
+    /// Terminals send a 5-byte TPDU after the length header.
+    #[arg(long)]
+    tpdu: bool,
+    /// How long the default issuer has to answer, e.g. 5s or 800ms.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    response_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// The configuration file to check.
+    file: PathBuf,
+}
+
+/// Applies the command-line overrides to `file`.
+fn apply(args: &ServeArgs, mut file: File) -> File {
+    let wants_listener = args.listen.is_some() || args.terminal_spec.is_some();
+    if file.listeners.is_empty() && wants_listener {
+        file.listeners.push(ListenerFile::default());
+    }
+    if let Some(addr) = args.listen {
+        file.listeners[0].address = addr;
+    }
+    for l in &mut file.listeners {
+        if let Some(spec) = &args.terminal_spec {
+            l.dialect.clone_from(spec);
+        }
+        if let Some(header) = &args.header {
+            l.header.clone_from(header);
+        }
+        l.tpdu |= args.tpdu;
+    }
+    if file.issuers.is_empty() && !args.upstreams.is_empty() {
+        file.issuers.push(IssuerFile::default());
+    }
+    let default = file
+        .default_issuer
+        .as_ref()
+        .and_then(|name| file.issuers.iter().position(|i| &i.name == name))
+        .unwrap_or(0);
+    if let Some(issuer) = file.issuers.get_mut(default) {
+        if !args.upstreams.is_empty() {
+            issuer.hosts.clone_from(&args.upstreams);
+        }
+        if let Some(spec) = &args.host_spec {
+            issuer.dialect.clone_from(spec);
+        }
+        if let Some(header) = &args.header {
+            issuer.header.clone_from(header);
+        }
+        if let Some(t) = args.response_timeout {
+            issuer.response_timeout = t;
+        }
+    }
+    if args.admin_listen.is_some() {
+        file.admin_listen = args.admin_listen;
+    }
+    file
+}
+
+pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => File::read(path)?,
+        None => File::default(),
+    };
+    let settings = apply(&args, file)
+        .check()
+        .context("configuration (give --listen and --upstream, or --config FILE)")?;
+    crate::logging::init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        // The in-memory journal keeps the latest records only; durable journaling is configured with a
+        // journal directory.
+        let journal = Box::new(MemoryJournal::new(100_000));
+        let running = switch::start(settings, journal).await?;
+        stop_signal().await?;
+        tracing::info!("signal received: no new requests; draining");
+        running.shutdown();
+        running.stopped().await;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
+}
+
+pub(crate) fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let settings = File::read(&args.file)?.check()?;
+    println!(
+        "{}: ok ({} listener(s), {} issuer(s), {} link(s), {} route(s))",
+        args.file.display(),
+        settings.listeners.len(),
+        settings.engine.issuers.len(),
+        settings.links.len(),
+        settings.engine.routes.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,473 @@
+//! The switch's configuration: a TOML file (every key optional, unknown keys refused) and the checks that
+//! turn it into settings the listeners, links and engine can trust.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use iso8583::Spec;
+use serde::Deserialize;
+use wire::{FrameCodec, LengthHeader, Tpdu};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The file as written. Defaults make an empty file a working single-issuer switch on localhost.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct File {
+    /// DE32 on every forwarded request.
+    pub acquirer_id: String,
+    /// Admin HTTP endpoint (health, and metrics).
+    pub admin_listen: Option<SocketAddr>,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    /// An idle issuer link sends an echo test after this long.
+    #[serde(with = "humantime_serde")]
+    pub echo_interval: Duration,
+    pub listeners: Vec<ListenerFile>,
+    pub issuers: Vec<IssuerFile>,
+    pub routes: Vec<RouteFile>,
+    /// Issuer for cards that no route matches.
+    pub default_issuer: Option<String>,
+    pub idempotency: IdempotencyFile,
+    pub reversals: ReversalsFile,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerFile {
+    pub address: SocketAddr,
+    pub dialect: String,
+    pub header: String,
+    /// Terminals put a 5-byte TPDU after the length header.
+    pub tpdu: bool,
+    pub max_frame: usize,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IssuerFile {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub dialect: String,
+    pub header: String,
+    /// TPDU sent to this issuer after the length header (10 hex digits), when its link uses one.
+    pub tpdu: Option<String>,
+    pub connections_per_host: usize,
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// Leading digits of the card number.
+    pub prefix: String,
+    pub issuer: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencyFile {
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    pub max_entries: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReversalsFile {
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub expiry: Duration,
+}
+
+pub const DEFAULT_DIALECT: &str = "iso87ascii";
+pub const DEFAULT_HEADER: &str = "binary2";
+
+impl Default for File {
+    fn default() -> Self {
+        File {
+            acquirer_id: "00000000001".into(),
+            admin_listen: None,
+            grace_period: Duration::from_secs(10),
+            echo_interval: Duration::from_secs(60),
+            listeners: Vec::new(),
+            issuers: Vec::new(),
+            routes: Vec::new(),
+            default_issuer: None,
+            idempotency: IdempotencyFile::default(),
+            reversals: ReversalsFile::default(),
+        }
+    }
+}
+
+impl Default for ListenerFile {
+    fn default() -> Self {
+        ListenerFile {
+            address: SocketAddr::from(([127, 0, 0, 1], 8583)),
+            dialect: DEFAULT_DIALECT.into(),
+            header: DEFAULT_HEADER.into(),
+            tpdu: false,
+            max_frame: wire::DEFAULT_MAX_FRAME,
+            max_connections: 1000,
+        }
+    }
+}
+
+impl Default for IssuerFile {
+    fn default() -> Self {
+        IssuerFile {
+            name: "default".into(),
+            hosts: Vec::new(),
+            dialect: DEFAULT_DIALECT.into(),
+            header: DEFAULT_HEADER.into(),
+            tpdu: None,
+            connections_per_host: 1,
+            response_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for IdempotencyFile {
+    fn default() -> Self {
+        let d = engine::Idempotency::default();
+        IdempotencyFile {
+            window: d.window,
+            max_entries: d.max_entries,
+        }
+    }
+}
+
+impl Default for ReversalsFile {
+    fn default() -> Self {
+        let d = engine::Reversal::default();
+        ReversalsFile {
+            backoff: d.backoff,
+            max_backoff: d.max_backoff,
+            max_attempts: d.max_attempts,
+            expiry: d.expiry,
+        }
+    }
+}
+
+impl File {
+    pub fn read(path: &Path) -> Result<File, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        File::parse(&path.display().to_string(), &text)
+    }
+
+    pub fn parse(origin: &str, text: &str) -> Result<File, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listeners: Vec<Listener>,
+    pub links: Vec<Link>,
+    pub engine: engine::Config,
+    pub admin_listen: Option<SocketAddr>,
+    pub grace_period: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub spec: Arc<Spec>,
+    pub codec: FrameCodec,
+    pub max_connections: usize,
+}
+
+/// One upstream connection, in the engine's link order.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub issuer: String,
+    pub host: String,
+    pub spec: Arc<Spec>,
+    pub codec: FrameCodec,
+    pub tpdu: Option<Tpdu>,
+}
+
+fn dialect(key: String, name: &str) -> Result<Arc<Spec>, ConfigError> {
+    dialects::load(name).map_err(|e| invalid(key, e))
+}
+
+fn header(key: String, name: &str) -> Result<LengthHeader, ConfigError> {
+    name.parse().map_err(|e: String| invalid(key, e))
+}
+
+fn positive(key: String, value: usize) -> Result<usize, ConfigError> {
+    if value == 0 {
+        return Err(invalid(key, "must be at least 1"));
+    }
+    Ok(value)
+}
+
+impl File {
+    /// Checks every value; errors name the key and the reason.
+    pub fn check(&self) -> Result<Settings, ConfigError> {
+        if self.listeners.is_empty() {
+            return Err(invalid("listeners", "at least one listener is needed"));
+        }
+        if self.issuers.is_empty() {
+            return Err(invalid("issuers", "at least one issuer is needed"));
+        }
+        if self.acquirer_id.is_empty()
+            || self.acquirer_id.len() > 11
+            || !self.acquirer_id.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(invalid("acquirer_id", "must be 1 to 11 digits"));
+        }
+        let listeners = self
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let key = |k: &str| format!("listeners[{i}].{k}");
+                let codec = FrameCodec::new(header(key("header"), &l.header)?)
+                    .with_tpdu(l.tpdu)
+                    .with_max_frame(positive(key("max_frame"), l.max_frame)?);
+                Ok(Listener {
+                    address: l.address,
+                    spec: dialect(key("dialect"), &l.dialect)?,
+                    codec,
+                    max_connections: positive(key("max_connections"), l.max_connections)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let mut issuers = Vec::new();
+        let mut links = Vec::new();
+        for (i, f) in self.issuers.iter().enumerate() {
+            let key = |k: &str| format!("issuers[{i}].{k}");
+            if f.name.is_empty() || self.issuers[..i].iter().any(|o| o.name == f.name) {
+                return Err(invalid(key("name"), "must be present and unique"));
+            }
+            if f.hosts.is_empty() {
+                return Err(invalid(key("hosts"), "at least one host is needed"));
+            }
+            if f.response_timeout.is_zero() {
+                return Err(invalid(key("response_timeout"), "must be more than zero"));
+            }
+            let spec = dialect(key("dialect"), &f.dialect)?;
+            let tpdu = f
+                .tpdu
+                .as_deref()
+                .map(|t| t.parse::<Tpdu>().map_err(|e| invalid(key("tpdu"), e)))
+                .transpose()?;
+            let codec =
+                FrameCodec::new(header(key("header"), &f.header)?).with_tpdu(tpdu.is_some());
+            let per_host = positive(key("connections_per_host"), f.connections_per_host)?;
+            for host in &f.hosts {
+                for _ in 0..per_host {
+                    links.push(Link {
+                        issuer: f.name.clone(),
+                        host: host.clone(),
+                        spec: spec.clone(),
+                        codec,
+                        tpdu,
+                    });
+                }
+            }
+            issuers.push(engine::Issuer {
+                name: f.name.clone(),
+                spec,
+                links: f.hosts.len() * per_host,
+                response_timeout: f.response_timeout,
+            });
+        }
+        let issuer_index = |key: String, name: &str| {
+            self.issuers
+                .iter()
+                .position(|i| i.name == name)
+                .ok_or_else(|| invalid(key, format!("no issuer named {name:?}")))
+        };
+        let routes = self
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if r.prefix.is_empty() || !r.prefix.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(invalid(format!("routes[{i}].prefix"), "must be digits"));
+                }
+                Ok((
+                    r.prefix.clone(),
+                    issuer_index(format!("routes[{i}].issuer"), &r.issuer)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // With one issuer and no routes, every card goes to it.
+        let default_route = match (&self.default_issuer, self.issuers.len(), routes.is_empty()) {
+            (Some(name), _, _) => Some(issuer_index("default_issuer".into(), name)?),
+            (None, 1, true) => Some(0),
+            (None, _, _) => None,
+        };
+        let r = &self.reversals;
+        if r.max_attempts == 0 {
+            return Err(invalid("reversals.max_attempts", "must be at least 1"));
+        }
+        if r.backoff.is_zero() {
+            return Err(invalid("reversals.backoff", "must be more than zero"));
+        }
+        Ok(Settings {
+            listeners,
+            links,
+            engine: engine::Config {
+                issuers,
+                routes,
+                default_route,
+                idempotency: engine::Idempotency {
+                    window: self.idempotency.window,
+                    max_entries: positive(
+                        "idempotency.max_entries".into(),
+                        self.idempotency.max_entries,
+                    )?,
+                },
+                reversal: engine::Reversal {
+                    backoff: r.backoff,
+                    max_backoff: r.max_backoff.max(r.backoff),
+                    max_attempts: r.max_attempts,
+                    expiry: r.expiry,
+                },
+                acquirer_id: self.acquirer_id.clone(),
+                echo_interval: self.echo_interval,
+            },
+            admin_listen: self.admin_listen,
+            grace_period: self.grace_period,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+        acquirer_id = "12345"
+        grace_period = "5s"
+        default_issuer = "visa"
+        [[listeners]]
+        address = "127.0.0.1:0"
+        dialect = "iso87bcd"
+        header = "binary2"
+        tpdu = true
+        [[issuers]]
+        name = "visa"
+        hosts = ["127.0.0.1:9583", "127.0.0.1:9584"]
+        connections_per_host = 2
+        response_timeout = "3s"
+        [[issuers]]
+        name = "mc"
+        hosts = ["127.0.0.1:9585"]
+        [[routes]]
+        prefix = "51"
+        issuer = "mc"
+        [idempotency]
+        window = "1h"
+        max_entries = 1000
+        [reversals]
+        backoff = "2s"
+        max_attempts = 10
+        expiry = "1d"
+    "#;
+
+    #[test]
+    fn a_full_file_checks() {
+        let s = File::parse("t", FULL).unwrap().check().unwrap();
+        assert_eq!(s.links.len(), 5);
+        assert_eq!(s.engine.issuers[0].links, 4);
+        assert_eq!(s.engine.issuers[0].response_timeout, Duration::from_secs(3));
+        assert_eq!(s.engine.routes, [("51".to_string(), 1)]);
+        assert_eq!(s.engine.default_route, Some(0));
+        assert_eq!(s.listeners[0].spec.name(), "iso87bcd");
+        assert_eq!(s.engine.reversal.expiry, Duration::from_secs(86400));
+    }
+
+    fn error(text: &str) -> String {
+        match File::parse("t", text).and_then(|f| f.check()) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_reason() {
+        let cases = [
+            ("bogus = 1", "unknown field `bogus`"),
+            ("[idempotency]\nwindow = \"soon\"", "window"),
+            (
+                &FULL.replace("iso87bcd", "iso99"),
+                "listeners[0].dialect: unknown dialect",
+            ),
+            (
+                &FULL.replace("header = \"binary2\"", "header = \"binary3\""),
+                "listeners[0].header: unknown header",
+            ),
+            (
+                &FULL.replace("issuer = \"mc\"", "issuer = \"amex\""),
+                "routes[0].issuer: no issuer named \"amex\"",
+            ),
+            (
+                &FULL.replace("prefix = \"51\"", "prefix = \"5x\""),
+                "routes[0].prefix: must be digits",
+            ),
+            (
+                &FULL.replace("connections_per_host = 2", "connections_per_host = 0"),
+                "issuers[0].connections_per_host: must be at least 1",
+            ),
+            (
+                &FULL.replace("max_attempts = 10", "max_attempts = 0"),
+                "reversals.max_attempts",
+            ),
+            (
+                &FULL.replace("acquirer_id = \"12345\"", "acquirer_id = \"ACQ\""),
+                "acquirer_id: must be",
+            ),
+            (
+                &FULL.replace("name = \"mc\"", "name = \"visa\""),
+                "issuers[1].name: must be present and unique",
+            ),
+            (
+                &FULL.replace("[[listeners]]", "[[listener]]"),
+                "unknown field `listener`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = error(text);
+            assert!(e.contains(expected), "{e:?} should contain {expected:?}");
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The tokio shell of acquiro: terminal listeners, upstream links, the driver that owns the engine and its
+//! timers, configuration and graceful shutdown. It moves bytes and fires timers; the `engine` crate
+//! decides.
+
+mod config;
+mod driver;
+mod journal;
+mod link;
+mod terminal;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use engine::Engine;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{
+    ConfigError, DEFAULT_DIALECT, DEFAULT_HEADER, File, IdempotencyFile, IssuerFile, Link,
+    Listener, ListenerFile, ReversalsFile, RouteFile, Settings,
+};
+pub use journal::{Journal, MemoryJournal};
+
+/// Events waiting for the driver; when full, connections and links wait (backpressure).
+const INPUT_QUEUE: usize = 4096;
+/// Messages waiting for one link's socket.
+const LINK_QUEUE: usize = 1024;
+/// How long connections get to write their last answers after the driver stopped.
+const FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A started switch.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound address of each listener, in configuration order (useful with port 0).
+    pub listeners: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+    driver: JoinHandle<()>,
+    ready: watch::Receiver<bool>,
+    /// Terminal connections, awaited at shutdown so that the last answers are written.
+    connections: TaskTracker,
+}
+
+impl Running {
+    /// Stops accepting and reading requests; in-flight requests get the grace period to finish.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until every issuer has a signed-on link.
+    pub async fn ready(&self) {
+        let _ = self.ready.clone().wait_for(|r| *r).await;
+    }
+
+    /// Waits until the switch has drained (or the grace period ran out).
+    pub async fn stopped(self) {
+        let _ = self.driver.await;
+        self.connections.close();
+        // Connections end once their queued answers are written; a terminal that does not read them
+        // cannot hold the process up for long.
+        if tokio::time::timeout(FLUSH, self.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("answers still unwritten at exit");
+        }
+    }
+}
+
+/// Binds every listener, starts the links and the driver. Fails only if a listener cannot be bound.
+pub async fn start(settings: Settings, journal: Box<dyn Journal>) -> std::io::Result<Running> {
+    let shutdown = CancellationToken::new();
+    let (inputs, inputs_rx) = mpsc::channel(INPUT_QUEUE);
+    let engine = Engine::new(settings.engine.clone());
+    let mut bound = Vec::new();
+    for l in &settings.listeners {
+        let listener = TcpListener::bind(l.address).await?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, dialect = l.spec.name(), header = %l.codec.header(), max_connections = l.max_connections, "listening for terminals");
+        bound.push((listener, Arc::new(l.clone())));
+    }
+    let mut link_txs = Vec::new();
+    for ((id, issuer), link) in engine.links().zip(&settings.links) {
+        debug_assert_eq!(issuer, link.issuer);
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        link_txs.push(tx);
+        tracing::info!(?id, issuer, host = %link.host, dialect = link.spec.name(), header = %link.codec.header(), "issuer link");
+        tokio::spawn(link::run(id, link.clone(), rx, inputs.clone()));
+    }
+    let listeners = bound
+        .iter()
+        .map(|(l, _)| l.local_addr())
+        .collect::<std::io::Result<_>>()?;
+    let next_conn = Arc::new(AtomicU64::new(1));
+    let connections = TaskTracker::new();
+    for (listener, l) in bound {
+        tokio::spawn(terminal::accept_loop(
+            listener,
+            l,
+            inputs.clone(),
+            shutdown.clone(),
+            next_conn.clone(),
+            connections.clone(),
+        ));
+    }
+    let (ready, ready_rx) = watch::channel(false);
+    let driver = driver::Driver {
+        engine,
+        inputs: inputs_rx,
+        links: link_txs,
+        journal,
+        shutdown: shutdown.clone(),
+        grace: settings.grace_period,
+        ready,
+    };
+    Ok(Running {
+        listeners,
+        shutdown,
+        driver: tokio::spawn(driver.run()),
+        ready: ready_rx,
+        connections,
+    })
+}

@@ -1,0 +1,117 @@
+//! A terminal: one connection that sends requests and reads answers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use iso8583::{Message, Mti, Spec};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+use wire::{Frame, FrameCodec, Tpdu};
+
+pub const PAN: &str = "4761739001010010";
+
+pub struct Terminal {
+    pub framed: Framed<TcpStream, FrameCodec>,
+    pub spec: Arc<Spec>,
+    pub tpdu: Option<Tpdu>,
+    pub tid: String,
+}
+
+impl Terminal {
+    pub async fn connect(
+        addr: SocketAddr,
+        spec: Arc<Spec>,
+        codec: FrameCodec,
+        tid: &str,
+    ) -> Terminal {
+        Terminal {
+            framed: Framed::new(TcpStream::connect(addr).await.unwrap(), codec),
+            spec,
+            tpdu: None,
+            tid: tid.into(),
+        }
+    }
+
+    pub fn purchase(&self, stan: u32, amount: u64) -> Message {
+        let mut m = Message::new(self.spec.clone(), Mti::FINANCIAL);
+        m.set(2, PAN)
+            .unwrap()
+            .set(3, "000000")
+            .unwrap()
+            .set_number(4, amount)
+            .unwrap()
+            .set(7, "1121093000")
+            .unwrap()
+            .set_number(11, u64::from(stan))
+            .unwrap()
+            .set(12, "093000")
+            .unwrap()
+            .set(13, "1121")
+            .unwrap()
+            .set(22, "051")
+            .unwrap()
+            .set(25, "00")
+            .unwrap()
+            .set(35, "4761739001010010=25122011758928889")
+            .unwrap()
+            .set(41, self.tid.as_str())
+            .unwrap()
+            .set(42, "MERCHANT0000001")
+            .unwrap()
+            .set(49, "840")
+            .unwrap()
+            .set(52, [0x12u8, 0x34, 0x56, 0x78, 0x9A, 0xBC, 0xDE, 0xF0])
+            .unwrap();
+        m
+    }
+
+    pub async fn send(&mut self, msg: &Message) {
+        self.send_raw(msg.to_bytes()).await;
+    }
+
+    pub async fn send_raw(&mut self, message: bytes::Bytes) {
+        self.framed
+            .send(Frame {
+                tpdu: self.tpdu,
+                message,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// The next answer; panics if the connection closes first.
+    pub async fn answer(&mut self) -> Message {
+        let frame = super::within("an answer", self.framed.next())
+            .await
+            .expect("connection open")
+            .unwrap();
+        if let Some(sent) = self.tpdu {
+            assert_eq!(
+                frame.tpdu,
+                Some(sent.response()),
+                "TPDU swapped on the answer"
+            );
+        }
+        Message::decode(&self.spec, frame.message).unwrap()
+    }
+
+    pub async fn exchange(&mut self, msg: &Message) -> Message {
+        self.send(msg).await;
+        self.answer().await
+    }
+
+    /// True when the switch closed the connection (no frame comes).
+    pub async fn closed(&mut self) -> bool {
+        matches!(
+            super::within("close", self.framed.next()).await,
+            None | Some(Err(_))
+        )
+    }
+}
+
+pub fn text(m: &Message, n: u8) -> String {
+    m.get(n)
+        .map(|f| f.unmasked().to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,416 @@
+//! The switch end to end: real sockets between terminals, acquiro and a scripted issuer host.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::Step;
+use iso8583::{Message, Mti, Spec};
+use support::issuer::Issuer;
+use support::terminal::{Terminal, text};
+use support::within;
+use switch::{File, MemoryJournal, Running};
+use wire::{FrameCodec, LengthHeader, Tpdu};
+
+const TIMEOUT: &str = "400ms";
+
+fn spec(name: &str) -> Arc<Spec> {
+    dialects::builtin(name).unwrap()
+}
+
+struct Setup {
+    switch: Running,
+    journal: MemoryJournal,
+    issuer: Issuer,
+    terminal_spec: Arc<Spec>,
+    codec: FrameCodec,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        Setup::with("iso87ascii", false, "echo_interval = \"1h\"").await
+    }
+
+    /// A switch with one listener (`dialect`, binary2 header, optional TPDU) and one issuer on
+    /// iso87ascii with two connections, signed on before this returns. `extra` is more TOML.
+    async fn with(dialect: &str, tpdu: bool, extra: &str) -> Setup {
+        let issuer = Issuer::start(spec("iso87ascii"), Duration::from_millis(1200)).await;
+        let toml = format!(
+            r#"
+            acquirer_id = "12345"
+            {extra}
+            [[listeners]]
+            address = "127.0.0.1:0"
+            dialect = "{dialect}"
+            tpdu = {tpdu}
+            max_frame = 1024
+            [[issuers]]
+            name = "visa"
+            hosts = ["{}"]
+            connections_per_host = 2
+            response_timeout = "{TIMEOUT}"
+            [reversals]
+            backoff = "300ms"
+            "#,
+            issuer.addr
+        );
+        let settings = File::parse("test", &toml).unwrap().check().unwrap();
+        let journal = MemoryJournal::new(10_000);
+        let switch = switch::start(settings, Box::new(journal.clone()))
+            .await
+            .unwrap();
+        // Both links signed on: the issuer got two sign-ons, and the switch has taken an answer.
+        within(
+            "sign-on",
+            issuer.wait_for(|r| r.iter().filter(|m| text(m, 70) == "001").count() == 2),
+        )
+        .await;
+        within("ready", switch.ready()).await;
+        let codec = FrameCodec::new(LengthHeader::Binary2).with_tpdu(tpdu);
+        Setup {
+            switch,
+            journal,
+            issuer,
+            terminal_spec: spec(dialect),
+            codec,
+        }
+    }
+
+    async fn terminal(&self, tid: &str) -> Terminal {
+        Terminal::connect(
+            self.switch.listeners[0],
+            self.terminal_spec.clone(),
+            self.codec,
+            tid,
+        )
+        .await
+    }
+
+    async fn wait_journal(&self, what: &str, mut f: impl FnMut(&Step) -> bool, count: usize) {
+        within(
+            what,
+            self.journal
+                .wait_for(|r| r.iter().filter(|r| f(&r.step)).count() >= count),
+        )
+        .await;
+    }
+
+    fn count(&self, mut f: impl FnMut(&Step) -> bool) -> usize {
+        self.journal.records().iter().filter(|r| f(&r.step)).count()
+    }
+}
+
+fn rc(m: &Message) -> String {
+    text(m, 39)
+}
+
+#[tokio::test]
+async fn approve_and_decline_restore_the_terminals_fields() {
+    let s = Setup::new().await;
+    let mut t = s.terminal("TERM0001").await;
+    let answer = t.exchange(&t.purchase(123, 2500)).await;
+    assert_eq!(answer.mti().as_str(), "0210");
+    assert_eq!(
+        (rc(&answer), text(&answer, 38)),
+        ("00".into(), "A1B2C3".into())
+    );
+    assert_eq!(answer.stan(), Some(123));
+    assert_eq!(
+        (text(&answer, 41), text(&answer, 42)),
+        ("TERM0001".into(), "MERCHANT0000001".into())
+    );
+    let declined = t.exchange(&t.purchase(124, 5151)).await;
+    assert_eq!(
+        (rc(&declined), declined.has(38), declined.stan()),
+        ("51".into(), false, Some(124))
+    );
+    let up = s.issuer.of_class(2);
+    assert_eq!(text(&up[0], 32), "12345", "DE32 set by the switch");
+    assert_eq!(
+        text(&up[0], 52).len(),
+        16,
+        "the PIN block reaches the issuer"
+    );
+}
+
+#[tokio::test]
+async fn links_are_persistent_multiplexed_and_renumber_stans() {
+    let s = Setup::new().await;
+    assert_eq!(
+        *s.issuer.connections.lock().unwrap(),
+        2,
+        "connections_per_host links"
+    );
+    let mut a = s.terminal("TERM000A").await;
+    let mut b = s.terminal("TERM000B").await;
+    // Same STAN from two terminals, both held in flight at once.
+    a.send(&a.purchase(42, 555)).await;
+    b.send(&b.purchase(42, 555)).await;
+    within(
+        "both forwarded",
+        s.issuer
+            .wait_for(|r| r.iter().filter(|m| m.mti().class() == 2).count() == 2),
+    )
+    .await;
+    let up: Vec<_> = s
+        .issuer
+        .received_on()
+        .into_iter()
+        .filter(|(_, m)| m.mti().class() == 2)
+        .collect();
+    let keys: Vec<_> = up.iter().map(|(conn, m)| (*conn, m.stan())).collect();
+    assert_ne!(keys[0], keys[1], "(link, upstream STAN) never collide");
+    s.issuer.release();
+    let (x, y) = (a.answer().await, b.answer().await);
+    assert_eq!((x.stan(), text(&x, 41)), (Some(42), "TERM000A".into()));
+    assert_eq!((y.stan(), text(&y, 41)), (Some(42), "TERM000B".into()));
+    assert_eq!(
+        *s.issuer.connections.lock().unwrap(),
+        2,
+        "no new connection per request"
+    );
+}
+
+#[tokio::test]
+async fn retransmits_join_replay_or_get_rc94() {
+    let s = Setup::new().await;
+    let mut t = s.terminal("TERM0001").await;
+    let mut again = s.terminal("TERM0001").await;
+    let purchase = t.purchase(7, 555);
+    t.send(&purchase).await;
+    s.wait_journal("forward", |st| matches!(st, Step::Forwarded { .. }), 1)
+        .await;
+    again.send(&purchase).await;
+    s.wait_journal("join", |st| *st == Step::Joined, 1).await;
+    s.issuer.release();
+    let (first, second) = (t.answer().await, again.answer().await);
+    assert_eq!((rc(&first), rc(&second)), ("00".into(), "00".into()));
+    assert_eq!(s.issuer.of_class(2).len(), 1, "one request upstream");
+    // After completion: replayed, same DE38/DE39, nothing upstream.
+    let replay = t.exchange(&purchase).await;
+    assert_eq!(
+        (text(&replay, 38), rc(&replay)),
+        (text(&first, 38), rc(&first))
+    );
+    assert_eq!(s.count(|st| matches!(st, Step::Replayed { .. })), 1);
+    // Same key, other amount: 94.
+    assert_eq!(rc(&t.exchange(&t.purchase(7, 556)).await), "94");
+    // Missing key field: 30.
+    let mut no_tid = t.purchase(8, 100);
+    no_tid.remove(41);
+    assert_eq!(rc(&t.exchange(&no_tid).await), "30");
+    assert_eq!(s.issuer.of_class(2).len(), 1, "still one request upstream");
+}
+
+#[tokio::test]
+async fn a_timeout_gets_rc91_and_a_reversal_that_repeats_until_acknowledged() {
+    let s = Setup::new().await;
+    let mut t = s.terminal("TERM0001").await;
+    let answer = t.exchange(&t.purchase(9, 778)).await;
+    assert_eq!((rc(&answer), answer.stan()), ("91".into(), Some(9)));
+    within(
+        "0401",
+        s.issuer
+            .wait_for(|r| r.iter().any(|m| m.mti() == Mti::REVERSAL_REPEAT)),
+    )
+    .await;
+    s.wait_journal(
+        "ack",
+        |st| matches!(st, Step::ReversalAcknowledged { .. }),
+        1,
+    )
+    .await;
+    let original = &s.issuer.of_class(2)[0];
+    let reversals = s.issuer.of_class(4);
+    assert_eq!(reversals[0].mti(), Mti::REVERSAL);
+    let de90 = reversals[0].original_data().unwrap();
+    assert_eq!(
+        (de90.mti, Some(de90.stan)),
+        (Mti::FINANCIAL, original.stan())
+    );
+    assert_eq!(Some(de90.transmission), original.transmission_time());
+    assert_eq!(de90.acquirer, 12345);
+    for n in [2, 3, 4, 7, 11, 22, 25, 32, 37, 41, 42, 49] {
+        if n != 11 {
+            assert_eq!(text(&reversals[0], n), text(original, n), "DE{n}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_late_answer_is_journaled_and_never_reaches_the_terminal() {
+    let s = Setup::new().await;
+    let mut t = s.terminal("TERM0001").await;
+    assert_eq!(rc(&t.exchange(&t.purchase(10, 888)).await), "91");
+    s.wait_journal("late answer", |st| matches!(st, Step::LateAnswer { .. }), 1)
+        .await;
+    // The next thing on the connection is the answer to the next request, not the late approval.
+    let next = t.exchange(&t.purchase(11, 100)).await;
+    assert_eq!((next.stan(), rc(&next)), (Some(11), "00".into()));
+    assert_eq!(
+        s.count(|st| *st == Step::ReversalQueued),
+        1,
+        "the reversal stands"
+    );
+}
+
+#[tokio::test]
+async fn an_approval_for_a_closed_connection_is_reversed() {
+    let s = Setup::new().await;
+    let mut t = s.terminal("TERM0001").await;
+    t.send(&t.purchase(12, 555)).await;
+    s.wait_journal("forward", |st| matches!(st, Step::Forwarded { .. }), 1)
+        .await;
+    drop(t);
+    s.wait_journal("disconnect", |st| *st == Step::Disconnected, 1)
+        .await;
+    s.issuer.release();
+    within(
+        "reversal",
+        s.issuer
+            .wait_for(|r| r.iter().any(|m| m.mti() == Mti::REVERSAL)),
+    )
+    .await;
+    assert_eq!(s.count(|st| matches!(st, Step::Undeliverable { .. })), 1);
+}
+
+#[tokio::test]
+async fn a_terminal_reversal_reverses_an_approval_once() {
+    let s = Setup::new().await;
+    let mut t = s.terminal("TERM0001").await;
+    assert_eq!(rc(&t.exchange(&t.purchase(13, 100)).await), "00");
+    let mut reversal = t.purchase(13, 100);
+    reversal.set_mti(Mti::REVERSAL);
+    let answer = t.exchange(&reversal).await;
+    assert_eq!((answer.mti().as_str(), rc(&answer)), ("0410", "00".into()));
+    within(
+        "upstream reversal",
+        s.issuer
+            .wait_for(|r| r.iter().any(|m| m.mti() == Mti::REVERSAL)),
+    )
+    .await;
+    reversal.set_mti(Mti::REVERSAL_REPEAT);
+    assert_eq!(t.exchange(&reversal).await.mti().as_str(), "0410");
+    assert_eq!(
+        s.count(|st| *st == Step::ReversalQueued),
+        1,
+        "not reversed twice"
+    );
+    // A reversal of a decline is answered locally.
+    assert_eq!(rc(&t.exchange(&t.purchase(14, 5151)).await), "51");
+    let mut reversal = t.purchase(14, 5151);
+    reversal.set_mti(Mti::REVERSAL);
+    assert_eq!(t.exchange(&reversal).await.mti().as_str(), "0410");
+    assert_eq!(s.count(|st| *st == Step::ReversalQueued), 1);
+}
+
+#[tokio::test]
+async fn a_terminal_0800_is_answered_locally() {
+    let s = Setup::new().await;
+    let mut t = s.terminal("TERM0001").await;
+    let mut echo = Message::new(s.terminal_spec.clone(), Mti::NETWORK);
+    echo.set(11, "000001")
+        .unwrap()
+        .set(41, "TERM0001")
+        .unwrap()
+        .set(70, "301")
+        .unwrap();
+    let answer = t.exchange(&echo).await;
+    assert_eq!(
+        (answer.mti().as_str(), rc(&answer), text(&answer, 70)),
+        ("0810", "00".into(), "301".into())
+    );
+    assert!(
+        s.issuer.received().iter().all(|m| text(m, 70) == "001"),
+        "only the switch's sign-ons upstream"
+    );
+}
+
+#[tokio::test]
+async fn bcd_terminals_with_a_tpdu_reach_an_ascii_issuer() {
+    let s = Setup::with("iso87bcd", true, "echo_interval = \"1h\"").await;
+    let mut t = s.terminal("TERM0001").await;
+    t.tpdu = Some("6000010002".parse::<Tpdu>().unwrap());
+    let answer = t.exchange(&t.purchase(15, 2500)).await;
+    assert_eq!(
+        (rc(&answer), text(&answer, 38), answer.stan()),
+        ("00".into(), "A1B2C3".into(), Some(15))
+    );
+    let up = &s.issuer.of_class(2)[0];
+    assert_eq!(
+        (up.amount(), text(up, 35).len()),
+        (Some(2500), 34),
+        "translated to iso87ascii"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_rc30_or_closes_that_connection_only() {
+    let s = Setup::new().await;
+    let mut good = s.terminal("TERM000G").await;
+    // An undecodable 0200 (bitmap announces fields that are not there): RC 30.
+    let mut bad = s.terminal("TERM000B").await;
+    bad.send_raw(bytes::Bytes::from_static(
+        b"0200\x70\x00\x00\x00\x00\x00\x00\x00123",
+    ))
+    .await;
+    let answer = bad.answer().await;
+    assert_eq!((answer.mti().as_str(), rc(&answer)), ("0210", "30".into()));
+    // Garbage without a readable MTI: closed.
+    bad.send_raw(bytes::Bytes::from_static(b"\xFF\xFE")).await;
+    assert!(bad.closed().await);
+    // A frame over the listener's limit: closed before it is read.
+    let mut big = s.terminal("TERM000L").await;
+    big.send_raw(bytes::Bytes::from(vec![b'0'; 2000])).await;
+    assert!(big.closed().await);
+    assert_eq!(
+        rc(&good.exchange(&good.purchase(16, 100)).await),
+        "00",
+        "others carry on"
+    );
+}
+
+#[tokio::test]
+async fn no_link_up_answers_rc91_at_once() {
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[issuers]]\nhosts = [\"{closed}\"]\nresponse_timeout = \"1h\"\n"
+    );
+    let settings = File::parse("test", &text).unwrap().check().unwrap();
+    let switch = switch::start(settings, Box::new(MemoryJournal::new(100)))
+        .await
+        .unwrap();
+    let codec = FrameCodec::new(LengthHeader::Binary2);
+    let mut t = Terminal::connect(switch.listeners[0], spec("iso87ascii"), codec, "TERM0001").await;
+    // The issuer timeout is an hour: only an immediate 91 can answer in time.
+    assert_eq!(rc(&t.exchange(&t.purchase(1, 100)).await), "91");
+}
+
+#[tokio::test]
+async fn idle_links_echo() {
+    let s = Setup::with("iso87ascii", false, "echo_interval = \"200ms\"").await;
+    within(
+        "echo",
+        s.issuer
+            .wait_for(|r| r.iter().any(|m| text(m, 70) == "301")),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let s = Setup::new().await;
+    let mut t = s.terminal("TERM0001").await;
+    t.send(&t.purchase(17, 555)).await;
+    s.wait_journal("forward", |st| matches!(st, Step::Forwarded { .. }), 1)
+        .await;
+    s.switch.shutdown();
+    s.issuer.release();
+    assert_eq!(rc(&t.answer().await), "00", "answered while draining");
+    within("stop", s.switch.stopped()).await;
+}
