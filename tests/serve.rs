@@ -115,6 +115,11 @@ async fn config_check_names_the_key_and_the_reason() {
     assert!(
         String::from_utf8_lossy(&ok.stdout).contains("ok (1 listener(s), 1 issuer(s), 1 link(s)")
     );
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/acquiro.toml");
+    assert!(
+        run(&sample).status.success(),
+        "the documented sample configuration checks"
+    );
     let failed = run(&bad);
     assert!(!failed.status.success());
     let stderr = String::from_utf8_lossy(&failed.stderr);

@@ -599,3 +599,20 @@ fn terminals_in_bcd_with_an_ascii_issuer() {
         (ResponseCode::APPROVED, "A1B2C3")
     );
 }
+
+#[test]
+fn an_answer_long_after_its_timeout_is_no_longer_late_but_unmatched() {
+    let mut h = Harness::new();
+    let (link, up, _) = timed_out(&mut h);
+    h.advance(Duration::from_secs(301));
+    // Any request sweeps expired late windows.
+    one_sent(&h.request(2, h.purchase("TERM0002", 1, 100)));
+    h.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    assert_eq!(
+        (h.engine.stats().late_answers, h.engine.stats().unmatched),
+        (0, 1)
+    );
+}
