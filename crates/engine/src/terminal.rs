@@ -61,14 +61,10 @@ impl Engine {
         else {
             return self.reject(now, Some(txn), conn, &msg, ResponseCode::FORMAT_ERROR, out);
         };
-        match self
-            .idempotency
-            .check(key, fingerprint(&msg), txn, now.mono)
-        {
-            Lookup::Conflict => {
-                self.stats.duplicates_rejected += 1;
-                self.reject(now, Some(txn), conn, &msg, ResponseCode::DUPLICATE, out);
-            }
+        let Some(lookup) = self.lookup(now, txn, key, conn, &msg, out) else {
+            return;
+        };
+        match lookup {
             Lookup::Joined(original) => {
                 self.stats.duplicates_joined += 1;
                 // One answer per request: a retransmit on the same connection is answered too.
@@ -87,6 +83,27 @@ impl Engine {
                 Self::journal(now, txn, Step::Received(received(&msg, &key)), out);
                 self.forward(now, txn, key, conn, msg, pan.expose(), out);
             }
+            Lookup::Conflict => {}
+        }
+    }
+
+    /// Looks a request's key up; a conflicting duplicate is answered RC 94 here and gives `None`.
+    fn lookup(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        key: Key,
+        conn: ConnId,
+        msg: &Message,
+        out: &mut Vec<Action>,
+    ) -> Option<Lookup> {
+        match self.idempotency.check(key, fingerprint(msg), txn, now.mono) {
+            Lookup::Conflict => {
+                self.stats.duplicates_rejected += 1;
+                self.reject(now, Some(txn), conn, msg, ResponseCode::DUPLICATE, out);
+                None
+            }
+            lookup => Some(lookup),
         }
     }
 
@@ -205,16 +222,10 @@ impl Engine {
         let Some(key) = Self::key(now, &msg) else {
             return self.reject(now, Some(txn), conn, &msg, ResponseCode::FORMAT_ERROR, out);
         };
-        match self
-            .idempotency
-            .check(key, fingerprint(&msg), txn, now.mono)
-        {
-            Lookup::Conflict => {
-                self.stats.duplicates_rejected += 1;
-                return self.reject(now, Some(txn), conn, &msg, ResponseCode::DUPLICATE, out);
-            }
+        match self.lookup(now, txn, key, conn, &msg, out) {
+            None => return,
             // A repeat: the first one was already acted on and answered.
-            Lookup::Joined(original) | Lookup::Replay(original, _) => {
+            Some(Lookup::Joined(original) | Lookup::Replay(original, _)) => {
                 self.stats.duplicates_replayed += 1;
                 Self::journal(
                     now,
@@ -226,7 +237,7 @@ impl Engine {
                 );
                 return self.answer_locally(conn, &msg, ECHO_FIELDS, ResponseCode::APPROVED, out);
             }
-            Lookup::New => {}
+            Some(Lookup::New | Lookup::Conflict) => {}
         }
         Self::journal(now, txn, Step::Received(received(&msg, &key)), out);
         // The original is named by DE90 when present (its DE7 date, or the reversal's date when the
