@@ -231,10 +231,8 @@ async fn a_timeout_gets_rc91_and_a_reversal_that_repeats_until_acknowledged() {
     );
     assert_eq!(Some(de90.transmission), original.transmission_time());
     assert_eq!(de90.acquirer, 12345);
-    for n in [2, 3, 4, 7, 11, 22, 25, 32, 37, 41, 42, 49] {
-        if n != 11 {
-            assert_eq!(text(&reversals[0], n), text(original, n), "DE{n}");
-        }
+    for n in [2, 3, 4, 7, 22, 25, 32, 37, 41, 42, 49] {
+        assert_eq!(text(&reversals[0], n), text(original, n), "DE{n}");
     }
 }
 

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::event::{Action, ConnId, Event, LinkId, Now, TimerId, TxnId};
 use crate::idempotency::{Key, Table};
 use crate::journal::{Record, Step};
-use crate::links::{Link, Pending, PendingKey};
+use crate::links::{Link, LinkState, Pending, PendingKey};
 use crate::routes::Routes;
 use crate::saf::Reversal;
 use crate::stats::Stats;
@@ -100,18 +100,19 @@ impl Engine {
 
     /// Whether an issuer has at least one signed-on link.
     pub fn issuer_ready(&self, issuer: &str) -> bool {
-        self.links.iter().any(|l| {
-            l.state == crate::links::LinkState::Ready
-                && self.config.issuers[l.issuer].name == issuer
-        })
+        let index = self.config.issuers.iter().position(|i| i.name == issuer);
+        index.is_some_and(|i| self.has_ready_link(i))
     }
 
-    /// Whether every issuer has at least one signed-on link.
+    /// Whether every issuer has at least one signed-on link. Cheap enough to ask after every event.
     pub fn all_issuers_ready(&self) -> bool {
-        self.config
-            .issuers
+        (0..self.config.issuers.len()).all(|i| self.has_ready_link(i))
+    }
+
+    fn has_ready_link(&self, issuer: usize) -> bool {
+        self.links
             .iter()
-            .all(|i| self.issuer_ready(&i.name))
+            .any(|l| l.issuer == issuer && l.state == LinkState::Ready)
     }
 
     /// Handles one event at `now`, appending what the shell must do to `out`.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
-use iso8583::Message;
+use iso8583::{Field, Message};
 
 use crate::event::TxnId;
 
@@ -31,16 +31,18 @@ pub(crate) struct Key {
 impl Key {
     /// `None` when an id is longer than any dialect's DE41/DE42.
     pub(crate) fn new(
-        terminal: &[u8],
-        merchant: &[u8],
+        terminal: Field<'_>,
+        merchant: Field<'_>,
         stan: u32,
         date: u16,
         reversal: bool,
     ) -> Option<Key> {
-        let pad = |id: &[u8]| {
+        // Straight from the field's bytes: no copy of the ids is made on the way.
+        let pad = |id: Field<'_>| {
             let mut out = [0u8; ID_LEN];
-            out.get_mut(..id.len())?.copy_from_slice(id);
-            Some(out)
+            let mut bytes = id.bytes();
+            out.iter_mut().zip(bytes.by_ref()).for_each(|(o, b)| *o = b);
+            bytes.next().is_none().then_some(out)
         };
         Some(Key {
             terminal: pad(terminal)?,
@@ -109,9 +111,11 @@ pub(crate) enum Lookup {
     Joined(TxnId),
     /// Completed: the transaction and what its terminal was told.
     Replay(TxnId, Message),
-    /// The same key with different content.
-    Conflict,
 }
+
+/// The same key with different content: refused, never forwarded.
+#[derive(Debug)]
+pub(crate) struct Conflict;
 
 #[derive(Debug)]
 pub(crate) struct Table {
@@ -139,17 +143,23 @@ impl Table {
     }
 
     /// Looks `key` up; a new key is recorded as in flight for `txn`.
-    pub(crate) fn check(&mut self, key: Key, fingerprint: u64, txn: TxnId, now: Instant) -> Lookup {
+    pub(crate) fn check(
+        &mut self,
+        key: Key,
+        fingerprint: u64,
+        txn: TxnId,
+        now: Instant,
+    ) -> Result<Lookup, Conflict> {
         match self.map.entry(key) {
             MapEntry::Occupied(e) => {
                 let entry = e.get();
                 if entry.fingerprint != fingerprint {
-                    return Lookup::Conflict;
+                    return Err(Conflict);
                 }
-                match &entry.state {
+                Ok(match &entry.state {
                     State::InFlight(txn) => Lookup::Joined(*txn),
                     State::Done(done) => Lookup::Replay(done.txn, done.answer.clone()),
-                }
+                })
             }
             MapEntry::Vacant(e) => {
                 self.generation += 1;
@@ -159,7 +169,7 @@ impl Table {
                     generation: self.generation,
                 });
                 self.order.push_back((key, self.generation, now));
-                Lookup::New
+                Ok(Lookup::New)
             }
         }
     }

@@ -3,9 +3,9 @@
 use iso8583::{ECHO_FIELDS, Message, ResponseCode};
 
 use crate::engine::{Engine, Txn};
-use crate::event::{Action, ConnId, Now, TimerId, TxnId};
+use crate::event::{Action, ConnId, LinkId, Now, TimerId, TxnId};
 use crate::fields::{self, set_rc};
-use crate::idempotency::{Done, Key, Lookup, State, fingerprint};
+use crate::idempotency::{Conflict, Done, Key, Lookup, State, fingerprint};
 use crate::journal::{Received, Step};
 use crate::links::{LinkState, Pending};
 
@@ -43,15 +43,14 @@ impl Engine {
 
     /// The idempotency key of a terminal request; `None` when a key field is missing or malformed.
     fn key(now: Now, msg: &Message) -> Option<Key> {
-        let terminal = msg.terminal_id()?.to_vec();
-        let merchant = msg.merchant_id()?.to_vec();
+        let (terminal, merchant) = (msg.terminal_id()?, msg.merchant_id()?);
         let stan = msg.stan()?;
         // The transaction date: the terminal's local date, else its transmission date, else today.
         let date = msg
             .local_date()
             .or_else(|| msg.transmission_time().map(|t| (t / 1_000_000) as u16))
             .unwrap_or_else(|| fields::day(now.wall));
-        Key::new(&terminal, &merchant, stan, date, msg.mti().class() == 4)
+        Key::new(terminal, merchant, stan, date, msg.mti().class() == 4)
     }
 
     fn purchase(&mut self, now: Now, conn: ConnId, msg: Message, out: &mut Vec<Action>) {
@@ -83,7 +82,6 @@ impl Engine {
                 Self::journal(now, txn, Step::Received(received(&msg, &key)), out);
                 self.forward(now, txn, key, conn, msg, pan.expose(), out);
             }
-            Lookup::Conflict => {}
         }
     }
 
@@ -98,12 +96,12 @@ impl Engine {
         out: &mut Vec<Action>,
     ) -> Option<Lookup> {
         match self.idempotency.check(key, fingerprint(msg), txn, now.mono) {
-            Lookup::Conflict => {
+            Ok(lookup) => Some(lookup),
+            Err(Conflict) => {
                 self.stats.duplicates_rejected += 1;
                 self.reject(now, Some(txn), conn, msg, ResponseCode::DUPLICATE, out);
                 None
             }
-            lookup => Some(lookup),
         }
     }
 
@@ -207,13 +205,13 @@ impl Engine {
     }
 
     /// The least loaded signed-on link of `issuer`.
-    pub(crate) fn pick_link(&self, issuer: usize) -> Option<crate::event::LinkId> {
+    pub(crate) fn pick_link(&self, issuer: usize) -> Option<LinkId> {
         self.links
             .iter()
             .enumerate()
             .filter(|(_, l)| l.issuer == issuer && l.state == LinkState::Ready)
             .min_by_key(|(_, l)| l.in_flight)
-            .map(|(i, _)| crate::event::LinkId(i as u32))
+            .map(|(i, _)| LinkId(i as u32))
     }
 
     /// A terminal's 0400/0401/0420 for one of its own earlier requests.
@@ -237,7 +235,7 @@ impl Engine {
                 );
                 return self.answer_locally(conn, &msg, ECHO_FIELDS, ResponseCode::APPROVED, out);
             }
-            Some(Lookup::New | Lookup::Conflict) => {}
+            Some(Lookup::New) => {}
         }
         Self::journal(now, txn, Step::Received(received(&msg, &key)), out);
         // The original is named by DE90 when present (its DE7 date, or the reversal's date when the

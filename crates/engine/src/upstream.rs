@@ -79,18 +79,14 @@ impl Engine {
         let answer = self.terminal_answer(&t.request, &t.forwarded, msg, rc);
         let told = self.tell(now, txn, &t.waiters, &answer, out);
         let approved = rc.is_approval();
-        let stands = approved && told && !t.reverse_on_answer;
-        if approved && !stands {
-            // The terminal never learned of the approval, or reversed it itself: undo it at the issuer.
-            self.queue_reversal(now, txn, t.forwarded.clone(), t.issuer, out);
-        }
-        // A retransmit must learn what stands at the issuer: an approval that was reversed replays as 91.
-        let answer = if approved && !stands {
-            self.unavailable_answer(&t.request)
+        // A retransmit must learn what stands at the issuer: an approval the terminal never learned of, or
+        // reversed itself, is undone at the issuer and replays as 91.
+        let (answer, approved) = if approved && (!told || t.reverse_on_answer) {
+            self.queue_reversal(now, txn, t.forwarded, t.issuer, out);
+            (self.unavailable_answer(&t.request), None)
         } else {
-            answer
+            (answer, approved.then_some((t.forwarded, t.issuer)))
         };
-        let approved = stands.then_some((t.forwarded, t.issuer));
         self.idempotency.complete(
             &t.key,
             Done {
@@ -209,20 +205,9 @@ impl Engine {
         if state.state == LinkState::Down {
             return;
         }
-        if let Some((probe, stan)) = state.probe {
-            match probe {
-                Probe::SignOn => self.stats.sign_on_failures += 1,
-                Probe::Echo => self.stats.echo_failures += 1,
-            }
-            tracing::warn!(
-                ?link,
-                ?probe,
-                "no answer to network management; closing the link"
-            );
-            self.pending.remove(&(link, 8, stan));
-            self.on_link_down(link, out);
-            out.push(Action::CloseLink(link));
-            return;
+        if let Some((probe, _)) = state.probe {
+            tracing::warn!(?link, ?probe, "no answer to network management");
+            return self.probe_failed(link, probe, out);
         }
         let idle_since = state.last_traffic.unwrap_or(now.mono);
         let due = idle_since + self.config.echo_interval;
@@ -280,14 +265,8 @@ impl Engine {
         }
         state.probe = None;
         if rc != ResponseCode::APPROVED {
-            match probe {
-                Probe::SignOn => self.stats.sign_on_failures += 1,
-                Probe::Echo => self.stats.echo_failures += 1,
-            }
-            tracing::warn!(?link, ?probe, %rc, "issuer refused network management; closing the link");
-            self.on_link_down(link, out);
-            out.push(Action::CloseLink(link));
-            return;
+            tracing::warn!(?link, ?probe, %rc, "issuer refused network management");
+            return self.probe_failed(link, probe, out);
         }
         if probe == Probe::SignOn {
             state.state = LinkState::Ready;
@@ -297,5 +276,15 @@ impl Engine {
             id: TimerId::Link(link),
             at: now.mono + self.config.echo_interval,
         });
+    }
+
+    /// A sign-on or echo failed: the link is taken down and closed, and the shell reconnects it.
+    fn probe_failed(&mut self, link: LinkId, probe: Probe, out: &mut Vec<Action>) {
+        match probe {
+            Probe::SignOn => self.stats.sign_on_failures += 1,
+            Probe::Echo => self.stats.echo_failures += 1,
+        }
+        self.on_link_down(link, out);
+        out.push(Action::CloseLink(link));
     }
 }

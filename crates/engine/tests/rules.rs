@@ -54,17 +54,11 @@ fn approval_reaches_the_terminal_with_its_own_fields_restored() {
         text(&up, 37),
         "the terminal learns the RRN"
     );
-    assert!(out.contains_cancel(TimerId::Response(TxnId(1))));
-}
-
-trait Cancels {
-    fn contains_cancel(&self, id: TimerId) -> bool;
-}
-impl Cancels for Vec<Action> {
-    fn contains_cancel(&self, id: TimerId) -> bool {
-        self.iter()
-            .any(|a| matches!(a, Action::Cancel(t) if *t == id))
-    }
+    let cancelled = TimerId::Response(TxnId(1));
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Cancel(t) if *t == cancelled))
+    );
 }
 
 #[test]

@@ -70,7 +70,7 @@ impl Driver {
                     }
                     continue;
                 }
-                _ = &mut drain_deadline => {
+                _ = &mut drain_deadline, if draining => {
                     tracing::warn!(in_flight = self.engine.in_flight(), "grace period over with requests in flight");
                     break;
                 }

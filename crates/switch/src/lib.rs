@@ -2,6 +2,7 @@
 //! timers, configuration and graceful shutdown. It moves bytes and fires timers; the `engine` crate
 //! decides.
 
+mod codec;
 mod config;
 mod driver;
 mod journal;

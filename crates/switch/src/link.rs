@@ -9,8 +9,8 @@ use iso8583::Message;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
-use wire::Frame;
 
+use crate::codec::{MessageCodec, Outgoing};
 use crate::config::Link;
 use crate::driver::Input;
 
@@ -57,7 +57,7 @@ pub(crate) async fn run(
         let reason = carry(
             id,
             &link,
-            Framed::new(stream, link.codec),
+            Framed::new(stream, MessageCodec(link.codec)),
             &mut cmds,
             &inputs,
         )
@@ -77,7 +77,7 @@ pub(crate) async fn run(
 async fn carry(
     id: LinkId,
     link: &Link,
-    mut framed: Framed<TcpStream, wire::FrameCodec>,
+    mut framed: Framed<TcpStream, MessageCodec>,
     cmds: &mut mpsc::Receiver<LinkCmd>,
     inputs: &mpsc::Sender<Input>,
 ) -> &'static str {
@@ -100,8 +100,7 @@ async fn carry(
             },
             cmd = cmds.recv() => match cmd {
                 Some(LinkCmd::Send(msg)) => {
-                    let frame = Frame { tpdu: link.tpdu, message: msg.to_bytes() };
-                    if let Err(error) = framed.send(frame).await {
+                    if let Err(error) = framed.send(Outgoing(link.tpdu, msg)).await {
                         tracing::warn!(?id, %error, "write to the issuer failed");
                         return "write failed";
                     }

@@ -13,8 +13,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wire::{Frame, Tpdu};
+use wire::Tpdu;
 
+use crate::codec::{MessageCodec, Outgoing};
 use crate::config::Listener;
 use crate::driver::Input;
 
@@ -77,7 +78,7 @@ async fn serve(
     if inputs.send(Input::Opened { conn, answers }).await.is_err() {
         return "switch stopping";
     }
-    let mut framed = Framed::new(stream, settings.codec);
+    let mut framed = Framed::new(stream, MessageCodec(settings.codec));
     // Answers carry the TPDU of the terminal's last request, with its addresses swapped.
     let mut tpdu: Option<Tpdu> = None;
     let mut reading = true;
@@ -97,7 +98,7 @@ async fn serve(
                             let Some(answer) = format_error(settings, &frame.message) else {
                                 return "undecodable message";
                             };
-                            if framed.send(Frame { tpdu, message: answer.to_bytes() }).await.is_err() {
+                            if framed.send(Outgoing(tpdu, answer)).await.is_err() {
                                 return "write failed";
                             }
                         }
@@ -111,7 +112,7 @@ async fn serve(
             },
             answer = queued.recv() => match answer {
                 Some(answer) => {
-                    if framed.send(Frame { tpdu, message: answer.to_bytes() }).await.is_err() {
+                    if framed.send(Outgoing(tpdu, answer)).await.is_err() {
                         return "write failed";
                     }
                 }

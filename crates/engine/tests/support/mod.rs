@@ -134,7 +134,7 @@ impl Harness {
         })
     }
 
-    /// Fires every timer `out` armed for `id`.
+    /// Fires timer `id` at the current time.
     pub fn fire(&mut self, id: TimerId) -> Vec<Action> {
         self.step(Event::Timer(id))
     }
@@ -180,15 +180,6 @@ pub fn steps(out: &[Action]) -> Vec<&Step> {
     out.iter()
         .filter_map(|a| match a {
             Action::Journal(r) => Some(&r.step),
-            _ => None,
-        })
-        .collect()
-}
-
-pub fn armed(out: &[Action]) -> Vec<TimerId> {
-    out.iter()
-        .filter_map(|a| match a {
-            Action::Arm { id, .. } => Some(*id),
             _ => None,
         })
         .collect()
