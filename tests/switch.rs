@@ -390,6 +390,65 @@ async fn no_link_up_answers_rc91_at_once() {
 }
 
 #[tokio::test]
+async fn traffic_fails_over_to_another_host_and_the_lost_host_reconnects() {
+    let late = Duration::from_secs(60);
+    let (a, b) = (
+        Issuer::start(spec("iso87ascii"), late).await,
+        Issuer::start(spec("iso87ascii"), late).await,
+    );
+    let text = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[issuers]]\nhosts = [\"{}\", \"{}\"]\nresponse_timeout = \"1h\"\n",
+        a.addr, b.addr
+    );
+    let settings = File::parse("test", &text).unwrap().check().unwrap();
+    let switch = switch::start(settings, Box::new(MemoryJournal::new(100)))
+        .await
+        .unwrap();
+    let a_host = a.addr.to_string();
+    within(
+        "both links up",
+        switch.wait_status(|s| s.links.iter().all(|l| l.up)),
+    )
+    .await;
+
+    a.stop();
+    within(
+        "the switch to see host A go",
+        switch.wait_status(|s| s.links.iter().all(|l| l.up == (l.host != a_host))),
+    )
+    .await;
+    let codec = FrameCodec::new(LengthHeader::Binary2);
+    let mut t = Terminal::connect(switch.listeners[0], spec("iso87ascii"), codec, "TERM0001").await;
+    // The timeout is an hour: only host B answering makes these approvals.
+    for stan in 1..=4 {
+        assert_eq!(rc(&t.exchange(&t.purchase(stan, 100)).await), "00");
+    }
+    assert_eq!((a.of_class(2).len(), b.of_class(2).len()), (0, 4));
+
+    // Host A comes back on its address: its link reconnects (after its backoff) and signs on again.
+    let a = Issuer::start_at(a.addr, spec("iso87ascii"), late).await;
+    within(
+        "sign-on on the returned host",
+        a.wait_for(|r| r.iter().any(|m| support::terminal::text(m, 70) == "001")),
+    )
+    .await;
+    within(
+        "both links up again",
+        switch.wait_status(|s| s.links.iter().all(|l| l.up)),
+    )
+    .await;
+    // Both carry traffic again: requests go to the least loaded link, so held ones spread over both.
+    t.send(&t.purchase(5, 555)).await;
+    t.send(&t.purchase(6, 555)).await;
+    within("one held request on each host", async {
+        a.wait_for(|r| r.iter().any(|m| m.mti().class() == 2)).await;
+        b.wait_for(|r| r.iter().filter(|m| m.mti().class() == 2).count() == 5)
+            .await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn idle_links_echo() {
     let s = Setup::with("iso87ascii", false, "echo_interval = \"200ms\"").await;
     within(

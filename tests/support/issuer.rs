@@ -7,6 +7,7 @@
 //! - anything else is approved with auth code A1B2C3.
 //!
 //! 0800 and 0400/0401 are always answered with RC 00 (except as above). Every message received is kept.
+//! [`Issuer::stop`] takes the host down (listener and connections); [`Issuer::start_at`] brings one back.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use iso8583::{Message, Spec};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
 use wire::{Frame, FrameCodec, LengthHeader};
 
 #[derive(Clone)]
@@ -27,21 +29,30 @@ pub struct Issuer {
     changed: Arc<watch::Sender<u64>>,
     released: Arc<watch::Sender<bool>>,
     pub connections: Arc<Mutex<usize>>,
+    stopped: CancellationToken,
 }
 
 impl Issuer {
     pub async fn start(spec: Arc<Spec>, late: Duration) -> Issuer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Issuer::start_at("127.0.0.1:0".parse().unwrap(), spec, late).await
+    }
+
+    /// A host on `addr` (the address of one that was stopped, to bring it back).
+    pub async fn start_at(addr: SocketAddr, spec: Arc<Spec>, late: Duration) -> Issuer {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let issuer = Issuer {
             addr: listener.local_addr().unwrap(),
             received: Arc::default(),
             changed: Arc::new(watch::Sender::new(0)),
             released: Arc::new(watch::Sender::new(false)),
             connections: Arc::default(),
+            stopped: CancellationToken::new(),
         };
         let me = issuer.clone();
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            while let Some(Ok((stream, _))) =
+                me.stopped.run_until_cancelled(listener.accept()).await
+            {
                 let conn = {
                     let mut n = me.connections.lock().unwrap();
                     *n += 1;
@@ -64,8 +75,9 @@ impl Issuer {
         let (read, write) = stream.into_split();
         let (mut stream, mut sink) = (FramedRead::new(read, codec), FramedWrite::new(write, codec));
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        let stopped = self.stopped.clone();
         tokio::spawn(async move {
-            while let Some(m) = rx.recv().await {
+            while let Some(Some(m)) = stopped.run_until_cancelled(rx.recv()).await {
                 let frame = Frame {
                     tpdu: None,
                     message: m.to_bytes(),
@@ -75,7 +87,7 @@ impl Issuer {
                 }
             }
         });
-        while let Some(Ok(frame)) = stream.next().await {
+        while let Some(Some(Ok(frame))) = self.stopped.run_until_cancelled(stream.next()).await {
             let msg = Message::decode(&spec, frame.message).unwrap();
             let amount = msg.amount().unwrap_or(0);
             let class = msg.mti().class();
@@ -121,6 +133,11 @@ impl Issuer {
     fn record(&self, conn: usize, msg: Message) {
         self.received.lock().unwrap().push((conn, msg));
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Takes the host down: it stops listening and closes every connection.
+    pub fn stop(&self) {
+        self.stopped.cancel();
     }
 
     /// Lets every held (555) answer go.

@@ -101,18 +101,18 @@ impl Engine {
     /// Whether an issuer has at least one signed-on link.
     pub fn issuer_ready(&self, issuer: &str) -> bool {
         let index = self.config.issuers.iter().position(|i| i.name == issuer);
-        index.is_some_and(|i| self.has_ready_link(i))
+        index.is_some_and(|i| {
+            self.links
+                .iter()
+                .any(|l| l.issuer == i && l.state == LinkState::Ready)
+        })
     }
 
-    /// Whether every issuer has at least one signed-on link. Cheap enough to ask after every event.
-    pub fn all_issuers_ready(&self) -> bool {
-        (0..self.config.issuers.len()).all(|i| self.has_ready_link(i))
-    }
-
-    fn has_ready_link(&self, issuer: usize) -> bool {
+    /// Whether a link is signed on and carries traffic. Cheap enough to ask after every event.
+    pub fn link_ready(&self, link: LinkId) -> bool {
         self.links
-            .iter()
-            .any(|l| l.issuer == issuer && l.state == LinkState::Ready)
+            .get(link.0 as usize)
+            .is_some_and(|l| l.state == LinkState::Ready)
     }
 
     /// Handles one event at `now`, appending what the shell must do to `out`.

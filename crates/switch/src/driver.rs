@@ -13,6 +13,7 @@ use tokio_util::time::{DelayQueue, delay_queue};
 
 use crate::journal::Journal;
 use crate::link::LinkCmd;
+use crate::status::Status;
 
 /// What connection tasks and links tell the driver.
 #[derive(Debug)]
@@ -32,8 +33,7 @@ pub(crate) struct Driver {
     pub(crate) journal: Box<dyn Journal>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) grace: Duration,
-    /// Every issuer has a signed-on link.
-    pub(crate) ready: watch::Sender<bool>,
+    pub(crate) status: watch::Sender<Status>,
 }
 
 impl Driver {
@@ -63,6 +63,7 @@ impl Driver {
                 }
                 _ = shutdown.cancelled(), if !draining => {
                     draining = true;
+                    self.status.send_modify(|s| s.draining = true);
                     tracing::info!(in_flight = self.engine.in_flight(), grace = ?self.grace, "draining");
                     drain_deadline.as_mut().reset(tokio::time::Instant::now() + self.grace);
                     if self.engine.in_flight() == 0 {
@@ -109,9 +110,13 @@ impl Driver {
                     Action::CloseLink(link) => self.send(link, LinkCmd::Close),
                 }
             }
-            self.ready.send_if_modified(|r| {
-                let now = self.engine.all_issuers_ready();
-                std::mem::replace(r, now) != now
+            self.status.send_if_modified(|s| {
+                let mut changed = false;
+                for (i, link) in s.links.iter_mut().enumerate() {
+                    let up = self.engine.link_ready(LinkId(i as u32));
+                    changed |= std::mem::replace(&mut link.up, up) != up;
+                }
+                changed
             });
             if draining && self.engine.in_flight() == 0 {
                 break;

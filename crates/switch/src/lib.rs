@@ -7,6 +7,7 @@ mod config;
 mod driver;
 mod journal;
 mod link;
+mod status;
 mod terminal;
 
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ pub use config::{
     Listener, ListenerFile, ReversalsFile, RouteFile, Settings,
 };
 pub use journal::{Journal, MemoryJournal};
+pub use status::{LinkStatus, Status};
 
 /// Events waiting for the driver; when full, connections and links wait (backpressure).
 const INPUT_QUEUE: usize = 4096;
@@ -40,7 +42,7 @@ pub struct Running {
     pub listeners: Vec<SocketAddr>,
     shutdown: CancellationToken,
     driver: JoinHandle<()>,
-    ready: watch::Receiver<bool>,
+    status: watch::Receiver<Status>,
     /// Terminal connections, awaited at shutdown so that the last answers are written.
     connections: TaskTracker,
 }
@@ -53,7 +55,17 @@ impl Running {
 
     /// Waits until every issuer has a signed-on link.
     pub async fn ready(&self) {
-        let _ = self.ready.clone().wait_for(|r| *r).await;
+        self.wait_status(|s| s.issuers_down().is_empty()).await;
+    }
+
+    /// What the switch reports about itself now.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the status satisfies `done`.
+    pub async fn wait_status(&self, done: impl FnMut(&Status) -> bool) {
+        let _ = self.status.clone().wait_for(done).await;
     }
 
     /// Waits until the switch has drained (or the grace period ran out).
@@ -84,10 +96,16 @@ pub async fn start(settings: Settings, journal: Box<dyn Journal>) -> std::io::Re
         bound.push((listener, Arc::new(l.clone())));
     }
     let mut link_txs = Vec::new();
+    let mut links = Vec::new();
     for ((id, issuer), link) in engine.links().zip(&settings.links) {
         debug_assert_eq!(issuer, link.issuer);
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
         link_txs.push(tx);
+        links.push(LinkStatus {
+            issuer: link.issuer.clone(),
+            host: link.host.clone(),
+            up: false,
+        });
         tracing::info!(?id, issuer, host = %link.host, dialect = link.spec.name(), header = %link.codec.header(), "issuer link");
         tokio::spawn(link::run(id, link.clone(), rx, inputs.clone()));
     }
@@ -107,7 +125,10 @@ pub async fn start(settings: Settings, journal: Box<dyn Journal>) -> std::io::Re
             connections.clone(),
         ));
     }
-    let (ready, ready_rx) = watch::channel(false);
+    let (status, status_rx) = watch::channel(Status {
+        links,
+        draining: false,
+    });
     let driver = driver::Driver {
         engine,
         inputs: inputs_rx,
@@ -115,13 +136,13 @@ pub async fn start(settings: Settings, journal: Box<dyn Journal>) -> std::io::Re
         journal,
         shutdown: shutdown.clone(),
         grace: settings.grace_period,
-        ready,
+        status,
     };
     Ok(Running {
         listeners,
         shutdown,
         driver: tokio::spawn(driver.run()),
-        ready: ready_rx,
+        status: status_rx,
         connections,
     })
 }

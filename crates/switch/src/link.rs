@@ -21,8 +21,26 @@ pub(crate) enum LinkCmd {
     Close,
 }
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Reconnect delays: doubling from 100 ms to 30 s, each with up to half again of random jitter, so that
+/// the many links to a host that came back do not all reconnect in the same instant.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(30);
+
+    fn new() -> Backoff {
+        Backoff(Self::FIRST)
+    }
+
+    /// The delay before the next attempt.
+    fn next(&mut self) -> Duration {
+        let base = self.0;
+        self.0 = (base * 2).min(Self::MAX);
+        base + Duration::from_millis(fastrand::u64(0..=base.as_millis() as u64 / 2))
+    }
+}
 
 /// Runs until the driver goes away.
 pub(crate) async fn run(
@@ -31,21 +49,18 @@ pub(crate) async fn run(
     mut cmds: mpsc::Receiver<LinkCmd>,
     inputs: mpsc::Sender<Input>,
 ) {
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new();
     while !cmds.is_closed() {
         let stream = match TcpStream::connect(&link.host).await {
             Ok(stream) => stream,
             Err(error) => {
-                tracing::warn!(?id, issuer = %link.issuer, host = %link.host, %error, ?backoff, "link connect failed");
-                // Jitter spreads the reconnects of many links to one host that came back.
-                let jitter =
-                    Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 2));
-                tokio::time::sleep(backoff + jitter).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                let delay = backoff.next();
+                tracing::warn!(?id, issuer = %link.issuer, host = %link.host, %error, ?delay, "link connect failed");
+                tokio::time::sleep(delay).await;
                 continue;
             }
         };
-        backoff = FIRST_BACKOFF;
+        backoff = Backoff::new();
         let _ = stream.set_nodelay(true);
         // Whatever was queued for the previous connection is stale: those requests time out and are
         // reversed by the engine.
@@ -109,5 +124,27 @@ async fn carry(
                 None => return "switch stopping",
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delays_double_with_jitter_up_to_a_cap() {
+        let mut backoff = Backoff::new();
+        let mut base = Backoff::FIRST;
+        for _ in 0..12 {
+            let delay = backoff.next();
+            assert!(
+                delay >= base && delay <= base + base / 2,
+                "{delay:?} for {base:?}"
+            );
+            base = (base * 2).min(Backoff::MAX);
+        }
+        assert_eq!(base, Backoff::MAX, "the cap is reached");
+        let delays: Vec<Duration> = (0..20).map(|_| backoff.next()).collect();
+        assert!(delays.iter().any(|d| *d != delays[0]), "jittered");
     }
 }
