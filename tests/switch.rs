@@ -9,7 +9,7 @@ use engine::Step;
 use iso8583::{Message, Mti, Spec};
 use support::issuer::Issuer;
 use support::terminal::{Terminal, text};
-use support::within;
+use support::{http_get, within};
 use switch::{File, MemoryJournal, Running};
 use wire::{FrameCodec, LengthHeader, Tpdu};
 
@@ -446,6 +446,79 @@ async fn traffic_fails_over_to_another_host_and_the_lost_host_reconnects() {
             .await;
     })
     .await;
+}
+
+#[tokio::test]
+async fn metrics_and_readiness_are_served_on_the_admin_endpoint() {
+    let s = Setup::with(
+        "iso87ascii",
+        false,
+        "echo_interval = \"1h\"\nadmin_listen = \"127.0.0.1:0\"",
+    )
+    .await;
+    let admin = s.switch.admin.expect("admin endpoint bound");
+    assert_eq!(http_get(admin, "/healthz").await.0, 200);
+    assert_eq!(
+        http_get(admin, "/readyz").await,
+        (200, "listeners: ok\nissuers: ok\n".into())
+    );
+    let mut t = s.terminal("TERM0001").await;
+    assert_eq!(rc(&t.exchange(&t.purchase(1, 100)).await), "00");
+    assert_eq!(rc(&t.exchange(&t.purchase(2, 151)).await), "51");
+    assert_eq!(rc(&t.exchange(&t.purchase(1, 100)).await), "00", "replayed");
+    assert_eq!(
+        rc(&t.exchange(&t.purchase(3, 777)).await),
+        "91",
+        "timed out"
+    );
+    s.wait_journal(
+        "reversal ack",
+        |st| matches!(st, Step::ReversalAcknowledged { .. }),
+        1,
+    )
+    .await;
+
+    let (code, body) = http_get(admin, "/metrics").await;
+    assert_eq!(code, 200);
+    let has = |line: &str| assert!(body.lines().any(|l| l == line), "no `{line}` in\n{body}");
+    has(r#"acquiro_requests_total{mti="0200"} 3"#);
+    has(r#"acquiro_forwarded_total{issuer="visa",mti="0200"} 3"#);
+    has(r#"acquiro_responses_total{issuer="visa",mti="0200",rc="00"} 1"#);
+    has(r#"acquiro_responses_total{issuer="visa",mti="0200",rc="51"} 1"#);
+    has(r#"acquiro_responses_total{issuer="visa",mti="0200",rc="91"} 1"#);
+    has(r#"acquiro_duplicates_total{outcome="replayed"} 1"#);
+    has(r#"acquiro_timeouts_total{issuer="visa"} 1"#);
+    has(r#"acquiro_upstream_latency_seconds_count{issuer="visa"} 2"#);
+    has(r#"acquiro_request_duration_seconds_count{issuer="visa"} 3"#);
+    for outcome in ["queued", "sent", "acknowledged"] {
+        has(&format!(
+            r#"acquiro_reversals_total{{outcome="{outcome}"}} 1"#
+        ));
+    }
+    has("acquiro_saf_depth 0");
+    has("acquiro_in_flight 0");
+    has("acquiro_terminal_connections 1");
+    let link = format!(
+        r#"acquiro_link_up{{host="{}",issuer="visa",link="0"}} 1"#,
+        s.issuer.addr
+    );
+    has(&link);
+    assert!(!body.contains(support::terminal::PAN));
+
+    // Readiness follows the links: with the issuer gone it fails and says why.
+    s.issuer.stop();
+    within(
+        "links down",
+        s.switch.wait_status(|st| !st.issuers_down().is_empty()),
+    )
+    .await;
+    assert_eq!(
+        http_get(admin, "/readyz").await,
+        (
+            503,
+            "listeners: ok\nissuers: FAILED (no link up for visa)\n".into()
+        )
+    );
 }
 
 #[tokio::test]

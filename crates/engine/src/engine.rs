@@ -41,6 +41,9 @@ pub struct Engine {
     pub(crate) pending: HashMap<PendingKey, Pending>,
     pub(crate) links: Vec<Link>,
     pub(crate) reversals: HashMap<TxnId, Reversal>,
+    /// Reversals in the order they were queued, with entries for finished ones dropped lazily: the front
+    /// is the oldest pending one.
+    pub(crate) reversal_order: VecDeque<(Instant, TxnId)>,
     /// Timed-out requests' upstream keys, oldest first, with the end of their late window.
     pub(crate) late: VecDeque<(PendingKey, Instant)>,
     next_txn: u64,
@@ -62,6 +65,7 @@ impl Engine {
             pending: HashMap::new(),
             links,
             reversals: HashMap::new(),
+            reversal_order: VecDeque::new(),
             late: VecDeque::new(),
             next_txn: 0,
             stats: Stats::default(),
@@ -91,6 +95,17 @@ impl Engine {
     /// Reversals queued and not yet acknowledged or expired.
     pub fn pending_reversals(&self) -> usize {
         self.reversals.len()
+    }
+
+    /// When the oldest pending reversal was queued.
+    pub fn oldest_reversal(&mut self) -> Option<Instant> {
+        while let Some(&(at, txn)) = self.reversal_order.front() {
+            if self.reversals.get(&txn).is_some_and(|r| r.queued == at) {
+                return Some(at);
+            }
+            self.reversal_order.pop_front();
+        }
+        None
     }
 
     /// Keys in the idempotency window.

@@ -191,7 +191,8 @@ impl Table {
     }
 
     /// Drops entries older than the window, then the oldest while over the cap. Entries in flight stay:
-    /// forgetting one would let a retransmit be forwarded a second time. Returns how many were evicted.
+    /// forgetting one would let a retransmit be forwarded a second time. Returns how many were evicted
+    /// before their window ended (the table was full): the sign that `max_entries` is too small.
     pub(crate) fn sweep(&mut self, now: Instant) -> u64 {
         let mut evicted = 0;
         let mut kept = Vec::new();
@@ -206,7 +207,8 @@ impl Table {
                 e.generation == generation && matches!(e.state, State::Done(_))
             });
             match removed {
-                Some(_) => evicted += 1,
+                Some(_) if !expired => evicted += 1,
+                Some(_) => {}
                 None if self
                     .map
                     .get(&key)

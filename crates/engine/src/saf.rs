@@ -22,7 +22,7 @@ pub(crate) struct Reversal {
     original: Message,
     /// Attempts sent so far.
     attempts: u32,
-    queued: Instant,
+    pub(crate) queued: Instant,
     /// Every attempt's (link, STAN): an answer to any of them acknowledges the reversal.
     sent: Vec<(LinkId, u32)>,
 }
@@ -42,6 +42,7 @@ impl Engine {
         }
         self.stats.reversals_queued += 1;
         Self::journal(now, txn, Step::ReversalQueued, out);
+        self.reversal_order.push_back((now.mono, txn));
         self.reversals.insert(
             txn,
             Reversal {

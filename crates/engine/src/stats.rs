@@ -19,6 +19,7 @@ pub struct Stats {
     pub duplicates_joined: u64,
     pub duplicates_replayed: u64,
     pub duplicates_rejected: u64,
+    /// Idempotency keys dropped before their window ended because the table was full.
     pub idempotency_evictions: u64,
     pub reversals_queued: u64,
     pub reversals_sent: u64,

@@ -287,7 +287,7 @@ fn the_oldest_completed_entries_are_evicted_first() {
     // The next request sweeps: stan 1 is gone, so its retransmit is forwarded again; stan 3 is kept.
     let out = h.request(1, h.purchase("TERM0001", 3, 100));
     assert_eq!(answers(&out).count(), 1, "replayed");
-    assert!(h.engine.stats().idempotency_evictions >= 1);
+    assert_eq!(h.engine.stats().idempotency_evictions, 1);
     assert_eq!(h.engine.idempotency_entries(), 2);
     let out = h.request(1, h.purchase("TERM0001", 1, 100));
     assert_eq!(sent(&out).count(), 1, "evicted key is new again");
@@ -305,6 +305,26 @@ fn entries_outlive_neither_the_window_nor_stay_when_in_flight() {
     // Both are in flight: over the cap, yet neither may be forgotten.
     let out = h.request(2, h.purchase("TERM0001", 1, 100));
     assert_eq!(sent(&out).count(), 0, "still joined, never forwarded twice");
+    assert_eq!(h.engine.stats().idempotency_evictions, 0);
+}
+
+#[test]
+fn entries_past_their_window_expire_without_counting_as_evictions() {
+    let mut cfg = config("iso87ascii", "iso87ascii");
+    cfg.0.idempotency.window = Duration::from_secs(60);
+    let mut h = Harness::with(cfg);
+    let (link, up) = one_sent(&h.request(1, h.purchase("TERM0001", 1, 100)));
+    h.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    h.advance(Duration::from_secs(61));
+    let out = h.request(1, h.purchase("TERM0001", 1, 100));
+    assert_eq!(
+        sent(&out).count(),
+        1,
+        "a new request once the window is over"
+    );
     assert_eq!(h.engine.stats().idempotency_evictions, 0);
 }
 
@@ -441,6 +461,34 @@ fn reversals_run_independently() {
         sent(&h.request(1, h.purchase("TERM0001", 10, 100))).count(),
         1
     );
+}
+
+#[test]
+fn the_oldest_pending_reversal_is_known() {
+    let mut h = Harness::new();
+    for stan in 1..=2 {
+        one_sent(&h.request(1, h.purchase("TERM0001", stan, 100)));
+    }
+    assert_eq!(h.engine.oldest_reversal(), None);
+    h.advance(TIMEOUT);
+    let first = h.now.mono;
+    let (l1, r1) = one_sent(&h.fire(TimerId::Response(TxnId(1))));
+    h.advance(Duration::from_secs(1));
+    let (l2, r2) = one_sent(&h.fire(TimerId::Response(TxnId(2))));
+    assert_eq!(h.engine.oldest_reversal(), Some(first));
+    h.step(Event::Response {
+        link: l1,
+        msg: answer(&r1, "00"),
+    });
+    assert_eq!(
+        h.engine.oldest_reversal(),
+        Some(first + Duration::from_secs(1))
+    );
+    h.step(Event::Response {
+        link: l2,
+        msg: answer(&r2, "00"),
+    });
+    assert_eq!(h.engine.oldest_reversal(), None);
 }
 
 #[test]

@@ -13,6 +13,7 @@ use tokio_util::time::{DelayQueue, delay_queue};
 
 use crate::journal::Journal;
 use crate::link::LinkCmd;
+use crate::metrics::Recorder;
 use crate::status::Status;
 
 /// What connection tasks and links tell the driver.
@@ -28,6 +29,7 @@ pub(crate) enum Input {
 
 pub(crate) struct Driver {
     pub(crate) engine: Engine,
+    pub(crate) recorder: Recorder,
     pub(crate) inputs: mpsc::Receiver<Input>,
     pub(crate) links: Vec<mpsc::Sender<LinkCmd>>,
     pub(crate) journal: Box<dyn Journal>,
@@ -82,7 +84,10 @@ impl Driver {
             self.engine.handle(Now::system(), event, &mut out);
             for action in out.drain(..) {
                 match action {
-                    Action::Journal(record) => self.journal.append(&record),
+                    Action::Journal(record) => {
+                        self.journal.append(&record);
+                        self.recorder.observe(&record);
+                    }
                     Action::Send { link, msg } => self.send(link, LinkCmd::Send(msg)),
                     Action::Answer { conn, msg } => {
                         // A full queue means the terminal is not reading; its answer is dropped, as if
@@ -110,6 +115,7 @@ impl Driver {
                     Action::CloseLink(link) => self.send(link, LinkCmd::Close),
                 }
             }
+            self.recorder.sync(&mut self.engine);
             self.status.send_if_modified(|s| {
                 let mut changed = false;
                 for (i, link) in s.links.iter_mut().enumerate() {

@@ -2,11 +2,13 @@
 //! timers, configuration and graceful shutdown. It moves bytes and fires timers; the `engine` crate
 //! decides.
 
+mod admin;
 mod codec;
 mod config;
 mod driver;
 mod journal;
 mod link;
+mod metrics;
 mod status;
 mod terminal;
 
@@ -26,6 +28,7 @@ pub use config::{
     Listener, ListenerFile, ReversalsFile, RouteFile, Settings,
 };
 pub use journal::{Journal, MemoryJournal};
+pub use metrics::Metrics;
 pub use status::{LinkStatus, Status};
 
 /// Events waiting for the driver; when full, connections and links wait (backpressure).
@@ -40,6 +43,9 @@ const FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct Running {
     /// The bound address of each listener, in configuration order (useful with port 0).
     pub listeners: Vec<SocketAddr>,
+    /// The bound address of the admin endpoint, if one was configured.
+    pub admin: Option<SocketAddr>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     driver: JoinHandle<()>,
     status: watch::Receiver<Status>,
@@ -56,6 +62,10 @@ impl Running {
     /// Waits until every issuer has a signed-on link.
     pub async fn ready(&self) {
         self.wait_status(|s| s.issuers_down().is_empty()).await;
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// What the switch reports about itself now.
@@ -83,9 +93,17 @@ impl Running {
     }
 }
 
-/// Binds every listener, starts the links and the driver. Fails only if a listener cannot be bound.
+/// Binds every listener and the admin endpoint, starts the links and the driver. Fails only if an
+/// address cannot be bound.
 pub async fn start(settings: Settings, journal: Box<dyn Journal>) -> std::io::Result<Running> {
     let shutdown = CancellationToken::new();
+    let longest_timeout = settings
+        .engine
+        .issuers
+        .iter()
+        .map(|i| i.response_timeout)
+        .max();
+    let metrics = Arc::new(Metrics::new(longest_timeout.unwrap_or_default()));
     let (inputs, inputs_rx) = mpsc::channel(INPUT_QUEUE);
     let engine = Engine::new(settings.engine.clone());
     let mut bound = Vec::new();
@@ -107,7 +125,13 @@ pub async fn start(settings: Settings, journal: Box<dyn Journal>) -> std::io::Re
             up: false,
         });
         tracing::info!(?id, issuer, host = %link.host, dialect = link.spec.name(), header = %link.codec.header(), "issuer link");
-        tokio::spawn(link::run(id, link.clone(), rx, inputs.clone()));
+        tokio::spawn(link::run(
+            id,
+            link.clone(),
+            rx,
+            inputs.clone(),
+            metrics.clone(),
+        ));
     }
     let listeners = bound
         .iter()
@@ -123,13 +147,25 @@ pub async fn start(settings: Settings, journal: Box<dyn Journal>) -> std::io::Re
             shutdown.clone(),
             next_conn.clone(),
             connections.clone(),
+            metrics.clone(),
         ));
     }
     let (status, status_rx) = watch::channel(Status {
         links,
         draining: false,
     });
+    let admin = match settings.admin_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await?;
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "admin endpoint: /metrics /healthz /readyz");
+            tokio::spawn(admin::serve(listener, metrics.clone(), status_rx.clone()));
+            Some(addr)
+        }
+        None => None,
+    };
     let driver = driver::Driver {
+        recorder: metrics::Recorder::new(metrics.clone(), &settings.links),
         engine,
         inputs: inputs_rx,
         links: link_txs,
@@ -140,6 +176,8 @@ pub async fn start(settings: Settings, journal: Box<dyn Journal>) -> std::io::Re
     };
     Ok(Running {
         listeners,
+        admin,
+        metrics,
         shutdown,
         driver: tokio::spawn(driver.run()),
         status: status_rx,

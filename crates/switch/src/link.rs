@@ -1,6 +1,7 @@
 //! One upstream link: connect (with backoff and jitter), tell the driver it is up, carry frames both ways,
 //! tell the driver when it drops, and reconnect.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use engine::{Event, LinkId};
@@ -13,6 +14,7 @@ use tokio_util::codec::Framed;
 use crate::codec::{MessageCodec, Outgoing};
 use crate::config::Link;
 use crate::driver::Input;
+use crate::metrics::Metrics;
 
 #[derive(Debug)]
 pub(crate) enum LinkCmd {
@@ -48,12 +50,17 @@ pub(crate) async fn run(
     link: Link,
     mut cmds: mpsc::Receiver<LinkCmd>,
     inputs: mpsc::Sender<Input>,
+    metrics: Arc<Metrics>,
 ) {
+    let connect_failures = metrics
+        .link_connect_failures
+        .with_label_values(&Metrics::link_labels(id, &link));
     let mut backoff = Backoff::new();
     while !cmds.is_closed() {
         let stream = match TcpStream::connect(&link.host).await {
             Ok(stream) => stream,
             Err(error) => {
+                connect_failures.inc();
                 let delay = backoff.next();
                 tracing::warn!(?id, issuer = %link.issuer, host = %link.host, %error, ?delay, "link connect failed");
                 tokio::time::sleep(delay).await;
@@ -75,6 +82,7 @@ pub(crate) async fn run(
             Framed::new(stream, MessageCodec(link.codec)),
             &mut cmds,
             &inputs,
+            &metrics,
         )
         .await;
         tracing::warn!(?id, issuer = %link.issuer, host = %link.host, reason, "link down");
@@ -95,6 +103,7 @@ async fn carry(
     mut framed: Framed<TcpStream, MessageCodec>,
     cmds: &mut mpsc::Receiver<LinkCmd>,
     inputs: &mpsc::Sender<Input>,
+    metrics: &Metrics,
 ) -> &'static str {
     loop {
         tokio::select! {
@@ -105,10 +114,14 @@ async fn carry(
                             return "switch stopping";
                         }
                     }
-                    Err(error) => tracing::warn!(?id, %error, "undecodable message from the issuer; dropped"),
+                    Err(error) => {
+                        tracing::warn!(?id, %error, "undecodable message from the issuer; dropped");
+                        metrics.decode_errors.with_label_values(&["issuer", error.reason().label()]).inc();
+                    }
                 },
                 Some(Err(error)) => {
                     tracing::warn!(?id, %error, "framing error from the issuer");
+                    metrics.decode_errors.with_label_values(&["issuer", error.label()]).inc();
                     return error.label();
                 }
                 None => return "closed by the issuer",

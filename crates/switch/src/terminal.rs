@@ -1,6 +1,7 @@
 //! Terminal listeners and connections: accept (within the connection cap), decode, hand requests to the
 //! driver, write answers back. A connection that sends something unreadable gets RC 30 when an answer can
-//! be formed, otherwise it alone is closed.
+//! be formed, otherwise it alone is closed. A connection over the listener's cap is closed at once, so
+//! the terminal learns it (and can try another switch) instead of waiting in the backlog.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use wire::Tpdu;
 use crate::codec::{MessageCodec, Outgoing};
 use crate::config::Listener;
 use crate::driver::Input;
+use crate::metrics::Metrics;
 
 /// Answers queued for one connection; a terminal that stops reading has its answers dropped.
 const ANSWER_QUEUE: usize = 64;
@@ -29,17 +31,10 @@ pub(crate) async fn accept_loop(
     shutdown: CancellationToken,
     next_conn: Arc<AtomicU64>,
     tasks: TaskTracker,
+    metrics: Arc<Metrics>,
 ) {
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     loop {
-        // The permit is taken before accepting: over the cap, connections wait in the backlog.
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = shutdown.cancelled() => return,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.cancelled() => return,
@@ -53,14 +48,26 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics.terminal_refused.inc();
+            tracing::warn!(%peer, max_connections = settings.max_connections, "connection refused: listener at its cap");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let conn = ConnId(next_conn.fetch_add(1, Ordering::Relaxed));
         tracing::debug!(?conn, %peer, "terminal connected");
-        let (settings, inputs, shutdown) = (settings.clone(), inputs.clone(), shutdown.clone());
+        metrics.terminal_connections.inc();
+        let (settings, inputs, shutdown, metrics) = (
+            settings.clone(),
+            inputs.clone(),
+            shutdown.clone(),
+            metrics.clone(),
+        );
         tasks.spawn(async move {
-            let reason = serve(conn, stream, &settings, &inputs, &shutdown).await;
+            let reason = serve(conn, stream, &settings, &inputs, &shutdown, &metrics).await;
             tracing::debug!(?conn, %peer, reason, "terminal connection closed");
             let _ = inputs.send(Input::Event(Event::ConnClosed(conn))).await;
+            metrics.terminal_connections.dec();
             drop(permit);
         });
     }
@@ -73,6 +80,7 @@ async fn serve(
     settings: &Listener,
     inputs: &mpsc::Sender<Input>,
     shutdown: &CancellationToken,
+    metrics: &Metrics,
 ) -> &'static str {
     let (answers, mut queued) = mpsc::channel(ANSWER_QUEUE);
     if inputs.send(Input::Opened { conn, answers }).await.is_err() {
@@ -95,6 +103,7 @@ async fn serve(
                         }
                         Err(error) => {
                             tracing::warn!(?conn, %error, "undecodable terminal message");
+                            metrics.decode_errors.with_label_values(&["terminal", error.reason().label()]).inc();
                             let Some(answer) = format_error(settings, &frame.message) else {
                                 return "undecodable message";
                             };
@@ -106,6 +115,7 @@ async fn serve(
                 }
                 Some(Err(error)) => {
                     tracing::warn!(?conn, %error, "terminal framing error; closing");
+                    metrics.decode_errors.with_label_values(&["terminal", error.label()]).inc();
                     return error.label();
                 }
                 None => return "closed by the terminal",

@@ -1,0 +1,107 @@
+//! The admin HTTP endpoint: `GET /metrics` (Prometheus text format), `GET /healthz` (the process is
+//! alive) and `GET /readyz` (ready for traffic; the body names every check and which failed).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::CONTENT_TYPE;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::status::Status;
+
+/// Serves until the runtime stops; each connection is its own task.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    status: watch::Receiver<Status>,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (metrics, status) = (metrics.clone(), status.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let answer = route(&req, &metrics, &status.borrow());
+                async move { Ok::<_, Infallible>(answer) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = conn.await {
+                tracing::debug!(%error, "admin connection");
+            }
+        });
+    }
+}
+
+fn route(req: &Request<Incoming>, metrics: &Metrics, status: &Status) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let mut answer = text(StatusCode::OK, metrics.render());
+            answer.headers_mut().insert(
+                CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            answer
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => {
+            let (ready, body) = readiness(status);
+            let code = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            text(code, body)
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+/// Whether the switch takes traffic, and one line per check.
+pub(crate) fn readiness(status: &Status) -> (bool, String) {
+    let down = status.issuers_down();
+    let checks = [
+        (
+            "listeners",
+            (!status.draining)
+                .then_some(())
+                .ok_or("draining".to_string()),
+        ),
+        (
+            "issuers",
+            down.is_empty()
+                .then_some(())
+                .ok_or_else(|| format!("no link up for {}", down.join(", "))),
+        ),
+    ];
+    let mut body = String::new();
+    for (name, check) in &checks {
+        match check {
+            Ok(()) => body.push_str(&format!("{name}: ok\n")),
+            Err(why) => body.push_str(&format!("{name}: FAILED ({why})\n")),
+        }
+    }
+    (checks.iter().all(|(_, c)| c.is_ok()), body)
+}
+
+fn text(code: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut answer = Response::new(Full::new(Bytes::from(body)));
+    *answer.status_mut() = code;
+    answer
+}
