@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use support::issuer::Issuer;
 use support::terminal::{Terminal, text};
-use support::within;
+use support::{http_get, within};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, Command};
 use wire::{FrameCodec, LengthHeader};
@@ -51,14 +51,16 @@ async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
         "5s",
     ]);
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let listening = line_with(&mut lines, "listening for terminals").await;
-    let addr = listening
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .expect("the listener's address is logged")
-        .parse()
-        .unwrap();
+    let addr_in = |line: String| -> std::net::SocketAddr {
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="));
+        addr.expect("the address is logged").parse().unwrap()
+    };
+    let addr = addr_in(line_with(&mut lines, "listening for terminals").await);
+    let admin = addr_in(line_with(&mut lines, "admin endpoint").await);
     line_with(&mut lines, "link signed on").await;
+    assert_eq!(http_get(admin, "/readyz").await.0, 200);
 
     let codec = FrameCodec::new(LengthHeader::Binary2);
     let mut t = Terminal::connect(addr, spec, codec, "TERM0001").await;
@@ -76,6 +78,9 @@ async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
         .unwrap();
     assert!(status.success());
     line_with(&mut lines, "draining").await;
+    let (code, body) = http_get(admin, "/readyz").await;
+    assert_eq!(code, 503, "not ready while draining");
+    assert!(body.contains("listeners: FAILED (draining)"), "{body}");
     issuer.release();
     let answer = t.answer().await;
     assert_eq!(
