@@ -147,3 +147,44 @@ fn encode_rejects_values_that_do_not_fit() {
         "the valid line is still encoded"
     );
 }
+
+#[test]
+fn the_demo_reconciles_every_transaction_under_faults() {
+    let out = acquiro(
+        &[
+            "demo",
+            "--duration",
+            "3s",
+            "--terminals",
+            "20",
+            "--rate",
+            "300",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        "",
+    );
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verdict = text
+        .lines()
+        .find(|l| l.starts_with("reconciliation:"))
+        .expect("a verdict");
+    assert!(
+        verdict.contains(" 0 mismatches, 0 charged twice"),
+        "{verdict}"
+    );
+    // The faults happened: some requests timed out and were reversed, some retransmits were caught.
+    let figure = |line: &str, name: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(line)).expect(line);
+        let after = line.split(name).nth(1).expect(name);
+        after.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    assert!(figure("switch", "reversals queued") > 0, "{text}");
+    assert!(figure("switch", "duplicates joined") > 0, "{text}");
+    assert!(figure("terminals", "approved") > 0, "{text}");
+}

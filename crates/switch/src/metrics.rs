@@ -248,6 +248,28 @@ impl Metrics {
         String::from_utf8(out).expect("the text format is UTF-8")
     }
 
+    /// The sum over every series of the counter or gauge `name` whose labels include `labels` (0 when
+    /// none): for summaries and tests that read the metrics in process.
+    pub fn total(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let families = self.registry.gather();
+        let Some(family) = families.iter().find(|f| f.name() == name) else {
+            return 0.0;
+        };
+        family
+            .get_metric()
+            .iter()
+            .filter(|m| {
+                labels.iter().all(|(k, v)| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == *k && l.value() == *v)
+                })
+            })
+            .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
+            // Not `sum()`: a float sum of nothing is -0, which prints as "-0".
+            .fold(0.0, |a, b| a + b)
+    }
+
     /// The link label values of `link`, for the per-link metrics.
     pub(crate) fn link_labels(id: LinkId, link: &Link) -> [String; 3] {
         [link.issuer.clone(), id.0.to_string(), link.host.clone()]

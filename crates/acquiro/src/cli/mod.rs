@@ -1,6 +1,7 @@
 //! Command-line interface.
 
 mod codec;
+mod demo;
 mod json;
 mod serve;
 
@@ -18,6 +19,9 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the switch against an issuer simulator with terminals that retransmit and reverse, show live
+    /// figures, and check at the end that every terminal's outcome matches the issuer's books.
+    Demo(demo::DemoArgs),
     /// Decode frames given as hex (one per line on stdin, or --hex) and print them, masked by default.
     Decode(DecodeArgs),
     /// Encode messages given as JSON lines on stdin (the output of `decode --json`) into hex frames.
@@ -78,6 +82,7 @@ struct EncodeArgs {
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Demo(args) => demo::demo(args),
         Command::Decode(args) => codec::decode(args),
         Command::Encode(args) => codec::encode(args),
         Command::Serve(args) => serve::serve(args),

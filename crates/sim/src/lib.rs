@@ -1,0 +1,18 @@
+//! Simulators for acquiro: an issuer host with rules and a ledger, POS terminals that retransmit and
+//! reverse like real ones, and the reconciliation of the two — the check of the switch's invariant that
+//! every transaction's net debit equals what its terminal was told.
+
+pub mod issuer;
+pub mod ledger;
+pub mod purchase;
+pub mod reconcile;
+mod report;
+pub mod rules;
+pub mod terminals;
+
+pub use issuer::IssuerSim;
+pub use ledger::{Account, Ledger};
+pub use purchase::Purchase;
+pub use reconcile::{Mismatch, Reconciliation, reconcile};
+pub use rules::{Action, Rules};
+pub use terminals::{Load, Outcome, Progress, Run, Told};

@@ -1,0 +1,391 @@
+//! The terminal load generator: N POS terminals, each one transaction at a time like a real one. On no
+//! answer a terminal retransmits the same request (same STAN) a configurable share of the time, then gives
+//! up and sends its own 0400, repeated as 0401 until answered; it reconnects when its connection drops.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use iso8583::{Message, Mti, Spec};
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+use wire::{Frame, FrameCodec};
+
+use crate::purchase::Purchase;
+
+#[derive(Debug, Clone)]
+pub struct Load {
+    pub addr: SocketAddr,
+    pub spec: Arc<Spec>,
+    pub codec: FrameCodec,
+    pub terminals: usize,
+    /// Transactions per second over all terminals; `None`: each terminal starts the next at once.
+    pub rate: Option<f64>,
+    /// Stop starting transactions after this long...
+    pub duration: Duration,
+    /// ...or after this many in all.
+    pub count: Option<u64>,
+    /// How long a terminal waits for an answer.
+    pub timeout: Duration,
+    /// The chance that a terminal retransmits after a timeout (else it reverses).
+    pub retransmit_share: f64,
+    /// Retransmits at most per transaction.
+    pub max_retransmits: u32,
+    /// The share of authorizations (0100); the rest are purchases (0200).
+    pub authorization_share: f64,
+    /// Card prefixes to draw PANs from.
+    pub bins: Vec<String>,
+    /// Amounts are drawn uniformly from this range, in minor units.
+    pub amounts: [u64; 2],
+    /// A terminal still unanswered on its reversal this long after the end gives up (unresolved).
+    pub give_up_after: Duration,
+}
+
+impl Load {
+    /// Sensible defaults against `addr`: 10 terminals, closed loop, 10 s.
+    pub fn new(addr: SocketAddr, spec: Arc<Spec>, codec: FrameCodec) -> Load {
+        Load {
+            addr,
+            spec,
+            codec,
+            terminals: 10,
+            rate: None,
+            duration: Duration::from_secs(10),
+            count: None,
+            timeout: Duration::from_secs(30),
+            retransmit_share: 0.5,
+            max_retransmits: 1,
+            authorization_share: 0.2,
+            bins: vec!["476173".into(), "541333".into()],
+            amounts: [100, 20_000],
+            give_up_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a terminal finally concluded about a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Told {
+    Approved,
+    Declined,
+    /// It got no answer, sent its own reversal and had it acknowledged.
+    Reversed,
+    /// Its reversal was never acknowledged.
+    Unresolved,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub terminal: String,
+    pub stan: u32,
+    pub rrn: String,
+    pub mti: String,
+    pub amount: u64,
+    pub told: Told,
+    /// The response code of the answer it acted on.
+    pub rc: Option<String>,
+    pub retransmits: u32,
+}
+
+impl Outcome {
+    /// The issuer's net debit this outcome requires: the amount if approved, else nothing.
+    pub fn expected_net(&self) -> i64 {
+        match self.told {
+            Told::Approved => self.amount as i64,
+            _ => 0,
+        }
+    }
+}
+
+/// Live counters, readable while the load runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub sent: AtomicU64,
+    pub approved: AtomicU64,
+    pub declined: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub retransmits: AtomicU64,
+    pub reversals: AtomicU64,
+    /// Connections opened (the first of each terminal included).
+    pub connects: AtomicU64,
+}
+
+impl Progress {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything the terminals did.
+#[derive(Debug)]
+pub struct Run {
+    pub elapsed: Duration,
+    pub outcomes: Vec<Outcome>,
+    /// Microseconds from the first send to the answer acted on, for answered transactions.
+    pub latency: Histogram<u64>,
+}
+
+/// Runs the load to its end (duration or count), reversals included.
+pub async fn run(load: Load, progress: Arc<Progress>) -> Run {
+    let load = Arc::new(load);
+    let started = Instant::now();
+    let budget = Arc::new(AtomicU64::new(load.count.unwrap_or(u64::MAX)));
+    let tasks: Vec<_> = (0..load.terminals)
+        .map(|i| {
+            let term = Terminal::new(i, load.clone(), progress.clone(), started);
+            tokio::spawn(term.run(budget.clone()))
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    let mut latency = histogram();
+    for task in tasks {
+        if let Ok((o, h)) = task.await {
+            outcomes.extend(o);
+            latency.add(h).expect("same histogram bounds");
+        }
+    }
+    Run {
+        elapsed: started.elapsed(),
+        outcomes,
+        latency,
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// How a wait for an answer ended.
+enum Waited {
+    Answer(Message),
+    TimedOut,
+    Closed,
+}
+
+struct Terminal {
+    index: usize,
+    id: String,
+    merchant: String,
+    load: Arc<Load>,
+    progress: Arc<Progress>,
+    started: Instant,
+    conn: Option<Framed<TcpStream, FrameCodec>>,
+    stan: u32,
+    outcomes: Vec<Outcome>,
+    latency: Histogram<u64>,
+}
+
+impl Terminal {
+    fn new(index: usize, load: Arc<Load>, progress: Arc<Progress>, started: Instant) -> Terminal {
+        Terminal {
+            index,
+            id: format!("T{index:07}"),
+            merchant: format!("MERCHANT{:07}", index / 10),
+            load,
+            progress,
+            started,
+            conn: None,
+            // Terminals start at different STANs, as real ones do.
+            stan: fastrand::u32(0..999_000),
+            outcomes: Vec::new(),
+            latency: histogram(),
+        }
+    }
+
+    async fn run(mut self, budget: Arc<AtomicU64>) -> (Vec<Outcome>, Histogram<u64>) {
+        let interval = self
+            .load
+            .rate
+            .map(|r| Duration::from_secs_f64(self.load.terminals as f64 / r));
+        // Spread the first requests over one interval so terminals do not fire in step.
+        let mut next =
+            self.started + interval.map_or(Duration::ZERO, |i| i.mul_f64(fastrand::f64()));
+        let end = self.started + self.load.duration;
+        let mut seq = 0u64;
+        loop {
+            if let Some(i) = interval {
+                tokio::time::sleep_until(next.into()).await;
+                next += i;
+            }
+            let taken =
+                budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1));
+            if Instant::now() >= end || taken.is_err() {
+                break;
+            }
+            seq += 1;
+            let purchase = self.purchase(seq);
+            let outcome = self.transact(purchase).await;
+            self.outcomes.push(outcome);
+        }
+        (self.outcomes, self.latency)
+    }
+
+    fn next_stan(&mut self) -> u32 {
+        self.stan = self.stan % 999_999 + 1;
+        self.stan
+    }
+
+    fn purchase(&mut self, seq: u64) -> Purchase {
+        let load = &self.load;
+        let bin = &load.bins[fastrand::usize(0..load.bins.len())];
+        let mut pan = bin.clone();
+        while pan.len() < 16 {
+            pan.push(char::from(b'0' + fastrand::u8(0..10)));
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let (month, day) = (u8::from(now.month()) as u64, u64::from(now.day()));
+        let hms = u64::from(now.hour()) * 10_000
+            + u64::from(now.minute()) * 100
+            + u64::from(now.second());
+        let mti = if fastrand::f64() < load.authorization_share {
+            Mti::AUTHORIZATION
+        } else {
+            Mti::FINANCIAL
+        };
+        Purchase {
+            mti,
+            pan,
+            amount: fastrand::u64(load.amounts[0]..=load.amounts[1]),
+            currency: 978,
+            stan: self.next_stan(),
+            transmission: (month * 100 + day) * 1_000_000 + hms,
+            local_time: hms as u32,
+            local_date: (month * 100 + day) as u16,
+            // Unique per transaction across terminals and runs of this process.
+            rrn: format!("{:04}{:08}", self.index % 10_000, seq % 100_000_000),
+            terminal: self.id.clone(),
+            merchant: self.merchant.clone(),
+        }
+    }
+
+    async fn transact(&mut self, purchase: Purchase) -> Outcome {
+        let msg = purchase
+            .message(&self.load.spec)
+            .expect("a purchase fits every built-in dialect");
+        let sent_at = Instant::now();
+        let mut retransmits = 0;
+        let mut outcome = Outcome {
+            terminal: purchase.terminal.clone(),
+            stan: purchase.stan,
+            rrn: purchase.rrn.clone(),
+            mti: purchase.mti.as_str().to_string(),
+            amount: purchase.amount,
+            told: Told::Unresolved,
+            rc: None,
+            retransmits: 0,
+        };
+        loop {
+            Progress::bump(&self.progress.sent);
+            if let Waited::Answer(answer) = self.exchange(&msg, purchase.stan).await {
+                let rc = answer.response_code().map(|rc| rc.as_str().to_string());
+                let approved = rc.as_deref() == Some("00");
+                Progress::bump(if approved {
+                    &self.progress.approved
+                } else {
+                    &self.progress.declined
+                });
+                let _ = self.latency.record(sent_at.elapsed().as_micros() as u64);
+                outcome.told = if approved {
+                    Told::Approved
+                } else {
+                    Told::Declined
+                };
+                outcome.rc = rc;
+                outcome.retransmits = retransmits;
+                return outcome;
+            }
+            Progress::bump(&self.progress.timeouts);
+            if retransmits < self.load.max_retransmits
+                && fastrand::f64() < self.load.retransmit_share
+            {
+                retransmits += 1;
+                Progress::bump(&self.progress.retransmits);
+                continue;
+            }
+            break;
+        }
+        outcome.retransmits = retransmits;
+        Progress::bump(&self.progress.reversals);
+        let stan = self.next_stan();
+        let give_up = self.started + self.load.duration + self.load.give_up_after;
+        let mut repeat = false;
+        while Instant::now() < give_up {
+            let reversal = purchase
+                .reversal(&self.load.spec, stan, repeat)
+                .expect("a reversal fits every built-in dialect");
+            if let Waited::Answer(answer) = self.exchange(&reversal, stan).await {
+                outcome.told = Told::Reversed;
+                outcome.rc = answer.response_code().map(|rc| rc.as_str().to_string());
+                break;
+            }
+            repeat = true;
+        }
+        outcome
+    }
+
+    /// Sends `msg` (connecting first if needed) and waits for the answer with `stan` and its class.
+    async fn exchange(&mut self, msg: &Message, stan: u32) -> Waited {
+        let load = self.load.clone();
+        let Some(conn) = self.connect().await else {
+            return Waited::Closed;
+        };
+        let frame = Frame {
+            tpdu: None,
+            message: msg.to_bytes(),
+        };
+        if conn.send(frame).await.is_err() {
+            self.conn = None;
+            return Waited::Closed;
+        }
+        let class = msg.mti().class();
+        let deadline = tokio::time::Instant::now() + load.timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, conn.next()).await;
+            let frame = match next {
+                Err(_) => return Waited::TimedOut,
+                Ok(Some(Ok(frame))) => frame,
+                Ok(_) => {
+                    self.conn = None;
+                    return Waited::Closed;
+                }
+            };
+            // Anything else is a late or repeated answer to an earlier request: ignored.
+            if let Ok(answer) = Message::decode(&load.spec, frame.message)
+                && !answer.mti().is_request()
+                && answer.mti().class() == class
+                && answer.stan() == Some(stan)
+            {
+                return Waited::Answer(answer);
+            }
+        }
+    }
+
+    /// The open connection, or a new one (`None` if the switch cannot be reached: counted as no answer
+    /// after a pause, so a terminal never spins).
+    async fn connect(&mut self) -> Option<&mut Framed<TcpStream, FrameCodec>> {
+        if self.conn.is_none() {
+            match TcpStream::connect(self.load.addr).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    Progress::bump(&self.progress.connects);
+                    self.conn = Some(Framed::new(stream, self.load.codec));
+                }
+                Err(error) => {
+                    tracing::debug!(terminal = %self.id, %error, "cannot reach the switch");
+                    tokio::time::sleep(self.load.timeout.min(Duration::from_secs(1))).await;
+                    return None;
+                }
+            }
+        }
+        self.conn.as_mut()
+    }
+}
