@@ -4,6 +4,7 @@ mod codec;
 mod demo;
 mod json;
 mod serve;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,9 @@ enum Command {
     Encode(EncodeArgs),
     /// Run the switch.
     Serve(serve::ServeArgs),
+    /// Simulators: an issuer host, POS terminals, and the reconciliation of the two.
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -86,6 +90,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Decode(args) => codec::decode(args),
         Command::Encode(args) => codec::encode(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Sim(command) => sim::run(command),
         Command::Config(ConfigCommand::Check(args)) => serve::check(args),
     }
 }

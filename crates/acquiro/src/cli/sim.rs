@@ -1,0 +1,205 @@
+//! `acquiro sim issuer`, `acquiro sim terminals` and `acquiro sim reconcile`: the simulators as separate
+//! processes, for runs against a real `acquiro serve`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use sim::{IssuerSim, Ledger, Load, Outcome, Progress, Rules, reconcile};
+use tokio::net::TcpListener;
+use wire::{FrameCodec, LengthHeader};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SimCommand {
+    /// An issuer host: answers by rules (approve-all without them) and keeps a ledger of net debits.
+    Issuer(IssuerArgs),
+    /// POS terminals that buy, retransmit, reverse and reconnect like real ones; prints a report.
+    Terminals(TerminalsArgs),
+    /// Checks terminal outcomes against an issuer ledger; exits 1 on any mismatch.
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Debug, Args)]
+struct Wire {
+    /// Dialect: a built-in name or a .toml file.
+    #[arg(long, default_value = "iso87ascii")]
+    dialect: String,
+    /// Length header: none, binary2, binary2-inclusive, binary4, ascii2, ascii4, bcd2.
+    #[arg(long, default_value = "binary2")]
+    header: LengthHeader,
+}
+
+impl Wire {
+    fn open(&self) -> anyhow::Result<(Arc<iso8583::Spec>, FrameCodec)> {
+        let spec =
+            dialects::load(&self.dialect).with_context(|| format!("dialect {}", self.dialect))?;
+        Ok((spec, FrameCodec::new(self.header)))
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IssuerArgs {
+    #[arg(long, default_value = "127.0.0.1:9583")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    wire: Wire,
+    /// Rules file (TOML, see the README); without it every request is approved.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Where the ledger is written (JSON) when the simulator stops on SIGINT/SIGTERM.
+    #[arg(long)]
+    ledger: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TerminalsArgs {
+    /// The switch's terminal listener.
+    #[arg(long, default_value = "127.0.0.1:8583")]
+    connect: SocketAddr,
+    #[command(flatten)]
+    wire: Wire,
+    #[arg(long, default_value_t = 10)]
+    terminals: usize,
+    /// Transactions per second over all terminals; without it each terminal goes as fast as answers come.
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Stop after this many transactions (or at the end of --duration).
+    #[arg(long)]
+    count: Option<u64>,
+    /// How long a terminal waits for an answer.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// The chance of retransmitting the same request after a timeout (else the terminal reverses).
+    #[arg(long, default_value_t = 0.5)]
+    retransmit_share: f64,
+    /// The share of 0100 authorizations; the rest are 0200 purchases.
+    #[arg(long, default_value_t = 0.2)]
+    authorization_share: f64,
+    /// Write what each terminal was told, one JSON object per line.
+    #[arg(long)]
+    outcomes: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReconcileArgs {
+    /// The outcomes file of `sim terminals`.
+    #[arg(long)]
+    outcomes: PathBuf,
+    /// The ledger file of `sim issuer`.
+    #[arg(long)]
+    ledger: PathBuf,
+}
+
+pub(crate) fn run(command: SimCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SimCommand::Reconcile(args) => reconcile_files(&args),
+        SimCommand::Issuer(args) => runtime()?.block_on(issuer(args)),
+        SimCommand::Terminals(args) => runtime()?.block_on(terminals(args)),
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    crate::logging::init();
+    tokio::runtime::Runtime::new()
+}
+
+async fn issuer(args: IssuerArgs) -> anyhow::Result<ExitCode> {
+    let (spec, codec) = args.wire.open()?;
+    let rules = match &args.rules {
+        Some(path) => Rules::parse(
+            &std::fs::read_to_string(path).with_context(|| path.display().to_string())?,
+        )?,
+        None => Rules::default(),
+    };
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let sim = IssuerSim::start(listener, spec, codec, rules);
+    tracing::info!(addr = %sim.addr, "issuer simulator listening");
+    super::serve::stop_signal().await?;
+    let ledger = sim.ledger();
+    let net: i64 = ledger.accounts.values().map(sim::Account::net).sum();
+    tracing::info!(
+        transactions = ledger.accounts.len(),
+        net,
+        "issuer simulator stopped"
+    );
+    if let Some(path) = &args.ledger {
+        std::fs::write(path, serde_json::to_vec(&ledger)?)
+            .with_context(|| path.display().to_string())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn terminals(args: TerminalsArgs) -> anyhow::Result<ExitCode> {
+    let (spec, codec) = args.wire.open()?;
+    let mut load = Load::new(args.connect, spec, codec);
+    load.terminals = args.terminals;
+    load.rate = args.rate;
+    load.duration = args.duration;
+    load.count = args.count;
+    load.timeout = args.timeout;
+    load.retransmit_share = args.retransmit_share;
+    load.authorization_share = args.authorization_share;
+    let progress = Arc::new(Progress::default());
+    let run = tokio::spawn(sim::terminals::run(load, progress.clone()));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    while !run.is_finished() {
+        tick.tick().await;
+        eprintln!(
+            "sent {}  approved {}  declined {}  timeouts {}  retransmits {}  reversals {}",
+            Progress::get(&progress.sent),
+            Progress::get(&progress.approved),
+            Progress::get(&progress.declined),
+            Progress::get(&progress.timeouts),
+            Progress::get(&progress.retransmits),
+            Progress::get(&progress.reversals),
+        );
+    }
+    let run = run.await?;
+    print!("{}", run.summary());
+    if let Some(path) = &args.outcomes {
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| path.display().to_string())?,
+        );
+        for o in &run.outcomes {
+            serde_json::to_writer(&mut out, o)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reconcile_files(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
+    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| p.display().to_string());
+    let ledger: Ledger = serde_json::from_str(&read(&args.ledger)?).context("the ledger")?;
+    let outcomes = read(&args.outcomes)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<Vec<Outcome>, _>>()
+        .context("the outcomes")?;
+    let verdict = reconcile(&outcomes, &ledger);
+    for m in &verdict.mismatches {
+        println!("{}", serde_json::to_string(m)?);
+    }
+    println!(
+        "{} transactions, {} mismatches, {} charged twice",
+        verdict.checked,
+        verdict.mismatches.len(),
+        verdict.double_debits
+    );
+    Ok(if verdict.holds() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
