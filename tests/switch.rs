@@ -330,16 +330,17 @@ async fn bcd_terminals_with_a_tpdu_reach_an_ascii_issuer() {
     let s = Setup::with("iso87bcd", true, "echo_interval = \"1h\"").await;
     let mut t = s.terminal("TERM0001").await;
     t.tpdu = Some("6000010002".parse::<Tpdu>().unwrap());
-    let answer = t.exchange(&t.purchase(15, 2500)).await;
+    let request = t.purchase(15, 2500);
+    let answer = t.exchange(&request).await;
     assert_eq!(
         (rc(&answer), text(&answer, 38), answer.stan()),
         ("00".into(), "A1B2C3".into(), Some(15))
     );
     let up = &s.issuer.of_class(2)[0];
     assert_eq!(
-        (up.amount(), text(up, 35).len()),
-        (Some(2500), 34),
-        "translated to iso87ascii"
+        (up.amount(), text(up, 35)),
+        (Some(2500), text(&request, 35)),
+        "BCD track 2 translated to ASCII"
     );
 }
 

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
-use iso8583::{Message, Mti, Spec};
+use iso8583::{Message, Spec};
+use sim::Purchase;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use wire::{Frame, FrameCodec, Tpdu};
@@ -33,37 +34,18 @@ impl Terminal {
         }
     }
 
+    /// A purchase of `amount` with `stan` from this terminal (a unique RRN per STAN).
     pub fn purchase(&self, stan: u32, amount: u64) -> Message {
-        let mut m = Message::new(self.spec.clone(), Mti::FINANCIAL);
-        m.set(2, PAN)
-            .unwrap()
-            .set(3, "000000")
-            .unwrap()
-            .set_number(4, amount)
-            .unwrap()
-            .set(7, "1121093000")
-            .unwrap()
-            .set_number(11, u64::from(stan))
-            .unwrap()
-            .set(12, "093000")
-            .unwrap()
-            .set(13, "1121")
-            .unwrap()
-            .set(22, "051")
-            .unwrap()
-            .set(25, "00")
-            .unwrap()
-            .set(35, "4761739001010010=25122011758928889")
-            .unwrap()
-            .set(41, self.tid.as_str())
-            .unwrap()
-            .set(42, "MERCHANT0000001")
-            .unwrap()
-            .set(49, "840")
-            .unwrap()
-            .set(52, [0x12u8, 0x34, 0x56, 0x78, 0x9A, 0xBC, 0xDE, 0xF0])
-            .unwrap();
-        m
+        Purchase {
+            pan: PAN.into(),
+            amount,
+            stan,
+            rrn: format!("{stan:012}"),
+            terminal: self.tid.clone(),
+            ..Purchase::example()
+        }
+        .message(&self.spec)
+        .unwrap()
     }
 
     pub async fn send(&mut self, msg: &Message) {
