@@ -1,4 +1,5 @@
-//! The real `acquiro serve` process: flags without a config file, a real SIGTERM, `config check`.
+//! The real `acquiro serve` process: flags without a config file, metrics checked by promtool, no card
+//! data in its logs, a real SIGTERM, `config check`.
 
 mod support;
 
@@ -12,23 +13,76 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, Command};
 use wire::{FrameCodec, LengthHeader};
 
-/// Reads log lines until one contains `needle`; returns it.
-async fn line_with(lines: &mut Lines<BufReader<ChildStderr>>, needle: &str) -> String {
-    within(needle, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains(needle) {
-                return line;
-            }
+/// The process's log on stderr, every line kept for the checks at the end.
+struct Log {
+    lines: Lines<BufReader<ChildStderr>>,
+    seen: Vec<String>,
+}
+
+impl Log {
+    fn of(child: &mut Child) -> Log {
+        let stderr = child.stderr.take().unwrap();
+        Log {
+            lines: BufReader::new(stderr).lines(),
+            seen: Vec::new(),
         }
-        panic!("log ended before {needle:?}");
-    })
-    .await
+    }
+
+    /// Reads lines until one contains `needle`; returns it.
+    async fn until(&mut self, needle: &str) -> String {
+        within(needle, async {
+            while let Some(line) = self.lines.next_line().await.unwrap() {
+                self.seen.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            panic!("log ended before {needle:?}");
+        })
+        .await
+    }
+
+    /// Every line, to the end of the output.
+    async fn all(mut self) -> Vec<String> {
+        while let Some(line) = self.lines.next_line().await.unwrap() {
+            self.seen.push(line);
+        }
+        self.seen
+    }
+}
+
+/// `promtool check metrics` on an exposition; `None` when promtool is not installed (and not required).
+fn promtool_check(exposition: &str) -> Option<std::process::Output> {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(_) if std::env::var_os("ACQUIRO_REQUIRE_PROMTOOL").is_none() => {
+            eprintln!("SKIPPED: promtool not installed (Debian package prometheus)");
+            return None;
+        }
+        Err(e) => panic!("promtool is required: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    Some(child.wait_with_output().unwrap())
 }
 
 fn spawn(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_acquiro"))
         .args(args)
         .stderr(Stdio::piped())
+        // Everything the switch can log, for the check that no card data reaches it.
+        .env("RUST_LOG", "debug")
         .kill_on_drop(true)
         .spawn()
         .unwrap()
@@ -50,17 +104,16 @@ async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
         "--response-timeout",
         "5s",
     ]);
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Log::of(&mut child);
     let addr_in = |line: String| -> std::net::SocketAddr {
         let addr = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("addr="));
         addr.expect("the address is logged").parse().unwrap()
     };
-    let addr = addr_in(line_with(&mut lines, "listening for terminals").await);
-    let admin = addr_in(line_with(&mut lines, "admin endpoint").await);
-    line_with(&mut lines, "link signed on").await;
-    assert_eq!(http_get(admin, "/readyz").await.0, 200);
+    let addr = addr_in(log.until("listening for terminals").await);
+    let admin = addr_in(log.until("admin endpoint").await);
+    log.until("link signed on").await;
 
     let codec = FrameCodec::new(LengthHeader::Binary2);
     let mut t = Terminal::connect(addr, spec, codec, "TERM0001").await;
@@ -71,13 +124,27 @@ async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
     )
     .await;
 
+    // The forward went out after the sign-on was handled, so the switch reports ready by now.
+    assert_eq!(http_get(admin, "/readyz").await.0, 200);
+    let (code, metrics) = http_get(admin, "/metrics").await;
+    assert_eq!(code, 200);
+    if let Some(out) = promtool_check(&metrics) {
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "promtool: {said}"
+        );
+    }
+
     let pid = child.id().unwrap().to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
     assert!(status.success());
-    line_with(&mut lines, "draining").await;
+    // The driver's line (not the signal handler's): the switch is draining by then.
+    log.until("draining in_flight").await;
     let (code, body) = http_get(admin, "/readyz").await;
     assert_eq!(code, 503, "not ready while draining");
     assert!(body.contains("listeners: FAILED (draining)"), "{body}");
@@ -90,6 +157,15 @@ async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
     );
     let status = within("exit", child.wait()).await.unwrap();
     assert!(status.success(), "exit status {status}");
+    let log = log.all().await;
+    let request = t.purchase(1, 555);
+    let track = text(&request, 35);
+    for line in &log {
+        assert!(
+            !line.contains(support::terminal::PAN) && !line.contains(&track),
+            "card data in the log: {line}"
+        );
+    }
 }
 
 #[tokio::test]
