@@ -74,30 +74,24 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, status: &Status) -> Respons
 }
 
 /// Whether the switch takes traffic, and one line per check.
-pub(crate) fn readiness(status: &Status) -> (bool, String) {
+fn readiness(status: &Status) -> (bool, String) {
     let down = status.issuers_down();
+    // Each check with why it failed, if it did.
     let checks = [
-        (
-            "listeners",
-            (!status.draining)
-                .then_some(())
-                .ok_or("draining".to_string()),
-        ),
+        ("listeners", status.draining.then(|| "draining".to_string())),
         (
             "issuers",
-            down.is_empty()
-                .then_some(())
-                .ok_or_else(|| format!("no link up for {}", down.join(", "))),
+            (!down.is_empty()).then(|| format!("no link up for {}", down.join(", "))),
         ),
     ];
     let mut body = String::new();
-    for (name, check) in &checks {
-        match check {
-            Ok(()) => body.push_str(&format!("{name}: ok\n")),
-            Err(why) => body.push_str(&format!("{name}: FAILED ({why})\n")),
+    for (name, failure) in &checks {
+        match failure {
+            None => body.push_str(&format!("{name}: ok\n")),
+            Some(why) => body.push_str(&format!("{name}: FAILED ({why})\n")),
         }
     }
-    (checks.iter().all(|(_, c)| c.is_ok()), body)
+    (checks.iter().all(|(_, f)| f.is_none()), body)
 }
 
 fn text(code: StatusCode, body: String) -> Response<Full<Bytes>> {

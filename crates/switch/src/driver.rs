@@ -116,11 +116,16 @@ impl Driver {
                 }
             }
             self.recorder.sync(&mut self.engine);
+            let (engine, recorder) = (&self.engine, &self.recorder);
             self.status.send_if_modified(|s| {
                 let mut changed = false;
                 for (i, link) in s.links.iter_mut().enumerate() {
-                    let up = self.engine.link_ready(LinkId(i as u32));
-                    changed |= std::mem::replace(&mut link.up, up) != up;
+                    let up = engine.link_ready(LinkId(i as u32));
+                    if link.up != up {
+                        link.up = up;
+                        recorder.link_up(i, up);
+                        changed = true;
+                    }
                 }
                 changed
             });

@@ -68,11 +68,6 @@ impl Running {
         &self.metrics
     }
 
-    /// What the switch reports about itself now.
-    pub fn status(&self) -> Status {
-        self.status.borrow().clone()
-    }
-
     /// Waits until the status satisfies `done`.
     pub async fn wait_status(&self, done: impl FnMut(&Status) -> bool) {
         let _ = self.status.clone().wait_for(done).await;

@@ -3,7 +3,8 @@
 //!
 //! Transaction metrics are a projection of the journal ([`Recorder::observe`]), so they count exactly
 //! what the journal says happened; gauges of the engine's state are set after every event
-//! ([`Recorder::sync`]); connections, links and decode errors are counted where they happen.
+//! ([`Recorder::sync`]) and when a link changes state ([`Recorder::link_up`]); connections, link connects
+//! and decode errors are counted where they happen.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -293,6 +294,8 @@ pub(crate) struct Recorder {
     links: Vec<IntGauge>,
     open: HashMap<TxnId, Open>,
     last: Stats,
+    /// The oldest pending reversal last published to [`Metrics`].
+    oldest_reversal: Option<Instant>,
 }
 
 impl Recorder {
@@ -319,6 +322,7 @@ impl Recorder {
             links,
             open: HashMap::new(),
             last: Stats::default(),
+            oldest_reversal: None,
         }
     }
 
@@ -411,6 +415,11 @@ impl Recorder {
             .inc();
     }
 
+    /// Records that link number `index` went up or down.
+    pub(crate) fn link_up(&self, index: usize, up: bool) {
+        self.links[index].set(i64::from(up));
+    }
+
     /// Sets the gauges of the engine's state and counts what its totals say happened since last time.
     pub(crate) fn sync(&mut self, engine: &mut Engine) {
         let m = &self.metrics;
@@ -418,9 +427,11 @@ impl Recorder {
         m.saf_depth.set(engine.pending_reversals() as i64);
         m.idempotency_entries
             .set(engine.idempotency_entries() as i64);
-        *m.saf_oldest.lock().unwrap_or_else(|e| e.into_inner()) = engine.oldest_reversal();
-        for (i, gauge) in self.links.iter().enumerate() {
-            gauge.set(i64::from(engine.link_ready(LinkId(i as u32))));
+        let oldest = engine.oldest_reversal();
+        // The lock is shared with scrapes: take it only when the answer changes.
+        if oldest != self.oldest_reversal {
+            self.oldest_reversal = oldest;
+            *m.saf_oldest.lock().unwrap_or_else(|e| e.into_inner()) = oldest;
         }
         let (stats, last) = (engine.stats(), &self.last);
         m.idempotency_evictions
