@@ -57,7 +57,7 @@ impl Setup {
         );
         let settings = File::parse("test", &toml).unwrap().check().unwrap();
         let journal = MemoryJournal::new(10_000);
-        let switch = switch::start(settings, Box::new(journal.clone()))
+        let switch = switch::start(settings, Box::new(journal.clone()), Default::default())
             .await
             .unwrap();
         // Both links signed on: the issuer got two sign-ons, and the switch has taken an answer.
@@ -381,9 +381,13 @@ async fn no_link_up_answers_rc91_at_once() {
         "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[issuers]]\nhosts = [\"{closed}\"]\nresponse_timeout = \"1h\"\n"
     );
     let settings = File::parse("test", &text).unwrap().check().unwrap();
-    let switch = switch::start(settings, Box::new(MemoryJournal::new(100)))
-        .await
-        .unwrap();
+    let switch = switch::start(
+        settings,
+        Box::new(MemoryJournal::new(100)),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let codec = FrameCodec::new(LengthHeader::Binary2);
     let mut t = Terminal::connect(switch.listeners[0], spec("iso87ascii"), codec, "TERM0001").await;
     // The issuer timeout is an hour: only an immediate 91 can answer in time.
@@ -402,9 +406,13 @@ async fn traffic_fails_over_to_another_host_and_the_lost_host_reconnects() {
         a.addr, b.addr
     );
     let settings = File::parse("test", &text).unwrap().check().unwrap();
-    let switch = switch::start(settings, Box::new(MemoryJournal::new(100)))
-        .await
-        .unwrap();
+    let switch = switch::start(
+        settings,
+        Box::new(MemoryJournal::new(100)),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let a_host = a.addr.to_string();
     within(
         "both links up",
@@ -461,7 +469,7 @@ async fn metrics_and_readiness_are_served_on_the_admin_endpoint() {
     assert_eq!(http_get(admin, "/healthz").await.0, 200);
     assert_eq!(
         http_get(admin, "/readyz").await,
-        (200, "listeners: ok\nissuers: ok\n".into())
+        (200, "listeners: ok\njournal: ok\nissuers: ok\n".into())
     );
     let mut t = s.terminal("TERM0001").await;
     assert_eq!(rc(&t.exchange(&t.purchase(1, 100)).await), "00");
@@ -517,7 +525,7 @@ async fn metrics_and_readiness_are_served_on_the_admin_endpoint() {
         http_get(admin, "/readyz").await,
         (
             503,
-            "listeners: ok\nissuers: FAILED (no link up for visa)\n".into()
+            "listeners: ok\njournal: ok\nissuers: FAILED (no link up for visa)\n".into()
         )
     );
 }

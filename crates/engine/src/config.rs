@@ -18,6 +18,9 @@ pub struct Config {
     pub acquirer_id: String,
     /// An idle link sends an echo (0800, DE70=301) after this long without traffic.
     pub echo_interval: Duration,
+    /// Key of the keyed hashes of card numbers: the journal's card hash and the duplicate fingerprint.
+    /// It must stay the same across restarts for recovery to recognise retransmits.
+    pub card_key: [u8; 16],
 }
 
 #[derive(Debug, Clone)]

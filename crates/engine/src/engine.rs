@@ -108,6 +108,18 @@ impl Engine {
         None
     }
 
+    /// The oldest transaction a restart would still need from the journal: in flight, being reversed, or
+    /// inside the idempotency window. Older ones are finished for good.
+    pub fn oldest_needed(&self) -> TxnId {
+        let oldest = self.txns.keys().chain(self.reversals.keys()).min().copied();
+        let entry = self.idempotency.oldest();
+        match (oldest, entry) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(t), None) | (None, Some(t)) => t,
+            (None, None) => TxnId(self.next_txn + 1),
+        }
+    }
+
     /// Keys in the idempotency window.
     pub fn idempotency_entries(&self) -> usize {
         self.idempotency.len()
@@ -151,6 +163,11 @@ impl Engine {
         }
     }
 
+    /// Numbers new transactions after `last` (the highest the journal holds).
+    pub(crate) fn resume_numbering(&mut self, last: TxnId) {
+        self.next_txn = self.next_txn.max(last.0);
+    }
+
     pub(crate) fn new_txn(&mut self) -> TxnId {
         self.next_txn += 1;
         TxnId(self.next_txn)
@@ -180,13 +197,15 @@ impl Engine {
             Self::journal(now, txn, Step::Undeliverable { rc }, out);
             return false;
         }
+        // Recorded first: the answers wait until the record is durable, so a restart never reverses a
+        // purchase a terminal was told was approved.
+        Self::journal(now, txn, Step::Told { rc }, out);
         for &conn in waiters {
             out.push(Action::Answer {
                 conn,
                 msg: answer.clone(),
             });
         }
-        Self::journal(now, txn, Step::Told { rc }, out);
         true
     }
 }

@@ -3,6 +3,7 @@
 use std::time::{Instant, SystemTime};
 
 use iso8583::Message;
+use serde::{Deserialize, Serialize};
 
 use crate::journal::Record;
 
@@ -12,11 +13,11 @@ pub struct ConnId(pub u64);
 
 /// An upstream link (one TCP connection to one issuer host), numbered by the engine: see
 /// [`Engine::links`](crate::Engine::links).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct LinkId(pub u32);
 
 /// The engine's handle on one transaction, also carried by its journal records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TxnId(pub u64);
 
 /// Every timer the engine arms. Arming an id that is already armed moves it.

@@ -2,17 +2,21 @@
 //!
 //! Keyed on what a terminal repeats when it retransmits — terminal id, merchant id, STAN and transaction
 //! date — with a fingerprint of what must not change between the original and a retransmit (MTI class,
-//! PAN, processing code, amount, currency). The PAN only enters the fingerprint hash, never the table.
+//! PAN, processing code, amount, currency). The PAN only enters the fingerprint, a keyed hash stable across
+//! restarts (the journal keeps it, and recovery rebuilds the table from it), never the table.
 
 use std::collections::VecDeque;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::Hasher;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
-use iso8583::{Field, Message};
+use iso8583::{Field, Message, ResponseCode};
+use siphasher::sip::SipHasher13;
 
 use crate::event::TxnId;
+use crate::journal::Received;
+use crate::saf::Source;
 
 /// Room for the usual 8-character DE41 and 15-character DE42 (and a little more).
 const ID_LEN: usize = 16;
@@ -53,6 +57,22 @@ impl Key {
         })
     }
 
+    /// The key of a request as the journal recorded it.
+    pub(crate) fn recorded(r: &Received) -> Option<Key> {
+        let pad = |id: &str| {
+            let mut out = [0u8; ID_LEN];
+            out.get_mut(..id.len())?.copy_from_slice(id.as_bytes());
+            Some(out)
+        };
+        Some(Key {
+            terminal: pad(&r.terminal)?,
+            merchant: pad(&r.merchant)?,
+            stan: r.stan,
+            date: r.date,
+            reversal: r.mti.class() == 4,
+        })
+    }
+
     /// The key of the request a reversal with this key refers to, given the original's STAN and date.
     pub(crate) fn original(&self, stan: u32, date: u16) -> Key {
         Key {
@@ -64,10 +84,10 @@ impl Key {
     }
 }
 
-/// A hash of the fields a retransmit repeats unchanged.
-pub(crate) fn fingerprint(msg: &Message) -> u64 {
-    let mut h = DefaultHasher::new();
-    msg.mti().class().hash(&mut h);
+/// A keyed hash of the fields a retransmit repeats unchanged.
+pub(crate) fn fingerprint(msg: &Message, key: &[u8; 16]) -> u64 {
+    let mut h = SipHasher13::new_with_key(key);
+    h.write_u8(msg.mti().class());
     for n in [2, 3, 4, 49] {
         match msg.get(n) {
             Some(f) => f.bytes().for_each(|b| h.write_u8(b)),
@@ -88,11 +108,24 @@ pub(crate) enum State {
 #[derive(Debug, Clone)]
 pub(crate) struct Done {
     pub(crate) txn: TxnId,
-    /// What the terminal was told (terminal dialect), replayed to retransmits.
-    pub(crate) answer: Message,
+    /// What the terminal was told, replayed to retransmits.
+    pub(crate) answer: Answer,
     /// The request as the issuer approved it (issuer dialect, issuer index), while it may still need a
     /// reversal; `None` when nothing stands at the issuer.
-    pub(crate) approved: Option<(Message, usize)>,
+    pub(crate) approved: Option<(Source, usize)>,
+}
+
+/// A completed request's answer.
+#[derive(Debug, Clone)]
+pub(crate) enum Answer {
+    /// As sent (terminal dialect).
+    Sent(Message),
+    /// Restored from the journal after a restart: rebuilt from the retransmit it answers.
+    Recorded {
+        rc: ResponseCode,
+        auth_code: Option<String>,
+        rrn: Option<String>,
+    },
 }
 
 #[derive(Debug)]
@@ -110,7 +143,7 @@ pub(crate) enum Lookup {
     New,
     Joined(TxnId),
     /// Completed: the transaction and what its terminal was told.
-    Replay(TxnId, Message),
+    Replay(TxnId, Answer),
 }
 
 /// The same key with different content: refused, never forwarded.
@@ -136,6 +169,17 @@ impl Table {
             window,
             max_entries: max_entries.max(1),
         }
+    }
+
+    /// The transaction of the oldest entry (skipping queued keys that were forgotten or replaced since).
+    pub(crate) fn oldest(&self) -> Option<TxnId> {
+        self.order.iter().find_map(|(key, generation, _)| {
+            let e = self.map.get(key).filter(|e| e.generation == *generation)?;
+            Some(match &e.state {
+                State::InFlight(txn) => *txn,
+                State::Done(done) => done.txn,
+            })
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -172,6 +216,22 @@ impl Table {
                 Ok(Lookup::New)
             }
         }
+    }
+
+    /// Puts back an entry found in the journal at recovery, as first seen at `since`. Entries must come
+    /// oldest first.
+    pub(crate) fn restore(&mut self, key: Key, fingerprint: u64, state: State, since: Instant) {
+        self.generation += 1;
+        let generation = self.generation;
+        self.map.insert(
+            key,
+            Entry {
+                fingerprint,
+                state,
+                generation,
+            },
+        );
+        self.order.push_back((key, generation, since));
     }
 
     pub(crate) fn complete(&self, key: &Key, done: Done) {

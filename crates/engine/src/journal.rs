@@ -1,26 +1,62 @@
 //! Journal records: every step of a transaction, emitted as [`Action::Journal`](crate::Action::Journal).
 //!
-//! A record never holds a PIN block, track data or EMV data; the card number is a [`Pan`], which prints
-//! masked, and a durable sink stores it as a keyed hash plus first six and last four digits.
+//! A record is what the durable journal stores and what recovery reads back, so it holds nothing a
+//! cardholder's data must not be kept as: the card is a [`Card`] (BIN, last four digits and a keyed hash),
+//! and PIN blocks, track data, CVV and EMV data never enter a record.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use iso8583::{Mti, Pan, ResponseCode};
+use serde::{Deserialize, Serialize};
+use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::event::{LinkId, TxnId};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub txn: TxnId,
+    /// Wall-clock time, microseconds since the Unix epoch in storage.
+    #[serde(with = "micros")]
     pub at: SystemTime,
     pub step: Step,
 }
 
+/// A card as the journal may keep it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Card {
+    /// The first six digits.
+    pub bin: String,
+    pub last4: String,
+    /// Keyed hash (SipHash-1-3, 128 bits, hex) of the full number: finds every transaction of one card
+    /// for whoever holds the key, and tells nothing to whoever does not.
+    pub hash: String,
+}
+
+impl Card {
+    pub fn new(pan: &Pan, key: &[u8; 16]) -> Card {
+        let text = |d: &[u8]| String::from_utf8_lossy(d).into_owned();
+        let mut h = SipHasher13::new_with_key(key);
+        std::hash::Hasher::write(&mut h, pan.expose());
+        Card {
+            bin: text(pan.prefix(6)),
+            last4: text(pan.last4()),
+            hash: format!("{:032x}", h.finish128().as_u128()),
+        }
+    }
+}
+
+impl std::fmt::Display for Card {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}…{}", self.bin, self.last4)
+    }
+}
+
 /// The identity of a terminal request, recorded once when it arrives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Received {
+    #[serde(with = "code")]
     pub mti: Mti,
-    pub pan: Option<Pan>,
+    pub card: Option<Card>,
     pub amount: Option<u64>,
     pub currency: Option<u16>,
     pub terminal: String,
@@ -28,13 +64,16 @@ pub struct Received {
     pub stan: u32,
     /// Transaction date MMDD the idempotency key uses.
     pub date: u16,
+    /// Keyed hash of what a retransmit repeats unchanged: recovery rebuilds the duplicate check from it.
+    pub fingerprint: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
     Received(Received),
     /// Refused before routing (RC 30, 94...).
     Rejected {
+        #[serde(with = "code")]
         rc: ResponseCode,
     },
     /// A retransmit joined the transaction in flight.
@@ -43,6 +82,7 @@ pub enum Step {
     Disconnected,
     /// A retransmit got the stored answer again.
     Replayed {
+        #[serde(with = "code")]
         rc: ResponseCode,
     },
     /// Written before the request leaves (write-ahead).
@@ -51,24 +91,34 @@ pub enum Step {
         link: LinkId,
         upstream_stan: u32,
         rrn: String,
+        /// The request as the issuer gets it, without the card number: what a reversal repeats after a
+        /// restart (see [`Original`]).
+        original: Original,
     },
     /// The issuer answered in time.
     Answered {
+        #[serde(with = "code")]
         rc: ResponseCode,
+        auth_code: Option<String>,
     },
     TimedOut,
     /// The issuer answered after the timeout; the reversal stands.
     LateAnswer {
+        #[serde(with = "code")]
         rc: ResponseCode,
     },
     /// The terminal was told `rc`.
     Told {
+        #[serde(with = "code")]
         rc: ResponseCode,
     },
     /// No terminal connection was left to tell.
     Undeliverable {
+        #[serde(with = "code")]
         rc: ResponseCode,
     },
+    /// Forwarded with no outcome when the switch stopped: found at recovery and reversed.
+    InDoubt,
     ReversalQueued,
     ReversalSent {
         attempt: u32,
@@ -76,10 +126,123 @@ pub enum Step {
         upstream_stan: u32,
     },
     ReversalAcknowledged {
+        #[serde(with = "code")]
         rc: ResponseCode,
     },
     /// The reversal was never acknowledged before its expiry: it needs manual action.
     ReversalExpired {
         attempts: u32,
     },
+}
+
+/// A forwarded request's MTI and the fields a reversal repeats, as text. The card number is left out: a
+/// reversal rebuilt from the journal names its original by DE90, DE37 and DE11 instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Original {
+    #[serde(with = "code")]
+    pub mti: Mti,
+    pub fields: Vec<(u8, String)>,
+}
+
+/// Wall-clock times as microseconds since the epoch.
+mod micros {
+    use super::*;
+
+    pub(super) fn serialize<S: serde::Serializer>(
+        at: &SystemTime,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let us = at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
+        s.serialize_u64(u64::try_from(us).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<SystemTime, D::Error> {
+        Ok(UNIX_EPOCH + Duration::from_micros(u64::deserialize(d)?))
+    }
+}
+
+/// MTIs and response codes as their characters.
+mod code {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    pub(super) trait Code: Sized {
+        fn text(&self) -> &str;
+        fn parse(s: &str) -> Option<Self>;
+    }
+
+    impl Code for Mti {
+        fn text(&self) -> &str {
+            self.as_str()
+        }
+        fn parse(s: &str) -> Option<Mti> {
+            Mti::new(s.as_bytes().try_into().ok()?).ok()
+        }
+    }
+
+    impl Code for ResponseCode {
+        fn text(&self) -> &str {
+            self.as_str()
+        }
+        fn parse(s: &str) -> Option<ResponseCode> {
+            Some(ResponseCode(s.as_bytes().try_into().ok()?))
+        }
+    }
+
+    pub(super) fn serialize<C: Code, S: serde::Serializer>(c: &C, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(c.text())
+    }
+
+    pub(super) fn deserialize<'de, C: Code, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<C, D::Error> {
+        let s = Cow::<str>::deserialize(d)?;
+        C::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("bad code {s:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_card_keeps_bin_last4_and_a_keyed_hash_only() {
+        let pan = Pan::new(b"4111111111111111").unwrap();
+        let card = Card::new(&pan, &[7; 16]);
+        assert_eq!((card.bin.as_str(), card.last4.as_str()), ("411111", "1111"));
+        assert_eq!(card.to_string(), "411111…1111");
+        assert_eq!(card.hash.len(), 32);
+        assert_eq!(card, Card::new(&pan, &[7; 16]), "the hash is stable");
+        assert_ne!(
+            card.hash,
+            Card::new(&pan, &[8; 16]).hash,
+            "and depends on the key"
+        );
+        let json = serde_json::to_string(&card).unwrap();
+        assert!(!json.contains("4111111111111111"));
+    }
+
+    #[test]
+    fn records_read_back_as_written_and_codes_are_text() {
+        let record = Record {
+            txn: TxnId(9),
+            at: UNIX_EPOCH + Duration::from_micros(1_795_253_405_123_456),
+            step: Step::Answered {
+                rc: ResponseCode::APPROVED,
+                auth_code: Some("A1B2C3".into()),
+            },
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            json,
+            r#"{"txn":9,"at":1795253405123456,"step":{"Answered":{"rc":"00","auth_code":"A1B2C3"}}}"#
+        );
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), record);
+    }
 }

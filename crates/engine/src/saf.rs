@@ -9,7 +9,7 @@ use iso8583::{Message, Mti, OriginalData, ResponseCode};
 
 use crate::engine::Engine;
 use crate::event::{Action, LinkId, Now, TimerId, TxnId};
-use crate::journal::Step;
+use crate::journal::{Original, Step};
 use crate::links::Pending;
 
 /// Fields of the original a reversal repeats.
@@ -25,6 +25,8 @@ pub(crate) struct Reversal {
     pub(crate) queued: Instant,
     /// Every attempt's (link, STAN): an answer to any of them acknowledges the reversal.
     sent: Vec<(LinkId, u32)>,
+    /// The last attempt found no link up: it goes out when one signs on.
+    waiting: bool,
 }
 
 impl Engine {
@@ -51,9 +53,55 @@ impl Engine {
                 attempts: 0,
                 queued: now.mono,
                 sent: Vec::new(),
+                waiting: false,
             },
         );
         self.send_reversal(now, txn, out);
+    }
+
+    /// Puts back a reversal found pending in the journal at recovery, with its attempts so far and the
+    /// time it was queued (its expiry runs from then). Its next attempt goes out right away.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn restore_reversal(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        original: Message,
+        issuer: usize,
+        attempts: u32,
+        queued: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        self.reversal_order.push_back((queued, txn));
+        self.reversals.insert(
+            txn,
+            Reversal {
+                issuer,
+                original,
+                attempts,
+                queued,
+                sent: Vec::new(),
+                waiting: false,
+            },
+        );
+        out.push(Action::Arm {
+            id: TimerId::Reversal(txn),
+            at: now.mono,
+        });
+    }
+
+    /// A link of `issuer` signed on: reversals that were waiting for one go out now, not at their backoff.
+    pub(crate) fn resume_reversals(&self, now: Now, issuer: usize, out: &mut Vec<Action>) {
+        for (&txn, _) in self
+            .reversals
+            .iter()
+            .filter(|(_, r)| r.issuer == issuer && r.waiting)
+        {
+            out.push(Action::Arm {
+                id: TimerId::Reversal(txn),
+                at: now.mono,
+            });
+        }
     }
 
     /// Sends the next attempt of a reversal, or gives it up when it has expired.
@@ -86,6 +134,9 @@ impl Engine {
         };
         // Without a link the attempt waits for one; it does not count.
         let Some(link) = self.pick_link(rev.issuer) else {
+            if let Some(rev) = self.reversals.get_mut(&txn) {
+                rev.waiting = true;
+            }
             out.push(wait(policy.backoff));
             return;
         };
@@ -103,6 +154,7 @@ impl Engine {
         };
         let attempt = rev.attempts;
         rev.attempts += 1;
+        rev.waiting = false;
         rev.sent.push((link, stan));
         self.pending.insert((link, 4, stan), Pending::Reversal(txn));
         if attempt == 0 {
@@ -147,6 +199,52 @@ impl Engine {
                 self.pending.remove(&(link, 4, stan));
             }
         }
+    }
+}
+
+/// What a reversal of an approved request is built from: the request as sent, or (after a restart) as the
+/// journal recorded it, turned into a message only if a reversal is needed.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    Sent(Message),
+    Recorded(Box<Original>),
+}
+
+impl Engine {
+    /// The original request of a reversal to `issuer`.
+    pub(crate) fn original(
+        &self,
+        source: Source,
+        issuer: usize,
+    ) -> Result<Message, iso8583::Error> {
+        match source {
+            Source::Sent(msg) => Ok(msg),
+            Source::Recorded(original) => {
+                let mut msg = Message::new(self.config.issuers[issuer].spec.clone(), original.mti);
+                for (n, value) in &original.fields {
+                    msg.set(*n, value)?;
+                }
+                Ok(msg)
+            }
+        }
+    }
+}
+
+/// What the journal keeps of a forwarded request for its reversal: everything a reversal repeats but the
+/// card number, and the fields DE90 names.
+pub(crate) fn recorded(forwarded: &Message) -> Original {
+    let fields = REVERSAL_FIELDS
+        .iter()
+        .chain(&[11, 33])
+        .filter(|&&n| n != 2)
+        .filter_map(|&n| {
+            let f = forwarded.get(n)?;
+            Some((n, String::from_utf8_lossy(&f.to_vec()).into_owned()))
+        })
+        .collect();
+    Original {
+        mti: forwarded.mti(),
+        fields,
     }
 }
 

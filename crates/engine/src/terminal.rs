@@ -5,8 +5,8 @@ use iso8583::{ECHO_FIELDS, Message, ResponseCode};
 use crate::engine::{Engine, Txn};
 use crate::event::{Action, ConnId, LinkId, Now, TimerId, TxnId};
 use crate::fields::{self, set_rc};
-use crate::idempotency::{Conflict, Done, Key, Lookup, State, fingerprint};
-use crate::journal::{Received, Step};
+use crate::idempotency::{Answer, Conflict, Done, Key, Lookup, State, fingerprint};
+use crate::journal::{Card, Received, Step};
 use crate::links::{LinkState, Pending};
 
 /// RC 92: no route to the card's issuer.
@@ -60,7 +60,7 @@ impl Engine {
         else {
             return self.reject(now, Some(txn), conn, &msg, ResponseCode::FORMAT_ERROR, out);
         };
-        let Some(lookup) = self.lookup(now, txn, key, conn, &msg, out) else {
+        let Some((lookup, fingerprint)) = self.lookup(now, txn, key, conn, &msg, out) else {
             return;
         };
         match lookup {
@@ -74,18 +74,43 @@ impl Engine {
             }
             Lookup::Replay(original, answer) => {
                 self.stats.duplicates_replayed += 1;
+                let answer = self.replay(answer, &msg);
                 let rc = answer.response_code().unwrap_or(ResponseCode::SYSTEM_ERROR);
                 Self::journal(now, original, Step::Replayed { rc }, out);
                 out.push(Action::Answer { conn, msg: answer });
             }
             Lookup::New => {
-                Self::journal(now, txn, Step::Received(received(&msg, &key)), out);
+                let received = self.received(&msg, &key, fingerprint);
+                Self::journal(now, txn, Step::Received(received), out);
                 self.forward(now, txn, key, conn, msg, pan.expose(), out);
             }
         }
     }
 
-    /// Looks a request's key up; a conflicting duplicate is answered RC 94 here and gives `None`.
+    /// The stored answer for a retransmit of `request`.
+    fn replay(&self, answer: Answer, request: &Message) -> Message {
+        let (rc, auth_code, rrn) = match answer {
+            Answer::Sent(msg) => return msg,
+            Answer::Recorded { rc, auth_code, rrn } => (rc, auth_code, rrn),
+        };
+        let mut msg = self
+            .local_answer(request, ECHO_FIELDS, rc)
+            .unwrap_or_else(|| request.clone());
+        let spec = msg.spec().clone();
+        for (n, value) in [(38, auth_code), (37, rrn)] {
+            if let Some(value) = value
+                && spec.field(n).is_some()
+                && !msg.has(n)
+                && let Err(error) = msg.set(n, value)
+            {
+                tracing::warn!(%error, field = n, "recorded value cannot be replayed");
+            }
+        }
+        msg
+    }
+
+    /// Looks a request's key up (with the request's fingerprint); a conflicting duplicate is answered
+    /// RC 94 here and gives `None`.
     fn lookup(
         &mut self,
         now: Now,
@@ -94,9 +119,10 @@ impl Engine {
         conn: ConnId,
         msg: &Message,
         out: &mut Vec<Action>,
-    ) -> Option<Lookup> {
-        match self.idempotency.check(key, fingerprint(msg), txn, now.mono) {
-            Ok(lookup) => Some(lookup),
+    ) -> Option<(Lookup, u64)> {
+        let fingerprint = fingerprint(msg, &self.config.card_key);
+        match self.idempotency.check(key, fingerprint, txn, now.mono) {
+            Ok(lookup) => Some((lookup, fingerprint)),
             Err(Conflict) => {
                 self.stats.duplicates_rejected += 1;
                 self.reject(now, Some(txn), conn, msg, ResponseCode::DUPLICATE, out);
@@ -155,6 +181,7 @@ impl Engine {
                 link,
                 upstream_stan: stan,
                 rrn: forwarded.rrn().map(|f| f.to_string()).unwrap_or_default(),
+                original: crate::saf::recorded(&forwarded),
             },
             out,
         );
@@ -220,10 +247,10 @@ impl Engine {
         let Some(key) = Self::key(now, &msg) else {
             return self.reject(now, Some(txn), conn, &msg, ResponseCode::FORMAT_ERROR, out);
         };
-        match self.lookup(now, txn, key, conn, &msg, out) {
+        let fingerprint = match self.lookup(now, txn, key, conn, &msg, out) {
             None => return,
             // A repeat: the first one was already acted on and answered.
-            Some(Lookup::Joined(original) | Lookup::Replay(original, _)) => {
+            Some((Lookup::Joined(original) | Lookup::Replay(original, _), _)) => {
                 self.stats.duplicates_replayed += 1;
                 Self::journal(
                     now,
@@ -235,9 +262,10 @@ impl Engine {
                 );
                 return self.answer_locally(conn, &msg, ECHO_FIELDS, ResponseCode::APPROVED, out);
             }
-            Some(Lookup::New) => {}
-        }
-        Self::journal(now, txn, Step::Received(received(&msg, &key)), out);
+            Some((Lookup::New, fingerprint)) => fingerprint,
+        };
+        let received = self.received(&msg, &key, fingerprint);
+        Self::journal(now, txn, Step::Received(received), out);
         // The original is named by DE90 when present (its DE7 date, or the reversal's date when the
         // original was keyed on a local date), else by the reversal's own STAN and date.
         let candidates = match msg.original_data() {
@@ -259,8 +287,15 @@ impl Engine {
                     t.reverse_on_answer = true;
                 }
             }
-            Some(Ok(Some((original_txn, (forwarded, issuer))))) => {
-                self.queue_reversal(now, original_txn, forwarded, issuer, out);
+            Some(Ok(Some((original_txn, (source, issuer))))) => {
+                match self.original(source, issuer) {
+                    Ok(forwarded) => self.queue_reversal(now, original_txn, forwarded, issuer, out),
+                    Err(error) => tracing::error!(
+                        ?original_txn,
+                        %error,
+                        "recorded request cannot be rebuilt for its reversal; needs manual action"
+                    ),
+                }
             }
             // Never forwarded, declined, or already reversed: nothing stands at the issuer.
             Some(Ok(None)) | None => {}
@@ -271,7 +306,7 @@ impl Engine {
                 &key,
                 Done {
                     txn,
-                    answer: answer.clone(),
+                    answer: Answer::Sent(answer.clone()),
                     approved: None,
                 },
             );
@@ -337,16 +372,19 @@ impl Engine {
     }
 }
 
-fn received(msg: &Message, key: &Key) -> Received {
-    let text = |n| msg.get(n).map(|f| f.to_string()).unwrap_or_default();
-    Received {
-        mti: msg.mti(),
-        pan: msg.pan(),
-        amount: msg.amount(),
-        currency: msg.currency(),
-        terminal: text(41),
-        merchant: text(42),
-        stan: key.stan,
-        date: key.date,
+impl Engine {
+    fn received(&self, msg: &Message, key: &Key, fingerprint: u64) -> Received {
+        let text = |n| msg.get(n).map(|f| f.to_string()).unwrap_or_default();
+        Received {
+            mti: msg.mti(),
+            card: msg.pan().map(|pan| Card::new(&pan, &self.config.card_key)),
+            amount: msg.amount(),
+            currency: msg.currency(),
+            terminal: text(41),
+            merchant: text(42),
+            stan: key.stan,
+            date: key.date,
+            fingerprint,
+        }
     }
 }

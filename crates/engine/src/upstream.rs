@@ -7,9 +7,10 @@ use iso8583::{ECHO_FIELDS, Message, Mti, ResponseCode};
 use crate::engine::Engine;
 use crate::event::{Action, LinkId, Now, TimerId, TxnId};
 use crate::fields::{self, copy, set_rc};
-use crate::idempotency::Done;
+use crate::idempotency::{Answer, Done};
 use crate::journal::Step;
 use crate::links::{LinkState, Pending, Probe};
+use crate::saf::Source;
 
 /// DE70 network management codes.
 const SIGN_ON: &str = "001";
@@ -75,7 +76,8 @@ impl Engine {
         self.stats.answered += 1;
         out.push(Action::Cancel(TimerId::Response(txn)));
         self.links[t.pending.0.0 as usize].in_flight -= 1;
-        Self::journal(now, txn, Step::Answered { rc }, out);
+        let auth_code = msg.get(38).map(|f| f.to_string());
+        Self::journal(now, txn, Step::Answered { rc, auth_code }, out);
         let answer = self.terminal_answer(&t.request, &t.forwarded, msg, rc);
         let told = self.tell(now, txn, &t.waiters, &answer, out);
         let approved = rc.is_approval();
@@ -85,13 +87,16 @@ impl Engine {
             self.queue_reversal(now, txn, t.forwarded, t.issuer, out);
             (self.unavailable_answer(&t.request), None)
         } else {
-            (answer, approved.then_some((t.forwarded, t.issuer)))
+            (
+                answer,
+                approved.then_some((Source::Sent(t.forwarded), t.issuer)),
+            )
         };
         self.idempotency.complete(
             &t.key,
             Done {
                 txn,
-                answer,
+                answer: Answer::Sent(answer),
                 approved,
             },
         );
@@ -146,7 +151,7 @@ impl Engine {
             &t.key,
             Done {
                 txn,
-                answer,
+                answer: Answer::Sent(answer),
                 approved: None,
             },
         );
@@ -271,6 +276,8 @@ impl Engine {
         if probe == Probe::SignOn {
             state.state = LinkState::Ready;
             tracing::info!(?link, "link signed on");
+            let issuer = state.issuer;
+            self.resume_reversals(now, issuer, out);
         }
         out.push(Action::Arm {
             id: TimerId::Link(link),

@@ -79,6 +79,7 @@ fn readiness(status: &Status) -> (bool, String) {
     // Each check with why it failed, if it did.
     let checks = [
         ("listeners", status.draining.then(|| "draining".to_string())),
+        ("journal", status.journal_failed.clone()),
         (
             "issuers",
             (!down.is_empty()).then(|| format!("no link up for {}", down.join(", "))),

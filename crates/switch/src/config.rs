@@ -2,7 +2,7 @@
 //! turn it into settings the listeners, links and engine can trust.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +52,108 @@ pub struct File {
     pub default_issuer: Option<String>,
     pub idempotency: IdempotencyFile,
     pub reversals: ReversalsFile,
+    pub journal: JournalFile,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalFile {
+    /// Where the journal's segments live. Without it the journal is kept in memory: not durable.
+    pub dir: Option<PathBuf>,
+    /// `always` (sync each record), `batch` (one sync per batch window) or `none` (no sync: survives a
+    /// crash of the process, not of the machine).
+    pub sync: String,
+    #[serde(with = "humantime_serde")]
+    pub batch_window: Duration,
+    pub segment_bytes: u64,
+    /// Delete closed segments older than this...
+    #[serde(with = "humantime_serde")]
+    pub retain_age: Option<Duration>,
+    /// ...or beyond this many bytes in all; never one recovery still needs.
+    pub retain_bytes: Option<u64>,
+    /// A corrupt record in the middle: `stop` (refuse to start) or `skip` (report it and go on).
+    pub on_corrupt: String,
+    /// 32 hex digits: key of the card hashes (also from ACQUIRO_CARD_KEY). Without one, a key is made
+    /// and kept in `card.key` in the journal directory.
+    pub card_key: Option<String>,
+}
+
+/// The environment variable that may hold the card key.
+pub const CARD_KEY_ENV: &str = "ACQUIRO_CARD_KEY";
+
+impl Default for JournalFile {
+    fn default() -> Self {
+        let options = tranlog::Options::default();
+        JournalFile {
+            dir: None,
+            sync: "batch".into(),
+            batch_window: options.batch_window,
+            segment_bytes: options.segment_bytes,
+            retain_age: None,
+            retain_bytes: None,
+            on_corrupt: "stop".into(),
+            card_key: None,
+        }
+    }
+}
+
+impl JournalFile {
+    fn check(&self) -> Result<JournalSettings, ConfigError> {
+        let sync = match self.sync.as_str() {
+            "always" => tranlog::Sync::Always,
+            "batch" => tranlog::Sync::Batch,
+            "none" => tranlog::Sync::None,
+            _ => return Err(invalid("journal.sync", "must be always, batch or none")),
+        };
+        let on_corrupt = match self.on_corrupt.as_str() {
+            "stop" => tranlog::OnCorrupt::Stop,
+            "skip" => tranlog::OnCorrupt::Skip,
+            _ => return Err(invalid("journal.on_corrupt", "must be stop or skip")),
+        };
+        if self.segment_bytes < 4096 {
+            return Err(invalid("journal.segment_bytes", "must be at least 4096"));
+        }
+        let from_env = std::env::var(CARD_KEY_ENV).ok();
+        let card_key = match (&self.card_key, from_env) {
+            (Some(hex), _) => Some(parse_key("journal.card_key", hex)?),
+            (None, Some(hex)) => Some(parse_key(CARD_KEY_ENV, &hex)?),
+            (None, None) => None,
+        };
+        Ok(JournalSettings {
+            dir: self.dir.clone(),
+            options: tranlog::Options {
+                sync,
+                batch_window: self.batch_window,
+                segment_bytes: self.segment_bytes,
+                retain_age: self.retain_age,
+                retain_bytes: self.retain_bytes,
+            },
+            on_corrupt,
+            card_key,
+        })
+    }
+}
+
+/// A key for a switch whose journal does not outlive it.
+fn random_key() -> [u8; 16] {
+    std::array::from_fn(|_| fastrand::u8(..))
+}
+
+fn parse_key(key: &str, hex: &str) -> Result<[u8; 16], ConfigError> {
+    let mut out = [0u8; 16];
+    hex::decode_to_slice(hex.trim(), &mut out)
+        .map_err(|_| invalid(key, "must be 32 hex digits"))?;
+    Ok(out)
+}
+
+/// The journal's checked settings.
+#[derive(Debug, Clone)]
+pub struct JournalSettings {
+    pub dir: Option<PathBuf>,
+    pub options: tranlog::Options,
+    pub on_corrupt: tranlog::OnCorrupt,
+    /// As configured; see [`crate::DiskJournal::open`] for where it comes from otherwise.
+    pub card_key: Option<[u8; 16]>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +226,7 @@ impl Default for File {
             default_issuer: None,
             idempotency: IdempotencyFile::default(),
             reversals: ReversalsFile::default(),
+            journal: JournalFile::default(),
         }
     }
 }
@@ -202,6 +305,7 @@ pub struct Settings {
     pub engine: engine::Config,
     pub admin_listen: Option<SocketAddr>,
     pub grace_period: Duration,
+    pub journal: JournalSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +446,7 @@ impl File {
         if r.backoff.is_zero() {
             return Err(invalid("reversals.backoff", "must be more than zero"));
         }
+        let journal = self.journal.check()?;
         Ok(Settings {
             listeners,
             links,
@@ -364,9 +469,12 @@ impl File {
                 },
                 acquirer_id: self.acquirer_id.clone(),
                 echo_interval: self.echo_interval,
+                // Replaced when the journal is opened (the key must outlive the process).
+                card_key: journal.card_key.unwrap_or_else(random_key),
             },
             admin_listen: self.admin_listen,
             grace_period: self.grace_period,
+            journal,
         })
     }
 }

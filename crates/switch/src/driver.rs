@@ -1,7 +1,11 @@
 //! The task that owns the engine: it feeds it events from terminal connections, links and timers, and
 //! carries out its actions. It only moves messages and fires timers; every decision is the engine's.
+//!
+//! Write-ahead: a message to an issuer or a terminal waits until every journal record before it is
+//! durable. Effects are held in order, so the journal's group commit delays them by at most a batch
+//! while the engine goes on with the next events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use engine::{Action, ConnId, Engine, Event, LinkId, Now, TimerId};
@@ -11,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{DelayQueue, delay_queue};
 
-use crate::journal::Journal;
+use crate::journal::{Journal, Report};
 use crate::link::LinkCmd;
 use crate::metrics::Recorder;
 use crate::status::Status;
@@ -27,6 +31,9 @@ pub(crate) enum Input {
     },
 }
 
+/// How often the journal learns which transactions recovery may still need.
+const KEEP_EVERY: Duration = Duration::from_secs(1);
+
 pub(crate) struct Driver {
     pub(crate) engine: Engine,
     pub(crate) recorder: Recorder,
@@ -36,39 +43,69 @@ pub(crate) struct Driver {
     pub(crate) shutdown: CancellationToken,
     pub(crate) grace: Duration,
     pub(crate) status: watch::Sender<Status>,
+    /// What recovery decided, carried out before the first event.
+    pub(crate) recovered: Vec<Action>,
+    pub(crate) shell: Shell,
+}
+
+/// The driver's side of the actions: connections, timers and effects waiting for the journal.
+#[derive(Default)]
+pub(crate) struct Shell {
+    conns: HashMap<ConnId, mpsc::Sender<Message>>,
+    timers: DelayQueue<TimerId>,
+    armed: HashMap<TimerId, delay_queue::Key>,
+    /// Effects waiting for the journal, with the sequence number that must be durable first.
+    held: VecDeque<(u64, Action)>,
+    /// The last record appended and the last one durable.
+    appended: u64,
+    durable: u64,
 }
 
 impl Driver {
     pub(crate) async fn run(mut self) {
-        let mut conns: HashMap<ConnId, mpsc::Sender<Message>> = HashMap::new();
-        let mut timers: DelayQueue<TimerId> = DelayQueue::new();
-        let mut armed: HashMap<TimerId, delay_queue::Key> = HashMap::new();
-        let mut out = Vec::new();
+        let mut reports = self.journal.reports();
+        if reports.is_none() {
+            self.shell.durable = u64::MAX;
+        }
+        let mut out = std::mem::take(&mut self.recovered);
+        self.carry_out(&mut out);
         let shutdown = self.shutdown.clone();
         let mut draining = false;
         let drain_deadline = tokio::time::sleep(Duration::MAX / 4);
         tokio::pin!(drain_deadline);
+        let mut keep = tokio::time::interval(KEEP_EVERY);
         loop {
             let event = tokio::select! {
                 input = self.inputs.recv() => match input {
                     Some(Input::Event(event)) => event,
                     Some(Input::Opened { conn, answers }) => {
-                        conns.insert(conn, answers);
+                        self.shell.conns.insert(conn, answers);
                         continue;
                     }
                     None => break,
                 },
-                Some(expired) = timers.next() => {
+                Some(expired) = self.shell.timers.next() => {
                     let id = expired.into_inner();
-                    armed.remove(&id);
+                    self.shell.armed.remove(&id);
                     Event::Timer(id)
+                }
+                Some(report) = next_report(&mut reports) => {
+                    self.on_report(report);
+                    if draining && self.drained() {
+                        break;
+                    }
+                    continue;
+                }
+                _ = keep.tick() => {
+                    self.journal.keep_from(self.engine.oldest_needed());
+                    continue;
                 }
                 _ = shutdown.cancelled(), if !draining => {
                     draining = true;
                     self.status.send_modify(|s| s.draining = true);
                     tracing::info!(in_flight = self.engine.in_flight(), grace = ?self.grace, "draining");
                     drain_deadline.as_mut().reset(tokio::time::Instant::now() + self.grace);
-                    if self.engine.in_flight() == 0 {
+                    if self.drained() {
                         break;
                     }
                     continue;
@@ -79,42 +116,10 @@ impl Driver {
                 }
             };
             if let Event::ConnClosed(conn) = &event {
-                conns.remove(conn);
+                self.shell.conns.remove(conn);
             }
             self.engine.handle(Now::system(), event, &mut out);
-            for action in out.drain(..) {
-                match action {
-                    Action::Journal(record) => {
-                        self.journal.append(&record);
-                        self.recorder.observe(&record);
-                    }
-                    Action::Send { link, msg } => self.send(link, LinkCmd::Send(msg)),
-                    Action::Answer { conn, msg } => {
-                        // A full queue means the terminal is not reading; its answer is dropped, as if
-                        // the connection had closed (a retransmit gets it replayed).
-                        if let Some(tx) = conns.get(&conn)
-                            && let Err(error) = tx.try_send(msg)
-                        {
-                            tracing::warn!(?conn, %error, "answer not delivered");
-                        }
-                    }
-                    Action::Arm { id, at } => {
-                        let at = tokio::time::Instant::from_std(at);
-                        match armed.get(&id) {
-                            Some(key) => timers.reset_at(key, at),
-                            None => {
-                                armed.insert(id, timers.insert_at(id, at));
-                            }
-                        }
-                    }
-                    Action::Cancel(id) => {
-                        if let Some(key) = armed.remove(&id) {
-                            timers.remove(&key);
-                        }
-                    }
-                    Action::CloseLink(link) => self.send(link, LinkCmd::Close),
-                }
-            }
+            self.carry_out(&mut out);
             self.recorder.sync(&mut self.engine);
             let (engine, recorder) = (&self.engine, &self.recorder);
             self.status.send_if_modified(|s| {
@@ -129,7 +134,7 @@ impl Driver {
                 }
                 changed
             });
-            if draining && self.engine.in_flight() == 0 {
+            if draining && self.drained() {
                 break;
             }
         }
@@ -137,8 +142,88 @@ impl Driver {
         tracing::info!(
             forwarded = stats.forwarded,
             pending_reversals = self.engine.pending_reversals(),
+            held = self.shell.held.len(),
             "engine stopped"
         );
+        self.journal.close();
+    }
+
+    /// Nothing in flight and nothing waiting for the journal.
+    fn drained(&self) -> bool {
+        self.engine.in_flight() == 0 && self.shell.held.is_empty()
+    }
+
+    /// Journals records and carries out or holds the effects that follow them.
+    fn carry_out(&mut self, out: &mut Vec<Action>) {
+        for action in out.drain(..) {
+            match action {
+                Action::Journal(record) => {
+                    self.recorder.observe(&record);
+                    self.shell.appended = self.journal.append(record);
+                }
+                Action::Arm { id, at } => {
+                    let (timers, at) = (&mut self.shell.timers, tokio::time::Instant::from_std(at));
+                    match self.shell.armed.get(&id) {
+                        Some(key) => timers.reset_at(key, at),
+                        None => {
+                            self.shell.armed.insert(id, timers.insert_at(id, at));
+                        }
+                    }
+                }
+                Action::Cancel(id) => {
+                    if let Some(key) = self.shell.armed.remove(&id) {
+                        self.shell.timers.remove(&key);
+                    }
+                }
+                effect => {
+                    let shell = &mut self.shell;
+                    if shell.held.is_empty() && shell.appended <= shell.durable {
+                        self.effect(effect);
+                    } else {
+                        shell.held.push_back((shell.appended, effect));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_report(&mut self, report: Report) {
+        match report {
+            Report::Durable(batch) => {
+                self.recorder.metrics().journal_batch(&batch);
+                self.shell.durable = batch.last_seq;
+                while let Some((seq, _)) = self.shell.held.front()
+                    && *seq <= self.shell.durable
+                {
+                    if let Some((_, effect)) = self.shell.held.pop_front() {
+                        self.effect(effect);
+                    }
+                }
+            }
+            Report::Failed(error) => {
+                tracing::error!(%error, held = self.shell.held.len(), "journal failed: nothing more is forwarded or answered");
+                self.recorder.metrics().journal_failed();
+                self.status.send_modify(|s| s.journal_failed = Some(error));
+            }
+        }
+    }
+
+    /// Sends a message to an issuer or a terminal, or closes a link.
+    fn effect(&self, effect: Action) {
+        match effect {
+            Action::Send { link, msg } => self.send(link, LinkCmd::Send(msg)),
+            Action::CloseLink(link) => self.send(link, LinkCmd::Close),
+            Action::Answer { conn, msg } => {
+                // A full queue means the terminal is not reading; its answer is dropped, as if the
+                // connection had closed (a retransmit gets it replayed).
+                if let Some(tx) = self.shell.conns.get(&conn)
+                    && let Err(error) = tx.try_send(msg)
+                {
+                    tracing::warn!(?conn, %error, "answer not delivered");
+                }
+            }
+            Action::Journal(_) | Action::Arm { .. } | Action::Cancel(_) => {}
+        }
     }
 
     fn send(&self, link: LinkId, cmd: LinkCmd) {
@@ -148,5 +233,13 @@ impl Driver {
         {
             tracing::warn!(?link, %error, "message for the issuer not sent");
         }
+    }
+}
+
+/// The next report of a journal that sends them; never, for one that does not.
+async fn next_report(reports: &mut Option<mpsc::UnboundedReceiver<Report>>) -> Option<Report> {
+    match reports {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

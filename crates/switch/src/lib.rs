@@ -24,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{
-    ConfigError, DEFAULT_DIALECT, DEFAULT_HEADER, File, IdempotencyFile, IssuerFile, Link,
-    Listener, ListenerFile, ReversalsFile, RouteFile, Settings,
+    CARD_KEY_ENV, ConfigError, DEFAULT_DIALECT, DEFAULT_HEADER, File, IdempotencyFile, IssuerFile,
+    JournalFile, JournalSettings, Link, Listener, ListenerFile, ReversalsFile, RouteFile, Settings,
 };
-pub use journal::{Journal, MemoryJournal};
+pub use journal::{DiskJournal, Journal, MemoryJournal, Opened, Report, open_journal};
 pub use metrics::Metrics;
 pub use status::{LinkStatus, Status};
 
@@ -90,7 +90,13 @@ impl Running {
 
 /// Binds every listener and the admin endpoint, starts the links and the driver. Fails only if an
 /// address cannot be bound.
-pub async fn start(settings: Settings, journal: Box<dyn Journal>) -> std::io::Result<Running> {
+/// `recovery` holds what the journal read back at opening (empty for a new or in-memory journal): the
+/// engine rebuilds its state from it before the first connection is read.
+pub async fn start(
+    settings: Settings,
+    journal: Box<dyn Journal>,
+    recovery: engine::Recovery,
+) -> std::io::Result<Running> {
     let shutdown = CancellationToken::new();
     let longest_timeout = settings
         .engine
@@ -100,7 +106,21 @@ pub async fn start(settings: Settings, journal: Box<dyn Journal>) -> std::io::Re
         .max();
     let metrics = Arc::new(Metrics::new(longest_timeout.unwrap_or_default()));
     let (inputs, inputs_rx) = mpsc::channel(INPUT_QUEUE);
-    let engine = Engine::new(settings.engine.clone());
+    let mut engine = Engine::new(settings.engine.clone());
+    let mut recovered = Vec::new();
+    let started = std::time::Instant::now();
+    let found = engine.recover(engine::Now::system(), recovery, &mut recovered);
+    if found.records > 0 {
+        tracing::info!(
+            records = found.records,
+            transactions = found.transactions,
+            in_doubt = found.in_doubt,
+            reversals_resumed = found.reversals,
+            idempotency_entries = found.idempotency_entries,
+            took = ?started.elapsed(),
+            "recovered from the journal"
+        );
+    }
     let mut bound = Vec::new();
     for l in &settings.listeners {
         let listener = TcpListener::bind(l.address).await?;
@@ -148,6 +168,7 @@ pub async fn start(settings: Settings, journal: Box<dyn Journal>) -> std::io::Re
     let (status, status_rx) = watch::channel(Status {
         links,
         draining: false,
+        journal_failed: None,
     });
     let admin = match settings.admin_listen {
         Some(addr) => {
@@ -168,6 +189,8 @@ pub async fn start(settings: Settings, journal: Box<dyn Journal>) -> std::io::Re
         shutdown: shutdown.clone(),
         grace: settings.grace_period,
         status,
+        recovered,
+        shell: driver::Shell::default(),
     };
     Ok(Running {
         listeners,

@@ -53,6 +53,11 @@ pub struct Metrics {
     pub(crate) terminal_connections: IntGauge,
     pub(crate) terminal_refused: IntCounter,
     pub(crate) decode_errors: IntCounterVec,
+    journal_sync_seconds: prometheus::Histogram,
+    journal_batch_records: prometheus::Histogram,
+    journal_bytes: IntCounter,
+    journal_failures: IntCounter,
+    in_doubt: IntCounter,
 }
 
 /// Registers `metric` and hands it back (names are fixed in this file, so a failure is a bug here).
@@ -233,8 +238,61 @@ impl Metrics {
                 "Unreadable frames and messages, by who sent them and why.",
                 &["source", "reason"],
             ),
+            journal_sync_seconds: register(
+                &r,
+                prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "acquiro_journal_sync_seconds",
+                        "Time of each journal fdatasync (one per batch).",
+                    )
+                    .buckets(vec![
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        0.25, 1.0,
+                    ]),
+                )
+                .expect("valid metric"),
+            ),
+            journal_batch_records: register(
+                &r,
+                prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "acquiro_journal_batch_records",
+                        "Records made durable together by one write (and one sync).",
+                    )
+                    .buckets(prometheus::exponential_buckets(1.0, 4.0, 9).expect("buckets")),
+                )
+                .expect("valid metric"),
+            ),
+            journal_bytes: counter(
+                &r,
+                "acquiro_journal_bytes_total",
+                "Bytes written to the journal.",
+            ),
+            journal_failures: counter(
+                &r,
+                "acquiro_journal_write_failures_total",
+                "Journal writes that failed (the journal stops: nothing is forwarded or answered after).",
+            ),
+            in_doubt: counter(
+                &r,
+                "acquiro_in_doubt_total",
+                "Requests found forwarded with no outcome when the switch restarted (each one reversed).",
+            ),
             registry: r,
         }
+    }
+
+    /// A journal batch made durable.
+    pub(crate) fn journal_batch(&self, batch: &tranlog::Batch) {
+        if let Some(sync) = batch.sync {
+            self.journal_sync_seconds.observe(sync.as_secs_f64());
+        }
+        self.journal_batch_records.observe(batch.records as f64);
+        self.journal_bytes.inc_by(batch.bytes as u64);
+    }
+
+    pub(crate) fn journal_failed(&self) {
+        self.journal_failures.inc();
     }
 
     /// The text exposition of every metric.
@@ -380,6 +438,7 @@ impl Recorder {
                 m.reversals.with_label_values(&["acknowledged"]).inc();
             }
             Step::ReversalExpired { .. } => m.reversals.with_label_values(&["expired"]).inc(),
+            Step::InDoubt => m.in_doubt.inc(),
             Step::Disconnected => {}
         }
     }
@@ -416,6 +475,10 @@ impl Recorder {
     }
 
     /// Records that link number `index` went up or down.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub(crate) fn link_up(&self, index: usize, up: bool) {
         self.links[index].set(i64::from(up));
     }

@@ -8,6 +8,8 @@ pub struct Status {
     pub links: Vec<LinkStatus>,
     /// Shutting down: no new requests are read.
     pub draining: bool,
+    /// Why the journal stopped writing, if it did.
+    pub journal_failed: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +56,7 @@ mod tests {
                 link("amex", false),
             ],
             draining: false,
+            journal_failed: None,
         };
         assert_eq!(status.issuers_down(), ["amex"]);
     }

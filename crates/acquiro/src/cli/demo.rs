@@ -53,14 +53,18 @@ async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut file = File::parse("demo", SWITCH)?;
     file.issuers[0].hosts = vec![issuer.addr.to_string()];
     file.admin_listen = Some(args.admin_listen);
-    let switch = switch::start(file.check()?, Box::new(MemoryJournal::new(1000)))
-        .await
-        .with_context(|| {
-            format!(
-                "starting the switch (is {} free? --admin-listen changes it)",
-                args.admin_listen
-            )
-        })?;
+    let switch = switch::start(
+        file.check()?,
+        Box::new(MemoryJournal::new(1000)),
+        Default::default(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "starting the switch (is {} free? --admin-listen changes it)",
+            args.admin_listen
+        )
+    })?;
     switch.ready().await;
     let admin = switch.admin.expect("the demo configures an admin endpoint");
     println!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use switch::{File, IssuerFile, ListenerFile, MemoryJournal};
+use switch::{File, IssuerFile, ListenerFile};
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -38,6 +38,9 @@ pub(crate) struct ServeArgs {
     /// How long the default issuer has to answer, e.g. 5s or 800ms.
     #[arg(long, value_parser = humantime::parse_duration)]
     response_timeout: Option<Duration>,
+    /// Directory of the durable journal (journal.dir); without one the journal is in memory only.
+    #[arg(long)]
+    journal_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +89,9 @@ fn apply(args: &ServeArgs, mut file: File) -> File {
             issuer.response_timeout = t;
         }
     }
+    if args.journal_dir.is_some() {
+        file.journal.dir.clone_from(&args.journal_dir);
+    }
     if args.admin_listen.is_some() {
         file.admin_listen = args.admin_listen;
     }
@@ -97,7 +103,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(path) => File::read(path)?,
         None => File::default(),
     };
-    let settings = apply(&args, file)
+    let mut settings = apply(&args, file)
         .check()
         .context("configuration (give --listen and --upstream, or --config FILE)")?;
     crate::logging::init();
@@ -105,10 +111,8 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        // The in-memory journal keeps the latest records only; durable journaling is configured with a
-        // journal directory.
-        let journal = Box::new(MemoryJournal::new(100_000));
-        let running = switch::start(settings, journal).await?;
+        let (journal, recovery) = switch::open_journal(&mut settings)?;
+        let running = switch::start(settings, journal, recovery).await?;
         stop_signal().await?;
         tracing::info!("signal received: no new requests; draining");
         running.shutdown();

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::{
-    Action, Config, ConnId, Engine, Event, Idempotency, Issuer, LinkId, Now, Reversal, Step,
-    TimerId,
+    Action, Config, ConnId, Engine, Event, Idempotency, Issuer, LinkId, Now, Record, Recovered,
+    Recovery, Reversal, Step, TimerId,
 };
 use iso8583::{Message, Mti, ResponseCode, Spec};
 
@@ -47,6 +47,7 @@ pub fn config(terminal: &str, issuer: &str) -> (Config, Arc<Spec>) {
         },
         acquirer_id: "12345".into(),
         echo_interval: ECHO,
+        card_key: [7; 16],
     };
     (config, spec(terminal))
 }
@@ -55,6 +56,9 @@ pub struct Harness {
     pub engine: Engine,
     pub now: Now,
     pub terminal: Arc<Spec>,
+    config: Config,
+    /// Every record the engine journaled, oldest first.
+    pub journal: Vec<Record>,
 }
 
 impl Harness {
@@ -65,15 +69,49 @@ impl Harness {
 
     pub fn with((config, terminal): (Config, Arc<Spec>)) -> Harness {
         let mut h = Harness {
-            engine: Engine::new(config),
+            engine: Engine::new(config.clone()),
             now: Now::system(),
             terminal,
+            config,
+            journal: Vec::new(),
         };
-        let links: Vec<LinkId> = h.engine.links().map(|(l, _)| l).collect();
-        for link in links {
-            h.sign_on(link);
-        }
+        h.sign_on_all();
         h
+    }
+
+    fn sign_on_all(&mut self) {
+        let links: Vec<LinkId> = self.engine.links().map(|(l, _)| l).collect();
+        for link in links {
+            self.sign_on(link);
+        }
+    }
+
+    /// A new engine as a restart would build it from the first `durable` records of this one's journal,
+    /// with what recovery did and its links signed on again.
+    pub fn restart(&self, durable: usize) -> (Harness, Recovered, Vec<Action>) {
+        let mut h = Harness {
+            engine: Engine::new(self.config.clone()),
+            now: self.now,
+            terminal: self.terminal.clone(),
+            config: self.config.clone(),
+            journal: self.journal[..durable].to_vec(),
+        };
+        let mut recovery = Recovery::default();
+        self.journal[..durable]
+            .iter()
+            .for_each(|r| recovery.add(r.clone()));
+        let mut out = Vec::new();
+        let found = h.engine.recover(h.now, recovery, &mut out);
+        h.keep(&out);
+        h.sign_on_all();
+        (h, found, out)
+    }
+
+    fn keep(&mut self, out: &[Action]) {
+        self.journal.extend(out.iter().filter_map(|a| match a {
+            Action::Journal(r) => Some(r.clone()),
+            _ => None,
+        }));
     }
 
     pub fn sign_on(&mut self, link: LinkId) {
@@ -90,6 +128,7 @@ impl Harness {
     pub fn step(&mut self, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
         self.engine.handle(self.now, event, &mut out);
+        self.keep(&out);
         out
     }
 

@@ -1,0 +1,245 @@
+//! Recovery: the engine's state rebuilt from the journal after a restart.
+//!
+//! Every transaction's records are folded into a trail, and each trail decides what stands:
+//! - a request the issuer may hold a debit for (forwarded, and not declined) whose terminal was not told
+//!   "approved" is in doubt: it is reversed, like a timeout;
+//! - a reversal queued and neither acknowledged nor expired resumes with its attempts and expiry;
+//! - a request still inside the idempotency window gets its entry back, so that a retransmit is replayed
+//!   what its terminal was told (RC 91 when the answer never reached it), never forwarded again.
+
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime};
+
+use iso8583::ResponseCode;
+
+use crate::engine::Engine;
+use crate::event::{Action, Now, TxnId};
+use crate::idempotency::{Answer, Done, Key, State};
+use crate::journal::{Original, Received, Record, Step};
+use crate::saf::Source;
+
+/// What recovery found, for the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub records: u64,
+    pub transactions: u64,
+    /// Forwarded with no outcome the terminal was told: reversed now.
+    pub in_doubt: u64,
+    /// Reversals that were pending and resume.
+    pub reversals: u64,
+    /// Idempotency entries put back.
+    pub idempotency_entries: u64,
+}
+
+/// One transaction's records, folded.
+#[derive(Debug, Default)]
+struct Trail {
+    received: Option<(SystemTime, Received)>,
+    /// Issuer, RRN and the request as recorded.
+    forwarded: Option<(String, String, Original)>,
+    answered: Option<(ResponseCode, Option<String>)>,
+    told: Option<ResponseCode>,
+    /// When the reversal was queued, and attempts sent.
+    reversal: Option<(SystemTime, u32)>,
+    reversal_done: bool,
+}
+
+impl Trail {
+    fn add(&mut self, at: SystemTime, step: Step) {
+        match step {
+            Step::Received(r) => self.received = Some((at, r)),
+            Step::Forwarded {
+                issuer,
+                rrn,
+                original,
+                ..
+            } => self.forwarded = Some((issuer, rrn, original)),
+            Step::Answered { rc, auth_code } => self.answered = Some((rc, auth_code)),
+            Step::Told { rc } => self.told = Some(rc),
+            Step::ReversalQueued => self.reversal = Some((at, 0)),
+            Step::ReversalSent { attempt, .. } => {
+                if let Some((_, attempts)) = &mut self.reversal {
+                    *attempts = (*attempts).max(attempt);
+                }
+            }
+            Step::ReversalAcknowledged { .. } | Step::ReversalExpired { .. } => {
+                self.reversal_done = true
+            }
+            Step::Rejected { .. }
+            | Step::Joined
+            | Step::Disconnected
+            | Step::Replayed { .. }
+            | Step::TimedOut
+            | Step::LateAnswer { .. }
+            | Step::Undeliverable { .. }
+            | Step::InDoubt => {}
+        }
+    }
+
+    /// Whether the terminal was told its request was approved.
+    fn told_approved(&self) -> bool {
+        self.told.is_some_and(|rc| rc.is_approval())
+    }
+
+    /// Whether the issuer may hold a debit for it: forwarded and not declined.
+    fn may_be_debited(&self) -> bool {
+        self.forwarded.is_some()
+            && self
+                .answered
+                .as_ref()
+                .is_none_or(|(rc, _)| rc.is_approval())
+    }
+}
+
+/// The journal's records as read back, folded per transaction (records stream in; only the trails are
+/// kept).
+#[derive(Debug, Default)]
+pub struct Recovery {
+    trails: HashMap<TxnId, Trail>,
+    records: u64,
+}
+
+impl Recovery {
+    /// Adds the next record, oldest first.
+    pub fn add(&mut self, record: Record) {
+        self.records += 1;
+        self.trails
+            .entry(record.txn)
+            .or_default()
+            .add(record.at, record.step);
+    }
+}
+
+impl Engine {
+    /// Rebuilds the engine's state from the journal's records before any other event. The actions
+    /// (records of what recovery decided, reversal timers) are carried out like any other.
+    pub fn recover(&mut self, now: Now, recovery: Recovery, out: &mut Vec<Action>) -> Recovered {
+        let mut found = Recovered {
+            records: recovery.records,
+            transactions: recovery.trails.len() as u64,
+            ..Recovered::default()
+        };
+        let mut trails: Vec<_> = recovery.trails.into_iter().collect();
+        // Oldest first, as the idempotency table expects.
+        trails.sort_unstable_by_key(|(txn, _)| *txn);
+        if let Some((last, _)) = trails.last() {
+            self.resume_numbering(*last);
+        }
+        for (txn, trail) in trails {
+            self.recover_one(now, txn, trail, &mut found, out);
+        }
+        found
+    }
+
+    fn recover_one(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        mut trail: Trail,
+        found: &mut Recovered,
+        out: &mut Vec<Action>,
+    ) {
+        let issuer = trail.forwarded.as_ref().and_then(|(name, _, _)| {
+            let index = self.config.issuers.iter().position(|i| &i.name == name);
+            if index.is_none() {
+                tracing::error!(
+                    ?txn,
+                    issuer = name,
+                    "issuer no longer configured; needs manual action"
+                );
+            }
+            index
+        });
+        let reversed = trail.reversal.is_some();
+        let in_doubt = !reversed && trail.may_be_debited() && !trail.told_approved();
+        if in_doubt {
+            found.in_doubt += 1;
+            Self::journal(now, txn, Step::InDoubt, out);
+        }
+        let pending = in_doubt || (reversed && !trail.reversal_done);
+        if let (true, Some(issuer), Some((_, _, original))) = (pending, issuer, &trail.forwarded) {
+            let source = Source::Recorded(Box::new(original.clone()));
+            match self.original(source, issuer) {
+                Ok(msg) if in_doubt => self.queue_reversal(now, txn, msg, issuer, out),
+                Ok(msg) => {
+                    let (queued, attempts) = trail.reversal.unwrap_or((now.wall, 0));
+                    let queued = mono(now, queued);
+                    self.restore_reversal(now, txn, msg, issuer, attempts, queued, out);
+                }
+                Err(error) => tracing::error!(
+                    ?txn,
+                    %error,
+                    "recorded request cannot be rebuilt for its reversal; needs manual action"
+                ),
+            }
+            found.reversals += u64::from(!in_doubt);
+        }
+        if self.restore_entry(now, txn, &mut trail, issuer) {
+            found.idempotency_entries += 1;
+        }
+    }
+
+    /// Puts a request's idempotency entry back if it is still inside the window and has an answer to
+    /// replay. A request that never left has none: a retransmit of it is a first attempt.
+    fn restore_entry(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        trail: &mut Trail,
+        issuer: Option<usize>,
+    ) -> bool {
+        let Some((at, received)) = &trail.received else {
+            return false;
+        };
+        let since = mono(now, *at);
+        if now.mono.saturating_duration_since(since) >= self.config.idempotency.window {
+            return false;
+        }
+        let Some(key) = Key::recorded(received) else {
+            return false;
+        };
+        let terminal_reversal = received.mti.class() == 4;
+        let rrn = trail.forwarded.as_ref().map(|(_, rrn, _)| rrn.clone());
+        let (rc, approved) = match (&trail.forwarded, trail.told) {
+            // A terminal's reversal is answered locally once acted on.
+            _ if terminal_reversal => match trail.told {
+                Some(rc) => (rc, None),
+                None => return false,
+            },
+            (None, _) => return false,
+            (Some(_), Some(rc)) if rc.is_approval() => {
+                let stands = trail.reversal.is_none();
+                let source = trail
+                    .forwarded
+                    .take()
+                    .map(|(_, _, o)| Source::Recorded(Box::new(o)));
+                (rc, source.filter(|_| stands).zip(issuer))
+            }
+            (Some(_), Some(rc)) => (rc, None),
+            // Forwarded, never told: it is being reversed; a retransmit learns it failed.
+            (Some(_), None) => (ResponseCode::ISSUER_UNAVAILABLE, None),
+        };
+        let approval = rc.is_approval();
+        let auth_code = trail.answered.as_mut().and_then(|(_, a)| a.take());
+        let answer = Answer::Recorded {
+            rc,
+            auth_code: auth_code.filter(|_| approval),
+            rrn,
+        };
+        let done = Done {
+            txn,
+            answer,
+            approved,
+        };
+        let fingerprint = received.fingerprint;
+        self.idempotency
+            .restore(key, fingerprint, State::Done(Box::new(done)), since);
+        true
+    }
+}
+
+/// The monotonic instant of a recorded wall-clock time (now, if it lies before this process's clock).
+fn mono(now: Now, at: SystemTime) -> Instant {
+    let age = now.wall.duration_since(at).unwrap_or_default();
+    now.mono.checked_sub(age).unwrap_or(now.mono)
+}

@@ -1,0 +1,304 @@
+//! The writer thread: appends records to the current segment with group commit, rotates segments by
+//! size and applies retention.
+//!
+//! Records arrive through a channel. `batch` takes the first one, waits up to the batch window for more,
+//! writes them all with one `write` and covers them with one `fdatasync`; then it reports the batch as
+//! durable. While it syncs, the next batch gathers in the channel.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use engine::{Record, TxnId};
+
+use crate::frame;
+use crate::scan::Scanned;
+use crate::segment::{self, Segment};
+
+/// When records are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sync {
+    /// One `fdatasync` per record.
+    Always,
+    /// One `fdatasync` per batch window.
+    #[default]
+    Batch,
+    /// Written to the OS, never synced: survives a crash of the process, not of the machine.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub sync: Sync,
+    pub batch_window: Duration,
+    /// A segment is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// Closed segments older than this (by their last record) are deleted...
+    pub retain_age: Option<Duration>,
+    /// ...and the oldest while all together exceed this, but never one recovery still needs.
+    pub retain_bytes: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sync: Sync::Batch,
+            batch_window: Duration::from_millis(1),
+            segment_bytes: 64 << 20,
+            retain_age: None,
+            retain_bytes: None,
+        }
+    }
+}
+
+/// A batch made durable.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch {
+    /// Every record up to this one is durable.
+    pub last_seq: u64,
+    pub records: usize,
+    pub bytes: usize,
+    /// How long the sync took (`None` when not synced).
+    pub sync: Option<Duration>,
+}
+
+/// The handle on the writer thread.
+#[derive(Debug)]
+pub struct Writer {
+    tx: Option<mpsc::Sender<Record>>,
+    thread: Option<JoinHandle<()>>,
+    next_seq: u64,
+    keep_from: Arc<AtomicU64>,
+}
+
+impl Writer {
+    /// Starts writing after what `scanned` found in `dir`. `on_batch` is called on the writer thread
+    /// after each batch is durable, or once with the error that stopped the writer.
+    pub fn start(
+        dir: &Path,
+        options: Options,
+        scanned: &Scanned,
+        on_batch: impl FnMut(Result<Batch, &std::io::Error>) + Send + 'static,
+    ) -> std::io::Result<Writer> {
+        std::fs::create_dir_all(dir)?;
+        let mut segments = scanned.segments.clone();
+        let next_seq = scanned.last_seq + 1;
+        let file = match segments.last() {
+            Some(last) => OpenOptions::new().append(true).open(&last.path)?,
+            None => {
+                let (file, seg) = create(dir, next_seq)?;
+                segments.push(seg);
+                file
+            }
+        };
+        let keep_from = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel();
+        let mut thread = Thread {
+            dir: dir.to_path_buf(),
+            options,
+            file,
+            segments,
+            next_seq,
+            last_crc: scanned.last_crc,
+            keep_from: keep_from.clone(),
+            buf: Vec::with_capacity(1 << 20),
+        };
+        let handle = std::thread::Builder::new()
+            .name("tranlog".into())
+            .spawn(move || thread.run(rx, on_batch))?;
+        Ok(Writer {
+            tx: Some(tx),
+            thread: Some(handle),
+            next_seq,
+            keep_from,
+        })
+    }
+
+    /// Queues a record; returns its sequence number.
+    pub fn append(&mut self, record: Record) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(tx) = &self.tx {
+            // A stopped writer has reported its error through `on_batch`; the record is never durable.
+            let _ = tx.send(record);
+        }
+        seq
+    }
+
+    /// Transactions from `txn` on may still be needed by recovery: retention keeps every segment with
+    /// one of them.
+    pub fn keep_from(&self, txn: TxnId) {
+        self.keep_from.store(txn.0, Ordering::Relaxed);
+    }
+
+    /// Writes and syncs what is queued, then stops the thread.
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.tx = None;
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("journal writer panicked");
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Thread {
+    dir: PathBuf,
+    options: Options,
+    file: File,
+    segments: Vec<Segment>,
+    next_seq: u64,
+    last_crc: u32,
+    keep_from: Arc<AtomicU64>,
+    buf: Vec<u8>,
+}
+
+impl Thread {
+    fn run(
+        &mut self,
+        rx: mpsc::Receiver<Record>,
+        mut on_batch: impl FnMut(Result<Batch, &std::io::Error>),
+    ) {
+        while let Ok(first) = rx.recv() {
+            let mut records = vec![first];
+            self.gather(&rx, &mut records);
+            match self.write(&records) {
+                Ok(batch) => on_batch(Ok(batch)),
+                Err(error) => {
+                    tracing::error!(%error, "journal write failed; nothing more is durable");
+                    on_batch(Err(&error));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The rest of a batch: what arrives within the window (`batch`), one record (`always`), or what is
+    /// already queued (`none`).
+    fn gather(&self, rx: &mpsc::Receiver<Record>, records: &mut Vec<Record>) {
+        match self.options.sync {
+            Sync::Always => {}
+            Sync::None => records.extend(rx.try_iter().take(65_536)),
+            Sync::Batch => {
+                let deadline = Instant::now() + self.options.batch_window;
+                while records.len() < 65_536 {
+                    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                        Ok(r) => records.push(r),
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, records: &[Record]) -> std::io::Result<Batch> {
+        self.buf.clear();
+        for record in records {
+            self.last_crc = frame::encode(record, self.next_seq, self.last_crc, &mut self.buf)
+                .map_err(std::io::Error::other)?;
+            self.next_seq += 1;
+        }
+        self.file.write_all(&self.buf)?;
+        let sync = match self.options.sync {
+            Sync::None => None,
+            Sync::Always | Sync::Batch => {
+                let start = Instant::now();
+                self.file.sync_data()?;
+                Some(start.elapsed())
+            }
+        };
+        let seg = self.segments.last_mut().expect("a current segment");
+        seg.bytes += self.buf.len() as u64;
+        if let Some(r) = records.last() {
+            seg.last_at = Some(r.at);
+        }
+        seg.max_txn = records.iter().fold(seg.max_txn, |m, r| m.max(r.txn.0));
+        let batch = Batch {
+            last_seq: self.next_seq - 1,
+            records: records.len(),
+            bytes: self.buf.len(),
+            sync,
+        };
+        if seg.bytes >= self.options.segment_bytes {
+            self.rotate()?;
+        }
+        Ok(batch)
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file.sync_all()?;
+        let (file, seg) = create(&self.dir, self.next_seq)?;
+        self.file = file;
+        self.segments.push(seg);
+        self.retain()
+    }
+
+    /// Deletes closed segments past the retention limits, oldest first, stopping at the first one that
+    /// holds a transaction recovery may still need.
+    fn retain(&mut self) -> std::io::Result<()> {
+        let (age, bytes) = (self.options.retain_age, self.options.retain_bytes);
+        if age.is_none() && bytes.is_none() {
+            return Ok(());
+        }
+        let keep_from = self.keep_from.load(Ordering::Relaxed);
+        let now = SystemTime::now();
+        let mut total: u64 = self.segments.iter().map(|s| s.bytes).sum();
+        let mut deleted = false;
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            let too_old = age.is_some_and(|age| {
+                oldest
+                    .last_at
+                    .is_some_and(|at| now.duration_since(at).unwrap_or_default() > age)
+            });
+            let too_big = bytes.is_some_and(|b| total > b);
+            if !(too_old || too_big) || oldest.max_txn >= keep_from {
+                break;
+            }
+            std::fs::remove_file(&oldest.path)?;
+            tracing::info!(segment = %oldest.path.display(), "journal segment deleted by retention");
+            total -= oldest.bytes;
+            self.segments.remove(0);
+            deleted = true;
+        }
+        if deleted {
+            segment::sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// A new segment starting at `first_seq`, its header and directory entry durable.
+fn create(dir: &Path, first_seq: u64) -> std::io::Result<(File, Segment)> {
+    let path = segment::path(dir, first_seq);
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)?;
+    file.write_all(&frame::segment_header(first_seq))?;
+    file.sync_all()?;
+    segment::sync_dir(dir)?;
+    let seg = Segment {
+        path,
+        first_seq,
+        bytes: frame::SEGMENT_HEADER as u64,
+        max_txn: 0,
+        last_at: None,
+    };
+    Ok((file, seg))
+}
