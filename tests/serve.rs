@@ -7,49 +7,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::issuer::Issuer;
+use support::process::{Log, addr_in, spawn};
 use support::terminal::{Terminal, text};
 use support::{http_get, within};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStderr, Command};
 use wire::{FrameCodec, LengthHeader};
-
-/// The process's log on stderr, every line kept for the checks at the end.
-struct Log {
-    lines: Lines<BufReader<ChildStderr>>,
-    seen: Vec<String>,
-}
-
-impl Log {
-    fn of(child: &mut Child) -> Log {
-        let stderr = child.stderr.take().unwrap();
-        Log {
-            lines: BufReader::new(stderr).lines(),
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads lines until one contains `needle`; returns it.
-    async fn until(&mut self, needle: &str) -> String {
-        within(needle, async {
-            while let Some(line) = self.lines.next_line().await.unwrap() {
-                self.seen.push(line.clone());
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-            panic!("log ended before {needle:?}");
-        })
-        .await
-    }
-
-    /// Every line, to the end of the output.
-    async fn all(mut self) -> Vec<String> {
-        while let Some(line) = self.lines.next_line().await.unwrap() {
-            self.seen.push(line);
-        }
-        self.seen
-    }
-}
 
 /// `promtool check metrics` on an exposition; `None` when promtool is not installed (and not required).
 fn promtool_check(exposition: &str) -> Option<std::process::Output> {
@@ -77,17 +38,6 @@ fn promtool_check(exposition: &str) -> Option<std::process::Output> {
     Some(child.wait_with_output().unwrap())
 }
 
-fn spawn(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_acquiro"))
-        .args(args)
-        .stderr(Stdio::piped())
-        // Everything the switch can log, for the check that no card data reaches it.
-        .env("RUST_LOG", "debug")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
     let spec = dialects::builtin("iso87ascii").unwrap();
@@ -105,12 +55,6 @@ async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
         "5s",
     ]);
     let mut log = Log::of(&mut child);
-    let addr_in = |line: String| -> std::net::SocketAddr {
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("addr="));
-        addr.expect("the address is logged").parse().unwrap()
-    };
     let addr = addr_in(log.until("listening for terminals").await);
     let admin = addr_in(log.until("admin endpoint").await);
     log.until("link signed on").await;

@@ -58,6 +58,7 @@ impl Issuer {
                     *n += 1;
                     *n
                 };
+                let _ = stream.set_nodelay(true);
                 tokio::spawn(me.clone().serve(conn, stream, spec.clone(), late));
             }
         });

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod issuer;
+pub mod process;
 pub mod terminal;
 
 use std::time::Duration;

@@ -1,0 +1,74 @@
+//! The real `acquiro` binary as a child process, and its log.
+
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, Command};
+
+use super::within;
+
+/// The process's log on stderr, every line kept for the checks at the end.
+pub struct Log {
+    lines: Lines<BufReader<ChildStderr>>,
+    seen: Vec<String>,
+}
+
+impl Log {
+    pub fn of(child: &mut Child) -> Log {
+        let stderr = child.stderr.take().unwrap();
+        Log {
+            lines: BufReader::new(stderr).lines(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads lines until one contains `needle`; returns it.
+    pub async fn until(&mut self, needle: &str) -> String {
+        within(needle, async {
+            while let Some(line) = self.lines.next_line().await.unwrap() {
+                self.seen.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            panic!("log ended before {needle:?}");
+        })
+        .await
+    }
+
+    /// A line read so far that contains `needle`.
+    pub fn seen(&self, needle: &str) -> Option<&str> {
+        self.seen
+            .iter()
+            .find(|l| l.contains(needle))
+            .map(String::as_str)
+    }
+
+    /// Every line, to the end of the output.
+    pub async fn all(mut self) -> Vec<String> {
+        while let Some(line) = self.lines.next_line().await.unwrap() {
+            self.seen.push(line);
+        }
+        self.seen
+    }
+}
+
+/// `acquiro <args>` with its log on a pipe, killed if the test ends first.
+pub fn spawn(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_acquiro"))
+        .args(args)
+        .stderr(Stdio::piped())
+        // Everything the switch can log, for the check that no card data reaches it.
+        .env("RUST_LOG", "debug")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// The address a log line names (`addr=…`).
+pub fn addr_in(line: String) -> std::net::SocketAddr {
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="));
+    addr.expect("the address is logged").parse().unwrap()
+}
