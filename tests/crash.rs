@@ -170,4 +170,75 @@ async fn kill_9_with_requests_in_flight_then_restart_reverses_them_and_replays_r
     let (_, metrics) = http_get(admin, "/metrics").await;
     assert!(metrics.contains("acquiro_in_doubt_total 3"), "{metrics}");
     child.start_kill().unwrap();
+    within("the switch killed", child.wait()).await.unwrap();
+
+    // The evidence: the timeline of one in-doubt purchase across the crash, with no card number.
+    let dir = journal.path().to_str().unwrap();
+    let show = tranlog(&[
+        "show",
+        "--journal-dir",
+        dir,
+        "--terminal",
+        "TERM0003",
+        "--stan",
+        "3",
+    ]);
+    assert!(show.status.success());
+    let timeline = String::from_utf8(show.stdout).unwrap();
+    let steps: Vec<&str> = timeline
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('"').nth(1))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "Received",
+            "Forwarded",
+            "InDoubt",
+            "ReversalQueued",
+            "ReversalSent",
+            "ReversalAcknowledged",
+            "Replayed"
+        ],
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains(r#""bin":"476173","last4":"0010""#),
+        "{timeline}"
+    );
+    let by_rrn = tranlog(&["show", "--journal-dir", dir, "--rrn", "000000000003"]);
+    assert_eq!(String::from_utf8(by_rrn.stdout).unwrap(), timeline);
+
+    let verify = tranlog(&["verify", "--journal-dir", dir]);
+    let said = String::from_utf8(verify.stdout).unwrap();
+    assert!(verify.status.success(), "{said}");
+    assert!(
+        said.contains("every checksum and the chain of records are intact"),
+        "{said}"
+    );
+    let export = tranlog(&["export", "--journal-dir", dir, "--format", "jsonl"]);
+    let lines = String::from_utf8(export.stdout).unwrap();
+    let records = said
+        .split(" record(s)")
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap();
+    assert_eq!(lines.lines().count().to_string(), records);
+    for text in [&timeline, &lines] {
+        assert!(
+            !text.contains(support::terminal::PAN),
+            "no card number in the journal"
+        );
+    }
+}
+
+fn tranlog(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_acquiro"))
+        .arg("tranlog")
+        .args(args)
+        .output()
+        .unwrap()
 }

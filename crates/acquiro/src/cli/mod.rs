@@ -5,6 +5,7 @@ mod demo;
 mod json;
 mod serve;
 mod sim;
+mod tranlog;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,9 @@ enum Command {
     /// Simulators: an issuer host, POS terminals, and the reconciliation of the two.
     #[command(subcommand)]
     Sim(sim::SimCommand),
+    /// The transaction journal: dispute evidence, export, verification.
+    #[command(subcommand)]
+    Tranlog(tranlog::TranlogCommand),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -91,6 +95,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Encode(args) => codec::encode(args),
         Command::Serve(args) => serve::serve(args),
         Command::Sim(command) => sim::run(command),
+        Command::Tranlog(command) => tranlog::run(command),
         Command::Config(ConfigCommand::Check(args)) => serve::check(args),
     }
 }
