@@ -1,0 +1,180 @@
+//! The journal alone: records/s appended and made durable in each sync mode, and the time to read a
+//! million records back and rebuild the engine from them (what a restart does).
+//!
+//! `cargo bench -p tranlog --bench journal` (ACQUIRO_BENCH_RECORDS changes the million). Records are
+//! those of real purchases (received, forwarded, answered, told), in a temporary directory on the
+//! same disk as the target directory.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use engine::{Card, Config, Engine, Original, Received, Record, Recovery, Step, TxnId};
+use iso8583::{Mti, Pan, ResponseCode};
+use tranlog::{Mode, OnCorrupt, Options, Sync, Writer};
+
+/// The four records of purchase `n`.
+fn purchase(n: u64, at: SystemTime) -> [Record; 4] {
+    let pan = Pan::new(b"4761739001010010").unwrap();
+    let txn = TxnId(n);
+    let rrn = format!("{n:012}");
+    let step = |step| Record { txn, at, step };
+    [
+        step(Step::Received(Received {
+            mti: Mti::FINANCIAL,
+            card: Some(Card::new(&pan, &[7; 16])),
+            amount: Some(2500),
+            currency: Some(978),
+            terminal: format!("T{:07}", n % 1000),
+            merchant: "MERCHANT0000001".into(),
+            stan: (n % 999_999) as u32,
+            date: 1121,
+            fingerprint: n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        })),
+        step(Step::Forwarded {
+            issuer: "visa".into(),
+            link: engine::LinkId(0),
+            upstream_stan: (n % 999_999) as u32,
+            rrn: rrn.clone(),
+            original: Original {
+                mti: Mti::FINANCIAL,
+                fields: [
+                    (3, "000000"),
+                    (4, "000000002500"),
+                    (7, "1121093005"),
+                    (12, "093005"),
+                    (13, "1121"),
+                    (22, "051"),
+                    (25, "00"),
+                    (32, "12345"),
+                    (41, "T0000001"),
+                    (42, "MERCHANT0000001"),
+                    (49, "978"),
+                ]
+                .into_iter()
+                .map(|(n, v)| (n, v.to_string()))
+                .chain([(37, rrn)])
+                .collect(),
+            },
+        }),
+        step(Step::Answered {
+            rc: ResponseCode::APPROVED,
+            auth_code: Some("A1B2C3".into()),
+        }),
+        step(Step::Told {
+            rc: ResponseCode::APPROVED,
+        }),
+    ]
+}
+
+/// Appends `records` records and waits until all are durable: records/s and syncs done.
+fn append(sync: Sync, records: u64) -> (f64, u64) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let options = Options {
+        sync,
+        ..Options::default()
+    };
+    let (tx, rx) = mpsc::channel();
+    let scanned = tranlog::scan(dir.path(), recover_mode(), |_, _| {}).unwrap();
+    let mut writer = Writer::start(dir.path(), options, &scanned, move |b| {
+        let _ = tx.send(b.map(|b| (b.last_seq, b.sync.is_some())).ok());
+    })
+    .unwrap();
+    let at = SystemTime::now();
+    let start = Instant::now();
+    let mut last = 0;
+    for n in 0..records.div_ceil(4) {
+        for r in purchase(n + 1, at) {
+            last = writer.append(r);
+        }
+    }
+    let mut syncs = 0;
+    while let Ok(Some((seq, synced))) = rx.recv() {
+        syncs += u64::from(synced);
+        if seq >= last {
+            break;
+        }
+    }
+    let took = start.elapsed();
+    writer.close();
+    (last as f64 / took.as_secs_f64(), syncs)
+}
+
+fn recover_mode() -> Mode {
+    Mode {
+        repair: true,
+        on_corrupt: OnCorrupt::Stop,
+    }
+}
+
+fn config() -> Config {
+    Config {
+        issuers: vec![engine::Issuer {
+            name: "visa".into(),
+            spec: dialects::builtin("iso87ascii").unwrap(),
+            links: 1,
+            response_timeout: Duration::from_secs(5),
+        }],
+        routes: Vec::new(),
+        default_route: Some(0),
+        idempotency: engine::Idempotency::default(),
+        reversal: engine::Reversal::default(),
+        acquirer_id: "12345".into(),
+        echo_interval: Duration::from_secs(60),
+        card_key: [7; 16],
+    }
+}
+
+fn main() {
+    let records: u64 = std::env::var("ACQUIRO_BENCH_RECORDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    println!("journal: records/s until every record is durable (one purchase = 4 records)");
+    let (none, _) = append(Sync::None, records);
+    println!("  none    {none:>10.0} records/s");
+    let (batch, syncs) = append(Sync::Batch, records);
+    println!("  batch   {batch:>10.0} records/s  ({syncs} fdatasyncs for {records} records)");
+    let few = records.min(4000);
+    let (always, _) = append(Sync::Always, few);
+    println!("  always  {always:>10.0} records/s  ({few} records, one fdatasync each)");
+    println!(
+        "  batch/none {:.2}, always/batch {:.4}",
+        batch / none,
+        always / batch
+    );
+
+    // A restart: read the journal back and rebuild the engine from it.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let scanned = tranlog::scan(dir.path(), recover_mode(), |_, _| {}).unwrap();
+    let mut writer = Writer::start(
+        dir.path(),
+        Options {
+            sync: Sync::None,
+            ..Options::default()
+        },
+        &scanned,
+        |_| {},
+    )
+    .unwrap();
+    let at = SystemTime::now();
+    for n in 0..records.div_ceil(4) {
+        purchase(n + 1, at).into_iter().for_each(|r| {
+            writer.append(r);
+        });
+    }
+    writer.close();
+    let start = Instant::now();
+    let mut recovery = Recovery::default();
+    let scanned = tranlog::scan(dir.path(), recover_mode(), |_, r| recovery.add(r)).unwrap();
+    let read = start.elapsed();
+    let mut engine = Engine::new(config());
+    let found = engine.recover(engine::Now::system(), recovery, &mut Vec::new());
+    let total = start.elapsed();
+    println!(
+        "recovery: {} records in {} segments read in {read:.2?}, engine rebuilt in {:.2?} ({} idempotency entries); {total:.2?} in all",
+        scanned.records,
+        scanned.segments.len(),
+        total - read,
+        found.idempotency_entries
+    );
+}
