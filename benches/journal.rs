@@ -34,7 +34,6 @@ fn purchase(n: u64, at: SystemTime) -> [Record; 4] {
             issuer: "visa".into(),
             link: engine::LinkId(0),
             upstream_stan: (n % 999_999) as u32,
-            rrn: rrn.clone(),
             original: Original {
                 mti: Mti::FINANCIAL,
                 fields: [

@@ -90,9 +90,8 @@ pub enum Step {
         issuer: String,
         link: LinkId,
         upstream_stan: u32,
-        rrn: String,
-        /// The request as the issuer gets it, without the card number: what a reversal repeats after a
-        /// restart (see [`Original`]).
+        /// The request as the issuer gets it, without the card number: its RRN, and what a reversal
+        /// repeats after a restart (see [`Original`]).
         original: Original,
     },
     /// The issuer answered in time.
@@ -142,6 +141,21 @@ pub struct Original {
     #[serde(with = "code")]
     pub mti: Mti,
     pub fields: Vec<(u8, String)>,
+}
+
+impl Original {
+    /// Field `n`, if the request had it.
+    pub fn field(&self, n: u8) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(number, _)| *number == n)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The retrieval reference number (DE37): the switch sets one on every forwarded request.
+    pub fn rrn(&self) -> Option<&str> {
+        self.field(37)
+    }
 }
 
 /// Wall-clock times as microseconds since the epoch.

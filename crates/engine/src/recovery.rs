@@ -35,8 +35,8 @@ pub struct Recovered {
 #[derive(Debug, Default)]
 struct Trail {
     received: Option<(SystemTime, Received)>,
-    /// Issuer, RRN and the request as recorded.
-    forwarded: Option<(String, String, Original)>,
+    /// Issuer and the request as recorded.
+    forwarded: Option<(String, Original)>,
     answered: Option<(ResponseCode, Option<String>)>,
     told: Option<ResponseCode>,
     /// When the reversal was queued, and attempts sent.
@@ -49,11 +49,8 @@ impl Trail {
         match step {
             Step::Received(r) => self.received = Some((at, r)),
             Step::Forwarded {
-                issuer,
-                rrn,
-                original,
-                ..
-            } => self.forwarded = Some((issuer, rrn, original)),
+                issuer, original, ..
+            } => self.forwarded = Some((issuer, original)),
             Step::Answered { rc, auth_code } => self.answered = Some((rc, auth_code)),
             Step::Told { rc } => self.told = Some(rc),
             Step::ReversalQueued => self.reversal = Some((at, 0)),
@@ -135,11 +132,11 @@ impl Engine {
         &mut self,
         now: Now,
         txn: TxnId,
-        mut trail: Trail,
+        trail: Trail,
         found: &mut Recovered,
         out: &mut Vec<Action>,
     ) {
-        let issuer = trail.forwarded.as_ref().and_then(|(name, _, _)| {
+        let issuer = trail.forwarded.as_ref().and_then(|(name, _)| {
             let index = self.config.issuers.iter().position(|i| &i.name == name);
             if index.is_none() {
                 tracing::error!(
@@ -157,7 +154,7 @@ impl Engine {
             Self::journal(now, txn, Step::InDoubt, out);
         }
         let pending = in_doubt || (reversed && !trail.reversal_done);
-        if let (true, Some(issuer), Some((_, _, original))) = (pending, issuer, &trail.forwarded) {
+        if let (true, Some(issuer), Some((_, original))) = (pending, issuer, &trail.forwarded) {
             let source = Source::Recorded(Box::new(original.clone()));
             match self.original(source, issuer) {
                 Ok(msg) if in_doubt => self.queue_reversal(now, txn, msg, issuer, out),
@@ -174,66 +171,64 @@ impl Engine {
             }
             found.reversals += u64::from(!in_doubt);
         }
-        if self.restore_entry(now, txn, &mut trail, issuer) {
+        if self.restore_entry(now, txn, trail, issuer) {
             found.idempotency_entries += 1;
         }
     }
 
     /// Puts a request's idempotency entry back if it is still inside the window and has an answer to
     /// replay. A request that never left has none: a retransmit of it is a first attempt.
-    fn restore_entry(
-        &mut self,
-        now: Now,
-        txn: TxnId,
-        trail: &mut Trail,
-        issuer: Option<usize>,
-    ) -> bool {
-        let Some((at, received)) = &trail.received else {
+    fn restore_entry(&mut self, now: Now, txn: TxnId, trail: Trail, issuer: Option<usize>) -> bool {
+        let Some((at, received)) = trail.received else {
             return false;
         };
-        let since = mono(now, *at);
-        if now.mono.saturating_duration_since(since) >= self.config.idempotency.window {
-            return false;
-        }
-        let Some(key) = Key::recorded(received) else {
+        let since = mono(now, at);
+        let expired = now.mono.saturating_duration_since(since) >= self.config.idempotency.window;
+        let (Some(key), false) = (Key::recorded(&received), expired) else {
             return false;
         };
-        let terminal_reversal = received.mti.class() == 4;
-        let rrn = trail.forwarded.as_ref().map(|(_, rrn, _)| rrn.clone());
-        let (rc, approved) = match (&trail.forwarded, trail.told) {
+        let rrn = trail
+            .forwarded
+            .as_ref()
+            .and_then(|(_, o)| o.rrn())
+            .map(str::to_owned);
+        let (rc, approved) = if received.mti.class() == 4 {
             // A terminal's reversal is answered locally once acted on.
-            _ if terminal_reversal => match trail.told {
+            let Some(rc) = trail.told else {
+                return false;
+            };
+            (rc, None)
+        } else {
+            let Some((_, original)) = trail.forwarded else {
+                return false;
+            };
+            match trail.told {
+                // Approved and not reversed: a terminal's own reversal may still need the original.
+                Some(rc) if rc.is_approval() => {
+                    let stands = trail.reversal.is_none();
+                    let source = stands.then(|| Source::Recorded(Box::new(original)));
+                    (rc, source.zip(issuer))
+                }
                 Some(rc) => (rc, None),
-                None => return false,
-            },
-            (None, _) => return false,
-            (Some(_), Some(rc)) if rc.is_approval() => {
-                let stands = trail.reversal.is_none();
-                let source = trail
-                    .forwarded
-                    .take()
-                    .map(|(_, _, o)| Source::Recorded(Box::new(o)));
-                (rc, source.filter(|_| stands).zip(issuer))
+                // Forwarded, never told: it is being reversed; a retransmit learns it failed.
+                None => (ResponseCode::ISSUER_UNAVAILABLE, None),
             }
-            (Some(_), Some(rc)) => (rc, None),
-            // Forwarded, never told: it is being reversed; a retransmit learns it failed.
-            (Some(_), None) => (ResponseCode::ISSUER_UNAVAILABLE, None),
         };
-        let approval = rc.is_approval();
-        let auth_code = trail.answered.as_mut().and_then(|(_, a)| a.take());
-        let answer = Answer::Recorded {
-            rc,
-            auth_code: auth_code.filter(|_| approval),
-            rrn,
-        };
+        let auth_code = trail
+            .answered
+            .and_then(|(_, a)| a)
+            .filter(|_| rc.is_approval());
         let done = Done {
             txn,
-            answer,
+            answer: Answer::Recorded { rc, auth_code, rrn },
             approved,
         };
-        let fingerprint = received.fingerprint;
-        self.idempotency
-            .restore(key, fingerprint, State::Done(Box::new(done)), since);
+        self.idempotency.restore(
+            key,
+            received.fingerprint,
+            State::Done(Box::new(done)),
+            since,
+        );
         true
     }
 }

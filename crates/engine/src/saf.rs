@@ -239,8 +239,9 @@ pub(crate) fn recorded(forwarded: &Message) -> Original {
         .chain(&[11, 33])
         .filter(|&&n| n != 2)
         .filter_map(|&n| {
-            let f = forwarded.get(n)?;
-            Some((n, String::from_utf8_lossy(&f.to_vec()).into_owned()))
+            let value = String::from_utf8(forwarded.get(n)?.to_vec())
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            Some((n, value))
         })
         .collect();
     Original {

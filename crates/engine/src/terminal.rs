@@ -180,7 +180,6 @@ impl Engine {
                 issuer: issuer_cfg.name.clone(),
                 link,
                 upstream_stan: stan,
-                rrn: forwarded.rrn().map(|f| f.to_string()).unwrap_or_default(),
                 original: crate::saf::recorded(&forwarded),
             },
             out,

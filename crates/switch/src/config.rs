@@ -152,7 +152,7 @@ pub struct JournalSettings {
     pub dir: Option<PathBuf>,
     pub options: tranlog::Options,
     pub on_corrupt: tranlog::OnCorrupt,
-    /// As configured; see [`crate::DiskJournal::open`] for where it comes from otherwise.
+    /// As configured; see [`crate::open_journal`] for where it comes from otherwise.
     pub card_key: Option<[u8; 16]>,
 }
 

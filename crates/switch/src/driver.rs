@@ -64,7 +64,8 @@ pub(crate) struct Shell {
 impl Driver {
     pub(crate) async fn run(mut self) {
         let mut reports = self.journal.reports();
-        if reports.is_none() {
+        let durable_journal = reports.is_some();
+        if !durable_journal {
             self.shell.durable = u64::MAX;
         }
         let mut out = std::mem::take(&mut self.recovered);
@@ -96,7 +97,7 @@ impl Driver {
                     }
                     continue;
                 }
-                _ = keep.tick() => {
+                _ = keep.tick(), if durable_journal => {
                     self.journal.keep_from(self.engine.oldest_needed());
                     continue;
                 }

@@ -96,25 +96,25 @@ impl Journal for MemoryJournal {
 
 /// The journal on disk ([`tranlog`]).
 #[derive(Debug)]
-pub struct DiskJournal {
+struct DiskJournal {
     writer: tranlog::Writer,
     reports: Option<mpsc::UnboundedReceiver<Report>>,
 }
 
 /// What opening the journal found.
 #[derive(Debug)]
-pub struct Opened {
-    pub journal: DiskJournal,
+struct Opened {
+    journal: DiskJournal,
     /// The records read back, for [`engine::Engine::recover`].
-    pub recovery: Recovery,
-    pub scanned: tranlog::Scanned,
+    recovery: Recovery,
+    scanned: tranlog::Scanned,
     /// The card key: configured, or kept in the journal directory.
-    pub card_key: [u8; 16],
+    card_key: [u8; 16],
 }
 
 impl DiskJournal {
     /// Reads the journal in `settings.dir` back (cutting off a torn tail) and starts writing after it.
-    pub fn open(settings: &JournalSettings, dir: &Path) -> Result<Opened, tranlog::Error> {
+    fn open(settings: &JournalSettings, dir: &Path) -> Result<Opened, tranlog::Error> {
         std::fs::create_dir_all(dir)?;
         let card_key = match settings.card_key {
             Some(key) => key,

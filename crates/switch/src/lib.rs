@@ -27,7 +27,7 @@ pub use config::{
     CARD_KEY_ENV, ConfigError, DEFAULT_DIALECT, DEFAULT_HEADER, File, IdempotencyFile, IssuerFile,
     JournalFile, JournalSettings, Link, Listener, ListenerFile, ReversalsFile, RouteFile, Settings,
 };
-pub use journal::{DiskJournal, Journal, MemoryJournal, Opened, Report, open_journal};
+pub use journal::{Journal, MemoryJournal, Report, open_journal};
 pub use metrics::Metrics;
 pub use status::{LinkStatus, Status};
 

@@ -115,7 +115,9 @@ fn read(
 
 fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let wanted = |record: &Record| match &record.step {
-        Step::Forwarded { rrn, .. } => args.rrn.as_ref().is_some_and(|r| r == rrn),
+        Step::Forwarded { original, .. } => {
+            args.rrn.is_some() && args.rrn.as_deref() == original.rrn()
+        }
         Step::Received(r) => {
             let by_terminal = args.terminal.as_ref().is_some_and(|t| {
                 *t == r.terminal
