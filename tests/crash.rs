@@ -214,7 +214,7 @@ async fn kill_9_with_requests_in_flight_then_restart_reverses_them_and_replays_r
     let said = String::from_utf8(verify.stdout).unwrap();
     assert!(verify.status.success(), "{said}");
     assert!(
-        said.contains("every checksum and the chain of records are intact"),
+        said.contains("every checksum, the chain of records and every index are intact"),
         "{said}"
     );
     let export = tranlog(&["export", "--journal-dir", dir, "--format", "jsonl"]);

@@ -171,7 +171,7 @@ fn corrupt(found: &mut Scanned, mode: Mode, at: Position, what: String) -> Resul
 
 /// The offset of the next valid record after a bad one, if any: one whose sequence number follows
 /// `last_seq` (checked before the checksum, so that a scan through garbage stays cheap).
-fn resync(bytes: &[u8], from: usize, last_seq: u64) -> Option<usize> {
+pub(crate) fn resync(bytes: &[u8], from: usize, last_seq: u64) -> Option<usize> {
     (from..bytes.len().saturating_sub(FRAME_HEADER)).find(|&p| {
         let seq = u64::from_le_bytes(bytes[p + 12..p + 20].try_into().unwrap_or_default());
         seq > last_seq && seq - last_seq < 1 << 20 && frame::decode(&bytes[p..]).is_ok()

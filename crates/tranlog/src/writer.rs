@@ -3,7 +3,8 @@
 //!
 //! Records arrive through a channel. `batch` takes the first one, waits up to the batch window for more,
 //! writes them all with one `write` and covers them with one `fdatasync`; then it reports the batch as
-//! durable. While it syncs, the next batch gathers in the channel.
+//! durable. While it syncs, the next batch gathers in the channel. A closed segment is indexed for
+//! queries on a second thread, so the writer never waits for it.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -16,9 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use engine::{Record, TxnId};
 
-use crate::frame;
 use crate::scan::Scanned;
 use crate::segment::{self, Segment};
+use crate::{frame, index};
 
 /// When records are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,7 +50,7 @@ impl Default for Options {
         Options {
             sync: Sync::Batch,
             batch_window: Duration::from_millis(1),
-            segment_bytes: 64 << 20,
+            segment_bytes: 16 << 20,
             retain_age: None,
             retain_bytes: None,
         }
@@ -72,6 +73,7 @@ pub struct Batch {
 pub struct Writer {
     tx: Option<mpsc::Sender<Record>>,
     thread: Option<JoinHandle<()>>,
+    indexer: Option<JoinHandle<()>>,
     next_seq: u64,
     keep_from: Arc<AtomicU64>,
 }
@@ -98,6 +100,14 @@ impl Writer {
         };
         let keep_from = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel();
+        let (index_tx, index_rx) = mpsc::channel();
+        // Closed segments from before (a crash can come between a rotation and its index).
+        for closed in &segments[..segments.len() - 1] {
+            let _ = index_tx.send(closed.path.clone());
+        }
+        let indexer = std::thread::Builder::new()
+            .name("tranlog-index".into())
+            .spawn(move || index_closed(index_rx))?;
         let mut thread = Thread {
             dir: dir.to_path_buf(),
             options,
@@ -107,6 +117,7 @@ impl Writer {
             last_crc: scanned.last_crc,
             keep_from: keep_from.clone(),
             buf: Vec::with_capacity(1 << 20),
+            indexer: index_tx,
         };
         let handle = std::thread::Builder::new()
             .name("tranlog".into())
@@ -114,6 +125,7 @@ impl Writer {
         Ok(Writer {
             tx: Some(tx),
             thread: Some(handle),
+            indexer: Some(indexer),
             next_seq,
             keep_from,
         })
@@ -136,17 +148,22 @@ impl Writer {
         self.keep_from.store(txn.0, Ordering::Relaxed);
     }
 
-    /// Writes and syncs what is queued, then stops the thread.
+    /// Writes and syncs what is queued, then stops the thread (after it has indexed the segments it
+    /// closed).
     pub fn close(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
         self.tx = None;
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
+        // The writer thread holds the indexer's channel: the indexer ends after it.
+        for thread in [self.thread.take(), self.indexer.take()]
+            .into_iter()
+            .flatten()
         {
-            tracing::error!("journal writer panicked");
+            if thread.join().is_err() {
+                tracing::error!("journal writer panicked");
+            }
         }
     }
 }
@@ -166,6 +183,8 @@ struct Thread {
     last_crc: u32,
     keep_from: Arc<AtomicU64>,
     buf: Vec<u8>,
+    /// Closed segments to index.
+    indexer: mpsc::Sender<PathBuf>,
 }
 
 impl Thread {
@@ -242,6 +261,9 @@ impl Thread {
 
     fn rotate(&mut self) -> std::io::Result<()> {
         self.file.sync_all()?;
+        if let Some(closed) = self.segments.last() {
+            let _ = self.indexer.send(closed.path.clone());
+        }
         let (file, seg) = create(&self.dir, self.next_seq)?;
         self.file = file;
         self.segments.push(seg);
@@ -271,6 +293,11 @@ impl Thread {
                 break;
             }
             std::fs::remove_file(&oldest.path)?;
+            if let Err(e) = std::fs::remove_file(index::path(&oldest.path))
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(e);
+            }
             tracing::info!(segment = %oldest.path.display(), "journal segment deleted by retention");
             total -= oldest.bytes;
             self.segments.remove(0);
@@ -280,6 +307,20 @@ impl Thread {
             segment::sync_dir(&self.dir)?;
         }
         Ok(())
+    }
+}
+
+/// Indexes each closed segment it is sent that has no current index. A failure costs only speed: a
+/// query builds the index itself.
+fn index_closed(segments: mpsc::Receiver<PathBuf>) {
+    for segment in segments {
+        let len = match std::fs::metadata(&segment) {
+            Ok(meta) => meta.len(),
+            Err(_) => continue, // deleted by retention
+        };
+        if let Err(error) = index::Index::load(&segment, len) {
+            tracing::warn!(segment = %segment.display(), %error, "journal segment not indexed");
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 //! `acquiro tranlog`: the journal as evidence. `show` gives the timeline of matching transactions,
-//! `export` every record for a bank's own tools, `verify` checks every checksum and the chain.
+//! `export` every record for a bank's own tools, `verify` checks every checksum, the chain and the
+//! indexes.
 //!
-//! Each command reads the journal without changing it; a torn tail (from a crash) is reported, and cut
-//! off only when the switch starts.
+//! No command changes a record: a torn tail (from a crash) is reported, and cut off only when the switch
+//! starts. `show` finds transactions through the per-segment indexes, and writes the index of a closed
+//! segment that has none (when it may).
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -24,7 +26,7 @@ pub(crate) enum TranlogCommand {
     Show(ShowArgs),
     /// Every record (in a time range) as JSON lines or CSV.
     Export(ExportArgs),
-    /// Check every record's checksum, the sequence and the chain; exit 1 on any problem.
+    /// Check every record's checksum, the sequence, the chain and the indexes; exit 1 on any problem.
     Verify(DirArgs),
 }
 
@@ -33,6 +35,14 @@ pub(crate) struct DirArgs {
     /// The journal directory (journal.dir of the switch).
     #[arg(long)]
     journal_dir: PathBuf,
+}
+
+impl DirArgs {
+    fn path(&self) -> anyhow::Result<&Path> {
+        let dir = &self.journal_dir;
+        anyhow::ensure!(dir.is_dir(), "{}: no such journal directory", dir.display());
+        Ok(dir)
+    }
 }
 
 /// A time range, RFC 3339 (`2026-11-21T09:00:00Z`).
@@ -101,16 +111,11 @@ fn read(
     dir: &DirArgs,
     each: impl FnMut(&tranlog::Position, Record),
 ) -> anyhow::Result<tranlog::Scanned> {
-    anyhow::ensure!(
-        dir.journal_dir.is_dir(),
-        "{}: no such journal directory",
-        dir.journal_dir.display()
-    );
     let mode = Mode {
         repair: false,
         on_corrupt: OnCorrupt::Skip,
     };
-    tranlog::scan(&dir.journal_dir, mode, each).context("reading the journal")
+    tranlog::scan(dir.path()?, mode, each).context("reading the journal")
 }
 
 fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
@@ -135,23 +140,35 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         args.rrn.is_some() || args.terminal.is_some() || args.pan_last4.is_some(),
         "give --rrn, --terminal with --stan, or --pan-last4"
     );
-    // Two passes: which transactions match, then every record of theirs (a reversal can come hours later).
-    let mut txns: HashSet<TxnId> = HashSet::new();
-    read(&args.dir, |_, record| {
-        if wanted(&record) {
-            txns.insert(record.txn);
-        }
-    })?;
-    let mut timeline: Vec<Record> = Vec::new();
-    read(&args.dir, |_, record| {
-        if txns.contains(&record.txn) {
-            timeline.push(record);
-        }
-    })?;
-    timeline.sort_by_key(|r| r.txn);
+    let mut keys = Vec::new();
+    keys.extend(args.rrn.clone().map(tranlog::Key::Rrn));
+    if let (Some(terminal), Some(stan)) = (&args.terminal, args.stan) {
+        keys.push(tranlog::Key::Terminal {
+            terminal: terminal.clone(),
+            stan,
+        });
+    }
+    keys.extend(args.pan_last4.clone().map(tranlog::Key::Last4));
+    let query = tranlog::Query {
+        keys,
+        from: args.range.from,
+        to: args.range.to,
+    };
+    // The index gives candidates (a key hash can collide; --date and the time range are not in it):
+    // a transaction is shown when one of its own records matches.
+    let candidates = tranlog::lookup(args.dir.path()?, &query).context("reading the journal")?;
+    let matched: HashSet<TxnId> = candidates
+        .iter()
+        .filter(|r| wanted(r))
+        .map(|r| r.txn)
+        .collect();
+    let timeline: Vec<&Record> = candidates
+        .iter()
+        .filter(|r| matched.contains(&r.txn))
+        .collect();
     let mut out = std::io::stdout().lock();
     let mut current = None;
-    for record in &timeline {
+    for record in timeline {
         if current != Some(record.txn) {
             current = Some(record.txn);
             writeln!(out, "transaction {}", record.txn.0)?;
@@ -163,7 +180,7 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_string(&record.step)?
         )?;
     }
-    if txns.is_empty() {
+    if matched.is_empty() {
         eprintln!("no matching transaction");
         return Ok(ExitCode::from(1));
     }
@@ -229,14 +246,16 @@ fn verify(args: DirArgs) -> anyhow::Result<ExitCode> {
             "torn record at the end ({at}): a crash during a write; cut off at the next start"
         );
     }
-    for p in &scanned.problems {
+    let indexes = tranlog::verify_indexes(args.path()?).context("checking the indexes")?;
+    let problems: Vec<_> = scanned.problems.iter().chain(&indexes).collect();
+    for p in &problems {
         println!("PROBLEM {}: {}", p.at, p.what);
     }
-    if scanned.problems.is_empty() {
-        println!("every checksum and the chain of records are intact");
+    if problems.is_empty() {
+        println!("every checksum, the chain of records and every index are intact");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("{} problem(s)", scanned.problems.len());
+        println!("{} problem(s)", problems.len());
         Ok(ExitCode::from(1))
     }
 }
