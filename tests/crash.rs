@@ -14,10 +14,12 @@ use support::terminal::{Terminal, text};
 use support::{http_get, within};
 use wire::{FrameCodec, LengthHeader};
 
-/// Starts the switch on `journal`; returns it with its terminal and admin addresses.
+/// Starts the switch on `journal`, logging in `log_format`; returns it with its terminal and admin
+/// addresses.
 async fn serve(
     journal: &std::path::Path,
     issuer: &Issuer,
+    log_format: &str,
 ) -> (
     tokio::process::Child,
     Log,
@@ -37,6 +39,8 @@ async fn serve(
         "1h",
         "--journal-dir",
         journal.to_str().unwrap(),
+        "--log-format",
+        log_format,
     ]);
     let mut log = Log::of(&mut child);
     let addr = addr_in(log.until("listening for terminals").await);
@@ -85,7 +89,7 @@ async fn kill_9_with_requests_in_flight_then_restart_reverses_them_and_replays_r
     let issuer = Issuer::start(spec.clone(), Duration::from_secs(60)).await;
     let journal = tempfile::tempdir().unwrap();
     let codec = FrameCodec::new(LengthHeader::Binary2);
-    let (mut child, _log, addr, _) = serve(journal.path(), &issuer).await;
+    let (mut child, _log, addr, _) = serve(journal.path(), &issuer, "human").await;
 
     let connect = |tid: &'static str| Terminal::connect(addr, spec.clone(), codec, tid);
     // Approved, declined, and three whose approvals the issuer holds back (555).
@@ -121,12 +125,13 @@ async fn kill_9_with_requests_in_flight_then_restart_reverses_them_and_replays_r
         "nothing was reversed before the crash"
     );
 
-    let (mut child, mut log, addr, admin) = serve(journal.path(), &issuer).await;
+    // The restart logs JSON: each line about a transaction names it by its journal id.
+    let (mut child, mut log, addr, admin) = serve(journal.path(), &issuer, "json").await;
     // Logged before the listeners open.
     let line = log
         .seen("recovered from the journal")
         .expect("recovery logged");
-    assert!(line.contains("in_doubt=3"), "{line}");
+    assert_eq!(json(line)["fields"]["in_doubt"], 3, "{line}");
     within(
         "three reversals",
         issuer.wait_for(|r| r.iter().filter(|m| m.mti().class() == 4).count() == 3),
@@ -163,14 +168,25 @@ async fn kill_9_with_requests_in_flight_then_restart_reverses_them_and_replays_r
             "stan {stan}"
         );
     }
+    let mut acknowledged = Vec::new();
     for _ in 0..3 {
-        log.until("reversal acknowledged").await;
+        let line = log.until("reversal acknowledged").await;
+        let span = &json(&line)["span"];
+        assert_eq!(span["name"], "txn", "{line}");
+        acknowledged.push(span["id"].as_u64().expect("a transaction id"));
     }
     // Counted at recovery, before the listeners opened.
     let (_, metrics) = http_get(admin, "/metrics").await;
     assert!(metrics.contains("acquiro_in_doubt_total 3"), "{metrics}");
     child.start_kill().unwrap();
     within("the switch killed", child.wait()).await.unwrap();
+    for line in log.all().await {
+        json(&line);
+        assert!(
+            !line.contains(support::terminal::PAN),
+            "card number in the log: {line}"
+        );
+    }
 
     // The evidence: the timeline of one in-doubt purchase across the crash, with no card number.
     let dir = journal.path().to_str().unwrap();
@@ -185,6 +201,16 @@ async fn kill_9_with_requests_in_flight_then_restart_reverses_them_and_replays_r
     ]);
     assert!(show.status.success());
     let timeline = String::from_utf8(show.stdout).unwrap();
+    let txn: u64 = timeline
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("transaction "))
+        .and_then(|id| id.parse().ok())
+        .expect("a transaction id");
+    assert!(
+        acknowledged.contains(&txn),
+        "the log names transaction {txn} as the journal does: {acknowledged:?}"
+    );
     let steps: Vec<&str> = timeline
         .lines()
         .skip(1)
@@ -233,6 +259,11 @@ async fn kill_9_with_requests_in_flight_then_restart_reverses_them_and_replays_r
             "no card number in the journal"
         );
     }
+}
+
+/// A JSON log line.
+fn json(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 
 fn tranlog(args: &[&str]) -> std::process::Output {

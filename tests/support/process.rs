@@ -65,10 +65,14 @@ pub fn spawn(args: &[&str]) -> Child {
         .unwrap()
 }
 
-/// The address a log line names (`addr=…`).
+/// The address a log line names (`addr=…`, or `"addr"` among the fields of a JSON line).
 pub fn addr_in(line: String) -> std::net::SocketAddr {
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="));
+    let addr = match serde_json::from_str::<serde_json::Value>(&line) {
+        Ok(json) => json["fields"]["addr"].as_str().map(str::to_string),
+        Err(_) => line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .map(str::to_string),
+    };
     addr.expect("the address is logged").parse().unwrap()
 }

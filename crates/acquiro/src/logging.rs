@@ -1,14 +1,29 @@
-//! Log output: human-readable lines on stderr, filtered by `RUST_LOG` (default `info`).
+//! Log output on stderr, filtered by `RUST_LOG` (default `info`): human-readable lines, or one JSON
+//! object per line for a log pipeline. Lines about one transaction are inside its `txn` span, whose
+//! `id` is the transaction id of its journal records.
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-pub(crate) fn init() {
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Format {
+    Human,
+    Json,
+}
+
+pub(crate) fn init(format: Format) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        Format::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // `span` holds the transaction span (name and id) of a line inside one.
+        Format::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }

@@ -147,8 +147,14 @@ impl Engine {
         match event {
             Event::Request { conn, msg } => self.on_request(now, conn, msg, out),
             Event::Response { link, msg } => self.on_upstream(now, link, msg, out),
-            Event::Timer(TimerId::Response(txn)) => self.on_timeout(now, txn, out),
-            Event::Timer(TimerId::Reversal(txn)) => self.send_reversal(now, txn, out),
+            Event::Timer(TimerId::Response(txn)) => {
+                let _txn = span(txn);
+                self.on_timeout(now, txn, out)
+            }
+            Event::Timer(TimerId::Reversal(txn)) => {
+                let _txn = span(txn);
+                self.send_reversal(now, txn, out)
+            }
             Event::Timer(TimerId::Link(link)) => self.on_link_timer(now, link, out),
             Event::LinkUp(link) => self.on_link_up(now, link, out),
             Event::LinkDown(link) => self.on_link_down(link, out),
@@ -208,4 +214,10 @@ impl Engine {
         }
         true
     }
+}
+
+/// Enters the span of one transaction: every log line inside it carries the transaction's id, the id
+/// its journal records hold (`acquiro tranlog show` prints it).
+pub(crate) fn span(txn: TxnId) -> tracing::span::EnteredSpan {
+    tracing::info_span!("txn", id = txn.0).entered()
 }

@@ -188,7 +188,7 @@ impl Engine {
             return;
         }
         self.stats.reversals_acknowledged += 1;
-        tracing::info!(?txn, %rc, "reversal acknowledged");
+        tracing::info!(%rc, "reversal acknowledged");
         Self::journal(now, txn, Step::ReversalAcknowledged { rc }, out);
         out.push(Action::Cancel(TimerId::Reversal(txn)));
         self.forget_reversal(txn);

@@ -55,6 +55,7 @@ impl Engine {
 
     fn purchase(&mut self, now: Now, conn: ConnId, msg: Message, out: &mut Vec<Action>) {
         let txn = self.new_txn();
+        let _txn = crate::engine::span(txn);
         let (Some(key), Some(pan), true, true) =
             (Self::key(now, &msg), msg.pan(), msg.has(3), msg.has(4))
         else {
@@ -243,6 +244,7 @@ impl Engine {
     /// A terminal's 0400/0401/0420 for one of its own earlier requests.
     fn terminal_reversal(&mut self, now: Now, conn: ConnId, msg: Message, out: &mut Vec<Action>) {
         let txn = self.new_txn();
+        let _txn = crate::engine::span(txn);
         let Some(key) = Self::key(now, &msg) else {
             return self.reject(now, Some(txn), conn, &msg, ResponseCode::FORMAT_ERROR, out);
         };

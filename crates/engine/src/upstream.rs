@@ -45,11 +45,18 @@ impl Engine {
             return;
         };
         let rc = msg.response_code().unwrap_or(ResponseCode::SYSTEM_ERROR);
-        match self.pending.remove(&(link, mti.class(), stan)) {
+        let pending = self.pending.remove(&(link, mti.class(), stan));
+        let _txn = match pending {
+            Some(Pending::Request(txn) | Pending::Late(txn) | Pending::Reversal(txn)) => {
+                Some(crate::engine::span(txn))
+            }
+            Some(Pending::Probe) | None => None,
+        };
+        match pending {
             Some(Pending::Request(txn)) => self.on_answer(now, txn, rc, &msg, out),
             Some(Pending::Late(txn)) => {
                 self.stats.late_answers += 1;
-                tracing::warn!(?txn, %rc, "late issuer answer; the reversal stands");
+                tracing::warn!(%rc, "late issuer answer; the reversal stands");
                 Self::journal(now, txn, Step::LateAnswer { rc }, out);
             }
             Some(Pending::Reversal(txn)) => self.reversal_acknowledged(now, txn, rc, out),

@@ -17,6 +17,15 @@ use wire::{LengthHeader, Tpdu};
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr as text or as one JSON object each (filtered by RUST_LOG, default info).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "ACQUIRO_LOG_FORMAT"
+    )]
+    log_format: crate::logging::Format,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +98,10 @@ struct EncodeArgs {
 }
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The demo draws its own screen.
+    if !matches!(cli.command, Command::Demo(_)) {
+        crate::logging::init(cli.log_format);
+    }
     match cli.command {
         Command::Demo(args) => demo::demo(args),
         Command::Decode(args) => codec::decode(args),

@@ -106,7 +106,6 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut settings = apply(&args, file)
         .check()
         .context("configuration (give --listen and --upstream, or --config FILE)")?;
-    crate::logging::init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

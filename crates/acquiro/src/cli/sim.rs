@@ -106,7 +106,6 @@ pub(crate) fn run(command: SimCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    crate::logging::init();
     tokio::runtime::Runtime::new()
 }
 
