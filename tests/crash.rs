@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use iso8583::Message;
 use support::issuer::Issuer;
-use support::process::{Log, addr_in, spawn};
+use support::process::Log;
 use support::terminal::{Terminal, text};
 use support::{http_get, within};
 use wire::{FrameCodec, LengthHeader};
@@ -26,14 +26,7 @@ async fn serve(
     std::net::SocketAddr,
     std::net::SocketAddr,
 ) {
-    let mut child = spawn(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &issuer.addr.to_string(),
-        "--admin-listen",
-        "127.0.0.1:0",
+    let extra = [
         // Nothing times out by itself: only the crash leaves requests without an outcome.
         "--response-timeout",
         "1h",
@@ -41,12 +34,9 @@ async fn serve(
         journal.to_str().unwrap(),
         "--log-format",
         log_format,
-    ]);
-    let mut log = Log::of(&mut child);
-    let addr = addr_in(log.until("listening for terminals").await);
-    let admin = addr_in(log.until("admin endpoint").await);
-    log.until("link signed on").await;
-    (child, log, addr, admin)
+    ];
+    let s = support::process::serve(&issuer.addr.to_string(), &extra).await;
+    (s.child, s.log, s.addr, s.admin)
 }
 
 /// Net debit per RRN at the issuer: each purchase it approved (answered or not: 555 is approved and

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::issuer::Issuer;
-use support::process::{Log, addr_in, spawn};
+use support::process::{Switch, serve};
 use support::terminal::{Terminal, text};
 use support::{http_get, within};
 use wire::{FrameCodec, LengthHeader};
@@ -170,19 +170,13 @@ async fn a_real_prometheus_scrapes_the_switch_and_loads_the_alert_rules() {
     let spec = dialects::builtin("iso87ascii").unwrap();
     let issuer = Issuer::start(spec.clone(), Duration::from_secs(60)).await;
     let upstream = issuer.addr.to_string();
-    let mut child = spawn(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &upstream,
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
-    let mut log = Log::of(&mut child);
-    let addr = addr_in(log.until("listening for terminals").await);
-    let admin = addr_in(log.until("admin endpoint").await);
-    log.until("link signed on").await;
+    // The log is kept open: the switch writes to it.
+    let Switch {
+        mut child,
+        log: _log,
+        addr,
+        admin,
+    } = serve(&upstream, &[]).await;
     let codec = FrameCodec::new(LengthHeader::Binary2);
     let mut t = Terminal::connect(addr, spec, codec, "TERM0001").await;
     assert_eq!(text(&t.exchange(&t.purchase(1, 100)).await, 39), "00");

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::issuer::Issuer;
-use support::process::{Log, addr_in, spawn};
+use support::process::{Switch, serve};
 use support::terminal::{Terminal, text};
 use support::{http_get, within};
 use wire::{FrameCodec, LengthHeader};
@@ -43,21 +43,12 @@ async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
     let spec = dialects::builtin("iso87ascii").unwrap();
     let issuer = Issuer::start(spec.clone(), Duration::from_secs(60)).await;
     let upstream = issuer.addr.to_string();
-    let mut child = spawn(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &upstream,
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--response-timeout",
-        "5s",
-    ]);
-    let mut log = Log::of(&mut child);
-    let addr = addr_in(log.until("listening for terminals").await);
-    let admin = addr_in(log.until("admin endpoint").await);
-    log.until("link signed on").await;
+    let Switch {
+        mut child,
+        mut log,
+        addr,
+        admin,
+    } = serve(&upstream, &["--response-timeout", "5s"]).await;
 
     let codec = FrameCodec::new(LengthHeader::Binary2);
     let mut t = Terminal::connect(addr, spec, codec, "TERM0001").await;

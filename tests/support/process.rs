@@ -76,3 +76,37 @@ pub fn addr_in(line: String) -> std::net::SocketAddr {
     };
     addr.expect("the address is logged").parse().unwrap()
 }
+
+/// A running `acquiro serve` with its log, its terminal listener and its admin endpoint.
+pub struct Switch {
+    pub child: Child,
+    pub log: Log,
+    pub addr: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+}
+
+/// `acquiro serve` on local ports against the issuer at `upstream`, with `extra` flags; returns once
+/// its listeners are open and a link is signed on.
+pub async fn serve(upstream: &str, extra: &[&str]) -> Switch {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    args.extend(extra);
+    let mut child = spawn(&args);
+    let mut log = Log::of(&mut child);
+    let addr = addr_in(log.until("listening for terminals").await);
+    let admin = addr_in(log.until("admin endpoint").await);
+    log.until("link signed on").await;
+    Switch {
+        child,
+        log,
+        addr,
+        admin,
+    }
+}
