@@ -104,6 +104,25 @@ async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
 }
 
 #[tokio::test]
+async fn the_switch_goes_on_when_its_log_is_closed() {
+    let spec = dialects::builtin("iso87ascii").unwrap();
+    let issuer = Issuer::start(spec.clone(), Duration::from_secs(60)).await;
+    let Switch {
+        child: _child,
+        log,
+        addr,
+        ..
+    } = serve(&issuer.addr.to_string(), &[]).await;
+    drop(log);
+    let codec = FrameCodec::new(LengthHeader::Binary2);
+    let mut t = Terminal::connect(addr, spec, codec, "TERM0001").await;
+    // Each purchase logs (at debug) into the closed pipe.
+    for stan in 1..=3 {
+        assert_eq!(text(&t.exchange(&t.purchase(stan, 100)).await, 39), "00");
+    }
+}
+
+#[tokio::test]
 async fn config_check_names_the_key_and_the_reason() {
     let dir = std::env::temp_dir().join(format!("acquiro-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

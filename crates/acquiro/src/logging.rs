@@ -14,9 +14,12 @@ pub(crate) enum Format {
 
 pub(crate) fn init(format: Format) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A closed stderr (a log collector gone) loses lines, nothing more: reporting the failed write
+    // would itself write to stderr, and panic.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match format {
         Format::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         // `span` holds the transaction span (name and id) of a line inside one.
