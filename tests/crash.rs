@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use iso8583::Message;
 use support::issuer::Issuer;
-use support::process::Log;
+use support::process::{Log, timeline_steps, tranlog};
 use support::terminal::{Terminal, text};
 use support::{http_get, within};
 use wire::{FrameCodec, LengthHeader};
@@ -201,13 +201,8 @@ async fn kill_9_with_requests_in_flight_then_restart_reverses_them_and_replays_r
         acknowledged.contains(&txn),
         "the log names transaction {txn} as the journal does: {acknowledged:?}"
     );
-    let steps: Vec<&str> = timeline
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split('"').nth(1))
-        .collect();
     assert_eq!(
-        steps,
+        timeline_steps(&timeline),
         [
             "Received",
             "Forwarded",
@@ -254,12 +249,4 @@ async fn kill_9_with_requests_in_flight_then_restart_reverses_them_and_replays_r
 /// A JSON log line.
 fn json(line: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-}
-
-fn tranlog(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_acquiro"))
-        .arg("tranlog")
-        .args(args)
-        .output()
-        .unwrap()
 }

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::issuer::Issuer;
-use support::process::{Switch, serve};
+use support::process::{Switch, serve, timeline_steps, tranlog};
 use support::terminal::{Terminal, text};
 use support::{http_get, within};
 use wire::{FrameCodec, LengthHeader};
@@ -101,6 +101,96 @@ async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
             "card data in the log: {line}"
         );
     }
+}
+
+#[tokio::test]
+async fn sigterm_times_out_and_reverses_what_the_grace_period_cuts_off() {
+    let spec = dialects::builtin("iso87ascii").unwrap();
+    let issuer = Issuer::start(spec.clone(), Duration::from_secs(60)).await;
+    let journal = tempfile::tempdir().unwrap();
+    let dir = journal.path().to_str().unwrap();
+    let Switch {
+        mut child,
+        mut log,
+        addr,
+        ..
+    } = serve(
+        &issuer.addr.to_string(),
+        &[
+            "--response-timeout",
+            "60s",
+            "--grace-period",
+            "1s",
+            "--journal-dir",
+            dir,
+        ],
+    )
+    .await;
+    let codec = FrameCodec::new(LengthHeader::Binary2);
+    let mut t = Terminal::connect(addr, spec, codec, "TERM0001").await;
+    // 777: the issuer never answers, so only the end of the grace period can finish it.
+    t.send(&t.purchase(1, 777)).await;
+    within(
+        "forward",
+        issuer.wait_for(|r| r.iter().any(|m| m.mti().class() == 2)),
+    )
+    .await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let answer = t.answer().await;
+    assert_eq!(text(&answer, 11), "000001");
+    assert_eq!(
+        text(&answer, 39),
+        "91",
+        "told it failed, so it must be reversed"
+    );
+    let forwarded = issuer
+        .received()
+        .into_iter()
+        .find(|m| m.mti().class() == 2)
+        .unwrap();
+    within(
+        "the reversal",
+        issuer.wait_for(|r| r.iter().any(|m| m.mti().class() == 4)),
+    )
+    .await;
+    let reversal = issuer
+        .received()
+        .into_iter()
+        .find(|m| m.mti().class() == 4)
+        .unwrap();
+    assert_eq!(reversal.original_data().map(|o| o.stan), forwarded.stan());
+    assert_eq!(text(&reversal, 4), text(&forwarded, 4));
+    let status = within("exit", child.wait()).await.unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(log.until("grace period over").await.contains("in_flight=1"));
+
+    let show = tranlog(&[
+        "show",
+        "--journal-dir",
+        dir,
+        "--terminal",
+        "TERM0001",
+        "--stan",
+        "1",
+    ]);
+    let timeline = String::from_utf8(show.stdout).unwrap();
+    assert_eq!(
+        timeline_steps(&timeline)[..6],
+        [
+            "Received",
+            "Forwarded",
+            "TimedOut",
+            "Told",
+            "ReversalQueued",
+            "ReversalSent"
+        ],
+        "the journal holds the reversal, so a restart repeats it until acknowledged: {timeline}"
+    );
 }
 
 #[tokio::test]

@@ -110,3 +110,21 @@ pub async fn serve(upstream: &str, extra: &[&str]) -> Switch {
         admin,
     }
 }
+
+/// `acquiro tranlog <args>`, run to its end.
+pub fn tranlog(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_acquiro"))
+        .arg("tranlog")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The steps of one transaction's timeline as `acquiro tranlog show` prints it.
+pub fn timeline_steps(timeline: &str) -> Vec<&str> {
+    timeline
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('"').nth(1))
+        .collect()
+}

@@ -158,6 +158,7 @@ impl Engine {
             Event::Timer(TimerId::Link(link)) => self.on_link_timer(now, link, out),
             Event::LinkUp(link) => self.on_link_up(now, link, out),
             Event::LinkDown(link) => self.on_link_down(link, out),
+            Event::GraceOver => self.on_grace_over(now, out),
             Event::ConnClosed(conn) => {
                 for (&id, txn) in self.txns.iter_mut() {
                     if txn.waiters.contains(&conn) {

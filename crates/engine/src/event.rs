@@ -76,6 +76,8 @@ pub enum Event {
     LinkDown(LinkId),
     /// A terminal connection closed: answers for it can no longer be delivered.
     ConnClosed(ConnId),
+    /// The grace period of a shutdown is over: every request still in flight times out now.
+    GraceOver,
 }
 
 /// What the shell must do, in order. A [`Action::Journal`] comes before the [`Action::Send`] it covers and

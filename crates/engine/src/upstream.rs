@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use iso8583::{ECHO_FIELDS, Message, Mti, ResponseCode};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, span};
 use crate::event::{Action, LinkId, Now, TimerId, TxnId};
 use crate::fields::{self, copy, set_rc};
 use crate::idempotency::{Answer, Done};
@@ -162,6 +162,19 @@ impl Engine {
                 approved: None,
             },
         );
+    }
+
+    /// Times out every request in flight, oldest first, as if each one's timer had fired: its terminals
+    /// are told 91 and its issuer gets a reversal before the switch stops, instead of keeping a debit the
+    /// terminal never learned of until a restart.
+    pub(crate) fn on_grace_over(&mut self, now: Now, out: &mut Vec<Action>) {
+        let mut txns: Vec<TxnId> = self.txns.keys().copied().collect();
+        txns.sort_unstable();
+        for txn in txns {
+            let _txn = span(txn);
+            out.push(Action::Cancel(TimerId::Response(txn)));
+            self.on_timeout(now, txn, out);
+        }
     }
 
     /// Forgets timed-out requests whose late window has passed.

@@ -439,6 +439,46 @@ fn a_reversal_expires_and_is_reported_after_max_attempts() {
 }
 
 #[test]
+fn the_end_of_the_grace_period_times_out_and_reverses_everything_in_flight() {
+    let mut h = Harness::new();
+    let mut forwarded = Vec::new();
+    for stan in 1..=2 {
+        forwarded.push(one_sent(&h.request(stan.into(), h.purchase("TERM0001", stan, 100))).1);
+    }
+    // Well before any response timer fires.
+    h.advance(TIMEOUT / 4);
+    let out = h.step(Event::GraceOver);
+    assert_eq!(h.engine.in_flight(), 0);
+    let told: Vec<_> = answers(&out).map(|(c, m)| (c, m.stan(), rc(m))).collect();
+    let unavailable = ResponseCode::ISSUER_UNAVAILABLE;
+    assert_eq!(
+        told,
+        [
+            (ConnId(1), Some(1), unavailable),
+            (ConnId(2), Some(2), unavailable)
+        ]
+    );
+    let reversed: Vec<_> = sent(&out)
+        .map(|(_, m)| (m.mti(), m.original_data().map(|o| o.stan)))
+        .collect();
+    let original = |i: usize| Some(forwarded[i].stan().unwrap());
+    assert_eq!(
+        reversed,
+        [(Mti::REVERSAL, original(0)), (Mti::REVERSAL, original(1))]
+    );
+    let cancelled = |txn| {
+        out.iter()
+            .any(|a| matches!(a, Action::Cancel(TimerId::Response(t)) if *t == txn))
+    };
+    assert!(
+        cancelled(TxnId(1)) && cancelled(TxnId(2)),
+        "their timers are stopped"
+    );
+    assert_eq!(h.engine.pending_reversals(), 2);
+    assert_eq!(h.engine.stats().timeouts, 2);
+}
+
+#[test]
 fn reversals_run_independently() {
     let mut h = Harness::new();
     let mut reversals = Vec::new();

@@ -33,6 +33,20 @@ pub(crate) enum Input {
 
 /// How often the journal learns which transactions recovery may still need.
 const KEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long, after the grace period, the journal gets to make the last records durable so that the
+/// answers and reversals they cover go out.
+const LAST_SYNC: Duration = Duration::from_secs(2);
+
+/// Where a shutdown stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Running,
+    /// In-flight requests may still finish until the grace period ends.
+    Draining,
+    /// The grace period ended: what was in flight has timed out; its answers and reversals wait only
+    /// for the journal.
+    CutOff,
+}
 
 pub(crate) struct Driver {
     pub(crate) engine: Engine,
@@ -71,9 +85,9 @@ impl Driver {
         let mut out = std::mem::take(&mut self.recovered);
         self.carry_out(&mut out);
         let shutdown = self.shutdown.clone();
-        let mut draining = false;
-        let drain_deadline = tokio::time::sleep(Duration::MAX / 4);
-        tokio::pin!(drain_deadline);
+        let mut stop = Stop::Running;
+        let deadline = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(deadline);
         let mut keep = tokio::time::interval(KEEP_EVERY);
         loop {
             let event = tokio::select! {
@@ -92,7 +106,7 @@ impl Driver {
                 }
                 Some(report) = next_report(&mut reports) => {
                     self.on_report(report);
-                    if draining && self.drained() {
+                    if stop != Stop::Running && self.drained() {
                         break;
                     }
                     continue;
@@ -101,19 +115,25 @@ impl Driver {
                     self.journal.keep_from(self.engine.oldest_needed());
                     continue;
                 }
-                _ = shutdown.cancelled(), if !draining => {
-                    draining = true;
+                _ = shutdown.cancelled(), if stop == Stop::Running => {
+                    stop = Stop::Draining;
                     self.status.send_modify(|s| s.draining = true);
                     tracing::info!(in_flight = self.engine.in_flight(), grace = ?self.grace, "draining");
-                    drain_deadline.as_mut().reset(tokio::time::Instant::now() + self.grace);
+                    deadline.as_mut().reset(tokio::time::Instant::now() + self.grace);
                     if self.drained() {
                         break;
                     }
                     continue;
                 }
-                _ = &mut drain_deadline, if draining => {
-                    tracing::warn!(in_flight = self.engine.in_flight(), "grace period over with requests in flight");
-                    break;
+                _ = &mut deadline, if stop != Stop::Running => {
+                    if stop == Stop::CutOff {
+                        tracing::error!(held = self.shell.held.len(), "the journal did not make the last records durable: their answers and reversals were not sent");
+                        break;
+                    }
+                    stop = Stop::CutOff;
+                    tracing::warn!(in_flight = self.engine.in_flight(), "grace period over: requests in flight time out and are reversed");
+                    deadline.as_mut().reset(tokio::time::Instant::now() + LAST_SYNC);
+                    Event::GraceOver
                 }
             };
             if let Event::ConnClosed(conn) = &event {
@@ -135,7 +155,7 @@ impl Driver {
                 }
                 changed
             });
-            if draining && self.drained() {
+            if stop != Stop::Running && self.drained() {
                 break;
             }
         }

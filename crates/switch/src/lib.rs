@@ -51,6 +51,10 @@ pub struct Running {
     status: watch::Receiver<Status>,
     /// Terminal connections, awaited at shutdown so that the last answers are written.
     connections: TaskTracker,
+    /// Issuer links, awaited at shutdown so that the last reversals are written.
+    links: TaskTracker,
+    /// Cancelled once the driver has ended: links that are not connected stop trying.
+    links_stopped: CancellationToken,
 }
 
 impl Running {
@@ -73,17 +77,17 @@ impl Running {
         let _ = self.status.clone().wait_for(done).await;
     }
 
-    /// Waits until the switch has drained (or the grace period ran out).
+    /// Waits until the switch has drained, or has timed out and reversed what the grace period cut off.
     pub async fn stopped(self) {
         let _ = self.driver.await;
+        self.links_stopped.cancel();
         self.connections.close();
-        // Connections end once their queued answers are written; a terminal that does not read them
-        // cannot hold the process up for long.
-        if tokio::time::timeout(FLUSH, self.connections.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("answers still unwritten at exit");
+        self.links.close();
+        // Connections and links end once their queued messages are written; a peer that does not read
+        // them cannot hold the process up for long.
+        let written = async { tokio::join!(self.connections.wait(), self.links.wait()) };
+        if tokio::time::timeout(FLUSH, written).await.is_err() {
+            tracing::warn!("answers or reversals still unwritten at exit");
         }
     }
 }
@@ -130,6 +134,8 @@ pub async fn start(
     }
     let mut link_txs = Vec::new();
     let mut links = Vec::new();
+    let link_tasks = TaskTracker::new();
+    let links_stopped = CancellationToken::new();
     for ((id, issuer), link) in engine.links().zip(&settings.links) {
         debug_assert_eq!(issuer, link.issuer);
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
@@ -140,12 +146,13 @@ pub async fn start(
             up: false,
         });
         tracing::info!(?id, issuer, host = %link.host, dialect = link.spec.name(), header = %link.codec.header(), "issuer link");
-        tokio::spawn(link::run(
+        link_tasks.spawn(link::run(
             id,
             link.clone(),
             rx,
             inputs.clone(),
             metrics.clone(),
+            links_stopped.clone(),
         ));
     }
     let listeners = bound
@@ -200,5 +207,7 @@ pub async fn start(
         driver: tokio::spawn(driver.run()),
         status: status_rx,
         connections,
+        links: link_tasks,
+        links_stopped,
     })
 }

@@ -10,6 +10,7 @@ use iso8583::Message;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
 
 use crate::codec::{MessageCodec, Outgoing};
 use crate::config::Link;
@@ -44,26 +45,38 @@ impl Backoff {
     }
 }
 
-/// Runs until the driver goes away.
+/// Runs until the driver goes away, or, while not connected, until `stopped` (the driver has ended, so
+/// there is nothing left to write).
 pub(crate) async fn run(
     id: LinkId,
     link: Link,
     mut cmds: mpsc::Receiver<LinkCmd>,
     inputs: mpsc::Sender<Input>,
     metrics: Arc<Metrics>,
+    stopped: CancellationToken,
 ) {
     let connect_failures = metrics
         .link_connect_failures
         .with_label_values(&Metrics::link_labels(id, &link));
     let mut backoff = Backoff::new();
     while !cmds.is_closed() {
-        let stream = match TcpStream::connect(&link.host).await {
-            Ok(stream) => stream,
-            Err(error) => {
+        let stream = match stopped
+            .run_until_cancelled(TcpStream::connect(&link.host))
+            .await
+        {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(error)) => {
                 connect_failures.inc();
                 let delay = backoff.next();
                 tracing::warn!(?id, issuer = %link.issuer, host = %link.host, %error, ?delay, "link connect failed");
-                tokio::time::sleep(delay).await;
+                if stopped
+                    .run_until_cancelled(tokio::time::sleep(delay))
+                    .await
+                    .is_none()
+                {
+                    return;
+                }
                 continue;
             }
         };
@@ -111,6 +124,7 @@ async fn carry(
                 Some(Ok(frame)) => match Message::decode(&link.spec, frame.message) {
                     Ok(msg) => {
                         if inputs.send(Input::Event(Event::Response { link: id, msg })).await.is_err() {
+                            write_queued(link, &mut framed, cmds).await;
                             return "switch stopping";
                         }
                     }
@@ -138,6 +152,21 @@ async fn carry(
             },
         }
     }
+}
+
+/// Writes what the driver queued before it stopped: the reversals of requests cut off by the end of a
+/// shutdown's grace period are among them.
+async fn write_queued(
+    link: &Link,
+    framed: &mut Framed<TcpStream, MessageCodec>,
+    cmds: &mut mpsc::Receiver<LinkCmd>,
+) {
+    while let Ok(LinkCmd::Send(msg)) = cmds.try_recv() {
+        if framed.feed(Outgoing(link.tpdu, msg)).await.is_err() {
+            return;
+        }
+    }
+    let _ = framed.flush().await;
 }
 
 #[cfg(test)]

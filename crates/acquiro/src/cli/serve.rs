@@ -38,6 +38,10 @@ pub(crate) struct ServeArgs {
     /// How long the default issuer has to answer, e.g. 5s or 800ms.
     #[arg(long, value_parser = humantime::parse_duration)]
     response_timeout: Option<Duration>,
+    /// How long in-flight requests get to finish after SIGTERM before they time out and are reversed
+    /// (grace_period), e.g. 10s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    grace_period: Option<Duration>,
     /// Directory of the durable journal (journal.dir); without one the journal is in memory only.
     #[arg(long)]
     journal_dir: Option<PathBuf>,
@@ -88,6 +92,9 @@ fn apply(args: &ServeArgs, mut file: File) -> File {
         if let Some(t) = args.response_timeout {
             issuer.response_timeout = t;
         }
+    }
+    if let Some(grace) = args.grace_period {
+        file.grace_period = grace;
     }
     if args.journal_dir.is_some() {
         file.journal.dir.clone_from(&args.journal_dir);
