@@ -239,8 +239,12 @@ pub(crate) fn recorded(forwarded: &Message) -> Original {
         .chain(&[11, 33])
         .filter(|&&n| n != 2)
         .filter_map(|&n| {
-            let value = String::from_utf8(forwarded.get(n)?.to_vec())
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            let field = forwarded.get(n)?;
+            let value = match field.as_str() {
+                Some(text) => text.to_owned(),
+                None => String::from_utf8(field.to_vec())
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            };
             Some((n, value))
         })
         .collect();

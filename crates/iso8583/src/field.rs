@@ -57,7 +57,9 @@ impl<'a> Field<'a> {
 
     /// The logical value in a new vector (binary data decoded from hex where the dialect carries hex).
     pub fn to_vec(&self) -> Vec<u8> {
-        self.bytes().collect()
+        let mut out = Vec::with_capacity(self.bytes().len());
+        out.extend(self.bytes());
+        out
     }
 
     /// The value as `&str` without copying, when the wire bytes are the logical value in ASCII.

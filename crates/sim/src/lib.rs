@@ -6,6 +6,7 @@ pub mod issuer;
 pub mod ledger;
 pub mod purchase;
 pub mod reconcile;
+pub mod relay;
 mod report;
 pub mod rules;
 pub mod terminals;

@@ -22,6 +22,18 @@ pub(crate) enum SimCommand {
     Terminals(TerminalsArgs),
     /// Checks terminal outcomes against an issuer ledger; exits 1 on any mismatch.
     Reconcile(ReconcileArgs),
+    /// Copies bytes between each terminal connection and one of its own to the issuer, parsing nothing:
+    /// the benchmark's reference for the cost of a hop.
+    Relay(RelayArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RelayArgs {
+    #[arg(long, default_value = "127.0.0.1:8583")]
+    listen: SocketAddr,
+    /// The issuer's address.
+    #[arg(long, default_value = "127.0.0.1:9583")]
+    upstream: SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -102,7 +114,20 @@ pub(crate) fn run(command: SimCommand) -> anyhow::Result<ExitCode> {
         SimCommand::Reconcile(args) => reconcile_files(&args),
         SimCommand::Issuer(args) => runtime()?.block_on(issuer(args)),
         SimCommand::Terminals(args) => runtime()?.block_on(terminals(args)),
+        SimCommand::Relay(args) => runtime()?.block_on(relay(args)),
     }
+}
+
+async fn relay(args: RelayArgs) -> anyhow::Result<ExitCode> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, upstream = %args.upstream, "relay listening");
+    tokio::select! {
+        () = sim::relay::relay(listener, args.upstream) => {}
+        stopped = super::serve::stop_signal() => stopped?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
