@@ -84,12 +84,21 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let mut sink = FramedWrite::new(write, shared.codec);
     let (answers, mut queued) = mpsc::channel::<(Option<wire::Tpdu>, Message)>(QUEUE);
     let writer = tokio::spawn(async move {
-        while let Some((tpdu, m)) = queued.recv().await {
-            let frame = Frame {
-                tpdu,
-                message: m.to_bytes(),
-            };
-            if sink.send(frame).await.is_err() {
+        let frame = |(tpdu, m): (Option<wire::Tpdu>, Message)| Frame {
+            tpdu,
+            message: m.to_bytes(),
+        };
+        // Answers already queued go out in one write with the first, as a busy host's would.
+        while let Some(first) = queued.recv().await {
+            if sink.feed(frame(first)).await.is_err() {
+                return;
+            }
+            while let Ok(next) = queued.try_recv() {
+                if sink.feed(frame(next)).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
                 return;
             }
         }

@@ -33,6 +33,8 @@ pub(crate) enum Input {
 
 /// How often the journal learns which transactions recovery may still need.
 const KEEP_EVERY: Duration = Duration::from_secs(1);
+/// Inputs handled in one turn, at most, before the journal and the metrics catch up.
+const BURST: usize = 64;
 /// How long, after the grace period, the journal gets to make the last records durable so that the
 /// answers and reversals they cover go out.
 const LAST_SYNC: Duration = Duration::from_secs(2);
@@ -84,6 +86,7 @@ impl Driver {
         }
         let mut out = std::mem::take(&mut self.recovered);
         self.carry_out(&mut out);
+        self.journal.flush();
         let shutdown = self.shutdown.clone();
         let mut stop = Stop::Running;
         let deadline = tokio::time::sleep(Duration::MAX / 4);
@@ -136,11 +139,19 @@ impl Driver {
                     Event::GraceOver
                 }
             };
-            if let Event::ConnClosed(conn) = &event {
-                self.shell.conns.remove(conn);
+            self.on_event(event, &mut out);
+            // What else is already waiting is handled with it: the journal's writer is woken and the
+            // metrics are brought up to date once for the whole burst.
+            for _ in 0..BURST {
+                match self.inputs.try_recv() {
+                    Ok(Input::Event(event)) => self.on_event(event, &mut out),
+                    Ok(Input::Opened { conn, answers }) => {
+                        self.shell.conns.insert(conn, answers);
+                    }
+                    Err(_) => break,
+                }
             }
-            self.engine.handle(Now::system(), event, &mut out);
-            self.carry_out(&mut out);
+            self.journal.flush();
             self.recorder.sync(&mut self.engine);
             let (engine, recorder) = (&self.engine, &self.recorder);
             self.status.send_if_modified(|s| {
@@ -167,6 +178,14 @@ impl Driver {
             "engine stopped"
         );
         self.journal.close();
+    }
+
+    fn on_event(&mut self, event: Event, out: &mut Vec<Action>) {
+        if let Event::ConnClosed(conn) = &event {
+            self.shell.conns.remove(conn);
+        }
+        self.engine.handle(Now::system(), event, out);
+        self.carry_out(out);
     }
 
     /// Nothing in flight and nothing waiting for the journal.

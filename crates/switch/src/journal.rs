@@ -21,8 +21,11 @@ pub enum Report {
 }
 
 pub trait Journal: Send + 'static {
-    /// Appends a record; returns its sequence number.
+    /// Appends a record; returns its sequence number. It may wait in memory until [`Journal::flush`].
     fn append(&mut self, record: Record) -> u64;
+    /// Hands what was appended since the last flush to the disk: once per burst of events, so that
+    /// the writer thread is woken once for all of their records.
+    fn flush(&mut self) {}
     /// The journal's reports, taken once. `None`: a record is durable as soon as it is appended.
     fn reports(&mut self) -> Option<mpsc::UnboundedReceiver<Report>> {
         None
@@ -98,6 +101,8 @@ impl Journal for MemoryJournal {
 #[derive(Debug)]
 struct DiskJournal {
     writer: tranlog::Writer,
+    /// Appended since the last flush.
+    pending: Vec<Record>,
     reports: Option<mpsc::UnboundedReceiver<Report>>,
 }
 
@@ -137,6 +142,7 @@ impl DiskJournal {
         Ok(Opened {
             journal: DiskJournal {
                 writer,
+                pending: Vec::new(),
                 reports: Some(rx),
             },
             recovery,
@@ -148,7 +154,14 @@ impl DiskJournal {
 
 impl Journal for DiskJournal {
     fn append(&mut self, record: Record) -> u64 {
-        self.writer.append(record)
+        self.pending.push(record);
+        self.writer.next_seq() + self.pending.len() as u64 - 1
+    }
+
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            self.writer.append_all(std::mem::take(&mut self.pending));
+        }
     }
 
     fn reports(&mut self) -> Option<mpsc::UnboundedReceiver<Report>> {
@@ -159,7 +172,8 @@ impl Journal for DiskJournal {
         self.writer.keep_from(txn);
     }
 
-    fn close(self: Box<Self>) {
+    fn close(mut self: Box<Self>) {
+        self.flush();
         self.writer.close();
     }
 }

@@ -142,9 +142,13 @@ async fn carry(
             },
             cmd = cmds.recv() => match cmd {
                 Some(LinkCmd::Send(msg)) => {
-                    if let Err(error) = framed.send(Outgoing(link.tpdu, msg)).await {
-                        tracing::warn!(?id, %error, "write to the issuer failed");
-                        return "write failed";
+                    match write_batch(link, &mut framed, msg, cmds).await {
+                        Ok(Batch::Written) => {}
+                        Ok(Batch::Close) => return "closed by the switch",
+                        Err(error) => {
+                            tracing::warn!(?id, %error, "write to the issuer failed");
+                            return "write failed";
+                        }
                     }
                 }
                 Some(LinkCmd::Close) => return "closed by the switch",
@@ -154,6 +158,36 @@ async fn carry(
     }
 }
 
+/// How a batch of writes ended.
+enum Batch {
+    Written,
+    /// The driver asked to close the link after these messages.
+    Close,
+}
+
+/// Writes `first` and every message already queued behind it, then flushes once: under load, many
+/// requests share one write call instead of one each.
+async fn write_batch(
+    link: &Link,
+    framed: &mut Framed<TcpStream, MessageCodec>,
+    first: Message,
+    cmds: &mut mpsc::Receiver<LinkCmd>,
+) -> Result<Batch, wire::Error> {
+    framed.feed(Outgoing(link.tpdu, first)).await?;
+    let mut end = Batch::Written;
+    while let Ok(cmd) = cmds.try_recv() {
+        match cmd {
+            LinkCmd::Send(msg) => framed.feed(Outgoing(link.tpdu, msg)).await?,
+            LinkCmd::Close => {
+                end = Batch::Close;
+                break;
+            }
+        }
+    }
+    framed.flush().await?;
+    Ok(end)
+}
+
 /// Writes what the driver queued before it stopped: the reversals of requests cut off by the end of a
 /// shutdown's grace period are among them.
 async fn write_queued(
@@ -161,12 +195,9 @@ async fn write_queued(
     framed: &mut Framed<TcpStream, MessageCodec>,
     cmds: &mut mpsc::Receiver<LinkCmd>,
 ) {
-    while let Ok(LinkCmd::Send(msg)) = cmds.try_recv() {
-        if framed.feed(Outgoing(link.tpdu, msg)).await.is_err() {
-            return;
-        }
+    if let Ok(LinkCmd::Send(first)) = cmds.try_recv() {
+        let _ = write_batch(link, framed, first, cmds).await;
     }
-    let _ = framed.flush().await;
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The writer thread: appends records to the current segment with group commit, rotates segments by
 //! size and applies retention.
 //!
-//! Records arrive through a channel. `batch` syncs at most once per batch window: it takes the first
+//! Records arrive through a channel, in the bursts the caller hands over together. `batch` syncs at most once per batch window: it takes the first
 //! record, gathers more until a window has passed since the previous sync began, writes them all with
 //! one `write` and covers them with one `fdatasync`; then it reports the batch as durable. While it
 //! syncs, the next batch gathers in the channel. A record that arrives after a quiet spell is synced at
@@ -74,7 +74,7 @@ pub struct Batch {
 /// The handle on the writer thread.
 #[derive(Debug)]
 pub struct Writer {
-    tx: Option<mpsc::Sender<Record>>,
+    tx: Option<mpsc::Sender<Vec<Record>>>,
     thread: Option<JoinHandle<()>>,
     indexer: Option<JoinHandle<()>>,
     next_seq: u64,
@@ -137,13 +137,25 @@ impl Writer {
 
     /// Queues a record; returns its sequence number.
     pub fn append(&mut self, record: Record) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        if let Some(tx) = &self.tx {
-            // A stopped writer has reported its error through `on_batch`; the record is never durable.
-            let _ = tx.send(record);
+        self.append_all(vec![record])
+    }
+
+    /// The sequence number the next record appended will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Queues records in one hand-over to the writer thread (one wake-up for all of them); returns the
+    /// sequence number of the last (of the last record before, when `records` is empty).
+    pub fn append_all(&mut self, records: Vec<Record>) -> u64 {
+        self.next_seq += records.len() as u64;
+        if let Some(tx) = &self.tx
+            && !records.is_empty()
+        {
+            // A stopped writer has reported its error through `on_batch`; the records are never durable.
+            let _ = tx.send(records);
         }
-        seq
+        self.next_seq - 1
     }
 
     /// Transactions from `txn` on may still be needed by recovery: retention keeps every segment with
@@ -196,18 +208,24 @@ struct Thread {
 impl Thread {
     fn run(
         &mut self,
-        rx: mpsc::Receiver<Record>,
+        rx: mpsc::Receiver<Vec<Record>>,
         mut on_batch: impl FnMut(Result<Batch, &std::io::Error>),
     ) {
-        while let Ok(first) = rx.recv() {
-            let mut records = vec![first];
+        while let Ok(mut records) = rx.recv() {
             self.gather(&rx, &mut records);
-            match self.write(&records) {
-                Ok(batch) => on_batch(Ok(batch)),
-                Err(error) => {
-                    tracing::error!(%error, "journal write failed; nothing more is durable");
-                    on_batch(Err(&error));
-                    return;
+            // `always` syncs each record on its own.
+            let per_sync = match self.options.sync {
+                Sync::Always => 1,
+                Sync::None | Sync::Batch => records.len().max(1),
+            };
+            for chunk in records.chunks(per_sync) {
+                match self.write(chunk) {
+                    Ok(batch) => on_batch(Ok(batch)),
+                    Err(error) => {
+                        tracing::error!(%error, "journal write failed; nothing more is durable");
+                        on_batch(Err(&error));
+                        return;
+                    }
                 }
             }
         }
@@ -215,17 +233,24 @@ impl Thread {
 
     /// The rest of a batch: what is queued or arrives until a window has passed since the previous
     /// sync began (`batch`), nothing more (`always`), or what is already queued (`none`).
-    fn gather(&self, rx: &mpsc::Receiver<Record>, records: &mut Vec<Record>) {
+    fn gather(&self, rx: &mpsc::Receiver<Vec<Record>>, records: &mut Vec<Record>) {
         match self.options.sync {
             Sync::Always => {}
-            Sync::None => records.extend(rx.try_iter().take(65_536)),
+            Sync::None => {
+                for more in rx.try_iter() {
+                    records.extend(more);
+                    if records.len() >= 65_536 {
+                        break;
+                    }
+                }
+            }
             Sync::Batch => {
                 let deadline = self
                     .last_sync
                     .map_or_else(Instant::now, |t| t + self.options.batch_window);
                 while records.len() < 65_536 {
                     match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                        Ok(r) => records.push(r),
+                        Ok(more) => records.extend(more),
                         Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                     }
                 }
