@@ -12,122 +12,22 @@
 //!     cargo bench -p acquiro --bench engine
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use engine::{Action, ConnId, Engine, Event, LinkId, Now};
+use engine::{ConnId, Event};
 use iso8583::Message;
 
-#[path = "support/message.rs"]
-mod message;
+#[path = "support/engine.rs"]
+#[allow(dead_code)]
+mod support;
 
-/// One issuer with two links, reached by every card; the defaults for everything else.
-const CONFIG: &str = r#"
-[[listeners]]
-address = "127.0.0.1:0"
-dialect = "iso87bcd"
-[[issuers]]
-name = "visa"
-hosts = ["127.0.0.1:1"]
-connections_per_host = 2
-"#;
-
-/// Terminals this many: a key is (terminal, STAN), so the idempotency table fills as in production.
-const TERMINALS: u64 = 1000;
-
-struct Bench {
-    engine: Engine,
-    request: Message,
-    now: Now,
-    out: Vec<Action>,
-    n: u64,
-}
-
-impl Bench {
-    fn new() -> Bench {
-        let settings = switch::File::parse("bench", CONFIG)
-            .and_then(|f| f.check())
-            .expect("a valid configuration");
-        let terminal = settings.listeners[0].spec.clone();
-        let mut bench = Bench {
-            engine: Engine::new(settings.engine),
-            request: message::purchase(terminal),
-            now: Now::system(),
-            out: Vec::new(),
-            n: 0,
-        };
-        for link in [LinkId(0), LinkId(1)] {
-            let sign_on = bench.step(Event::LinkUp(link)).expect("a sign-on");
-            bench.step(Event::Response {
-                link,
-                msg: approve(&sign_on),
-            });
-        }
-        bench
-    }
-
-    /// Handles `event`; returns the first message the engine sends or answers.
-    fn step(&mut self, event: Event) -> Option<Message> {
-        self.out.clear();
-        self.engine.handle(self.now, event, &mut self.out);
-        self.out.drain(..).find_map(|a| match a {
-            Action::Send { msg, .. } | Action::Answer { msg, .. } => Some(msg),
-            _ => None,
-        })
-    }
-
-    /// The next purchase: a new STAN and RRN, from the next terminal.
-    fn next_request(&mut self) -> Message {
-        self.n += 1;
-        let mut m = self.request.clone();
-        m.set_number(11, self.n % 999_999 + 1).expect("DE11");
-        m.set(37, format!("{:012}", self.n)).expect("DE37");
-        m.set(41, format!("T{:07}", self.n % TERMINALS))
-            .expect("DE41");
-        m
-    }
-
-    /// One purchase through the engine: returns the terminal's answer and the time the engine took.
-    fn transaction(&mut self) -> (Message, Duration) {
-        let request = self.next_request();
-        self.now = self.now.after(Duration::from_micros(10));
-        let started = Instant::now();
-        let forward = self
-            .step(Event::Request {
-                conn: ConnId(1),
-                msg: request,
-            })
-            .expect("forwarded");
-        let took = started.elapsed();
-        // The issuer's work, not timed.
-        let approval = approve(&forward);
-        let started = Instant::now();
-        let answer = self
-            .step(Event::Response {
-                link: LinkId(0),
-                msg: approval,
-            })
-            .expect("answered");
-        (answer, took + started.elapsed())
-    }
-}
-
-/// The issuer's approval of `request`.
-fn approve(request: &Message) -> Message {
-    let mut a = request
-        .response(&[2, 3, 4, 7, 11, 32, 37, 41, 42, 49, 70])
-        .expect("an answer");
-    a.set(39, "00").expect("DE39");
-    if request.mti().class() != 8 {
-        a.set(38, "A1B2C3").expect("DE38");
-    }
-    a
-}
+use support::{Bench, TERMINALS, approve};
 
 /// Times `iters` purchases through a fresh engine, after a warm-up that fills its tables.
 fn run(iters: u64) -> Duration {
-    let mut bench = Bench::new();
+    let mut bench = Bench::new("");
     for _ in 0..TERMINALS * 10 {
         bench.transaction();
     }
@@ -153,7 +53,7 @@ fn engine(c: &mut Criterion) {
     });
 
     // The baseline: the codec work the shell does around the engine for the same transaction.
-    let mut bench = Bench::new();
+    let mut bench = Bench::new("");
     let request = bench.next_request();
     let forward = bench
         .step(Event::Request {

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::hash::Hasher;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 use iso8583::{Field, Message, ResponseCode};
@@ -84,6 +85,11 @@ impl Key {
     }
 }
 
+/// `msg` encoded into exactly the memory it needs: it is kept for the length of the window.
+pub(crate) fn kept(msg: &Message) -> Bytes {
+    Bytes::copy_from_slice(&msg.to_bytes())
+}
+
 /// A keyed hash of the fields a retransmit repeats unchanged.
 pub(crate) fn fingerprint(msg: &Message, key: &[u8; 16]) -> u64 {
     let mut h = SipHasher13::new_with_key(key);
@@ -118,8 +124,9 @@ pub(crate) struct Done {
 /// A completed request's answer.
 #[derive(Debug, Clone)]
 pub(crate) enum Answer {
-    /// As sent (terminal dialect).
-    Sent(Message),
+    /// As sent (terminal dialect), encoded: a message would keep the request's whole frame alive, its
+    /// PIN block, track and EMV data included, for the length of the window.
+    Sent(Bytes),
     /// Restored from the journal after a restart: rebuilt from the retransmit it answers.
     Recorded {
         rc: ResponseCode,

@@ -5,15 +5,19 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use iso8583::{Message, Mti, OriginalData, ResponseCode};
 
 use crate::engine::Engine;
 use crate::event::{Action, LinkId, Now, TimerId, TxnId};
+use crate::fields::copy;
 use crate::journal::{Original, Step};
 use crate::links::Pending;
 
 /// Fields of the original a reversal repeats.
 const REVERSAL_FIELDS: &[u8] = &[2, 3, 4, 7, 12, 13, 22, 25, 32, 37, 41, 42, 49];
+/// Fields of the original that DE90 of its reversal names, besides those it repeats.
+const ORIGINAL_DATA_FIELDS: [u8; 2] = [11, 33];
 
 #[derive(Debug)]
 pub(crate) struct Reversal {
@@ -207,8 +211,22 @@ impl Engine {
 /// journal recorded it, turned into a message only if a reversal is needed.
 #[derive(Debug, Clone)]
 pub(crate) enum Source {
-    Sent(Message),
+    /// The fields a reversal needs, encoded in the issuer's dialect.
+    Sent(Bytes),
     Recorded(Box<Original>),
+}
+
+impl Source {
+    /// What a reversal of `forwarded` needs: a few fields instead of the whole message, whose PIN block,
+    /// track and EMV data would otherwise stay in memory for the length of the idempotency window.
+    pub(crate) fn sent(forwarded: &Message) -> Source {
+        let mut needed = Message::new(forwarded.spec().clone(), forwarded.mti());
+        for &n in REVERSAL_FIELDS.iter().chain(&ORIGINAL_DATA_FIELDS) {
+            // Within one dialect a field that was valid stays valid.
+            let _ = copy(&mut needed, forwarded, n);
+        }
+        Source::Sent(crate::idempotency::kept(&needed))
+    }
 }
 
 impl Engine {
@@ -219,7 +237,7 @@ impl Engine {
         issuer: usize,
     ) -> Result<Message, iso8583::Error> {
         match source {
-            Source::Sent(msg) => Ok(msg),
+            Source::Sent(wire) => Message::decode(&self.config.issuers[issuer].spec, wire),
             Source::Recorded(original) => {
                 let mut msg = Message::new(self.config.issuers[issuer].spec.clone(), original.mti);
                 for (n, value) in &original.fields {
@@ -236,7 +254,7 @@ impl Engine {
 pub(crate) fn recorded(forwarded: &Message) -> Original {
     let fields = REVERSAL_FIELDS
         .iter()
-        .chain(&[11, 33])
+        .chain(&ORIGINAL_DATA_FIELDS)
         .filter(|&&n| n != 2)
         .filter_map(|&n| {
             let field = forwarded.get(n)?;

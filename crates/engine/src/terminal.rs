@@ -5,7 +5,7 @@ use iso8583::{ECHO_FIELDS, Message, ResponseCode};
 use crate::engine::{Engine, Txn};
 use crate::event::{Action, ConnId, LinkId, Now, TimerId, TxnId};
 use crate::fields::{self, set_rc};
-use crate::idempotency::{Answer, Conflict, Done, Key, Lookup, State, fingerprint};
+use crate::idempotency::{Answer, Conflict, Done, Key, Lookup, State, fingerprint, kept};
 use crate::journal::{Card, Received, Step};
 use crate::links::{LinkState, Pending};
 
@@ -91,7 +91,14 @@ impl Engine {
     /// The stored answer for a retransmit of `request`.
     fn replay(&self, answer: Answer, request: &Message) -> Message {
         let (rc, auth_code, rrn) = match answer {
-            Answer::Sent(msg) => return msg,
+            Answer::Sent(wire) => match Message::decode(request.spec(), wire) {
+                Ok(msg) => return msg,
+                // Its own encoding: it decodes unless the code that wrote it is wrong.
+                Err(error) => {
+                    tracing::error!(%error, "stored answer does not decode; replayed as 96");
+                    (ResponseCode::SYSTEM_ERROR, None, None)
+                }
+            },
             Answer::Recorded { rc, auth_code, rrn } => (rc, auth_code, rrn),
         };
         let mut msg = self
@@ -307,7 +314,7 @@ impl Engine {
                 &key,
                 Done {
                     txn,
-                    answer: Answer::Sent(answer.clone()),
+                    answer: Answer::Sent(kept(&answer)),
                     approved: None,
                 },
             );

@@ -7,7 +7,7 @@ use iso8583::{ECHO_FIELDS, Message, Mti, ResponseCode};
 use crate::engine::{Engine, span};
 use crate::event::{Action, LinkId, Now, TimerId, TxnId};
 use crate::fields::{self, copy, set_rc};
-use crate::idempotency::{Answer, Done};
+use crate::idempotency::{Answer, Done, kept};
 use crate::journal::Step;
 use crate::links::{LinkState, Pending, Probe};
 use crate::saf::Source;
@@ -96,14 +96,14 @@ impl Engine {
         } else {
             (
                 answer,
-                approved.then_some((Source::Sent(t.forwarded), t.issuer)),
+                approved.then_some((Source::sent(&t.forwarded), t.issuer)),
             )
         };
         self.idempotency.complete(
             &t.key,
             Done {
                 txn,
-                answer: Answer::Sent(answer),
+                answer: Answer::Sent(kept(&answer)),
                 approved,
             },
         );
@@ -158,7 +158,7 @@ impl Engine {
             &t.key,
             Done {
                 txn,
-                answer: Answer::Sent(answer),
+                answer: Answer::Sent(kept(&answer)),
                 approved: None,
             },
         );
