@@ -10,14 +10,13 @@ use iso8583::{Message, Mti, OriginalData, ResponseCode};
 
 use crate::engine::Engine;
 use crate::event::{Action, LinkId, Now, TimerId, TxnId};
-use crate::fields::copy;
 use crate::journal::{Original, Step};
 use crate::links::Pending;
 
 /// Fields of the original a reversal repeats.
 const REVERSAL_FIELDS: &[u8] = &[2, 3, 4, 7, 12, 13, 22, 25, 32, 37, 41, 42, 49];
-/// Fields of the original that DE90 of its reversal names, besides those it repeats.
-const ORIGINAL_DATA_FIELDS: [u8; 2] = [11, 33];
+/// Fields of the original a reversal is built from: those it repeats and those its DE90 names.
+const NEEDED_FIELDS: &[u8] = &[2, 3, 4, 7, 11, 12, 13, 22, 25, 32, 33, 37, 41, 42, 49];
 
 #[derive(Debug)]
 pub(crate) struct Reversal {
@@ -220,12 +219,15 @@ impl Source {
     /// What a reversal of `forwarded` needs: a few fields instead of the whole message, whose PIN block,
     /// track and EMV data would otherwise stay in memory for the length of the idempotency window.
     pub(crate) fn sent(forwarded: &Message) -> Source {
-        let mut needed = Message::new(forwarded.spec().clone(), forwarded.mti());
-        for &n in REVERSAL_FIELDS.iter().chain(&ORIGINAL_DATA_FIELDS) {
-            // Within one dialect a field that was valid stays valid.
-            let _ = copy(&mut needed, forwarded, n);
-        }
-        Source::Sent(crate::idempotency::kept(&needed))
+        // The fields' wire bytes are copied as they are: nothing is decoded or checked again.
+        let needed = forwarded.response(NEEDED_FIELDS).map(|mut m| {
+            m.set_mti(forwarded.mti());
+            m
+        });
+        // Only a response has no response: a forwarded request always does.
+        Source::Sent(crate::idempotency::kept(
+            needed.as_ref().unwrap_or(forwarded),
+        ))
     }
 }
 
@@ -252,9 +254,8 @@ impl Engine {
 /// What the journal keeps of a forwarded request for its reversal: everything a reversal repeats but the
 /// card number, and the fields DE90 names.
 pub(crate) fn recorded(forwarded: &Message) -> Original {
-    let fields = REVERSAL_FIELDS
+    let fields = NEEDED_FIELDS
         .iter()
-        .chain(&ORIGINAL_DATA_FIELDS)
         .filter(|&&n| n != 2)
         .filter_map(|&n| {
             let field = forwarded.get(n)?;
