@@ -93,13 +93,17 @@ impl Engine {
         });
     }
 
-    /// A link of `issuer` signed on: reversals that were waiting for one go out now, not at their backoff.
+    /// A link of `issuer` signed on: reversals that were waiting for one go out now, not at their backoff,
+    /// oldest first (so that the order does not depend on the hash map's).
     pub(crate) fn resume_reversals(&self, now: Now, issuer: usize, out: &mut Vec<Action>) {
-        for (&txn, _) in self
+        let mut waiting: Vec<TxnId> = self
             .reversals
             .iter()
             .filter(|(_, r)| r.issuer == issuer && r.waiting)
-        {
+            .map(|(&txn, _)| txn)
+            .collect();
+        waiting.sort_unstable();
+        for txn in waiting {
             out.push(Action::Arm {
                 id: TimerId::Reversal(txn),
                 at: now.mono,

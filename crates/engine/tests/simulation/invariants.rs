@@ -1,0 +1,74 @@
+//! The invariants every simulated run must keep.
+
+use std::collections::BTreeMap;
+
+use engine::{Step, TxnId};
+
+use crate::world::Run;
+
+/// Every invariant a run broke, each as one line (empty when it kept them all).
+pub(crate) fn broken(run: &Run) -> Vec<String> {
+    let mut broken = Vec::new();
+    if !run.settled {
+        broken.push("the run never settled: something in flight was never finished".to_string());
+    }
+    // (1) Every transaction's net debit at the issuer equals what its terminal was told.
+    let books = sim::reconcile(&run.outcomes, &run.ledger);
+    for m in &books.mismatches {
+        broken.push(format!(
+            "(1) RRN {}: terminal told {:?}, issuer net {} (expected {}, {} approvals)",
+            m.rrn, m.told, m.net, m.expected, m.approvals
+        ));
+    }
+    // (2) No idempotency key is forwarded twice: one request per RRN reaches the issuer.
+    for (rrn, n) in run.forwards.iter().filter(|(_, n)| **n > 1) {
+        broken.push(format!("(2) RRN {rrn} forwarded {n} times"));
+    }
+    // (3) Every reversal is acknowledged, or expired and reported; none is forgotten.
+    let mut reversals: BTreeMap<TxnId, bool> = BTreeMap::new();
+    for record in &run.journal {
+        match record.step {
+            Step::ReversalQueued => {
+                reversals.entry(record.txn).or_insert(false);
+            }
+            Step::ReversalAcknowledged { .. } | Step::ReversalExpired { .. } => {
+                reversals.insert(record.txn, true);
+            }
+            _ => {}
+        }
+    }
+    for (txn, _) in reversals.iter().filter(|(_, finished)| !**finished) {
+        broken.push(format!(
+            "(3) reversal of {txn:?} neither acknowledged nor expired"
+        ));
+    }
+    if run.pending_reversals > 0 {
+        broken.push(format!(
+            "(3) {} reversals still pending",
+            run.pending_reversals
+        ));
+    }
+    // (4) Every request on a connection that stayed open gets exactly one answer; none gets two.
+    for (conn, requests) in &run.requests {
+        let answers = run.answers.get(conn);
+        let open = !run.closed.contains(conn);
+        for (key, &sent) in requests {
+            let got = answers.and_then(|a| a.get(key)).copied().unwrap_or(0);
+            if got > sent || (open && got != sent) {
+                broken.push(format!(
+                    "(4) {conn:?} (class, STAN) {key:?}: {sent} requests, {got} answers"
+                ));
+            }
+        }
+    }
+    for (conn, answers) in &run.answers {
+        for key in answers.keys() {
+            if !run.requests.get(conn).is_some_and(|r| r.contains_key(key)) {
+                broken.push(format!(
+                    "(4) {conn:?} answered {key:?}, which it never asked"
+                ));
+            }
+        }
+    }
+    broken
+}
