@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use iso8583::Spec;
 use serde::Deserialize;
-use wire::{FrameCodec, LengthHeader, Tpdu};
+use wire::{FrameCodec, LengthHeader, Tpdu, ZeroLength};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -166,6 +166,16 @@ pub struct ListenerFile {
     pub tpdu: bool,
     pub max_frame: usize,
     pub max_connections: usize,
+    /// Requests of one connection awaiting their answers; beyond it the connection is not read.
+    pub max_in_flight: usize,
+    /// A connection with nothing in flight that sends nothing (not even a keep-alive) this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A frame whose first bytes arrived must be complete within this (checked at this interval).
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Zero-length frames: `ignore` (keep-alives) or `reject` (close the connection).
+    pub zero_length: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,6 +250,10 @@ impl Default for ListenerFile {
             tpdu: false,
             max_frame: wire::DEFAULT_MAX_FRAME,
             max_connections: 1000,
+            max_in_flight: 16,
+            idle_timeout: Duration::from_secs(300),
+            read_timeout: Duration::from_secs(10),
+            zero_length: "ignore".into(),
         }
     }
 }
@@ -314,6 +328,9 @@ pub struct Listener {
     pub spec: Arc<Spec>,
     pub codec: FrameCodec,
     pub max_connections: usize,
+    pub max_in_flight: usize,
+    pub idle_timeout: Duration,
+    pub read_timeout: Duration,
 }
 
 /// One upstream connection, in the engine's link order.
@@ -332,6 +349,13 @@ fn dialect(key: String, name: &str) -> Result<Arc<Spec>, ConfigError> {
 
 fn header(key: String, name: &str) -> Result<LengthHeader, ConfigError> {
     name.parse().map_err(|e: String| invalid(key, e))
+}
+
+fn nonzero(key: String, value: Duration) -> Result<Duration, ConfigError> {
+    if value.is_zero() {
+        return Err(invalid(key, "must be more than zero"));
+    }
+    Ok(value)
 }
 
 fn positive(key: String, value: usize) -> Result<usize, ConfigError> {
@@ -362,14 +386,23 @@ impl File {
             .enumerate()
             .map(|(i, l)| {
                 let key = |k: &str| format!("listeners[{i}].{k}");
+                let zero_length = match l.zero_length.as_str() {
+                    "ignore" => ZeroLength::Ignore,
+                    "reject" => ZeroLength::Reject,
+                    _ => return Err(invalid(key("zero_length"), "must be ignore or reject")),
+                };
                 let codec = FrameCodec::new(header(key("header"), &l.header)?)
                     .with_tpdu(l.tpdu)
-                    .with_max_frame(positive(key("max_frame"), l.max_frame)?);
+                    .with_max_frame(positive(key("max_frame"), l.max_frame)?)
+                    .with_zero_length(zero_length);
                 Ok(Listener {
                     address: l.address,
                     spec: dialect(key("dialect"), &l.dialect)?,
                     codec,
                     max_connections: positive(key("max_connections"), l.max_connections)?,
+                    max_in_flight: positive(key("max_in_flight"), l.max_in_flight)?,
+                    idle_timeout: nonzero(key("idle_timeout"), l.idle_timeout)?,
+                    read_timeout: nonzero(key("read_timeout"), l.read_timeout)?,
                 })
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -383,9 +416,7 @@ impl File {
             if f.hosts.is_empty() {
                 return Err(invalid(key("hosts"), "at least one host is needed"));
             }
-            if f.response_timeout.is_zero() {
-                return Err(invalid(key("response_timeout"), "must be more than zero"));
-            }
+            nonzero(key("response_timeout"), f.response_timeout)?;
             let spec = dialect(key("dialect"), &f.dialect)?;
             let tpdu = f
                 .tpdu
@@ -443,9 +474,7 @@ impl File {
         if r.max_attempts == 0 {
             return Err(invalid("reversals.max_attempts", "must be at least 1"));
         }
-        if r.backoff.is_zero() {
-            return Err(invalid("reversals.backoff", "must be more than zero"));
-        }
+        nonzero("reversals.backoff".into(), r.backoff)?;
         let journal = self.journal.check()?;
         Ok(Settings {
             listeners,

@@ -41,6 +41,7 @@ pub struct Metrics {
     duplicates: IntCounterVec,
     idempotency_entries: IntGauge,
     idempotency_evictions: IntCounter,
+    format_errors: IntCounter,
     reversals: IntCounterVec,
     saf_depth: IntGauge,
     saf_oldest_age: Gauge,
@@ -52,6 +53,9 @@ pub struct Metrics {
     probe_failures: IntCounterVec,
     pub(crate) terminal_connections: IntGauge,
     pub(crate) terminal_refused: IntCounter,
+    pub(crate) terminal_closed: IntCounterVec,
+    pub(crate) terminal_throttled: IntCounter,
+    pub(crate) terminal_keepalives: IntCounter,
     pub(crate) decode_errors: IntCounterVec,
     journal_sync_seconds: prometheus::Histogram,
     journal_batch_records: prometheus::Histogram,
@@ -191,6 +195,11 @@ impl Metrics {
                 "acquiro_idempotency_evictions_total",
                 "Keys evicted before their window ended because the table was full.",
             ),
+            format_errors: counter(
+                &r,
+                "acquiro_format_errors_total",
+                "Decoded terminal messages refused (RC 30: unsupported MTI, missing key fields) or ignored (a response MTI).",
+            ),
             reversals: counters(
                 &r,
                 "acquiro_reversals_total",
@@ -231,6 +240,22 @@ impl Metrics {
                 &r,
                 "acquiro_terminal_connections_refused_total",
                 "Terminal connections closed at once because the listener was at its cap.",
+            ),
+            terminal_closed: counters(
+                &r,
+                "acquiro_terminal_closed_total",
+                "Terminal connections ended, by why (the terminal closed, idle, read timeout, framing error...).",
+                &["reason"],
+            ),
+            terminal_throttled: counter(
+                &r,
+                "acquiro_terminal_throttled_total",
+                "Times a terminal connection reached its in-flight cap and was not read until an answer went out.",
+            ),
+            terminal_keepalives: counter(
+                &r,
+                "acquiro_terminal_keepalives_total",
+                "Zero-length frames (keep-alives) received from terminals and ignored.",
             ),
             decode_errors: counters(
                 &r,
@@ -499,6 +524,8 @@ impl Recorder {
         let (stats, last) = (engine.stats(), &self.last);
         m.idempotency_evictions
             .inc_by(stats.idempotency_evictions - last.idempotency_evictions);
+        m.format_errors
+            .inc_by(stats.format_errors - last.format_errors);
         for (probe, now, before) in [
             ("sign_on", stats.sign_on_failures, last.sign_on_failures),
             ("echo", stats.echo_failures, last.echo_failures),

@@ -2,15 +2,22 @@
 //! driver, write answers back. A connection that sends something unreadable gets RC 30 when an answer can
 //! be formed, otherwise it alone is closed. A connection over the listener's cap is closed at once, so
 //! the terminal learns it (and can try another switch) instead of waiting in the backlog.
+//!
+//! Per connection: at most `max_in_flight` requests await their answers (beyond it the connection is not
+//! read, so TCP pushes back on the terminal and no answer can ever be dropped for want of queue space);
+//! a connection idle for `idle_timeout` with nothing in flight, or stuck inside a frame for
+//! `read_timeout`, is closed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use engine::{ConnId, Event};
 use futures_util::{SinkExt, StreamExt};
 use iso8583::{Message, ResponseCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,9 +27,6 @@ use crate::codec::{MessageCodec, Outgoing};
 use crate::config::Listener;
 use crate::driver::Input;
 use crate::metrics::Metrics;
-
-/// Answers queued for one connection; a terminal that stops reading has its answers dropped.
-const ANSWER_QUEUE: usize = 64;
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
@@ -66,6 +70,7 @@ pub(crate) async fn accept_loop(
         tasks.spawn(async move {
             let reason = serve(conn, stream, &settings, &inputs, &shutdown, &metrics).await;
             tracing::debug!(?conn, %peer, reason, "terminal connection closed");
+            metrics.terminal_closed.with_label_values(&[reason]).inc();
             let _ = inputs.send(Input::Event(Event::ConnClosed(conn))).await;
             metrics.terminal_connections.dec();
             drop(permit);
@@ -82,33 +87,47 @@ async fn serve(
     shutdown: &CancellationToken,
     metrics: &Metrics,
 ) -> &'static str {
-    let (answers, mut queued) = mpsc::channel(ANSWER_QUEUE);
+    // Room for the answer to every request in flight: the driver's queueing never fails.
+    let (answers, mut queued) = mpsc::channel(settings.max_in_flight);
     if inputs.send(Input::Opened { conn, answers }).await.is_err() {
-        return "switch stopping";
+        return "switch_stopping";
     }
     let mut framed = Framed::new(stream, MessageCodec(settings.codec));
     // Answers carry the TPDU of the terminal's last request, with its addresses swapped.
     let mut tpdu: Option<Tpdu> = None;
     let mut reading = true;
+    let mut in_flight = 0;
+    let mut quiet = Quiet::new(settings);
+    let check = tokio::time::sleep(settings.read_timeout.min(settings.idle_timeout));
+    tokio::pin!(check);
     loop {
+        let read = reading && in_flight < settings.max_in_flight;
         tokio::select! {
-            frame = framed.next(), if reading => match frame {
+            frame = framed.next(), if read => match frame {
                 Some(Ok(frame)) => {
+                    quiet.frame(framed.codec().0.keepalives(), metrics);
                     tpdu = frame.tpdu.map(Tpdu::response);
                     match Message::decode(&settings.spec, frame.message.clone()) {
                         Ok(msg) => {
+                            // The engine answers every request once, and ignores anything else.
+                            if msg.mti().is_request() {
+                                in_flight += 1;
+                                if in_flight == settings.max_in_flight {
+                                    metrics.terminal_throttled.inc();
+                                }
+                            }
                             if inputs.send(Input::Event(Event::Request { conn, msg })).await.is_err() {
-                                return "switch stopping";
+                                return "switch_stopping";
                             }
                         }
                         Err(error) => {
                             tracing::warn!(?conn, %error, "undecodable terminal message");
                             metrics.decode_errors.with_label_values(&["terminal", error.reason().label()]).inc();
                             let Some(answer) = format_error(settings, &frame.message) else {
-                                return "undecodable message";
+                                return "undecodable";
                             };
                             if framed.send(Outgoing(tpdu, answer)).await.is_err() {
-                                return "write failed";
+                                return "write_failed";
                             }
                         }
                     }
@@ -118,19 +137,100 @@ async fn serve(
                     metrics.decode_errors.with_label_values(&["terminal", error.label()]).inc();
                     return error.label();
                 }
-                None => return "closed by the terminal",
+                None => return "closed_by_terminal",
             },
             answer = queued.recv() => match answer {
                 Some(answer) => {
+                    in_flight = in_flight.saturating_sub(1);
                     if framed.send(Outgoing(tpdu, answer)).await.is_err() {
-                        return "write failed";
+                        return "write_failed";
                     }
                 }
                 // The driver stopped: every answer it queued has been written.
-                None => return "switch stopped",
+                None => return "switch_stopped",
             },
+            () = &mut check => {
+                let buffered = !framed.read_buffer().is_empty();
+                match quiet.check(buffered, framed.codec().0.keepalives(), in_flight, metrics) {
+                    Ok(next) => check.as_mut().reset(next),
+                    Err(reason) => {
+                        tracing::info!(?conn, reason, "terminal connection quiet too long; closing");
+                        return reason;
+                    }
+                }
+            }
             // Draining: no new requests, but answers still go out.
             _ = shutdown.cancelled(), if reading => reading = false,
+        }
+    }
+}
+
+/// When a connection has been quiet too long: idle with nothing in flight, or stopped inside a frame.
+/// Checked at intervals of at most `read_timeout`, so a frame started just after a check is cut off
+/// between one and two read timeouts after its first byte.
+struct Quiet {
+    idle: Duration,
+    read: Duration,
+    /// The last complete frame or keep-alive.
+    last_frame: Instant,
+    keepalives: u64,
+    /// The first check that found part of a frame buffered.
+    partial_since: Option<Instant>,
+}
+
+impl Quiet {
+    fn new(settings: &Listener) -> Quiet {
+        Quiet {
+            idle: settings.idle_timeout,
+            read: settings.read_timeout,
+            last_frame: Instant::now(),
+            keepalives: 0,
+            partial_since: None,
+        }
+    }
+
+    /// A complete frame arrived (after `keepalives` keep-alives in all).
+    fn frame(&mut self, keepalives: u64, metrics: &Metrics) {
+        self.keepalives(keepalives, metrics);
+        self.last_frame = Instant::now();
+        self.partial_since = None;
+    }
+
+    /// Counts keep-alives not yet counted; they show the connection is alive.
+    fn keepalives(&mut self, keepalives: u64, metrics: &Metrics) {
+        if keepalives > self.keepalives {
+            metrics
+                .terminal_keepalives
+                .inc_by(keepalives - self.keepalives);
+            self.keepalives = keepalives;
+            self.last_frame = Instant::now();
+        }
+    }
+
+    /// The reason to close now, or when to check again.
+    fn check(
+        &mut self,
+        buffered: bool,
+        keepalives: u64,
+        in_flight: usize,
+        metrics: &Metrics,
+    ) -> Result<Instant, &'static str> {
+        self.keepalives(keepalives, metrics);
+        let now = Instant::now();
+        if !buffered {
+            self.partial_since = None;
+        }
+        let idle_at = self.last_frame + self.idle;
+        match self.partial_since {
+            Some(since) if now >= since + self.read => Err("read_timeout"),
+            Some(since) => Ok(since + self.read),
+            None if buffered => {
+                self.partial_since = Some(now);
+                Ok(now + self.read)
+            }
+            None if in_flight == 0 && now >= idle_at => Err("idle"),
+            None if idle_at > now => Ok(idle_at.min(now + self.read)),
+            None => Ok(now + self.read),
         }
     }
 }

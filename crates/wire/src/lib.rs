@@ -72,6 +72,8 @@ pub struct FrameCodec {
     tpdu: bool,
     max_frame: usize,
     zero_length: ZeroLength,
+    /// Zero-length frames ignored so far: the connection's owner sees keep-alives through it.
+    keepalives: u64,
 }
 
 /// A generous default: the longest ISO 8583:1987 message in practice is a few kilobytes.
@@ -85,6 +87,7 @@ impl FrameCodec {
             tpdu: false,
             max_frame,
             zero_length: ZeroLength::default(),
+            keepalives: 0,
         }
     }
 
@@ -111,6 +114,11 @@ impl FrameCodec {
 
     pub fn max_frame(&self) -> usize {
         self.max_frame
+    }
+
+    /// How many zero-length frames this codec has ignored.
+    pub fn keepalives(&self) -> u64 {
+        self.keepalives
     }
 
     /// Writes one frame whose message is produced by `write` straight into `dst`: the header is reserved
@@ -169,6 +177,7 @@ impl Decoder for FrameCodec {
             if len == 0 {
                 match self.zero_length {
                     ZeroLength::Ignore => {
+                        self.keepalives += 1;
                         src.advance(header_len);
                         continue;
                     }

@@ -79,6 +79,7 @@ fn zero_length_policy() {
     let mut buf = BytesMut::from(&b"00000000"[..]);
     assert!(ignore.decode(&mut buf).unwrap().is_none());
     assert!(buf.is_empty());
+    assert_eq!(ignore.keepalives(), 2, "each keep-alive is counted");
 }
 
 #[test]

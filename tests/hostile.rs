@@ -1,0 +1,268 @@
+//! Malformed and hostile input: each class gets its documented outcome, is counted in the metrics, and
+//! leaves a well-behaved terminal on another connection untouched.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use iso8583::{Message, Spec};
+use support::issuer::Issuer;
+use support::terminal::{Terminal, text};
+use support::{http_get, within};
+use switch::{File, MemoryJournal, Running};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wire::{FrameCodec, LengthHeader, Tpdu};
+
+fn spec(name: &str) -> Arc<Spec> {
+    dialects::builtin(name).unwrap()
+}
+
+fn rc(m: &Message) -> String {
+    text(m, 39)
+}
+
+/// Listeners: 0 the main one (iso87ascii, two requests in flight at most), 1 iso87bcd with a TPDU,
+/// 2 capped at two connections, 3 with short idle and read timeouts.
+async fn start(issuer: &Issuer) -> Running {
+    let toml = format!(
+        r#"
+        acquirer_id = "12345"
+        echo_interval = "1h"
+        admin_listen = "127.0.0.1:0"
+        [[listeners]]
+        address = "127.0.0.1:0"
+        max_frame = 1024
+        max_in_flight = 2
+        [[listeners]]
+        address = "127.0.0.1:0"
+        dialect = "iso87bcd"
+        tpdu = true
+        [[listeners]]
+        address = "127.0.0.1:0"
+        max_connections = 2
+        [[listeners]]
+        address = "127.0.0.1:0"
+        idle_timeout = "600ms"
+        read_timeout = "300ms"
+        [[issuers]]
+        hosts = ["{}"]
+        response_timeout = "10s"
+        "#,
+        issuer.addr
+    );
+    let settings = File::parse("test", &toml).unwrap().check().unwrap();
+    let switch = switch::start(
+        settings,
+        Box::new(MemoryJournal::new(1000)),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    within("ready", switch.ready()).await;
+    switch
+}
+
+fn ascii(addr: SocketAddr, tid: &str) -> impl Future<Output = Terminal> {
+    Terminal::connect(
+        addr,
+        spec("iso87ascii"),
+        FrameCodec::new(LengthHeader::Binary2),
+        tid,
+    )
+}
+
+/// Sends `raw` (a message with its fields already encoded) and expects a 0210 with RC 30.
+async fn rc30(t: &mut Terminal, raw: Vec<u8>) {
+    t.send_raw(Bytes::from(raw)).await;
+    let answer = t.answer().await;
+    assert_eq!((answer.mti().as_str(), rc(&answer)), ("0210", "30".into()));
+}
+
+/// Whether the switch closes `stream` (reads end) before anything comes back.
+async fn closed(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(within("close", stream.read(&mut buf)).await, Ok(0) | Err(_))
+}
+
+#[tokio::test]
+async fn each_class_of_bad_input_has_its_outcome_and_spares_other_connections() {
+    let issuer = Issuer::start(spec("iso87ascii"), Duration::from_secs(60)).await;
+    let switch = start(&issuer).await;
+    let [main, bcd, capped, timed] = switch.listeners[..] else {
+        panic!("four listeners")
+    };
+    let mut good = ascii(main, "TERM000G").await;
+    let mut stan = 0;
+    let mut good_purchase = async || {
+        stan += 1;
+        assert_eq!(
+            rc(&good.exchange(&good.purchase(stan, 100)).await),
+            "00",
+            "others carry on"
+        );
+    };
+    good_purchase().await;
+
+    // 1. A length header above max_frame: closed before anything is read or reserved.
+    let mut s = TcpStream::connect(main).await.unwrap();
+    s.write_all(&[0xFF, 0xFF, b'0']).await.unwrap();
+    assert!(closed(&mut s).await);
+    good_purchase().await;
+
+    // 2. A zero-length frame is a keep-alive: ignored, and the connection goes on.
+    let mut t = ascii(main, "TERM0002").await;
+    t.send_raw(Bytes::new()).await;
+    assert_eq!(rc(&t.exchange(&t.purchase(1, 100)).await), "00");
+
+    // 3. A frame cut short by the terminal closing: that connection ends, nothing is forwarded.
+    let mut s = TcpStream::connect(main).await.unwrap();
+    s.write_all(&[0x00, 0x64, b'0', b'2', b'0', b'0'])
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    assert!(closed(&mut s).await);
+    good_purchase().await;
+
+    // 4-7. Messages whose MTI can be read but not the rest: RC 30, and the connection goes on.
+    let mut t = ascii(main, "TERM0004").await;
+    let purchase = t.purchase(4, 100).to_bytes().to_vec();
+    // Offsets in iso87ascii: MTI 0..4, primary bitmap 4..12, DE2 "16"+16 digits 12..30, DE3 30..36.
+    let mut tertiary = b"0200".to_vec();
+    tertiary.extend([
+        0x80, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    rc30(&mut t, tertiary).await; // bit 129: no field has a spec
+    let mut letter = purchase.clone();
+    letter[30] = b'A';
+    rc30(&mut t, letter).await; // a letter in DE3, an n field
+    let mut long = purchase.clone();
+    long[12..14].copy_from_slice(b"20");
+    rc30(&mut t, long).await; // DE2 declares 20 digits, over its max of 19
+    let mut trailing = purchase.clone();
+    trailing.extend(b"XYZ");
+    rc30(&mut t, trailing).await;
+    assert_eq!(rc(&t.exchange(&t.purchase(5, 100)).await), "00");
+    good_purchase().await;
+
+    // 8. An MTI the switch does not handle (0300): RC 30 from the engine.
+    let mut unknown = purchase.clone();
+    unknown[0..4].copy_from_slice(b"0300");
+    t.send_raw(Bytes::from(unknown)).await;
+    let answer = t.answer().await;
+    assert_eq!((answer.mti().as_str(), rc(&answer)), ("0310", "30".into()));
+
+    // 9. A bad BCD nibble (iso87bcd: MTI 0..2, bitmap 2..10, DE2 length 10, digits 11..19): RC 30.
+    let mut b = Terminal::connect(
+        bcd,
+        spec("iso87bcd"),
+        FrameCodec::new(LengthHeader::Binary2).with_tpdu(true),
+        "TERM0009",
+    )
+    .await;
+    b.tpdu = Some("6000010002".parse::<Tpdu>().unwrap());
+    let mut nibble = b.purchase(9, 100).to_bytes().to_vec();
+    nibble[11] = 0xAB;
+    rc30(&mut b, nibble).await;
+    good_purchase().await;
+
+    // 10. A TPDU whose id is not 0x60/0x68: closed.
+    let mut s = TcpStream::connect(bcd).await.unwrap();
+    s.write_all(&[0x00, 0x07, 0x55, 0, 1, 0, 0, 0x02, 0x00])
+        .await
+        .unwrap();
+    assert!(closed(&mut s).await);
+    good_purchase().await;
+
+    // 11. One more connection than the listener's cap: closed at once.
+    let mut first = ascii(capped, "TERM0011").await;
+    let mut second = ascii(capped, "TERM0012").await;
+    for t in [&mut first, &mut second] {
+        assert_eq!(
+            rc(&t.exchange(&t.purchase(11, 100)).await),
+            "00",
+            "within the cap"
+        );
+    }
+    let mut third = TcpStream::connect(capped).await.unwrap();
+    assert!(closed(&mut third).await);
+    good_purchase().await;
+
+    // 12. A byte-a-second sender: cut off by the read timeout before its frame is complete.
+    let mut s = TcpStream::connect(timed).await.unwrap();
+    let frame = [&[0x00, 0x40][..], &[b'0'; 0x40]].concat();
+    let mut sent = 0;
+    let cut_off = loop {
+        // The pace is the input under test, not a synchronisation.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if sent == frame.len() || s.write_all(&frame[sent..=sent]).await.is_err() {
+            break sent < frame.len();
+        }
+        sent += 1;
+        if s.try_read(&mut [0u8; 8]).is_ok_and(|n| n == 0) {
+            break true;
+        }
+    };
+    assert!(cut_off, "the switch waited for the whole frame");
+    good_purchase().await;
+
+    // 13. A connection that sends nothing: closed after the idle timeout.
+    let mut s = TcpStream::connect(timed).await.unwrap();
+    assert!(closed(&mut s).await);
+
+    // 14. A terminal flooding requests: two are forwarded, the rest wait unread until answers go out.
+    let mut flood = ascii(main, "TERM000F").await;
+    for n in 1..=5 {
+        flood.send(&flood.purchase(n, 555)).await;
+    }
+    let from_flood = |r: &[Message]| r.iter().filter(|m| text(m, 41) == "TERM000F").count();
+    within("two forwarded", issuer.wait_for(|r| from_flood(r) == 2)).await;
+    good_purchase().await;
+    assert_eq!(from_flood(&issuer.received()), 2, "the third is not read");
+    issuer.release();
+    for _ in 1..=5 {
+        assert_eq!(rc(&flood.answer().await), "00");
+    }
+    good_purchase().await;
+
+    let (_, metrics) = http_get(switch.admin.unwrap(), "/metrics").await;
+    let has = |line: &str| {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in\n{metrics}"
+        )
+    };
+    for reason in ["frame_too_long", "truncated_frame", "bad_tpdu"] {
+        has(&format!(
+            r#"acquiro_decode_errors_total{{reason="{reason}",source="terminal"}} 1"#
+        ));
+        has(&format!(
+            r#"acquiro_terminal_closed_total{{reason="{reason}"}} 1"#
+        ));
+    }
+    for reason in [
+        "no_spec",
+        "bad_char",
+        "too_long",
+        "trailing_bytes",
+        "bad_bcd",
+    ] {
+        has(&format!(
+            r#"acquiro_decode_errors_total{{reason="{reason}",source="terminal"}} 1"#
+        ));
+    }
+    has("acquiro_terminal_keepalives_total 1");
+    has("acquiro_format_errors_total 1");
+    has("acquiro_terminal_connections_refused_total 1");
+    has(r#"acquiro_terminal_closed_total{reason="read_timeout"} 1"#);
+    has(r#"acquiro_terminal_closed_total{reason="idle"} 1"#);
+    // Once while two were held; again when answers freed room and the rest came in, however they raced.
+    let throttled = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("acquiro_terminal_throttled_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(throttled.is_some_and(|n| n >= 1), "throttled {throttled:?}");
+}
