@@ -10,6 +10,8 @@ use iso8583::Spec;
 use serde::Deserialize;
 use wire::{FrameCodec, LengthHeader, Tpdu, ZeroLength};
 
+use crate::tls::{Acceptor, Connector, IssuerTlsFile, ListenerTlsFile};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -176,6 +178,8 @@ pub struct ListenerFile {
     pub read_timeout: Duration,
     /// Zero-length frames: `ignore` (keep-alives) or `reject` (close the connection).
     pub zero_length: String,
+    /// Terminals connect over TLS when present.
+    pub tls: Option<ListenerTlsFile>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +194,8 @@ pub struct IssuerFile {
     pub connections_per_host: usize,
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
+    /// Links connect over TLS when present.
+    pub tls: Option<IssuerTlsFile>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -254,6 +260,7 @@ impl Default for ListenerFile {
             idle_timeout: Duration::from_secs(300),
             read_timeout: Duration::from_secs(10),
             zero_length: "ignore".into(),
+            tls: None,
         }
     }
 }
@@ -268,6 +275,7 @@ impl Default for IssuerFile {
             tpdu: None,
             connections_per_host: 1,
             response_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -331,6 +339,7 @@ pub struct Listener {
     pub max_in_flight: usize,
     pub idle_timeout: Duration,
     pub read_timeout: Duration,
+    pub tls: Option<Acceptor>,
 }
 
 /// One upstream connection, in the engine's link order.
@@ -341,6 +350,7 @@ pub struct Link {
     pub spec: Arc<Spec>,
     pub codec: FrameCodec,
     pub tpdu: Option<Tpdu>,
+    pub tls: Option<Connector>,
 }
 
 fn dialect(key: String, name: &str) -> Result<Arc<Spec>, ConfigError> {
@@ -403,6 +413,11 @@ impl File {
                     max_in_flight: positive(key("max_in_flight"), l.max_in_flight)?,
                     idle_timeout: nonzero(key("idle_timeout"), l.idle_timeout)?,
                     read_timeout: nonzero(key("read_timeout"), l.read_timeout)?,
+                    tls: l
+                        .tls
+                        .as_ref()
+                        .map(|t| t.check().map_err(|e| invalid(key("tls"), e)))
+                        .transpose()?,
                 })
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -427,6 +442,11 @@ impl File {
                 FrameCodec::new(header(key("header"), &f.header)?).with_tpdu(tpdu.is_some());
             let per_host = positive(key("connections_per_host"), f.connections_per_host)?;
             for host in &f.hosts {
+                let tls = f
+                    .tls
+                    .as_ref()
+                    .map(|t| t.check(host).map_err(|e| invalid(key("tls"), e)))
+                    .transpose()?;
                 for _ in 0..per_host {
                     links.push(Link {
                         issuer: f.name.clone(),
@@ -434,6 +454,7 @@ impl File {
                         spec: spec.clone(),
                         codec,
                         tpdu,
+                        tls: tls.clone(),
                     });
                 }
             }

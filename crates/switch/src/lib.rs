@@ -11,6 +11,7 @@ mod link;
 mod metrics;
 mod status;
 mod terminal;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use config::{
 pub use journal::{Journal, MemoryJournal, Report, open_journal};
 pub use metrics::Metrics;
 pub use status::{LinkStatus, Status};
+pub use tls::{Acceptor, Connector, IssuerTlsFile, ListenerTlsFile};
 
 /// Events waiting for the driver; when full, connections and links wait (backpressure).
 const INPUT_QUEUE: usize = 4096;

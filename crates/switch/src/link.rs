@@ -10,12 +10,17 @@ use iso8583::Message;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{MessageCodec, Outgoing};
 use crate::config::Link;
 use crate::driver::Input;
 use crate::metrics::Metrics;
+use crate::tls::Stream;
+
+/// How long a TLS handshake with an issuer may take.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub(crate) enum LinkCmd {
@@ -60,10 +65,7 @@ pub(crate) async fn run(
         .with_label_values(&Metrics::link_labels(id, &link));
     let mut backoff = Backoff::new();
     while !cmds.is_closed() {
-        let stream = match stopped
-            .run_until_cancelled(TcpStream::connect(&link.host))
-            .await
-        {
+        let stream = match stopped.run_until_cancelled(connect(&link)).await {
             None => return,
             Some(Ok(stream)) => stream,
             Some(Err(error)) => {
@@ -81,7 +83,6 @@ pub(crate) async fn run(
             }
         };
         backoff = Backoff::new();
-        let _ = stream.set_nodelay(true);
         // Whatever was queued for the previous connection is stale: those requests time out and are
         // reversed by the engine.
         while cmds.try_recv().is_ok() {}
@@ -109,11 +110,23 @@ pub(crate) async fn run(
     }
 }
 
+/// A TCP connection to the link's host, over TLS when the issuer is configured for it.
+async fn connect(link: &Link) -> std::io::Result<Stream> {
+    let stream = TcpStream::connect(&link.host).await?;
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = &link.tls else {
+        return Ok(Either::Left(stream));
+    };
+    tokio::time::timeout(TLS_HANDSHAKE, tls.connect(stream))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+}
+
 /// Moves frames until the connection ends; returns why.
 async fn carry(
     id: LinkId,
     link: &Link,
-    mut framed: Framed<TcpStream, MessageCodec>,
+    mut framed: Framed<Stream, MessageCodec>,
     cmds: &mut mpsc::Receiver<LinkCmd>,
     inputs: &mpsc::Sender<Input>,
     metrics: &Metrics,
@@ -169,7 +182,7 @@ enum Batch {
 /// requests share one write call instead of one each.
 async fn write_batch(
     link: &Link,
-    framed: &mut Framed<TcpStream, MessageCodec>,
+    framed: &mut Framed<Stream, MessageCodec>,
     first: Message,
     cmds: &mut mpsc::Receiver<LinkCmd>,
 ) -> Result<Batch, wire::Error> {
@@ -192,7 +205,7 @@ async fn write_batch(
 /// shutdown's grace period are among them.
 async fn write_queued(
     link: &Link,
-    framed: &mut Framed<TcpStream, MessageCodec>,
+    framed: &mut Framed<Stream, MessageCodec>,
     cmds: &mut mpsc::Receiver<LinkCmd>,
 ) {
     if let Ok(LinkCmd::Send(first)) = cmds.try_recv() {

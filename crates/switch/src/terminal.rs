@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wire::Tpdu;
@@ -27,6 +28,7 @@ use crate::codec::{MessageCodec, Outgoing};
 use crate::config::Listener;
 use crate::driver::Input;
 use crate::metrics::Metrics;
+use crate::tls::Stream;
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
@@ -68,7 +70,10 @@ pub(crate) async fn accept_loop(
             metrics.clone(),
         );
         tasks.spawn(async move {
-            let reason = serve(conn, stream, &settings, &inputs, &shutdown, &metrics).await;
+            let reason = match handshake(stream, &settings).await {
+                Ok(stream) => serve(conn, stream, &settings, &inputs, &shutdown, &metrics).await,
+                Err(reason) => reason,
+            };
             tracing::debug!(?conn, %peer, reason, "terminal connection closed");
             metrics.terminal_closed.with_label_values(&[reason]).inc();
             let _ = inputs.send(Input::Event(Event::ConnClosed(conn))).await;
@@ -78,10 +83,29 @@ pub(crate) async fn accept_loop(
     }
 }
 
+/// The connection as the listener speaks it: TLS after a handshake bounded by the read timeout (garbage
+/// or a stalled handshake closes it), or the plain stream.
+async fn handshake(stream: TcpStream, settings: &Listener) -> Result<Stream, &'static str> {
+    let Some(tls) = &settings.tls else {
+        return Ok(Either::Left(stream));
+    };
+    match tokio::time::timeout(settings.read_timeout, tls.accept(stream)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "terminal TLS handshake failed");
+            Err("tls_handshake")
+        }
+        Err(_) => {
+            tracing::warn!("terminal TLS handshake not done within the read timeout");
+            Err("tls_handshake")
+        }
+    }
+}
+
 /// Carries one terminal connection until it ends; returns why.
 async fn serve(
     conn: ConnId,
-    stream: TcpStream,
+    stream: Stream,
     settings: &Listener,
     inputs: &mpsc::Sender<Input>,
     shutdown: &CancellationToken,

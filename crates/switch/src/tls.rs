@@ -1,0 +1,160 @@
+//! TLS (rustls, with the ring provider) for terminal listeners and issuer links, from PEM files.
+//!
+//! A listener with `client_ca` requires terminals to present a certificate issued by it (mutual TLS);
+//! a link with `cert` and `key` presents them to its issuer. Handshakes are bounded by a timeout so a
+//! peer that never completes one holds nothing for long.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
+use tokio_util::either::Either;
+
+/// A connection, in the clear or over TLS.
+pub(crate) type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// `[listeners.tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsFile {
+    /// The listener's certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA certificates (PEM) terminals' certificates must chain to: mutual TLS when present.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `[issuers.tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerTlsFile {
+    /// CA certificates (PEM) the issuer's certificate must chain to.
+    pub ca: PathBuf,
+    /// The name the issuer's certificate must carry; by default the host of each `hosts` entry.
+    pub server_name: Option<String>,
+    /// The switch's own certificate chain and key, for issuers that require mutual TLS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// A listener's TLS side, ready to accept.
+#[derive(Clone)]
+pub struct Acceptor(TlsAcceptor);
+
+/// A link's TLS side, ready to connect to one host.
+#[derive(Clone)]
+pub struct Connector {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Acceptor")
+    }
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Connector({:?})", self.name)
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+fn key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn roots(path: &Path) -> Result<Arc<RootCertStore>, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+impl ListenerTlsFile {
+    pub(crate) fn check(&self) -> Result<Acceptor, String> {
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let builder = match &self.client_ca {
+            Some(ca) => builder.with_client_cert_verifier(
+                WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder
+            .with_single_cert(certs(&self.cert)?, key(&self.key)?)
+            .map_err(|e| e.to_string())?;
+        Ok(Acceptor(TlsAcceptor::from(Arc::new(config))))
+    }
+}
+
+impl IssuerTlsFile {
+    /// The connector for `host` (`name:port`).
+    pub(crate) fn check(&self, host: &str) -> Result<Connector, String> {
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots(&self.ca)?);
+        let config = match (&self.cert, &self.key) {
+            (Some(cert), Some(key_path)) => builder
+                .with_client_auth_cert(certs(cert)?, key(key_path)?)
+                .map_err(|e| e.to_string())?,
+            (None, None) => builder.with_no_client_auth(),
+            _ => return Err("cert and key go together".into()),
+        };
+        let name = match &self.server_name {
+            Some(name) => name.clone(),
+            None => host
+                .rsplit_once(':')
+                .map_or(host, |(name, _)| name)
+                .trim_matches(['[', ']'])
+                .to_string(),
+        };
+        Ok(Connector {
+            connector: TlsConnector::from(Arc::new(config)),
+            name: ServerName::try_from(name).map_err(|e| e.to_string())?,
+        })
+    }
+}
+
+impl Acceptor {
+    pub(crate) async fn accept(&self, stream: TcpStream) -> std::io::Result<Stream> {
+        let tls = self.0.accept(stream).await?;
+        Ok(Either::Right(TlsStream::Server(tls)))
+    }
+}
+
+impl Connector {
+    pub(crate) async fn connect(&self, stream: TcpStream) -> std::io::Result<Stream> {
+        let tls = self.connector.connect(self.name.clone(), stream).await?;
+        Ok(Either::Right(TlsStream::Client(tls)))
+    }
+}
