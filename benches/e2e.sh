@@ -13,18 +13,11 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 terminals=${2:-200}
 rate=${3:-20000}
-cargo build --release -q
-bin=$PWD/target/release/acquiro
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait; rm -rf "$work"' EXIT
-export RUST_LOG=warn
+source tests/support/run.sh
 issuer=19583 front=18583 admin=18590
 
 until_ready() { # url
   until curl -fs "$1" >/dev/null; do sleep 0.05; done
-}
-until_listening() { # port
-  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do sleep 0.05; done
 }
 
 # One load run against a port; appends "name tx/s p50 p99 p99.9" to the table.

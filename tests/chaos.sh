@@ -11,11 +11,7 @@ cd "$(dirname "$0")/.."
 kills=${1:-20}
 terminals=${2:-20}
 rate=${3:-300}
-cargo build --release -q
-bin=$PWD/target/release/acquiro
-work=$(mktemp -d)
-trap 'kill -9 $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$work"' EXIT
-export RUST_LOG=warn
+source tests/support/run.sh
 issuer=29583 front=28583 admin=28590
 
 cat >"$work/acquiro.toml" <<TOML
@@ -34,9 +30,6 @@ dir = "$work/journal"
 sync = "batch"
 TOML
 
-until_listening() { # port
-  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do sleep 0.02; done
-}
 metric() { # name: its value on the admin endpoint
   curl -fs "http://127.0.0.1:$admin/metrics" | awk -v m="$1" '$1 == m { print $2 }'
 }

@@ -12,7 +12,7 @@ use iso8583::{Message, Spec};
 use support::issuer::Issuer;
 use support::terminal::{Terminal, text};
 use support::{http_get, within};
-use switch::{File, MemoryJournal, Running};
+use switch::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wire::{FrameCodec, LengthHeader, Tpdu};
@@ -54,14 +54,7 @@ async fn start(issuer: &Issuer) -> Running {
         "#,
         issuer.addr
     );
-    let settings = File::parse("test", &toml).unwrap().check().unwrap();
-    let switch = switch::start(
-        settings,
-        Box::new(MemoryJournal::new(1000)),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let switch = support::start(&toml).await;
     within("ready", switch.ready()).await;
     switch
 }

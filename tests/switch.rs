@@ -380,23 +380,11 @@ async fn no_link_up_answers_rc91_at_once() {
     let text = format!(
         "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[issuers]]\nhosts = [\"{closed}\"]\nresponse_timeout = \"1h\"\n"
     );
-    let switch = start(&text).await;
+    let switch = support::start(&text).await;
     let codec = FrameCodec::new(LengthHeader::Binary2);
     let mut t = Terminal::connect(switch.listeners[0], spec("iso87ascii"), codec, "TERM0001").await;
     // The issuer timeout is an hour: only an immediate 91 can answer in time.
     assert_eq!(rc(&t.exchange(&t.purchase(1, 100)).await), "91");
-}
-
-/// A switch on configuration `text` with an in-memory journal.
-async fn start(text: &str) -> switch::Running {
-    let settings = File::parse("test", text).unwrap().check().unwrap();
-    switch::start(
-        settings,
-        Box::new(MemoryJournal::new(100)),
-        Default::default(),
-    )
-    .await
-    .unwrap()
 }
 
 #[tokio::test]
@@ -410,7 +398,7 @@ async fn traffic_fails_over_to_another_host_and_the_lost_host_reconnects() {
         "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[issuers]]\nhosts = [\"{}\", \"{}\"]\nresponse_timeout = \"1h\"\n",
         a.addr, b.addr
     );
-    let switch = start(&text).await;
+    let switch = support::start(&text).await;
     let a_host = a.addr.to_string();
     within(
         "both links up",

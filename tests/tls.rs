@@ -19,7 +19,7 @@ use sim::Purchase;
 use support::issuer::Issuer;
 use support::terminal::text;
 use support::{http_get, within};
-use switch::{File, MemoryJournal, Running};
+use switch::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -159,14 +159,7 @@ async fn start(pki: &Pki, issuer_addr: std::net::SocketAddr) -> Running {
         client_cert.display(),
         client_key.display(),
     );
-    let settings = File::parse("test", &toml).unwrap().check().unwrap();
-    let switch = switch::start(
-        settings,
-        Box::new(MemoryJournal::new(100)),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let switch = support::start(&toml).await;
     within("ready over TLS", switch.ready()).await;
     switch
 }
@@ -195,16 +188,20 @@ async fn purchase(client: &TlsConnector, addr: std::net::SocketAddr, tid: &str) 
     text(&Message::decode(&spec, answer.message).unwrap(), 39)
 }
 
-#[tokio::test]
-async fn terminals_and_issuers_are_reached_over_mutual_tls() {
+/// The CA, the issuer behind its TLS front (with the count of clients that showed a certificate), and
+/// the switch.
+async fn setup() -> (Pki, Issuer, Arc<Mutex<usize>>, Running) {
     let pki = Pki::new();
-    let issuer = Issuer::start(
-        dialects::builtin("iso87ascii").unwrap(),
-        Duration::from_secs(60),
-    )
-    .await;
+    let spec = dialects::builtin("iso87ascii").unwrap();
+    let issuer = Issuer::start(spec, Duration::from_secs(60)).await;
     let (front, authenticated) = tls_front(&pki, &issuer).await;
     let switch = start(&pki, front).await;
+    (pki, issuer, authenticated, switch)
+}
+
+#[tokio::test]
+async fn terminals_and_issuers_are_reached_over_mutual_tls() {
+    let (pki, issuer, authenticated, switch) = setup().await;
     let terminal = pki.client(Some("terminal"));
     assert_eq!(
         purchase(&terminal, switch.listeners[0], "TERM0001").await,
@@ -224,14 +221,7 @@ async fn terminals_and_issuers_are_reached_over_mutual_tls() {
 
 #[tokio::test]
 async fn garbage_and_terminals_without_a_certificate_are_closed_and_counted() {
-    let pki = Pki::new();
-    let issuer = Issuer::start(
-        dialects::builtin("iso87ascii").unwrap(),
-        Duration::from_secs(60),
-    )
-    .await;
-    let (front, _) = tls_front(&pki, &issuer).await;
-    let switch = start(&pki, front).await;
+    let (pki, _issuer, _, switch) = setup().await;
     let addr = switch.listeners[0];
 
     // A plain ISO 8583 frame on the TLS listener.

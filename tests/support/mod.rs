@@ -17,6 +17,15 @@ pub async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
+/// A switch on configuration `text` with an in-memory journal.
+pub async fn start(text: &str) -> switch::Running {
+    let settings = switch::File::parse("test", text).unwrap().check().unwrap();
+    let journal = Box::new(switch::MemoryJournal::new(1000));
+    switch::start(settings, journal, Default::default())
+        .await
+        .unwrap()
+}
+
 /// `GET path` over HTTP/1.0 (the server closes after answering): the status code and the body.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Soak: steady load through the real `acquiro serve` (journal on disk, sync batch, retention bounded)
+# against the issuer simulator, sampling the switch's resident memory and open file descriptors. The
+# idempotency table fills to its cap (1 000 000 keys by default) in the first minutes; after that both
+# must stay flat. Prints the samples, then the growth over the second half of the run, and fails if RSS
+# grew more than 5 % or the descriptors at all, or if the reconciliation does not hold.
+#
+#   tests/soak.sh [minutes, default 10] [requests/s, default 15000: half the batch maximum measured by
+#                 benches/e2e.sh] [terminals, default 200]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+minutes=${1:-10}
+rate=${2:-15000}
+terminals=${3:-200}
+source tests/support/run.sh
+issuer=39583 front=38583 admin=38590
+
+cat >"$work/acquiro.toml" <<TOML
+admin_listen = "127.0.0.1:$admin"
+[[listeners]]
+address = "127.0.0.1:$front"
+max_connections = $((terminals + 10))
+[[issuers]]
+name = "visa"
+hosts = ["127.0.0.1:$issuer"]
+connections_per_host = 2
+[journal]
+dir = "$work/journal"
+sync = "batch"
+retain_bytes = 1073741824
+TOML
+
+$bin sim issuer --listen "127.0.0.1:$issuer" --ledger "$work/ledger.json" 2>"$work/issuer.log" &
+issuer_pid=$!
+until_listening $issuer
+$bin serve --config "$work/acquiro.toml" 2>"$work/switch.log" &
+switch=$!
+until_listening $front
+$bin sim terminals --connect "127.0.0.1:$front" --terminals "$terminals" --rate "$rate" \
+  --duration "${minutes}m" --outcomes "$work/outcomes.json" >"$work/terminals.report" 2>/dev/null &
+terminals_pid=$!
+
+printf "%8s %10s %6s %12s\n" second rss_mib fds idempotency | tee "$work/samples"
+start=$SECONDS
+while kill -0 "$terminals_pid" 2>/dev/null; do
+  rss=$(awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$switch/status")
+  fds=$(ls "/proc/$switch/fd" | wc -l)
+  keys=$(curl -fs "http://127.0.0.1:$admin/metrics" | awk '$1 == "acquiro_idempotency_entries" { print $2 }')
+  printf "%8d %10d %6d %12s\n" $((SECONDS - start)) "$rss" "$fds" "$keys" | tee -a "$work/samples"
+  sleep 15
+done
+wait "$terminals_pid" || true
+kill -TERM "$switch" && wait "$switch" || true
+kill -TERM "$issuer_pid" && wait "$issuer_pid" || true
+
+grep -E "^(throughput|latency|answers|terminals)" "$work/terminals.report"
+$bin sim reconcile --outcomes "$work/outcomes.json" --ledger "$work/ledger.json" | tail -1
+# The second half against its first sample: memory and descriptors must not creep.
+awk 'NR > 1 { s[++n] = $0 } END {
+  h = int(n / 2) + 1; split(s[h], a); split(s[n], b)
+  growth = (b[2] - a[2]) / a[2] * 100
+  printf "second half (%d s to %d s): rss %d -> %d MiB (%+.1f %%), fds %d -> %d\n", a[1], b[1], a[2], b[2], growth, a[3], b[3]
+  exit (growth > 5 || b[3] > a[3]) ? 1 : 0
+}' "$work/samples"

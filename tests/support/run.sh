@@ -1,0 +1,12 @@
+# Sourced by the scripts that run the real binaries (tests/chaos.sh, tests/soak.sh, benches/e2e.sh), from
+# the repository's root: builds them, makes a work directory that is removed on exit with every process
+# the script started, and waits for ports.
+cargo build --release -q
+bin=$PWD/target/release/acquiro
+work=$(mktemp -d)
+trap 'kill -9 $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$work"' EXIT
+export RUST_LOG=warn
+
+until_listening() { # port
+  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do sleep 0.02; done
+}
