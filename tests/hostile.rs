@@ -26,7 +26,7 @@ fn rc(m: &Message) -> String {
 }
 
 /// Listeners: 0 the main one (iso87ascii, two requests in flight at most), 1 iso87bcd with a TPDU,
-/// 2 capped at two connections, 3 with short idle and read timeouts.
+/// 2 capped at two connections, 3 with short idle and read timeouts and one request in flight.
 async fn start(issuer: &Issuer) -> Running {
     let toml = format!(
         r#"
@@ -48,6 +48,7 @@ async fn start(issuer: &Issuer) -> Running {
         address = "127.0.0.1:0"
         idle_timeout = "600ms"
         read_timeout = "300ms"
+        max_in_flight = 1
         [[issuers]]
         hosts = ["{}"]
         response_timeout = "10s"
@@ -258,4 +259,33 @@ async fn each_class_of_bad_input_has_its_outcome_and_spares_other_connections() 
         .find_map(|l| l.strip_prefix("acquiro_terminal_throttled_total "))
         .and_then(|v| v.parse::<u64>().ok());
     assert!(throttled.is_some_and(|n| n >= 1), "throttled {throttled:?}");
+}
+
+#[tokio::test]
+async fn a_throttled_connection_is_not_taken_for_a_slow_sender() {
+    let issuer = Issuer::start(spec("iso87ascii"), Duration::from_secs(60)).await;
+    let switch = start(&issuer).await;
+    let timed = switch.listeners[3];
+    let mut t = ascii(timed, "TERM000T").await;
+    // Two held purchases written together: the second is read with the first, and waits unparsed in
+    // the connection's buffer while the first holds its only place in flight.
+    for stan in [1, 2] {
+        t.send(&t.purchase(stan, 555)).await;
+    }
+    let from_t = |r: &[Message]| r.iter().filter(|m| text(m, 41) == "TERM000T").count();
+    within("one forwarded", issuer.wait_for(|r| from_t(r) == 1)).await;
+    // Two slow senders cut off one after the other: more than twice the read timeout has passed.
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(timed).await.unwrap();
+        s.write_all(&[0x00]).await.unwrap();
+        assert!(closed(&mut s).await);
+    }
+    issuer.release();
+    for _ in [1, 2] {
+        assert_eq!(
+            rc(&t.answer().await),
+            "00",
+            "the throttled connection is still open"
+        );
+    }
 }

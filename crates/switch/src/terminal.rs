@@ -174,7 +174,8 @@ async fn serve(
                 None => return "switch_stopped",
             },
             () = &mut check => {
-                let buffered = !framed.read_buffer().is_empty();
+                // Bytes left unread while the connection is throttled or draining are not a slow frame.
+                let buffered = read && !framed.read_buffer().is_empty();
                 match quiet.check(buffered, framed.codec().0.keepalives(), in_flight, metrics) {
                     Ok(next) => check.as_mut().reset(next),
                     Err(reason) => {
