@@ -160,11 +160,17 @@ impl Engine {
             Event::LinkDown(link) => self.on_link_down(link, out),
             Event::GraceOver => self.on_grace_over(now, out),
             Event::ConnClosed(conn) => {
+                let mut waited: Vec<TxnId> = Vec::new();
                 for (&id, txn) in self.txns.iter_mut() {
                     if txn.waiters.contains(&conn) {
                         txn.waiters.retain(|&c| c != conn);
-                        Self::journal(now, id, Step::Disconnected, out);
+                        waited.push(id);
                     }
+                }
+                // In transaction order, not the hash map's: the same events give the same records.
+                waited.sort_unstable();
+                for id in waited {
+                    Self::journal(now, id, Step::Disconnected, out);
                 }
             }
         }
