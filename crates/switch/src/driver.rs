@@ -153,19 +153,6 @@ impl Driver {
             }
             self.journal.flush();
             self.recorder.sync(&mut self.engine);
-            let (engine, recorder) = (&self.engine, &self.recorder);
-            self.status.send_if_modified(|s| {
-                let mut changed = false;
-                for (i, link) in s.links.iter_mut().enumerate() {
-                    let up = engine.link_ready(LinkId(i as u32));
-                    if link.up != up {
-                        link.up = up;
-                        recorder.link_up(i, up);
-                        changed = true;
-                    }
-                }
-                changed
-            });
             if stop != Stop::Running && self.drained() {
                 break;
             }
@@ -184,8 +171,37 @@ impl Driver {
         if let Event::ConnClosed(conn) = &event {
             self.shell.conns.remove(conn);
         }
+        let link = match &event {
+            Event::Response { link, .. } | Event::LinkUp(link) | Event::LinkDown(link) => {
+                Some(*link)
+            }
+            Event::Timer(TimerId::Link(link)) => Some(*link),
+            _ => None,
+        };
         self.engine.handle(Now::system(), event, out);
+        // Published before the event's effects go out: once a request has been forwarded on a link,
+        // readiness already says the link is up.
+        if let Some(link) = link {
+            self.publish_link(link);
+        }
         self.carry_out(out);
+    }
+
+    /// Tells status and metrics whether `link` is signed on, when that changed.
+    fn publish_link(&self, link: LinkId) {
+        let (up, i, recorder) = (
+            self.engine.link_ready(link),
+            link.0 as usize,
+            &self.recorder,
+        );
+        self.status.send_if_modified(|s| match s.links.get_mut(i) {
+            Some(l) if l.up != up => {
+                l.up = up;
+                recorder.link_up(i, up);
+                true
+            }
+            _ => false,
+        });
     }
 
     /// Nothing in flight and nothing waiting for the journal.
