@@ -171,11 +171,13 @@ impl Driver {
         if let Event::ConnClosed(conn) = &event {
             self.shell.conns.remove(conn);
         }
+        // Only these can sign a link on or off; an answer to a purchase or a reversal never does, so
+        // the per-answer path takes no status lock.
         let link = match &event {
-            Event::Response { link, .. } | Event::LinkUp(link) | Event::LinkDown(link) => {
+            Event::Response { link, msg } if msg.mti().class() == 8 => Some(*link),
+            Event::LinkUp(link) | Event::LinkDown(link) | Event::Timer(TimerId::Link(link)) => {
                 Some(*link)
             }
-            Event::Timer(TimerId::Link(link)) => Some(*link),
             _ => None,
         };
         self.engine.handle(Now::system(), event, out);
