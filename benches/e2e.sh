@@ -47,14 +47,7 @@ relay() { # name, extra sim-terminals flags...
 acquiro() { # name, sync policy, extra sim-terminals flags...
   local name=$1 sync=$2
   shift 2
-  cat >"$work/$name.toml" <<TOML
-admin_listen = "127.0.0.1:$admin"
-[[listeners]]
-address = "127.0.0.1:$front"
-[[issuers]]
-name = "visa"
-hosts = ["127.0.0.1:$issuer"]
-connections_per_host = 2
+  switch_config "$work/$name.toml" <<TOML
 [journal]
 dir = "$work/journal-$name"
 sync = "$sync"

@@ -14,14 +14,7 @@ rate=${3:-300}
 source tests/support/run.sh
 issuer=29583 front=28583 admin=28590
 
-cat >"$work/acquiro.toml" <<TOML
-admin_listen = "127.0.0.1:$admin"
-[[listeners]]
-address = "127.0.0.1:$front"
-[[issuers]]
-name = "visa"
-hosts = ["127.0.0.1:$issuer"]
-connections_per_host = 2
+switch_config "$work/acquiro.toml" <<TOML
 response_timeout = "2s"
 [reversals]
 backoff = "500ms"

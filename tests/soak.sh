@@ -15,15 +15,8 @@ terminals=${3:-200}
 source tests/support/run.sh
 issuer=39583 front=38583 admin=38590
 
-cat >"$work/acquiro.toml" <<TOML
-admin_listen = "127.0.0.1:$admin"
-[[listeners]]
-address = "127.0.0.1:$front"
-max_connections = $((terminals + 10))
-[[issuers]]
-name = "visa"
-hosts = ["127.0.0.1:$issuer"]
-connections_per_host = 2
+# The listener's default max_connections (1000) holds the terminals.
+switch_config "$work/acquiro.toml" <<TOML
 [journal]
 dir = "$work/journal"
 sync = "batch"

@@ -1,11 +1,28 @@
 # Sourced by the scripts that run the real binaries (tests/chaos.sh, tests/soak.sh, benches/e2e.sh), from
 # the repository's root: builds them, makes a work directory that is removed on exit with every process
-# the script started, and waits for ports.
+# the script started, writes the switch configuration and waits for ports.
 cargo build --release -q
 bin=$PWD/target/release/acquiro
 work=$(mktemp -d)
 trap 'kill -9 $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$work"' EXIT
 export RUST_LOG=warn
+
+# A switch configuration in FILE: the admin endpoint on $admin, one listener on $front, issuer "visa" with
+# two links to $issuer; the TOML on stdin follows (more issuer keys first, then whole sections).
+switch_config() { # file
+  local extra
+  extra=$(cat)
+  cat >"$1" <<TOML
+admin_listen = "127.0.0.1:$admin"
+[[listeners]]
+address = "127.0.0.1:$front"
+[[issuers]]
+name = "visa"
+hosts = ["127.0.0.1:$issuer"]
+connections_per_host = 2
+$extra
+TOML
+}
 
 until_listening() { # port
   until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do sleep 0.02; done
