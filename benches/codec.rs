@@ -20,7 +20,7 @@ use message::purchase;
 fn codec(c: &mut Criterion) {
     for name in ["iso87ascii", "iso87bcd"] {
         let spec = dialects::builtin(name).expect("built-in dialect");
-        let msg = purchase(spec.clone());
+        let msg = purchase(spec);
         let wire: Bytes = msg.to_bytes();
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Elements(1));
@@ -28,7 +28,7 @@ fn codec(c: &mut Criterion) {
             b.iter(|| Bytes::copy_from_slice(black_box(&wire)))
         });
         group.bench_function("decode", |b| {
-            b.iter(|| Message::decode(black_box(&spec), black_box(wire.clone())).expect("decodes"))
+            b.iter(|| Message::decode(black_box(spec), black_box(wire.clone())).expect("decodes"))
         });
         let mut buf = BytesMut::with_capacity(1024);
         group.bench_function("encode", |b| {
@@ -40,7 +40,7 @@ fn codec(c: &mut Criterion) {
         });
         group.bench_function("decode + read key fields", |b| {
             b.iter(|| {
-                let m = Message::decode(&spec, black_box(wire.clone())).expect("decodes");
+                let m = Message::decode(spec, black_box(wire.clone())).expect("decodes");
                 (
                     m.stan(),
                     m.amount(),
@@ -53,11 +53,11 @@ fn codec(c: &mut Criterion) {
     }
     let ascii = dialects::builtin("iso87ascii").expect("built-in");
     let bcd = dialects::builtin("iso87bcd").expect("built-in");
-    let from_terminal = Message::decode(&bcd, purchase(bcd.clone()).to_bytes()).expect("decodes");
+    let from_terminal = Message::decode(bcd, purchase(bcd).to_bytes()).expect("decodes");
     c.bench_function("translate iso87bcd -> iso87ascii", |b| {
         b.iter(|| {
             black_box(&from_terminal)
-                .translate(&ascii)
+                .translate(ascii)
                 .expect("translates")
         })
     });

@@ -58,13 +58,13 @@ fn net_debits(issuer: &Issuer) -> HashMap<String, i64> {
 /// A terminal's retransmit on a new connection: the answer's RC and auth code.
 async fn retransmit(
     addr: std::net::SocketAddr,
-    spec: &std::sync::Arc<iso8583::Spec>,
+    spec: &'static iso8583::Spec,
     tid: &str,
     stan: u32,
     amount: u64,
 ) -> (String, String) {
     let codec = FrameCodec::new(LengthHeader::Binary2);
-    let mut t = Terminal::connect(addr, spec.clone(), codec, tid).await;
+    let mut t = Terminal::connect(addr, spec, codec, tid).await;
     let answer: Message = t.exchange(&t.purchase(stan, amount)).await;
     (text(&answer, 39), text(&answer, 38))
 }
@@ -76,12 +76,12 @@ fn count(issuer: &Issuer, class: u8) -> usize {
 #[tokio::test]
 async fn kill_9_with_requests_in_flight_then_restart_reverses_them_and_replays_retransmits() {
     let spec = dialects::builtin("iso87ascii").unwrap();
-    let issuer = Issuer::start(spec.clone(), Duration::from_secs(60)).await;
+    let issuer = Issuer::start(spec, Duration::from_secs(60)).await;
     let journal = tempfile::tempdir().unwrap();
     let codec = FrameCodec::new(LengthHeader::Binary2);
     let (mut child, _log, addr, _) = serve(journal.path(), &issuer, "human").await;
 
-    let connect = |tid: &'static str| Terminal::connect(addr, spec.clone(), codec, tid);
+    let connect = |tid: &'static str| Terminal::connect(addr, spec, codec, tid);
     // Approved, declined, and three whose approvals the issuer holds back (555).
     let mut approved = connect("TERM0001").await;
     assert_eq!(
@@ -135,13 +135,13 @@ async fn kill_9_with_requests_in_flight_then_restart_reverses_them_and_replays_r
     // Retransmits after the restart, on new connections: replayed, never forwarded again.
     let forwards = count(&issuer, 2);
     assert_eq!(
-        retransmit(addr, &spec, "TERM0001", 1, 100).await,
+        retransmit(addr, spec, "TERM0001", 1, 100).await,
         ("00".into(), "A1B2C3".into())
     );
-    assert_eq!(retransmit(addr, &spec, "TERM0002", 2, 151).await.0, "51");
+    assert_eq!(retransmit(addr, spec, "TERM0002", 2, 151).await.0, "51");
     for (tid, stan) in [("TERM0003", 3), ("TERM0004", 4), ("TERM0005", 5)] {
         assert_eq!(
-            retransmit(addr, &spec, tid, stan, 555).await.0,
+            retransmit(addr, spec, tid, stan, 555).await.0,
             "91",
             "{tid}"
         );

@@ -168,7 +168,7 @@ async fn a_real_prometheus_scrapes_the_switch_and_loads_the_alert_rules() {
         return;
     }
     let spec = dialects::builtin("iso87ascii").unwrap();
-    let issuer = Issuer::start(spec.clone(), Duration::from_secs(60)).await;
+    let issuer = Issuer::start(spec, Duration::from_secs(60)).await;
     let upstream = issuer.addr.to_string();
     // The log is kept open: the switch writes to it.
     let Switch {

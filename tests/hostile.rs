@@ -4,7 +4,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wire::{FrameCodec, LengthHeader, Tpdu};
 
-fn spec(name: &str) -> Arc<Spec> {
+fn spec(name: &str) -> &'static Spec {
     dialects::builtin(name).unwrap()
 }
 

@@ -41,7 +41,7 @@ fn promtool_check(exposition: &str) -> Option<std::process::Output> {
 #[tokio::test]
 async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
     let spec = dialects::builtin("iso87ascii").unwrap();
-    let issuer = Issuer::start(spec.clone(), Duration::from_secs(60)).await;
+    let issuer = Issuer::start(spec, Duration::from_secs(60)).await;
     let upstream = issuer.addr.to_string();
     let Switch {
         mut child,
@@ -106,7 +106,7 @@ async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
 #[tokio::test]
 async fn sigterm_times_out_and_reverses_what_the_grace_period_cuts_off() {
     let spec = dialects::builtin("iso87ascii").unwrap();
-    let issuer = Issuer::start(spec.clone(), Duration::from_secs(60)).await;
+    let issuer = Issuer::start(spec, Duration::from_secs(60)).await;
     let journal = tempfile::tempdir().unwrap();
     let dir = journal.path().to_str().unwrap();
     let Switch {
@@ -196,7 +196,7 @@ async fn sigterm_times_out_and_reverses_what_the_grace_period_cuts_off() {
 #[tokio::test]
 async fn the_switch_goes_on_when_its_log_is_closed() {
     let spec = dialects::builtin("iso87ascii").unwrap();
-    let issuer = Issuer::start(spec.clone(), Duration::from_secs(60)).await;
+    let issuer = Issuer::start(spec, Duration::from_secs(60)).await;
     let Switch {
         child: _child,
         log,

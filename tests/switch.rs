@@ -2,7 +2,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use engine::Step;
@@ -15,7 +14,7 @@ use wire::{FrameCodec, LengthHeader, Tpdu};
 
 const TIMEOUT: &str = "400ms";
 
-fn spec(name: &str) -> Arc<Spec> {
+fn spec(name: &str) -> &'static Spec {
     dialects::builtin(name).unwrap()
 }
 
@@ -23,7 +22,7 @@ struct Setup {
     switch: Running,
     journal: MemoryJournal,
     issuer: Issuer,
-    terminal_spec: Arc<Spec>,
+    terminal_spec: &'static Spec,
     codec: FrameCodec,
 }
 
@@ -80,7 +79,7 @@ impl Setup {
     async fn terminal(&self, tid: &str) -> Terminal {
         Terminal::connect(
             self.switch.listeners[0],
-            self.terminal_spec.clone(),
+            self.terminal_spec,
             self.codec,
             tid,
         )
@@ -307,7 +306,7 @@ async fn a_terminal_reversal_reverses_an_approval_once() {
 async fn a_terminal_0800_is_answered_locally() {
     let s = Setup::new().await;
     let mut t = s.terminal("TERM0001").await;
-    let mut echo = Message::new(s.terminal_spec.clone(), Mti::NETWORK);
+    let mut echo = Message::new(s.terminal_spec, Mti::NETWORK);
     echo.set(11, "000001")
         .unwrap()
         .set(41, "TERM0001")

@@ -177,7 +177,7 @@ async fn purchase(client: &TlsConnector, addr: std::net::SocketAddr, tid: &str) 
         terminal: tid.into(),
         ..Purchase::example()
     }
-    .message(&spec)
+    .message(spec)
     .unwrap();
     let frame = Frame {
         tpdu: None,
@@ -185,7 +185,7 @@ async fn purchase(client: &TlsConnector, addr: std::net::SocketAddr, tid: &str) 
     };
     framed.send(frame).await.unwrap();
     let answer = within("answer", framed.next()).await.unwrap().unwrap();
-    text(&Message::decode(&spec, answer.message).unwrap(), 39)
+    text(&Message::decode(spec, answer.message).unwrap(), 39)
 }
 
 /// The CA, the issuer behind its TLS front (with the count of clients that showed a certificate), and

@@ -36,7 +36,7 @@ impl Bench {
         let settings = switch::File::parse("bench", &format!("{CONFIG}{extra}"))
             .and_then(|f| f.check())
             .expect("a valid configuration");
-        let terminal = settings.listeners[0].spec.clone();
+        let terminal = settings.listeners[0].spec;
         let mut bench = Bench {
             engine: Engine::new(settings.engine),
             request: message::purchase(terminal),

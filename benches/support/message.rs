@@ -1,7 +1,5 @@
 //! A realistic 0200 purchase (22 fields, EMV data in DE55), for the codec and engine benches.
 
-use std::sync::Arc;
-
 use iso8583::{Message, Mti, Spec};
 
 /// EMV data as a chip card returns it for an ARQC: 16 common tags, 139 bytes.
@@ -13,7 +11,7 @@ const EMV: &str = concat!(
     "9F1E0831323334353637388407A0000000031010",
 );
 
-pub(crate) fn purchase(spec: Arc<Spec>) -> Message {
+pub(crate) fn purchase(spec: &'static Spec) -> Message {
     let mut m = Message::new(spec, Mti::FINANCIAL);
     let fields: [(u8, &str); 19] = [
         (2, "4761739001010010"),

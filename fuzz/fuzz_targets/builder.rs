@@ -18,7 +18,7 @@ const DIALECTS: [&str; 4] = ["iso87ascii", "iso87ascii-hexbitmap", "iso87bcd", "
 fuzz_target!(|input: Input| {
     let spec = dialects::builtin(DIALECTS[usize::from(input.dialect) % DIALECTS.len()]).expect("built-in");
     let Ok(mti) = Mti::new(input.mti) else { return };
-    let mut msg = Message::new(spec.clone(), mti);
+    let mut msg = Message::new(spec, mti);
     for (n, value) in &input.fields {
         let _ = msg.set(*n, value);
     }

@@ -5,7 +5,6 @@
 #![no_main]
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -69,7 +68,7 @@ fn key(msg: &Message) -> [String; 5] {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&control, mut rest)) = data.split_first() else { return };
-    let spec: Arc<_> = dialects::builtin(DIALECTS[usize::from(control) % DIALECTS.len()]).expect("built-in");
+    let spec = dialects::builtin(DIALECTS[usize::from(control) % DIALECTS.len()]).expect("built-in");
     let mut engine = Engine::new(config());
     let mut now = Now::system();
     for link in [LinkId(0), LinkId(1)] {

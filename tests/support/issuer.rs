@@ -33,12 +33,12 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    pub async fn start(spec: Arc<Spec>, late: Duration) -> Issuer {
+    pub async fn start(spec: &'static Spec, late: Duration) -> Issuer {
         Issuer::start_at("127.0.0.1:0".parse().unwrap(), spec, late).await
     }
 
     /// A host on `addr` (the address of one that was stopped, to bring it back).
-    pub async fn start_at(addr: SocketAddr, spec: Arc<Spec>, late: Duration) -> Issuer {
+    pub async fn start_at(addr: SocketAddr, spec: &'static Spec, late: Duration) -> Issuer {
         let listener = TcpListener::bind(addr).await.unwrap();
         let issuer = Issuer {
             addr: listener.local_addr().unwrap(),
@@ -59,7 +59,7 @@ impl Issuer {
                     *n
                 };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(me.clone().serve(conn, stream, spec.clone(), late));
+                tokio::spawn(me.clone().serve(conn, stream, spec, late));
             }
         });
         issuer
@@ -69,7 +69,7 @@ impl Issuer {
         self,
         conn: usize,
         stream: tokio::net::TcpStream,
-        spec: Arc<Spec>,
+        spec: &'static Spec,
         late: Duration,
     ) {
         let codec = FrameCodec::new(LengthHeader::Binary2);
@@ -89,7 +89,7 @@ impl Issuer {
             }
         });
         while let Some(Some(Ok(frame))) = self.stopped.run_until_cancelled(stream.next()).await {
-            let msg = Message::decode(&spec, frame.message).unwrap();
+            let msg = Message::decode(spec, frame.message).unwrap();
             let amount = msg.amount().unwrap_or(0);
             let class = msg.mti().class();
             let first_reversal_of_778 = class == 4 && amount == 778 && msg.mti().as_str() == "0400";

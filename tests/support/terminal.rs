@@ -1,7 +1,6 @@
 //! A terminal: one connection that sends requests and reads answers.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
 use iso8583::{Message, Spec};
@@ -14,7 +13,7 @@ pub const PAN: &str = "4761739001010010";
 
 pub struct Terminal {
     pub framed: Framed<TcpStream, FrameCodec>,
-    pub spec: Arc<Spec>,
+    pub spec: &'static Spec,
     pub tpdu: Option<Tpdu>,
     pub tid: String,
 }
@@ -22,7 +21,7 @@ pub struct Terminal {
 impl Terminal {
     pub async fn connect(
         addr: SocketAddr,
-        spec: Arc<Spec>,
+        spec: &'static Spec,
         codec: FrameCodec,
         tid: &str,
     ) -> Terminal {
@@ -44,7 +43,7 @@ impl Terminal {
             terminal: self.tid.clone(),
             ..Purchase::example()
         }
-        .message(&self.spec)
+        .message(self.spec)
         .unwrap()
     }
 
@@ -75,7 +74,7 @@ impl Terminal {
                 "TPDU swapped on the answer"
             );
         }
-        Message::decode(&self.spec, frame.message).unwrap()
+        Message::decode(self.spec, frame.message).unwrap()
     }
 
     pub async fn exchange(&mut self, msg: &Message) -> Message {

@@ -1,6 +1,5 @@
 //! The engine's settings. The switch builds them from its TOML configuration.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use iso8583::Spec;
@@ -26,7 +25,7 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Issuer {
     pub name: String,
-    pub spec: Arc<Spec>,
+    pub spec: &'static Spec,
     /// Upstream connections (hosts × connections per host); the engine numbers them in issuer order.
     pub links: usize,
     pub response_timeout: Duration,

@@ -243,9 +243,9 @@ impl Engine {
         issuer: usize,
     ) -> Result<Message, iso8583::Error> {
         match source {
-            Source::Sent(wire) => Message::decode(&self.config.issuers[issuer].spec, wire),
+            Source::Sent(wire) => Message::decode(self.config.issuers[issuer].spec, wire),
             Source::Recorded(original) => {
-                let mut msg = Message::new(self.config.issuers[issuer].spec.clone(), original.mti);
+                let mut msg = Message::new(self.config.issuers[issuer].spec, original.mti);
                 for (n, value) in &original.fields {
                     msg.set(*n, value)?;
                 }

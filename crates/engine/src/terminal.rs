@@ -228,7 +228,7 @@ impl Engine {
         issuer: usize,
         stan: u32,
     ) -> Result<Message, iso8583::Error> {
-        let mut up = msg.translate(&self.config.issuers[issuer].spec)?;
+        let mut up = msg.translate(self.config.issuers[issuer].spec)?;
         up.set_number(11, u64::from(stan))?
             .set_number(7, fields::transmission_time(now.wall))?
             .set(32, &self.config.acquirer_id)?;

@@ -248,7 +248,7 @@ impl Engine {
 
     fn send_probe(&mut self, now: Now, link: LinkId, probe: Probe, out: &mut Vec<Action>) {
         let issuer = &self.config.issuers[self.links[link.0 as usize].issuer];
-        let (spec, timeout) = (issuer.spec.clone(), issuer.response_timeout);
+        let (spec, timeout) = (issuer.spec, issuer.response_timeout);
         let pending = &self.pending;
         let stan = self.links[link.0 as usize].next_stan(|s| pending.contains_key(&(link, 8, s)));
         let code = match probe {

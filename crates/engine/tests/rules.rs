@@ -635,7 +635,7 @@ fn a_terminal_reversal_in_flight_reverses_the_approval_when_it_arrives() {
 #[test]
 fn a_terminal_0800_is_answered_locally() {
     let mut h = Harness::new();
-    let mut m = iso8583::Message::new(h.terminal.clone(), Mti::NETWORK);
+    let mut m = iso8583::Message::new(h.terminal, Mti::NETWORK);
     m.set(11, "000001").unwrap().set(70, "301").unwrap();
     let out = h.request(1, m);
     assert_eq!(sent(&out).count(), 0);

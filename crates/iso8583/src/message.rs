@@ -1,16 +1,16 @@
 //! [`Message`]: decode from a frame without copying, build, encode, translate between dialects.
 
 use std::fmt;
-use std::sync::Arc;
 
 use bytes::{BufMut, Bytes};
 
 use crate::charset::{HEX_DIGITS, from_latin1, hex_value, nibbles, to_latin1};
 use crate::error::{Error, Location, Reason};
 use crate::field::Field;
+use crate::layout;
 use crate::spec::{BitmapEncoding, Encoding, Spec};
 use crate::types::Mti;
-use crate::value;
+use crate::value::{self, Span};
 
 /// Bit for field 1 (and 65, 129) within a bitmap word: fields are numbered from the most significant bit.
 const FIRST_BIT: u64 = 1 << 63;
@@ -33,7 +33,7 @@ struct Slot {
 /// checked against the dialect when they enter (decode or `set`), so encoding cannot fail.
 #[derive(Clone)]
 pub struct Message {
-    spec: Arc<Spec>,
+    spec: &'static Spec,
     mti: Mti,
     /// Which data fields are present, in bitmap order (bit 63 of word 0 is field 1). Bitmap fields
     /// themselves (1, and 65 in a dialect with a tertiary bitmap) are never set here: encode derives them.
@@ -46,7 +46,7 @@ pub struct Message {
 
 impl Message {
     /// An empty message of `spec`'s dialect.
-    pub fn new(spec: Arc<Spec>, mti: Mti) -> Message {
+    pub fn new(spec: &'static Spec, mti: Mti) -> Message {
         Message {
             spec,
             mti,
@@ -58,7 +58,7 @@ impl Message {
     }
 
     /// Decodes one whole message. Fields stay slices of `frame`; the only allocation is the field table.
-    pub fn decode(spec: &Arc<Spec>, frame: Bytes) -> Result<Message, Error> {
+    pub fn decode(spec: &'static Spec, frame: Bytes) -> Result<Message, Error> {
         let buf = &frame[..];
         if u32::try_from(buf.len()).is_err() {
             return Err(Error::Decode {
@@ -89,12 +89,10 @@ impl Message {
                 let idx = bits.leading_zeros();
                 bits &= !(FIRST_BIT >> idx);
                 let number = (word as u32 * 64 + idx + 1) as u8;
-                let fs = spec.field(number).ok_or(Error::Decode {
-                    at: Location::Field(number),
-                    offset: pos,
-                    reason: Reason::NoSpec,
-                })?;
-                let span = value::decode(fs, number, buf, pos)?;
+                let span = match layout::scan(spec.layout(number), buf, pos) {
+                    Some(span) => span,
+                    None => decode_precisely(spec, number, buf, pos)?,
+                };
                 slots.push(Slot {
                     number,
                     owned: false,
@@ -119,7 +117,7 @@ impl Message {
         }
         words[0] &= !FIRST_BIT;
         Ok(Message {
-            spec: Arc::clone(spec),
+            spec,
             mti,
             present: words,
             slots,
@@ -171,8 +169,8 @@ impl Message {
         out.freeze()
     }
 
-    pub fn spec(&self) -> &Arc<Spec> {
-        &self.spec
+    pub fn spec(&self) -> &'static Spec {
+        self.spec
     }
 
     pub fn mti(&self) -> Mti {
@@ -275,7 +273,7 @@ impl Message {
             at: Location::Mti,
             reason: Reason::Invalid("a response cannot be answered"),
         })?;
-        let mut out = Message::new(Arc::clone(&self.spec), mti);
+        let mut out = Message::new(self.spec, mti);
         out.frame = self.frame.clone();
         for &number in echo {
             if let Some(&slot) = self.slot(number) {
@@ -293,11 +291,11 @@ impl Message {
 
     /// The same message in another dialect. Values go from wire bytes to wire bytes through a small
     /// scratch buffer, never through `String`.
-    pub fn translate(&self, to: &Arc<Spec>) -> Result<Message, Error> {
-        if Arc::ptr_eq(&self.spec, to) || *self.spec == **to {
+    pub fn translate(&self, to: &'static Spec) -> Result<Message, Error> {
+        if std::ptr::eq(self.spec, to) || *self.spec == *to {
             return Ok(self.clone());
         }
-        let mut out = Message::new(Arc::clone(to), self.mti);
+        let mut out = Message::new(to, self.mti);
         out.slots.reserve(self.slots.len());
         // Room for the whole message, plus the few fields a switch sets after translating it: one
         // allocation instead of one per doubling.
@@ -352,6 +350,18 @@ impl Message {
             .expect("slots exist only for fields of the spec");
         Field::new(slot.number, fs, self.data(slot), usize::from(slot.len))
     }
+}
+
+/// A field the fast path could not vouch for: rare, so kept out of the decode loop's registers.
+#[cold]
+#[inline(never)]
+fn decode_precisely(spec: &Spec, number: u8, buf: &[u8], pos: usize) -> Result<Span, Error> {
+    let fs = spec.field(number).ok_or(Error::Decode {
+        at: Location::Field(number),
+        offset: pos,
+        reason: Reason::NoSpec,
+    })?;
+    value::decode(fs, number, buf, pos)
 }
 
 /// Word index and mask of field `number`, if it is in range.
@@ -470,7 +480,7 @@ fn write_bitmap(encoding: BitmapEncoding, word: u64, out: &mut impl BufMut) {
 impl PartialEq for Message {
     /// Same dialect, MTI and field values, wherever the bytes are kept.
     fn eq(&self, other: &Message) -> bool {
-        (Arc::ptr_eq(&self.spec, &other.spec) || self.spec == other.spec)
+        (std::ptr::eq(self.spec, other.spec) || self.spec == other.spec)
             && self.mti == other.mti
             && self.present == other.present
             && self

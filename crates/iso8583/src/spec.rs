@@ -5,6 +5,7 @@
 //! once, so that decode and encode can trust it on the hot path.
 
 use crate::error::{Error, Location, Reason};
+use crate::layout::Layout;
 
 /// The highest field number: with a tertiary bitmap fields run to 192.
 pub const MAX_FIELD: u8 = 192;
@@ -258,6 +259,9 @@ pub struct Spec {
     tertiary: bool,
     /// Indexed by field number; `fields[0]` and `fields[1]` (the secondary bitmap) are always `None`.
     fields: Vec<Option<FieldSpec>>,
+    /// `fields` reduced to what the decode loop reads, in the same places; indexed by any `u8`, so the
+    /// loop needs no bounds check.
+    layouts: Box<[Layout; 256]>,
 }
 
 impl Spec {
@@ -300,12 +304,17 @@ impl Spec {
                 return Err(invalid(at, "field described twice"));
             }
         }
+        let mut layouts = Box::new([Layout::ABSENT; 256]);
+        for (layout, field) in layouts.iter_mut().zip(&table) {
+            *layout = field.as_ref().map_or(Layout::ABSENT, Layout::of);
+        }
         Ok(Spec {
             name,
             mti,
             bitmap,
             tertiary,
             fields: table,
+            layouts,
         })
     }
 
@@ -332,6 +341,12 @@ impl Spec {
         self.fields
             .get(usize::from(number))
             .and_then(Option::as_ref)
+    }
+
+    /// What decoding field `number` needs ([`Layout::ABSENT`] if the dialect has no such field).
+    #[inline]
+    pub(crate) fn layout(&self, number: u8) -> Layout {
+        self.layouts[usize::from(number)]
     }
 
     /// Every described field, in number order.

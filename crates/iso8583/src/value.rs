@@ -74,7 +74,7 @@ pub(crate) fn decode(fs: &FieldSpec, number: u8, buf: &[u8], pos: usize) -> Resu
 }
 
 #[inline]
-fn read_prefix(encoding: Encoding, bytes: &[u8]) -> Option<usize> {
+pub(crate) fn read_prefix(encoding: Encoding, bytes: &[u8]) -> Option<usize> {
     let mut len = 0usize;
     match encoding {
         Encoding::Binary => bytes.iter().for_each(|&b| len = len << 8 | usize::from(b)),

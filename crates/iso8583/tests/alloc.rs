@@ -14,7 +14,7 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 fn decode_allocates_only_the_field_table() {
     for name in ["iso87ascii", "iso87bcd", "iso87ebcdic"] {
         let spec = support::dialect(name);
-        let mut m = Message::new(spec.clone(), iso8583::Mti::FINANCIAL);
+        let mut m = Message::new(spec, iso8583::Mti::FINANCIAL);
         for (n, v) in [
             (2, "4761739001010010"),
             (3, "000000"),
@@ -29,7 +29,7 @@ fn decode_allocates_only_the_field_table() {
         let wire = m.to_bytes();
 
         let region = Region::new(GLOBAL);
-        let decoded = Message::decode(&spec, wire.clone()).unwrap();
+        let decoded = Message::decode(spec, wire.clone()).unwrap();
         let after_decode = region.change();
         let stan = decoded.stan();
         let pan = decoded.pan();

@@ -7,7 +7,7 @@ use iso8583::{Error, Location, Message, Reason};
 use support::dialect;
 
 fn decode(spec: &str, bytes: Vec<u8>) -> Error {
-    Message::decode(&dialect(spec), Bytes::from(bytes)).expect_err("must not decode")
+    Message::decode(dialect(spec), Bytes::from(bytes)).expect_err("must not decode")
 }
 
 /// MTI + a primary bitmap with the given fields + raw field bytes, in the ASCII dialect.
@@ -63,7 +63,7 @@ fn bitmap_bit_without_spec() {
         r#"3 = { name = "Processing code", type = "n", max = 6 }"#,
     );
     let err =
-        Message::decode(&spec, Bytes::from(ascii(&[3, 4], b"000000000000001000"))).unwrap_err();
+        Message::decode(spec, Bytes::from(ascii(&[3, 4], b"000000000000001000"))).unwrap_err();
     assert_eq!(at(&err), (Location::Field(4), 18, Reason::NoSpec));
 }
 

@@ -76,7 +76,7 @@ fn decodes_what_pyiso8583_encodes() {
         for line in String::from_utf8(out.stdout).unwrap().lines() {
             let case: Value = serde_json::from_str(line).unwrap();
             let wire = Bytes::from(hex::decode(case["hex"].as_str().unwrap()).unwrap());
-            let msg = Message::decode(&spec, wire.clone())
+            let msg = Message::decode(spec, wire.clone())
                 .unwrap_or_else(|e| panic!("{ours}: {e}\n{line}"));
             assert_eq!(msg.mti().as_str(), case["mti"], "{line}");
             assert_eq!(

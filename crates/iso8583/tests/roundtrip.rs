@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use iso8583::{Encoding, FieldSpec, Message, Spec};
 use proptest::prelude::*;
@@ -30,18 +28,14 @@ fn max_bytes(fs: &FieldSpec) -> u16 {
     }
 }
 
-fn translations() -> impl Strategy<Value = (Message, Arc<Spec>)> {
+fn translations() -> impl Strategy<Value = (Message, &'static Spec)> {
     (0..DIALECTS.len()).prop_flat_map(|via| {
         let (from, to) = (dialect("iso87ascii"), dialect(DIALECTS[via]));
-        let same_layout = {
-            let to = Arc::clone(&to);
-            let from = Arc::clone(&from);
-            move |n: u8| match (from.field(n), to.field(n)) {
-                (Some(a), Some(b)) => {
-                    (a.kind, a.length, max_bytes(a)) == (b.kind, b.length, max_bytes(b))
-                }
-                _ => false,
+        let same_layout = move |n: u8| match (from.field(n), to.field(n)) {
+            (Some(a), Some(b)) => {
+                (a.kind, a.length, max_bytes(a)) == (b.kind, b.length, max_bytes(b))
             }
+            _ => false,
         };
         (message(from, same_layout), Just(to))
     })
@@ -76,16 +70,16 @@ proptest! {
     /// out alike; iso87bcd follows jPOS where DE93 and DE96 are longer).
     #[test]
     fn translation_keeps_values((msg, other) in translations()) {
-        let there = msg.translate(&other).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let there = msg.translate(other).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let wire = there.to_bytes();
-        let decoded = Message::decode(&other, wire).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let decoded = Message::decode(other, wire).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let back = decoded.translate(msg.spec()).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(back, msg);
     }
 
     #[test]
     fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600), which in 0..DIALECTS.len()) {
-        let _ = Message::decode(&dialect(DIALECTS[which]), Bytes::from(bytes));
+        let _ = Message::decode(dialect(DIALECTS[which]), Bytes::from(bytes));
     }
 
     /// Valid messages with bytes flipped: the nastier input, since it gets past the MTI and bitmap.

@@ -40,7 +40,7 @@ fn bcd_purchase_matches_hand_packed_bytes() {
     );
     let wire = purchase("iso87bcd").to_bytes();
     assert_eq!(hex::encode_upper(&wire), expected);
-    let back = Message::decode(&dialect("iso87bcd"), wire).unwrap();
+    let back = Message::decode(dialect("iso87bcd"), wire).unwrap();
     assert_eq!(back.get(35).unwrap().unmasked().to_string(), TRACK2);
     assert_eq!(back.get(22).unwrap().unmasked().to_string(), "051");
 }
@@ -57,7 +57,7 @@ fn ascii_and_ebcdic_vectors() {
     // "16" then the PAN in EBCDIC digits.
     assert_eq!(&ebcdic[12..16], &[0xF1, 0xF6, 0xF4, 0xF7]);
     // DE41 "TERM0001": T=E3 E=C5 R=D9 M=D4.
-    let de41 = Message::decode(&dialect("iso87ebcdic"), ebcdic.clone()).unwrap();
+    let de41 = Message::decode(dialect("iso87ebcdic"), ebcdic.clone()).unwrap();
     assert_eq!(
         de41.get(41).unwrap().wire(),
         &[0xE3, 0xC5, 0xD9, 0xD4, 0xF0, 0xF0, 0xF0, 0xF1]
@@ -71,11 +71,11 @@ fn ascii_and_ebcdic_vectors() {
     let mut emv = Message::new(dialect("iso87ascii"), Mti::AUTHORIZATION);
     emv.set(55, [0x9F, 0x27, 0x01, 0x80]).unwrap();
     let as_hex = emv
-        .translate(&dialect("iso87ascii-hexbitmap"))
+        .translate(dialect("iso87ascii-hexbitmap"))
         .unwrap()
         .to_bytes();
     assert_eq!(&as_hex[20..], b"0089F270180");
-    let back = Message::decode(&dialect("iso87ascii-hexbitmap"), as_hex).unwrap();
+    let back = Message::decode(dialect("iso87ascii-hexbitmap"), as_hex).unwrap();
     assert_eq!(back.get(55).unwrap().to_vec(), [0x9F, 0x27, 0x01, 0x80]);
 }
 
@@ -104,7 +104,7 @@ fn secondary_bitmap_is_derived_from_fields() {
 
 #[test]
 fn typed_accessors() {
-    let msg = Message::decode(&dialect("iso87bcd"), purchase("iso87bcd").to_bytes()).unwrap();
+    let msg = Message::decode(dialect("iso87bcd"), purchase("iso87bcd").to_bytes()).unwrap();
     assert_eq!(msg.mti(), Mti::FINANCIAL);
     assert_eq!(msg.pan().unwrap().expose(), PAN.as_bytes());
     assert_eq!(msg.pan().unwrap().to_string(), "476173…0010");
@@ -118,7 +118,7 @@ fn typed_accessors() {
 
 #[test]
 fn response_echoes_fields_and_keeps_slices() {
-    let req = Message::decode(&dialect("iso87ascii"), purchase("iso87ascii").to_bytes()).unwrap();
+    let req = Message::decode(dialect("iso87ascii"), purchase("iso87ascii").to_bytes()).unwrap();
     let mut rsp = req.response(ECHO_FIELDS).unwrap();
     rsp.set(38, "A1B2C3").unwrap().set(39, "00").unwrap();
     assert_eq!(rsp.mti().as_str(), "0210");
@@ -184,7 +184,7 @@ fn tertiary_bitmap_carries_fields_129_to_192() {
         130 = { name = "Private", type = "ans", length = "LL", max = 20 }
         "#,
     );
-    let mut m = Message::new(spec.clone(), Mti::FINANCIAL);
+    let mut m = Message::new(spec, Mti::FINANCIAL);
     m.set(3, "000000")
         .unwrap()
         .set(66, "1")
@@ -203,7 +203,7 @@ fn tertiary_bitmap_carries_fields_129_to_192() {
     ]
     .concat();
     assert_eq!(wire, Bytes::from(expected));
-    let back = Message::decode(&spec, wire).unwrap();
+    let back = Message::decode(spec, wire).unwrap();
     assert_eq!(back, m);
     assert_eq!(back.get(130).unwrap().as_str(), Some("hello"));
 }

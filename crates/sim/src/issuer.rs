@@ -27,7 +27,7 @@ pub struct IssuerSim {
 }
 
 struct Shared {
-    spec: Arc<Spec>,
+    spec: &'static Spec,
     codec: FrameCodec,
     rules: Rules,
     ledger: Arc<Mutex<Ledger>>,
@@ -37,7 +37,7 @@ impl IssuerSim {
     /// Listens on `listener` until the runtime stops.
     pub fn start(
         listener: TcpListener,
-        spec: Arc<Spec>,
+        spec: &'static Spec,
         codec: FrameCodec,
         rules: Rules,
     ) -> IssuerSim {
@@ -105,7 +105,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     });
     while let Some(Ok(frame)) = frames.next().await {
         let tpdu = frame.tpdu.map(wire::Tpdu::response);
-        let msg = match Message::decode(&shared.spec, frame.message) {
+        let msg = match Message::decode(shared.spec, frame.message) {
             Ok(m) => m,
             Err(error) => {
                 tracing::warn!(%error, "issuer simulator: undecodable request; closing");

@@ -1,7 +1,5 @@
 //! Terminal requests with realistic fields: purchases, authorizations and the terminal's own reversal.
 
-use std::sync::Arc;
-
 use iso8583::{Message, Mti, OriginalData, Spec};
 
 /// One purchase as a POS terminal would send it.
@@ -49,8 +47,8 @@ impl Purchase {
 
     /// The request in `spec`, with track 2 (DE35) and a PIN block (DE52) as a card-present purchase
     /// carries them: the switch must never log or keep either.
-    pub fn message(&self, spec: &Arc<Spec>) -> Result<Message, iso8583::Error> {
-        let mut m = Message::new(spec.clone(), self.mti);
+    pub fn message(&self, spec: &'static Spec) -> Result<Message, iso8583::Error> {
+        let mut m = Message::new(spec, self.mti);
         m.set(2, &self.pan)?
             .set(3, "000000")?
             .set_number(4, self.amount)?
@@ -73,7 +71,7 @@ impl Purchase {
     /// DE90 naming the original.
     pub fn reversal(
         &self,
-        spec: &Arc<Spec>,
+        spec: &'static Spec,
         stan: u32,
         repeat: bool,
     ) -> Result<Message, iso8583::Error> {

@@ -160,7 +160,7 @@ mod tests {
             amount,
             ..Purchase::example()
         }
-        .message(&dialects::builtin("iso87ascii").unwrap())
+        .message(dialects::builtin("iso87ascii").unwrap())
         .unwrap()
     }
 

@@ -20,7 +20,7 @@ use crate::purchase::Purchase;
 #[derive(Debug, Clone)]
 pub struct Load {
     pub addr: SocketAddr,
-    pub spec: Arc<Spec>,
+    pub spec: &'static Spec,
     pub codec: FrameCodec,
     pub terminals: usize,
     /// Transactions per second over all terminals; `None`: each terminal starts the next at once.
@@ -47,7 +47,7 @@ pub struct Load {
 
 impl Load {
     /// Sensible defaults against `addr`: 10 terminals, closed loop, 10 s.
-    pub fn new(addr: SocketAddr, spec: Arc<Spec>, codec: FrameCodec) -> Load {
+    pub fn new(addr: SocketAddr, spec: &'static Spec, codec: FrameCodec) -> Load {
         Load {
             addr,
             spec,
@@ -269,7 +269,7 @@ impl Terminal {
 
     async fn transact(&mut self, purchase: Purchase) -> Outcome {
         let msg = purchase
-            .message(&self.load.spec)
+            .message(self.load.spec)
             .expect("a purchase fits every built-in dialect");
         let sent_at = Instant::now();
         let mut retransmits = 0;
@@ -320,7 +320,7 @@ impl Terminal {
         let mut repeat = false;
         while Instant::now() < give_up {
             let reversal = purchase
-                .reversal(&self.load.spec, stan, repeat)
+                .reversal(self.load.spec, stan, repeat)
                 .expect("a reversal fits every built-in dialect");
             if let Waited::Answer(answer) = self.exchange(&reversal, stan).await {
                 outcome.told = Told::Reversed;
@@ -359,7 +359,7 @@ impl Terminal {
                 }
             };
             // Anything else is a late or repeated answer to an earlier request: ignored.
-            if let Ok(answer) = Message::decode(&load.spec, frame.message)
+            if let Ok(answer) = Message::decode(load.spec, frame.message)
                 && !answer.mti().is_request()
                 && answer.mti().class() == class
                 && answer.stan() == Some(stan)

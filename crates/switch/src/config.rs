@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use iso8583::Spec;
@@ -333,7 +332,7 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct Listener {
     pub address: SocketAddr,
-    pub spec: Arc<Spec>,
+    pub spec: &'static Spec,
     pub codec: FrameCodec,
     pub max_connections: usize,
     pub max_in_flight: usize,
@@ -347,13 +346,13 @@ pub struct Listener {
 pub struct Link {
     pub issuer: String,
     pub host: String,
-    pub spec: Arc<Spec>,
+    pub spec: &'static Spec,
     pub codec: FrameCodec,
     pub tpdu: Option<Tpdu>,
     pub tls: Option<Connector>,
 }
 
-fn dialect(key: String, name: &str) -> Result<Arc<Spec>, ConfigError> {
+fn dialect(key: String, name: &str) -> Result<&'static Spec, ConfigError> {
     dialects::load(name).map_err(|e| invalid(key, e))
 }
 
@@ -451,7 +450,7 @@ impl File {
                     links.push(Link {
                         issuer: f.name.clone(),
                         host: host.clone(),
-                        spec: spec.clone(),
+                        spec,
                         codec,
                         tpdu,
                         tls: tls.clone(),

@@ -134,7 +134,7 @@ async fn carry(
     loop {
         tokio::select! {
             frame = framed.next() => match frame {
-                Some(Ok(frame)) => match Message::decode(&link.spec, frame.message) {
+                Some(Ok(frame)) => match Message::decode(link.spec, frame.message) {
                     Ok(msg) => {
                         if inputs.send(Input::Event(Event::Response { link: id, msg })).await.is_err() {
                             write_queued(link, &mut framed, cmds).await;

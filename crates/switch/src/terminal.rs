@@ -131,7 +131,7 @@ async fn serve(
                 Some(Ok(frame)) => {
                     quiet.frame(framed.codec().0.keepalives(), metrics);
                     tpdu = frame.tpdu.map(Tpdu::response);
-                    match Message::decode(&settings.spec, frame.message.clone()) {
+                    match Message::decode(settings.spec, frame.message.clone()) {
                         Ok(msg) => {
                             // The engine answers every request once, and ignores anything else.
                             if msg.mti().is_request() {
@@ -262,8 +262,8 @@ impl Quiet {
 
 /// RC 30 for a request whose MTI can be read; `None` when not even that.
 fn format_error(settings: &Listener, frame: &[u8]) -> Option<Message> {
-    let mti = Message::peek_mti(&settings.spec, frame).ok()?.response()?;
-    let mut answer = Message::new(settings.spec.clone(), mti);
+    let mti = Message::peek_mti(settings.spec, frame).ok()?.response()?;
+    let mut answer = Message::new(settings.spec, mti);
     answer.set(39, ResponseCode::FORMAT_ERROR.0).ok()?;
     Some(answer)
 }

@@ -28,7 +28,7 @@ pub(super) fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     each_line(lines, |line| {
         let frame = read_frame(&mut codec, line)?;
-        let msg = Message::decode(&spec, frame.message)?;
+        let msg = Message::decode(spec, frame.message)?;
         if args.json {
             let mut obj = to_json(&msg, args.tlv, args.unmasked);
             if let Some(tpdu) = frame.tpdu {
@@ -123,7 +123,7 @@ pub(super) fn encode(args: EncodeArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     each_line(std::io::stdin().lock().lines(), |line| {
         let value: Value = serde_json::from_str(line)?;
-        let msg = from_json(&spec, &value)?;
+        let msg = from_json(spec, &value)?;
         let tpdu = match (args.tpdu, value.get("tpdu").and_then(Value::as_str)) {
             (Some(t), _) => Some(t),
             (None, Some(t)) => Some(t.parse().map_err(|e: String| anyhow!(e))?),

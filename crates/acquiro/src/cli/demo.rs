@@ -43,12 +43,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let spec = dialects::builtin("iso87ascii").context("the built-in iso87ascii dialect")?;
     let codec = FrameCodec::new(LengthHeader::Binary2);
     let rules = Rules::parse(ISSUER)?;
-    let issuer = IssuerSim::start(
-        TcpListener::bind("127.0.0.1:0").await?,
-        spec.clone(),
-        codec,
-        rules,
-    );
+    let issuer = IssuerSim::start(TcpListener::bind("127.0.0.1:0").await?, spec, codec, rules);
 
     let mut file = File::parse("demo", SWITCH)?;
     file.issuers[0].hosts = vec![issuer.addr.to_string()];

@@ -3,8 +3,6 @@
 //! Text fields are strings (Latin-1 characters, so every byte round-trips); binary fields are uppercase
 //! hex. Masking is the codec's: a masked object shows what `Display` of each field shows.
 
-use std::sync::Arc;
-
 use anyhow::{Context, anyhow, bail};
 use iso8583::{FieldType, Message, Mti, Spec, tlv};
 use serde_json::{Map, Value, json};
@@ -42,7 +40,7 @@ pub(crate) fn to_json(msg: &Message, tlv_list: bool, unmasked: bool) -> Value {
 }
 
 /// A message from its JSON object. Unknown top-level keys other than "tlv" and "tpdu" are errors.
-pub(crate) fn from_json(spec: &Arc<Spec>, value: &Value) -> anyhow::Result<Message> {
+pub(crate) fn from_json(spec: &'static Spec, value: &Value) -> anyhow::Result<Message> {
     let obj = value
         .as_object()
         .ok_or_else(|| anyhow!("expected a JSON object"))?;
@@ -60,7 +58,7 @@ pub(crate) fn from_json(spec: &Arc<Spec>, value: &Value) -> anyhow::Result<Messa
         .as_bytes()
         .try_into()
         .map_err(|_| anyhow!("\"mti\" must be 4 digits"))?;
-    let mut msg = Message::new(Arc::clone(spec), Mti::new(mti)?);
+    let mut msg = Message::new(spec, Mti::new(mti)?);
     let fields = match obj.get("fields") {
         None => return Ok(msg),
         Some(f) => f

@@ -47,7 +47,7 @@ struct Wire {
 }
 
 impl Wire {
-    fn open(&self) -> anyhow::Result<(Arc<iso8583::Spec>, FrameCodec)> {
+    fn open(&self) -> anyhow::Result<(&'static iso8583::Spec, FrameCodec)> {
         let spec =
             dialects::load(&self.dialect).with_context(|| format!("dialect {}", self.dialect))?;
         Ok((spec, FrameCodec::new(self.header)))

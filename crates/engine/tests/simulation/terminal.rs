@@ -2,7 +2,6 @@
 //! (same STAN) some of the time, else sends its own reversal and repeats it until acknowledged; after a
 //! dropped connection it reconnects and carries on where it was.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use engine::ConnId;
@@ -33,7 +32,7 @@ enum State {
 #[derive(Debug)]
 pub(crate) struct Terminal {
     tid: String,
-    spec: Arc<Spec>,
+    spec: &'static Spec,
     pub conn: Option<ConnId>,
     state: State,
     /// Transactions still to start.
@@ -55,7 +54,12 @@ pub(crate) enum Out {
 }
 
 impl Terminal {
-    pub(crate) fn new(rng: &mut Rng, index: usize, spec: Arc<Spec>, transactions: u32) -> Terminal {
+    pub(crate) fn new(
+        rng: &mut Rng,
+        index: usize,
+        spec: &'static Spec,
+        transactions: u32,
+    ) -> Terminal {
         Terminal {
             tid: format!("TERM{index:04}"),
             spec,
@@ -84,7 +88,7 @@ impl Terminal {
             State::Idle => {
                 self.remaining -= 1;
                 let purchase = self.purchase(rng);
-                let msg = purchase.message(&self.spec).expect("purchase");
+                let msg = purchase.message(self.spec).expect("purchase");
                 self.state = State::Waiting {
                     purchase,
                     retransmits: 0,
@@ -135,12 +139,12 @@ impl Terminal {
     /// What it is waiting on, sent again (a reversal after the first as a repeat, 0401).
     fn resend(&mut self) -> Vec<Out> {
         let msg = match &self.state {
-            State::Waiting { purchase, .. } => purchase.message(&self.spec),
+            State::Waiting { purchase, .. } => purchase.message(self.spec),
             State::Reversing {
                 purchase,
                 stan,
                 retransmits,
-            } => purchase.reversal(&self.spec, *stan, *retransmits > 0),
+            } => purchase.reversal(self.spec, *stan, *retransmits > 0),
             State::Idle | State::Done => return Vec::new(),
         };
         self.send(msg.expect("terminal request"))

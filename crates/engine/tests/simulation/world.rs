@@ -5,7 +5,6 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use engine::{Action, Config, ConnId, Engine, Event, LinkId, Now, Record, Recovery, TimerId};
@@ -102,13 +101,13 @@ pub(crate) struct World {
 }
 
 impl World {
-    pub(crate) fn new(seed: u64, config: Config, terminal_spec: Arc<Spec>) -> World {
+    pub(crate) fn new(seed: u64, config: Config, terminal_spec: &'static Spec) -> World {
         let mut rng = Rng::with_seed(seed);
         let count = rng.usize(1..=6);
         let terminals: Vec<Terminal> = (0..count)
             .map(|i| {
                 let transactions = rng.u32(3..=25);
-                Terminal::new(&mut rng, i, terminal_spec.clone(), transactions)
+                Terminal::new(&mut rng, i, terminal_spec, transactions)
             })
             .collect();
         let links = (0..config.issuers.iter().map(|i| i.links).sum::<usize>())

@@ -2,7 +2,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use engine::{
@@ -15,12 +14,12 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 pub const ECHO: Duration = Duration::from_secs(60);
 pub const PAN: &str = "4761739001010010";
 
-pub fn spec(name: &str) -> Arc<Spec> {
+pub fn spec(name: &str) -> &'static Spec {
     dialects::builtin(name).expect("built-in dialect")
 }
 
 /// The engine's settings, and the terminals' dialect.
-pub fn config(terminal: &str, issuer: &str) -> (Config, Arc<Spec>) {
+pub fn config(terminal: &str, issuer: &str) -> (Config, &'static Spec) {
     let config = Config {
         issuers: vec![
             Issuer {
@@ -55,7 +54,7 @@ pub fn config(terminal: &str, issuer: &str) -> (Config, Arc<Spec>) {
 pub struct Harness {
     pub engine: Engine,
     pub now: Now,
-    pub terminal: Arc<Spec>,
+    pub terminal: &'static Spec,
     config: Config,
     /// Every record the engine journaled, oldest first.
     pub journal: Vec<Record>,
@@ -67,7 +66,7 @@ impl Harness {
         Harness::with(config("iso87ascii", "iso87ascii"))
     }
 
-    pub fn with((config, terminal): (Config, Arc<Spec>)) -> Harness {
+    pub fn with((config, terminal): (Config, &'static Spec)) -> Harness {
         let mut h = Harness {
             engine: Engine::new(config.clone()),
             now: Now::system(),
@@ -92,7 +91,7 @@ impl Harness {
         let mut h = Harness {
             engine: Engine::new(self.config.clone()),
             now: self.now,
-            terminal: self.terminal.clone(),
+            terminal: self.terminal,
             config: self.config.clone(),
             journal: self.journal[..durable].to_vec(),
         };
@@ -138,7 +137,7 @@ impl Harness {
 
     /// A purchase from terminal `tid` with STAN `stan`.
     pub fn purchase(&self, tid: &str, stan: u32, amount: u64) -> Message {
-        let mut m = Message::new(self.terminal.clone(), Mti::FINANCIAL);
+        let mut m = Message::new(self.terminal, Mti::FINANCIAL);
         m.set(2, PAN)
             .unwrap()
             .set(3, "000000")

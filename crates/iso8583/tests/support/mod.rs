@@ -1,8 +1,6 @@
 //! Random valid messages for any dialect, shared by the round-trip and differential tests.
 #![allow(dead_code, unreachable_pub)]
 
-use std::sync::Arc;
-
 use iso8583::{Encoding, FieldSpec, FieldType, LengthKind, Message, Mti, Spec};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -45,7 +43,7 @@ pub fn value(fs: &FieldSpec) -> BoxedStrategy<Vec<u8>> {
 }
 
 /// A message of `spec` with a random MTI and a random subset of the fields `allowed` admits.
-pub fn message(spec: Arc<Spec>, allowed: impl Fn(u8) -> bool) -> BoxedStrategy<Message> {
+pub fn message(spec: &'static Spec, allowed: impl Fn(u8) -> bool) -> BoxedStrategy<Message> {
     let fields: Vec<(u8, BoxedStrategy<Vec<u8>>)> = spec
         .fields()
         .filter(|(n, _)| allowed(*n))
@@ -67,7 +65,7 @@ pub fn message(spec: Arc<Spec>, allowed: impl Fn(u8) -> bool) -> BoxedStrategy<M
     ];
     (mti, picks)
         .prop_map(move |(mti, values)| {
-            let mut msg = Message::new(Arc::clone(&spec), Mti::new(mti).expect("digits"));
+            let mut msg = Message::new(spec, Mti::new(mti).expect("digits"));
             for (n, v) in values.into_iter().flatten() {
                 msg.set(n, &v).expect("generated values fit their field");
             }
@@ -89,12 +87,12 @@ pub fn sample(strategy: BoxedStrategy<Message>, count: usize, seed: u8) -> Vec<M
         .collect()
 }
 
-pub fn dialect(name: &str) -> Arc<Spec> {
+pub fn dialect(name: &str) -> &'static Spec {
     dialects::builtin(name).expect("built-in dialect")
 }
 
 /// A small ASCII dialect with the given `[fields]` lines, for tests of what the built-ins lack.
-pub fn custom(tertiary: bool, fields: &str) -> Arc<Spec> {
+pub fn custom(tertiary: bool, fields: &str) -> &'static Spec {
     let text = format!(
         r#"
         name = "custom"
@@ -113,5 +111,5 @@ pub fn custom(tertiary: bool, fields: &str) -> Arc<Spec> {
         {fields}
         "#
     );
-    Arc::new(dialects::parse("custom", &text).expect("test dialect"))
+    dialects::leak(dialects::parse("custom", &text).expect("test dialect"))
 }

@@ -1,0 +1,388 @@
+//! The decode fast path: each field's layout reduced, once per dialect, to the few bytes the decode loop
+//! needs, and checks of whole 8-byte words instead of single bytes.
+//!
+//! A field this path cannot vouch for (a check it does not know, or data that fails one) goes to
+//! [`crate::value::decode`], the precise path, which finds out exactly what is wrong and where. The fast
+//! path only ever says "valid" of data the precise path would also accept.
+
+use crate::charset::from_latin1;
+use crate::spec::{Encoding, FieldSpec, FieldType, Filler};
+use crate::value::{Span, read_prefix};
+
+/// What decoding one field needs: `Copy`, 12 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Layout {
+    /// Exact length of a fixed field, maximum of a variable one, in length units.
+    max: u16,
+    /// Bytes of the length prefix; 0 for fixed fields.
+    prefix: u8,
+    length_encoding: Encoding,
+    /// 1 for packed digits (two a byte), 0 for a byte a unit.
+    packed: u8,
+    check: Check,
+    filler: Filler,
+    /// `0`, `=` and `D` in the field's character set (ASCII or EBCDIC), for text digits and track data.
+    zero: u8,
+    separators: [u8; 2],
+}
+
+/// The word-at-a-time check that covers a field's data, if one does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Check {
+    /// Any byte is valid: raw binary, `an` and `ans` text.
+    Nothing,
+    /// `n` text: every byte a digit.
+    Digits,
+    /// `z` text: digits and the separators `=` and `D`.
+    Track,
+    /// Packed `n`: every nibble 0–9, and the filler nibble of an odd count where the filler says.
+    Packed,
+    /// Packed `z`: nibbles 0–9 and the separator D, the filler as for `n`.
+    PackedTrack,
+    /// Anything else (hex data, `x+n`, a field the dialect does not have): the precise path decides.
+    Precise,
+}
+
+impl Layout {
+    /// A field the dialect does not describe.
+    pub(crate) const ABSENT: Layout = Layout {
+        max: 0,
+        prefix: 0,
+        length_encoding: Encoding::Binary,
+        packed: 0,
+        check: Check::Precise,
+        filler: Filler::Left0,
+        zero: b'0',
+        separators: [b'=', b'D'],
+    };
+
+    pub(crate) fn of(fs: &FieldSpec) -> Layout {
+        let check = match (fs.encoding, fs.kind) {
+            (Encoding::Binary, _)
+            | (Encoding::Ascii | Encoding::Ebcdic, FieldType::An | FieldType::Ans) => {
+                Check::Nothing
+            }
+            (Encoding::Ascii | Encoding::Ebcdic, FieldType::N) => Check::Digits,
+            (Encoding::Ascii | Encoding::Ebcdic, FieldType::Z) => Check::Track,
+            (Encoding::Bcd, FieldType::N) => Check::Packed,
+            (Encoding::Bcd, FieldType::Z) => Check::PackedTrack,
+            _ => Check::Precise,
+        };
+        let text = |c| from_latin1(fs.encoding == Encoding::Ebcdic, c);
+        Layout {
+            max: fs.max,
+            prefix: fs.prefix_len() as u8,
+            length_encoding: fs.length_encoding,
+            packed: u8::from(fs.encoding == Encoding::Bcd),
+            check,
+            filler: fs.filler,
+            zero: text(b'0'),
+            separators: [text(b'='), text(b'D')],
+        }
+    }
+}
+
+/// Reads field data at `pos`: its span if the prefix, the bounds and the data are all valid, else
+/// `None` (the precise path then says why).
+#[inline]
+pub(crate) fn scan(layout: Layout, buf: &[u8], pos: usize) -> Option<Span> {
+    if layout.check == Check::Precise {
+        return None;
+    }
+    let prefix = usize::from(layout.prefix);
+    let start = pos + prefix;
+    let len = if prefix == 0 {
+        usize::from(layout.max)
+    } else {
+        read_prefix(layout.length_encoding, buf.get(pos..start)?)
+            .filter(|&len| len <= usize::from(layout.max))?
+    };
+    // `x+n`, the one layout where this is not so, is left to the precise path.
+    let wire_len = (len + usize::from(layout.packed)) >> layout.packed;
+    let end = start + wire_len;
+    if end > buf.len() {
+        return None;
+    }
+    let zeros = ONES * u64::from(layout.zero);
+    let ok = match layout.check {
+        Check::Nothing => true,
+        Check::Digits => words_ok(buf, start, end, |x| digits_bad(x, zeros)),
+        Check::Track => {
+            let [equals, d] = layout.separators.map(|c| ONES * u64::from(c));
+            words_ok(buf, start, end, |x| {
+                let separators = bytes_equal(x, equals) | bytes_equal(x, d);
+                digits_bad(x & !separators | zeros & separators, zeros)
+            })
+        }
+        Check::Packed => packed_ok(buf, start, end, layout.filler, len, packed_bad),
+        Check::PackedTrack => packed_ok(buf, start, end, layout.filler, len, packed_track_bad),
+        Check::Precise => false,
+    };
+    ok.then_some(Span {
+        start,
+        wire_len,
+        len,
+    })
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = ONES * 0x80;
+const HIGH_NIBBLES: u64 = ONES * 0xF0;
+const LOW_NIBBLES: u64 = ONES * 0x0F;
+
+/// Non-zero if a byte of `x` is not a digit, `zeros` being the digit `0` in every byte. Digits XOR `0`
+/// are 0–9 with a zero high nibble (ASCII `0x30`–`0x39`, EBCDIC `0xF0`–`0xF9`); adding 6 pushes 10–15
+/// into the high nibble. No carry crosses bytes unless the high nibble was already non-zero.
+fn digits_bad(x: u64, zeros: u64) -> u64 {
+    let y = x ^ zeros;
+    (y | y.wrapping_add(ONES * 6)) & HIGH_NIBBLES
+}
+
+/// `0xFF` in each byte where `x` and `y` agree, `0x00` elsewhere (exact: no borrow between bytes).
+fn bytes_equal(x: u64, y: u64) -> u64 {
+    let t = x ^ y;
+    let zero = !((t & !HIGH_BITS).wrapping_add(!HIGH_BITS) | t) & HIGH_BITS;
+    (zero >> 7) * 0xFF
+}
+
+/// Non-zero if a nibble of `x` is above 9.
+fn packed_bad(x: u64) -> u64 {
+    let over_9 = |n: u64| (n + ONES * 6) & HIGH_NIBBLES;
+    over_9(x & LOW_NIBBLES) | over_9((x >> 4) & LOW_NIBBLES)
+}
+
+/// Non-zero if a nibble of `x` is above 9 and not the separator D.
+fn packed_track_bad(x: u64) -> u64 {
+    let separators = ONES * 0x0D;
+    let bad = |n: u64| {
+        let over_9 = (n + ONES * 6) & HIGH_NIBBLES;
+        // A nibble equal to D: (n ^ D) is zero, and adding 0x7F leaves bit 7 clear.
+        let is_d = !((n ^ separators) + ONES * 0x7F) & HIGH_BITS;
+        over_9 & !(is_d >> 3) & (ONES * 0x10)
+    };
+    bad(x & LOW_NIBBLES) | bad((x >> 4) & LOW_NIBBLES)
+}
+
+/// Packed digits in `buf[start..end]`; an odd count has its filler nibble first or last.
+#[inline]
+fn packed_ok(
+    buf: &[u8],
+    start: usize,
+    end: usize,
+    filler: Filler,
+    digits: usize,
+    bad: impl Fn(u64) -> u64,
+) -> bool {
+    if digits.is_multiple_of(2) {
+        return words_ok(buf, start, end, bad);
+    }
+    if filler.is_left() {
+        let first = buf[start];
+        first >> 4 == filler.nibble()
+            && bad(u64::from(first & 0xF)) == 0
+            && words_ok(buf, start + 1, end, bad)
+    } else {
+        let last = buf[end - 1];
+        last & 0xF == filler.nibble()
+            && bad(u64::from(last >> 4)) == 0
+            && words_ok(buf, start, end - 1, bad)
+    }
+}
+
+/// Whether `bad` finds nothing in `buf[start..end]`, read as little-endian 8-byte words. A short
+/// field is read as the word that ends where it ends, and the verdicts on the bytes before it are
+/// shifted out; a long one as words from its start plus that last word (overlaps are read twice).
+/// `bad` must flag a byte in its own high nibble. A field ends at least 10 bytes in (after MTI and
+/// bitmap), so the last word always fits; were it not to, the precise path decides.
+#[inline]
+fn words_ok(buf: &[u8], start: usize, end: usize, bad: impl Fn(u64) -> u64) -> bool {
+    let word = |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
+    let len = end - start;
+    if len == 0 {
+        return true;
+    }
+    if end < 8 {
+        return false;
+    }
+    let last = bad(word(end - 8));
+    if len <= 8 {
+        return last >> (8 * (8 - len)) == 0;
+    }
+    let mut found = last;
+    let mut at = start;
+    while at + 8 < end {
+        found |= bad(word(at));
+        at += 8;
+    }
+    found == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ASCII_ZEROS: u64 = ONES * b'0' as u64;
+
+    fn ascii_bad(x: u64) -> u64 {
+        digits_bad(x, ASCII_ZEROS)
+    }
+
+    #[test]
+    fn words_find_the_one_bad_byte_wherever_it_is() {
+        for len in 1..=20 {
+            for bad_at in 0..len {
+                let mut buf = vec![b'X'; 10];
+                let start = buf.len();
+                buf.extend(std::iter::repeat_n(b'7', len));
+                buf.push(b'X');
+                let end = start + len;
+                assert!(words_ok(&buf, start, end, ascii_bad), "len {len}");
+                for byte in [b'/', b':', b'A', 0x00, 0xFF, 0xB5] {
+                    buf[start + bad_at] = byte;
+                    assert!(!words_ok(&buf, start, end, ascii_bad));
+                }
+                buf[start + bad_at] = b'7';
+            }
+        }
+    }
+
+    /// Each byte value in each position of a word, judged as the byte-at-a-time checks judge it.
+    #[test]
+    fn every_byte_is_judged_as_the_byte_check_judges_it() {
+        let ebcdic_zeros = ONES * 0xF0;
+        let is_nibble_ok = |n: u8, track: bool| n <= 9 || (track && n == 0xD);
+        for at in 0..8 {
+            let put = |fill: u64, b: u8| fill & !(0xFF << (8 * at)) | u64::from(b) << (8 * at);
+            for b in 0..=255u8 {
+                assert_eq!(ascii_bad(put(ASCII_ZEROS, b)) == 0, b.is_ascii_digit());
+                let ebcdic = (0xF0..=0xF9).contains(&b);
+                assert_eq!(digits_bad(put(ebcdic_zeros, b), ebcdic_zeros) == 0, ebcdic);
+                let equal = bytes_equal(put(0, b), ONES * u64::from(b'='));
+                assert_eq!(
+                    equal,
+                    if b == b'=' { 0xFF << (8 * at) } else { 0 },
+                    "{b:#04x}"
+                );
+                for track in [false, true] {
+                    let bad = if track { packed_track_bad } else { packed_bad };
+                    let ok = is_nibble_ok(b >> 4, track) && is_nibble_ok(b & 0xF, track);
+                    assert_eq!(bad(put(0, b)) == 0, ok, "bcd {b:#04x} track {track}");
+                }
+            }
+        }
+    }
+
+    static LAYOUTS: std::sync::LazyLock<Vec<FieldSpec>> = std::sync::LazyLock::new(layouts);
+
+    /// Every field layout a dialect may describe.
+    fn layouts() -> Vec<FieldSpec> {
+        use crate::spec::{LengthKind, Spec};
+        let mut all = Vec::new();
+        for kind in [
+            FieldType::N,
+            FieldType::Z,
+            FieldType::An,
+            FieldType::B,
+            FieldType::Xn,
+        ] {
+            for encoding in [
+                Encoding::Ascii,
+                Encoding::Ebcdic,
+                Encoding::Bcd,
+                Encoding::Binary,
+                Encoding::Hex,
+            ] {
+                for length in [LengthKind::Fixed, LengthKind::Ll, LengthKind::Lll] {
+                    for length_encoding in [
+                        Encoding::Ascii,
+                        Encoding::Ebcdic,
+                        Encoding::Bcd,
+                        Encoding::Binary,
+                    ] {
+                        for filler in [Filler::Left0, Filler::LeftF, Filler::Right0, Filler::RightF]
+                        {
+                            for max in [3, 8, 9, 19] {
+                                let fs = FieldSpec {
+                                    name: String::new(),
+                                    kind,
+                                    length,
+                                    max,
+                                    encoding,
+                                    length_encoding,
+                                    filler,
+                                    pad: None,
+                                    sensitivity: Default::default(),
+                                    subfields: Vec::new(),
+                                };
+                                let one = [(2, fs.clone())];
+                                if Spec::new(
+                                    "t",
+                                    Encoding::Ascii,
+                                    crate::BitmapEncoding::Binary,
+                                    false,
+                                    one,
+                                )
+                                .is_ok()
+                                {
+                                    all.push(fs);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    /// Bytes that are often valid somewhere (digits in each charset, packed digits, separators,
+    /// fillers), and their neighbours.
+    fn wire_byte() -> impl proptest::strategy::Strategy<Value = u8> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => b'0'..=b'9',
+            4 => 0xF0u8..=0xF9,
+            4 => (0u8..=9, 0u8..=9).prop_map(|(h, l)| h << 4 | l),
+            1 => Just(b'='), 1 => Just(b'D'), 1 => Just(0x7E), 1 => Just(0xC4),
+            1 => Just(0xD0), 1 => Just(0x0D), 1 => Just(0x3F), 1 => Just(0xF),
+            2 => proptest::sample::select(&[b'/', b':', b'<', b'>', b'C', b'E', 0xEF, 0xFA, 0x7D, 0xC5, 0xE0, 0x1D][..]),
+            2 => any::<u8>(),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+
+        /// The fast path never accepts what the precise path rejects, and finds the same span.
+        #[test]
+        fn the_fast_path_agrees_with_the_precise_one(
+            index in 0usize..10_000,
+            len in 0usize..=12,
+            data in proptest::collection::vec(wire_byte(), 0..=24),
+            prefix in proptest::collection::vec(wire_byte(), 0..=2),
+        ) {
+            let fs = &LAYOUTS[index % LAYOUTS.len()];
+            // A plausible length prefix in front, so that variable fields get past it now and then.
+            let mut buf = vec![0xAA; 10];
+            let digits = format!("{len:0width$}", width = fs.length.digits() as usize);
+            match fs.length_encoding {
+                _ if fs.length == crate::spec::LengthKind::Fixed => {}
+                Encoding::Ascii => buf.extend(digits.bytes()),
+                Encoding::Ebcdic => buf.extend(digits.bytes().map(|c| c + 0xC0)),
+                Encoding::Bcd => buf.extend(digits.as_bytes().chunks(2).map(|p| match p {
+                    [h, l] => (h - b'0') << 4 | (l - b'0'),
+                    [l] => l - b'0',
+                    _ => unreachable!(),
+                })),
+                _ => buf.extend(&prefix),
+            }
+            buf.extend(&data);
+            let fast = scan(Layout::of(fs), &buf, 10);
+            let precise = crate::value::decode(fs, 2, &buf, 10);
+            if let Some(span) = fast {
+                let precise = precise.expect("the precise path accepts what the fast one does");
+                proptest::prop_assert_eq!((span.start, span.len, span.wire_len), (precise.start, precise.len, precise.wire_len));
+            }
+        }
+    }
+}
