@@ -14,6 +14,8 @@ use crate::value::{Span, read_prefix};
 pub(crate) struct Layout {
     /// Exact length of a fixed field, maximum of a variable one, in length units.
     max: u16,
+    /// Bytes of data of a fixed field.
+    fixed_wire_len: u16,
     /// Bytes of the length prefix; 0 for fixed fields.
     prefix: u8,
     length_encoding: Encoding,
@@ -47,6 +49,7 @@ impl Layout {
     /// A field the dialect does not describe.
     pub(crate) const ABSENT: Layout = Layout {
         max: 0,
+        fixed_wire_len: 0,
         prefix: 0,
         length_encoding: Encoding::Binary,
         packed: 0,
@@ -71,6 +74,7 @@ impl Layout {
         let text = |c| from_latin1(fs.encoding == Encoding::Ebcdic, c);
         Layout {
             max: fs.max,
+            fixed_wire_len: fs.wire_len(usize::from(fs.max)) as u16,
             prefix: fs.prefix_len() as u8,
             length_encoding: fs.length_encoding,
             packed: u8::from(fs.encoding == Encoding::Bcd),
@@ -86,19 +90,16 @@ impl Layout {
 /// `None` (the precise path then says why).
 #[inline]
 pub(crate) fn scan(layout: Layout, buf: &[u8], pos: usize) -> Option<Span> {
-    if layout.check == Check::Precise {
-        return None;
-    }
     let prefix = usize::from(layout.prefix);
     let start = pos + prefix;
-    let len = if prefix == 0 {
-        usize::from(layout.max)
+    let (len, wire_len) = if prefix == 0 {
+        (usize::from(layout.max), usize::from(layout.fixed_wire_len))
     } else {
-        read_prefix(layout.length_encoding, buf.get(pos..start)?)
-            .filter(|&len| len <= usize::from(layout.max))?
+        let len = read_prefix(layout.length_encoding, buf.get(pos..start)?)
+            .filter(|&len| len <= usize::from(layout.max))?;
+        // Wrong for `x+n` only, whose check is left to the precise path anyway.
+        (len, (len + usize::from(layout.packed)) >> layout.packed)
     };
-    // `x+n`, the one layout where this is not so, is left to the precise path.
-    let wire_len = (len + usize::from(layout.packed)) >> layout.packed;
     let end = start + wire_len;
     if end > buf.len() {
         return None;
@@ -225,6 +226,11 @@ mod tests {
 
     fn ascii_bad(x: u64) -> u64 {
         digits_bad(x, ASCII_ZEROS)
+    }
+
+    #[test]
+    fn a_layout_is_small() {
+        assert_eq!(size_of::<Layout>(), 12);
     }
 
     #[test]
