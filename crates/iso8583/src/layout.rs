@@ -5,11 +5,13 @@
 //! [`crate::value::decode`], the precise path, which finds out exactly what is wrong and where. The fast
 //! path only ever says "valid" of data the precise path would also accept.
 
+use bytes::BufMut;
+
 use crate::charset::from_latin1;
 use crate::spec::{Encoding, FieldSpec, FieldType, Filler};
 use crate::value::{Span, read_prefix};
 
-/// What decoding one field needs: `Copy`, 12 bytes.
+/// What decoding or encoding one field needs: `Copy`, 12 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Layout {
     /// Exact length of a fixed field, maximum of a variable one, in length units.
@@ -82,6 +84,32 @@ impl Layout {
             filler: fs.filler,
             zero: text(b'0'),
             separators: [text(b'='), text(b'D')],
+        }
+    }
+}
+
+impl Layout {
+    /// Writes the length prefix for a value of `len` units (nothing for a fixed field). The prefix's
+    /// size and encoding say it all: LL takes one byte in binary and BCD, two as text, and so on.
+    #[inline]
+    pub(crate) fn write_prefix(&self, len: usize, out: &mut impl BufMut) {
+        match (self.length_encoding, self.prefix) {
+            (_, 0) => {}
+            (Encoding::Binary, 1) => out.put_u8(len as u8),
+            (Encoding::Binary, _) => out.put_u16(len as u16),
+            (Encoding::Bcd, bytes) => {
+                let pair = |v: usize| ((v / 10) as u8) << 4 | (v % 10) as u8;
+                if bytes == 2 {
+                    out.put_u8(pair(len / 100 % 100));
+                }
+                out.put_u8(pair(len % 100));
+            }
+            (encoding, digits) => {
+                // Constant divisors: the compiler turns them into multiplications.
+                let text = [len / 1000 % 10, len / 100 % 10, len / 10 % 10, len % 10]
+                    .map(|d| from_latin1(encoding == Encoding::Ebcdic, b'0' + d as u8));
+                out.put_slice(&text[4 - usize::from(digits)..]);
+            }
         }
     }
 }

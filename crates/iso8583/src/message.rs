@@ -153,11 +153,9 @@ impl Message {
             write_bitmap(bitmap, self.present[2], out);
         }
         for slot in &self.slots {
-            let fs = self
-                .spec
-                .field(slot.number)
-                .expect("slots exist only for fields of the spec");
-            value::write_prefix(fs, usize::from(slot.len), out);
+            self.spec
+                .layout(slot.number)
+                .write_prefix(usize::from(slot.len), out);
             out.put_slice(self.data(slot));
         }
     }

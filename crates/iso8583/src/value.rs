@@ -7,10 +7,8 @@
 
 use std::iter::{Chain, Copied, RepeatN};
 
-use bytes::BufMut;
-
 use crate::charset::{
-    EBCDIC_TO_LATIN1, HEX_DIGITS, LATIN1_TO_EBCDIC, from_latin1, hex_value, nibbles, to_latin1,
+    EBCDIC_TO_LATIN1, HEX_DIGITS, LATIN1_TO_EBCDIC, hex_value, nibbles, to_latin1,
 };
 use crate::error::{Error, Location, Reason};
 use crate::spec::{Encoding, FieldSpec, FieldType, LengthKind};
@@ -98,35 +96,6 @@ pub(crate) fn read_prefix(encoding: Encoding, bytes: &[u8]) -> Option<usize> {
         }
     }
     Some(len)
-}
-
-/// Writes the length prefix for a value of `len` logical units (nothing for fixed fields).
-pub(crate) fn write_prefix(fs: &FieldSpec, len: usize, out: &mut impl BufMut) {
-    let digits = fs.length.digits();
-    if digits == 0 {
-        return;
-    }
-    match fs.length_encoding {
-        Encoding::Binary if fs.length == LengthKind::Ll => out.put_u8(len as u8),
-        Encoding::Binary => out.put_u16(len as u16),
-        Encoding::Bcd => {
-            // LL packs into one byte, LLL and LLLL into two (LLL with a leading zero nibble).
-            if digits > 2 {
-                out.put_u8(bcd_pair(len / 100 % 100));
-            }
-            out.put_u8(bcd_pair(len % 100));
-        }
-        Encoding::Ascii | Encoding::Ebcdic | Encoding::Hex => {
-            for d in (0..digits).rev() {
-                let c = b'0' + (len / 10usize.pow(d) % 10) as u8;
-                out.put_u8(from_latin1(fs.length_encoding == Encoding::Ebcdic, c));
-            }
-        }
-    }
-}
-
-fn bcd_pair(v: usize) -> u8 {
-    ((v / 10) as u8) << 4 | (v % 10) as u8
 }
 
 /// Checks wire data; on failure returns the offset within `wire` and the reason.
