@@ -8,7 +8,7 @@ use crate::charset::{HEX_DIGITS, from_latin1, hex_value, nibbles, to_latin1};
 use crate::error::{Error, Location, Reason};
 use crate::field::Field;
 use crate::layout;
-use crate::spec::{BitmapEncoding, Encoding, Spec};
+use crate::spec::{BitmapEncoding, Encoding, FieldType, Likeness, Spec};
 use crate::types::Mti;
 use crate::value::{self, Span};
 
@@ -275,36 +275,83 @@ impl Message {
         out.frame = self.frame.clone();
         for &number in echo {
             if let Some(&slot) = self.slot(number) {
-                let mut slot = slot;
-                if slot.owned {
-                    let data = self.data(&slot);
-                    slot.start = out.owned.len() as u32;
-                    out.owned.extend_from_slice(data);
-                }
+                let slot = out.adopt(self, slot);
                 out.put_slot(slot);
             }
         }
         Ok(out)
     }
 
-    /// The same message in another dialect. Values go from wire bytes to wire bytes through a small
-    /// scratch buffer, never through `String`.
+    /// The same message in another dialect, without going through `String`. A field laid out alike in
+    /// both dialects keeps its bytes (still a slice of the received frame); one of the same type and
+    /// length in another encoding is re-encoded unchecked, having been checked when it came in; any
+    /// other is checked against the target dialect as [`Message::set`] would.
     pub fn translate(&self, to: &'static Spec) -> Result<Message, Error> {
         if std::ptr::eq(self.spec, to) || *self.spec == *to {
             return Ok(self.clone());
         }
         let mut out = Message::new(to, self.mti);
+        out.frame = self.frame.clone();
+        out.present = self.present;
         out.slots.reserve(self.slots.len());
         // Room for the whole message, plus the few fields a switch sets after translating it: one
         // allocation instead of one per doubling.
         out.owned.reserve(self.frame.len() + self.owned.len() + 64);
-        let mut scratch = Vec::with_capacity(64);
-        for field in self.fields() {
-            scratch.clear();
-            scratch.extend(field.bytes());
-            out.set(field.number(), &scratch)?;
+        let mut scratch = Vec::new();
+        for slot in &self.slots {
+            let number = slot.number;
+            let (from, into) = (self.view(slot), to.field(number));
+            let into = into.ok_or(Error::Encode {
+                at: Location::Field(number),
+                reason: Reason::NoSpec,
+            })?;
+            let start = out.owned.len();
+            let len = match from.spec().likeness(into) {
+                Likeness::Same => {
+                    let slot = out.adopt(self, *slot);
+                    out.slots.push(slot);
+                    continue;
+                }
+                Likeness::Reencode => {
+                    let len = usize::from(slot.len);
+                    let (spec, wire) = (from.spec(), self.data(slot));
+                    if spec.encoding == Encoding::Bcd
+                        && spec.kind != FieldType::Xn
+                        && into.encoding == Encoding::Ascii
+                    {
+                        // Packed digits to text, as every request from a BCD terminal needs.
+                        value::unpack_bcd(spec, wire, len, &mut out.owned);
+                    } else {
+                        value::write(into, from.bytes(), len, &mut out.owned);
+                    }
+                    len
+                }
+                Likeness::Different => {
+                    scratch.clear();
+                    scratch.extend(from.bytes());
+                    value::encode(into, number, &scratch, &mut out.owned)?
+                }
+            };
+            out.slots.push(Slot {
+                number,
+                owned: true,
+                len: len as u16,
+                start: start as u32,
+                wire_len: (out.owned.len() - start) as u32,
+            });
         }
         Ok(out)
+    }
+
+    /// `slot` of `from`, a message that shares this one's frame, as a slot of this one: data from the
+    /// frame stays where it is, data from `from`'s own buffer is copied into this one's.
+    fn adopt(&mut self, from: &Message, mut slot: Slot) -> Slot {
+        if slot.owned {
+            let data = from.data(&slot);
+            slot.start = self.owned.len() as u32;
+            self.owned.extend_from_slice(data);
+        }
+        slot
     }
 
     fn put_slot(&mut self, slot: Slot) {

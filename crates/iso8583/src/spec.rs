@@ -190,6 +190,21 @@ impl FieldSpec {
         }
     }
 
+    /// How a value of this field carries over to `other`, the same field in another dialect.
+    pub(crate) fn likeness(&self, other: &FieldSpec) -> Likeness {
+        let shape = (self.kind, self.length, self.max) == (other.kind, other.length, other.max);
+        let hex = self.encoding == Encoding::Hex || other.encoding == Encoding::Hex;
+        if !shape || hex {
+            Likeness::Different
+        } else if self.encoding == other.encoding
+            && (self.encoding != Encoding::Bcd || self.filler == other.filler)
+        {
+            Likeness::Same
+        } else {
+            Likeness::Reencode
+        }
+    }
+
     fn check(&self, spec: &str, number: u8) -> Result<(), Error> {
         let fail = |reason: &'static str| Error::Spec {
             spec: spec.to_owned(),
@@ -239,6 +254,17 @@ impl FieldSpec {
         }
         Ok(())
     }
+}
+
+/// See [`FieldSpec::likeness`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Likeness {
+    /// Same bytes on the wire (length prefixes aside, which encode writes).
+    Same,
+    /// Same type and length: every value of one is valid in the other, in another encoding.
+    Reencode,
+    /// Values must be checked against the other.
+    Different,
 }
 
 /// Representation of the bitmaps.

@@ -260,6 +260,17 @@ pub(crate) fn encode(
             kind: fs.kind.name(),
         }));
     }
+    write(fs, chars, len, out);
+    Ok(len)
+}
+
+/// Appends the wire form of a logical value already known to fit the field: `len` units.
+pub(crate) fn write(
+    fs: &FieldSpec,
+    chars: impl Iterator<Item = u8>,
+    len: usize,
+    out: &mut Vec<u8>,
+) {
     out.reserve(fs.wire_len(len));
     match fs.encoding {
         Encoding::Ascii | Encoding::Binary => out.extend(chars),
@@ -267,7 +278,6 @@ pub(crate) fn encode(
         Encoding::Bcd => pack_bcd(fs, chars, len, out),
         Encoding::Hex => chars.for_each(|b| out.extend_from_slice(&HEX_DIGITS[usize::from(b)])),
     }
-    Ok(len)
 }
 
 fn pack_bcd(fs: &FieldSpec, mut chars: impl Iterator<Item = u8>, len: usize, out: &mut Vec<u8>) {
@@ -278,23 +288,36 @@ fn pack_bcd(fs: &FieldSpec, mut chars: impl Iterator<Item = u8>, len: usize, out
     } else {
         len
     };
-    let filler = filler_position(fs, digits);
-    let total = digits + usize::from(filler.is_some());
-    let mut byte = 0u8;
-    for n in 0..total {
-        let nibble = if Some(n) == filler {
-            fs.filler.nibble()
-        } else {
-            match chars.next().unwrap_or(b'0') {
-                c @ b'0'..=b'9' => c - b'0',
-                _ => 0xD, // the track-data separator, `=` or `D`
-            }
-        };
-        byte = byte << 4 | nibble;
-        if n % 2 == 1 {
-            out.push(byte);
-        }
+    let mut nibble = || match chars.next().unwrap_or(b'0') {
+        c @ b'0'..=b'9' => c - b'0',
+        _ => 0xD, // the track-data separator, `=` or `D`
+    };
+    let (odd, filler) = (digits % 2 == 1, fs.filler.nibble());
+    if odd && fs.filler.is_left() {
+        out.push(filler << 4 | nibble());
     }
+    for _ in 0..digits / 2 {
+        let high = nibble();
+        out.push(high << 4 | nibble());
+    }
+    if odd && !fs.filler.is_left() {
+        out.push(nibble() << 4 | filler);
+    }
+}
+
+/// Packed digits (`n` or `z`, not `x+n`) as ASCII text: what [`LogicalBytes`] yields, a byte at a time
+/// rather than a nibble.
+pub(crate) fn unpack_bcd(fs: &FieldSpec, wire: &[u8], len: usize, out: &mut Vec<u8>) {
+    let text = |n: u8| if n <= 9 { b'0' + n } else { b'=' };
+    let start = out.len();
+    out.reserve(wire.len() * 2);
+    for &b in wire {
+        out.extend_from_slice(&[text(b >> 4), text(b & 0xF)]);
+    }
+    if len % 2 == 1 && fs.filler.is_left() {
+        out.remove(start);
+    }
+    out.truncate(start + len);
 }
 
 /// The logical bytes of a wire value, produced lazily.
@@ -345,7 +368,7 @@ impl<'a> LogicalBytes<'a> {
 impl Iterator for LogicalBytes<'_> {
     type Item = u8;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<u8> {
         match &mut self.inner {
             Inner::Plain(it) => it.next().copied(),
