@@ -84,11 +84,11 @@ impl Message {
         let fields: u32 = words.iter().map(|w| w.count_ones()).sum();
         let mut slots = Vec::with_capacity(fields as usize);
         for (word, &bits) in words.iter().enumerate() {
-            let mut bits = bits;
+            // Field 1 is the most significant bit: reversed, the lowest set bit is the next field.
+            let mut bits = bits.reverse_bits();
             while bits != 0 {
-                let idx = bits.leading_zeros();
-                bits &= !(FIRST_BIT >> idx);
-                let number = (word as u32 * 64 + idx + 1) as u8;
+                let number = (word as u32 * 64 + bits.trailing_zeros() + 1) as u8;
+                bits &= bits - 1;
                 let span = match layout::scan(spec.layout(number), buf, pos) {
                     Some(span) => span,
                     None => decode_precisely(spec, number, buf, pos)?,
@@ -115,7 +115,6 @@ impl Message {
                 },
             });
         }
-        words[0] &= !FIRST_BIT;
         Ok(Message {
             spec,
             mti,
