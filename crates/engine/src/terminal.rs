@@ -104,7 +104,7 @@ impl Engine {
         let mut msg = self
             .local_answer(request, ECHO_FIELDS, rc)
             .unwrap_or_else(|| request.clone());
-        let spec = msg.spec().clone();
+        let spec = msg.spec();
         for (n, value) in [(38, auth_code), (37, rrn)] {
             if let Some(value) = value
                 && spec.field(n).is_some()
