@@ -44,8 +44,8 @@ pub(crate) fn purchase(n: u64, at: SystemTime) -> [Record; 4] {
                     (49, "978"),
                 ]
                 .into_iter()
-                .map(|(n, v)| (n, v.to_string()))
-                .chain([(37, rrn)])
+                .map(|(n, v)| (n, v.into()))
+                .chain([(37, rrn.into())])
                 .collect(),
             },
         }),

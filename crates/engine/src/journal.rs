@@ -6,6 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use compact_str::CompactString;
 use iso8583::{Mti, Pan, ResponseCode};
 use serde::{Deserialize, Serialize};
 use siphasher::sip128::{Hasher128, SipHasher13};
@@ -140,7 +141,9 @@ pub enum Step {
 pub struct Original {
     #[serde(with = "code")]
     pub mti: Mti,
-    pub fields: Vec<(u8, String)>,
+    /// Inline strings (up to 24 bytes, which every such field fits): one allocation per record rather
+    /// than one per field, each freed on the journal's thread.
+    pub fields: Vec<(u8, CompactString)>,
 }
 
 impl Original {

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use compact_str::CompactString;
 use iso8583::{Message, Mti, OriginalData, ResponseCode};
 
 use crate::engine::Engine;
@@ -264,9 +265,8 @@ pub(crate) fn recorded(forwarded: &Message) -> Original {
         .filter_map(|&n| {
             let field = forwarded.get(n)?;
             let value = match field.as_str() {
-                Some(text) => text.to_owned(),
-                None => String::from_utf8(field.to_vec())
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                Some(text) => CompactString::from(text),
+                None => CompactString::from_utf8_lossy(&field.to_vec()),
             };
             Some((n, value))
         })

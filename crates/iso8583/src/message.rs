@@ -12,6 +12,9 @@ use crate::spec::{BitmapEncoding, Encoding, FieldType, Likeness, Spec};
 use crate::types::Mti;
 use crate::value::{self, Span};
 
+/// Fields a switch typically sets on a message it derives from another (a response, a translation).
+const EXTRA_FIELDS: usize = 4;
+
 /// Bit for field 1 (and 65, 129) within a bitmap word: fields are numbered from the most significant bit.
 const FIRST_BIT: u64 = 1 << 63;
 
@@ -272,6 +275,10 @@ impl Message {
         })?;
         let mut out = Message::new(self.spec, mti);
         out.frame = self.frame.clone();
+        // Room for the echoed fields and the few a response then sets (RC, auth code, RRN): one
+        // allocation each instead of one per doubling.
+        out.slots.reserve(echo.len() + EXTRA_FIELDS);
+        out.owned.reserve(64);
         for &number in echo {
             if let Some(&slot) = self.slot(number) {
                 let slot = out.adopt(self, slot);
@@ -292,7 +299,7 @@ impl Message {
         let mut out = Message::new(to, self.mti);
         out.frame = self.frame.clone();
         out.present = self.present;
-        out.slots.reserve(self.slots.len());
+        out.slots.reserve(self.slots.len() + EXTRA_FIELDS);
         // Room for the whole message, plus the few fields a switch sets after translating it: one
         // allocation instead of one per doubling.
         out.owned.reserve(self.frame.len() + self.owned.len() + 64);

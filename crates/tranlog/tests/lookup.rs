@@ -38,7 +38,7 @@ fn purchase(n: u64) -> Vec<Record> {
             upstream_stan: n as u32,
             original: Original {
                 mti: Mti::FINANCIAL,
-                fields: vec![(37, format!("{n:012}"))],
+                fields: vec![(37, format!("{n:012}").into())],
             },
         }),
         step(Step::TimedOut),
