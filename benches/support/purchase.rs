@@ -18,7 +18,7 @@ pub(crate) fn purchase(n: u64, at: SystemTime) -> [Record; 4] {
             card: Some(Card::new(&pan, &[7; 16])),
             amount: Some(2500),
             currency: Some(978),
-            terminal: format!("T{:07}", n % 1000),
+            terminal: format!("T{:07}", n % 1000).into(),
             merchant: "MERCHANT0000001".into(),
             stan: (n % 999_999) as u32,
             date: 1121,

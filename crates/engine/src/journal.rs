@@ -26,8 +26,8 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Card {
     /// The first six digits.
-    pub bin: String,
-    pub last4: String,
+    pub bin: CompactString,
+    pub last4: CompactString,
     /// Keyed hash (SipHash-1-3, 128 bits, hex) of the full number: finds every transaction of one card
     /// for whoever holds the key, and tells nothing to whoever does not.
     pub hash: String,
@@ -35,7 +35,7 @@ pub struct Card {
 
 impl Card {
     pub fn new(pan: &Pan, key: &[u8; 16]) -> Card {
-        let text = |d: &[u8]| String::from_utf8_lossy(d).into_owned();
+        let text = CompactString::from_utf8_lossy;
         let mut h = SipHasher13::new_with_key(key);
         std::hash::Hasher::write(&mut h, pan.expose());
         Card {
@@ -60,8 +60,8 @@ pub struct Received {
     pub card: Option<Card>,
     pub amount: Option<u64>,
     pub currency: Option<u16>,
-    pub terminal: String,
-    pub merchant: String,
+    pub terminal: CompactString,
+    pub merchant: CompactString,
     pub stan: u32,
     /// Transaction date MMDD the idempotency key uses.
     pub date: u16,
@@ -88,7 +88,7 @@ pub enum Step {
     },
     /// Written before the request leaves (write-ahead).
     Forwarded {
-        issuer: String,
+        issuer: CompactString,
         link: LinkId,
         upstream_stan: u32,
         /// The request as the issuer gets it, without the card number: its RRN, and what a reversal
@@ -99,7 +99,7 @@ pub enum Step {
     Answered {
         #[serde(with = "code")]
         rc: ResponseCode,
-        auth_code: Option<String>,
+        auth_code: Option<CompactString>,
     },
     TimedOut,
     /// The issuer answered after the timeout; the reversal stands.

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
+use compact_str::CompactString;
 use iso8583::ResponseCode;
 
 use crate::engine::Engine;
@@ -36,8 +37,8 @@ pub struct Recovered {
 struct Trail {
     received: Option<(SystemTime, Received)>,
     /// Issuer and the request as recorded.
-    forwarded: Option<(String, Original)>,
-    answered: Option<(ResponseCode, Option<String>)>,
+    forwarded: Option<(CompactString, Original)>,
+    answered: Option<(ResponseCode, Option<CompactString>)>,
     told: Option<ResponseCode>,
     /// When the reversal was queued, and attempts sent.
     reversal: Option<(SystemTime, u32)>,
@@ -141,7 +142,7 @@ impl Engine {
             if index.is_none() {
                 tracing::error!(
                     ?txn,
-                    issuer = name,
+                    issuer = name.as_str(),
                     "issuer no longer configured; needs manual action"
                 );
             }
@@ -217,7 +218,8 @@ impl Engine {
         let auth_code = trail
             .answered
             .and_then(|(_, a)| a)
-            .filter(|_| rc.is_approval());
+            .filter(|_| rc.is_approval())
+            .map(String::from);
         let done = Done {
             txn,
             answer: Answer::Recorded { rc, auth_code, rrn },

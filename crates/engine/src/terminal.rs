@@ -1,5 +1,6 @@
 //! What terminals send: purchases and authorizations, their own reversals, network management.
 
+use compact_str::ToCompactString;
 use iso8583::{ECHO_FIELDS, Message, ResponseCode};
 
 use crate::engine::{Engine, Txn};
@@ -185,7 +186,7 @@ impl Engine {
             now,
             txn,
             Step::Forwarded {
-                issuer: issuer_cfg.name.clone(),
+                issuer: issuer_cfg.name.as_str().into(),
                 link,
                 upstream_stan: stan,
                 original: crate::saf::recorded(&forwarded),
@@ -382,7 +383,11 @@ impl Engine {
 
 impl Engine {
     fn received(&self, msg: &Message, key: &Key, fingerprint: u64) -> Received {
-        let text = |n| msg.get(n).map(|f| f.to_string()).unwrap_or_default();
+        let text = |n| {
+            msg.get(n)
+                .map(|f| f.to_compact_string())
+                .unwrap_or_default()
+        };
         Received {
             mti: msg.mti(),
             card: msg.pan().map(|pan| Card::new(&pan, &self.config.card_key)),

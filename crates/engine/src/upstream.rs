@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use compact_str::ToCompactString;
 use iso8583::{ECHO_FIELDS, Message, Mti, ResponseCode};
 
 use crate::engine::{Engine, span};
@@ -83,7 +84,7 @@ impl Engine {
         self.stats.answered += 1;
         out.push(Action::Cancel(TimerId::Response(txn)));
         self.links[t.pending.0.0 as usize].in_flight -= 1;
-        let auth_code = msg.get(38).map(|f| f.to_string());
+        let auth_code = msg.get(38).map(|f| f.to_compact_string());
         Self::journal(now, txn, Step::Answered { rc, auth_code }, out);
         let answer = self.terminal_answer(&t.request, &t.forwarded, msg, rc);
         let told = self.tell(now, txn, &t.waiters, &answer, out);

@@ -81,10 +81,10 @@ impl Key {
         match &record.step {
             Step::Received(r) => {
                 let mut keys = vec![Key::Terminal {
-                    terminal: r.terminal.clone(),
+                    terminal: r.terminal.to_string(),
                     stan: r.stan,
                 }];
-                keys.extend(r.card.as_ref().map(|c| Key::Last4(c.last4.clone())));
+                keys.extend(r.card.as_ref().map(|c| Key::Last4(c.last4.to_string())));
                 keys
             }
             Step::Forwarded { original, .. } => original

@@ -26,7 +26,7 @@ fn purchase(n: u64) -> Vec<Record> {
             card: Some(Card::new(&pan(n), &[7; 16])),
             amount: Some(1000 + n),
             currency: Some(978),
-            terminal: format!("T{:07}", n % 10),
+            terminal: format!("T{:07}", n % 10).into(),
             merchant: "MERCHANT0000001".into(),
             stan: n as u32,
             date: 1121,
