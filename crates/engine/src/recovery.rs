@@ -138,7 +138,7 @@ impl Engine {
         out: &mut Vec<Action>,
     ) {
         let issuer = trail.forwarded.as_ref().and_then(|(name, _)| {
-            let index = self.config.issuers.iter().position(|i| &i.name == name);
+            let index = self.config.issuers.iter().position(|i| i.name == name);
             if index.is_none() {
                 tracing::error!(
                     ?txn,
