@@ -15,6 +15,9 @@ use crate::value::{self, Span};
 /// Fields a switch typically sets on a message it derives from another (a response, a translation).
 const EXTRA_FIELDS: usize = 4;
 
+/// First capacity of a message's own buffer, for the fields set on it.
+const OWNED_START: usize = 64;
+
 /// Bit for field 1 (and 65, 129) within a bitmap word: fields are numbered from the most significant bit.
 const FIRST_BIT: u64 = 1 << 63;
 
@@ -214,6 +217,10 @@ impl Message {
             at: Location::Field(number),
             reason: Reason::NoSpec,
         })?;
+        // Room for the few fields usually set on one message: one allocation, not one per doubling.
+        if self.owned.capacity() == 0 {
+            self.owned.reserve(OWNED_START);
+        }
         let start = self.owned.len();
         let len = value::encode(fs, number, value.as_ref(), &mut self.owned)?;
         let (Ok(start32), Ok(wire_len)) = (
@@ -276,9 +283,8 @@ impl Message {
         let mut out = Message::new(self.spec, mti);
         out.frame = self.frame.clone();
         // Room for the echoed fields and the few a response then sets (RC, auth code, RRN): one
-        // allocation each instead of one per doubling.
+        // allocation instead of one per doubling.
         out.slots.reserve(echo.len() + EXTRA_FIELDS);
-        out.owned.reserve(64);
         for &number in echo {
             if let Some(&slot) = self.slot(number) {
                 let slot = out.adopt(self, slot);
