@@ -22,10 +22,11 @@ use crate::saf::Source;
 /// Room for the usual 8-character DE41 and 15-character DE42 (and a little more).
 const ID_LEN: usize = 16;
 
+/// 16 bytes, held twice per entry (map and eviction queue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
-    terminal: [u8; ID_LEN],
-    merchant: [u8; ID_LEN],
+    /// Keyed hash of the terminal and merchant ids (see [`ids`]).
+    ids: u64,
     pub(crate) stan: u32,
     /// MMDD.
     pub(crate) date: u16,
@@ -34,13 +35,13 @@ pub(crate) struct Key {
 }
 
 impl Key {
-    /// `None` when an id is longer than any dialect's DE41/DE42.
+    /// `None` when an id is longer than any dialect's DE41/DE42. `secret` keys the hash of the ids.
     pub(crate) fn new(
-        terminal: Field<'_>,
-        merchant: Field<'_>,
+        (terminal, merchant): (Field<'_>, Field<'_>),
         stan: u32,
         date: u16,
         reversal: bool,
+        secret: &[u8; 16],
     ) -> Option<Key> {
         // Straight from the field's bytes: no copy of the ids is made on the way.
         let pad = |id: Field<'_>| {
@@ -50,8 +51,7 @@ impl Key {
             bytes.next().is_none().then_some(out)
         };
         Some(Key {
-            terminal: pad(terminal)?,
-            merchant: pad(merchant)?,
+            ids: ids(&pad(terminal)?, &pad(merchant)?, secret),
             stan,
             date,
             reversal,
@@ -59,15 +59,14 @@ impl Key {
     }
 
     /// The key of a request as the journal recorded it.
-    pub(crate) fn recorded(r: &Received) -> Option<Key> {
+    pub(crate) fn recorded(r: &Received, secret: &[u8; 16]) -> Option<Key> {
         let pad = |id: &str| {
             let mut out = [0u8; ID_LEN];
             out.get_mut(..id.len())?.copy_from_slice(id.as_bytes());
             Some(out)
         };
         Some(Key {
-            terminal: pad(&r.terminal)?,
-            merchant: pad(&r.merchant)?,
+            ids: ids(&pad(&r.terminal)?, &pad(&r.merchant)?, secret),
             stan: r.stan,
             date: r.date,
             reversal: r.mti.class() == 4,
@@ -83,6 +82,17 @@ impl Key {
             ..*self
         }
     }
+}
+
+/// A keyed hash (SipHash-1-3) of a terminal id and a merchant id, each zero-padded to 16 bytes: 8 bytes
+/// in the key instead of 32. Two pairs of ids share a hash with probability 2⁻⁶⁴, and even then only
+/// requests with the same STAN and date inside the window are taken for each other. The key is the
+/// card key, stable across restarts, so that recovery rebuilds the same keys from the journal.
+fn ids(terminal: &[u8; ID_LEN], merchant: &[u8; ID_LEN], secret: &[u8; 16]) -> u64 {
+    let mut h = SipHasher13::new_with_key(secret);
+    h.write(terminal);
+    h.write(merchant);
+    h.finish()
 }
 
 /// `msg` encoded into exactly the memory it needs: it is kept for the length of the window.

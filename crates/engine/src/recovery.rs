@@ -185,7 +185,7 @@ impl Engine {
         };
         let since = mono(now, at);
         let expired = now.mono.saturating_duration_since(since) >= self.config.idempotency.window;
-        let (Some(key), false) = (Key::recorded(&received), expired) else {
+        let (Some(key), false) = (Key::recorded(&received, &self.config.card_key), expired) else {
             return false;
         };
         let rrn = trail

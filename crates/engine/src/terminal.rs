@@ -43,22 +43,23 @@ impl Engine {
     }
 
     /// The idempotency key of a terminal request; `None` when a key field is missing or malformed.
-    fn key(now: Now, msg: &Message) -> Option<Key> {
-        let (terminal, merchant) = (msg.terminal_id()?, msg.merchant_id()?);
+    fn key(&self, now: Now, msg: &Message) -> Option<Key> {
+        let ids = (msg.terminal_id()?, msg.merchant_id()?);
         let stan = msg.stan()?;
         // The transaction date: the terminal's local date, else its transmission date, else today.
         let date = msg
             .local_date()
             .or_else(|| msg.transmission_time().map(|t| (t / 1_000_000) as u16))
             .unwrap_or_else(|| fields::day(now.wall));
-        Key::new(terminal, merchant, stan, date, msg.mti().class() == 4)
+        let reversal = msg.mti().class() == 4;
+        Key::new(ids, stan, date, reversal, &self.config.card_key)
     }
 
     fn purchase(&mut self, now: Now, conn: ConnId, msg: Message, out: &mut Vec<Action>) {
         let txn = self.new_txn();
         let _txn = crate::engine::span(txn);
         let (Some(key), Some(pan), true, true) =
-            (Self::key(now, &msg), msg.pan(), msg.has(3), msg.has(4))
+            (self.key(now, &msg), msg.pan(), msg.has(3), msg.has(4))
         else {
             return self.reject(now, Some(txn), conn, &msg, ResponseCode::FORMAT_ERROR, out);
         };
@@ -253,7 +254,7 @@ impl Engine {
     fn terminal_reversal(&mut self, now: Now, conn: ConnId, msg: Message, out: &mut Vec<Action>) {
         let txn = self.new_txn();
         let _txn = crate::engine::span(txn);
-        let Some(key) = Self::key(now, &msg) else {
+        let Some(key) = self.key(now, &msg) else {
             return self.reject(now, Some(txn), conn, &msg, ResponseCode::FORMAT_ERROR, out);
         };
         let fingerprint = match self.lookup(now, txn, key, conn, &msg, out) {
