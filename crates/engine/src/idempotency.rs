@@ -10,6 +10,7 @@ use std::hash::Hasher;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use compact_str::{CompactString, ToCompactString};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 use iso8583::{Field, Message, ResponseCode};
@@ -131,19 +132,39 @@ pub(crate) struct Done {
     pub(crate) approved: Option<(Source, usize)>,
 }
 
-/// A completed request's answer.
+/// A completed request's answer, as kept for replay.
 #[derive(Debug, Clone)]
 pub(crate) enum Answer {
-    /// As sent (terminal dialect), encoded: a message would keep the request's whole frame alive, its
-    /// PIN block, track and EMV data included, for the length of the window.
-    Sent(Bytes),
-    /// Restored from the journal after a restart: rebuilt from the retransmit it answers.
-    Recorded {
+    /// What a replay rebuilds the answer from: the retransmit's echoed fields with these. The usual
+    /// form (a few inline bytes per entry), and the only one after a restart.
+    Rebuilt {
         rc: ResponseCode,
-        auth_code: Option<String>,
-        rrn: Option<String>,
+        auth_code: Option<CompactString>,
+        rrn: Option<CompactString>,
     },
+    /// As sent (terminal dialect), encoded, when it carries issuer data a replay could not rebuild
+    /// (DE54 amounts, DE55 issuer EMV data). Encoded: a message would keep the request's whole frame
+    /// alive, its PIN block, track and EMV data included, for the length of the window.
+    Sent(Bytes),
 }
+
+impl Answer {
+    /// How to replay `answer`, the answer a terminal was sent.
+    pub(crate) fn of(answer: &Message) -> Answer {
+        if ISSUER_DATA.iter().any(|&n| answer.has(n)) {
+            return Answer::Sent(kept(answer));
+        }
+        let text = |n| answer.get(n).map(|f| f.to_compact_string());
+        Answer::Rebuilt {
+            rc: answer.response_code().unwrap_or(ResponseCode::SYSTEM_ERROR),
+            auth_code: text(38),
+            rrn: text(37),
+        }
+    }
+}
+
+/// Fields of an issuer's answer that are passed on to the terminal and cannot be rebuilt.
+const ISSUER_DATA: &[u8] = &[54, 55];
 
 #[derive(Debug)]
 struct Entry {

@@ -192,7 +192,7 @@ impl Engine {
             .forwarded
             .as_ref()
             .and_then(|(_, o)| o.rrn())
-            .map(str::to_owned);
+            .map(CompactString::from);
         let (rc, approved) = if received.mti.class() == 4 {
             // A terminal's reversal is answered locally once acted on.
             let Some(rc) = trail.told else {
@@ -218,11 +218,10 @@ impl Engine {
         let auth_code = trail
             .answered
             .and_then(|(_, a)| a)
-            .filter(|_| rc.is_approval())
-            .map(String::from);
+            .filter(|_| rc.is_approval());
         let done = Done {
             txn,
-            answer: Answer::Recorded { rc, auth_code, rrn },
+            answer: Answer::Rebuilt { rc, auth_code, rrn },
             approved,
         };
         self.idempotency.restore(

@@ -6,7 +6,7 @@ use iso8583::{ECHO_FIELDS, Message, ResponseCode};
 use crate::engine::{Engine, Txn};
 use crate::event::{Action, ConnId, LinkId, Now, TimerId, TxnId};
 use crate::fields::{self, set_rc};
-use crate::idempotency::{Answer, Conflict, Done, Key, Lookup, State, fingerprint, kept};
+use crate::idempotency::{Answer, Conflict, Done, Key, Lookup, State, fingerprint};
 use crate::journal::{Card, Received, Step};
 use crate::links::{LinkState, Pending};
 
@@ -101,7 +101,7 @@ impl Engine {
                     (ResponseCode::SYSTEM_ERROR, None, None)
                 }
             },
-            Answer::Recorded { rc, auth_code, rrn } => (rc, auth_code, rrn),
+            Answer::Rebuilt { rc, auth_code, rrn } => (rc, auth_code, rrn),
         };
         let mut msg = self
             .local_answer(request, ECHO_FIELDS, rc)
@@ -316,7 +316,7 @@ impl Engine {
                 &key,
                 Done {
                     txn,
-                    answer: Answer::Sent(kept(&answer)),
+                    answer: Answer::of(&answer),
                     approved: None,
                 },
             );

@@ -8,7 +8,7 @@ use iso8583::{ECHO_FIELDS, Message, Mti, ResponseCode};
 use crate::engine::{Engine, span};
 use crate::event::{Action, LinkId, Now, TimerId, TxnId};
 use crate::fields::{self, copy, set_rc};
-use crate::idempotency::{Answer, Done, kept};
+use crate::idempotency::{Answer, Done};
 use crate::journal::Step;
 use crate::links::{LinkState, Pending, Probe};
 use crate::saf::Source;
@@ -104,7 +104,7 @@ impl Engine {
             &t.key,
             Done {
                 txn,
-                answer: Answer::Sent(kept(&answer)),
+                answer: Answer::of(&answer),
                 approved,
             },
         );
@@ -159,7 +159,7 @@ impl Engine {
             &t.key,
             Done {
                 txn,
-                answer: Answer::Sent(kept(&answer)),
+                answer: Answer::of(&answer),
                 approved: None,
             },
         );

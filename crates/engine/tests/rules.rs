@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use engine::{Action, ConnId, Event, LinkId, Step, TimerId, TxnId};
-use iso8583::{Mti, OriginalData, ResponseCode};
+use iso8583::{Message, Mti, OriginalData, ResponseCode};
 use support::*;
 
 #[test]
@@ -232,10 +232,35 @@ fn a_retransmit_after_completion_is_replayed_without_going_upstream() {
     assert_eq!(sent(&out).count(), 0);
     let replayed = one_answer(&out).1;
     assert_eq!(
-        (text(&replayed, 38), text(&replayed, 39)),
-        (text(&first, 38), text(&first, 39))
+        (
+            text(&replayed, 37),
+            text(&replayed, 38),
+            text(&replayed, 39)
+        ),
+        (text(&first, 37), text(&first, 38), text(&first, 39))
     );
+    let numbers = |m: &Message| m.fields().map(|f| f.number()).collect::<Vec<_>>();
+    assert_eq!(numbers(&replayed), numbers(&first), "the same fields");
     assert!(matches!(steps(&out)[..], [Step::Replayed { .. }]));
+}
+
+#[test]
+fn a_replay_carries_the_issuers_emv_data() {
+    let mut h = Harness::new();
+    let (link, up) = one_sent(&h.request(1, h.purchase("TERM0001", 9, 100)));
+    let mut approval = answer(&up, "00");
+    approval.set(55, [0x91, 0x02, 0xAB, 0xCD]).unwrap();
+    let first = one_answer(&h.step(Event::Response {
+        link,
+        msg: approval,
+    }))
+    .1
+    .clone();
+    assert!(first.has(55), "passed on to the terminal");
+    let mut repeat = h.purchase("TERM0001", 9, 100);
+    repeat.set_mti(Mti::new(*b"0201").unwrap());
+    let out = h.request(1, repeat);
+    assert_eq!(one_answer(&out).1.field_bytes(55), first.field_bytes(55));
 }
 
 #[test]
