@@ -350,6 +350,15 @@ impl Thread {
 /// Indexes each closed segment it is sent that has no current index. A failure costs only speed: a
 /// query builds the index itself.
 fn index_closed(segments: mpsc::Receiver<PathBuf>) {
+    // Indexing a closed segment reads and sorts all of it: tens of milliseconds of CPU that, at normal
+    // priority, take a core from the threads answering terminals (at 20 000/s on 2 cores, p99 went from
+    // 2.6 to 6.0 ms with a segment closing every second or so). At the lowest priority it uses what they
+    // leave; an index that comes late only slows a dispute lookup.
+    if let Err(error) =
+        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
+    {
+        tracing::warn!(?error, "journal indexing runs at normal priority");
+    }
     for segment in segments {
         let len = match std::fs::metadata(&segment) {
             Ok(meta) => meta.len(),
