@@ -297,7 +297,9 @@ impl Thread {
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
-        self.file.sync_all()?;
+        // The closed segment is flushed whole by the indexer, not here: with `batch` and `always` its
+        // records are already synced, and with `none` flushing 16 MiB of written pages held every
+        // acknowledgement for tens of milliseconds (p99.9 at 20 000/s).
         if let Some(closed) = self.segments.last() {
             let _ = self.indexer.send(closed.path.clone());
         }
@@ -360,6 +362,9 @@ fn index_closed(segments: mpsc::Receiver<PathBuf>) {
         tracing::warn!(?error, "journal indexing runs at normal priority");
     }
     for segment in segments {
+        if let Err(error) = File::open(&segment).and_then(|f| f.sync_all()) {
+            tracing::warn!(segment = %segment.display(), %error, "closed journal segment not flushed");
+        }
         let len = match std::fs::metadata(&segment) {
             Ok(meta) => meta.len(),
             Err(_) => continue, // deleted by retention
