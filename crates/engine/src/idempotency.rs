@@ -23,6 +23,9 @@ use crate::saf::Source;
 /// Room for the usual 8-character DE41 and 15-character DE42 (and a little more).
 const ID_LEN: usize = 16;
 
+/// The largest eviction queue allocated up front (512 MiB of address space at 32 bytes a key).
+const MAX_PRESIZED: usize = 1 << 24;
+
 /// 16 bytes, held twice per entry (map and eviction queue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
@@ -170,8 +173,26 @@ const ISSUER_DATA: &[u8] = &[54, 55];
 struct Entry {
     fingerprint: u64,
     state: State,
-    /// Tells a queued eviction whether the entry was replaced since.
-    generation: u64,
+}
+
+impl Entry {
+    /// The entry's transaction: also what tells a queued eviction whether the entry was replaced since
+    /// (every entry is made for a new transaction).
+    fn txn(&self) -> TxnId {
+        match &self.state {
+            State::InFlight(txn) => *txn,
+            State::Done(done) => done.txn,
+        }
+    }
+}
+
+/// A key in the eviction queue: 32 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    key: Key,
+    txn: TxnId,
+    /// When the entry was made, in nanoseconds after the table's epoch.
+    since: u64,
 }
 
 /// What a request's key found.
@@ -192,31 +213,44 @@ pub(crate) struct Conflict;
 pub(crate) struct Table {
     map: DashMap<Key, Entry>,
     /// Keys in insertion order, for eviction by age and by count.
-    order: VecDeque<(Key, u64, Instant)>,
-    generation: u64,
+    order: VecDeque<Queued>,
+    /// The first entry's time: entries come oldest first (recovery's, then new ones).
+    epoch: Option<Instant>,
     window: Duration,
     max_entries: usize,
 }
 
 impl Table {
     pub(crate) fn new(window: Duration, max_entries: usize) -> Table {
+        let max_entries = max_entries.max(1);
         Table {
             map: DashMap::new(),
-            order: VecDeque::new(),
-            generation: 0,
+            // Sized for the cap up front: a ring buffer that doubles as it fills ends up to twice the
+            // size it needs, all of it resident once it has wrapped around. Pages it has not reached
+            // yet are not resident.
+            order: VecDeque::with_capacity(max_entries.min(MAX_PRESIZED)),
+            epoch: None,
             window,
-            max_entries: max_entries.max(1),
+            max_entries,
         }
+    }
+
+    /// Queues `key`'s entry, made for `txn` at `at`.
+    fn queue(&mut self, key: Key, txn: TxnId, at: Instant) {
+        let epoch = *self.epoch.get_or_insert(at);
+        let since = at.saturating_duration_since(epoch).as_nanos() as u64;
+        self.order.push_back(Queued { key, txn, since });
+    }
+
+    fn made(&self, queued: &Queued) -> Instant {
+        self.epoch.expect("set by the first queued key") + Duration::from_nanos(queued.since)
     }
 
     /// The transaction of the oldest entry (skipping queued keys that were forgotten or replaced since).
     pub(crate) fn oldest(&self) -> Option<TxnId> {
-        self.order.iter().find_map(|(key, generation, _)| {
-            let e = self.map.get(key).filter(|e| e.generation == *generation)?;
-            Some(match &e.state {
-                State::InFlight(txn) => *txn,
-                State::Done(done) => done.txn,
-            })
+        self.order.iter().find_map(|q| {
+            let e = self.map.get(&q.key).filter(|e| e.txn() == q.txn)?;
+            Some(e.txn())
         })
     }
 
@@ -238,42 +272,38 @@ impl Table {
                 if entry.fingerprint != fingerprint {
                     return Err(Conflict);
                 }
-                Ok(match &entry.state {
+                return Ok(match &entry.state {
                     State::InFlight(txn) => Lookup::Joined(*txn),
                     State::Done(done) => Lookup::Replay(done.txn, done.answer.clone()),
-                })
+                });
             }
             MapEntry::Vacant(e) => {
-                self.generation += 1;
                 e.insert(Entry {
                     fingerprint,
                     state: State::InFlight(txn),
-                    generation: self.generation,
                 });
-                self.order.push_back((key, self.generation, now));
-                Ok(Lookup::New)
             }
         }
+        self.queue(key, txn, now);
+        Ok(Lookup::New)
     }
 
     /// Puts back an entry found in the journal at recovery, as first seen at `since`. Entries must come
     /// oldest first.
     pub(crate) fn restore(&mut self, key: Key, fingerprint: u64, state: State, since: Instant) {
-        self.generation += 1;
-        let generation = self.generation;
-        self.map.insert(
-            key,
-            Entry {
-                fingerprint,
-                state,
-                generation,
-            },
-        );
-        self.order.push_back((key, generation, since));
+        let entry = Entry { fingerprint, state };
+        let txn = entry.txn();
+        self.map.insert(key, entry);
+        self.queue(key, txn, since);
     }
 
     pub(crate) fn complete(&self, key: &Key, done: Done) {
         if let Some(mut e) = self.map.get_mut(key) {
+            debug_assert_eq!(
+                e.txn(),
+                done.txn,
+                "an entry is completed by its own transaction"
+            );
             e.state = State::Done(Box::new(done));
         }
     }
@@ -294,25 +324,25 @@ impl Table {
     pub(crate) fn sweep(&mut self, now: Instant) -> u64 {
         let mut evicted = 0;
         let mut kept = Vec::new();
-        while let Some(&(key, generation, since)) = self.order.front() {
-            let expired = now.saturating_duration_since(since) >= self.window;
+        while let Some(&queued) = self.order.front() {
+            let expired = now.saturating_duration_since(self.made(&queued)) >= self.window;
             let over = self.map.len() > self.max_entries;
             if !expired && !over {
                 break;
             }
             self.order.pop_front();
-            let removed = self.map.remove_if(&key, |_, e| {
-                e.generation == generation && matches!(e.state, State::Done(_))
+            let removed = self.map.remove_if(&queued.key, |_, e| {
+                e.txn() == queued.txn && matches!(e.state, State::Done(_))
             });
             match removed {
                 Some(_) if !expired => evicted += 1,
                 Some(_) => {}
                 None if self
                     .map
-                    .get(&key)
-                    .is_some_and(|e| e.generation == generation) =>
+                    .get(&queued.key)
+                    .is_some_and(|e| e.txn() == queued.txn) =>
                 {
-                    kept.push((key, generation, since))
+                    kept.push(queued)
                 }
                 None => {}
             }
