@@ -1,5 +1,5 @@
-//! The decode fast path: each field's layout reduced, once per dialect, to the few bytes the decode loop
-//! needs, and checks of whole 8-byte words instead of single bytes.
+//! The per-field hot paths: each field's layout reduced, once per dialect, to the few bytes the decode
+//! and encode loops need, and decode's checks of whole 8-byte words instead of single bytes.
 //!
 //! A field this path cannot vouch for (a check it does not know, or data that fails one) goes to
 //! [`crate::value::decode`], the precise path, which finds out exactly what is wrong and where. The fast
