@@ -27,11 +27,8 @@ fn rc(m: &Message) -> String {
 /// Listeners: 0 the main one (iso87ascii, two requests in flight at most), 1 iso87bcd with a TPDU,
 /// 2 capped at two connections, 3 with short idle and read timeouts and one request in flight.
 async fn start(issuer: &Issuer) -> Running {
-    let toml = format!(
+    let sections = format!(
         r#"
-        acquirer_id = "12345"
-        echo_interval = "1h"
-        admin_listen = "127.0.0.1:0"
         [[listeners]]
         address = "127.0.0.1:0"
         max_frame = 1024
@@ -54,9 +51,7 @@ async fn start(issuer: &Issuer) -> Running {
         "#,
         issuer.addr
     );
-    let switch = support::start(&toml).await;
-    within("ready", switch.ready()).await;
-    switch
+    support::start_ready(&sections).await
 }
 
 fn ascii(addr: SocketAddr, tid: &str) -> impl Future<Output = Terminal> {

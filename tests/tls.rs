@@ -131,11 +131,8 @@ async fn tls_front(pki: &Pki, issuer: &Issuer) -> (std::net::SocketAddr, Arc<Mut
 async fn start(pki: &Pki, issuer_addr: std::net::SocketAddr) -> Running {
     let (cert, key) = pki.issue("switch");
     let (client_cert, client_key) = pki.issue("switch-client");
-    let toml = format!(
+    let sections = format!(
         r#"
-        acquirer_id = "12345"
-        echo_interval = "1h"
-        admin_listen = "127.0.0.1:0"
         [[listeners]]
         address = "127.0.0.1:0"
         read_timeout = "2s"
@@ -159,9 +156,7 @@ async fn start(pki: &Pki, issuer_addr: std::net::SocketAddr) -> Running {
         client_cert.display(),
         client_key.display(),
     );
-    let switch = support::start(&toml).await;
-    within("ready over TLS", switch.ready()).await;
-    switch
+    support::start_ready(&sections).await
 }
 
 /// A purchase from `tid` over a TLS connection made by `client`; its answer's RC.

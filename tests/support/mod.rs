@@ -26,6 +26,17 @@ pub async fn start(text: &str) -> switch::Running {
         .unwrap()
 }
 
+/// A switch on `sections` (listeners, issuers...) after what the tests that watch it share: an
+/// acquirer id, no echo test during the run, the admin endpoint on any port. Ready before this returns.
+pub async fn start_ready(sections: &str) -> switch::Running {
+    let text = format!(
+        "acquirer_id = \"12345\"\necho_interval = \"1h\"\nadmin_listen = \"127.0.0.1:0\"\n{sections}"
+    );
+    let switch = start(&text).await;
+    within("the switch ready", switch.ready()).await;
+    switch
+}
+
 /// `GET path` over HTTP/1.0 (the server closes after answering): the status code and the body.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
