@@ -8,7 +8,7 @@ use crate::charset::{HEX_DIGITS, from_latin1, hex_value, nibbles, to_latin1};
 use crate::error::{Error, Location, Reason};
 use crate::field::Field;
 use crate::layout;
-use crate::spec::{BitmapEncoding, Encoding, FieldType, Likeness, Spec};
+use crate::spec::{BitmapEncoding, Encoding, Likeness, Spec};
 use crate::types::Mti;
 use crate::value::{self, Span};
 
@@ -325,18 +325,8 @@ impl Message {
                     continue;
                 }
                 Likeness::Reencode => {
-                    let len = usize::from(slot.len);
-                    let (spec, wire) = (from.spec(), self.data(slot));
-                    if spec.encoding == Encoding::Bcd
-                        && spec.kind != FieldType::Xn
-                        && into.encoding == Encoding::Ascii
-                    {
-                        // Packed digits to text, as every request from a BCD terminal needs.
-                        value::unpack_bcd(spec, wire, len, &mut out.owned);
-                    } else {
-                        value::write(into, from.bytes(), len, &mut out.owned);
-                    }
-                    len
+                    value::reencode(&from, into, &mut out.owned);
+                    usize::from(slot.len)
                 }
                 Likeness::Different => {
                     scratch.clear();

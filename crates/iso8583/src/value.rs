@@ -11,6 +11,7 @@ use crate::charset::{
     EBCDIC_TO_LATIN1, HEX_DIGITS, LATIN1_TO_EBCDIC, hex_value, nibbles, to_latin1,
 };
 use crate::error::{Error, Location, Reason};
+use crate::field::Field;
 use crate::spec::{Encoding, FieldSpec, FieldType, LengthKind};
 
 /// Where a field's data sits in its buffer.
@@ -98,25 +99,9 @@ pub(crate) fn read_prefix(encoding: Encoding, bytes: &[u8]) -> Option<usize> {
     Some(len)
 }
 
-/// Checks wire data; on failure returns the offset within `wire` and the reason.
-#[inline]
+/// Checks wire data byte by byte; on failure returns the offset within `wire` and the reason. Decode
+/// comes here only for what its word-at-a-time checks ([`crate::layout`]) could not vouch for.
 fn validate(fs: &FieldSpec, wire: &[u8], len: usize) -> Result<(), (usize, Reason)> {
-    // Fast paths for the common cases: no per-byte branch, so the checks vectorise. Only a failure takes
-    // the precise loop below, to find the offending byte.
-    let fast_ok = match (fs.encoding, fs.kind) {
-        (Encoding::Binary, _)
-        | (Encoding::Ascii | Encoding::Ebcdic, FieldType::An | FieldType::Ans) => true,
-        (Encoding::Ascii, FieldType::N) => {
-            wire.iter()
-                .fold(0u8, |bad, &b| bad | u8::from(b.wrapping_sub(b'0') > 9))
-                == 0
-        }
-        (Encoding::Bcd, FieldType::N | FieldType::Z) => bcd_digits_ok(fs, wire, len),
-        _ => false,
-    };
-    if fast_ok {
-        return Ok(());
-    }
     let kind = fs.kind;
     let bad = |i: usize, byte: u8| {
         (
@@ -171,33 +156,6 @@ fn validate(fs: &FieldSpec, wire: &[u8], len: usize) -> Result<(), (usize, Reaso
             }
             Ok(())
         }
-    }
-}
-
-/// Whether packed digits are all 0–9 with the right filler, without saying where they are not.
-fn bcd_digits_ok(fs: &FieldSpec, wire: &[u8], digits: usize) -> bool {
-    // Track data may also hold the separator nibble D.
-    let separator = if fs.kind == FieldType::Z { 0xD } else { 0x0 };
-    let bad_nibble = |n: u8| u8::from(n > 9 && n != separator);
-    let bad_byte = |bad: u8, &b: &u8| bad | bad_nibble(b >> 4) | bad_nibble(b & 0xF);
-    match filler_position(fs, digits) {
-        None => wire.iter().fold(0, bad_byte) == 0,
-        Some(0) => match wire.split_first() {
-            Some((&first, rest)) => {
-                first >> 4 == fs.filler.nibble()
-                    && bad_nibble(first & 0xF) == 0
-                    && rest.iter().fold(0, bad_byte) == 0
-            }
-            None => false,
-        },
-        Some(_) => match wire.split_last() {
-            Some((&last, rest)) => {
-                last & 0xF == fs.filler.nibble()
-                    && bad_nibble(last >> 4) == 0
-                    && rest.iter().fold(0, bad_byte) == 0
-            }
-            None => false,
-        },
     }
 }
 
@@ -305,9 +263,25 @@ fn pack_bcd(fs: &FieldSpec, mut chars: impl Iterator<Item = u8>, len: usize, out
     }
 }
 
+/// Appends `field`'s value in `into`'s encoding, unchecked: for a field of the same type and length
+/// (see [`FieldSpec::likeness`](crate::spec::FieldSpec)), whose value was checked when it came in.
+#[inline]
+pub(crate) fn reencode(field: &Field<'_>, into: &FieldSpec, out: &mut Vec<u8>) {
+    let from = field.spec();
+    if from.encoding == Encoding::Bcd
+        && from.kind != FieldType::Xn
+        && into.encoding == Encoding::Ascii
+    {
+        // Packed digits to text, as every request from a BCD terminal needs.
+        unpack_bcd(from, field.wire(), field.len(), out);
+    } else {
+        write(into, field.bytes(), field.len(), out);
+    }
+}
+
 /// Packed digits (`n` or `z`, not `x+n`) as ASCII text: what [`LogicalBytes`] yields, a byte at a time
 /// rather than a nibble.
-pub(crate) fn unpack_bcd(fs: &FieldSpec, wire: &[u8], len: usize, out: &mut Vec<u8>) {
+fn unpack_bcd(fs: &FieldSpec, wire: &[u8], len: usize, out: &mut Vec<u8>) {
     let text = |n: u8| if n <= 9 { b'0' + n } else { b'=' };
     let start = out.len();
     out.reserve(wire.len() * 2);
