@@ -10,6 +10,7 @@ mod index;
 mod query;
 mod scan;
 mod segment;
+mod spare;
 mod writer;
 
 use std::path::PathBuf;
