@@ -10,11 +10,11 @@ use std::hash::Hasher;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use compact_str::{CompactString, ToCompactString};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
-use iso8583::{Field, Message, ResponseCode};
+use iso8583::{Field, Message, ResponseCode, Spec};
 use siphasher::sip::SipHasher13;
+use tinystr::TinyAsciiStr;
 
 use crate::event::TxnId;
 use crate::journal::Received;
@@ -99,15 +99,16 @@ fn ids(terminal: &[u8; ID_LEN], merchant: &[u8; ID_LEN], secret: &[u8; 16]) -> u
     h.finish()
 }
 
-/// `msg` encoded into exactly the memory it needs: it is kept for the length of the window.
-pub(crate) fn kept(msg: &Message) -> Bytes {
-    Bytes::copy_from_slice(&msg.to_bytes())
-}
-
 /// A keyed hash of the fields a retransmit repeats unchanged.
 pub(crate) fn fingerprint(msg: &Message, key: &[u8; 16]) -> u64 {
+    fingerprint_as(msg.mti().class(), msg, key)
+}
+
+/// The fingerprint `msg` would have with MTI class `class`: a terminal's reversal repeats its original's
+/// card, processing code, amount and currency.
+pub(crate) fn fingerprint_as(class: u8, msg: &Message, key: &[u8; 16]) -> u64 {
     let mut h = SipHasher13::new_with_key(key);
-    h.write_u8(msg.mti().class());
+    h.write_u8(class);
     for n in [2, 3, 4, 49] {
         match msg.get(n) {
             Some(f) => f.bytes().for_each(|b| h.write_u8(b)),
@@ -125,45 +126,81 @@ pub(crate) enum State {
     Done(Box<Done>),
 }
 
+/// 56 bytes (a 64-byte allocation), most of what an entry costs.
 #[derive(Debug, Clone)]
 pub(crate) struct Done {
     pub(crate) txn: TxnId,
     /// What the terminal was told, replayed to retransmits.
     pub(crate) answer: Answer,
-    /// The request as the issuer approved it (issuer dialect, issuer index), while it may still need a
-    /// reversal; `None` when nothing stands at the issuer.
+    /// What a reversal of the approved request needs (with the issuer's index), while it may still need
+    /// one; `None` when nothing stands at the issuer.
     pub(crate) approved: Option<(Source, usize)>,
 }
+
+/// An auth code (DE38): ASCII, inline; `None` takes no room.
+pub(crate) type AuthCode = TinyAsciiStr<6>;
+/// A retrieval reference number (DE37).
+pub(crate) type Rrn = TinyAsciiStr<12>;
 
 /// A completed request's answer, as kept for replay.
 #[derive(Debug, Clone)]
 pub(crate) enum Answer {
     /// What a replay rebuilds the answer from: the retransmit's echoed fields with these. The usual
-    /// form (a few inline bytes per entry), and the only one after a restart.
+    /// form (20 inline bytes), and the only one after a restart.
     Rebuilt {
         rc: ResponseCode,
-        auth_code: Option<CompactString>,
-        rrn: Option<CompactString>,
+        auth_code: Option<AuthCode>,
+        rrn: Option<Rrn>,
     },
     /// As sent (terminal dialect), encoded, when it carries issuer data a replay could not rebuild
-    /// (DE54 amounts, DE55 issuer EMV data). Encoded: a message would keep the request's whole frame
-    /// alive, its PIN block, track and EMV data included, for the length of the window.
-    Sent(Bytes),
+    /// (DE54 amounts, DE55 issuer EMV data) or codes that do not fit the inline ones. Encoded: a
+    /// message would keep the request's whole frame alive, its PIN block, track and EMV data included,
+    /// for the length of the window.
+    Sent(Box<[u8]>),
 }
 
 impl Answer {
     /// How to replay `answer`, the answer a terminal was sent.
     pub(crate) fn of(answer: &Message) -> Answer {
-        if ISSUER_DATA.iter().any(|&n| answer.has(n)) {
-            return Answer::Sent(kept(answer));
-        }
-        let text = |n| answer.get(n).map(|f| f.to_compact_string());
-        Answer::Rebuilt {
-            rc: answer.response_code().unwrap_or(ResponseCode::SYSTEM_ERROR),
-            auth_code: text(38),
-            rrn: text(37),
+        match (inline(answer.get(38)), inline(answer.get(37))) {
+            (Ok(auth_code), Ok(rrn)) if !ISSUER_DATA.iter().any(|&n| answer.has(n)) => {
+                Answer::Rebuilt {
+                    rc: answer.response_code().unwrap_or(ResponseCode::SYSTEM_ERROR),
+                    auth_code,
+                    rrn,
+                }
+            }
+            _ => Answer::Sent(Box::from(&answer.to_bytes()[..])),
         }
     }
+
+    /// The RRN the terminal was told (`spec`: its dialect).
+    pub(crate) fn rrn(&self, spec: &'static Spec) -> Option<Rrn> {
+        match self {
+            Answer::Rebuilt { rrn, .. } => *rrn,
+            Answer::Sent(wire) => {
+                let answer = Message::decode(spec, Bytes::copy_from_slice(wire)).ok()?;
+                inline(answer.get(37)).ok().flatten()
+            }
+        }
+    }
+}
+
+/// `field`'s logical value inline (`Ok(None)` when absent); `Err` when it is longer than `N` or not
+/// ASCII.
+fn inline<const N: usize>(field: Option<Field<'_>>) -> Result<Option<TinyAsciiStr<N>>, ()> {
+    let Some(field) = field else {
+        return Ok(None);
+    };
+    let mut buf = [0u8; N];
+    let mut len = 0;
+    for b in field.bytes() {
+        *buf.get_mut(len).ok_or(())? = b;
+        len += 1;
+    }
+    TinyAsciiStr::try_from_utf8(&buf[..len])
+        .map(Some)
+        .map_err(|_| ())
 }
 
 /// Fields of an issuer's answer that are passed on to the terminal and cannot be rebuilt.
@@ -313,9 +350,12 @@ impl Table {
         self.map.remove(key);
     }
 
-    /// Applies `f` to the entry of `key`, if any.
-    pub(crate) fn with<R>(&self, key: &Key, f: impl FnOnce(&mut State) -> R) -> Option<R> {
-        self.map.get_mut(key).map(|mut e| f(&mut e.state))
+    /// Applies `f` to the entry of `key` and its fingerprint, if any.
+    pub(crate) fn with<R>(&self, key: &Key, f: impl FnOnce(&mut State, u64) -> R) -> Option<R> {
+        self.map.get_mut(key).map(|mut e| {
+            let fingerprint = e.fingerprint;
+            f(&mut e.state, fingerprint)
+        })
     }
 
     /// Drops entries older than the window, then the oldest while over the cap. Entries in flight stay:

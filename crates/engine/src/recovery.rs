@@ -12,6 +12,7 @@ use std::time::{Instant, SystemTime};
 
 use compact_str::CompactString;
 use iso8583::ResponseCode;
+use tinystr::TinyAsciiStr;
 
 use crate::engine::Engine;
 use crate::event::{Action, Now, TxnId};
@@ -156,8 +157,7 @@ impl Engine {
         }
         let pending = in_doubt || (reversed && !trail.reversal_done);
         if let (true, Some(issuer), Some((_, original))) = (pending, issuer, &trail.forwarded) {
-            let source = Source::Recorded(Box::new(original.clone()));
-            match self.original(source, issuer) {
+            match self.recorded_original(original, issuer) {
                 Ok(msg) if in_doubt => self.queue_reversal(now, txn, msg, issuer, out),
                 Ok(msg) => {
                     let (queued, attempts) = trail.reversal.unwrap_or((now.wall, 0));
@@ -192,7 +192,7 @@ impl Engine {
             .forwarded
             .as_ref()
             .and_then(|(_, o)| o.rrn())
-            .map(CompactString::from);
+            .and_then(|rrn| kept(txn, "RRN", rrn));
         let (rc, approved) = if received.mti.class() == 4 {
             // A terminal's reversal is answered locally once acted on.
             let Some(rc) = trail.told else {
@@ -218,7 +218,8 @@ impl Engine {
         let auth_code = trail
             .answered
             .and_then(|(_, a)| a)
-            .filter(|_| rc.is_approval());
+            .filter(|_| rc.is_approval())
+            .and_then(|code| kept(txn, "auth code", code.as_str()));
         let done = Done {
             txn,
             answer: Answer::Rebuilt { rc, auth_code, rrn },
@@ -238,4 +239,14 @@ impl Engine {
 fn mono(now: Now, at: SystemTime) -> Instant {
     let age = now.wall.duration_since(at).unwrap_or_default();
     now.mono.checked_sub(age).unwrap_or(now.mono)
+}
+
+/// A recorded auth code or RRN as a replay keeps it; one that does not fit (longer than the ISO
+/// field, or not ASCII) is left out of replays, with a warning.
+fn kept<const N: usize>(txn: TxnId, what: &str, value: &str) -> Option<TinyAsciiStr<N>> {
+    let kept = value.parse().ok();
+    if kept.is_none() {
+        tracing::warn!(?txn, what, "recorded value too long to replay; left out");
+    }
+    kept
 }

@@ -1,14 +1,16 @@
 //! What terminals send: purchases and authorizations, their own reversals, network management.
 
+use bytes::Bytes;
 use compact_str::ToCompactString;
 use iso8583::{ECHO_FIELDS, Message, ResponseCode};
 
 use crate::engine::{Engine, Txn};
 use crate::event::{Action, ConnId, LinkId, Now, TimerId, TxnId};
 use crate::fields::{self, set_rc};
-use crate::idempotency::{Answer, Conflict, Done, Key, Lookup, State, fingerprint};
+use crate::idempotency::{Answer, Conflict, Done, Key, Lookup, State, fingerprint, fingerprint_as};
 use crate::journal::{Card, Received, Step};
 use crate::links::{LinkState, Pending};
+use crate::saf::Source;
 
 /// RC 92: no route to the card's issuer.
 const NO_ROUTE: ResponseCode = ResponseCode(*b"92");
@@ -93,7 +95,7 @@ impl Engine {
     /// The stored answer for a retransmit of `request`.
     fn replay(&self, answer: Answer, request: &Message) -> Message {
         let (rc, auth_code, rrn) = match answer {
-            Answer::Sent(wire) => match Message::decode(request.spec(), wire) {
+            Answer::Sent(wire) => match Message::decode(request.spec(), Bytes::from(wire)) {
                 Ok(msg) => return msg,
                 // Its own encoding: it decodes unless the code that wrote it is wrong.
                 Err(error) => {
@@ -107,6 +109,8 @@ impl Engine {
             .local_answer(request, ECHO_FIELDS, rc)
             .unwrap_or_else(|| request.clone());
         let spec = msg.spec();
+        let auth_code = auth_code.as_ref().map(|c| c.as_str());
+        let rrn = rrn.as_ref().map(|r| r.as_str());
         for (n, value) in [(38, auth_code), (37, rrn)] {
             if let Some(value) = value
                 && spec.field(n).is_some()
@@ -286,10 +290,14 @@ impl Engine {
             None => [key.original(key.stan, key.date); 2],
         };
         let to_reverse = candidates.iter().find_map(|original| {
-            self.idempotency.with(original, |state| match state {
-                State::InFlight(t) => Err(*t),
-                State::Done(done) => Ok(done.approved.take().map(|a| (done.txn, a))),
-            })
+            self.idempotency
+                .with(original, |state, fingerprint| match state {
+                    State::InFlight(t) => Err(*t),
+                    State::Done(done) => Ok(done.approved.take().map(|approved| {
+                        let rrn = done.answer.rrn(msg.spec());
+                        (done.txn, approved, rrn, fingerprint)
+                    })),
+                })
         });
         match to_reverse {
             Some(Err(in_flight)) => {
@@ -297,8 +305,25 @@ impl Engine {
                     t.reverse_on_answer = true;
                 }
             }
-            Some(Ok(Some((original_txn, (source, issuer))))) => {
-                match self.original(source, issuer) {
+            Some(Ok(Some((original_txn, (source, issuer), rrn, fingerprint)))) => {
+                let original = match source {
+                    Source::Recorded(original) => self.recorded_original(&original, issuer),
+                    Source::Forwarded(forwarded) => {
+                        let as_original =
+                            fingerprint_as(forwarded.class(), &msg, &self.config.card_key);
+                        let same = as_original == fingerprint;
+                        if !same {
+                            tracing::warn!(
+                                ?original_txn,
+                                "a terminal's reversal differs from its original in card, processing \
+                                 code, amount or currency; reversed by the original's identifiers"
+                            );
+                        }
+                        let rrn = rrn.as_ref().map(|r| r.as_str());
+                        self.rebuilt_original(forwarded, issuer, &msg, rrn, same)
+                    }
+                };
+                match original {
                     Ok(forwarded) => self.queue_reversal(now, original_txn, forwarded, issuer, out),
                     Err(error) => tracing::error!(
                         ?original_txn,

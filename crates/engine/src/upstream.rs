@@ -11,7 +11,7 @@ use crate::fields::{self, copy, set_rc};
 use crate::idempotency::{Answer, Done};
 use crate::journal::Step;
 use crate::links::{LinkState, Pending, Probe};
-use crate::saf::Source;
+use crate::saf::{Forwarded, Source};
 
 /// DE70 network management codes.
 const SIGN_ON: &str = "001";
@@ -97,7 +97,7 @@ impl Engine {
         } else {
             (
                 answer,
-                approved.then_some((Source::sent(&t.forwarded), t.issuer)),
+                approved.then_some((Source::Forwarded(Forwarded::of(&t.forwarded)), t.issuer)),
             )
         };
         self.idempotency.complete(

@@ -606,7 +606,17 @@ fn a_terminal_reversal_of_an_approval_goes_upstream_once() {
     let out = h.request(1, terminal_reversal(&h, 5));
     let (_, rev) = one_sent(&out);
     assert_eq!(rev.mti(), Mti::REVERSAL);
-    assert_eq!(rev.original_data().unwrap().stan, up.stan().unwrap());
+    let original = rev.original_data().unwrap();
+    assert_eq!(original.stan, up.stan().unwrap());
+    assert_eq!(original.transmission, up.transmission_time().unwrap());
+    // The card and amount as the issuer approved them, and the RRN the switch forwarded.
+    for n in [2, 3, 4, 37, 41, 42, 49] {
+        assert_eq!(
+            rev.get(n).map(|f| f.to_vec()),
+            up.get(n).map(|f| f.to_vec()),
+            "DE{n}"
+        );
+    }
     let (_, told) = one_answer(&out);
     assert_eq!(
         (told.mti().as_str(), rc(&told)),
@@ -626,6 +636,28 @@ fn a_terminal_reversal_of_an_approval_goes_upstream_once() {
         assert_eq!(one_answer(&out).1.mti().as_str(), "0410");
     }
     assert_eq!(h.engine.stats().reversals_queued, 1);
+}
+
+#[test]
+fn a_terminal_reversal_naming_an_approval_with_another_amount_reverses_it_by_its_identifiers_only()
+{
+    let mut h = Harness::new();
+    let (link, up) = one_sent(&h.request(1, h.purchase("TERM0001", 5, 100)));
+    h.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    let mut reversal = terminal_reversal(&h, 5);
+    reversal.set_number(4, 999).unwrap();
+    let (_, rev) = one_sent(&h.request(1, reversal));
+    assert_eq!(rev.original_data().unwrap().stan, up.stan().unwrap());
+    assert_eq!(
+        rev.get(37).map(|f| f.to_vec()),
+        up.get(37).map(|f| f.to_vec())
+    );
+    for n in [2, 3, 4, 49] {
+        assert!(!rev.has(n), "DE{n} of another purchase is not sent");
+    }
 }
 
 #[test]
