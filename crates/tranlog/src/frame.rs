@@ -17,14 +17,6 @@ pub(crate) const FRAME_HEADER: usize = 20;
 /// Far above any record (the largest hold a few hundred bytes): a length beyond it is corruption.
 pub(crate) const MAX_PAYLOAD: usize = 64 * 1024;
 
-/// Whether `rest` of a segment is zeros: space a prepared segment has not had written yet (see
-/// `spare.rs`). No record starts with zeros: its length is never 0.
-pub(crate) fn unwritten(rest: &[u8]) -> bool {
-    // Whole words at a time: a segment's unwritten space is megabytes.
-    let (words, tail) = rest.as_chunks::<8>();
-    words.iter().all(|w| u64::from_ne_bytes(*w) == 0) && tail.iter().all(|&b| b == 0)
-}
-
 /// The header of a segment whose first record is `first_seq`.
 pub(crate) fn segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER] {
     let mut h = [0u8; SEGMENT_HEADER];

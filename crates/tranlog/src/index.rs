@@ -131,9 +131,6 @@ fn build_with(segment: &Path, needles: Option<&[Finder]>) -> Result<Vec<u8>, Err
     let mut offset = SEGMENT_HEADER;
     while offset < bytes.len() {
         let Ok(frame) = frame::decode(&bytes[offset..]) else {
-            if frame::unwritten(&bytes[offset..]) {
-                break;
-            }
             match crate::scan::resync(&bytes, offset + 1, last_seq) {
                 Some(next) => offset = next,
                 None => break,

@@ -10,7 +10,6 @@ mod index;
 mod query;
 mod scan;
 mod segment;
-mod spare;
 mod writer;
 
 use std::path::PathBuf;

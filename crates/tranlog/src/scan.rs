@@ -3,8 +3,7 @@
 //! A record that fails its checksum at the very end of the last segment, with nothing valid after it, is
 //! a torn write from a crash: recovery cuts it off (it was never durable, so nothing acted on it). Any
 //! other bad record is corruption in the middle: recovery stops and names the segment and offset,
-//! unless told to skip (see [`OnCorrupt`]). Zeros to the end of a segment are space prepared for
-//! records and not written yet (see `spare.rs`), neither torn nor corrupt.
+//! unless told to skip (see [`OnCorrupt`]).
 
 use std::path::{Path, PathBuf};
 
@@ -79,9 +78,8 @@ pub fn scan(
         let last = i + 1 == paths.len();
         let bytes = std::fs::read(path)?;
         let Some(first_seq) = frame::parse_segment_header(&bytes) else {
-            if last && (bytes.len() < SEGMENT_HEADER || frame::unwritten(&bytes)) {
-                // Created (or a spare renamed into place), then the crash came before its header was
-                // durable.
+            if last && bytes.len() < SEGMENT_HEADER {
+                // Created, then the crash came before its header was durable.
                 if mode.repair {
                     std::fs::remove_file(path)?;
                 }
@@ -108,11 +106,6 @@ pub fn scan(
             };
             let frame = match frame::decode(&bytes[offset..]) {
                 Ok(frame) => frame,
-                // The end of what a prepared segment has had written: its writer goes on from here.
-                Err(_) if frame::unwritten(&bytes[offset..]) => {
-                    seg.bytes = offset as u64;
-                    break;
-                }
                 Err(bad) => {
                     let next = resync(&bytes, offset + 1, found.last_seq);
                     match next {

@@ -16,19 +16,6 @@ pub struct Segment {
     pub last_at: Option<SystemTime>,
 }
 
-impl Segment {
-    /// A new segment: its header and no records yet.
-    pub(crate) fn starting(path: PathBuf, first_seq: u64) -> Segment {
-        Segment {
-            path,
-            first_seq,
-            bytes: crate::frame::SEGMENT_HEADER as u64,
-            max_txn: 0,
-            last_at: None,
-        }
-    }
-}
-
 pub(crate) fn path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.seg"))
 }
