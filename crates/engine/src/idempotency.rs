@@ -48,14 +48,8 @@ impl Key {
         secret: &[u8; 16],
     ) -> Option<Key> {
         // Straight from the field's bytes: no copy of the ids is made on the way.
-        let pad = |id: Field<'_>| {
-            let mut out = [0u8; ID_LEN];
-            let mut bytes = id.bytes();
-            out.iter_mut().zip(bytes.by_ref()).for_each(|(o, b)| *o = b);
-            bytes.next().is_none().then_some(out)
-        };
         Some(Key {
-            ids: ids(&pad(terminal)?, &pad(merchant)?, secret),
+            ids: ids(&pad(terminal.bytes())?, &pad(merchant.bytes())?, secret),
             stan,
             date,
             reversal,
@@ -64,13 +58,9 @@ impl Key {
 
     /// The key of a request as the journal recorded it.
     pub(crate) fn recorded(r: &Received, secret: &[u8; 16]) -> Option<Key> {
-        let pad = |id: &str| {
-            let mut out = [0u8; ID_LEN];
-            out.get_mut(..id.len())?.copy_from_slice(id.as_bytes());
-            Some(out)
-        };
+        let (terminal, merchant) = (r.terminal.bytes(), r.merchant.bytes());
         Some(Key {
-            ids: ids(&pad(&r.terminal)?, &pad(&r.merchant)?, secret),
+            ids: ids(&pad(terminal)?, &pad(merchant)?, secret),
             stan: r.stan,
             date: r.date,
             reversal: r.mti.class() == 4,
@@ -88,6 +78,13 @@ impl Key {
     }
 }
 
+/// An id zero-padded to [`ID_LEN`] bytes; `None` when it is longer.
+fn pad(mut id: impl Iterator<Item = u8>) -> Option<[u8; ID_LEN]> {
+    let mut out = [0u8; ID_LEN];
+    out.iter_mut().zip(id.by_ref()).for_each(|(o, b)| *o = b);
+    id.next().is_none().then_some(out)
+}
+
 /// A keyed hash (SipHash-1-3) of a terminal id and a merchant id, each zero-padded to 16 bytes: 8 bytes
 /// in the key instead of 32. Two pairs of ids share a hash with probability 2⁻⁶⁴, and even then only
 /// requests with the same STAN and date inside the window are taken for each other. The key is the
@@ -99,6 +96,9 @@ fn ids(terminal: &[u8; ID_LEN], merchant: &[u8; ID_LEN], secret: &[u8; 16]) -> u
     h.finish()
 }
 
+/// What a retransmit repeats unchanged, besides its MTI class: card, processing code, amount, currency.
+pub(crate) const FINGERPRINT_FIELDS: &[u8] = &[2, 3, 4, 49];
+
 /// A keyed hash of the fields a retransmit repeats unchanged.
 pub(crate) fn fingerprint(msg: &Message, key: &[u8; 16]) -> u64 {
     fingerprint_as(msg.mti().class(), msg, key)
@@ -109,7 +109,7 @@ pub(crate) fn fingerprint(msg: &Message, key: &[u8; 16]) -> u64 {
 pub(crate) fn fingerprint_as(class: u8, msg: &Message, key: &[u8; 16]) -> u64 {
     let mut h = SipHasher13::new_with_key(key);
     h.write_u8(class);
-    for n in [2, 3, 4, 49] {
+    for &n in FINGERPRINT_FIELDS {
         match msg.get(n) {
             Some(f) => f.bytes().for_each(|b| h.write_u8(b)),
             None => h.write_u8(0xFF),
@@ -286,8 +286,8 @@ impl Table {
     /// The transaction of the oldest entry (skipping queued keys that were forgotten or replaced since).
     pub(crate) fn oldest(&self) -> Option<TxnId> {
         self.order.iter().find_map(|q| {
-            let e = self.map.get(&q.key).filter(|e| e.txn() == q.txn)?;
-            Some(e.txn())
+            let current = self.map.get(&q.key).is_some_and(|e| e.txn() == q.txn);
+            current.then_some(q.txn)
         })
     }
 

@@ -10,6 +10,7 @@ use iso8583::{Message, Mti, OriginalData, ResponseCode};
 
 use crate::engine::Engine;
 use crate::event::{Action, LinkId, Now, TimerId, TxnId};
+use crate::idempotency::{FINGERPRINT_FIELDS, fingerprint_as};
 use crate::journal::{Original, Step};
 use crate::links::Pending;
 
@@ -243,10 +244,6 @@ impl Forwarded {
                 .unwrap_or(0),
         }
     }
-
-    pub(crate) fn class(&self) -> u8 {
-        self.mti.class()
-    }
 }
 
 impl Engine {
@@ -263,22 +260,33 @@ impl Engine {
         Ok(msg)
     }
 
-    /// The original request of a reversal to `issuer`: what the switch set on it, with the rest from
-    /// `reversal`, the terminal's. Unless the terminal's reversal has the original's card, processing
-    /// code, amount and currency (`same`), those are left out: the reversal names its original by
-    /// DE90, DE37 and DE11 alone.
-    pub(crate) fn rebuilt_original(
+    /// The original request, as `issuer` got it, of an approval a terminal's `reversal` reverses:
+    /// from what was kept of it (`source`), its RRN and its fingerprint.
+    pub(crate) fn reversed_original(
         &self,
-        forwarded: Forwarded,
+        source: Source,
         issuer: usize,
         reversal: &Message,
         rrn: Option<&str>,
-        same: bool,
+        fingerprint: u64,
     ) -> Result<Message, iso8583::Error> {
+        let forwarded = match source {
+            Source::Recorded(original) => return self.recorded_original(&original, issuer),
+            Source::Forwarded(forwarded) => forwarded,
+        };
+        // What the switch set on the forward, with the rest from the terminal's reversal. Unless that
+        // has the original's card, processing code, amount and currency, those are left out: the
+        // reversal names its original by DE90, DE37 and DE11 alone.
+        let same =
+            fingerprint_as(forwarded.mti.class(), reversal, &self.config.card_key) == fingerprint;
         let mut msg = reversal.translate(self.config.issuers[issuer].spec)?;
         msg.set_mti(forwarded.mti);
         if !same {
-            for n in [2, 3, 4, 49] {
+            tracing::warn!(
+                "a terminal's reversal differs from its original in card, processing code, amount \
+                 or currency; reversed by the original's identifiers"
+            );
+            for &n in FINGERPRINT_FIELDS {
                 msg.remove(n);
             }
         }

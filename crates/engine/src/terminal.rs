@@ -7,10 +7,9 @@ use iso8583::{ECHO_FIELDS, Message, ResponseCode};
 use crate::engine::{Engine, Txn};
 use crate::event::{Action, ConnId, LinkId, Now, TimerId, TxnId};
 use crate::fields::{self, set_rc};
-use crate::idempotency::{Answer, Conflict, Done, Key, Lookup, State, fingerprint, fingerprint_as};
+use crate::idempotency::{Answer, Conflict, Done, Key, Lookup, State, fingerprint};
 use crate::journal::{Card, Received, Step};
 use crate::links::{LinkState, Pending};
-use crate::saf::Source;
 
 /// RC 92: no route to the card's issuer.
 const NO_ROUTE: ResponseCode = ResponseCode(*b"92");
@@ -306,24 +305,8 @@ impl Engine {
                 }
             }
             Some(Ok(Some((original_txn, (source, issuer), rrn, fingerprint)))) => {
-                let original = match source {
-                    Source::Recorded(original) => self.recorded_original(&original, issuer),
-                    Source::Forwarded(forwarded) => {
-                        let as_original =
-                            fingerprint_as(forwarded.class(), &msg, &self.config.card_key);
-                        let same = as_original == fingerprint;
-                        if !same {
-                            tracing::warn!(
-                                ?original_txn,
-                                "a terminal's reversal differs from its original in card, processing \
-                                 code, amount or currency; reversed by the original's identifiers"
-                            );
-                        }
-                        let rrn = rrn.as_ref().map(|r| r.as_str());
-                        self.rebuilt_original(forwarded, issuer, &msg, rrn, same)
-                    }
-                };
-                match original {
+                let rrn = rrn.as_ref().map(|r| r.as_str());
+                match self.reversed_original(source, issuer, &msg, rrn, fingerprint) {
                     Ok(forwarded) => self.queue_reversal(now, original_txn, forwarded, issuer, out),
                     Err(error) => tracing::error!(
                         ?original_txn,

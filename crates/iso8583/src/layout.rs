@@ -86,9 +86,7 @@ impl Layout {
             separators: [text(b'='), text(b'D')],
         }
     }
-}
 
-impl Layout {
     /// Writes the length prefix for a value of `len` units (nothing for a fixed field). The prefix's
     /// size and encoding say it all: LL takes one byte in binary and BCD, two as text, and so on.
     #[inline]
