@@ -20,16 +20,28 @@ until_ready() { # url
   until curl -fs "$1" >/dev/null; do sleep 0.05; done
 }
 
-# One load run against a port; appends "name tx/s p50 p99 p99.9" to the table.
-load() { # name, port, extra sim-terminals flags...
-  local name=$1 port=$2
-  shift 2
+# CPU seconds (user + system) a process has used so far.
+cpu() { # pid
+  awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
+}
+
+# One load run against a port; appends "name tx/s p50 p99 p99.9 hop-µs issuer-µs" to the table: the
+# CPU time the hop under test (pid $3, or none) and the issuer simulator spent per transaction.
+load() { # name, port, hop pid or "", extra sim-terminals flags...
+  local name=$1 port=$2 hop=$3
+  shift 3
+  local hop0=0 hop1=0 issuer0
+  [[ -n $hop ]] && hop0=$(cpu "$hop")
+  issuer0=$(cpu "$issuer_pid")
   $bin sim terminals --connect "127.0.0.1:$port" --terminals "$terminals" --duration "${secs}s" \
     "$@" >"$work/$name.report" 2>/dev/null
-  awk -v name="$name" '
-    /^throughput/ { tps = $2 }
+  [[ -n $hop ]] && hop1=$(cpu "$hop")
+  awk -v name="$name" -v hop="$hop0 $hop1" -v issuer="$issuer0 $(cpu "$issuer_pid")" '
+    /^throughput/ { tps = $2; n = substr($4, 2) }
     /^latency/ { for (i = 2; i < NF; i++) { if ($i == "p50") p50 = $(i+1); if ($i == "p99") p99 = $(i+1); if ($i == "p99.9") p999 = $(i+1) } }
-    END { printf "%-14s %9d %9.2f %9.2f %9.2f\n", name, tps, p50, p99, p999 }' \
+    END { printf "%-14s %9d %9.2f %9.2f %9.2f %9.1f %9.1f\n", name, tps, p50, p99, p999, used(hop) / n, used(issuer) / n }
+    # "before after" in seconds, as µs
+    function used(span,  a) { split(span, a, " "); return (a[2] - a[1]) * 1e6 }' \
     "$work/$name.report" | tee -a "$work/table"
 }
 
@@ -39,7 +51,7 @@ relay() { # name, extra sim-terminals flags...
   $bin sim relay --listen "127.0.0.1:$front" --upstream "127.0.0.1:$issuer" 2>"$work/relay.log" &
   local pid=$!
   until_listening $front
-  load "$name" $front "$@"
+  load "$name" $front $pid "$@"
   kill -TERM $pid
   wait $pid || true
 }
@@ -55,22 +67,23 @@ TOML
   $bin serve --config "$work/$name.toml" 2>"$work/$name.log" &
   local pid=$!
   until_ready "http://127.0.0.1:$admin/readyz"
-  load "$name" $front "$@"
+  load "$name" $front $pid "$@"
   kill -TERM $pid
   wait $pid || true
 }
 
 $bin sim issuer --listen "127.0.0.1:$issuer" 2>"$work/issuer.log" &
+issuer_pid=$!
 until_listening $issuer
 
-echo "$(nproc) cores; $terminals terminals, ${secs} s per run; latencies in ms" >&2
-printf "%-14s %9s %9s %9s %9s\n" run "tx/s" p50 p99 p99.9 | tee "$work/table"
-load direct $issuer
+echo "$(nproc) cores; $terminals terminals, ${secs} s per run; latencies in ms; CPU time per transaction in µs" >&2
+printf "%-14s %9s %9s %9s %9s %9s %9s\n" run "tx/s" p50 p99 p99.9 "hop µs" "issuer µs" | tee "$work/table"
+load direct $issuer ""
 relay relay
 acquiro none none
 acquiro batch batch
 acquiro always always
-load "direct@$rate" $issuer --rate "$rate"
+load "direct@$rate" $issuer "" --rate "$rate"
 relay "relay@$rate" --rate "$rate"
 acquiro "batch@$rate" batch --rate "$rate"
 
