@@ -1,14 +1,16 @@
-//! The journal alone: records/s appended and made durable in each sync mode, and the time to read a
-//! million records back and rebuild the engine from them (what a restart does).
+//! The journal alone: records/s appended and made durable in each sync mode; the latency write-ahead
+//! alone adds to a purchase at a fixed rate; and the time to read a million records back and rebuild
+//! the engine from them (what a restart does).
 //!
-//! `cargo bench -p tranlog --bench journal` (ACQUIRO_BENCH_RECORDS changes the million). Records are
-//! those of real purchases (received, forwarded, answered, told), in a temporary directory on the
-//! same disk as the target directory.
+//! `cargo bench -p tranlog --bench journal` (ACQUIRO_BENCH_RECORDS changes the million,
+//! ACQUIRO_BENCH_RATE the 20 000 purchases/s). Records are those of real purchases (received,
+//! forwarded, answered, told), in a temporary directory on the same disk as the target directory.
 
+use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use engine::{Config, Engine, Recovery};
+use engine::{Config, Engine, Record, Recovery};
 use tranlog::{Mode, OnCorrupt, Options, Sync, Writer};
 
 #[path = "support/purchase.rs"]
@@ -48,6 +50,61 @@ fn append(sync: Sync, records: u64) -> (f64, u64) {
     (last as f64 / took.as_secs_f64(), syncs)
 }
 
+/// Purchases arrive at `rate` a second for `seconds`; each waits, as in the switch, for its received
+/// and forwarded records to be durable (before the forward may leave), then for its answered and told
+/// records (before the terminal may be told). Returns the sorted times from each purchase's scheduled
+/// arrival to its second durable point: the floor write-ahead puts under the switch's added latency.
+fn write_ahead(sync: Sync, rate: u32, seconds: u32) -> Vec<Duration> {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let options = Options {
+        sync,
+        ..Options::default()
+    };
+    let (tx, rx) = mpsc::channel();
+    let scanned = tranlog::scan(dir.path(), recover_mode(), |_, _| {}).unwrap();
+    let mut writer = Writer::start(dir.path(), options, &scanned, move |b| {
+        let _ = tx.send(b.map(|b| b.last_seq).unwrap());
+    })
+    .unwrap();
+    let (at, start, every) = (
+        SystemTime::now(),
+        Instant::now(),
+        Duration::from_secs(1) / rate,
+    );
+    let count = rate * seconds;
+    // In sequence order: the last record a purchase waits for, when it arrived, and the records it
+    // appends once that one is durable (none: it is done).
+    let mut waiting: VecDeque<(u64, Instant, Option<[Record; 2]>)> = VecDeque::new();
+    let (mut arrived, mut durable) = (0, 0);
+    let mut latencies = Vec::with_capacity(count as usize);
+    while arrived < count || !waiting.is_empty() {
+        let next = start + every * arrived;
+        if arrived < count && Instant::now() >= next {
+            let [received, forwarded, answered, told] = purchase(u64::from(arrived) + 1, at);
+            let seq = writer.append_all(vec![received, forwarded]);
+            waiting.push_back((seq, next, Some([answered, told])));
+            arrived += 1;
+            continue;
+        }
+        if let Ok(seq) = rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+            durable = seq;
+        }
+        while let Some((seq, arrival, rest)) = waiting.pop_front() {
+            if seq > durable {
+                waiting.push_front((seq, arrival, rest));
+                break;
+            }
+            match rest {
+                Some(rest) => waiting.push_back((writer.append_all(rest.into()), arrival, None)),
+                None => latencies.push(arrival.elapsed()),
+            }
+        }
+    }
+    writer.close();
+    latencies.sort_unstable();
+    latencies
+}
+
 fn recover_mode() -> Mode {
     Mode {
         repair: true,
@@ -78,6 +135,27 @@ fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1_000_000);
+    let rate = std::env::var("ACQUIRO_BENCH_RATE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20_000);
+    println!(
+        "write-ahead: from arrival to the second durable point, {rate} purchases/s for 10 s (ms)"
+    );
+    // First `batch`, before any run leaves the page cache full of pages to write back behind its syncs.
+    for (name, sync) in [("batch", Sync::Batch), ("none", Sync::None)] {
+        let l = write_ahead(sync, rate, 10);
+        let ms = |q: f64| l[((l.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+        println!(
+            "  {name:<6}  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            ms(0.999),
+            ms(1.0)
+        );
+    }
+
     println!("journal: records/s until every record is durable (one purchase = 4 records)");
     let (none, _) = append(Sync::None, records);
     println!("  none    {none:>10.0} records/s");
