@@ -11,14 +11,15 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use engine::{Config, Engine, Record, Recovery};
-use tranlog::{Mode, OnCorrupt, Options, Sync, Writer};
+use tempfile::TempDir;
+use tranlog::{Batch, Mode, OnCorrupt, Options, Sync, Writer};
 
 #[path = "support/purchase.rs"]
 mod purchase;
 use purchase::purchase;
 
-/// Appends `records` records and waits until all are durable: records/s and syncs done.
-fn append(sync: Sync, records: u64) -> (f64, u64) {
+/// A writer with `sync` on a new journal in a temporary directory, and its reports (`None`: it failed).
+fn writer(sync: Sync) -> (TempDir, Writer, mpsc::Receiver<Option<Batch>>) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let options = Options {
         sync,
@@ -26,10 +27,16 @@ fn append(sync: Sync, records: u64) -> (f64, u64) {
     };
     let (tx, rx) = mpsc::channel();
     let scanned = tranlog::scan(dir.path(), recover_mode(), |_, _| {}).unwrap();
-    let mut writer = Writer::start(dir.path(), options, &scanned, move |b| {
-        let _ = tx.send(b.map(|b| (b.last_seq, b.sync.is_some())).ok());
+    let writer = Writer::start(dir.path(), options, &scanned, move |b| {
+        let _ = tx.send(b.ok());
     })
     .unwrap();
+    (dir, writer, rx)
+}
+
+/// Appends `records` records and waits until all are durable: records/s and syncs done.
+fn append(sync: Sync, records: u64) -> (f64, u64) {
+    let (_dir, mut writer, rx) = writer(sync);
     let at = SystemTime::now();
     let start = Instant::now();
     let mut last = 0;
@@ -39,9 +46,9 @@ fn append(sync: Sync, records: u64) -> (f64, u64) {
         }
     }
     let mut syncs = 0;
-    while let Ok(Some((seq, synced))) = rx.recv() {
-        syncs += u64::from(synced);
-        if seq >= last {
+    while let Ok(Some(batch)) = rx.recv() {
+        syncs += u64::from(batch.sync.is_some());
+        if batch.last_seq >= last {
             break;
         }
     }
@@ -55,17 +62,7 @@ fn append(sync: Sync, records: u64) -> (f64, u64) {
 /// records (before the terminal may be told). Returns the sorted times from each purchase's scheduled
 /// arrival to its second durable point: the floor write-ahead puts under the switch's added latency.
 fn write_ahead(sync: Sync, rate: u32, seconds: u32) -> Vec<Duration> {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let options = Options {
-        sync,
-        ..Options::default()
-    };
-    let (tx, rx) = mpsc::channel();
-    let scanned = tranlog::scan(dir.path(), recover_mode(), |_, _| {}).unwrap();
-    let mut writer = Writer::start(dir.path(), options, &scanned, move |b| {
-        let _ = tx.send(b.map(|b| b.last_seq).unwrap());
-    })
-    .unwrap();
+    let (_dir, mut writer, rx) = writer(sync);
     let (at, start, every) = (
         SystemTime::now(),
         Instant::now(),
@@ -86,8 +83,10 @@ fn write_ahead(sync: Sync, rate: u32, seconds: u32) -> Vec<Duration> {
             arrived += 1;
             continue;
         }
-        if let Ok(seq) = rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
-            durable = seq;
+        match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+            Ok(Some(batch)) => durable = batch.last_seq,
+            Ok(None) => panic!("the journal failed"),
+            Err(_) => {}
         }
         while let Some((seq, arrival, rest)) = waiting.pop_front() {
             if seq > durable {
@@ -171,18 +170,7 @@ fn main() {
     );
 
     // A restart: read the journal back and rebuild the engine from it.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let scanned = tranlog::scan(dir.path(), recover_mode(), |_, _| {}).unwrap();
-    let mut writer = Writer::start(
-        dir.path(),
-        Options {
-            sync: Sync::None,
-            ..Options::default()
-        },
-        &scanned,
-        |_| {},
-    )
-    .unwrap();
+    let (dir, mut writer, _reports) = writer(Sync::None);
     let at = SystemTime::now();
     for n in 0..records.div_ceil(4) {
         purchase(n + 1, at).into_iter().for_each(|r| {
