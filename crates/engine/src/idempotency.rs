@@ -39,17 +39,17 @@ pub(crate) struct Key {
 }
 
 impl Key {
-    /// `None` when an id is longer than any dialect's DE41/DE42. `secret` keys the hash of the ids.
+    /// `None` when an id is longer than any dialect's DE41/DE42. `secret` keys the hash of the ids, given
+    /// as bytes: from a request's fields, no copy of the ids is made on the way.
     pub(crate) fn new(
-        (terminal, merchant): (Field<'_>, Field<'_>),
+        (terminal, merchant): (impl Iterator<Item = u8>, impl Iterator<Item = u8>),
         stan: u32,
         date: u16,
         reversal: bool,
         secret: &[u8; 16],
     ) -> Option<Key> {
-        // Straight from the field's bytes: no copy of the ids is made on the way.
         Some(Key {
-            ids: ids(&pad(terminal.bytes())?, &pad(merchant.bytes())?, secret),
+            ids: ids(&pad(terminal)?, &pad(merchant)?, secret),
             stan,
             date,
             reversal,
@@ -58,13 +58,8 @@ impl Key {
 
     /// The key of a request as the journal recorded it.
     pub(crate) fn recorded(r: &Received, secret: &[u8; 16]) -> Option<Key> {
-        let (terminal, merchant) = (r.terminal.bytes(), r.merchant.bytes());
-        Some(Key {
-            ids: ids(&pad(terminal)?, &pad(merchant)?, secret),
-            stan: r.stan,
-            date: r.date,
-            reversal: r.mti.class() == 4,
-        })
+        let ids = (r.terminal.bytes(), r.merchant.bytes());
+        Key::new(ids, r.stan, r.date, r.mti.class() == 4, secret)
     }
 
     /// The key of the request a reversal with this key refers to, given the original's STAN and date.

@@ -45,7 +45,7 @@ impl Engine {
 
     /// The idempotency key of a terminal request; `None` when a key field is missing or malformed.
     fn key(&self, now: Now, msg: &Message) -> Option<Key> {
-        let ids = (msg.terminal_id()?, msg.merchant_id()?);
+        let ids = (msg.terminal_id()?.bytes(), msg.merchant_id()?.bytes());
         let stan = msg.stan()?;
         // The transaction date: the terminal's local date, else its transmission date, else today.
         let date = msg
