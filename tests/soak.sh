@@ -15,7 +15,6 @@ terminals=${3:-200}
 source tests/support/run.sh
 issuer=39583 front=38583 admin=38590
 
-# The listener's default max_connections (1000) holds the terminals.
 switch_config "$work/acquiro.toml" <<TOML
 [journal]
 dir = "$work/journal"

@@ -7,8 +7,9 @@ work=$(mktemp -d)
 trap 'kill -9 $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$work"' EXIT
 export RUST_LOG=warn
 
-# A switch configuration in FILE: the admin endpoint on $admin, one listener on $front, issuer "visa" with
-# two links to $issuer; the TOML on stdin follows (more issuer keys first, then whole sections).
+# A switch configuration in FILE: the admin endpoint on $admin; one listener on $front that takes the
+# default 1 000 connections, or $terminals and a few more if that is larger; issuer "visa" with two
+# links to $issuer. The TOML on stdin follows (more issuer keys first, then whole sections).
 switch_config() { # file
   local extra
   extra=$(cat)
@@ -16,6 +17,7 @@ switch_config() { # file
 admin_listen = "127.0.0.1:$admin"
 [[listeners]]
 address = "127.0.0.1:$front"
+max_connections = $((${terminals:-0} + 10 > 1000 ? ${terminals:-0} + 10 : 1000))
 [[issuers]]
 name = "visa"
 hosts = ["127.0.0.1:$issuer"]
