@@ -183,7 +183,14 @@ fn main() {
     let scanned = tranlog::scan(dir.path(), recover_mode(), |_, r| recovery.add(r)).unwrap();
     let read = start.elapsed();
     let mut engine = Engine::new(config());
-    let found = engine.recover(engine::Now::system(), recovery, &mut Vec::new());
+    let found = engine.recover(
+        engine::Now {
+            mono: std::time::Instant::now(),
+            wall: std::time::SystemTime::now(),
+        },
+        recovery,
+        &mut Vec::new(),
+    );
     let total = start.elapsed();
     println!(
         "recovery: {} records in {} segments read in {read:.2?}, engine rebuilt in {:.2?} ({} idempotency entries); {total:.2?} in all",

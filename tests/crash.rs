@@ -46,7 +46,7 @@ fn net_debits(issuer: &Issuer) -> HashMap<String, i64> {
     let mut reversed = std::collections::HashSet::new();
     for m in issuer.received() {
         let rrn = text(&m, 37);
-        match m.mti().class() {
+        match m.mti().class().digit() {
             2 if m.amount().unwrap() % 100 != 51 => *net.entry(rrn).or_default() += 1,
             4 if reversed.insert(rrn.clone()) => *net.entry(rrn).or_default() -= 1,
             _ => {}
@@ -124,7 +124,7 @@ async fn kill_9_with_requests_in_flight_then_restart_reverses_them_and_replays_r
     assert_eq!(json(line)["fields"]["in_doubt"], 3, "{line}");
     within(
         "three reversals",
-        issuer.wait_for(|r| r.iter().filter(|m| m.mti().class() == 4).count() == 3),
+        issuer.wait_for(|r| r.iter().filter(|m| m.mti().class().digit() == 4).count() == 3),
     )
     .await;
     let reversed: Vec<String> = issuer.of_class(4).iter().map(|m| text(m, 37)).collect();

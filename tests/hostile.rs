@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use iso8583::{Message, Spec};
 use support::issuer::Issuer;
 use support::terminal::{Terminal, text};
@@ -25,7 +26,8 @@ fn rc(m: &Message) -> String {
 }
 
 /// Listeners: 0 the main one (iso87ascii, two requests in flight at most), 1 iso87bcd with a TPDU,
-/// 2 capped at two connections, 3 with short idle and read timeouts and one request in flight.
+/// 2 capped at two connections, 3 with short idle and read timeouts and one request in flight, 4 capped
+/// at eight connections that may wait for their first frame, 5 that may not.
 async fn start(issuer: &Issuer) -> Running {
     let sections = format!(
         r#"
@@ -45,6 +47,13 @@ async fn start(issuer: &Issuer) -> Running {
         idle_timeout = "600ms"
         read_timeout = "300ms"
         max_in_flight = 1
+        [[listeners]]
+        address = "127.0.0.1:0"
+        max_connections = 8
+        first_frame_timeout = "1h"
+        [[listeners]]
+        address = "127.0.0.1:0"
+        first_frame_timeout = "200ms"
         [[issuers]]
         hosts = ["{}"]
         response_timeout = "10s"
@@ -80,8 +89,8 @@ async fn closed(stream: &mut TcpStream) -> bool {
 async fn each_class_of_bad_input_has_its_outcome_and_spares_other_connections() {
     let issuer = Issuer::start(spec("iso87ascii"), Duration::from_secs(60)).await;
     let switch = start(&issuer).await;
-    let [main, bcd, capped, timed] = switch.listeners[..] else {
-        panic!("four listeners")
+    let [main, bcd, capped, timed, ..] = switch.listeners[..] else {
+        panic!("six listeners")
     };
     let mut good = ascii(main, "TERM000G").await;
     let mut stan = 0;
@@ -165,7 +174,8 @@ async fn each_class_of_bad_input_has_its_outcome_and_spares_other_connections() 
     assert!(closed(&mut s).await);
     good_purchase().await;
 
-    // 11. One more connection than the listener's cap: closed at once.
+    // 11. One more connection than the listener's cap while every connection has a request in flight
+    // (888: the issuer answers only after the switch's timeout): closed at once.
     let mut first = ascii(capped, "TERM0011").await;
     let mut second = ascii(capped, "TERM0012").await;
     for t in [&mut first, &mut second] {
@@ -174,7 +184,10 @@ async fn each_class_of_bad_input_has_its_outcome_and_spares_other_connections() 
             "00",
             "within the cap"
         );
+        t.send(&t.purchase(12, 888)).await;
     }
+    let held = |r: &[Message]| r.iter().filter(|m| m.amount() == Some(888)).count();
+    within("both held", issuer.wait_for(|r| held(r) == 2)).await;
     let mut third = TcpStream::connect(capped).await.unwrap();
     assert!(closed(&mut third).await);
     good_purchase().await;
@@ -282,4 +295,93 @@ async fn a_throttled_connection_is_not_taken_for_a_slow_sender() {
             "the throttled connection is still open"
         );
     }
+}
+
+/// The metrics line `line` is exposed.
+async fn metric(switch: &Running, line: &str) {
+    let (_, metrics) = http_get(switch.admin.unwrap(), "/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "no `{line}` in\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn idle_connections_cannot_keep_a_terminal_out() {
+    let issuer = Issuer::start(spec("iso87ascii"), Duration::from_secs(60)).await;
+    let switch = start(&issuer).await;
+    let (capped, quick) = (switch.listeners[4], switch.listeners[5]);
+    // Three times the cap of connections that never send a byte, then a real terminal.
+    let mut silent = Vec::new();
+    for _ in 0..24 {
+        silent.push(TcpStream::connect(capped).await.unwrap());
+    }
+    let mut t = ascii(capped, "TERM00H1").await;
+    assert_eq!(rc(&t.exchange(&t.purchase(1, 100)).await), "00", "served");
+    // Each connection past the cap took the slot of the one idle longest: the oldest silent ones.
+    metric(&switch, "acquiro_terminal_connections_evicted_total 17").await;
+    metric(
+        &switch,
+        r#"acquiro_terminal_closed_total{reason="evicted"} 17"#,
+    )
+    .await;
+    for s in &mut silent[..17] {
+        assert!(closed(s).await, "an evicted connection is closed");
+    }
+    metric(&switch, "acquiro_terminal_connections_refused_total 0").await;
+    // Where connections must send a frame soon, a silent one is closed without waiting for the cap.
+    let mut s = TcpStream::connect(quick).await.unwrap();
+    assert!(closed(&mut s).await);
+    metric(
+        &switch,
+        r#"acquiro_terminal_closed_total{reason="first_frame_timeout"} 1"#,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_connection_sending_only_responses_gets_nothing_back_and_is_closed_as_idle() {
+    let issuer = Issuer::start(spec("iso87ascii"), Duration::from_secs(60)).await;
+    let switch = start(&issuer).await;
+    // One request in flight at most, idle after 600 ms.
+    let timed = switch.listeners[3];
+    let mut t = ascii(timed, "TERM000R").await;
+    let mut response = t.purchase(1, 100);
+    response.set_mti(iso8583::Mti::new(*b"0210").unwrap());
+    response.set(39, "00").unwrap();
+    // More of them than its in-flight cap: each is settled with no reply, so none holds a place.
+    for _ in 0..3 {
+        t.send(&response).await;
+    }
+    let answer = t.exchange(&t.purchase(2, 100)).await;
+    assert_eq!(
+        (answer.mti().as_str(), answer.stan(), rc(&answer).as_str()),
+        ("0210", Some(2), "00"),
+        "the first thing it gets is the answer to its own request"
+    );
+    metric(
+        &switch,
+        r#"acquiro_terminal_unanswered_total{reason="response_mti"} 3"#,
+    )
+    .await;
+    // Responses alone are not activity: sent at a steady pace, they do not keep it open.
+    let mut closed_after = None;
+    for n in 0..50 {
+        tokio::select! {
+            next = t.framed.next() => {
+                assert!(!matches!(next, Some(Ok(_))), "a response got a reply");
+                closed_after = Some(n);
+                break;
+            }
+            // The pace is the input under test, not a synchronisation.
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if t.framed.send(wire::Frame { tpdu: None, message: response.to_bytes() }).await.is_err() {
+                    closed_after = Some(n);
+                    break;
+                }
+            }
+        }
+    }
+    assert!(closed_after.is_some(), "still open after 5 s of responses");
+    metric(&switch, r#"acquiro_terminal_closed_total{reason="idle"} 1"#).await;
 }

@@ -55,7 +55,7 @@ async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
     t.send(&t.purchase(1, 555)).await;
     within(
         "forward",
-        issuer.wait_for(|r| r.iter().any(|m| m.mti().class() == 2)),
+        issuer.wait_for(|r| r.iter().any(|m| m.mti().class().digit() == 2)),
     )
     .await;
 
@@ -132,7 +132,7 @@ async fn sigterm_times_out_and_reverses_what_the_grace_period_cuts_off() {
     t.send(&t.purchase(1, 777)).await;
     within(
         "forward",
-        issuer.wait_for(|r| r.iter().any(|m| m.mti().class() == 2)),
+        issuer.wait_for(|r| r.iter().any(|m| m.mti().class().digit() == 2)),
     )
     .await;
     let status = std::process::Command::new("kill")
@@ -151,17 +151,17 @@ async fn sigterm_times_out_and_reverses_what_the_grace_period_cuts_off() {
     let forwarded = issuer
         .received()
         .into_iter()
-        .find(|m| m.mti().class() == 2)
+        .find(|m| m.mti().class().digit() == 2)
         .unwrap();
     within(
         "the reversal",
-        issuer.wait_for(|r| r.iter().any(|m| m.mti().class() == 4)),
+        issuer.wait_for(|r| r.iter().any(|m| m.mti().class().digit() == 4)),
     )
     .await;
     let reversal = issuer
         .received()
         .into_iter()
-        .find(|m| m.mti().class() == 4)
+        .find(|m| m.mti().class().digit() == 4)
         .unwrap();
     assert_eq!(reversal.original_data().map(|o| o.stan), forwarded.stan());
     assert_eq!(text(&reversal, 4), text(&forwarded, 4));

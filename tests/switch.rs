@@ -149,14 +149,14 @@ async fn links_are_persistent_multiplexed_and_renumber_stans() {
     within(
         "both forwarded",
         s.issuer
-            .wait_for(|r| r.iter().filter(|m| m.mti().class() == 2).count() == 2),
+            .wait_for(|r| r.iter().filter(|m| m.mti().class().digit() == 2).count() == 2),
     )
     .await;
     let up: Vec<_> = s
         .issuer
         .received_on()
         .into_iter()
-        .filter(|(_, m)| m.mti().class() == 2)
+        .filter(|(_, m)| m.mti().class().digit() == 2)
         .collect();
     let keys: Vec<_> = up.iter().map(|(conn, m)| (*conn, m.stan())).collect();
     assert_ne!(keys[0], keys[1], "(link, upstream STAN) never collide");
@@ -435,8 +435,9 @@ async fn traffic_fails_over_to_another_host_and_the_lost_host_reconnects() {
     t.send(&t.purchase(5, 555)).await;
     t.send(&t.purchase(6, 555)).await;
     within("one held request on each host", async {
-        a.wait_for(|r| r.iter().any(|m| m.mti().class() == 2)).await;
-        b.wait_for(|r| r.iter().filter(|m| m.mti().class() == 2).count() == 5)
+        a.wait_for(|r| r.iter().any(|m| m.mti().class().digit() == 2))
+            .await;
+        b.wait_for(|r| r.iter().filter(|m| m.mti().class().digit() == 2).count() == 5)
             .await;
     })
     .await;

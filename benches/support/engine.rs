@@ -40,7 +40,10 @@ impl Bench {
         let mut bench = Bench {
             engine: Engine::new(settings.engine),
             request: message::purchase(terminal),
-            now: Now::system(),
+            now: Now {
+                mono: std::time::Instant::now(),
+                wall: std::time::SystemTime::now(),
+            },
             out: Vec::new(),
             n: 0,
         };
@@ -106,7 +109,7 @@ pub(crate) fn approve(request: &Message) -> Message {
         .response(&[2, 3, 4, 7, 11, 32, 37, 41, 42, 49, 70])
         .expect("an answer");
     a.set(39, "00").expect("DE39");
-    if request.mti().class() != 8 {
+    if request.mti().class() != iso8583::Class::NETWORK {
         a.set(38, "A1B2C3").expect("DE38");
     }
     a

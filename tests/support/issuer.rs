@@ -91,7 +91,7 @@ impl Issuer {
         while let Some(Some(Ok(frame))) = self.stopped.run_until_cancelled(stream.next()).await {
             let msg = Message::decode(spec, frame.message).unwrap();
             let amount = msg.amount().unwrap_or(0);
-            let class = msg.mti().class();
+            let class = msg.mti().class().digit();
             let first_reversal_of_778 = class == 4 && amount == 778 && msg.mti().as_str() == "0400";
             self.record(conn, msg.clone());
             let mut answer = msg
@@ -159,7 +159,7 @@ impl Issuer {
     pub fn of_class(&self, class: u8) -> Vec<Message> {
         self.received()
             .into_iter()
-            .filter(|m| m.mti().class() == class)
+            .filter(|m| m.mti().class().digit() == class)
             .collect()
     }
 

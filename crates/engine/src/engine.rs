@@ -1,7 +1,9 @@
-//! The engine's state and its event dispatch. The rules live beside it: `terminal` (what terminals
-//! send), `upstream` (what issuers send, links, timeouts) and `saf` (reversals).
+//! The engine's state and its event dispatch. It is made of owned parts, each with its own methods:
+//! `links` (upstream links, what is outstanding on each, STANs), `saf` (reversals owed), `idempotency`
+//! (the duplicate table) and `timers`. The rules that use them live beside it: `terminal` (what terminals
+//! send), `upstream` (what issuers send, links, timeouts) and `reversal`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use iso8583::{Message, ResponseCode};
@@ -10,10 +12,12 @@ use crate::config::Config;
 use crate::event::{Action, ConnId, Event, LinkId, Now, TimerId, TxnId};
 use crate::idempotency::{Key, Table};
 use crate::journal::{Record, Step};
-use crate::links::{Link, LinkState, Pending, PendingKey};
+use crate::links::{Links, PendingKey};
+use crate::reversal::Reversible;
 use crate::routes::Routes;
-use crate::saf::Reversal;
+use crate::saf::Saf;
 use crate::stats::Stats;
+use crate::timers::Timers;
 
 /// A request forwarded to an issuer and not yet answered or timed out.
 #[derive(Debug)]
@@ -36,37 +40,31 @@ pub(crate) struct Txn {
 pub struct Engine {
     pub(crate) config: Config,
     pub(crate) routes: Routes,
-    pub(crate) idempotency: Table,
+    pub(crate) idempotency: Table<Reversible>,
     pub(crate) txns: HashMap<TxnId, Txn>,
-    pub(crate) pending: HashMap<PendingKey, Pending>,
-    pub(crate) links: Vec<Link>,
-    pub(crate) reversals: HashMap<TxnId, Reversal>,
-    /// Reversals in the order they were queued, with entries for finished ones dropped lazily: the front
-    /// is the oldest pending one.
-    pub(crate) reversal_order: VecDeque<(Instant, TxnId)>,
-    /// Timed-out requests' upstream keys, oldest first, with the end of their late window.
-    pub(crate) late: VecDeque<(PendingKey, Instant)>,
+    pub(crate) links: Links,
+    pub(crate) saf: Saf,
+    timers: Timers,
     next_txn: u64,
     pub(crate) stats: Stats,
 }
 
 impl Engine {
     pub fn new(config: Config) -> Engine {
-        let links = config
-            .issuers
-            .iter()
-            .enumerate()
-            .flat_map(|(i, issuer)| (0..issuer.links).map(move |_| Link::new(i)))
-            .collect();
+        let links = Links::new(
+            config
+                .issuers
+                .iter()
+                .enumerate()
+                .flat_map(|(i, issuer)| std::iter::repeat_n(i, issuer.links)),
+        );
         Engine {
             routes: Routes::new(&config.routes, config.default_route),
             idempotency: Table::new(config.idempotency.window, config.idempotency.max_entries),
             txns: HashMap::new(),
-            pending: HashMap::new(),
             links,
-            reversals: HashMap::new(),
-            reversal_order: VecDeque::new(),
-            late: VecDeque::new(),
+            saf: Saf::default(),
+            timers: Timers::default(),
             next_txn: 0,
             stats: Stats::default(),
             config,
@@ -75,12 +73,9 @@ impl Engine {
 
     /// Every link with the name of its issuer, in the order [`Config::issuers`] lists them.
     pub fn links(&self) -> impl Iterator<Item = (LinkId, &str)> {
-        self.links.iter().enumerate().map(|(i, l)| {
-            (
-                LinkId(i as u32),
-                self.config.issuers[l.issuer].name.as_str(),
-            )
-        })
+        self.links
+            .iter()
+            .map(|(id, issuer)| (id, self.config.issuers[issuer].name.as_str()))
     }
 
     pub fn stats(&self) -> &Stats {
@@ -94,26 +89,20 @@ impl Engine {
 
     /// Reversals queued and not yet acknowledged or expired.
     pub fn pending_reversals(&self) -> usize {
-        self.reversals.len()
+        self.saf.len()
     }
 
     /// When the oldest pending reversal was queued.
     pub fn oldest_reversal(&mut self) -> Option<Instant> {
-        while let Some(&(at, txn)) = self.reversal_order.front() {
-            if self.reversals.get(&txn).is_some_and(|r| r.queued == at) {
-                return Some(at);
-            }
-            self.reversal_order.pop_front();
-        }
-        None
+        self.saf.oldest()
     }
 
     /// The oldest transaction a restart would still need from the journal: in flight, being reversed, or
     /// inside the idempotency window. Older ones are finished for good.
     pub fn oldest_needed(&self) -> TxnId {
-        let oldest = self.txns.keys().chain(self.reversals.keys()).min().copied();
-        let entry = self.idempotency.oldest();
-        match (oldest, entry) {
+        let oldest = self.txns.keys().min().copied().into_iter();
+        let oldest = oldest.chain(self.saf.lowest_txn()).min();
+        match (oldest, self.idempotency.oldest()) {
             (Some(a), Some(b)) => a.min(b),
             (Some(t), None) | (None, Some(t)) => t,
             (None, None) => TxnId(self.next_txn + 1),
@@ -128,18 +117,48 @@ impl Engine {
     /// Whether an issuer has at least one signed-on link.
     pub fn issuer_ready(&self, issuer: &str) -> bool {
         let index = self.config.issuers.iter().position(|i| i.name == issuer);
-        index.is_some_and(|i| {
-            self.links
-                .iter()
-                .any(|l| l.issuer == i && l.state == LinkState::Ready)
-        })
+        index.is_some_and(|i| self.links.issuer_ready(i))
     }
 
     /// Whether a link is signed on and carries traffic. Cheap enough to ask after every event.
     pub fn link_ready(&self, link: LinkId) -> bool {
-        self.links
-            .get(link.0 as usize)
-            .is_some_and(|l| l.state == LinkState::Ready)
+        self.links.is_ready(link)
+    }
+
+    /// The earliest deadline of the engine's timers: the shell calls [`Engine::handle_timeout`] when it
+    /// has passed. Asked again after every event, since an event may arm or cancel timers.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// Fires every timer due at `now`, in deadline order.
+    pub fn handle_timeout(&mut self, now: Now, out: &mut Vec<Action>) {
+        while let Some(id) = self.timers.pop_due(now.mono) {
+            match id {
+                TimerId::Response(txn) => {
+                    let _txn = span(txn);
+                    self.on_timeout(now, txn, out)
+                }
+                TimerId::Reversal(txn) => {
+                    let _txn = span(txn);
+                    self.send_reversal(now, txn, out)
+                }
+                TimerId::Link(link) => self.on_link_timer(now, link, out),
+            }
+        }
+    }
+
+    /// When timer `id` is due, if it is armed.
+    pub fn timer(&self, id: TimerId) -> Option<Instant> {
+        self.timers.deadline(id)
+    }
+
+    pub(crate) fn arm(&mut self, id: TimerId, at: Instant) {
+        self.timers.arm(id, at);
+    }
+
+    pub(crate) fn cancel(&mut self, id: TimerId) {
+        self.timers.cancel(id);
     }
 
     /// Handles one event at `now`, appending what the shell must do to `out`.
@@ -147,17 +166,8 @@ impl Engine {
         match event {
             Event::Request { conn, msg } => self.on_request(now, conn, msg, out),
             Event::Response { link, msg } => self.on_upstream(now, link, msg, out),
-            Event::Timer(TimerId::Response(txn)) => {
-                let _txn = span(txn);
-                self.on_timeout(now, txn, out)
-            }
-            Event::Timer(TimerId::Reversal(txn)) => {
-                let _txn = span(txn);
-                self.send_reversal(now, txn, out)
-            }
-            Event::Timer(TimerId::Link(link)) => self.on_link_timer(now, link, out),
             Event::LinkUp(link) => self.on_link_up(now, link, out),
-            Event::LinkDown(link) => self.on_link_down(link, out),
+            Event::LinkDown(link) => self.on_link_down(link),
             Event::GraceOver => self.on_grace_over(now, out),
             Event::ConnClosed(conn) => {
                 let mut waited: Vec<TxnId> = Vec::new();
@@ -216,6 +226,7 @@ impl Engine {
         for &conn in waiters {
             out.push(Action::Answer {
                 conn,
+                txn: Some(txn),
                 msg: answer.clone(),
             });
         }

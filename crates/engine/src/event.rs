@@ -20,8 +20,9 @@ pub struct LinkId(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TxnId(pub u64);
 
-/// Every timer the engine arms. Arming an id that is already armed moves it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Every timer the engine arms (in its own table: see [`Engine::poll_timeout`](crate::Engine::poll_timeout)).
+/// Arming an id that is already armed moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TimerId {
     /// The issuer's answer to a forwarded request is due.
     Response(TxnId),
@@ -31,7 +32,7 @@ pub enum TimerId {
     Link(LinkId),
 }
 
-/// The time of an event, read by the shell: the engine never reads a clock.
+/// The time of an event, read by the shell: the engine never reads a clock (a rule `clippy.toml` checks).
 #[derive(Debug, Clone, Copy)]
 pub struct Now {
     /// For timers and ages.
@@ -41,14 +42,6 @@ pub struct Now {
 }
 
 impl Now {
-    /// The current time from the system clocks.
-    pub fn system() -> Now {
-        Now {
-            mono: Instant::now(),
-            wall: SystemTime::now(),
-        }
-    }
-
     /// This instant plus `d` on both clocks.
     pub fn after(self, d: std::time::Duration) -> Now {
         Now {
@@ -70,7 +63,6 @@ pub enum Event {
         link: LinkId,
         msg: Message,
     },
-    Timer(TimerId),
     /// A link connected (the engine signs on) or dropped.
     LinkUp(LinkId),
     LinkDown(LinkId),
@@ -80,27 +72,52 @@ pub enum Event {
     GraceOver,
 }
 
-/// What the shell must do, in order. A [`Action::Journal`] comes before the [`Action::Send`] it covers and
-/// must be recorded before the send goes out (write-ahead).
+/// What the shell must do, in order: records to journal, and effects, each of which leaves only after
+/// every record before it is durable (write-ahead: see [`Gate`](crate::Gate)).
+///
+/// The answer contract: every [`Event::Request`] gets exactly one [`Action::Answer`] or
+/// [`Action::NoAnswer`] for its connection, at once or when its transaction ends (a retransmit that
+/// joins a transaction in flight is answered with it), unless the connection closes first.
 #[derive(Debug)]
 pub enum Action {
     Journal(Record),
-    /// Send a message (issuer dialect) on an upstream link.
+    /// Send a message (issuer dialect) on an upstream link; `txn` is the transaction it belongs to.
     Send {
         link: LinkId,
+        txn: Option<TxnId>,
         msg: Message,
     },
-    /// Answer a terminal (terminal dialect).
+    /// Answer a terminal (terminal dialect); `txn` is the transaction it ends, if it had one.
     Answer {
         conn: ConnId,
+        txn: Option<TxnId>,
         msg: Message,
     },
-    /// Fire `id` at `at` (replacing any earlier arming of it).
-    Arm {
-        id: TimerId,
-        at: Instant,
+    /// A terminal's message gets no answer: it was itself an answer (a response MTI), or its dialect
+    /// cannot carry one.
+    NoAnswer {
+        conn: ConnId,
+        why: Unanswered,
     },
-    Cancel(TimerId),
     /// Close an upstream link (it failed to sign on or to echo); the shell reconnects it.
     CloseLink(LinkId),
+}
+
+/// Why a terminal's message got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// A response MTI (0110, 0210...): it answers nothing the switch asked.
+    Response,
+    /// The answer cannot be built in the terminal's dialect.
+    Unbuildable,
+}
+
+impl Unanswered {
+    /// A metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Unanswered::Response => "response_mti",
+            Unanswered::Unbuildable => "unbuildable",
+        }
+    }
 }

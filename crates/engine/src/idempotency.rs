@@ -12,13 +12,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
-use iso8583::{Field, Message, ResponseCode, Spec};
+use iso8583::{Class, Field, Message, ResponseCode, Spec};
 use siphasher::sip::SipHasher13;
 use tinystr::TinyAsciiStr;
 
 use crate::event::TxnId;
 use crate::journal::Received;
-use crate::saf::Source;
 
 /// Room for the usual 8-character DE41 and 15-character DE42 (and a little more).
 const ID_LEN: usize = 16;
@@ -59,7 +58,13 @@ impl Key {
     /// The key of a request as the journal recorded it.
     pub(crate) fn recorded(r: &Received, secret: &[u8; 16]) -> Option<Key> {
         let ids = (r.terminal.bytes(), r.merchant.bytes());
-        Key::new(ids, r.stan, r.date, r.mti.class() == 4, secret)
+        Key::new(
+            ids,
+            r.stan,
+            r.date,
+            r.mti.class() == Class::REVERSAL,
+            secret,
+        )
     }
 
     /// The key of the request a reversal with this key refers to, given the original's STAN and date.
@@ -101,9 +106,9 @@ pub(crate) fn fingerprint(msg: &Message, key: &[u8; 16]) -> u64 {
 
 /// The fingerprint `msg` would have with MTI class `class`: a terminal's reversal repeats its original's
 /// card, processing code, amount and currency.
-pub(crate) fn fingerprint_as(class: u8, msg: &Message, key: &[u8; 16]) -> u64 {
+pub(crate) fn fingerprint_as(class: Class, msg: &Message, key: &[u8; 16]) -> u64 {
     let mut h = SipHasher13::new_with_key(key);
-    h.write_u8(class);
+    h.write_u8(class.digit());
     for &n in FINGERPRINT_FIELDS {
         match msg.get(n) {
             Some(f) => f.bytes().for_each(|b| h.write_u8(b)),
@@ -114,22 +119,24 @@ pub(crate) fn fingerprint_as(class: u8, msg: &Message, key: &[u8; 16]) -> u64 {
     h.finish()
 }
 
+/// An entry's state. `R` is what the engine keeps of an approval for a terminal's later reversal of it:
+/// opaque to the table, which only hands it out once.
 #[derive(Debug)]
-pub(crate) enum State {
+pub(crate) enum State<R> {
     InFlight(TxnId),
     /// Boxed: most entries are done, and an in-flight one should not pay for two messages.
-    Done(Box<Done>),
+    Done(Box<Done<R>>),
 }
 
-/// 56 bytes (a 64-byte allocation), most of what an entry costs.
+/// 56 bytes (a 64-byte allocation) with the engine's reversal token, most of what an entry costs.
 #[derive(Debug, Clone)]
-pub(crate) struct Done {
+pub(crate) struct Done<R> {
     pub(crate) txn: TxnId,
     /// What the terminal was told, replayed to retransmits.
     pub(crate) answer: Answer,
-    /// What a reversal of the approved request needs (with the issuer's index), while it may still need
-    /// one; `None` when nothing stands at the issuer.
-    pub(crate) approved: Option<(Source, usize)>,
+    /// What a reversal of the approved request needs, while it may still need one; `None` when nothing
+    /// stands at the issuer.
+    pub(crate) approved: Option<R>,
 }
 
 /// An auth code (DE38): ASCII, inline; `None` takes no room.
@@ -202,12 +209,12 @@ fn inline<const N: usize>(field: Option<Field<'_>>) -> Result<Option<TinyAsciiSt
 const ISSUER_DATA: &[u8] = &[54, 55];
 
 #[derive(Debug)]
-struct Entry {
+struct Entry<R> {
     fingerprint: u64,
-    state: State,
+    state: State<R>,
 }
 
-impl Entry {
+impl<R> Entry<R> {
     /// The entry's transaction: also what tells a queued eviction whether the entry was replaced since
     /// (every entry is made for a new transaction).
     fn txn(&self) -> TxnId {
@@ -241,9 +248,12 @@ pub(crate) enum Lookup {
 #[derive(Debug)]
 pub(crate) struct Conflict;
 
+/// The engine is the map's only writer today. It is a [`DashMap`] so that a task beside the engine (cluster
+/// mode's notifications of keys claimed by other nodes) can read and claim keys without a message to it;
+/// uncontended, a shard lock is one atomic operation per access.
 #[derive(Debug)]
-pub(crate) struct Table {
-    map: DashMap<Key, Entry>,
+pub(crate) struct Table<R> {
+    map: DashMap<Key, Entry<R>>,
     /// Keys in insertion order, for eviction by age and by count.
     order: VecDeque<Queued>,
     /// The first entry's time: entries come oldest first (recovery's, then new ones).
@@ -252,8 +262,8 @@ pub(crate) struct Table {
     max_entries: usize,
 }
 
-impl Table {
-    pub(crate) fn new(window: Duration, max_entries: usize) -> Table {
+impl<R> Table<R> {
+    pub(crate) fn new(window: Duration, max_entries: usize) -> Table<R> {
         let max_entries = max_entries.max(1);
         Table {
             map: DashMap::new(),
@@ -322,14 +332,14 @@ impl Table {
 
     /// Puts back an entry found in the journal at recovery, as first seen at `since`. Entries must come
     /// oldest first.
-    pub(crate) fn restore(&mut self, key: Key, fingerprint: u64, state: State, since: Instant) {
+    pub(crate) fn restore(&mut self, key: Key, fingerprint: u64, state: State<R>, since: Instant) {
         let entry = Entry { fingerprint, state };
         let txn = entry.txn();
         self.map.insert(key, entry);
         self.queue(key, txn, since);
     }
 
-    pub(crate) fn complete(&self, key: &Key, done: Done) {
+    pub(crate) fn complete(&self, key: &Key, done: Done<R>) {
         if let Some(mut e) = self.map.get_mut(key) {
             debug_assert_eq!(
                 e.txn(),
@@ -346,7 +356,7 @@ impl Table {
     }
 
     /// Applies `f` to the entry of `key` and its fingerprint, if any.
-    pub(crate) fn with<R>(&self, key: &Key, f: impl FnOnce(&mut State, u64) -> R) -> Option<R> {
+    pub(crate) fn with<T>(&self, key: &Key, f: impl FnOnce(&mut State<R>, u64) -> T) -> Option<T> {
         self.map.get_mut(key).map(|mut e| {
             let fingerprint = e.fingerprint;
             f(&mut e.state, fingerprint)

@@ -1,8 +1,10 @@
 //! The sans-IO transaction engine of acquiro.
 //!
 //! [`Engine::handle`] takes one [`Event`] and the time, and appends the [`Action`]s the shell must carry
-//! out, in order. It owns every decision — duplicates, routing, upstream STANs, matching, timeouts,
-//! reversals — and no socket, task or clock, so tests and simulations drive it directly.
+//! out, in order; [`Engine::poll_timeout`] and [`Engine::handle_timeout`] run its timers. It owns every
+//! decision — duplicates, routing, upstream STANs, matching, timeouts, reversals — and no socket, task or
+//! clock, so tests and simulations drive it directly. Its effects leave through the one write-ahead gate,
+//! [`Outbox`], which the switch and the simulation both run.
 //!
 //! The invariant it keeps: for every transaction, the issuer's net debit equals what the terminal was
 //! told. An approval nobody could be told of, and every request whose answer did not come in time, is
@@ -15,16 +17,20 @@ mod fields;
 mod idempotency;
 mod journal;
 mod links;
+mod outbox;
 mod recovery;
+mod reversal;
 mod routes;
 mod saf;
 mod stats;
 mod terminal;
+mod timers;
 mod upstream;
 
 pub use config::{Config, Idempotency, Issuer, Reversal};
 pub use engine::Engine;
-pub use event::{Action, ConnId, Event, LinkId, Now, TimerId, TxnId};
+pub use event::{Action, ConnId, Event, LinkId, Now, TimerId, TxnId, Unanswered};
 pub use journal::{Card, Original, Received, Record, Step};
+pub use outbox::{Gate, Outbox};
 pub use recovery::{Recovered, Recovery};
 pub use stats::Stats;

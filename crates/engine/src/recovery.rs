@@ -11,14 +11,14 @@ use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
 use compact_str::CompactString;
-use iso8583::ResponseCode;
+use iso8583::{Class, ResponseCode};
 use tinystr::TinyAsciiStr;
 
 use crate::engine::Engine;
 use crate::event::{Action, Now, TxnId};
 use crate::idempotency::{Answer, Done, Key, State};
 use crate::journal::{Original, Received, Record, Step};
-use crate::saf::Source;
+use crate::reversal::Source;
 
 /// What recovery found, for the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -162,7 +162,7 @@ impl Engine {
                 Ok(msg) => {
                     let (queued, attempts) = trail.reversal.unwrap_or((now.wall, 0));
                     let queued = mono(now, queued);
-                    self.restore_reversal(now, txn, msg, issuer, attempts, queued, out);
+                    self.restore_reversal(now, txn, (msg, issuer), attempts, queued);
                 }
                 Err(error) => tracing::error!(
                     ?txn,
@@ -193,7 +193,7 @@ impl Engine {
             .as_ref()
             .and_then(|(_, o)| o.rrn())
             .and_then(|rrn| kept(txn, "RRN", rrn));
-        let (rc, approved) = if received.mti.class() == 4 {
+        let (rc, approved) = if received.mti.class() == Class::REVERSAL {
             // A terminal's reversal is answered locally once acted on.
             let Some(rc) = trail.told else {
                 return false;

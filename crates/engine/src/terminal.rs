@@ -2,14 +2,14 @@
 
 use bytes::Bytes;
 use compact_str::ToCompactString;
-use iso8583::{ECHO_FIELDS, Message, ResponseCode};
+use iso8583::{Class, ECHO_FIELDS, Message, ResponseCode};
 
 use crate::engine::{Engine, Txn};
-use crate::event::{Action, ConnId, LinkId, Now, TimerId, TxnId};
+use crate::event::{Action, ConnId, Now, TimerId, TxnId, Unanswered};
 use crate::fields::{self, set_rc};
 use crate::idempotency::{Answer, Conflict, Done, Key, Lookup, State, fingerprint};
 use crate::journal::{Card, Received, Step};
-use crate::links::{LinkState, Pending};
+use crate::links::Pending;
 
 /// RC 92: no route to the card's issuer.
 const NO_ROUTE: ResponseCode = ResponseCode(*b"92");
@@ -27,18 +27,22 @@ impl Engine {
     ) {
         self.stats.requests += 1;
         self.stats.idempotency_evictions += self.idempotency.sweep(now.mono);
-        self.sweep_late(now);
+        self.links.sweep_late(now.mono);
         let mti = msg.mti();
         if !mti.is_request() {
-            // An answer from a terminal answers nothing the switch asked: drop it.
+            // An answer from a terminal answers nothing the switch asked: it gets nothing back.
             tracing::warn!(%mti, "terminal sent a response message; ignored");
-            self.stats.format_errors += 1;
-            return;
+            return out.push(Action::NoAnswer {
+                conn,
+                why: Unanswered::Response,
+            });
         }
         match (mti.class(), mti.function()) {
-            (8, _) => self.answer_locally(conn, &msg, NETWORK_ECHO, ResponseCode::APPROVED, out),
-            (4, _) => self.terminal_reversal(now, conn, msg, out),
-            (1 | 2, 0) => self.purchase(now, conn, msg, out),
+            (Class::NETWORK, _) => {
+                self.answer_locally(conn, None, &msg, NETWORK_ECHO, ResponseCode::APPROVED, out)
+            }
+            (Class::REVERSAL, _) => self.terminal_reversal(now, conn, msg, out),
+            (Class::AUTHORIZATION | Class::FINANCIAL, 0) => self.purchase(now, conn, msg, out),
             _ => self.reject(now, None, conn, &msg, ResponseCode::FORMAT_ERROR, out),
         }
     }
@@ -52,7 +56,7 @@ impl Engine {
             .local_date()
             .or_else(|| msg.transmission_time().map(|t| (t / 1_000_000) as u16))
             .unwrap_or_else(|| fields::day(now.wall));
-        let reversal = msg.mti().class() == 4;
+        let reversal = msg.mti().class() == Class::REVERSAL;
         Key::new(ids, stan, date, reversal, &self.config.card_key)
     }
 
@@ -71,9 +75,13 @@ impl Engine {
             Lookup::Joined(original) => {
                 self.stats.duplicates_joined += 1;
                 // One answer per request: a retransmit on the same connection is answered too.
-                if let Some(t) = self.txns.get_mut(&original) {
-                    t.waiters.push(conn);
-                }
+                let Some(t) = self.txns.get_mut(&original) else {
+                    // An entry in flight always has its transaction; if that ever broke, the terminal
+                    // is still answered.
+                    let rc = ResponseCode::SYSTEM_ERROR;
+                    return self.answer_locally(conn, None, &msg, ECHO_FIELDS, rc, out);
+                };
+                t.waiters.push(conn);
                 Self::journal(now, original, Step::Joined, out);
             }
             Lookup::Replay(original, answer) => {
@@ -81,7 +89,11 @@ impl Engine {
                 let answer = self.replay(answer, &msg);
                 let rc = answer.response_code().unwrap_or(ResponseCode::SYSTEM_ERROR);
                 Self::journal(now, original, Step::Replayed { rc }, out);
-                out.push(Action::Answer { conn, msg: answer });
+                out.push(Action::Answer {
+                    conn,
+                    txn: Some(original),
+                    msg: answer,
+                });
             }
             Lookup::New => {
                 let received = self.received(&msg, &key, fingerprint);
@@ -161,7 +173,7 @@ impl Engine {
             self.idempotency.forget(&key);
             return self.reject(now, Some(txn), conn, &msg, NO_ROUTE, out);
         };
-        let Some(link) = self.pick_link(issuer) else {
+        let Some(link) = self.links.pick(issuer) else {
             self.stats.unavailable += 1;
             self.idempotency.forget(&key);
             return self.reject(
@@ -173,14 +185,15 @@ impl Engine {
                 out,
             );
         };
-        let class = msg.mti().class();
-        let pending = &self.pending;
-        let stan =
-            self.links[link.0 as usize].next_stan(|s| pending.contains_key(&(link, class, s)));
+        let pending = self
+            .links
+            .claim(link, msg.mti().class(), Pending::Request(txn));
+        let stan = pending.stan;
         let forwarded = match self.upstream_request(now, &msg, issuer, stan) {
             Ok(m) => m,
             Err(error) => {
                 tracing::warn!(%error, "request cannot be put into the issuer's dialect");
+                self.links.release(pending);
                 self.idempotency.forget(&key);
                 return self.reject(now, Some(txn), conn, &msg, ResponseCode::SYSTEM_ERROR, out);
             }
@@ -193,23 +206,18 @@ impl Engine {
                 issuer: issuer_cfg.name.as_str().into(),
                 link,
                 upstream_stan: stan,
-                original: crate::saf::recorded(&forwarded),
+                original: crate::reversal::recorded(&forwarded),
             },
             out,
         );
         out.push(Action::Send {
             link,
+            txn: Some(txn),
             msg: forwarded.clone(),
         });
-        out.push(Action::Arm {
-            id: TimerId::Response(txn),
-            at: now.mono + issuer_cfg.response_timeout,
-        });
-        let pending = (link, class, stan);
-        self.pending.insert(pending, Pending::Request(txn));
-        let state = &mut self.links[link.0 as usize];
-        state.in_flight += 1;
-        state.last_traffic = Some(now.mono);
+        let timeout = issuer_cfg.response_timeout;
+        self.arm(TimerId::Response(txn), now.mono + timeout);
+        self.links.request_sent(link, now.mono);
         self.stats.forwarded += 1;
         self.txns.insert(
             txn,
@@ -243,16 +251,6 @@ impl Engine {
         Ok(up)
     }
 
-    /// The least loaded signed-on link of `issuer`.
-    pub(crate) fn pick_link(&self, issuer: usize) -> Option<LinkId> {
-        self.links
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.issuer == issuer && l.state == LinkState::Ready)
-            .min_by_key(|(_, l)| l.in_flight)
-            .map(|(i, _)| LinkId(i as u32))
-    }
-
     /// A terminal's 0400/0401/0420 for one of its own earlier requests.
     fn terminal_reversal(&mut self, now: Now, conn: ConnId, msg: Message, out: &mut Vec<Action>) {
         let txn = self.new_txn();
@@ -273,7 +271,15 @@ impl Engine {
                     },
                     out,
                 );
-                return self.answer_locally(conn, &msg, ECHO_FIELDS, ResponseCode::APPROVED, out);
+                let original = Some(original);
+                return self.answer_locally(
+                    conn,
+                    original,
+                    &msg,
+                    ECHO_FIELDS,
+                    ResponseCode::APPROVED,
+                    out,
+                );
             }
             Some((Lookup::New, fingerprint)) => fingerprint,
         };
@@ -318,26 +324,33 @@ impl Engine {
             // Never forwarded, declined, or already reversed: nothing stands at the issuer.
             Some(Ok(None)) | None => {}
         }
-        let answer = self.local_answer(&msg, ECHO_FIELDS, ResponseCode::APPROVED);
-        if let Some(answer) = answer {
-            self.idempotency.complete(
-                &key,
-                Done {
-                    txn,
-                    answer: Answer::of(&answer),
-                    approved: None,
-                },
-            );
-            Self::journal(
-                now,
+        let Some(answer) = self.local_answer(&msg, ECHO_FIELDS, ResponseCode::APPROVED) else {
+            return out.push(Action::NoAnswer {
+                conn,
+                why: Unanswered::Unbuildable,
+            });
+        };
+        self.idempotency.complete(
+            &key,
+            Done {
                 txn,
-                Step::Told {
-                    rc: ResponseCode::APPROVED,
-                },
-                out,
-            );
-            out.push(Action::Answer { conn, msg: answer });
-        }
+                answer: Answer::of(&answer),
+                approved: None,
+            },
+        );
+        Self::journal(
+            now,
+            txn,
+            Step::Told {
+                rc: ResponseCode::APPROVED,
+            },
+            out,
+        );
+        out.push(Action::Answer {
+            conn,
+            txn: Some(txn),
+            msg: answer,
+        });
     }
 
     /// Refuses a request with `rc` (nothing goes upstream), journaling it when it has a transaction.
@@ -356,20 +369,30 @@ impl Engine {
         if let Some(txn) = txn {
             Self::journal(now, txn, Step::Rejected { rc }, out);
         }
-        self.answer_locally(conn, msg, ECHO_FIELDS, rc, out);
+        self.answer_locally(conn, txn, msg, ECHO_FIELDS, rc, out);
     }
 
+    /// Answers `msg` on the spot with `rc`, or says that no answer can be built.
     fn answer_locally(
         &mut self,
         conn: ConnId,
+        txn: Option<TxnId>,
         msg: &Message,
         echo: &[u8],
         rc: ResponseCode,
         out: &mut Vec<Action>,
     ) {
-        if let Some(answer) = self.local_answer(msg, echo, rc) {
-            out.push(Action::Answer { conn, msg: answer });
-        }
+        out.push(match self.local_answer(msg, echo, rc) {
+            Some(answer) => Action::Answer {
+                conn,
+                txn,
+                msg: answer,
+            },
+            None => Action::NoAnswer {
+                conn,
+                why: Unanswered::Unbuildable,
+            },
+        });
     }
 
     /// The answer to `msg` with `echo` fields copied and DE39 = `rc`.

@@ -1,25 +1,19 @@
 //! What issuers send, and the life of links: answers, timeouts, late answers, sign-on and echo.
 
-use std::time::Duration;
-
 use compact_str::ToCompactString;
-use iso8583::{ECHO_FIELDS, Message, Mti, ResponseCode};
+use iso8583::{Class, ECHO_FIELDS, Message, Mti, ResponseCode};
 
 use crate::engine::{Engine, span};
 use crate::event::{Action, LinkId, Now, TimerId, TxnId};
 use crate::fields::{self, copy, set_rc};
 use crate::idempotency::{Answer, Done};
 use crate::journal::Step;
-use crate::links::{LinkState, Pending, Probe};
-use crate::saf::{Forwarded, Source};
+use crate::links::{LinkState, Pending, PendingKey, Probe};
+use crate::reversal::{Forwarded, Source};
 
 /// DE70 network management codes.
 const SIGN_ON: &str = "001";
 const ECHO: &str = "301";
-
-/// How long after its timeout an answer still counts as late (rather than unmatched). Until then its
-/// upstream STAN is not reused.
-const LATE_WINDOW: Duration = Duration::from_secs(300);
 
 /// Fields of the issuer's answer a terminal gets, besides what its own request echoes.
 const FROM_ISSUER: &[u8] = &[38, 39, 54, 55];
@@ -32,10 +26,10 @@ impl Engine {
         msg: Message,
         out: &mut Vec<Action>,
     ) {
-        let Some(state) = self.links.get_mut(link.0 as usize) else {
+        if !self.links.exists(link) {
             return;
-        };
-        state.last_traffic = Some(now.mono);
+        }
+        self.links.traffic(link, now.mono);
         let mti = msg.mti();
         if mti.is_request() {
             return self.answer_issuer_request(link, &msg, out);
@@ -46,7 +40,11 @@ impl Engine {
             return;
         };
         let rc = msg.response_code().unwrap_or(ResponseCode::SYSTEM_ERROR);
-        let pending = self.pending.remove(&(link, mti.class(), stan));
+        let pending = self.links.take(PendingKey {
+            link,
+            class: mti.class(),
+            stan,
+        });
         let _txn = match pending {
             Some(Pending::Request(txn) | Pending::Late(txn) | Pending::Reversal(txn)) => {
                 Some(crate::engine::span(txn))
@@ -82,8 +80,8 @@ impl Engine {
             return;
         };
         self.stats.answered += 1;
-        out.push(Action::Cancel(TimerId::Response(txn)));
-        self.links[t.pending.0.0 as usize].in_flight -= 1;
+        self.cancel(TimerId::Response(txn));
+        self.links.request_answered(t.pending);
         let auth_code = msg.get(38).map(|f| f.to_compact_string());
         Self::journal(now, txn, Step::Answered { rc, auth_code }, out);
         let answer = self.terminal_answer(&t.request, &t.forwarded, msg, rc);
@@ -148,9 +146,7 @@ impl Engine {
             return;
         };
         self.stats.timeouts += 1;
-        self.links[t.pending.0.0 as usize].in_flight -= 1;
-        self.pending.insert(t.pending, Pending::Late(txn));
-        self.late.push_back((t.pending, now.mono + LATE_WINDOW));
+        self.links.request_timed_out(t.pending, txn, now.mono);
         Self::journal(now, txn, Step::TimedOut, out);
         let answer = self.unavailable_answer(&t.request);
         self.tell(now, txn, &t.waiters, &answer, out);
@@ -173,21 +169,8 @@ impl Engine {
         txns.sort_unstable();
         for txn in txns {
             let _txn = span(txn);
-            out.push(Action::Cancel(TimerId::Response(txn)));
+            self.cancel(TimerId::Response(txn));
             self.on_timeout(now, txn, out);
-        }
-    }
-
-    /// Forgets timed-out requests whose late window has passed.
-    pub(crate) fn sweep_late(&mut self, now: Now) {
-        while let Some(&(key, until)) = self.late.front() {
-            if until > now.mono {
-                break;
-            }
-            self.late.pop_front();
-            if matches!(self.pending.get(&key), Some(Pending::Late(_))) {
-                self.pending.remove(&key);
-            }
         }
     }
 
@@ -198,60 +181,56 @@ impl Engine {
             Err(_) => return,
         };
         if set_rc(&mut answer, ResponseCode::APPROVED).is_ok() {
-            out.push(Action::Send { link, msg: answer });
-        }
-    }
-
-    pub(crate) fn on_link_up(&mut self, now: Now, link: LinkId, out: &mut Vec<Action>) {
-        let Some(state) = self.links.get_mut(link.0 as usize) else {
-            return;
-        };
-        state.state = LinkState::SigningOn;
-        state.last_traffic = Some(now.mono);
-        self.send_probe(now, link, Probe::SignOn, out);
-    }
-
-    pub(crate) fn on_link_down(&mut self, link: LinkId, out: &mut Vec<Action>) {
-        let Some(state) = self.links.get_mut(link.0 as usize) else {
-            return;
-        };
-        state.state = LinkState::Down;
-        if let Some((_, stan)) = state.probe.take() {
-            self.pending.remove(&(link, 8, stan));
-        }
-        // Requests in flight on the link may have reached the issuer: their timeouts reverse them.
-        out.push(Action::Cancel(TimerId::Link(link)));
-    }
-
-    /// A sign-on or echo went unanswered for a response timeout, or the link has been idle.
-    pub(crate) fn on_link_timer(&mut self, now: Now, link: LinkId, out: &mut Vec<Action>) {
-        let Some(state) = self.links.get(link.0 as usize) else {
-            return;
-        };
-        if state.state == LinkState::Down {
-            return;
-        }
-        if let Some((probe, _)) = state.probe {
-            tracing::warn!(?link, ?probe, "no answer to network management");
-            return self.probe_failed(link, probe, out);
-        }
-        let idle_since = state.last_traffic.unwrap_or(now.mono);
-        let due = idle_since + self.config.echo_interval;
-        if now.mono >= due {
-            self.send_probe(now, link, Probe::Echo, out);
-        } else {
-            out.push(Action::Arm {
-                id: TimerId::Link(link),
-                at: due,
+            out.push(Action::Send {
+                link,
+                txn: None,
+                msg: answer,
             });
         }
     }
 
+    pub(crate) fn on_link_up(&mut self, now: Now, link: LinkId, out: &mut Vec<Action>) {
+        if !self.links.exists(link) {
+            return;
+        }
+        self.links.connected(link, now.mono);
+        self.send_probe(now, link, Probe::SignOn, out);
+    }
+
+    pub(crate) fn on_link_down(&mut self, link: LinkId) {
+        if !self.links.exists(link) {
+            return;
+        }
+        self.links.dropped(link);
+        // Requests in flight on the link may have reached the issuer: their timeouts reverse them.
+        self.cancel(TimerId::Link(link));
+    }
+
+    /// A sign-on or echo went unanswered for a response timeout, or the link has been idle.
+    pub(crate) fn on_link_timer(&mut self, now: Now, link: LinkId, out: &mut Vec<Action>) {
+        if self.links.state(link) == LinkState::Down {
+            return;
+        }
+        if let Some(probe) = self.links.probe(link) {
+            tracing::warn!(?link, ?probe, "no answer to network management");
+            return self.probe_failed(link, probe, out);
+        }
+        let idle_since = self.links.last_traffic(link).unwrap_or(now.mono);
+        let due = idle_since + self.config.echo_interval;
+        if now.mono >= due {
+            self.send_probe(now, link, Probe::Echo, out);
+        } else {
+            self.arm(TimerId::Link(link), due);
+        }
+    }
+
     fn send_probe(&mut self, now: Now, link: LinkId, probe: Probe, out: &mut Vec<Action>) {
-        let issuer = &self.config.issuers[self.links[link.0 as usize].issuer];
+        let Some(issuer) = self.links.issuer(link) else {
+            return;
+        };
+        let issuer = &self.config.issuers[issuer];
         let (spec, timeout) = (issuer.spec, issuer.response_timeout);
-        let pending = &self.pending;
-        let stan = self.links[link.0 as usize].next_stan(|s| pending.contains_key(&(link, 8, s)));
+        let key = self.links.claim(link, Class::NETWORK, Pending::Probe);
         let code = match probe {
             Probe::SignOn => SIGN_ON,
             Probe::Echo => ECHO,
@@ -259,19 +238,20 @@ impl Engine {
         let mut msg = Message::new(spec, Mti::NETWORK);
         let built = msg
             .set_number(7, fields::transmission_time(now.wall))
-            .and_then(|m| m.set_number(11, u64::from(stan)))
+            .and_then(|m| m.set_number(11, u64::from(key.stan)))
             .and_then(|m| m.set(70, code));
         if let Err(error) = built {
+            self.links.release(key);
             tracing::error!(%error, "the issuer dialect cannot carry network management");
             return;
         }
-        self.links[link.0 as usize].probe = Some((probe, stan));
-        self.pending.insert((link, 8, stan), Pending::Probe);
-        out.push(Action::Send { link, msg });
-        out.push(Action::Arm {
-            id: TimerId::Link(link),
-            at: now.mono + timeout,
+        self.links.probe_sent(probe, key);
+        out.push(Action::Send {
+            link,
+            txn: None,
+            msg,
         });
+        self.arm(TimerId::Link(link), now.mono + timeout);
     }
 
     fn on_probe_answer(
@@ -282,28 +262,21 @@ impl Engine {
         rc: ResponseCode,
         out: &mut Vec<Action>,
     ) {
-        let state = &mut self.links[link.0 as usize];
-        let Some((probe, expected)) = state.probe else {
+        let Some(probe) = self.links.probe_answered(link, stan) else {
             return;
         };
-        if expected != stan {
-            return;
-        }
-        state.probe = None;
         if rc != ResponseCode::APPROVED {
             tracing::warn!(?link, ?probe, %rc, "issuer refused network management");
             return self.probe_failed(link, probe, out);
         }
         if probe == Probe::SignOn {
-            state.state = LinkState::Ready;
+            self.links.signed_on(link);
             tracing::info!(?link, "link signed on");
-            let issuer = state.issuer;
-            self.resume_reversals(now, issuer, out);
+            if let Some(issuer) = self.links.issuer(link) {
+                self.resume_reversals(now, issuer);
+            }
         }
-        out.push(Action::Arm {
-            id: TimerId::Link(link),
-            at: now.mono + self.config.echo_interval,
-        });
+        self.arm(TimerId::Link(link), now.mono + self.config.echo_interval);
     }
 
     /// A sign-on or echo failed: the link is taken down and closed, and the shell reconnects it.
@@ -312,7 +285,7 @@ impl Engine {
             Probe::SignOn => self.stats.sign_on_failures += 1,
             Probe::Echo => self.stats.echo_failures += 1,
         }
-        self.on_link_down(link, out);
+        self.on_link_down(link);
         out.push(Action::CloseLink(link));
     }
 }

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use engine::{Action, ConnId, Event, LinkId, Step, TimerId, TxnId};
-use iso8583::{Message, Mti, OriginalData, ResponseCode};
+use iso8583::{Class, Message, Mti, OriginalData, ResponseCode};
 use support::*;
 
 #[test]
@@ -54,10 +54,10 @@ fn approval_reaches_the_terminal_with_its_own_fields_restored() {
         text(&up, 37),
         "the terminal learns the RRN"
     );
-    let cancelled = TimerId::Response(TxnId(1));
-    assert!(
-        out.iter()
-            .any(|a| matches!(a, Action::Cancel(t) if *t == cancelled))
+    assert_eq!(
+        h.engine.timer(TimerId::Response(TxnId(1))),
+        None,
+        "its timeout is cancelled"
     );
 }
 
@@ -163,12 +163,21 @@ fn a_link_signs_on_before_it_carries_traffic_and_rc91_when_no_link_is_up() {
 fn an_idle_link_echoes_and_is_closed_when_the_echo_goes_unanswered() {
     let mut h = Harness::new();
     h.advance(ECHO);
+    // Every link has been idle as long: each sends its echo.
     let out = h.fire(TimerId::Link(LinkId(0)));
-    let (_, echo) = one_sent(&out);
+    let echoes: Vec<_> = sent(&out).filter(|(l, _)| *l == LinkId(0)).collect();
+    assert_eq!(echoes.len(), 1);
+    assert_eq!(sent(&out).count(), 3);
+    let echo = echoes[0].1.clone();
     assert_eq!(
         (echo.mti(), text(&echo, 70).as_str()),
         (Mti::NETWORK, "301")
     );
+    // The other links' issuers answer theirs.
+    for (link, msg) in sent(&out).filter(|(l, _)| *l != LinkId(0)) {
+        let msg = answer(msg, "00");
+        h.step(Event::Response { link, msg });
+    }
     h.advance(TIMEOUT);
     let out = h.fire(TimerId::Link(LinkId(0)));
     assert!(
@@ -408,25 +417,14 @@ fn a_timeout_answers_rc91_and_reverses_with_the_original_data() {
 fn unanswered_reversals_repeat_as_0401_with_backoff_until_acknowledged() {
     let mut h = Harness::new();
     let (_, _, out) = timed_out(&mut h);
-    let first_at = out.iter().find_map(|a| match a {
-        Action::Arm {
-            id: TimerId::Reversal(_),
-            at,
-        } => Some(*at),
-        _ => None,
-    });
+    assert_eq!(one_sent(&out).1.mti(), Mti::REVERSAL);
+    let first_at = h.engine.timer(TimerId::Reversal(TxnId(1)));
     assert_eq!(first_at, Some(h.now.mono + Duration::from_secs(10)));
     h.advance(Duration::from_secs(10));
     let out = h.fire(TimerId::Reversal(TxnId(1)));
     let (link, repeat) = one_sent(&out);
     assert_eq!(repeat.mti(), Mti::REVERSAL_REPEAT);
-    let next_at = out.iter().find_map(|a| match a {
-        Action::Arm {
-            id: TimerId::Reversal(_),
-            at,
-        } => Some(*at),
-        _ => None,
-    });
+    let next_at = h.engine.timer(TimerId::Reversal(TxnId(1)));
     assert_eq!(
         next_at,
         Some(h.now.mono + Duration::from_secs(20)),
@@ -451,7 +449,9 @@ fn a_reversal_expires_and_is_reported_after_max_attempts() {
     timed_out(&mut h);
     for _ in 1..5 {
         h.advance(Duration::from_secs(60));
-        assert_eq!(sent(&h.fire(TimerId::Reversal(TxnId(1)))).count(), 1);
+        let out = h.fire(TimerId::Reversal(TxnId(1)));
+        let reversals = sent(&out).filter(|(_, m)| m.mti().class() == Class::REVERSAL);
+        assert_eq!(reversals.count(), 1);
     }
     h.advance(Duration::from_secs(60));
     let out = h.fire(TimerId::Reversal(TxnId(1)));
@@ -491,10 +491,7 @@ fn the_end_of_the_grace_period_times_out_and_reverses_everything_in_flight() {
         reversed,
         [(Mti::REVERSAL, original(0)), (Mti::REVERSAL, original(1))]
     );
-    let cancelled = |txn| {
-        out.iter()
-            .any(|a| matches!(a, Action::Cancel(TimerId::Response(t)) if *t == txn))
-    };
+    let cancelled = |txn| h.engine.timer(TimerId::Response(txn)).is_none();
     assert!(
         cancelled(TxnId(1)) && cancelled(TxnId(2)),
         "their timers are stopped"
@@ -511,9 +508,10 @@ fn reversals_run_independently() {
         one_sent(&h.request(1, h.purchase("TERM0001", stan, 100)));
     }
     h.advance(TIMEOUT);
-    for txn in 1..=3 {
-        reversals.push(one_sent(&h.fire(TimerId::Response(TxnId(txn)))));
-    }
+    // All three time out at once, each queuing its own reversal.
+    let out = h.fire(TimerId::Response(TxnId(1)));
+    reversals.extend(sent(&out).map(|(l, m)| (l, m.clone())));
+    assert_eq!(reversals.len(), 3);
     // Acknowledge the last one only: the others stay pending, each on its own timer.
     let (link, rev) = &reversals[2];
     h.step(Event::Response {
@@ -533,9 +531,10 @@ fn the_oldest_pending_reversal_is_known() {
     let mut h = Harness::new();
     for stan in 1..=2 {
         one_sent(&h.request(1, h.purchase("TERM0001", stan, 100)));
+        h.advance(Duration::from_secs(1));
     }
     assert_eq!(h.engine.oldest_reversal(), None);
-    h.advance(TIMEOUT);
+    h.advance(TIMEOUT - Duration::from_secs(2));
     let first = h.now.mono;
     let (l1, r1) = one_sent(&h.fire(TimerId::Response(TxnId(1))));
     h.advance(Duration::from_secs(1));

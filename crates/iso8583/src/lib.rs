@@ -26,7 +26,7 @@ pub use spec::{
     BitmapEncoding, Encoding, FieldSpec, FieldType, Filler, LengthKind, MAX_FIELD, Pad,
     Sensitivity, Spec, Subfield,
 };
-pub use types::{Mti, OriginalData, Pan, ResponseCode};
+pub use types::{Class, Mti, OriginalData, Pan, ResponseCode};
 pub use value::LogicalBytes;
 
 /// Fields a response usually echoes from its request.

@@ -41,9 +41,9 @@ impl Mti {
         std::str::from_utf8(&self.0).unwrap_or("????")
     }
 
-    /// Message class (second digit): 1 authorization, 2 financial, 4 reversal, 8 network management.
-    pub fn class(&self) -> u8 {
-        self.0[1] - b'0'
+    /// Message class (second digit).
+    pub fn class(&self) -> Class {
+        Class(self.0[1] - b'0')
     }
 
     /// Message function (third digit): 0 request, 1 response, 2 advice, 3 advice response.
@@ -80,6 +80,27 @@ impl fmt::Display for Mti {
 impl fmt::Debug for Mti {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Mti({self})")
+    }
+}
+
+/// The class of a message (the MTI's second digit): what kind of exchange it belongs to. A type rather than
+/// a digit, so that a rule reads `Class::REVERSAL` and a table key cannot mix it up with a STAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Class(u8);
+
+impl Class {
+    pub const AUTHORIZATION: Class = Class(1);
+    pub const FINANCIAL: Class = Class(2);
+    pub const FILE_ACTION: Class = Class(3);
+    pub const REVERSAL: Class = Class(4);
+    pub const RECONCILIATION: Class = Class(5);
+    pub const ADMINISTRATIVE: Class = Class(6);
+    pub const FEE_COLLECTION: Class = Class(7);
+    pub const NETWORK: Class = Class(8);
+
+    /// The digit, 0–9.
+    pub fn digit(self) -> u8 {
+        self.0
     }
 }
 

@@ -148,7 +148,7 @@ fn reply(shared: &Shared, msg: &Message) -> Reply {
         return Reply::Nothing;
     };
     let books = || shared.ledger.lock().unwrap_or_else(|e| e.into_inner());
-    let (rc, delay) = match msg.mti().class() {
+    let (rc, delay) = match msg.mti().class().digit() {
         1 | 2 => {
             let decision = shared.rules.decide(msg);
             match decision.action {

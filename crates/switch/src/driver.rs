@@ -1,34 +1,51 @@
-//! The task that owns the engine: it feeds it events from terminal connections, links and timers, and
-//! carries out its actions. It only moves messages and fires timers; every decision is the engine's.
+//! The task that owns the engine: it feeds it events from terminal connections, links and its timers,
+//! and carries out its actions. It only moves messages and fires timers; every decision is the engine's.
 //!
-//! Write-ahead: a message to an issuer or a terminal waits until every journal record before it is
-//! durable. Effects are held in order, so the journal's group commit delays them by at most a batch
-//! while the engine goes on with the next events.
+//! Write-ahead: effects pass the engine's [`Outbox`], so a message to an issuer or a terminal waits until
+//! every journal record before it is durable, while the engine goes on with the next events. Timers are
+//! the engine's too: the driver keeps one sleep, until the engine's next deadline.
 
-use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
 
-use engine::{Action, ConnId, Engine, Event, LinkId, Now, TimerId};
-use futures_util::StreamExt;
-use iso8583::Message;
+use engine::{Action, ConnId, Engine, Event, Gate, LinkId, Now, Outbox};
+use iso8583::{Class, Message};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::time::{DelayQueue, delay_queue};
 
 use crate::journal::{Journal, Report};
 use crate::link::LinkCmd;
-use crate::metrics::Recorder;
+use crate::recorder::Recorder;
 use crate::status::Status;
 
 /// What connection tasks and links tell the driver.
 #[derive(Debug)]
 pub(crate) enum Input {
     Event(Event),
-    /// A terminal connection opened; answers for it go to `answers`.
+    /// A terminal connection opened; what it is owed goes to `replies`.
     Opened {
         conn: ConnId,
-        answers: mpsc::Sender<Message>,
+        replies: mpsc::Sender<Reply>,
     },
+}
+
+/// What a terminal connection gets for each message it passed on: exactly one of these (the engine's
+/// answer contract), so that its count of messages awaiting a reply stays exact.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Answer(Message),
+    /// No answer is owed (the message was a response, or cannot be answered in its dialect).
+    Nothing,
+}
+
+/// The time now, on both clocks. The monotonic one is tokio's, so that tests with paused time drive
+/// the engine's timers too.
+pub(crate) fn now() -> Now {
+    Now {
+        mono: Instant::now().into_std(),
+        wall: SystemTime::now(),
+    }
 }
 
 /// How often the journal learns which transactions recovery may still need.
@@ -38,6 +55,8 @@ const BURST: usize = 64;
 /// How long, after the grace period, the journal gets to make the last records durable so that the
 /// answers and reversals they cover go out.
 const LAST_SYNC: Duration = Duration::from_secs(2);
+/// A deadline no timer reaches: the sleep of an engine with no timer armed.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Where a shutdown stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,20 +80,12 @@ pub(crate) struct Driver {
     pub(crate) status: watch::Sender<Status>,
     /// What recovery decided, carried out before the first event.
     pub(crate) recovered: Vec<Action>,
-    pub(crate) shell: Shell,
-}
-
-/// The driver's side of the actions: connections, timers and effects waiting for the journal.
-#[derive(Default)]
-pub(crate) struct Shell {
-    conns: HashMap<ConnId, mpsc::Sender<Message>>,
-    timers: DelayQueue<TimerId>,
-    armed: HashMap<TimerId, delay_queue::Key>,
-    /// Effects waiting for the journal, with the sequence number that must be durable first.
-    held: VecDeque<(u64, Action)>,
-    /// The last record appended and the last one durable.
-    appended: u64,
-    durable: u64,
+    /// Where each open terminal connection's replies go.
+    pub(crate) conns: HashMap<ConnId, mpsc::Sender<Reply>>,
+    /// The write-ahead gate.
+    pub(crate) outbox: Outbox,
+    /// Effects the gate released, reused between reports.
+    pub(crate) released: Vec<Action>,
 }
 
 impl Driver {
@@ -82,30 +93,37 @@ impl Driver {
         let mut reports = self.journal.reports();
         let durable_journal = reports.is_some();
         if !durable_journal {
-            self.shell.durable = u64::MAX;
+            self.outbox = Outbox::durable_on_append();
         }
         let mut out = std::mem::take(&mut self.recovered);
         self.carry_out(&mut out);
         self.journal.flush();
         let shutdown = self.shutdown.clone();
         let mut stop = Stop::Running;
-        let deadline = tokio::time::sleep(Duration::MAX / 4);
+        let deadline = tokio::time::sleep(NEVER);
         tokio::pin!(deadline);
+        let timer = tokio::time::sleep(NEVER);
+        tokio::pin!(timer);
+        let mut armed = None;
         let mut keep = tokio::time::interval(KEEP_EVERY);
         loop {
-            let event = tokio::select! {
+            // The one sleep follows the engine's earliest deadline, re-armed only when it moved.
+            let next = self.engine.poll_timeout();
+            if next != armed {
+                armed = next;
+                let at = next.map_or_else(|| Instant::now() + NEVER, Instant::from_std);
+                timer.as_mut().reset(at);
+            }
+            tokio::select! {
                 input = self.inputs.recv() => match input {
-                    Some(Input::Event(event)) => event,
-                    Some(Input::Opened { conn, answers }) => {
-                        self.shell.conns.insert(conn, answers);
-                        continue;
-                    }
+                    Some(input) => self.on_input(input, &mut out),
                     None => break,
                 },
-                Some(expired) = self.shell.timers.next() => {
-                    let id = expired.into_inner();
-                    self.shell.armed.remove(&id);
-                    Event::Timer(id)
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.engine.handle_timeout(now(), &mut out);
+                    self.publish_links();
+                    self.carry_out(&mut out);
                 }
                 Some(report) = next_report(&mut reports) => {
                     self.on_report(report);
@@ -122,7 +140,7 @@ impl Driver {
                     stop = Stop::Draining;
                     self.status.send_modify(|s| s.draining = true);
                     tracing::info!(in_flight = self.engine.in_flight(), grace = ?self.grace, "draining");
-                    deadline.as_mut().reset(tokio::time::Instant::now() + self.grace);
+                    deadline.as_mut().reset(Instant::now() + self.grace);
                     if self.drained() {
                         break;
                     }
@@ -130,24 +148,20 @@ impl Driver {
                 }
                 _ = &mut deadline, if stop != Stop::Running => {
                     if stop == Stop::CutOff {
-                        tracing::error!(held = self.shell.held.len(), "the journal did not make the last records durable: their answers and reversals were not sent");
+                        tracing::error!(held = self.outbox.held(), "the journal did not make the last records durable: their answers and reversals were not sent");
                         break;
                     }
                     stop = Stop::CutOff;
                     tracing::warn!(in_flight = self.engine.in_flight(), "grace period over: requests in flight time out and are reversed");
-                    deadline.as_mut().reset(tokio::time::Instant::now() + LAST_SYNC);
-                    Event::GraceOver
+                    deadline.as_mut().reset(Instant::now() + LAST_SYNC);
+                    self.on_event(Event::GraceOver, &mut out);
                 }
             };
-            self.on_event(event, &mut out);
             // What else is already waiting is handled with it: the journal's writer is woken and the
             // metrics are brought up to date once for the whole burst.
             for _ in 0..BURST {
                 match self.inputs.try_recv() {
-                    Ok(Input::Event(event)) => self.on_event(event, &mut out),
-                    Ok(Input::Opened { conn, answers }) => {
-                        self.shell.conns.insert(conn, answers);
-                    }
+                    Ok(input) => self.on_input(input, &mut out),
                     Err(_) => break,
                 }
             }
@@ -161,32 +175,46 @@ impl Driver {
         tracing::info!(
             forwarded = stats.forwarded,
             pending_reversals = self.engine.pending_reversals(),
-            held = self.shell.held.len(),
+            held = self.outbox.held(),
             "engine stopped"
         );
         self.journal.close();
     }
 
+    fn on_input(&mut self, input: Input, out: &mut Vec<Action>) {
+        match input {
+            Input::Event(event) => self.on_event(event, out),
+            Input::Opened { conn, replies } => {
+                self.conns.insert(conn, replies);
+            }
+        }
+    }
+
     fn on_event(&mut self, event: Event, out: &mut Vec<Action>) {
         if let Event::ConnClosed(conn) = &event {
-            self.shell.conns.remove(conn);
+            self.conns.remove(conn);
         }
-        // Only these can sign a link on or off; an answer to a purchase or a reversal never does, so
-        // the per-answer path takes no status lock.
+        // Only these can sign a link on or off (besides its timers); an answer to a purchase or a
+        // reversal never does, so the per-answer path takes no status lock.
         let link = match &event {
-            Event::Response { link, msg } if msg.mti().class() == 8 => Some(*link),
-            Event::LinkUp(link) | Event::LinkDown(link) | Event::Timer(TimerId::Link(link)) => {
-                Some(*link)
-            }
+            Event::Response { link, msg } if msg.mti().class() == Class::NETWORK => Some(*link),
+            Event::LinkUp(link) | Event::LinkDown(link) => Some(*link),
             _ => None,
         };
-        self.engine.handle(Now::system(), event, out);
+        self.engine.handle(now(), event, out);
         // Published before the event's effects go out: once a request has been forwarded on a link,
         // readiness already says the link is up.
         if let Some(link) = link {
             self.publish_link(link);
         }
         self.carry_out(out);
+    }
+
+    /// Publishes every link's state (after timers, which may have taken any of them down).
+    fn publish_links(&self) {
+        for link in 0..self.links.len() {
+            self.publish_link(LinkId(link as u32));
+        }
     }
 
     /// Tells status and metrics whether `link` is signed on, when that changed.
@@ -208,39 +236,19 @@ impl Driver {
 
     /// Nothing in flight and nothing waiting for the journal.
     fn drained(&self) -> bool {
-        self.engine.in_flight() == 0 && self.shell.held.is_empty()
+        self.engine.in_flight() == 0 && self.outbox.held() == 0
     }
 
-    /// Journals records and carries out or holds the effects that follow them.
+    /// Journals records and carries out the effects the gate lets through.
     fn carry_out(&mut self, out: &mut Vec<Action>) {
         for action in out.drain(..) {
-            match action {
-                Action::Journal(record) => {
-                    self.recorder.observe(&record);
-                    self.shell.appended = self.journal.append(record);
-                }
-                Action::Arm { id, at } => {
-                    let (timers, at) = (&mut self.shell.timers, tokio::time::Instant::from_std(at));
-                    match self.shell.armed.get(&id) {
-                        Some(key) => timers.reset_at(key, at),
-                        None => {
-                            self.shell.armed.insert(id, timers.insert_at(id, at));
-                        }
-                    }
-                }
-                Action::Cancel(id) => {
-                    if let Some(key) = self.shell.armed.remove(&id) {
-                        self.shell.timers.remove(&key);
-                    }
-                }
-                effect => {
-                    let shell = &mut self.shell;
-                    if shell.held.is_empty() && shell.appended <= shell.durable {
-                        self.effect(effect);
-                    } else {
-                        shell.held.push_back((shell.appended, effect));
-                    }
-                }
+            let (journal, recorder) = (&mut self.journal, &mut self.recorder);
+            let effect = self.outbox.admit(action, |record| {
+                recorder.observe(&record);
+                journal.append(record)
+            });
+            if let Some(effect) = effect {
+                self.effect(effect);
             }
         }
     }
@@ -249,38 +257,51 @@ impl Driver {
         match report {
             Report::Durable(batch) => {
                 self.recorder.metrics().journal_batch(&batch);
-                self.shell.durable = batch.last_seq;
-                while let Some((seq, _)) = self.shell.held.front()
-                    && *seq <= self.shell.durable
-                {
-                    if let Some((_, effect)) = self.shell.held.pop_front() {
-                        self.effect(effect);
-                    }
+                let mut released = std::mem::take(&mut self.released);
+                self.outbox.durable(batch.last_seq, &mut released);
+                for effect in released.drain(..) {
+                    self.effect(effect);
                 }
+                self.released = released;
             }
             Report::Failed(error) => {
-                tracing::error!(%error, held = self.shell.held.len(), "journal failed: nothing more is forwarded or answered");
+                tracing::error!(%error, held = self.outbox.held(), "journal failed: nothing more is forwarded or answered");
                 self.recorder.metrics().journal_failed();
                 self.status.send_modify(|s| s.journal_failed = Some(error));
             }
         }
     }
 
-    /// Sends a message to an issuer or a terminal, or closes a link.
-    fn effect(&self, effect: Action) {
+    /// Sends a message to an issuer or a terminal, or closes a link; the moment it leaves is what the
+    /// latency metrics measure.
+    fn effect(&mut self, effect: Action) {
         match effect {
-            Action::Send { link, msg } => self.send(link, LinkCmd::Send(msg)),
-            Action::CloseLink(link) => self.send(link, LinkCmd::Close),
-            Action::Answer { conn, msg } => {
-                // A full queue means the terminal is not reading; its answer is dropped, as if the
-                // connection had closed (a retransmit gets it replayed).
-                if let Some(tx) = self.shell.conns.get(&conn)
-                    && let Err(error) = tx.try_send(msg)
-                {
-                    tracing::warn!(?conn, %error, "answer not delivered");
-                }
+            Action::Send { link, txn, msg } => {
+                self.recorder.sent(txn);
+                self.send(link, LinkCmd::Send(msg));
             }
-            Action::Journal(_) | Action::Arm { .. } | Action::Cancel(_) => {}
+            Action::CloseLink(link) => self.send(link, LinkCmd::Close),
+            Action::Answer { conn, txn, msg } => {
+                self.recorder.answered(txn);
+                self.reply(conn, Reply::Answer(msg));
+            }
+            Action::NoAnswer { conn, why } => {
+                self.recorder.unanswered(why);
+                self.reply(conn, Reply::Nothing);
+            }
+            // The gate keeps records.
+            Action::Journal(_) => {}
+        }
+    }
+
+    fn reply(&self, conn: ConnId, reply: Reply) {
+        // The connection's queue has room for a reply to everything it passed on; a full one means the
+        // task is gone and the reply is dropped, as if the connection had closed (a retransmit gets it
+        // replayed).
+        if let Some(tx) = self.conns.get(&conn)
+            && let Err(error) = tx.try_send(reply)
+        {
+            tracing::warn!(?conn, %error, "answer not delivered");
         }
     }
 

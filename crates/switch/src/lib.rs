@@ -9,6 +9,8 @@ mod driver;
 mod journal;
 mod link;
 mod metrics;
+mod recorder;
+mod slots;
 mod status;
 mod terminal;
 mod tls;
@@ -115,7 +117,7 @@ pub async fn start(
     let mut engine = Engine::new(settings.engine.clone());
     let mut recovered = Vec::new();
     let started = std::time::Instant::now();
-    let found = engine.recover(engine::Now::system(), recovery, &mut recovered);
+    let found = engine.recover(driver::now(), recovery, &mut recovered);
     if found.records > 0 {
         tracing::info!(
             records = found.records,
@@ -190,7 +192,7 @@ pub async fn start(
         None => None,
     };
     let driver = driver::Driver {
-        recorder: metrics::Recorder::new(metrics.clone(), &settings.links),
+        recorder: recorder::Recorder::new(metrics.clone(), &settings.links),
         engine,
         inputs: inputs_rx,
         links: link_txs,
@@ -199,7 +201,9 @@ pub async fn start(
         grace: settings.grace_period,
         status,
         recovered,
-        shell: driver::Shell::default(),
+        conns: Default::default(),
+        outbox: Default::default(),
+        released: Vec::new(),
     };
     Ok(Running {
         listeners,

@@ -1,17 +1,14 @@
 //! Prometheus metrics; `specs/metrics.md` is their contract. Labels are only of low cardinality (MTI,
 //! response code, issuer, link, outcome, reason): never a PAN, STAN, RRN, terminal or merchant id.
 //!
-//! Transaction metrics are a projection of the journal ([`Recorder::observe`]), so they count exactly
-//! what the journal says happened; gauges of the engine's state are set after every event
-//! ([`Recorder::sync`]) and when a link changes state ([`Recorder::link_up`]); connections, link connects
-//! and decode errors are counted where they happen.
+//! This file is the registry; the driver's [`Recorder`](crate::recorder::Recorder) turns the journal and
+//! the engine's state into transaction metrics, and connections, link connects and decode errors are
+//! counted where they happen.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use engine::{Engine, LinkId, Record, Stats, Step, TxnId};
-use iso8583::{Mti, ResponseCode};
+use engine::LinkId;
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -25,34 +22,37 @@ const BUCKETS: &[f64] = &[
 ];
 
 /// The label of requests answered by the switch itself (rejected, or a terminal's reversal or 0800).
-const LOCAL: &str = "local";
+pub(crate) const LOCAL: &str = "local";
 
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: IntCounterVec,
-    forwarded: IntCounterVec,
-    responses: IntCounterVec,
-    upstream_seconds: HistogramVec,
-    request_seconds: HistogramVec,
-    timeouts: IntCounterVec,
-    late_answers: IntCounter,
-    undeliverable: IntCounter,
-    duplicates: IntCounterVec,
-    idempotency_entries: IntGauge,
-    idempotency_evictions: IntCounter,
-    format_errors: IntCounter,
-    reversals: IntCounterVec,
-    saf_depth: IntGauge,
+    pub(crate) requests: IntCounterVec,
+    pub(crate) forwarded: IntCounterVec,
+    pub(crate) responses: IntCounterVec,
+    pub(crate) upstream_seconds: HistogramVec,
+    pub(crate) request_seconds: HistogramVec,
+    pub(crate) timeouts: IntCounterVec,
+    pub(crate) late_answers: IntCounter,
+    pub(crate) undeliverable: IntCounter,
+    pub(crate) duplicates: IntCounterVec,
+    pub(crate) idempotency_entries: IntGauge,
+    pub(crate) idempotency_evictions: IntCounter,
+    pub(crate) format_errors: IntCounter,
+    pub(crate) reversals: IntCounterVec,
+    pub(crate) saf_depth: IntGauge,
     saf_oldest_age: Gauge,
     /// When the oldest pending reversal was queued: its age is computed when scraped.
-    saf_oldest: Mutex<Option<Instant>>,
-    in_flight: IntGauge,
-    link_up: IntGaugeVec,
+    pub(crate) saf_oldest: Mutex<Option<Instant>>,
+    pub(crate) in_flight: IntGauge,
+    pub(crate) link_up: IntGaugeVec,
     pub(crate) link_connect_failures: IntCounterVec,
-    probe_failures: IntCounterVec,
+    pub(crate) probe_failures: IntCounterVec,
     pub(crate) terminal_connections: IntGauge,
     pub(crate) terminal_refused: IntCounter,
+    pub(crate) terminal_evicted: IntCounter,
+    pub(crate) unanswered: IntCounterVec,
+    pub(crate) unmatched: IntCounter,
     pub(crate) terminal_closed: IntCounterVec,
     pub(crate) terminal_throttled: IntCounter,
     pub(crate) terminal_keepalives: IntCounter,
@@ -61,7 +61,7 @@ pub struct Metrics {
     journal_batch_records: prometheus::Histogram,
     journal_bytes: IntCounter,
     journal_failures: IntCounter,
-    in_doubt: IntCounter,
+    pub(crate) in_doubt: IntCounter,
 }
 
 /// Registers `metric` and hands it back (names are fixed in this file, so a failure is a bug here).
@@ -198,7 +198,18 @@ impl Metrics {
             format_errors: counter(
                 &r,
                 "acquiro_format_errors_total",
-                "Decoded terminal messages refused (RC 30: unsupported MTI, missing key fields) or ignored (a response MTI).",
+                "Decoded terminal messages refused with RC 30 (unsupported MTI, missing key fields).",
+            ),
+            unanswered: counters(
+                &r,
+                "acquiro_terminal_unanswered_total",
+                "Terminal messages that get no answer, by why: a response MTI, or an answer the dialect cannot carry.",
+                &["reason"],
+            ),
+            unmatched: counter(
+                &r,
+                "acquiro_upstream_unmatched_total",
+                "Issuer answers that match nothing outstanding (no DE11, or an unknown or long-forgotten STAN); dropped.",
             ),
             reversals: counters(
                 &r,
@@ -240,6 +251,11 @@ impl Metrics {
                 &r,
                 "acquiro_terminal_connections_refused_total",
                 "Terminal connections closed at once because the listener was at its cap.",
+            ),
+            terminal_evicted: counter(
+                &r,
+                "acquiro_terminal_connections_evicted_total",
+                "Idle terminal connections closed to make room for a new one at the listener's cap.",
             ),
             terminal_closed: counters(
                 &r,
@@ -357,185 +373,5 @@ impl Metrics {
     /// The link label values of `link`, for the per-link metrics.
     pub(crate) fn link_labels(id: LinkId, link: &Link) -> [String; 3] {
         [link.issuer.clone(), id.0.to_string(), link.host.clone()]
-    }
-}
-
-/// A transaction between its arrival and its answer.
-#[derive(Debug)]
-struct Open {
-    mti: Mti,
-    received: Instant,
-    /// Index into [`Recorder::issuers`] and when the request left, once forwarded.
-    forwarded: Option<(usize, Instant)>,
-}
-
-/// Turns the driver's journal records and engine state into metrics.
-#[derive(Debug)]
-pub(crate) struct Recorder {
-    metrics: std::sync::Arc<Metrics>,
-    issuers: Vec<String>,
-    links: Vec<IntGauge>,
-    open: HashMap<TxnId, Open>,
-    last: Stats,
-    /// The oldest pending reversal last published to [`Metrics`].
-    oldest_reversal: Option<Instant>,
-}
-
-impl Recorder {
-    pub(crate) fn new(metrics: std::sync::Arc<Metrics>, links: &[Link]) -> Recorder {
-        let mut issuers: Vec<String> = Vec::new();
-        for l in links {
-            if !issuers.contains(&l.issuer) {
-                issuers.push(l.issuer.clone());
-            }
-        }
-        let links = links
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let labels = Metrics::link_labels(LinkId(i as u32), l);
-                let gauge = metrics.link_up.with_label_values(&labels);
-                gauge.set(0);
-                gauge
-            })
-            .collect();
-        Recorder {
-            metrics,
-            issuers,
-            links,
-            open: HashMap::new(),
-            last: Stats::default(),
-            oldest_reversal: None,
-        }
-    }
-
-    /// Counts one journal record.
-    pub(crate) fn observe(&mut self, record: &Record) {
-        let m = &self.metrics;
-        let now = Instant::now();
-        match &record.step {
-            Step::Received(r) => {
-                m.requests.with_label_values(&[r.mti.as_str()]).inc();
-                let open = Open {
-                    mti: r.mti,
-                    received: now,
-                    forwarded: None,
-                };
-                self.open.insert(record.txn, open);
-            }
-            Step::Forwarded { issuer, .. } => {
-                let Some(index) = self.issuers.iter().position(|i| i == issuer) else {
-                    return;
-                };
-                if let Some(open) = self.open.get_mut(&record.txn) {
-                    m.forwarded
-                        .with_label_values(&[open.mti.as_str(), issuer.as_str()])
-                        .inc();
-                    open.forwarded = Some((index, now));
-                }
-            }
-            Step::Answered { .. } => {
-                if let Some((issuer, at)) = self.forwarded(record.txn) {
-                    m.upstream_seconds
-                        .with_label_values(&[issuer])
-                        .observe(now.duration_since(at).as_secs_f64());
-                }
-            }
-            Step::TimedOut => {
-                if let Some((issuer, _)) = self.forwarded(record.txn) {
-                    m.timeouts.with_label_values(&[issuer]).inc();
-                }
-            }
-            Step::Told { rc } | Step::Rejected { rc } => self.told(record.txn, *rc, now),
-            Step::Undeliverable { .. } => {
-                m.undeliverable.inc();
-                self.open.remove(&record.txn);
-            }
-            Step::LateAnswer { .. } => m.late_answers.inc(),
-            Step::Joined => m.duplicates.with_label_values(&["joined"]).inc(),
-            Step::Replayed { .. } => m.duplicates.with_label_values(&["replayed"]).inc(),
-            Step::ReversalQueued => m.reversals.with_label_values(&["queued"]).inc(),
-            Step::ReversalSent { attempt, .. } => {
-                let outcome = if *attempt == 1 { "sent" } else { "repeated" };
-                m.reversals.with_label_values(&[outcome]).inc();
-            }
-            Step::ReversalAcknowledged { .. } => {
-                m.reversals.with_label_values(&["acknowledged"]).inc();
-            }
-            Step::ReversalExpired { .. } => m.reversals.with_label_values(&["expired"]).inc(),
-            Step::InDoubt => m.in_doubt.inc(),
-            Step::Disconnected => {}
-        }
-    }
-
-    fn forwarded(&self, txn: TxnId) -> Option<(&str, Instant)> {
-        let (issuer, at) = self.open.get(&txn)?.forwarded?;
-        Some((self.issuers[issuer].as_str(), at))
-    }
-
-    fn told(&mut self, txn: TxnId, rc: ResponseCode, now: Instant) {
-        let m = &self.metrics;
-        if rc == ResponseCode::DUPLICATE {
-            m.duplicates.with_label_values(&["rejected"]).inc();
-        }
-        let rc = std::str::from_utf8(&rc.0).unwrap_or("??");
-        // A request refused before it had a key (RC 30) was never recorded as received.
-        let Some(open) = self.open.remove(&txn) else {
-            m.responses.with_label_values(&["unknown", rc, LOCAL]).inc();
-            return;
-        };
-        let issuer = match open.forwarded {
-            Some((i, _)) => {
-                let issuer = self.issuers[i].as_str();
-                m.request_seconds
-                    .with_label_values(&[issuer])
-                    .observe(now.duration_since(open.received).as_secs_f64());
-                issuer
-            }
-            None => LOCAL,
-        };
-        m.responses
-            .with_label_values(&[open.mti.as_str(), rc, issuer])
-            .inc();
-    }
-
-    /// Records that link number `index` went up or down.
-    pub(crate) fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
-    pub(crate) fn link_up(&self, index: usize, up: bool) {
-        self.links[index].set(i64::from(up));
-    }
-
-    /// Sets the gauges of the engine's state and counts what its totals say happened since last time.
-    pub(crate) fn sync(&mut self, engine: &mut Engine) {
-        let m = &self.metrics;
-        m.in_flight.set(engine.in_flight() as i64);
-        m.saf_depth.set(engine.pending_reversals() as i64);
-        m.idempotency_entries
-            .set(engine.idempotency_entries() as i64);
-        let oldest = engine.oldest_reversal();
-        // The lock is shared with scrapes: take it only when the answer changes.
-        if oldest != self.oldest_reversal {
-            self.oldest_reversal = oldest;
-            *m.saf_oldest.lock().unwrap_or_else(|e| e.into_inner()) = oldest;
-        }
-        let (stats, last) = (engine.stats(), &self.last);
-        m.idempotency_evictions
-            .inc_by(stats.idempotency_evictions - last.idempotency_evictions);
-        m.format_errors
-            .inc_by(stats.format_errors - last.format_errors);
-        for (probe, now, before) in [
-            ("sign_on", stats.sign_on_failures, last.sign_on_failures),
-            ("echo", stats.echo_failures, last.echo_failures),
-        ] {
-            if now > before {
-                m.probe_failures
-                    .with_label_values(&[probe])
-                    .inc_by(now - before);
-            }
-        }
-        self.last = stats.clone();
     }
 }

@@ -18,7 +18,7 @@ pub(crate) const FRAME_HEADER: usize = 20;
 pub(crate) const MAX_PAYLOAD: usize = 64 * 1024;
 
 /// The header of a segment whose first record is `first_seq`.
-pub(crate) fn segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER] {
+pub fn segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER] {
     let mut h = [0u8; SEGMENT_HEADER];
     h[..4].copy_from_slice(MAGIC);
     h[4..6].copy_from_slice(&VERSION.to_le_bytes());

@@ -20,6 +20,32 @@ pub use scan::{Mode, OnCorrupt, Position, Problem, Scanned, scan};
 pub use segment::Segment;
 pub use writer::{Batch, Options, Sync, Writer};
 
+/// The bytes of the format, for whatever writes a journal without a [`Writer`] (the engine's simulation
+/// keeps its disk in memory): the same encoding the writer uses, read back by [`scan()`].
+pub mod format {
+    use std::path::{Path, PathBuf};
+
+    use engine::Record;
+
+    pub use crate::frame::segment_header;
+
+    /// Where the segment whose first record is `first_seq` lives in `dir`.
+    pub fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+        crate::segment::path(dir, first_seq)
+    }
+
+    /// Appends record `seq`, chained after the record whose checksum is `prev`; returns its checksum.
+    pub fn encode(
+        record: &Record,
+        seq: u64,
+        prev: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<u32, crate::Error> {
+        crate::frame::encode(record, seq, prev, out)
+            .map_err(|e| crate::Error::Io(std::io::Error::other(e)))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("journal i/o: {0}")]

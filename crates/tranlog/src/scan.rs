@@ -58,6 +58,13 @@ pub struct Scanned {
     pub problems: Vec<Problem>,
 }
 
+impl Scanned {
+    /// The checksum of the last valid record, which the next one chains to.
+    pub fn last_crc(&self) -> u32 {
+        self.last_crc
+    }
+}
+
 /// How to scan.
 #[derive(Debug, Clone, Copy)]
 pub struct Mode {

@@ -36,7 +36,7 @@ impl Issuer {
     ) -> Vec<(Message, Duration)> {
         let rrn = msg.rrn().map(|f| f.to_string()).unwrap_or_default();
         let quick = |rng: &mut Rng| Duration::from_millis(rng.u64(1..300));
-        match msg.mti().class() {
+        match msg.mti().class().digit() {
             1 | 2 => {
                 *self.forwards.entry(rrn.clone()).or_default() += 1;
                 let roll = if faults {

@@ -193,7 +193,9 @@ impl Terminal {
                 purchase,
                 stan: reversal,
                 retransmits,
-            } if class == 4 && stan == Some(*reversal) => (purchase, Told::Reversed, *retransmits),
+            } if class == iso8583::Class::REVERSAL && stan == Some(*reversal) => {
+                (purchase, Told::Reversed, *retransmits)
+            }
             _ => return Vec::new(),
         };
         self.outcomes.push(Outcome {

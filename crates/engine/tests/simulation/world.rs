@@ -1,17 +1,19 @@
-//! The simulated world around one engine: a clock and an event queue, the shell (a journal with group
-//! commit, effects held until their records are durable, timers), the network, the terminals, the
-//! issuer, and the faults — link flaps, dropped terminal connections and crashes with recovery.
+//! The simulated world around one engine: a clock and an event queue, the shell (the shipped write-ahead
+//! gate over a simulated disk of real journal bytes with group commit, and the engine's own timers), the
+//! network, the terminals, the issuer, and the faults — link flaps, dropped terminal connections and
+//! crashes with recovery through the journal's real scan.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use engine::{Action, Config, ConnId, Engine, Event, LinkId, Now, Record, Recovery, TimerId};
+use engine::{Action, Config, ConnId, Engine, Event, Gate, LinkId, Now, Outbox, Record};
 use fastrand::Rng;
-use iso8583::{Message, Spec};
+use iso8583::{Class, Message, Spec};
 use sim::{Ledger, Outcome};
 
+use crate::disk::Disk;
 use crate::issuer::Issuer;
 use crate::terminal::{self, Terminal};
 
@@ -34,7 +36,8 @@ enum Ev {
     /// meanwhile (the kernel sends it); an answer is lost unless its connection (epoch) is still up.
     ToIssuer(LinkId, u64, Message),
     FromIssuer(LinkId, u64, Message),
-    Timer(TimerId, u64),
+    /// The engine's earliest deadline (as it was when this was scheduled), as time from the start.
+    Timers(Duration),
     /// The journal's group commit.
     Sync,
     LinkDown(LinkId),
@@ -53,8 +56,8 @@ pub(crate) struct Run {
     /// The durable journal across every incarnation of the switch.
     pub journal: Vec<Record>,
     /// Requests each terminal connection sent and answers it received, by (MTI class, STAN).
-    pub requests: BTreeMap<ConnId, BTreeMap<(u8, u32), u32>>,
-    pub answers: BTreeMap<ConnId, BTreeMap<(u8, u32), u32>>,
+    pub requests: BTreeMap<ConnId, BTreeMap<(Class, u32), u32>>,
+    pub answers: BTreeMap<ConnId, BTreeMap<(Class, u32), u32>>,
     /// Connections that closed (dropped or crashed) before the end.
     pub closed: BTreeSet<ConnId>,
     pub pending_reversals: usize,
@@ -72,7 +75,22 @@ struct Link {
     epoch: u64,
 }
 
-pub(crate) struct World {
+/// A gate that lets every effect out at once: what the simulation must catch.
+#[derive(Debug, Default)]
+pub(crate) struct Leaky;
+
+impl Gate for Leaky {
+    fn appended(&mut self, _: u64) {}
+    fn effect(&mut self, effect: Action) -> Option<Action> {
+        Some(effect)
+    }
+    fn durable(&mut self, _: u64, _: &mut Vec<Action>) {}
+    fn held(&self) -> usize {
+        0
+    }
+}
+
+pub(crate) struct World<G = Outbox> {
     rng: Rng,
     config: Config,
     engine: Option<Engine>,
@@ -87,21 +105,20 @@ pub(crate) struct World {
     links: Vec<Link>,
     conns: BTreeMap<ConnId, usize>,
     next_conn: u64,
-    timers: HashMap<TimerId, u64>,
-    // The shell's journal: records appended and not yet durable, and effects waiting for them.
-    unsynced: Vec<Record>,
-    held: VecDeque<Action>,
+    /// The earliest engine deadline an [`Ev::Timers`] is queued for.
+    timer_at: Option<Duration>,
+    // The shell: the journal's disk, and the write-ahead gate of the current incarnation.
+    disk: Disk,
+    gate: G,
     sync_due: bool,
     /// A crash waits for the next records to be appended, to die before they are durable.
     crash_armed: bool,
-    /// Whether effects wait for their records (off only to show that the simulation notices).
-    write_ahead: bool,
     run: Run,
     trace: DefaultHasher,
 }
 
-impl World {
-    pub(crate) fn new(seed: u64, config: Config, terminal_spec: &'static Spec) -> World {
+impl<G: Gate + Default> World<G> {
+    pub(crate) fn new(seed: u64, config: Config, terminal_spec: &'static Spec) -> World<G> {
         let mut rng = Rng::with_seed(seed);
         let count = rng.usize(1..=6);
         let terminals: Vec<Terminal> = (0..count)
@@ -134,12 +151,11 @@ impl World {
             links,
             conns: BTreeMap::new(),
             next_conn: 0,
-            timers: HashMap::new(),
-            unsynced: Vec::new(),
-            held: VecDeque::new(),
+            timer_at: None,
+            disk: Disk::new(),
+            gate: G::default(),
             sync_due: false,
             crash_armed: false,
-            write_ahead: true,
             run: Run {
                 outcomes: Vec::new(),
                 ledger: Ledger::default(),
@@ -161,14 +177,8 @@ impl World {
     }
 
     /// Keeps every line of the trace in [`Run::lines`].
-    pub(crate) fn traced(mut self) -> World {
+    pub(crate) fn traced(mut self) -> World<G> {
         self.run.lines = Some(Vec::new());
-        self
-    }
-
-    /// A shell that carries effects out before their records are durable.
-    pub(crate) fn without_write_ahead(mut self) -> World {
-        self.write_ahead = false;
         self
     }
 
@@ -225,6 +235,7 @@ impl World {
             .iter()
             .flat_map(|t| t.outcomes.clone())
             .collect();
+        run.journal = self.disk.records();
         run.ledger = self.issuer.ledger;
         run.forwards = self.issuer.forwards;
         run.trace = self.trace.finish();
@@ -234,8 +245,8 @@ impl World {
     fn settled(&self) -> bool {
         self.now >= FAULTS
             && self.terminals.iter().all(Terminal::done)
-            && self.held.is_empty()
-            && self.unsynced.is_empty()
+            && self.gate.held() == 0
+            && !self.disk.unsynced()
             && self
                 .engine
                 .as_ref()
@@ -285,10 +296,15 @@ impl World {
                     self.handle(Event::Response { link, msg });
                 }
             }
-            Ev::Timer(id, generation) => {
-                if self.timers.get(&id) == Some(&generation) {
-                    self.timers.remove(&id);
-                    self.handle(Event::Timer(id));
+            Ev::Timers(at) => {
+                if self.timer_at == Some(at) {
+                    self.timer_at = None;
+                }
+                let now = self.clock();
+                if let Some(engine) = self.engine.as_mut() {
+                    let mut out = Vec::new();
+                    engine.handle_timeout(now, &mut out);
+                    self.carry_out(out);
                 }
             }
             Ev::Sync => self.sync(),
@@ -361,69 +377,71 @@ impl World {
         self.carry_out(out);
     }
 
+    /// The engine's actions through the gate, as the switch's driver carries them out; then the next
+    /// group commit and the engine's next deadline are scheduled.
     fn carry_out(&mut self, out: Vec<Action>) {
         for action in out {
-            match &action {
-                // An instant prints as the machine's clock reading: traced as the time from the start.
-                Action::Arm { id, at } => {
-                    self.trace(&format!("arm {id:?} {:?}", *at - self.start.0))
-                }
-                action => self.trace(&format!("{action:?}")),
-            }
-            match action {
-                Action::Journal(record) => self.unsynced.push(record),
-                Action::Arm { id, at } => {
-                    let generation = self.timers.get(&id).map_or(0, |g| g + 1);
-                    self.timers.insert(id, generation);
-                    let after = at.saturating_duration_since(self.clock().mono);
-                    self.at(after, Ev::Timer(id, generation));
-                }
-                Action::Cancel(id) => {
-                    self.timers.remove(&id);
-                }
-                effect
-                    if !self.write_ahead || (self.held.is_empty() && self.unsynced.is_empty()) =>
-                {
-                    self.effect(effect)
-                }
-                effect => self.held.push_back(effect),
+            self.trace(&format!("{action:?}"));
+            let disk = &mut self.disk;
+            if let Some(effect) = self.gate.admit(action, |record| disk.append(&record)) {
+                self.effect(effect);
             }
         }
-        if self.crash_armed && !self.unsynced.is_empty() {
+        if self.crash_armed && self.disk.unsynced() {
             self.crash_armed = false;
             return self.crash();
         }
-        if !self.unsynced.is_empty() && !self.sync_due {
+        if self.disk.unsynced() && !self.sync_due {
             self.sync_due = true;
             let commit = Duration::from_micros(self.rng.u64(0..5_000));
             self.at(commit, Ev::Sync);
         }
+        self.schedule_timers();
+    }
+
+    /// Queues an [`Ev::Timers`] for the engine's earliest deadline, unless one is queued for it already
+    /// or earlier.
+    fn schedule_timers(&mut self) {
+        let Some(at) = self.engine.as_mut().and_then(Engine::poll_timeout) else {
+            return;
+        };
+        // An instant prints as the machine's clock reading: kept as the time from the start.
+        let at = at.saturating_duration_since(self.start.0);
+        if self.timer_at.is_some_and(|queued| queued <= at) {
+            return;
+        }
+        self.timer_at = Some(at);
+        self.at(at.saturating_sub(self.now), Ev::Timers(at));
     }
 
     /// The group commit: every appended record is durable, and the effects held for them go out.
     fn sync(&mut self) {
         self.sync_due = false;
-        self.run.journal.append(&mut self.unsynced);
-        while let Some(effect) = self.held.pop_front() {
+        let seq = self.disk.sync();
+        let mut released = Vec::new();
+        self.gate.durable(seq, &mut released);
+        for effect in released {
             self.effect(effect);
         }
     }
 
     fn effect(&mut self, effect: Action) {
         match effect {
-            Action::Send { link, msg } => {
+            Action::Send { link, msg, .. } => {
                 let state = &self.links[link.0 as usize];
                 if state.up {
                     let (epoch, delay) = (state.epoch, self.wire());
                     self.at(delay, Ev::ToIssuer(link, epoch, msg));
                 }
             }
-            Action::Answer { conn, msg } => {
+            Action::Answer { conn, msg, .. } => {
                 let delay = self.wire();
                 self.at(delay, Ev::ToTerminal(conn, msg));
             }
+            // The simulated terminals send only requests their dialect can answer.
+            Action::NoAnswer { conn, why } => panic!("{conn:?} got no answer: {why:?}"),
             Action::CloseLink(link) => self.link_down(link),
-            Action::Journal(_) | Action::Arm { .. } | Action::Cancel(_) => {}
+            Action::Journal(_) => {}
         }
     }
 
@@ -449,19 +467,19 @@ impl World {
         }
         self.run.crashes += 1;
         if self.rng.bool() {
-            self.run.journal.append(&mut self.unsynced);
-            let done = self.rng.usize(0..=self.held.len());
-            for effect in self.held.drain(..done).collect::<Vec<_>>() {
+            let seq = self.disk.sync();
+            let mut released = Vec::new();
+            self.gate.durable(seq, &mut released);
+            let done = self.rng.usize(0..=released.len());
+            for effect in released.drain(..done) {
                 self.effect(effect);
             }
         } else {
-            let kept = self.rng.usize(0..=self.unsynced.len());
-            self.run.journal.extend(self.unsynced.drain(..kept));
+            self.disk.crash(&mut self.rng);
         }
-        self.unsynced.clear();
-        self.held.clear();
+        self.gate = G::default();
         self.sync_due = false;
-        self.timers.clear();
+        self.timer_at = None;
         self.engine = None;
         for conn in self.conns.keys().copied().collect::<Vec<_>>() {
             self.close(conn);
@@ -481,11 +499,7 @@ impl World {
     /// A new engine recovers from the durable journal, then its links connect.
     fn restart(&mut self) {
         let mut engine = Engine::new(self.config.clone());
-        let mut recovery = Recovery::default();
-        self.run
-            .journal
-            .iter()
-            .for_each(|r| recovery.add(r.clone()));
+        let recovery = self.disk.recover();
         let mut out = Vec::new();
         engine.recover(self.clock(), recovery, &mut out);
         self.engine = Some(engine);
@@ -526,7 +540,7 @@ impl World {
     }
 }
 
-fn count(book: &mut BTreeMap<ConnId, BTreeMap<(u8, u32), u32>>, conn: ConnId, msg: &Message) {
+fn count(book: &mut BTreeMap<ConnId, BTreeMap<(Class, u32), u32>>, conn: ConnId, msg: &Message) {
     let key = (msg.mti().class(), msg.stan().unwrap_or(0));
     *book.entry(conn).or_default().entry(key).or_default() += 1;
 }

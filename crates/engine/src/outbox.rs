@@ -1,0 +1,166 @@
+//! The write-ahead gate: an effect (a message to an issuer or a terminal, a link closed) leaves only after
+//! every journal record emitted before it is durable. Effects are held in order, so a group commit
+//! delays them by at most one batch while the engine goes on with new events.
+//!
+//! This is the one implementation of the rule. The switch's driver runs it over the real journal; the
+//! simulation runs it over a simulated disk, and proves that breaking it is noticed by swapping in a gate
+//! that lets effects out early (which is why it is a trait).
+
+use std::collections::VecDeque;
+
+use crate::event::Action;
+use crate::journal::Record;
+
+/// See the module documentation. Sequence numbers are the journal's own: increasing, one per record.
+pub trait Gate {
+    /// A record was appended to the journal as number `seq`.
+    fn appended(&mut self, seq: u64);
+
+    /// An effect the engine emitted after every record appended so far: returned when it may go out now,
+    /// else held.
+    fn effect(&mut self, effect: Action) -> Option<Action>;
+
+    /// Every record up to `seq` is durable: the effects that waited for them, in order, go to `released`.
+    fn durable(&mut self, seq: u64, released: &mut Vec<Action>);
+
+    /// Effects waiting for the journal.
+    fn held(&self) -> usize;
+
+    /// Takes one of the engine's actions in order: a record goes to `append` (which returns its sequence
+    /// number); an effect is returned when it may go out now.
+    fn admit(&mut self, action: Action, append: impl FnOnce(Record) -> u64) -> Option<Action>
+    where
+        Self: Sized,
+    {
+        match action {
+            Action::Journal(record) => {
+                let seq = append(record);
+                self.appended(seq);
+                None
+            }
+            effect => self.effect(effect),
+        }
+    }
+}
+
+/// The shipped [`Gate`].
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// Effects with the sequence number that must be durable before each.
+    held: VecDeque<(u64, Action)>,
+    /// The last record appended, and the last one known durable.
+    appended: u64,
+    durable: u64,
+}
+
+impl Outbox {
+    /// A gate for a journal whose records are durable once appended (memory or no journal): nothing is
+    /// ever held.
+    pub fn durable_on_append() -> Outbox {
+        Outbox {
+            durable: u64::MAX,
+            ..Outbox::default()
+        }
+    }
+}
+
+impl Gate for Outbox {
+    fn appended(&mut self, seq: u64) {
+        self.appended = seq;
+    }
+
+    fn effect(&mut self, effect: Action) -> Option<Action> {
+        // Behind a held effect, even one whose record is durable by now: effects leave in order.
+        if self.held.is_empty() && self.appended <= self.durable {
+            return Some(effect);
+        }
+        self.held.push_back((self.appended, effect));
+        None
+    }
+
+    fn durable(&mut self, seq: u64, released: &mut Vec<Action>) {
+        self.durable = self.durable.max(seq);
+        while let Some(&(needs, _)) = self.held.front()
+            && needs <= self.durable
+        {
+            if let Some((_, effect)) = self.held.pop_front() {
+                released.push(effect);
+            }
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.held.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::event::{LinkId, TxnId};
+    use crate::journal::Step;
+
+    fn record() -> Action {
+        Action::Journal(Record {
+            txn: TxnId(1),
+            at: UNIX_EPOCH,
+            step: Step::TimedOut,
+        })
+    }
+
+    fn close(n: u32) -> Action {
+        Action::CloseLink(LinkId(n))
+    }
+
+    fn link(a: &Action) -> u32 {
+        match a {
+            Action::CloseLink(l) => l.0,
+            other => panic!("not an effect of this test: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_effect_waits_for_every_record_before_it_and_effects_leave_in_order() {
+        let mut gate = Outbox::default();
+        let mut seq = 0;
+        let mut append = |_| {
+            seq += 1;
+            seq
+        };
+        assert!(
+            gate.admit(close(0), &mut append).is_some(),
+            "nothing to wait for"
+        );
+        assert!(gate.admit(record(), &mut append).is_none());
+        assert!(
+            gate.admit(close(1), &mut append).is_none(),
+            "record 1 not durable"
+        );
+        assert!(gate.admit(record(), &mut append).is_none());
+        assert!(gate.admit(close(2), &mut append).is_none());
+        assert_eq!(gate.held(), 2);
+        let mut released = Vec::new();
+        gate.durable(1, &mut released);
+        assert_eq!(released.iter().map(link).collect::<Vec<_>>(), [1]);
+        // Record 2 durable: effect 2 goes, and a new effect with nothing new before it goes at once.
+        released.clear();
+        gate.durable(2, &mut released);
+        assert_eq!(released.iter().map(link).collect::<Vec<_>>(), [2]);
+        assert!(gate.admit(close(3), &mut append).is_some());
+        assert_eq!(gate.held(), 0);
+    }
+
+    #[test]
+    fn a_journal_durable_on_append_holds_nothing() {
+        let mut gate = Outbox::durable_on_append();
+        let mut seq = 0;
+        let mut append = |_| {
+            seq += 1;
+            seq
+        };
+        assert!(gate.admit(record(), &mut append).is_none());
+        assert!(gate.admit(close(0), &mut append).is_some());
+    }
+}

@@ -1,0 +1,284 @@
+//! The rules of store-and-forward reversals: queued when the issuer may hold a debit the terminal was not
+//! told of, repeated with backoff until the issuer acknowledges, given up (and reported) at expiry. Their
+//! state is the `saf` part's.
+
+use std::time::Instant;
+
+use compact_str::CompactString;
+use iso8583::{Class, Message, Mti, OriginalData, ResponseCode};
+
+use crate::engine::Engine;
+use crate::event::{Action, Now, TimerId, TxnId};
+use crate::idempotency::{FINGERPRINT_FIELDS, fingerprint_as};
+use crate::journal::{Original, Step};
+use crate::links::Pending;
+
+/// Fields of the original a reversal repeats.
+const REVERSAL_FIELDS: &[u8] = &[2, 3, 4, 7, 12, 13, 22, 25, 32, 37, 41, 42, 49];
+/// Fields of the original a reversal is built from: those it repeats and those its DE90 names.
+const NEEDED_FIELDS: &[u8] = &[2, 3, 4, 7, 11, 12, 13, 22, 25, 32, 33, 37, 41, 42, 49];
+
+/// What the idempotency table keeps of an approval for a terminal's later reversal of it: how to
+/// rebuild the original, and its issuer's index.
+pub(crate) type Reversible = (Source, usize);
+
+impl Engine {
+    /// Queues the reversal of `txn` (once: queuing it again does nothing) and sends its first attempt.
+    pub(crate) fn queue_reversal(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        original: Message,
+        issuer: usize,
+        out: &mut Vec<Action>,
+    ) {
+        if self.saf.contains(txn) {
+            return;
+        }
+        self.stats.reversals_queued += 1;
+        Self::journal(now, txn, Step::ReversalQueued, out);
+        self.saf.queue(txn, issuer, original, 0, now.mono);
+        self.send_reversal(now, txn, out);
+    }
+
+    /// Puts back a reversal found pending in the journal at recovery, with its attempts so far and the
+    /// time it was queued (its expiry runs from then). Its next attempt goes out right away.
+    pub(crate) fn restore_reversal(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        (original, issuer): (Message, usize),
+        attempts: u32,
+        queued: Instant,
+    ) {
+        self.saf.queue(txn, issuer, original, attempts, queued);
+        self.arm(TimerId::Reversal(txn), now.mono);
+    }
+
+    /// A link of `issuer` signed on: reversals that were waiting for one go out now, not at their backoff.
+    pub(crate) fn resume_reversals(&mut self, now: Now, issuer: usize) {
+        for txn in self.saf.waiting_for(issuer) {
+            self.arm(TimerId::Reversal(txn), now.mono);
+        }
+    }
+
+    /// Sends the next attempt of a reversal, or gives it up when it has expired.
+    pub(crate) fn send_reversal(&mut self, now: Now, txn: TxnId, out: &mut Vec<Action>) {
+        let policy = self.config.reversal;
+        let Some(rev) = self.saf.get(txn) else {
+            return;
+        };
+        let (issuer, attempts) = (rev.issuer, rev.attempts);
+        let expired = now.mono.saturating_duration_since(rev.queued) >= policy.expiry
+            || attempts >= policy.max_attempts;
+        if expired {
+            self.stats.reversals_expired += 1;
+            tracing::error!(
+                ?txn,
+                attempts,
+                "reversal never acknowledged; given up: needs manual action"
+            );
+            Self::journal(now, txn, Step::ReversalExpired { attempts }, out);
+            self.forget_reversal(txn);
+            return;
+        }
+        let backoff = policy
+            .backoff
+            .saturating_mul(1 << attempts.min(16))
+            .min(policy.max_backoff);
+        // Without a link the attempt waits for one; it does not count.
+        let Some(link) = self.links.pick(issuer) else {
+            self.saf.wait(txn);
+            self.arm(TimerId::Reversal(txn), now.mono + policy.backoff);
+            return;
+        };
+        let key = self
+            .links
+            .claim(link, Class::REVERSAL, Pending::Reversal(txn));
+        let msg = match reversal(&rev.original, attempts, key.stan) {
+            Ok(msg) => msg,
+            Err(error) => {
+                self.links.release(key);
+                tracing::error!(?txn, %error, "reversal cannot be built; needs manual action");
+                return;
+            }
+        };
+        let attempt = self.saf.attempted(txn, key);
+        if attempt == 1 {
+            self.stats.reversals_sent += 1;
+        } else {
+            self.stats.reversals_repeated += 1;
+        }
+        Self::journal(
+            now,
+            txn,
+            Step::ReversalSent {
+                attempt,
+                link,
+                upstream_stan: key.stan,
+            },
+            out,
+        );
+        out.push(Action::Send {
+            link,
+            txn: Some(txn),
+            msg,
+        });
+        self.arm(TimerId::Reversal(txn), now.mono + backoff);
+    }
+
+    /// Any 0410 ends the reversal: approved, or "original not found" (the issuer holds nothing).
+    pub(crate) fn reversal_acknowledged(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        rc: ResponseCode,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.saf.contains(txn) {
+            return;
+        }
+        self.stats.reversals_acknowledged += 1;
+        tracing::info!(%rc, "reversal acknowledged");
+        Self::journal(now, txn, Step::ReversalAcknowledged { rc }, out);
+        self.cancel(TimerId::Reversal(txn));
+        self.forget_reversal(txn);
+    }
+
+    fn forget_reversal(&mut self, txn: TxnId) {
+        for key in self.saf.remove(txn) {
+            self.links.release(key);
+        }
+    }
+}
+
+/// What a reversal of an approved request is built from, kept while a terminal's reversal of it may
+/// still come, and turned into a message only if one does.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    /// What the switch set on the forward; the rest comes from the terminal's reversal.
+    Forwarded(Forwarded),
+    /// After a restart: the forward as the journal recorded it (all but the card number).
+    Recorded(Box<Original>),
+}
+
+/// The fields the switch set on a forward that its reversal repeats or names in DE90 (the RRN is kept
+/// with the answer). 12 bytes instead of the fields a reversal needs, encoded (about 145 bytes), for
+/// every approval in the idempotency window: the card, amount and terminal fields come from the
+/// terminal's reversal, which repeats them, checked against the original's fingerprint.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Forwarded {
+    mti: Mti,
+    stan: u32,
+    /// DE7, MMDDhhmmss.
+    transmission: u32,
+}
+
+impl Forwarded {
+    pub(crate) fn of(forwarded: &Message) -> Forwarded {
+        Forwarded {
+            mti: forwarded.mti(),
+            stan: forwarded.stan().unwrap_or(0),
+            transmission: forwarded
+                .transmission_time()
+                .and_then(|t| u32::try_from(t).ok())
+                .unwrap_or(0),
+        }
+    }
+}
+
+impl Engine {
+    /// The original request of a reversal to `issuer`, as the journal recorded it.
+    pub(crate) fn recorded_original(
+        &self,
+        original: &Original,
+        issuer: usize,
+    ) -> Result<Message, iso8583::Error> {
+        let mut msg = Message::new(self.config.issuers[issuer].spec, original.mti);
+        for (n, value) in &original.fields {
+            msg.set(*n, value)?;
+        }
+        Ok(msg)
+    }
+
+    /// The original request, as `issuer` got it, of an approval a terminal's `reversal` reverses:
+    /// from what was kept of it (`source`), its RRN and its fingerprint.
+    pub(crate) fn reversed_original(
+        &self,
+        source: Source,
+        issuer: usize,
+        reversal: &Message,
+        rrn: Option<&str>,
+        fingerprint: u64,
+    ) -> Result<Message, iso8583::Error> {
+        let forwarded = match source {
+            Source::Recorded(original) => return self.recorded_original(&original, issuer),
+            Source::Forwarded(forwarded) => forwarded,
+        };
+        // What the switch set on the forward, with the rest from the terminal's reversal. Unless that
+        // has the original's card, processing code, amount and currency, those are left out: the
+        // reversal names its original by DE90, DE37 and DE11 alone.
+        let same =
+            fingerprint_as(forwarded.mti.class(), reversal, &self.config.card_key) == fingerprint;
+        let mut msg = reversal.translate(self.config.issuers[issuer].spec)?;
+        msg.set_mti(forwarded.mti);
+        if !same {
+            tracing::warn!(
+                "a terminal's reversal differs from its original in card, processing code, amount \
+                 or currency; reversed by the original's identifiers"
+            );
+            for &n in FINGERPRINT_FIELDS {
+                msg.remove(n);
+            }
+        }
+        msg.set_number(11, u64::from(forwarded.stan))?
+            .set_number(7, u64::from(forwarded.transmission))?
+            .set(32, &self.config.acquirer_id)?;
+        if let Some(rrn) = rrn {
+            msg.set(37, rrn)?;
+        }
+        Ok(msg)
+    }
+}
+
+/// What the journal keeps of a forwarded request for its reversal: everything a reversal repeats but the
+/// card number, and the fields DE90 names.
+pub(crate) fn recorded(forwarded: &Message) -> Original {
+    let fields = NEEDED_FIELDS
+        .iter()
+        .filter(|&&n| n != 2)
+        .filter_map(|&n| {
+            let field = forwarded.get(n)?;
+            let value = match field.as_str() {
+                Some(text) => CompactString::from(text),
+                None => CompactString::from_utf8_lossy(&field.to_vec()),
+            };
+            Some((n, value))
+        })
+        .collect();
+    Original {
+        mti: forwarded.mti(),
+        fields,
+    }
+}
+
+/// Attempt `attempt` (0 = the 0400, then 0401 repeats) of the reversal of `original`.
+fn reversal(original: &Message, attempt: u32, stan: u32) -> Result<Message, iso8583::Error> {
+    let mti = if attempt == 0 {
+        Mti::REVERSAL
+    } else {
+        Mti::REVERSAL_REPEAT
+    };
+    let mut msg = original.response(REVERSAL_FIELDS)?;
+    msg.set_mti(mti);
+    msg.set_number(11, u64::from(stan))?;
+    let data = OriginalData {
+        mti: original.mti(),
+        stan: original.stan().unwrap_or(0),
+        transmission: original.transmission_time().unwrap_or(0),
+        acquirer: original.number(32).unwrap_or(0),
+        forwarding: original.number(33).unwrap_or(0),
+    };
+    msg.set(90, data.to_digits())?;
+    Ok(msg)
+}

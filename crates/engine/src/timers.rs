@@ -1,0 +1,109 @@
+//! The engine's one timer table. The engine arms and cancels timers as it decides; the shell asks only
+//! for the next deadline ([`Engine::poll_timeout`](crate::Engine::poll_timeout)) and hands the time back
+//! when it passes ([`Engine::handle_timeout`](crate::Engine::handle_timeout)), as quinn-proto's
+//! connections do. So the driver and the simulation run the same timers, and a shell keeps one sleep.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::Instant;
+
+use crate::event::TimerId;
+
+/// Armed timers by deadline. Cancelling or re-arming only updates `armed`; the heap's stale entries are
+/// dropped when they reach the top (every armed timer is in the heap once with its current deadline and
+/// number). The number orders timers with the same deadline by arming, so a run replays exactly.
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64, TimerId)>>,
+    armed: HashMap<TimerId, (Instant, u64)>,
+    next: u64,
+}
+
+impl Timers {
+    /// Fires `id` at `at`, replacing any earlier arming of it.
+    pub(crate) fn arm(&mut self, id: TimerId, at: Instant) {
+        self.next += 1;
+        self.armed.insert(id, (at, self.next));
+        self.heap.push(Reverse((at, self.next, id)));
+    }
+
+    pub(crate) fn cancel(&mut self, id: TimerId) {
+        self.armed.remove(&id);
+    }
+
+    /// When `id` fires, if armed.
+    pub(crate) fn deadline(&self, id: TimerId) -> Option<Instant> {
+        self.armed.get(&id).map(|&(at, _)| at)
+    }
+
+    /// The earliest deadline.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        self.drop_stale();
+        self.heap.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// The earliest timer due at `now`, disarmed.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<TimerId> {
+        self.drop_stale();
+        let &Reverse((at, _, id)) = self.heap.peek()?;
+        if at > now {
+            return None;
+        }
+        self.heap.pop();
+        self.armed.remove(&id);
+        Some(id)
+    }
+
+    fn drop_stale(&mut self) {
+        while let Some(&Reverse((_, n, id))) = self.heap.peek() {
+            if self
+                .armed
+                .get(&id)
+                .is_some_and(|&(_, current)| current == n)
+            {
+                return;
+            }
+            self.heap.pop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::event::TxnId;
+
+    #[test]
+    fn timers_fire_in_deadline_order_once_and_rearming_or_cancelling_moves_them() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let (a, b, c) = (
+            TimerId::Response(TxnId(1)),
+            TimerId::Response(TxnId(2)),
+            TimerId::Reversal(TxnId(3)),
+        );
+        let mut timers = Timers::default();
+        timers.arm(a, at(30));
+        timers.arm(b, at(10));
+        timers.arm(c, at(20));
+        timers.arm(a, at(5));
+        timers.cancel(c);
+        assert_eq!(timers.next_deadline(), Some(at(5)));
+        assert_eq!(
+            timers.pop_due(at(4)),
+            None,
+            "nothing is due before its time"
+        );
+        assert_eq!(timers.pop_due(at(100)), Some(a));
+        assert_eq!(timers.pop_due(at(100)), Some(b));
+        assert_eq!(
+            timers.pop_due(at(100)),
+            None,
+            "a's old arming and c are gone"
+        );
+        assert_eq!(timers.next_deadline(), None);
+        assert_eq!(timers.deadline(a), None);
+    }
+}

@@ -1,0 +1,155 @@
+//! The switch's configuration: a TOML file (`file`: every key optional, unknown keys refused; the file
+//! format is a contract, kept readable across releases) and the checks that turn it into settings the
+//! listeners, links and engine can trust (`settings`).
+
+mod file;
+mod settings;
+
+use std::path::Path;
+
+pub use file::{
+    CARD_KEY_ENV, DEFAULT_DIALECT, DEFAULT_HEADER, File, IdempotencyFile, IssuerFile, JournalFile,
+    ListenerFile, ReversalsFile, RouteFile,
+};
+pub use settings::{JournalSettings, Link, Listener, Settings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+pub(crate) fn invalid(key: impl Into<String>, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.to_string(),
+    }
+}
+
+impl File {
+    pub fn read(path: &Path) -> Result<File, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        File::parse(&path.display().to_string(), &text)
+    }
+
+    pub fn parse(origin: &str, text: &str) -> Result<File, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const FULL: &str = r#"
+        acquirer_id = "12345"
+        grace_period = "5s"
+        default_issuer = "visa"
+        [[listeners]]
+        address = "127.0.0.1:0"
+        dialect = "iso87bcd"
+        header = "binary2"
+        tpdu = true
+        [[issuers]]
+        name = "visa"
+        hosts = ["127.0.0.1:9583", "127.0.0.1:9584"]
+        connections_per_host = 2
+        response_timeout = "3s"
+        [[issuers]]
+        name = "mc"
+        hosts = ["127.0.0.1:9585"]
+        [[routes]]
+        prefix = "51"
+        issuer = "mc"
+        [idempotency]
+        window = "1h"
+        max_entries = 1000
+        [reversals]
+        backoff = "2s"
+        max_attempts = 10
+        expiry = "1d"
+    "#;
+
+    #[test]
+    fn a_full_file_checks() {
+        let s = File::parse("t", FULL).unwrap().check().unwrap();
+        assert_eq!(s.links.len(), 5);
+        assert_eq!(s.engine.issuers[0].links, 4);
+        assert_eq!(s.engine.issuers[0].response_timeout, Duration::from_secs(3));
+        assert_eq!(s.engine.routes, [("51".to_string(), 1)]);
+        assert_eq!(s.engine.default_route, Some(0));
+        assert_eq!(s.listeners[0].spec.name(), "iso87bcd");
+        assert_eq!(s.engine.reversal.expiry, Duration::from_secs(86400));
+    }
+
+    fn error(text: &str) -> String {
+        match File::parse("t", text).and_then(|f| f.check()) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_reason() {
+        let cases = [
+            ("bogus = 1", "unknown field `bogus`"),
+            ("[idempotency]\nwindow = \"soon\"", "window"),
+            (
+                &FULL.replace("iso87bcd", "iso99"),
+                "listeners[0].dialect: unknown dialect",
+            ),
+            (
+                &FULL.replace("header = \"binary2\"", "header = \"binary3\""),
+                "listeners[0].header: unknown header",
+            ),
+            (
+                &FULL.replace("issuer = \"mc\"", "issuer = \"amex\""),
+                "routes[0].issuer: no issuer named \"amex\"",
+            ),
+            (
+                &FULL.replace("prefix = \"51\"", "prefix = \"5x\""),
+                "routes[0].prefix: must be digits",
+            ),
+            (
+                &FULL.replace("connections_per_host = 2", "connections_per_host = 0"),
+                "issuers[0].connections_per_host: must be at least 1",
+            ),
+            (
+                &FULL.replace("max_attempts = 10", "max_attempts = 0"),
+                "reversals.max_attempts",
+            ),
+            (
+                &FULL.replace("acquirer_id = \"12345\"", "acquirer_id = \"ACQ\""),
+                "acquirer_id: must be",
+            ),
+            (
+                &FULL.replace("name = \"mc\"", "name = \"visa\""),
+                "issuers[1].name: must be present and unique",
+            ),
+            (
+                &FULL.replace("[[listeners]]", "[[listener]]"),
+                "unknown field `listener`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = error(text);
+            assert!(e.contains(expected), "{e:?} should contain {expected:?}");
+        }
+    }
+}
