@@ -754,3 +754,74 @@ fn an_answer_long_after_its_timeout_is_no_longer_late_but_unmatched() {
         (0, 1)
     );
 }
+
+/// The answer contract: whatever a terminal sends, its connection gets exactly one answer or one
+/// explicit "no answer" per message, at once or when the transaction ends, so that a shell counting
+/// what each connection is owed never leaks.
+#[test]
+fn every_terminal_message_gets_exactly_one_answer_or_no_answer() {
+    let mut h = Harness::new();
+    let purchase = h.purchase("TERM0001", 1, 100);
+    let mut no_key = purchase.clone();
+    no_key.remove(41);
+    let mut unknown = purchase.clone();
+    unknown.set_mti(Mti::new(*b"0300").unwrap());
+    let mut response = purchase.clone();
+    response.set_mti(Mti::new(*b"0210").unwrap());
+    response.set(39, "00").unwrap();
+    let mut network = Message::new(h.terminal, Mti::NETWORK);
+    network.set(11, "000001").unwrap().set(70, "301").unwrap();
+    let sent_by_conn = [
+        purchase.clone(),                        // forwarded
+        purchase.clone(),                        // joins it
+        h.purchase("TERM0001", 1, 999),          // RC 94
+        no_key,                                  // RC 30
+        unknown,                                 // RC 30
+        response,                                // nothing
+        network,                                 // 0810
+        h.purchase("TERM0001", 2, 100),          // forwarded, then times out
+        terminal_reversal(&h, 3),                // 0410 at once
+        h.purchase("TERM0002", 9, 100), // forwarded, then the terminal reverses it in flight
+        terminal_reversal_of(&h, "TERM0002", 9), // 0410 at once
+    ];
+    let mut out = Vec::new();
+    for (conn, msg) in sent_by_conn.into_iter().enumerate() {
+        out.extend(h.request(conn as u64, msg));
+    }
+    let forwarded: Vec<(LinkId, Message)> = sent(&out).map(|(l, m)| (l, m.clone())).collect();
+    assert_eq!(forwarded.len(), 3, "three forwarded: {forwarded:?}");
+    // The issuer answers the first and the third; the second times out.
+    for (link, msg) in [&forwarded[0], &forwarded[2]] {
+        out.extend(h.step(Event::Response {
+            link: *link,
+            msg: answer(msg, "00"),
+        }));
+    }
+    out.extend(h.pass(TIMEOUT));
+    // A retransmit after completion: replayed.
+    out.extend(h.request(20, purchase));
+    let mut replies = std::collections::BTreeMap::<ConnId, usize>::new();
+    for action in &out {
+        if let Action::Answer { conn, .. } | Action::NoAnswer { conn, .. } = action {
+            *replies.entry(*conn).or_default() += 1;
+        }
+    }
+    let every: Vec<_> = (0..11).chain([20]).map(|c| (ConnId(c), 1)).collect();
+    assert_eq!(replies.into_iter().collect::<Vec<_>>(), every);
+    assert!(
+        out.iter().any(|a| matches!(
+            a,
+            Action::NoAnswer {
+                conn: ConnId(5),
+                ..
+            }
+        )),
+        "the response MTI got an explicit no-answer"
+    );
+}
+
+fn terminal_reversal_of(h: &Harness, tid: &str, stan: u32) -> Message {
+    let mut m = h.purchase(tid, stan, 100);
+    m.set_mti(Mti::REVERSAL);
+    m
+}
