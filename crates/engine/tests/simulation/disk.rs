@@ -23,9 +23,11 @@ impl Disk {
     pub(crate) fn new() -> Disk {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = tranlog::format::segment_path(dir.path(), 1);
+        let header = tranlog::format::segment_header(1).to_vec();
         Disk {
-            bytes: tranlog::format::segment_header(1).to_vec(),
-            synced: 0,
+            // The writer syncs a segment's header when it creates the segment.
+            synced: header.len(),
+            bytes: header,
             next_seq: 1,
             last_crc: 0,
             dir,

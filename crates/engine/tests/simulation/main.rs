@@ -116,7 +116,7 @@ fn a_gate_releasing_effects_early_breaks_the_invariants_in_some_seed() {
         .filter(|&seed| !invariants::broken(&world_with::<Leaky>(seed).run()).is_empty())
         .collect();
     eprintln!(
-        "without write-ahead, {} seeds of 300 broke: {broken:?}",
+        "with a gate releasing effects early, {} seeds of 300 broke: {broken:?}",
         broken.len()
     );
     assert!(
