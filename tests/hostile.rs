@@ -255,6 +255,8 @@ async fn each_class_of_bad_input_has_its_outcome_and_spares_other_connections() 
             r#"acquiro_decode_errors_total{{reason="{reason}",source="terminal"}} 1"#
         ));
     }
+    // The RC 30 answers the connections gave undecodable frames (4-7 and 9) are counted too.
+    has(r#"acquiro_responses_total{issuer="local",mti="unknown",rc="30"} 5"#);
     has("acquiro_terminal_keepalives_total 1");
     has("acquiro_format_errors_total 1");
     has("acquiro_terminal_connections_refused_total 1");
