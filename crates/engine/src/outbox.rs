@@ -121,14 +121,19 @@ mod tests {
         }
     }
 
+    /// A journal that numbers the records appended to it.
+    fn journal() -> impl FnMut(Record) -> u64 {
+        let mut seq = 0;
+        move |_| {
+            seq += 1;
+            seq
+        }
+    }
+
     #[test]
     fn an_effect_waits_for_every_record_before_it_and_effects_leave_in_order() {
         let mut gate = Outbox::default();
-        let mut seq = 0;
-        let mut append = |_| {
-            seq += 1;
-            seq
-        };
+        let mut append = journal();
         assert!(
             gate.admit(close(0), &mut append).is_some(),
             "nothing to wait for"
@@ -155,11 +160,7 @@ mod tests {
     #[test]
     fn a_journal_durable_on_append_holds_nothing() {
         let mut gate = Outbox::durable_on_append();
-        let mut seq = 0;
-        let mut append = |_| {
-            seq += 1;
-            seq
-        };
+        let mut append = journal();
         assert!(gate.admit(record(), &mut append).is_none());
         assert!(gate.admit(close(0), &mut append).is_some());
     }
