@@ -4,7 +4,7 @@
 //! real terminal out: only connections with requests in flight can fill a listener.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,8 +24,11 @@ pub(crate) struct Slot {
     active: AtomicU64,
     /// Requests awaiting their answers: a connection with any is never evicted.
     in_flight: AtomicU32,
-    /// Asks the connection to give its slot up; it does so only with nothing in flight.
+    /// Asks the connection to give its slot up; it does so only with nothing in flight, and only while
+    /// `wanted` says the listener is still waiting for it (a wake-up left over from a request it
+    /// declined while busy is ignored).
     evict: Notify,
+    wanted: AtomicBool,
     epoch: Instant,
 }
 
@@ -39,9 +42,14 @@ impl Slot {
         self.in_flight.store(n as u32, Ordering::Relaxed);
     }
 
-    /// Resolves when the listener wants this slot back.
+    /// Resolves when the listener may want this slot back; [`Slot::give_up`] tells whether it does.
     pub(crate) async fn evicted(&self) {
         self.evict.notified().await
+    }
+
+    /// Whether the listener is waiting for this slot (and now gets it).
+    pub(crate) fn give_up(&self) -> bool {
+        self.wanted.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -87,15 +95,25 @@ impl Slots {
         let (permit, evicted) = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => (permit, false),
             Err(_) => {
-                self.idlest()?.evict.notify_one();
+                let victim = self.idlest()?;
+                victim.wanted.store(true, Ordering::Relaxed);
+                victim.evict.notify_one();
                 let permit = tokio::time::timeout(HANDOVER, self.permits.clone().acquire_owned());
-                (permit.await.ok()?.ok()?, true)
+                match permit.await {
+                    Ok(Ok(permit)) => (permit, true),
+                    // It turned busy before it saw the request: it keeps its slot.
+                    _ => {
+                        victim.wanted.store(false, Ordering::Relaxed);
+                        return None;
+                    }
+                }
             }
         };
         let slot = Arc::new(Slot {
             active: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             evict: Notify::new(),
+            wanted: AtomicBool::new(false),
             epoch: self.epoch,
         });
         slot.active();

@@ -225,7 +225,11 @@ impl Connection<'_> {
                 }
                 // The listener needs the slot for a new terminal; this one gives way only if nothing
                 // of it is in flight (it may have sent a request since it was picked).
-                () = slot.evicted(), if in_flight == 0 => return "evicted",
+                () = slot.evicted(), if in_flight == 0 => {
+                    if slot.give_up() {
+                        return "evicted";
+                    }
+                }
                 // Draining: no new requests, but answers still go out.
                 _ = shutdown.cancelled(), if reading => reading = false,
             }
