@@ -72,13 +72,13 @@ pub struct Received {
 /// One step of a transaction.
 ///
 /// **The on-disk format.** The journal stores records with postcard, which writes a variant as its
-/// index and a struct as its fields in order, with no names and no lengths: the order of these
-/// variants and the fields of every type a record holds are the format of every journal ever written.
-/// A new kind of step is a new variant at the end; a step that needs another field is a new variant
-/// too, since records written without the field would no longer decode. Never reorder, remove or retype
-/// anything. A release must read what an earlier one wrote (`crates/tranlog/tests/format.rs` reads the journal
-/// release 0.1.0 wrote, and fails on a reorder), or carry a versioned migration with its own fixture
-/// test. The frame around each record has its own version (`crates/tranlog/src/frame.rs`).
+/// index and a struct as its fields one after the other, without names: the order of these variants
+/// and the fields of every type a record holds are the format of every journal ever written. A new
+/// kind of step is a new variant at the end; a step that needs another field is a new variant too,
+/// since records written without the field would no longer decode. Never reorder, remove or retype
+/// anything. A release must read what an earlier one wrote (`crates/tranlog/tests/format.rs` reads
+/// the journal release 0.1.0 wrote, and fails on a reorder), or carry a versioned migration with its
+/// own fixture test. The frame around each record has its own version (`crates/tranlog/src/frame.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
     Received(Received),
