@@ -138,24 +138,19 @@ impl Links {
     /// answer. STANs run 000001–999999 and skip any still outstanding (bounded: with a million
     /// outstanding, which per-link in-flight caps rule out, the next one is reused).
     pub(crate) fn claim(&mut self, link: LinkId, class: Class, what: Pending) -> PendingKey {
-        let pending = &self.pending;
         let state = &mut self.links[link.0 as usize];
+        let mut key = PendingKey {
+            link,
+            class,
+            stan: 0,
+        };
         for _ in 0..999_999 {
             state.next_stan = state.next_stan % 999_999 + 1;
-            let key = PendingKey {
-                link,
-                class,
-                stan: state.next_stan,
-            };
-            if !pending.contains_key(&key) {
+            key.stan = state.next_stan;
+            if !self.pending.contains_key(&key) {
                 break;
             }
         }
-        let key = PendingKey {
-            link,
-            class,
-            stan: state.next_stan,
-        };
         self.pending.insert(key, what);
         key
     }

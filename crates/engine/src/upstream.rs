@@ -47,7 +47,7 @@ impl Engine {
         });
         let _txn = match pending {
             Some(Pending::Request(txn) | Pending::Late(txn) | Pending::Reversal(txn)) => {
-                Some(crate::engine::span(txn))
+                Some(span(txn))
             }
             Some(Pending::Probe) | None => None,
         };

@@ -825,3 +825,45 @@ fn terminal_reversal_of(h: &Harness, tid: &str, stan: u32) -> Message {
     m.set_mti(Mti::REVERSAL);
     m
 }
+
+/// The engine's one timer table, as a shell sees it: the earliest deadline; an answer cancels its
+/// request's timeout and the next deadline is the next one's; nothing fires before its time, what is
+/// due fires once; re-arming (a reversal's backoff) moves a timer.
+#[test]
+fn the_engine_keeps_one_timer_table_in_deadline_order() {
+    let mut h = Harness::new();
+    let start = h.now.mono;
+    let (link, first) = one_sent(&h.request(1, h.purchase("TERM0001", 1, 100)));
+    h.advance(Duration::from_secs(1));
+    one_sent(&h.request(2, h.purchase("TERM0001", 2, 100)));
+    assert_eq!(h.engine.poll_timeout(), Some(start + TIMEOUT));
+    h.step(Event::Response {
+        link,
+        msg: answer(&first, "00"),
+    });
+    assert_eq!(h.engine.timer(TimerId::Response(TxnId(1))), None);
+    let second_due = start + Duration::from_secs(1) + TIMEOUT;
+    assert_eq!(h.engine.poll_timeout(), Some(second_due));
+    assert!(
+        h.pass(TIMEOUT - Duration::from_millis(1)).is_empty(),
+        "nothing is due before its time"
+    );
+    let out = h.pass(Duration::from_millis(1));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::ISSUER_UNAVAILABLE);
+    assert_eq!(one_sent(&out).1.mti(), Mti::REVERSAL);
+    assert_eq!(
+        h.engine.timer(TimerId::Response(TxnId(2))),
+        None,
+        "fired once"
+    );
+    let backoff = h.engine.timer(TimerId::Reversal(TxnId(2)));
+    assert_eq!(backoff, Some(h.now.mono + Duration::from_secs(10)));
+    assert_eq!(h.engine.poll_timeout(), backoff);
+    let out = h.pass(Duration::from_secs(10));
+    assert_eq!(one_sent(&out).1.mti(), Mti::REVERSAL_REPEAT);
+    assert_eq!(
+        h.engine.timer(TimerId::Reversal(TxnId(2))),
+        Some(h.now.mono + Duration::from_secs(20)),
+        "re-armed later"
+    );
+}

@@ -4,6 +4,7 @@
 //! state set after every burst of events ([`Recorder::sync`]) and when a link changes state.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -147,14 +148,18 @@ impl Recorder {
         let Some(txn) = txn else {
             return;
         };
-        if !self.open.get(&txn).is_some_and(|o| o.told) {
+        // One lookup per answer: the entry goes once its answer has been counted.
+        let Entry::Occupied(entry) = self.open.entry(txn) else {
+            return;
+        };
+        if !entry.get().told {
             return;
         }
-        if let Some(Open {
+        if let Open {
             received,
             forwarded: Some((issuer, _)),
             ..
-        }) = self.open.remove(&txn)
+        } = entry.remove()
         {
             self.metrics
                 .request_seconds
