@@ -1,0 +1,100 @@
+-- Cluster mode, schema version 1. Every node writes ahead to these tables; any node can recover from
+-- them. Nothing here holds a card number, track, PIN block or EMV data: journal records are the same
+-- postcard bodies the file journal keeps (a card as BIN, last four and keyed hash).
+
+-- One row: settings every node must share. The card key is checked, never stored: a keyed hash of a
+-- fixed text tells whether two nodes hold the same key.
+CREATE TABLE cluster (
+    only_one boolean PRIMARY KEY DEFAULT true CHECK (only_one),
+    card_key_check text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- A node and its lease. `epoch` rises each time the node joins and each time another node takes its
+-- work over; a commit names the epoch it was made under and fails once that is no longer current (the
+-- fence). `taken_by`/`taken_epoch`: the node that took the work over, under which of its own epochs;
+-- `retired_seq`: the last record of this node whose work a takeover has handed on (recovery of this
+-- node starts after it).
+CREATE TABLE nodes (
+    node text PRIMARY KEY,
+    epoch bigint NOT NULL,
+    lease_until timestamptz NOT NULL,
+    joined_at timestamptz NOT NULL,
+    taken_by text,
+    taken_epoch bigint,
+    taken_at timestamptz,
+    retired_seq bigint NOT NULL DEFAULT 0,
+    -- Reported with each lease renewal, for `acquiro cluster status`.
+    in_flight integer NOT NULL DEFAULT 0,
+    reversals integer NOT NULL DEFAULT 0,
+    -- The oldest record recovery of this node may still need (retention keeps it).
+    needed_from timestamptz
+);
+
+-- The journal: each node's records in its own sequence. Partitioned by day, so that retention drops whole
+-- partitions. The columns after `body` are copies of what disputes search by.
+CREATE TABLE records (
+    node text NOT NULL,
+    seq bigint NOT NULL,
+    txn bigint NOT NULL,
+    at timestamptz NOT NULL,
+    body bytea NOT NULL,
+    terminal text,
+    stan integer,
+    day smallint,
+    last4 text,
+    rrn text,
+    PRIMARY KEY (node, seq, at)
+) PARTITION BY RANGE (at);
+CREATE TABLE records_default PARTITION OF records DEFAULT;
+CREATE INDEX records_txn ON records (node, txn);
+CREATE INDEX records_rrn ON records (rrn) WHERE rrn IS NOT NULL;
+CREATE INDEX records_terminal ON records (terminal, stan) WHERE terminal IS NOT NULL;
+CREATE INDEX records_last4 ON records (last4, at) WHERE last4 IS NOT NULL;
+
+-- Idempotency keys, claimed by the first record of a new request, in the same commit. The key is the
+-- one the in-memory table uses: terminal, merchant, STAN, transaction date, and whether it is a reversal.
+CREATE TABLE claims (
+    terminal text NOT NULL,
+    merchant text NOT NULL,
+    stan integer NOT NULL,
+    day smallint NOT NULL,
+    reversal boolean NOT NULL,
+    node text NOT NULL,
+    txn bigint NOT NULL,
+    fingerprint bigint NOT NULL,
+    at timestamptz NOT NULL,
+    PRIMARY KEY (terminal, merchant, stan, day, reversal)
+);
+CREATE INDEX claims_at ON claims (at);
+
+-- One batch of one node, in one transaction: the fence, the records, the claims. Returns the claims lost
+-- to another node (their transactions are not forwarded by this one).
+CREATE FUNCTION acquiro_commit(
+    n text, e bigint,
+    seqs bigint[], txns bigint[], ats timestamptz[], bodies bytea[],
+    terminals text[], stans integer[], days smallint[], last4s text[], rrns text[],
+    c_txns bigint[], c_terminals text[], c_merchants text[], c_stans integer[], c_days smallint[],
+    c_reversals boolean[], c_fingerprints bigint[]
+) RETURNS SETOF bigint LANGUAGE plpgsql AS $$
+BEGIN
+    -- FOR SHARE: a takeover (which locks the row FOR UPDATE to raise the epoch) waits for this commit,
+    -- and this commit for a takeover under way; whichever comes second sees the other's outcome.
+    PERFORM 1 FROM nodes WHERE node = n AND epoch = e FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'node % is fenced: epoch % is no longer current', n, e USING ERRCODE = 'AQ001';
+    END IF;
+    INSERT INTO records (node, seq, txn, at, body, terminal, stan, day, last4, rrn)
+        SELECT n, * FROM unnest(seqs, txns, ats, bodies, terminals, stans, days, last4s, rrns);
+    RETURN QUERY
+    WITH wanted AS (
+        SELECT * FROM unnest(c_txns, c_terminals, c_merchants, c_stans, c_days, c_reversals, c_fingerprints)
+            AS w(txn, terminal, merchant, stan, day, reversal, fingerprint)
+    ), won AS (
+        INSERT INTO claims (terminal, merchant, stan, day, reversal, node, txn, fingerprint, at)
+            SELECT terminal, merchant, stan, day, reversal, n, txn, fingerprint, now() FROM wanted
+            ON CONFLICT DO NOTHING
+            RETURNING claims.txn
+    )
+    SELECT wanted.txn FROM wanted WHERE wanted.txn NOT IN (SELECT won.txn FROM won);
+END $$;

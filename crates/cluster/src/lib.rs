@@ -1,0 +1,22 @@
+//! Cluster mode on PostgreSQL: several switch nodes write ahead to one database, claim idempotency keys
+//! there, hold leases, and take over the work of a node whose lease lapsed.
+//!
+//! The engine's decisions do not change. What changes is where records become durable ([`Store::commit`]:
+//! one transaction per batch, fenced by the node's epoch) and one new input: a key another node already
+//! holds ([`Store::holder`]).
+//!
+//! - `schema`: the embedded, versioned migrations;
+//! - `store`: the node's connection, its lease and its commits;
+//! - `row`: how a record is laid out in the `records` table;
+//! - `throwaway`: a private PostgreSQL server from Debian's binaries, for tests and scripts.
+
+mod error;
+mod row;
+mod schema;
+mod store;
+pub mod throwaway;
+
+pub use error::Error;
+pub use row::Claim;
+pub use schema::{SCHEMA_VERSION, migrate};
+pub use store::{Committed, Holder, Joined, NodeStatus, Store, card_key_check, connect, status};

@@ -1,0 +1,354 @@
+//! One node's view of the cluster: its connection, its lease under an epoch, its fenced commits, and
+//! what it reads back of its own and other nodes' records.
+
+use std::time::{Duration, SystemTime};
+
+use engine::{Record, TxnId};
+use siphasher::sip128::{Hasher128, SipHasher13};
+use tokio_postgres::{Client, NoTls};
+
+use crate::row::{self, Claim, Rows};
+use crate::{Error, schema};
+
+/// A node joined to the cluster under a new epoch.
+#[derive(Debug)]
+pub struct Store {
+    client: Client,
+    node: String,
+    epoch: i64,
+}
+
+/// What joining found: the node's store, and its records for recovery.
+#[derive(Debug)]
+pub struct Joined {
+    pub store: Store,
+    /// This node's records after what a takeover handed on, oldest first.
+    pub records: Vec<Record>,
+    /// The sequence number of the node's last record (0: none).
+    pub last_seq: u64,
+    /// The highest transaction id the node ever used (its numbering resumes after it).
+    pub last_txn: Option<TxnId>,
+}
+
+/// What a commit decided beyond making the batch durable.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Claims another node (or an earlier transaction) already held.
+    pub lost: Vec<TxnId>,
+}
+
+/// Who holds a key a claim lost, and what that transaction's records say.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub node: String,
+    pub txn: TxnId,
+    pub fingerprint: u64,
+    /// The holder's records of the transaction, oldest first.
+    pub records: Vec<Record>,
+    /// The holder can commit nothing more for it (its work was handed on by a takeover, or it is this
+    /// node's own from before), so what the records say is final.
+    pub fenced: bool,
+}
+
+/// A node as `acquiro cluster status` shows it.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    pub node: String,
+    pub epoch: i64,
+    pub lease_until: SystemTime,
+    pub lease_live: bool,
+    pub in_flight: i32,
+    pub reversals: i32,
+    pub taken_by: Option<String>,
+    pub retired_seq: i64,
+    pub last_seq: i64,
+}
+
+/// Connects, with the connection driven on its own task.
+pub async fn connect(url: &str) -> Result<Client, Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// A keyed hash of a fixed text: equal on two nodes exactly when their card keys are, and useless for
+/// recovering the key.
+pub fn card_key_check(key: &[u8; 16]) -> String {
+    let mut h = SipHasher13::new_with_key(key);
+    std::hash::Hasher::write(&mut h, b"acquiro card key check");
+    hex::encode(h.finish128().as_bytes())
+}
+
+impl Store {
+    /// Migrates the schema, checks the card key against the cluster's, and joins as `node` under a new
+    /// epoch (fencing out any earlier process of the same name). Waits while a takeover of the node's work
+    /// by a live node is under way, so that the two never act on the same work.
+    pub async fn join(
+        url: &str,
+        node: &str,
+        lease: Duration,
+        card_key: &[u8; 16],
+    ) -> Result<Joined, Error> {
+        let mut client = connect(url).await?;
+        schema::migrate(&mut client).await?;
+        let ours = card_key_check(card_key);
+        let theirs: String = client
+            .query_one(
+                "INSERT INTO cluster (card_key_check) VALUES ($1)
+                 ON CONFLICT (only_one) DO UPDATE SET only_one = true
+                 RETURNING card_key_check",
+                &[&ours],
+            )
+            .await?
+            .get(0);
+        if theirs != ours {
+            return Err(Error::CardKeyMismatch { ours, theirs });
+        }
+        let lease_ms = lease.as_millis() as i64;
+        let row = client
+            .query_one(
+                "INSERT INTO nodes (node, epoch, lease_until, joined_at)
+                 VALUES ($1, 1, now() + $2::bigint * interval '1 millisecond', now())
+                 ON CONFLICT (node) DO UPDATE
+                     SET epoch = nodes.epoch + 1, lease_until = excluded.lease_until,
+                         joined_at = excluded.joined_at
+                 RETURNING epoch, retired_seq",
+                &[&node, &lease_ms],
+            )
+            .await?;
+        let (epoch, retired): (i64, i64) = (row.get(0), row.get(1));
+        let store = Store {
+            client,
+            node: node.to_owned(),
+            epoch,
+        };
+        let records = store.records_after(node, retired).await?;
+        let row = store
+            .client
+            .query_one(
+                "SELECT coalesce(max(seq), 0), max(txn) FROM records WHERE node = $1",
+                &[&node],
+            )
+            .await?;
+        let last_seq: i64 = row.get(0);
+        let last_txn: Option<i64> = row.get(1);
+        tracing::info!(node, epoch, records = records.len(), "joined the cluster");
+        Ok(Joined {
+            store,
+            records,
+            last_seq: last_seq as u64,
+            last_txn: last_txn.map(|t| TxnId(t as u64)),
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    /// Makes a batch durable in one transaction behind the fence: its records (numbered by `seq`) and
+    /// its claims. Fails with [`Error::Fenced`] once the node's epoch is no longer current.
+    pub async fn commit(
+        &self,
+        records: &[(u64, Record)],
+        claims: &[Claim],
+    ) -> Result<Committed, Error> {
+        let mut rows = Rows::default();
+        for (seq, record) in records {
+            rows.push(*seq, record);
+        }
+        for claim in claims {
+            rows.claim(claim);
+        }
+        if rows.is_empty() {
+            return Ok(Committed::default());
+        }
+        let c = &rows.claims;
+        let lost = self
+            .client
+            .query(
+                "SELECT * FROM acquiro_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                                              $12, $13, $14, $15, $16, $17, $18)",
+                &[
+                    &self.node,
+                    &self.epoch,
+                    &rows.seqs,
+                    &rows.txns,
+                    &rows.ats,
+                    &rows.bodies,
+                    &rows.terminals,
+                    &rows.stans,
+                    &rows.days,
+                    &rows.last4s,
+                    &rows.rrns,
+                    &c.txns,
+                    &c.terminals,
+                    &c.merchants,
+                    &c.stans,
+                    &c.days,
+                    &c.reversals,
+                    &c.fingerprints,
+                ],
+            )
+            .await
+            .map_err(|e| self.fenced_or(e))?;
+        Ok(Committed {
+            lost: lost
+                .iter()
+                .map(|r| TxnId(r.get::<_, i64>(0) as u64))
+                .collect(),
+        })
+    }
+
+    /// Renews the lease for `lease` from now, reporting what the node holds. Fails with
+    /// [`Error::Fenced`] when the node lost its epoch.
+    pub async fn renew(
+        &self,
+        lease: Duration,
+        in_flight: usize,
+        reversals: usize,
+    ) -> Result<(), Error> {
+        let updated = self
+            .client
+            .execute(
+                "UPDATE nodes SET lease_until = now() + $3::bigint * interval '1 millisecond',
+                                  in_flight = $4, reversals = $5
+                 WHERE node = $1 AND epoch = $2",
+                &[
+                    &self.node,
+                    &self.epoch,
+                    &(lease.as_millis() as i64),
+                    &(in_flight as i32),
+                    &(reversals as i32),
+                ],
+            )
+            .await?;
+        if updated == 0 {
+            return Err(self.fenced());
+        }
+        Ok(())
+    }
+
+    /// Who holds the key `claim` lost, with that transaction's records.
+    pub async fn holder(&self, claim: &Claim) -> Result<Option<Holder>, Error> {
+        let Some(row) = self
+            .client
+            .query_opt(
+                "SELECT c.node, c.txn, c.fingerprint,
+                        (SELECT coalesce(max(seq), 0) FROM records r
+                          WHERE r.node = c.node AND r.txn = c.txn) <= n.retired_seq
+                 FROM claims c JOIN nodes n ON n.node = c.node
+                 WHERE c.terminal = $1 AND c.merchant = $2 AND c.stan = $3 AND c.day = $4
+                   AND c.reversal = $5",
+                &[
+                    &claim.terminal.as_str(),
+                    &claim.merchant.as_str(),
+                    &(claim.stan as i32),
+                    &(claim.date as i16),
+                    &claim.reversal,
+                ],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let node: String = row.get(0);
+        let txn = TxnId(row.get::<_, i64>(1) as u64);
+        let records = self.records_of(&node, txn).await?;
+        Ok(Some(Holder {
+            // This node's own earlier transaction is final too: a live one would have been found in
+            // memory, before any claim.
+            fenced: row.get::<_, bool>(3) || node == self.node,
+            fingerprint: row.get::<_, i64>(2) as u64,
+            node,
+            txn,
+            records,
+        }))
+    }
+
+    /// Every record of one transaction of `node`, oldest first.
+    pub async fn records_of(&self, node: &str, txn: TxnId) -> Result<Vec<Record>, Error> {
+        let rows = self
+            .client
+            .query(
+                "SELECT seq, body FROM records WHERE node = $1 AND txn = $2 ORDER BY seq",
+                &[&node, &(txn.0 as i64)],
+            )
+            .await?;
+        decode_rows(node, &rows)
+    }
+
+    /// `node`'s records after `seq`, oldest first.
+    async fn records_after(&self, node: &str, seq: i64) -> Result<Vec<Record>, Error> {
+        let rows = self
+            .client
+            .query(
+                "SELECT seq, body FROM records WHERE node = $1 AND seq > $2 ORDER BY seq",
+                &[&node, &seq],
+            )
+            .await?;
+        decode_rows(node, &rows)
+    }
+
+    fn fenced(&self) -> Error {
+        Error::Fenced {
+            node: self.node.clone(),
+            epoch: self.epoch,
+        }
+    }
+
+    fn fenced_or(&self, error: tokio_postgres::Error) -> Error {
+        let error = Error::Db(error);
+        if error.is_fenced() {
+            self.fenced()
+        } else {
+            error
+        }
+    }
+}
+
+fn decode_rows(node: &str, rows: &[tokio_postgres::Row]) -> Result<Vec<Record>, Error> {
+    rows.iter()
+        .map(|r| {
+            row::decode(r.get(1)).map_err(|why| Error::Corrupt {
+                node: node.to_owned(),
+                seq: r.get(0),
+                why,
+            })
+        })
+        .collect()
+}
+
+/// Every node, for `acquiro cluster status`.
+pub async fn status(client: &Client) -> Result<Vec<NodeStatus>, Error> {
+    let rows = client
+        .query(
+            "SELECT n.node, n.epoch, n.lease_until, n.lease_until > now(), n.in_flight, n.reversals,
+                    n.taken_by, n.retired_seq,
+                    coalesce((SELECT max(seq) FROM records r WHERE r.node = n.node), 0)
+             FROM nodes n ORDER BY n.node",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| NodeStatus {
+            node: r.get(0),
+            epoch: r.get(1),
+            lease_until: r.get(2),
+            lease_live: r.get(3),
+            in_flight: r.get(4),
+            reversals: r.get(5),
+            taken_by: r.get(6),
+            retired_seq: r.get(7),
+            last_seq: r.get(8),
+        })
+        .collect())
+}

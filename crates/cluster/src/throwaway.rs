@@ -1,0 +1,169 @@
+//! A private PostgreSQL server for tests and scripts, from Debian's binaries (`postgresql`): `initdb` in a
+//! temporary directory, a free port, a Unix socket in the same directory; stopped and removed on drop. As
+//! root the server runs as the `postgres` user (PostgreSQL refuses to run as root).
+//!
+//! [`Server::start`] gives `None` when no server binaries are installed: a test then says SKIPPED,
+//! unless `ACQUIRO_REQUIRE_POSTGRES` is set (as in CI), where it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+#[derive(Debug)]
+pub struct Server {
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+/// The newest installed server's binaries.
+fn binaries() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+impl Server {
+    /// Starts a server, or says why a test cannot run (see the module documentation); `test` names the
+    /// test in that message.
+    pub fn start(test: &str) -> Option<Server> {
+        let Some(bin) = binaries() else {
+            assert!(
+                std::env::var_os("ACQUIRO_REQUIRE_POSTGRES").is_none(),
+                "{test}: ACQUIRO_REQUIRE_POSTGRES is set but no PostgreSQL server is installed (Debian package postgresql)"
+            );
+            eprintln!("SKIPPED {test}: no PostgreSQL server installed (Debian package postgresql)");
+            return None;
+        };
+        let dir =
+            std::env::temp_dir().join(format!("acquiro-pg-{}-{}", std::process::id(), sequence()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let as_postgres = is_root();
+        let server = Server {
+            port: free_port(),
+            dir,
+            bin,
+            as_postgres,
+        };
+        if as_postgres {
+            server.run(Command::new("chown").args(["postgres"]).arg(&server.dir));
+        }
+        server.run(server.command("initdb").arg("-D").arg(server.data()).args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]));
+        server.start_again();
+        Some(server)
+    }
+
+    /// A connection string for the database `postgres`.
+    pub fn url(&self) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.dir.display(),
+            self.port
+        )
+    }
+
+    /// Stops the server at once, as a crash would (`-m immediate`): what was committed survives.
+    pub fn kill(&self) {
+        self.run(self.command("pg_ctl").arg("-D").arg(self.data()).args([
+            "-m",
+            "immediate",
+            "stop",
+        ]));
+    }
+
+    /// Starts the server (again, after [`Server::kill`]) and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses='' -c synchronous_commit=on -c fsync=on",
+            self.port,
+            self.dir.display()
+        );
+        self.run(
+            self.command("pg_ctl")
+                .arg("-D")
+                .arg(self.data())
+                .arg("-l")
+                .arg(self.dir.join("log"))
+                .args(["-w", "-o", &options, "start"]),
+        );
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let program = self.bin.join(program);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    fn run(&self, command: &mut Command) {
+        let out = command
+            .stdout(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{command:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+        );
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
+}
+
+/// Tells servers of one process apart.
+fn sequence() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,169 @@
+//! The cluster store on a real PostgreSQL (a throw-away server from Debian's binaries; SKIPPED without
+//! one, required in CI).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cluster::throwaway::Server;
+use cluster::{Claim, Error, SCHEMA_VERSION, Store};
+use engine::{Received, Record, Step, TxnId};
+use iso8583::{Mti, ResponseCode};
+
+const KEY: [u8; 16] = [7; 16];
+const LEASE: Duration = Duration::from_secs(5);
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Now, to the microsecond a record keeps.
+fn now() -> SystemTime {
+    let us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    UNIX_EPOCH + Duration::from_micros(us as u64)
+}
+
+fn received(txn: u64, stan: u32) -> Record {
+    Record {
+        txn: TxnId(txn),
+        at: now(),
+        step: Step::Received(Received {
+            mti: Mti::new(*b"0200").unwrap(),
+            card: None,
+            amount: Some(1000),
+            currency: Some(978),
+            terminal: "T0000001".into(),
+            merchant: "M00000000000001".into(),
+            stan,
+            date: 1202,
+            fingerprint: 42,
+        }),
+    }
+}
+
+fn claim(txn: u64, stan: u32, fingerprint: u64) -> Claim {
+    Claim {
+        txn: TxnId(txn),
+        terminal: "T0000001".into(),
+        merchant: "M00000000000001".into(),
+        stan,
+        date: 1202,
+        reversal: false,
+        fingerprint,
+    }
+}
+
+#[test]
+fn a_restart_under_the_same_name_reads_its_records_back_and_fences_the_old_process() {
+    let Some(pg) = Server::start("store::restart") else {
+        return;
+    };
+    rt().block_on(async {
+        let first = Store::join(&pg.url(), "a", LEASE, &KEY).await.unwrap();
+        assert_eq!((first.records.len(), first.last_seq), (0, 0));
+        let told = Record {
+            txn: TxnId(1),
+            at: now(),
+            step: Step::Told {
+                rc: ResponseCode::APPROVED,
+            },
+        };
+        let batch = [(1, received(1, 11)), (2, told.clone())];
+        let done = first
+            .store
+            .commit(&batch, &[claim(1, 11, 42)])
+            .await
+            .unwrap();
+        assert!(done.lost.is_empty());
+
+        let second = Store::join(&pg.url(), "a", LEASE, &KEY).await.unwrap();
+        assert_eq!(second.store.epoch(), first.store.epoch() + 1);
+        assert_eq!(second.records, vec![batch[0].1.clone(), told]);
+        assert_eq!((second.last_seq, second.last_txn), (2, Some(TxnId(1))));
+
+        // The first process lost its epoch: it commits nothing more and cannot renew.
+        let late = first.store.commit(&[(3, received(2, 12))], &[]).await;
+        assert!(matches!(late, Err(Error::Fenced { .. })), "{late:?}");
+        assert!(
+            first
+                .store
+                .renew(LEASE, 0, 0)
+                .await
+                .unwrap_err()
+                .is_fenced()
+        );
+        let third = Store::join(&pg.url(), "a", LEASE, &KEY).await.unwrap();
+        assert_eq!(third.last_seq, 2, "nothing of the fenced commit was kept");
+        second.store.renew(LEASE, 0, 0).await.unwrap_err();
+        third.store.renew(LEASE, 0, 0).await.unwrap();
+    });
+}
+
+#[test]
+fn a_key_is_claimed_once_across_nodes_and_the_loser_learns_who_holds_it() {
+    let Some(pg) = Server::start("store::claims") else {
+        return;
+    };
+    rt().block_on(async {
+        let a = Store::join(&pg.url(), "a", LEASE, &KEY)
+            .await
+            .unwrap()
+            .store;
+        let b = Store::join(&pg.url(), "b", LEASE, &KEY)
+            .await
+            .unwrap()
+            .store;
+        let first = received(1, 21);
+        let won = a
+            .commit(&[(1, first.clone())], &[claim(1, 21, 42)])
+            .await
+            .unwrap();
+        assert!(won.lost.is_empty());
+        // b's retransmit of the same key, and a new key beside it in the same batch.
+        let batch = [(1, received(1, 21)), (2, received(2, 22))];
+        let claims = [claim(1, 21, 42), claim(2, 22, 43)];
+        let lost = b.commit(&batch, &claims).await.unwrap().lost;
+        assert_eq!(lost, vec![TxnId(1)]);
+        let holder = b.holder(&claims[0]).await.unwrap().expect("held");
+        assert_eq!((holder.node.as_str(), holder.txn), ("a", TxnId(1)));
+        assert_eq!(holder.fingerprint, 42);
+        assert_eq!(holder.records, vec![first]);
+        assert!(!holder.fenced, "a is live: its transaction may still move");
+    });
+}
+
+#[test]
+fn a_newer_schema_and_a_different_card_key_are_refused_by_name() {
+    let Some(pg) = Server::start("store::refusals") else {
+        return;
+    };
+    rt().block_on(async {
+        Store::join(&pg.url(), "a", LEASE, &KEY).await.unwrap();
+        let other = Store::join(&pg.url(), "b", LEASE, &[8; 16])
+            .await
+            .unwrap_err();
+        assert!(matches!(other, Error::CardKeyMismatch { .. }), "{other}");
+        assert!(other.to_string().contains("card_key"), "{other}");
+
+        let client = cluster::connect(&pg.url()).await.unwrap();
+        client
+            .execute(
+                "INSERT INTO acquiro_schema (version) VALUES ($1)",
+                &[&(SCHEMA_VERSION + 1)],
+            )
+            .await
+            .unwrap();
+        let newer = Store::join(&pg.url(), "a", LEASE, &KEY).await.unwrap_err();
+        let said = newer.to_string();
+        assert!(matches!(newer, Error::SchemaTooNew { .. }), "{said}");
+        assert!(
+            said.contains(&format!("version {}", SCHEMA_VERSION + 1)),
+            "{said}"
+        );
+        assert!(said.contains(&format!("({SCHEMA_VERSION})")), "{said}");
+    });
+}
