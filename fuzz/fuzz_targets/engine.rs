@@ -31,6 +31,7 @@ fn config() -> Config {
         acquirer_id: "12345".into(),
         echo_interval: Duration::from_secs(60),
         card_key: [7; 16],
+        shared_keys: false,
     }
 }
 
@@ -50,7 +51,7 @@ fn carry(engine: &mut Engine, now: Now, out: Vec<Action>, approve: bool) -> usiz
                     }
                 }
             }
-            Action::Answer { msg, .. } => {
+            Action::Answer { msg, .. } | Action::AnswerNow { msg, .. } => {
                 let _ = msg.to_bytes();
                 told += 1;
             }

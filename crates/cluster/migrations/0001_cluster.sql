@@ -75,7 +75,7 @@ CREATE FUNCTION acquiro_commit(
     seqs bigint[], txns bigint[], ats timestamptz[], bodies bytea[],
     terminals text[], stans integer[], days smallint[], last4s text[], rrns text[],
     c_txns bigint[], c_terminals text[], c_merchants text[], c_stans integer[], c_days smallint[],
-    c_reversals boolean[], c_fingerprints bigint[]
+    c_reversals boolean[], c_fingerprints bigint[], c_old_nodes text[], c_old_txns bigint[]
 ) RETURNS SETOF bigint LANGUAGE plpgsql AS $$
 BEGIN
     -- FOR SHARE: a takeover (which locks the row FOR UPDATE to raise the epoch) waits for this commit,
@@ -88,13 +88,24 @@ BEGIN
         SELECT n, * FROM unnest(seqs, txns, ats, bodies, terminals, stans, days, last4s, rrns);
     RETURN QUERY
     WITH wanted AS (
-        SELECT * FROM unnest(c_txns, c_terminals, c_merchants, c_stans, c_days, c_reversals, c_fingerprints)
-            AS w(txn, terminal, merchant, stan, day, reversal, fingerprint)
+        SELECT * FROM unnest(c_txns, c_terminals, c_merchants, c_stans, c_days, c_reversals, c_fingerprints,
+                             c_old_nodes, c_old_txns)
+            AS w(txn, terminal, merchant, stan, day, reversal, fingerprint, old_node, old_txn)
     ), won AS (
         INSERT INTO claims (terminal, merchant, stan, day, reversal, node, txn, fingerprint, at)
             SELECT terminal, merchant, stan, day, reversal, n, txn, fingerprint, now() FROM wanted
+            WHERE old_node IS NULL
             ON CONFLICT DO NOTHING
             RETURNING claims.txn
+    ), taken AS (
+        -- A key taken over from a transaction that ended without being forwarded: only from that one.
+        UPDATE claims c SET node = n, txn = w.txn, fingerprint = w.fingerprint, at = now()
+            FROM wanted w
+            WHERE w.old_node IS NOT NULL AND c.terminal = w.terminal AND c.merchant = w.merchant
+              AND c.stan = w.stan AND c.day = w.day AND c.reversal = w.reversal
+              AND c.node = w.old_node AND c.txn = w.old_txn
+            RETURNING c.txn
     )
-    SELECT wanted.txn FROM wanted WHERE wanted.txn NOT IN (SELECT won.txn FROM won);
+    SELECT wanted.txn FROM wanted
+        WHERE wanted.txn NOT IN (SELECT won.txn FROM won UNION ALL SELECT taken.txn FROM taken);
 END $$;

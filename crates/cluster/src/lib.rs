@@ -16,7 +16,7 @@ mod schema;
 mod store;
 pub mod throwaway;
 
+pub use engine::{Claim, Holder};
 pub use error::Error;
-pub use row::Claim;
 pub use schema::{SCHEMA_VERSION, migrate};
-pub use store::{Committed, Holder, Joined, NodeStatus, Store, card_key_check, connect, status};
+pub use store::{Committed, Joined, NodeStatus, Store, card_key_check, connect, status};

@@ -3,21 +3,7 @@
 
 use std::time::SystemTime;
 
-use compact_str::CompactString;
-use engine::{Record, Step};
-
-/// An idempotency key claimed by a node's new request, in the commit of the request's first record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    pub txn: engine::TxnId,
-    pub terminal: CompactString,
-    pub merchant: CompactString,
-    pub stan: u32,
-    /// MMDD.
-    pub date: u16,
-    pub reversal: bool,
-    pub fingerprint: u64,
-}
+use engine::{Claim, Record, Step};
 
 /// The columns of one batch.
 #[derive(Debug, Default)]
@@ -43,6 +29,8 @@ pub(crate) struct ClaimRows {
     pub(crate) days: Vec<i16>,
     pub(crate) reversals: Vec<bool>,
     pub(crate) fingerprints: Vec<i64>,
+    pub(crate) old_nodes: Vec<Option<String>>,
+    pub(crate) old_txns: Vec<Option<i64>>,
 }
 
 impl Rows {
@@ -80,6 +68,9 @@ impl Rows {
         c.days.push(claim.date as i16);
         c.reversals.push(claim.reversal);
         c.fingerprints.push(claim.fingerprint as i64);
+        let old = claim.replacing.as_ref();
+        c.old_nodes.push(old.map(|(node, _)| node.to_string()));
+        c.old_txns.push(old.map(|(_, txn)| txn.0 as i64));
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -3,11 +3,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use engine::{Record, TxnId};
+use engine::{Claim, Holder, Record, TxnId};
 use siphasher::sip128::{Hasher128, SipHasher13};
 use tokio_postgres::{Client, NoTls};
 
-use crate::row::{self, Claim, Rows};
+use crate::row::{self, Rows};
 use crate::{Error, schema};
 
 /// A node joined to the cluster under a new epoch.
@@ -35,19 +35,6 @@ pub struct Joined {
 pub struct Committed {
     /// Claims another node (or an earlier transaction) already held.
     pub lost: Vec<TxnId>,
-}
-
-/// Who holds a key a claim lost, and what that transaction's records say.
-#[derive(Debug, Clone)]
-pub struct Holder {
-    pub node: String,
-    pub txn: TxnId,
-    pub fingerprint: u64,
-    /// The holder's records of the transaction, oldest first.
-    pub records: Vec<Record>,
-    /// The holder can commit nothing more for it (its work was handed on by a takeover, or it is this
-    /// node's own from before), so what the records say is final.
-    pub fenced: bool,
 }
 
 /// A node as `acquiro cluster status` shows it.
@@ -175,7 +162,7 @@ impl Store {
             .client
             .query(
                 "SELECT * FROM acquiro_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                                              $12, $13, $14, $15, $16, $17, $18)",
+                                              $12, $13, $14, $15, $16, $17, $18, $19, $20)",
                 &[
                     &self.node,
                     &self.epoch,
@@ -195,6 +182,8 @@ impl Store {
                     &c.days,
                     &c.reversals,
                     &c.fingerprints,
+                    &c.old_nodes,
+                    &c.old_txns,
                 ],
             )
             .await
@@ -236,6 +225,47 @@ impl Store {
         Ok(())
     }
 
+    /// Another connection for the same node and epoch (the lease is renewed on its own connection, so
+    /// that a slow commit never delays it).
+    pub async fn twin(&self, url: &str) -> Result<Store, Error> {
+        Ok(Store {
+            client: connect(url).await?,
+            node: self.node.clone(),
+            epoch: self.epoch,
+        })
+    }
+
+    /// Connects again after the connection failed.
+    pub async fn reconnect(&mut self, url: &str) -> Result<(), Error> {
+        self.client = connect(url).await?;
+        Ok(())
+    }
+
+    /// After a commit whose outcome was lost with the connection: what it decided if it went through,
+    /// `None` if it did not (the batch is committed again). Every claim is reported lost and settles as
+    /// won when its holder turns out to be itself.
+    pub async fn settle(
+        &self,
+        records: &[(u64, Record)],
+        claims: &[Claim],
+    ) -> Result<Option<Committed>, Error> {
+        let committed = match records.first() {
+            Some((seq, _)) => self
+                .client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM records WHERE node = $1 AND seq = $2)",
+                    &[&self.node, &(*seq as i64)],
+                )
+                .await?
+                .get(0),
+            // Claims alone: committing them again is harmless.
+            None => false,
+        };
+        Ok(committed.then(|| Committed {
+            lost: claims.iter().map(|c| c.txn).collect(),
+        }))
+    }
+
     /// Who holds the key `claim` lost, with that transaction's records.
     pub async fn holder(&self, claim: &Claim) -> Result<Option<Holder>, Error> {
         let Some(row) = self
@@ -267,7 +297,7 @@ impl Store {
             // memory, before any claim.
             fenced: row.get::<_, bool>(3) || node == self.node,
             fingerprint: row.get::<_, i64>(2) as u64,
-            node,
+            node: node.into(),
             txn,
             records,
         }))

@@ -54,6 +54,7 @@ fn claim(txn: u64, stan: u32, fingerprint: u64) -> Claim {
         date: 1202,
         reversal: false,
         fingerprint,
+        replacing: None,
     }
 }
 

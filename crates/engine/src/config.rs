@@ -20,6 +20,9 @@ pub struct Config {
     /// Key of the keyed hashes of card numbers: the journal's card hash and the duplicate fingerprint.
     /// It must stay the same across restarts for recovery to recognise retransmits.
     pub card_key: [u8; 16],
+    /// Cluster mode: a new request's key is claimed in the store every node shares before it is
+    /// forwarded (see `claims.rs`).
+    pub shared_keys: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use iso8583::{Message, ResponseCode};
 
+use crate::claims::Claims;
 use crate::config::Config;
 use crate::event::{Action, ConnId, Event, LinkId, Now, TimerId, TxnId};
 use crate::idempotency::{Key, Table};
@@ -44,6 +45,9 @@ pub struct Engine {
     pub(crate) txns: HashMap<TxnId, Txn>,
     pub(crate) links: Links,
     pub(crate) saf: Saf,
+    pub(crate) claims: Claims,
+    /// Whether the journal can make records durable (see [`Event::JournalWritable`]).
+    pub(crate) journal_writable: bool,
     timers: Timers,
     next_txn: u64,
     pub(crate) stats: Stats,
@@ -64,6 +68,8 @@ impl Engine {
             txns: HashMap::new(),
             links,
             saf: Saf::default(),
+            claims: Claims::default(),
+            journal_writable: true,
             timers: Timers::default(),
             next_txn: 0,
             stats: Stats::default(),
@@ -82,9 +88,9 @@ impl Engine {
         &self.stats
     }
 
-    /// Requests forwarded and awaiting their answer.
+    /// Requests forwarded and awaiting their answer, or waiting for their claim (cluster mode).
     pub fn in_flight(&self) -> usize {
-        self.txns.len()
+        self.txns.len() + self.claims.len()
     }
 
     /// Reversals queued and not yet acknowledged or expired.
@@ -101,7 +107,8 @@ impl Engine {
     /// inside the idempotency window. Older ones are finished for good.
     pub fn oldest_needed(&self) -> TxnId {
         let oldest = self.txns.keys().min().copied().into_iter();
-        let oldest = oldest.chain(self.saf.lowest_txn()).min();
+        let oldest = oldest.chain(self.saf.lowest_txn());
+        let oldest = oldest.chain(self.claims.lowest_txn()).min();
         match (oldest, self.idempotency.oldest()) {
             (Some(a), Some(b)) => a.min(b),
             (Some(t), None) | (None, Some(t)) => t,
@@ -144,6 +151,7 @@ impl Engine {
                     self.send_reversal(now, txn, out)
                 }
                 TimerId::Link(link) => self.on_link_timer(now, link, out),
+                TimerId::Claim(txn) => self.on_claim_timer(now, txn, out),
             }
         }
     }
@@ -168,9 +176,14 @@ impl Engine {
             Event::Response { link, msg } => self.on_upstream(now, link, msg, out),
             Event::LinkUp(link) => self.on_link_up(now, link, out),
             Event::LinkDown(link) => self.on_link_down(link),
-            Event::GraceOver => self.on_grace_over(now, out),
+            Event::GraceOver => {
+                self.give_up_claims(now, out);
+                self.on_grace_over(now, out)
+            }
+            Event::Claimed { txn, holder } => self.on_claimed(now, txn, holder, out),
+            Event::JournalWritable(writable) => self.journal_writable = writable,
             Event::ConnClosed(conn) => {
-                let mut waited: Vec<TxnId> = Vec::new();
+                let mut waited: Vec<TxnId> = self.claims.closed(conn);
                 for (&id, txn) in self.txns.iter_mut() {
                     if txn.waiters.contains(&conn) {
                         txn.waiters.retain(|&c| c != conn);

@@ -5,6 +5,7 @@ use std::time::{Instant, SystemTime};
 use iso8583::Message;
 use serde::{Deserialize, Serialize};
 
+use crate::claims::{Claim, Holder};
 use crate::journal::Record;
 
 /// A terminal connection, numbered by the shell.
@@ -30,6 +31,8 @@ pub enum TimerId {
     Reversal(TxnId),
     /// Time to check a link: sign-on answer due, or echo when idle.
     Link(LinkId),
+    /// Cluster mode: time to ask again about a key another node holds in flight, or to give up.
+    Claim(TxnId),
 }
 
 /// The time of an event, read by the shell: the engine never reads a clock (a rule `clippy.toml` checks).
@@ -70,6 +73,15 @@ pub enum Event {
     ConnClosed(ConnId),
     /// The grace period of a shutdown is over: every request still in flight times out now.
     GraceOver,
+    /// Cluster mode: the shared store's answer to an [`Action::Claim`]: `None` when the key is this
+    /// transaction's now, else who holds it.
+    Claimed {
+        txn: TxnId,
+        holder: Option<Holder>,
+    },
+    /// Whether the journal can make records durable. While it cannot, new requests are refused at once
+    /// (RC 91): nothing they lead to could be made durable.
+    JournalWritable(bool),
 }
 
 /// What the shell must do, in order: records to journal, and effects, each of which leaves only after
@@ -101,6 +113,16 @@ pub enum Action {
     },
     /// Close an upstream link (it failed to sign on or to echo); the shell reconnects it.
     CloseLink(LinkId),
+    /// Cluster mode: claim an idempotency key in the shared store, in the same commit as the records
+    /// before it; the store answers with [`Event::Claimed`].
+    Claim(Claim),
+    /// Answer a terminal at once, ahead of held effects: an answer that needs no new record durable (a
+    /// refusal of a request that was not forwarded, or a replay of an answer already durable). Given
+    /// while the journal cannot write.
+    AnswerNow {
+        conn: ConnId,
+        msg: Message,
+    },
 }
 
 /// Why a terminal's message got no answer.

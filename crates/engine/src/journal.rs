@@ -143,6 +143,12 @@ pub enum Step {
     ReversalExpired {
         attempts: u32,
     },
+    /// Cluster mode: the request's key is held by transaction `txn` of node `node`; this one was not
+    /// forwarded, and what follows answers from the holder's records.
+    HeldElsewhere {
+        node: CompactString,
+        txn: TxnId,
+    },
 }
 
 /// A forwarded request's MTI and the fields a reversal repeats, as text. The card number is left out: a

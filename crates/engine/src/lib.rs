@@ -10,6 +10,7 @@
 //! told. An approval nobody could be told of, and every request whose answer did not come in time, is
 //! reversed until the issuer acknowledges it.
 
+mod claims;
 mod config;
 mod engine;
 mod event;
@@ -27,6 +28,7 @@ mod terminal;
 mod timers;
 mod upstream;
 
+pub use claims::{Claim, Holder};
 pub use config::{Config, Idempotency, Issuer, Reversal};
 pub use engine::Engine;
 pub use event::{Action, ConnId, Event, LinkId, Now, TimerId, TxnId, Unanswered};

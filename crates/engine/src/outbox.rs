@@ -27,7 +27,9 @@ pub trait Gate {
     fn held(&self) -> usize;
 
     /// Takes one of the engine's actions in order: a record goes to `append` (which returns its sequence
-    /// number); an effect is returned when it may go out now.
+    /// number); an effect is returned when it may go out now. Two actions are never held: a claim
+    /// (cluster mode), which the shell hands to the journal to commit with the records before it, and
+    /// an answer that needs no new record durable.
     fn admit(&mut self, action: Action, append: impl FnOnce(Record) -> u64) -> Option<Action>
     where
         Self: Sized,
@@ -38,6 +40,7 @@ pub trait Gate {
                 self.appended(seq);
                 None
             }
+            Action::Claim(_) | Action::AnswerNow { .. } => Some(action),
             effect => self.effect(effect),
         }
     }
@@ -155,6 +158,22 @@ mod tests {
         assert_eq!(released.iter().map(link).collect::<Vec<_>>(), [2]);
         assert!(gate.admit(close(3), &mut append).is_some());
         assert_eq!(gate.held(), 0);
+    }
+
+    #[test]
+    fn an_answer_that_needs_no_record_passes_held_effects() {
+        let mut gate = Outbox::default();
+        let mut append = journal();
+        assert!(gate.admit(record(), &mut append).is_none());
+        assert!(gate.admit(close(0), &mut append).is_none());
+        let spec = dialects::builtin("iso87ascii").unwrap();
+        let msg = iso8583::Message::new(spec, iso8583::Mti::new(*b"0210").unwrap());
+        let now = Action::AnswerNow {
+            conn: crate::event::ConnId(1),
+            msg,
+        };
+        assert!(gate.admit(now, &mut append).is_some());
+        assert_eq!(gate.held(), 1, "the held effect still waits");
     }
 
     #[test]

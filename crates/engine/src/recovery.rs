@@ -35,7 +35,7 @@ pub struct Recovered {
 
 /// One transaction's records, folded.
 #[derive(Debug, Default)]
-struct Trail {
+pub(crate) struct Trail {
     received: Option<(SystemTime, Received)>,
     /// Issuer and the request as recorded.
     forwarded: Option<(CompactString, Original)>,
@@ -44,9 +44,24 @@ struct Trail {
     /// When the reversal was queued, and attempts sent.
     reversal: Option<(SystemTime, u32)>,
     reversal_done: bool,
+    /// Refused before it was forwarded.
+    pub(crate) rejected: bool,
+    /// Answered, with no terminal left to tell.
+    pub(crate) undeliverable: bool,
+    /// Cluster mode: another node's transaction held its key.
+    held_elsewhere: bool,
 }
 
 impl Trail {
+    /// The trail of one transaction's records, oldest first.
+    pub(crate) fn of(records: Vec<Record>) -> Trail {
+        let mut trail = Trail::default();
+        for r in records {
+            trail.add(r.at, r.step);
+        }
+        trail
+    }
+
     fn add(&mut self, at: SystemTime, step: Step) {
         match step {
             Step::Received(r) => self.received = Some((at, r)),
@@ -64,15 +79,41 @@ impl Trail {
             Step::ReversalAcknowledged { .. } | Step::ReversalExpired { .. } => {
                 self.reversal_done = true
             }
-            Step::Rejected { .. }
-            | Step::Joined
+            Step::Rejected { .. } => self.rejected = true,
+            Step::Undeliverable { .. } => self.undeliverable = true,
+            Step::HeldElsewhere { .. } => self.held_elsewhere = true,
+            Step::Joined
             | Step::Disconnected
             | Step::Replayed { .. }
             | Step::TimedOut
             | Step::LateAnswer { .. }
-            | Step::Undeliverable { .. }
             | Step::InDoubt => {}
         }
+    }
+
+    pub(crate) fn forwarded(&self) -> bool {
+        self.forwarded.is_some()
+    }
+
+    pub(crate) fn told(&self) -> Option<ResponseCode> {
+        self.told
+    }
+
+    /// The answer a retransmit is replayed when its terminal was told `rc`: with the auth code of an
+    /// approval and the request's RRN, as recorded.
+    pub(crate) fn answer(&self, txn: TxnId, rc: ResponseCode) -> Answer {
+        let rrn = self
+            .forwarded
+            .as_ref()
+            .and_then(|(_, o)| o.rrn())
+            .and_then(|rrn| kept(txn, "RRN", rrn));
+        let auth_code = self
+            .answered
+            .as_ref()
+            .and_then(|(_, a)| a.as_ref())
+            .filter(|_| rc.is_approval())
+            .and_then(|code| kept(txn, "auth code", code.as_str()));
+        Answer::Rebuilt { rc, auth_code, rrn }
     }
 
     /// Whether the terminal was told its request was approved.
@@ -96,9 +137,17 @@ impl Trail {
 pub struct Recovery {
     trails: HashMap<TxnId, Trail>,
     records: u64,
+    /// The highest transaction id ever used, when the records read back do not all reach it.
+    numbered: Option<TxnId>,
 }
 
 impl Recovery {
+    /// New transactions are numbered after `txn` even if no record read back is of it (cluster mode
+    /// reads back only what a takeover did not hand on, but ids must never repeat).
+    pub fn numbered_after(&mut self, txn: TxnId) {
+        self.numbered = self.numbered.max(Some(txn));
+    }
+
     /// Adds the next record, oldest first.
     pub fn add(&mut self, record: Record) {
         self.records += 1;
@@ -121,8 +170,8 @@ impl Engine {
         let mut trails: Vec<_> = recovery.trails.into_iter().collect();
         // Oldest first, as the idempotency table expects.
         trails.sort_unstable_by_key(|(txn, _)| *txn);
-        if let Some((last, _)) = trails.last() {
-            self.resume_numbering(*last);
+        if let Some(last) = trails.last().map(|(txn, _)| *txn).max(recovery.numbered) {
+            self.resume_numbering(last);
         }
         for (txn, trail) in trails {
             self.recover_one(now, txn, trail, &mut found, out);
@@ -180,19 +229,18 @@ impl Engine {
     /// Puts a request's idempotency entry back if it is still inside the window and has an answer to
     /// replay. A request that never left has none: a retransmit of it is a first attempt.
     fn restore_entry(&mut self, now: Now, txn: TxnId, trail: Trail, issuer: Option<usize>) -> bool {
-        let Some((at, received)) = trail.received else {
+        let Some((at, received)) = &trail.received else {
             return false;
         };
-        let since = mono(now, at);
+        let since = mono(now, *at);
         let expired = now.mono.saturating_duration_since(since) >= self.config.idempotency.window;
-        let (Some(key), false) = (Key::recorded(&received, &self.config.card_key), expired) else {
+        let (Some(key), false, false) = (
+            Key::recorded(received, &self.config.card_key),
+            expired,
+            trail.held_elsewhere,
+        ) else {
             return false;
         };
-        let rrn = trail
-            .forwarded
-            .as_ref()
-            .and_then(|(_, o)| o.rrn())
-            .and_then(|rrn| kept(txn, "RRN", rrn));
         let (rc, approved) = if received.mti.class() == Class::REVERSAL {
             // A terminal's reversal is answered locally once acted on.
             let Some(rc) = trail.told else {
@@ -200,14 +248,14 @@ impl Engine {
             };
             (rc, None)
         } else {
-            let Some((_, original)) = trail.forwarded else {
+            let Some((_, original)) = &trail.forwarded else {
                 return false;
             };
             match trail.told {
                 // Approved and not reversed: a terminal's own reversal may still need the original.
                 Some(rc) if rc.is_approval() => {
                     let stands = trail.reversal.is_none();
-                    let source = stands.then(|| Source::Recorded(Box::new(original)));
+                    let source = stands.then(|| Source::Recorded(Box::new(original.clone())));
                     (rc, source.zip(issuer))
                 }
                 Some(rc) => (rc, None),
@@ -215,22 +263,14 @@ impl Engine {
                 None => (ResponseCode::ISSUER_UNAVAILABLE, None),
             }
         };
-        let auth_code = trail
-            .answered
-            .and_then(|(_, a)| a)
-            .filter(|_| rc.is_approval())
-            .and_then(|code| kept(txn, "auth code", code.as_str()));
+        let fingerprint = received.fingerprint;
         let done = Done {
             txn,
-            answer: Answer::Rebuilt { rc, auth_code, rrn },
+            answer: trail.answer(txn, rc),
             approved,
         };
-        self.idempotency.restore(
-            key,
-            received.fingerprint,
-            State::Done(Box::new(done)),
-            since,
-        );
+        self.idempotency
+            .restore(key, fingerprint, State::Done(Box::new(done)), since);
         true
     }
 }

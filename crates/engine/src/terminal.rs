@@ -63,7 +63,7 @@ impl Engine {
     fn purchase(&mut self, now: Now, conn: ConnId, msg: Message, out: &mut Vec<Action>) {
         let txn = self.new_txn();
         let _txn = crate::engine::span(txn);
-        let (Some(key), Some(pan), true, true) =
+        let (Some(key), Some(_), true, true) =
             (self.key(now, &msg), msg.pan(), msg.has(3), msg.has(4))
         else {
             return self.reject(now, Some(txn), conn, &msg, ResponseCode::FORMAT_ERROR, out);
@@ -75,13 +75,16 @@ impl Engine {
             Lookup::Joined(original) => {
                 self.stats.duplicates_joined += 1;
                 // One answer per request: a retransmit on the same connection is answered too.
-                let Some(t) = self.txns.get_mut(&original) else {
-                    // An entry in flight always has its transaction; if that ever broke, the terminal
-                    // is still answered.
-                    let rc = ResponseCode::SYSTEM_ERROR;
-                    return self.answer_locally(conn, None, &msg, ECHO_FIELDS, rc, out);
-                };
-                t.waiters.push(conn);
+                match self.txns.get_mut(&original) {
+                    Some(t) => t.waiters.push(conn),
+                    None if self.claims.join(original, conn) => {}
+                    None => {
+                        // An entry in flight always has its transaction; if that ever broke, the
+                        // terminal is still answered.
+                        let rc = ResponseCode::SYSTEM_ERROR;
+                        return self.answer_locally(conn, None, &msg, ECHO_FIELDS, rc, out);
+                    }
+                }
                 Self::journal(now, original, Step::Joined, out);
             }
             Lookup::Replay(original, answer) => {
@@ -89,22 +92,35 @@ impl Engine {
                 let answer = self.replay(answer, &msg);
                 let rc = answer.response_code().unwrap_or(ResponseCode::SYSTEM_ERROR);
                 Self::journal(now, original, Step::Replayed { rc }, out);
-                out.push(Action::Answer {
-                    conn,
-                    txn: Some(original),
-                    msg: answer,
+                // The answer replayed is durable already: with the journal down it need not wait.
+                out.push(match self.journal_writable {
+                    true => Action::Answer {
+                        conn,
+                        txn: Some(original),
+                        msg: answer,
+                    },
+                    false => Action::AnswerNow { conn, msg: answer },
                 });
+            }
+            Lookup::New if !self.journal_writable => {
+                // Nothing it leads to could be made durable: refused at once, unrecorded.
+                self.stats.unavailable += 1;
+                self.idempotency.forget(&key);
+                self.answer_now(conn, &msg, ResponseCode::ISSUER_UNAVAILABLE, out);
             }
             Lookup::New => {
                 let received = self.received(&msg, &key, fingerprint);
+                if self.config.shared_keys {
+                    return self.claim_first(now, txn, key, conn, msg, received, out);
+                }
                 Self::journal(now, txn, Step::Received(received), out);
-                self.forward(now, txn, key, conn, msg, pan.expose(), out);
+                self.forward(now, txn, key, vec![conn], msg, out);
             }
         }
     }
 
     /// The stored answer for a retransmit of `request`.
-    fn replay(&self, answer: Answer, request: &Message) -> Message {
+    pub(crate) fn replay(&self, answer: Answer, request: &Message) -> Message {
         let (rc, auth_code, rrn) = match answer {
             Answer::Sent(wire) => match Message::decode(request.spec(), Bytes::from(wire)) {
                 Ok(msg) => return msg,
@@ -156,34 +172,28 @@ impl Engine {
         }
     }
 
-    /// Routes, renumbers and sends a new request upstream, journaling it first.
-    #[allow(clippy::too_many_arguments)]
-    fn forward(
+    /// Routes, renumbers and sends a new request upstream, journaling it first; `waiters` are the
+    /// connections to answer.
+    pub(crate) fn forward(
         &mut self,
         now: Now,
         txn: TxnId,
         key: Key,
-        conn: ConnId,
+        waiters: Vec<ConnId>,
         msg: Message,
-        pan: &[u8],
         out: &mut Vec<Action>,
     ) {
-        let Some(issuer) = self.routes.issuer(pan) else {
+        let routed = msg.pan().and_then(|pan| self.routes.issuer(pan.expose()));
+        let Some(issuer) = routed else {
             self.stats.unavailable += 1;
             self.idempotency.forget(&key);
-            return self.reject(now, Some(txn), conn, &msg, NO_ROUTE, out);
+            return self.refuse(now, txn, &waiters, &msg, NO_ROUTE, out);
         };
         let Some(link) = self.links.pick(issuer) else {
             self.stats.unavailable += 1;
             self.idempotency.forget(&key);
-            return self.reject(
-                now,
-                Some(txn),
-                conn,
-                &msg,
-                ResponseCode::ISSUER_UNAVAILABLE,
-                out,
-            );
+            let rc = ResponseCode::ISSUER_UNAVAILABLE;
+            return self.refuse(now, txn, &waiters, &msg, rc, out);
         };
         let pending = self
             .links
@@ -195,7 +205,8 @@ impl Engine {
                 tracing::warn!(%error, "request cannot be put into the issuer's dialect");
                 self.links.release(pending);
                 self.idempotency.forget(&key);
-                return self.reject(now, Some(txn), conn, &msg, ResponseCode::SYSTEM_ERROR, out);
+                let rc = ResponseCode::SYSTEM_ERROR;
+                return self.refuse(now, txn, &waiters, &msg, rc, out);
             }
         };
         let issuer_cfg = &self.config.issuers[issuer];
@@ -227,7 +238,7 @@ impl Engine {
                 forwarded,
                 issuer,
                 pending,
-                waiters: vec![conn],
+                waiters,
                 reverse_on_answer: false,
             },
         );
@@ -280,6 +291,11 @@ impl Engine {
                     ResponseCode::APPROVED,
                     out,
                 );
+            }
+            Some((Lookup::New, _)) if !self.journal_writable => {
+                self.stats.unavailable += 1;
+                self.idempotency.forget(&key);
+                return self.answer_now(conn, &msg, ResponseCode::ISSUER_UNAVAILABLE, out);
             }
             Some((Lookup::New, fingerprint)) => fingerprint,
         };
@@ -366,10 +382,38 @@ impl Engine {
         if rc == ResponseCode::FORMAT_ERROR {
             self.stats.format_errors += 1;
         }
-        if let Some(txn) = txn {
-            Self::journal(now, txn, Step::Rejected { rc }, out);
+        match txn {
+            Some(txn) => self.refuse(now, txn, &[conn], msg, rc, out),
+            None => self.answer_locally(conn, txn, msg, ECHO_FIELDS, rc, out),
         }
-        self.answer_locally(conn, txn, msg, ECHO_FIELDS, rc, out);
+    }
+
+    /// Refuses transaction `txn` with `rc` (nothing goes upstream): recorded once, answered to each of
+    /// `waiters`.
+    pub(crate) fn refuse(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        waiters: &[ConnId],
+        msg: &Message,
+        rc: ResponseCode,
+        out: &mut Vec<Action>,
+    ) {
+        Self::journal(now, txn, Step::Rejected { rc }, out);
+        for &conn in waiters {
+            self.answer_locally(conn, Some(txn), msg, ECHO_FIELDS, rc, out);
+        }
+    }
+
+    /// Answers `msg` with `rc` at once, unrecorded (see [`Action::AnswerNow`]).
+    fn answer_now(&mut self, conn: ConnId, msg: &Message, rc: ResponseCode, out: &mut Vec<Action>) {
+        out.push(match self.local_answer(msg, ECHO_FIELDS, rc) {
+            Some(msg) => Action::AnswerNow { conn, msg },
+            None => Action::NoAnswer {
+                conn,
+                why: Unanswered::Unbuildable,
+            },
+        });
     }
 
     /// Answers `msg` on the spot with `rc`, or says that no answer can be built.

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::journal::{Journal, Report};
+use crate::journal::{Journal, Progress, Report};
 use crate::link::LinkCmd;
 use crate::recorder::Recorder;
 use crate::status::Status;
@@ -48,7 +48,8 @@ pub(crate) fn now() -> Now {
     }
 }
 
-/// How often the journal learns which transactions recovery may still need.
+/// How often the journal learns which transactions recovery may still need (and, in cluster mode, what
+/// the node holds, for its lease).
 const KEEP_EVERY: Duration = Duration::from_secs(1);
 /// Inputs handled in one turn, at most, before the journal and the metrics catch up.
 const BURST: usize = 64;
@@ -126,14 +127,18 @@ impl Driver {
                     self.carry_out(&mut out);
                 }
                 Some(report) = next_report(&mut reports) => {
-                    self.on_report(report);
+                    self.on_report(report, &mut out);
                     if stop != Stop::Running && self.drained() {
                         break;
                     }
                     continue;
                 }
                 _ = keep.tick(), if durable_journal => {
-                    self.journal.keep_from(self.engine.oldest_needed());
+                    self.journal.progress(Progress {
+                        oldest_needed: self.engine.oldest_needed(),
+                        in_flight: self.engine.in_flight(),
+                        reversals: self.engine.pending_reversals(),
+                    });
                     continue;
                 }
                 _ = shutdown.cancelled(), if stop == Stop::Running => {
@@ -239,7 +244,7 @@ impl Driver {
         self.engine.in_flight() == 0 && self.outbox.held() == 0
     }
 
-    /// Journals records and carries out the effects the gate lets through.
+    /// Journals records (and claims) and carries out the effects the gate lets through.
     fn carry_out(&mut self, out: &mut Vec<Action>) {
         for action in out.drain(..) {
             let (journal, recorder) = (&mut self.journal, &mut self.recorder);
@@ -253,7 +258,7 @@ impl Driver {
         }
     }
 
-    fn on_report(&mut self, report: Report) {
+    fn on_report(&mut self, report: Report, out: &mut Vec<Action>) {
         match report {
             Report::Durable(batch) => {
                 self.recorder.metrics().journal_batch(&batch);
@@ -264,9 +269,23 @@ impl Driver {
                 }
                 self.released = released;
             }
+            Report::Claimed(answers) => {
+                for (txn, holder) in answers {
+                    self.on_event(Event::Claimed { txn, holder }, out);
+                }
+                self.journal.flush();
+            }
+            Report::Unwritable(why) => {
+                if why.is_some() {
+                    self.recorder.metrics().journal_failed();
+                }
+                self.on_event(Event::JournalWritable(why.is_none()), out);
+                self.status.send_modify(|s| s.journal_failed = why);
+            }
             Report::Failed(error) => {
                 tracing::error!(%error, held = self.outbox.held(), "journal failed: nothing more is forwarded or answered");
                 self.recorder.metrics().journal_failed();
+                self.on_event(Event::JournalWritable(false), out);
                 self.status.send_modify(|s| s.journal_failed = Some(error));
             }
         }
@@ -285,10 +304,16 @@ impl Driver {
                 self.recorder.answered(txn);
                 self.reply(conn, Reply::Answer(msg));
             }
+            Action::AnswerNow { conn, msg } => {
+                self.recorder.answered_now(&msg);
+                self.reply(conn, Reply::Answer(msg));
+            }
             Action::NoAnswer { conn, why } => {
                 self.recorder.unanswered(why);
                 self.reply(conn, Reply::Nothing);
             }
+            // Committed with the records before it.
+            Action::Claim(claim) => self.journal.claim(claim),
             // The gate keeps records.
             Action::Journal(_) => {}
         }

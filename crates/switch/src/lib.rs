@@ -27,10 +27,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{
-    CARD_KEY_ENV, ConfigError, DEFAULT_DIALECT, DEFAULT_HEADER, File, IdempotencyFile, IssuerFile,
-    JournalFile, JournalSettings, Link, Listener, ListenerFile, ReversalsFile, RouteFile, Settings,
+    CARD_KEY_ENV, ClusterFile, ClusterSettings, ConfigError, DATABASE_ENV, DEFAULT_DIALECT,
+    DEFAULT_HEADER, File, IdempotencyFile, IssuerFile, JournalFile, JournalSettings, Link,
+    Listener, ListenerFile, ReversalsFile, RouteFile, Settings,
 };
-pub use journal::{Journal, MemoryJournal, Report, open_journal};
+pub use journal::{Journal, MemoryJournal, OpenError, Progress, Report, open_journal};
 pub use metrics::Metrics;
 pub use status::{LinkStatus, Status};
 pub use tls::{Acceptor, Connector, IssuerTlsFile, ListenerTlsFile};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use engine::{Engine, LinkId, Record, Stats, Step, TxnId, Unanswered};
-use iso8583::{Mti, ResponseCode};
+use iso8583::{Message, Mti, ResponseCode};
 use prometheus::IntGauge;
 
 use crate::config::Link;
@@ -122,8 +122,20 @@ impl Recorder {
             }
             Step::ReversalExpired { .. } => m.reversals.with_label_values(&["expired"]).inc(),
             Step::InDoubt => m.in_doubt.inc(),
+            Step::HeldElsewhere { .. } => m.duplicates.with_label_values(&["elsewhere"]).inc(),
             Step::Disconnected => {}
         }
+    }
+
+    /// An answer that needed no record (a refusal while the journal cannot write, or a replay).
+    pub(crate) fn answered_now(&self, answer: &Message) {
+        let rc = answer.response_code().unwrap_or(ResponseCode::SYSTEM_ERROR);
+        let rc = std::str::from_utf8(&rc.0).unwrap_or("??");
+        let mti = answer.mti();
+        self.metrics
+            .responses
+            .with_label_values(&[mti.as_str(), rc, LOCAL])
+            .inc();
     }
 
     fn forwarded(&self, txn: TxnId) -> Option<(&str, Option<Instant>)> {

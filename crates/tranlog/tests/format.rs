@@ -55,6 +55,7 @@ fn config() -> Config {
         acquirer_id: "12345".into(),
         echo_interval: Duration::from_secs(3600),
         card_key: [7; 16],
+        shared_keys: false,
     }
 }
 

@@ -45,6 +45,12 @@ pub(crate) struct ServeArgs {
     /// Directory of the durable journal (journal.dir); without one the journal is in memory only.
     #[arg(long)]
     journal_dir: Option<PathBuf>,
+    /// Cluster mode: this node's name (cluster.node), unique and stable.
+    #[arg(long, requires = "database")]
+    node: Option<String>,
+    /// Cluster mode: the PostgreSQL connection string (cluster.database; also ACQUIRO_DATABASE_URL).
+    #[arg(long)]
+    database: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +108,15 @@ fn apply(args: &ServeArgs, mut file: File) -> File {
     if args.admin_listen.is_some() {
         file.admin_listen = args.admin_listen;
     }
+    if args.node.is_some() || (file.cluster.is_some() && args.database.is_some()) {
+        let cluster = file.cluster.get_or_insert_with(Default::default);
+        if args.node.is_some() {
+            cluster.node.clone_from(&args.node);
+        }
+        if args.database.is_some() {
+            cluster.database.clone_from(&args.database);
+        }
+    }
     file
 }
 
@@ -117,7 +132,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let (journal, recovery) = switch::open_journal(&mut settings)?;
+        let (journal, recovery) = switch::open_journal(&mut settings).await?;
         let running = switch::start(settings, journal, recovery).await?;
         stop_signal().await?;
         tracing::info!("signal received: no new requests; draining");

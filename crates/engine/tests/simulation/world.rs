@@ -434,10 +434,12 @@ impl<G: Gate + Default> World<G> {
                     self.at(delay, Ev::ToIssuer(link, epoch, msg));
                 }
             }
-            Action::Answer { conn, msg, .. } => {
+            Action::Answer { conn, msg, .. } | Action::AnswerNow { conn, msg } => {
                 let delay = self.wire();
                 self.at(delay, Ev::ToTerminal(conn, msg));
             }
+            // One node has no shared store: its engine claims no key.
+            Action::Claim(claim) => panic!("single-node engine claimed {claim:?}"),
             // The simulated terminals send only requests their dialect can answer.
             Action::NoAnswer { conn, why } => panic!("{conn:?} got no answer: {why:?}"),
             Action::CloseLink(link) => self.link_down(link),

@@ -49,6 +49,7 @@ pub fn config(terminal: &str, issuer: &str) -> (Config, &'static Spec) {
         acquirer_id: "12345".into(),
         echo_interval: ECHO,
         card_key: [7; 16],
+        shared_keys: false,
     };
     (config, spec(terminal))
 }

@@ -30,6 +30,33 @@ pub struct File {
     pub idempotency: IdempotencyFile,
     pub reversals: ReversalsFile,
     pub journal: JournalFile,
+    /// Cluster mode: several nodes on one PostgreSQL (no `journal.dir` needed).
+    pub cluster: Option<ClusterFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterFile {
+    /// Unique and stable per node: a restart under the same name resumes its work.
+    pub node: Option<String>,
+    /// PostgreSQL connection string (also from ACQUIRO_DATABASE_URL).
+    pub database: Option<String>,
+    /// A node not heard from for this long is taken over.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+}
+
+/// The environment variable that may hold the cluster's database URL.
+pub const DATABASE_ENV: &str = "ACQUIRO_DATABASE_URL";
+
+impl Default for ClusterFile {
+    fn default() -> Self {
+        ClusterFile {
+            node: None,
+            database: None,
+            lease: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,6 +189,7 @@ impl Default for File {
             idempotency: IdempotencyFile::default(),
             reversals: ReversalsFile::default(),
             journal: JournalFile::default(),
+            cluster: None,
         }
     }
 }

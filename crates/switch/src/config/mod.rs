@@ -8,10 +8,10 @@ mod settings;
 use std::path::Path;
 
 pub use file::{
-    CARD_KEY_ENV, DEFAULT_DIALECT, DEFAULT_HEADER, File, IdempotencyFile, IssuerFile, JournalFile,
-    ListenerFile, ReversalsFile, RouteFile,
+    CARD_KEY_ENV, ClusterFile, DATABASE_ENV, DEFAULT_DIALECT, DEFAULT_HEADER, File,
+    IdempotencyFile, IssuerFile, JournalFile, ListenerFile, ReversalsFile, RouteFile,
 };
-pub use settings::{JournalSettings, Link, Listener, Settings};
+pub use settings::{ClusterSettings, JournalSettings, Link, Listener, Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

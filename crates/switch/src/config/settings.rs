@@ -8,7 +8,7 @@ use std::time::Duration;
 use iso8583::Spec;
 use wire::{FrameCodec, LengthHeader, Tpdu, ZeroLength};
 
-use super::file::{CARD_KEY_ENV, File, JournalFile};
+use super::file::{CARD_KEY_ENV, ClusterFile, DATABASE_ENV, File, JournalFile};
 use super::{ConfigError, invalid};
 use crate::tls::{Acceptor, Connector};
 
@@ -59,6 +59,47 @@ impl JournalFile {
     }
 }
 
+/// Cluster mode's checked settings.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub node: String,
+    pub database: String,
+    pub lease: Duration,
+    /// The same on every node (the database refuses a node whose key differs).
+    pub card_key: [u8; 16],
+}
+
+impl ClusterFile {
+    fn check(&self, card_key: Option<[u8; 16]>) -> Result<ClusterSettings, ConfigError> {
+        let node = match &self.node {
+            Some(n) if !n.is_empty() && n.len() <= 64 => n.clone(),
+            _ => return Err(invalid("cluster.node", "required: 1 to 64 characters")),
+        };
+        let database = self
+            .database
+            .clone()
+            .or_else(|| std::env::var(DATABASE_ENV).ok());
+        let Some(database) = database else {
+            return Err(invalid(
+                "cluster.database",
+                format!("required (or {DATABASE_ENV}, or --database)"),
+            ));
+        };
+        let Some(card_key) = card_key else {
+            return Err(invalid(
+                "journal.card_key",
+                format!("cluster mode needs the key every node shares (or {CARD_KEY_ENV})"),
+            ));
+        };
+        Ok(ClusterSettings {
+            node,
+            database,
+            lease: nonzero("cluster.lease".into(), self.lease)?,
+            card_key,
+        })
+    }
+}
+
 /// A key for a switch whose journal does not outlive it.
 fn random_key() -> [u8; 16] {
     std::array::from_fn(|_| fastrand::u8(..))
@@ -80,6 +121,8 @@ pub struct Settings {
     pub admin_listen: Option<SocketAddr>,
     pub grace_period: Duration,
     pub journal: JournalSettings,
+    /// Cluster mode: the journal is on PostgreSQL instead.
+    pub cluster: Option<ClusterSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -254,6 +297,11 @@ impl File {
         }
         nonzero("reversals.backoff".into(), r.backoff)?;
         let journal = self.journal.check()?;
+        let cluster = self
+            .cluster
+            .as_ref()
+            .map(|c| c.check(journal.card_key))
+            .transpose()?;
         Ok(Settings {
             listeners,
             links,
@@ -278,10 +326,12 @@ impl File {
                 echo_interval: self.echo_interval,
                 // Replaced when the journal is opened (the key must outlive the process).
                 card_key: journal.card_key.unwrap_or_else(random_key),
+                shared_keys: false,
             },
             admin_listen: self.admin_listen,
             grace_period: self.grace_period,
             journal,
+            cluster,
         })
     }
 }

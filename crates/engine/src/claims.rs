@@ -1,0 +1,277 @@
+//! Cluster mode: a new request's idempotency key is claimed in the store every node shares before the
+//! request is forwarded; the claim is committed with the request's first record. The in-memory table
+//! still answers this node's own retransmits. A claim lost to another transaction turns the request into
+//! a replay of that transaction's answer, a wait for it (RC 91 if it does not come in time), or RC 94
+//! when the holder's request differs; it is never forwarded twice.
+//!
+//! The holder's state is read from its records, folded as recovery folds them, so a replay from another
+//! node gives what a replay on the holder's node would.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use compact_str::CompactString;
+use iso8583::{Message, ResponseCode};
+
+use crate::engine::Engine;
+use crate::event::{Action, ConnId, Now, TimerId, TxnId};
+use crate::idempotency::{Done, Key};
+use crate::journal::{Received, Record, Step};
+use crate::recovery::Trail;
+
+/// How often a request whose key another node holds in flight asks again about it.
+const POLL: Duration = Duration::from_millis(100);
+
+/// An idempotency key to claim, and the claim's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub txn: TxnId,
+    pub terminal: CompactString,
+    pub merchant: CompactString,
+    pub stan: u32,
+    /// MMDD.
+    pub date: u16,
+    pub reversal: bool,
+    pub fingerprint: u64,
+    /// Take the key over from this transaction (node, txn), which ended without being forwarded; lost
+    /// if it is no longer that transaction's.
+    pub replacing: Option<(CompactString, TxnId)>,
+}
+
+impl Claim {
+    fn of(txn: TxnId, r: &Received) -> Claim {
+        Claim {
+            txn,
+            terminal: r.terminal.clone(),
+            merchant: r.merchant.clone(),
+            stan: r.stan,
+            date: r.date,
+            reversal: r.mti.class() == iso8583::Class::REVERSAL,
+            fingerprint: r.fingerprint,
+            replacing: None,
+        }
+    }
+}
+
+/// Who holds a key, and what that transaction's records say.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub node: CompactString,
+    pub txn: TxnId,
+    pub fingerprint: u64,
+    /// The holder's records of the transaction, oldest first.
+    pub records: Vec<Record>,
+    /// The holder can write nothing more for it (its node's work was taken over, or it is this node's
+    /// own from before a restart): what the records say is final.
+    pub fenced: bool,
+}
+
+/// A request waiting for its claim.
+#[derive(Debug)]
+struct Claiming {
+    key: Key,
+    msg: Message,
+    claim: Claim,
+    /// The request's connection and those of retransmits that joined it.
+    waiters: Vec<ConnId>,
+    /// When the request is answered RC 91 if its claim is still not settled.
+    deadline: Instant,
+}
+
+/// Requests waiting for their claims.
+#[derive(Debug, Default)]
+pub(crate) struct Claims {
+    waiting: HashMap<TxnId, Claiming>,
+}
+
+impl Claims {
+    /// A retransmit joins `txn` if it waits for its claim.
+    pub(crate) fn join(&mut self, txn: TxnId, conn: ConnId) -> bool {
+        self.waiting
+            .get_mut(&txn)
+            .map(|c| c.waiters.push(conn))
+            .is_some()
+    }
+
+    /// Forgets `conn` as a waiter; returns the transactions it waited for.
+    pub(crate) fn closed(&mut self, conn: ConnId) -> Vec<TxnId> {
+        let mut waited = Vec::new();
+        for (&txn, c) in &mut self.waiting {
+            if c.waiters.contains(&conn) {
+                c.waiters.retain(|&w| w != conn);
+                waited.push(txn);
+            }
+        }
+        waited
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub(crate) fn lowest_txn(&self) -> Option<TxnId> {
+        self.waiting.keys().min().copied()
+    }
+
+    fn txns(&self) -> Vec<TxnId> {
+        let mut txns: Vec<TxnId> = self.waiting.keys().copied().collect();
+        txns.sort_unstable();
+        txns
+    }
+}
+
+/// What the holder's records say a retransmit gets.
+enum Verdict {
+    /// What its terminal was told (RC 91 when it was forwarded and will never be told).
+    Replay(ResponseCode),
+    /// Still in flight on a live node.
+    Wait,
+    /// It ended without being forwarded: the key may be taken over.
+    Take,
+}
+
+fn verdict(trail: &Trail, fenced: bool) -> Verdict {
+    match trail.told() {
+        Some(rc) => Verdict::Replay(rc),
+        None if trail.forwarded() && (fenced || trail.undeliverable) => {
+            Verdict::Replay(ResponseCode::ISSUER_UNAVAILABLE)
+        }
+        None if trail.rejected || (fenced && !trail.forwarded()) => Verdict::Take,
+        None => Verdict::Wait,
+    }
+}
+
+impl Engine {
+    /// Records a new request and claims its key; it is forwarded once the claim is won.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn claim_first(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        key: Key,
+        conn: ConnId,
+        msg: Message,
+        received: Received,
+        out: &mut Vec<Action>,
+    ) {
+        let claim = Claim::of(txn, &received);
+        Self::journal(now, txn, Step::Received(received), out);
+        out.push(Action::Claim(claim.clone()));
+        let deadline = now.mono + self.claim_timeout();
+        self.arm(TimerId::Claim(txn), deadline);
+        self.claims.waiting.insert(
+            txn,
+            Claiming {
+                key,
+                msg,
+                claim,
+                waiters: vec![conn],
+                deadline,
+            },
+        );
+    }
+
+    /// The longest an issuer may take: a claim is given up after as long.
+    fn claim_timeout(&self) -> Duration {
+        let timeouts = self.config.issuers.iter().map(|i| i.response_timeout);
+        timeouts.max().unwrap_or(Duration::from_secs(1))
+    }
+
+    pub(crate) fn on_claimed(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        holder: Option<Holder>,
+        out: &mut Vec<Action>,
+    ) {
+        // Gone: given up before the store answered. Its key stays claimed by a transaction that ended
+        // without being forwarded, which a later claim takes over.
+        let Some(mut c) = self.claims.waiting.remove(&txn) else {
+            return;
+        };
+        let _span = crate::engine::span(txn);
+        let Some(holder) = holder else {
+            self.cancel(TimerId::Claim(txn));
+            return self.forward(now, txn, c.key, c.waiters, c.msg, out);
+        };
+        let held = Step::HeldElsewhere {
+            node: holder.node.clone(),
+            txn: holder.txn,
+        };
+        if holder.fingerprint != c.claim.fingerprint {
+            self.stats.duplicates_rejected += 1;
+            self.cancel(TimerId::Claim(txn));
+            Self::journal(now, txn, held, out);
+            self.idempotency.forget(&c.key);
+            return self.refuse(now, txn, &c.waiters, &c.msg, ResponseCode::DUPLICATE, out);
+        }
+        let trail = Trail::of(holder.records);
+        match verdict(&trail, holder.fenced) {
+            Verdict::Replay(rc) => {
+                self.stats.duplicates_replayed += 1;
+                self.cancel(TimerId::Claim(txn));
+                let answer = trail.answer(holder.txn, rc);
+                Self::journal(now, txn, held, out);
+                Self::journal(now, txn, Step::Replayed { rc }, out);
+                for &conn in &c.waiters {
+                    let msg = self.replay(answer.clone(), &c.msg);
+                    out.push(Action::Answer {
+                        conn,
+                        txn: Some(txn),
+                        msg,
+                    });
+                }
+                let done = Done {
+                    txn,
+                    answer,
+                    approved: None,
+                };
+                self.idempotency.complete(&c.key, done);
+            }
+            Verdict::Take => {
+                c.claim.replacing = Some((holder.node, holder.txn));
+                out.push(Action::Claim(c.claim.clone()));
+                self.claims.waiting.insert(txn, c);
+            }
+            Verdict::Wait => {
+                let at = (now.mono + POLL).min(c.deadline);
+                self.arm(TimerId::Claim(txn), at);
+                self.claims.waiting.insert(txn, c);
+            }
+        }
+    }
+
+    /// Time to ask again about a key held in flight elsewhere, or to give up.
+    pub(crate) fn on_claim_timer(&mut self, now: Now, txn: TxnId, out: &mut Vec<Action>) {
+        let Some(c) = self.claims.waiting.get_mut(&txn) else {
+            return;
+        };
+        if now.mono < c.deadline {
+            c.claim.replacing = None;
+            out.push(Action::Claim(c.claim.clone()));
+            let deadline = c.deadline;
+            return self.arm(TimerId::Claim(txn), deadline);
+        }
+        self.give_up_claim(now, txn, out);
+    }
+
+    /// Answers RC 91 to a request whose claim did not settle in time (or at the end of a shutdown's
+    /// grace period).
+    fn give_up_claim(&mut self, now: Now, txn: TxnId, out: &mut Vec<Action>) {
+        let Some(c) = self.claims.waiting.remove(&txn) else {
+            return;
+        };
+        self.cancel(TimerId::Claim(txn));
+        self.stats.unavailable += 1;
+        self.idempotency.forget(&c.key);
+        let rc = ResponseCode::ISSUER_UNAVAILABLE;
+        self.refuse(now, txn, &c.waiters, &c.msg, rc, out);
+    }
+
+    /// Every claim still waiting is given up.
+    pub(crate) fn give_up_claims(&mut self, now: Now, out: &mut Vec<Action>) {
+        for txn in self.claims.txns() {
+            self.give_up_claim(now, txn, out);
+        }
+    }
+}

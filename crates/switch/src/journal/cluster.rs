@@ -1,0 +1,274 @@
+//! The journal on PostgreSQL: cluster mode. Records and claims appended during a burst of events go to
+//! a writer task; it commits everything that arrived while its last commit was out as one transaction
+//! (group commit: one statement, one round trip, fenced by the node's epoch), then reports it durable
+//! and answers the claims. A second task renews the node's lease on its own connection.
+//!
+//! The database going away is not a failure: the writer says the journal is unwritable (new requests
+//! are refused at once), reconnects with backoff, finds out whether the commit in flight went through,
+//! and goes on with everything that waited. Only the fence ends it: a node that lost its epoch can make
+//! nothing durable again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cluster::Store;
+use engine::{Claim, Holder, Record, Recovery, TxnId};
+use tokio::sync::{mpsc, watch};
+
+use super::{Journal, Progress, Report};
+use crate::config::ClusterSettings;
+
+/// The first wait before connecting again; doubled up to [`MAX_BACKOFF`].
+const BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// What one commit carries.
+#[derive(Debug, Default)]
+struct Batch {
+    records: Vec<(u64, Record)>,
+    claims: Vec<Claim>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.claims.is_empty()
+    }
+
+    fn extend(&mut self, more: Batch) {
+        self.records.extend(more.records);
+        self.claims.extend(more.claims);
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct ClusterJournal {
+    next_seq: u64,
+    pending: Batch,
+    writer: mpsc::UnboundedSender<Batch>,
+    reports: Option<mpsc::UnboundedReceiver<Report>>,
+    progress: Arc<watch::Sender<Progress>>,
+}
+
+impl ClusterJournal {
+    /// Joins the cluster as `settings.node` and reads back what recovery needs.
+    pub(super) async fn open(
+        settings: &ClusterSettings,
+    ) -> Result<(ClusterJournal, Recovery), cluster::Error> {
+        let started = Instant::now();
+        let joined = Store::join(
+            &settings.database,
+            &settings.node,
+            settings.lease,
+            &settings.card_key,
+        )
+        .await?;
+        let mut recovery = Recovery::default();
+        if let Some(last) = joined.last_txn {
+            recovery.numbered_after(last);
+        }
+        let records = joined.records.len();
+        for record in joined.records {
+            recovery.add(record);
+        }
+        tracing::info!(node = settings.node, epoch = joined.store.epoch(), records, last_seq = joined.last_seq, took = ?started.elapsed(), "journal read back from the database");
+        let lease = joined.store.twin(&settings.database).await?;
+        let (writer, batches) = mpsc::unbounded_channel();
+        let (reports_tx, reports) = mpsc::unbounded_channel();
+        let progress = Arc::new(watch::Sender::new(Progress {
+            oldest_needed: TxnId(0),
+            in_flight: 0,
+            reversals: 0,
+        }));
+        tokio::spawn(write(
+            joined.store,
+            settings.database.clone(),
+            batches,
+            reports_tx.clone(),
+        ));
+        tokio::spawn(keep_lease(
+            lease,
+            settings.clone(),
+            progress.subscribe(),
+            reports_tx,
+        ));
+        let journal = ClusterJournal {
+            next_seq: joined.last_seq + 1,
+            pending: Batch::default(),
+            writer,
+            reports: Some(reports),
+            progress,
+        };
+        Ok((journal, recovery))
+    }
+}
+
+impl Journal for ClusterJournal {
+    fn append(&mut self, record: Record) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.records.push((seq, record));
+        seq
+    }
+
+    fn claim(&mut self, claim: Claim) {
+        self.pending.claims.push(claim);
+    }
+
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            // The writer ends only with the process (or fenced, when nothing matters any more).
+            let _ = self.writer.send(std::mem::take(&mut self.pending));
+        }
+    }
+
+    fn reports(&mut self) -> Option<mpsc::UnboundedReceiver<Report>> {
+        self.reports.take()
+    }
+
+    fn progress(&mut self, progress: Progress) {
+        self.progress.send_replace(progress);
+    }
+
+    fn close(mut self: Box<Self>) {
+        self.flush();
+    }
+}
+
+/// The writer task: group commits, in order, until the journal is dropped or the node is fenced.
+async fn write(
+    mut store: Store,
+    url: String,
+    mut batches: mpsc::UnboundedReceiver<Batch>,
+    reports: mpsc::UnboundedSender<Report>,
+) {
+    while let Some(mut batch) = batches.recv().await {
+        // Everything that came while the last commit was out goes in this one.
+        while let Ok(more) = batches.try_recv() {
+            batch.extend(more);
+        }
+        let started = Instant::now();
+        let Some(lost) = commit(&mut store, &url, &batch, &reports).await else {
+            return;
+        };
+        if let Some((last_seq, _)) = batch.records.last() {
+            let _ = reports.send(Report::Durable(tranlog::Batch {
+                last_seq: *last_seq,
+                records: batch.records.len(),
+                bytes: 0,
+                sync: Some(started.elapsed()),
+            }));
+        }
+        if !batch.claims.is_empty() {
+            let answers = claimed(&store, &batch.claims, &lost).await;
+            let _ = reports.send(Report::Claimed(answers));
+        }
+    }
+}
+
+/// Commits `batch`, through any number of lost connections; the claims it lost, or `None` once the node
+/// is fenced (reported).
+async fn commit(
+    store: &mut Store,
+    url: &str,
+    batch: &Batch,
+    reports: &mpsc::UnboundedSender<Report>,
+) -> Option<Vec<TxnId>> {
+    let mut backoff = BACKOFF;
+    let mut down = false;
+    loop {
+        let error = match store.commit(&batch.records, &batch.claims).await {
+            Ok(done) => break finish(down, reports, done.lost),
+            Err(e) => e,
+        };
+        if error.is_fenced() {
+            tracing::error!(%error, "fenced: this node's work belongs to another node now; nothing more is made durable");
+            let _ = reports.send(Report::Failed(error.to_string()));
+            return None;
+        }
+        if !down {
+            tracing::error!(%error, "database unavailable: new requests are refused until it is back");
+            let _ = reports.send(Report::Unwritable(Some(format!(
+                "database unavailable: {error}"
+            ))));
+            down = true;
+        }
+        // The commit may have gone through before the connection broke: find out before repeating it.
+        loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            if store.reconnect(url).await.is_err() {
+                continue;
+            }
+            match store.settle(&batch.records, &batch.claims).await {
+                Ok(Some(done)) => return finish(down, reports, done.lost),
+                Ok(None) => break,
+                Err(_) => continue,
+            }
+        }
+    }
+}
+
+fn finish(
+    down: bool,
+    reports: &mpsc::UnboundedSender<Report>,
+    lost: Vec<TxnId>,
+) -> Option<Vec<TxnId>> {
+    if down {
+        tracing::info!("database back: records are made durable again");
+        let _ = reports.send(Report::Unwritable(None));
+    }
+    Some(lost)
+}
+
+/// Each claim's answer: won, or who holds the key. A holder that cannot be read now goes unanswered,
+/// and its request is refused when its claim times out.
+async fn claimed(store: &Store, claims: &[Claim], lost: &[TxnId]) -> Vec<(TxnId, Option<Holder>)> {
+    let mut answers = Vec::with_capacity(claims.len());
+    for claim in claims {
+        if !lost.contains(&claim.txn) {
+            answers.push((claim.txn, None));
+            continue;
+        }
+        match store.holder(claim).await {
+            // Its own claim, from a commit whose outcome was lost with the connection: won.
+            Ok(Some(h)) if h.node == store.node() && h.txn == claim.txn => {
+                answers.push((claim.txn, None))
+            }
+            Ok(Some(holder)) => answers.push((claim.txn, Some(holder))),
+            Ok(None) => tracing::error!(?claim.txn, "a lost claim has no holder"),
+            Err(error) => tracing::warn!(?claim.txn, %error, "holder of a lost claim not read"),
+        }
+    }
+    answers
+}
+
+/// Renews the lease a third of its length before it would lapse, until the journal is dropped; a
+/// renewal refused by the fence is reported as the journal's failure.
+async fn keep_lease(
+    mut store: Store,
+    settings: ClusterSettings,
+    progress: watch::Receiver<Progress>,
+    reports: mpsc::UnboundedSender<Report>,
+) {
+    let mut every = tokio::time::interval(settings.lease / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = reports.closed() => return,
+        }
+        let p = *progress.borrow();
+        match store.renew(settings.lease, p.in_flight, p.reversals).await {
+            Ok(()) => {}
+            Err(error) if error.is_fenced() => {
+                tracing::error!(%error, "lease lost");
+                let _ = reports.send(Report::Failed(error.to_string()));
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "lease not renewed; connecting again");
+                let _ = store.reconnect(&settings.database).await;
+            }
+        }
+    }
+}
