@@ -122,7 +122,8 @@ impl Claims {
 
 /// What the holder's records say a retransmit gets.
 enum Verdict {
-    /// What its terminal was told (RC 91 when it was forwarded and will never be told).
+    /// What its terminal was told (RC 91 when it was forwarded and will never be told: it is being
+    /// reversed, or nobody was left to tell).
     Replay(ResponseCode),
     /// Still in flight on a live node.
     Wait,
@@ -133,7 +134,7 @@ enum Verdict {
 fn verdict(trail: &Trail, fenced: bool) -> Verdict {
     match trail.told() {
         Some(rc) => Verdict::Replay(rc),
-        None if trail.forwarded() && (fenced || trail.undeliverable) => {
+        None if trail.forwarded() && (fenced || trail.undeliverable || trail.reversing()) => {
             Verdict::Replay(ResponseCode::ISSUER_UNAVAILABLE)
         }
         None if trail.rejected || (fenced && !trail.forwarded()) => Verdict::Take,

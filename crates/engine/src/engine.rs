@@ -181,7 +181,13 @@ impl Engine {
                 self.on_grace_over(now, out)
             }
             Event::Claimed { txn, holder } => self.on_claimed(now, txn, holder, out),
-            Event::JournalWritable(writable) => self.journal_writable = writable,
+            Event::JournalWritable(writable) => {
+                self.journal_writable = writable;
+                // Nothing waiting for a claim was forwarded: refused now rather than at its deadline.
+                if !writable {
+                    self.give_up_claims(now, out);
+                }
+            }
             Event::ConnClosed(conn) => {
                 let mut waited: Vec<TxnId> = self.claims.closed(conn);
                 for (&id, txn) in self.txns.iter_mut() {

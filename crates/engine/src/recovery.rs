@@ -95,6 +95,11 @@ impl Trail {
         self.forwarded.is_some()
     }
 
+    /// A reversal of it was queued (it timed out, was in doubt, or its approval went untold).
+    pub(crate) fn reversing(&self) -> bool {
+        self.reversal.is_some()
+    }
+
     pub(crate) fn told(&self) -> Option<ResponseCode> {
         self.told
     }

@@ -1,0 +1,263 @@
+//! Cluster mode's rules: a new key is claimed before its request is forwarded, and a claim lost to
+//! another node's transaction is answered from that transaction's records. The other node is a second
+//! engine; the shared store's answers are given by hand.
+
+mod support;
+
+use engine::{Action, Claim, ConnId, Event, Holder, Record, Step, TimerId, TxnId};
+use iso8583::ResponseCode;
+use support::*;
+
+/// A node in cluster mode.
+fn node() -> Harness {
+    let (mut config, terminal) = config("iso87ascii", "iso87ascii");
+    config.shared_keys = true;
+    Harness::with((config, terminal))
+}
+
+fn claims(out: &[Action]) -> Vec<Claim> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Claim(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn one_claim(out: &[Action]) -> Claim {
+    let all = claims(out);
+    assert_eq!(all.len(), 1, "expected one claim, got {out:#?}");
+    all[0].clone()
+}
+
+/// Node `name`'s transaction `txn`, as the store would show it to another node.
+fn holder(h: &Harness, name: &str, txn: TxnId, fenced: bool) -> Holder {
+    let records: Vec<Record> = h.journal.iter().filter(|r| r.txn == txn).cloned().collect();
+    let fingerprint = records
+        .iter()
+        .find_map(|r| match &r.step {
+            Step::Received(r) => Some(r.fingerprint),
+            _ => None,
+        })
+        .expect("the holder's request was received");
+    Holder {
+        node: name.into(),
+        txn,
+        fingerprint,
+        records,
+        fenced,
+    }
+}
+
+fn claimed(h: &mut Harness, txn: TxnId, holder: Option<Holder>) -> Vec<Action> {
+    h.step(Event::Claimed { txn, holder })
+}
+
+/// A purchase approved on `a`, start to end: its transaction id there.
+fn approved_on(a: &mut Harness, tid: &str, stan: u32, amount: u64) -> TxnId {
+    let out = a.request(1, a.purchase(tid, stan, amount));
+    let txn = one_claim(&out).txn;
+    let (link, up) = one_sent(&claimed(a, txn, None));
+    let out = a.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
+    txn
+}
+
+#[test]
+fn a_new_key_is_claimed_with_its_first_record_and_forwarded_only_once_won() {
+    let mut a = node();
+    let out = a.request(1, a.purchase("TERM0001", 1, 100));
+    assert!(matches!(steps(&out)[..], [Step::Received(_)]));
+    let claim = one_claim(&out);
+    let record = out.iter().position(|a| matches!(a, Action::Journal(_)));
+    let claim_at = out.iter().position(|a| matches!(a, Action::Claim(_)));
+    assert!(
+        record < claim_at,
+        "the claim goes with the record before it"
+    );
+    assert_eq!((claim.terminal.as_str(), claim.stan), ("TERM0001", 1));
+    assert_eq!(
+        sent(&out).count(),
+        0,
+        "nothing leaves before the claim is won"
+    );
+    // A retransmit meanwhile joins it, and is answered with it.
+    let out = a.request(2, a.purchase("TERM0001", 1, 100));
+    assert!(matches!(steps(&out)[..], [Step::Joined]));
+    assert!(claims(&out).is_empty() && answers(&out).count() == 0);
+
+    let out = claimed(&mut a, claim.txn, None);
+    assert!(matches!(steps(&out)[..], [Step::Forwarded { .. }]));
+    let (link, up) = one_sent(&out);
+    let out = a.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    let told: Vec<ConnId> = answers(&out).map(|(c, _)| c).collect();
+    assert_eq!(told, [ConnId(1), ConnId(2)]);
+}
+
+#[test]
+fn a_key_another_node_answered_is_replayed_from_its_records_and_never_forwarded() {
+    let (mut a, mut b) = (node(), node());
+    let original = approved_on(&mut a, "TERM0001", 7, 2500);
+    let rrn = a
+        .journal
+        .iter()
+        .find_map(|r| match &r.step {
+            Step::Forwarded { original, .. } => original.rrn().map(str::to_owned),
+            _ => None,
+        })
+        .unwrap();
+
+    let out = b.request(5, b.purchase("TERM0001", 7, 2500));
+    let txn = one_claim(&out).txn;
+    let out = claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+    assert_eq!(sent(&out).count(), 0);
+    let (conn, told) = one_answer(&out);
+    assert_eq!(conn, ConnId(5));
+    assert_eq!(rc(&told), ResponseCode::APPROVED);
+    assert_eq!(text(&told, 38), "A1B2C3", "the holder's auth code");
+    assert_eq!(text(&told, 37), rrn, "the holder's RRN");
+    assert!(matches!(
+        steps(&out)[..],
+        [Step::HeldElsewhere { txn, .. }, Step::Replayed { .. }] if *txn == original
+    ));
+    // The next retransmit on b is answered from memory: no claim, no round trip.
+    let out = b.request(6, b.purchase("TERM0001", 7, 2500));
+    assert!(claims(&out).is_empty());
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
+}
+
+#[test]
+fn a_different_request_under_a_key_held_elsewhere_is_refused_94() {
+    let (mut a, mut b) = (node(), node());
+    let original = approved_on(&mut a, "TERM0001", 7, 2500);
+    let out = b.request(5, b.purchase("TERM0001", 7, 9900));
+    let txn = one_claim(&out).txn;
+    let out = claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+    assert_eq!(sent(&out).count(), 0);
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::DUPLICATE);
+}
+
+#[test]
+fn a_key_in_flight_on_a_live_node_is_asked_about_again_until_it_is_answered() {
+    let (mut a, mut b) = (node(), node());
+    let out = a.request(1, a.purchase("TERM0001", 3, 100));
+    let original = one_claim(&out).txn;
+    let (link, up) = one_sent(&claimed(&mut a, original, None));
+
+    let out = b.request(5, b.purchase("TERM0001", 3, 100));
+    let txn = one_claim(&out).txn;
+    let out = claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+    assert!(
+        answers(&out).count() == 0 && sent(&out).count() == 0,
+        "it waits"
+    );
+    let asked = b.fire(TimerId::Claim(txn));
+    assert_eq!(one_claim(&asked).txn, txn, "asked again");
+
+    a.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    let out = claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
+    assert_eq!(b.engine.in_flight(), 0);
+}
+
+#[test]
+fn a_key_still_held_in_flight_at_the_deadline_is_answered_91() {
+    let (mut a, mut b) = (node(), node());
+    let out = a.request(1, a.purchase("TERM0001", 3, 100));
+    let original = one_claim(&out).txn;
+    claimed(&mut a, original, None);
+    let out = b.request(5, b.purchase("TERM0001", 3, 100));
+    let txn = one_claim(&out).txn;
+    let deadline = b.engine.timer(TimerId::Claim(txn)).unwrap();
+    let mut last = Vec::new();
+    while b.now.mono < deadline {
+        claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+        last = b.fire(TimerId::Claim(txn));
+    }
+    assert_eq!(rc(&one_answer(&last).1), ResponseCode::ISSUER_UNAVAILABLE);
+    assert_eq!(sent(&last).count(), 0);
+    assert_eq!(b.engine.in_flight(), 0);
+}
+
+#[test]
+fn a_key_whose_holder_ended_without_forwarding_is_taken_over_from_it_alone() {
+    let (mut a, mut b) = (node(), node());
+    // Claimed on a, then refused there (no link up for its issuer).
+    let links: Vec<_> = a.engine.links().map(|(link, _)| link).collect();
+    for link in links {
+        a.step(Event::LinkDown(link));
+    }
+    let out = a.request(1, a.purchase("TERM0001", 4, 100));
+    let original = one_claim(&out).txn;
+    let out = claimed(&mut a, original, None);
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::ISSUER_UNAVAILABLE);
+
+    let out = b.request(5, b.purchase("TERM0001", 4, 100));
+    let txn = one_claim(&out).txn;
+    let out = claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+    let retry = one_claim(&out);
+    assert_eq!(retry.replacing, Some(("a".into(), original)));
+    let out = claimed(&mut b, txn, None);
+    assert_eq!(sent(&out).count(), 1, "forwarded once the key is its own");
+}
+
+#[test]
+fn a_forwarded_request_of_a_node_taken_over_is_replayed_91() {
+    let (mut a, mut b) = (node(), node());
+    let out = a.request(1, a.purchase("TERM0001", 3, 100));
+    let original = one_claim(&out).txn;
+    claimed(&mut a, original, None);
+    let out = b.request(5, b.purchase("TERM0001", 3, 100));
+    let txn = one_claim(&out).txn;
+    let out = claimed(&mut b, txn, Some(holder(&a, "a", original, true)));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::ISSUER_UNAVAILABLE);
+    assert_eq!(sent(&out).count(), 0);
+}
+
+#[test]
+fn while_the_journal_cannot_write_new_requests_are_refused_at_once_and_replays_still_go() {
+    let mut a = node();
+    approved_on(&mut a, "TERM0001", 1, 100);
+    let out = a.request(2, a.purchase("TERM0002", 2, 100));
+    let waiting = one_claim(&out).txn;
+
+    let out = a.step(Event::JournalWritable(false));
+    assert_eq!(
+        rc(&one_answer(&out).1),
+        ResponseCode::ISSUER_UNAVAILABLE,
+        "the request waiting for its claim is refused"
+    );
+    let out = a.request(3, a.purchase("TERM0003", 3, 100));
+    let now: Vec<_> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::AnswerNow { msg, .. } => Some(rc(msg)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(now, [ResponseCode::ISSUER_UNAVAILABLE]);
+    assert!(
+        steps(&out).is_empty() && claims(&out).is_empty(),
+        "unrecorded"
+    );
+    let out = a.request(4, a.purchase("TERM0001", 1, 100));
+    assert!(
+        matches!(&out[..], [Action::Journal(_), Action::AnswerNow { msg, .. }] if rc(msg) == ResponseCode::APPROVED),
+        "{out:#?}"
+    );
+    // The claim's answer after the refusal changes nothing.
+    assert!(claimed(&mut a, waiting, None).is_empty());
+
+    a.step(Event::JournalWritable(true));
+    let out = a.request(5, a.purchase("TERM0005", 5, 100));
+    assert_eq!(claims(&out).len(), 1);
+}
