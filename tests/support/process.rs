@@ -55,8 +55,14 @@ impl Log {
 
 /// `acquiro <args>` with its log on a pipe, killed if the test ends first.
 pub fn spawn(args: &[&str]) -> Child {
+    spawn_with(args, &[])
+}
+
+/// [`spawn`] with environment variables.
+pub fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_acquiro"))
         .args(args)
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         // Everything the switch can log, for the check that no card data reaches it.
         .env("RUST_LOG", "debug")
@@ -88,6 +94,11 @@ pub struct Switch {
 /// `acquiro serve` on local ports against the issuer at `upstream`, with `extra` flags; returns once
 /// its listeners are open and a link is signed on.
 pub async fn serve(upstream: &str, extra: &[&str]) -> Switch {
+    serve_with(upstream, extra, &[]).await
+}
+
+/// [`serve`] with environment variables.
+pub async fn serve_with(upstream: &str, extra: &[&str], env: &[(&str, &str)]) -> Switch {
     let mut args = vec![
         "serve",
         "--listen",
@@ -98,7 +109,7 @@ pub async fn serve(upstream: &str, extra: &[&str]) -> Switch {
         "127.0.0.1:0",
     ];
     args.extend(extra);
-    let mut child = spawn(&args);
+    let mut child = spawn_with(&args, env);
     let mut log = Log::of(&mut child);
     let addr = addr_in(log.until("listening for terminals").await);
     let admin = addr_in(log.until("admin endpoint").await);

@@ -401,7 +401,11 @@ impl Engine {
     ) {
         Self::journal(now, txn, Step::Rejected { rc }, out);
         for &conn in waiters {
-            self.answer_locally(conn, Some(txn), msg, ECHO_FIELDS, rc, out);
+            // Nothing was forwarded: with the journal down, the refusal need not wait for its record.
+            match self.journal_writable {
+                true => self.answer_locally(conn, Some(txn), msg, ECHO_FIELDS, rc, out),
+                false => self.answer_now(conn, msg, rc, out),
+            }
         }
     }
 
