@@ -13,8 +13,9 @@ CREATE TABLE cluster (
 -- A node and its lease. `epoch` rises each time the node joins and each time another node takes its
 -- work over; a commit names the epoch it was made under and fails once that is no longer current (the
 -- fence). `taken_by`/`taken_epoch`: the node that took the work over, under which of its own epochs;
--- `retired_seq`: the last record of this node whose work a takeover has handed on (recovery of this
--- node starts after it).
+-- `taken_through`: the node's last record when it was taken over; `retired_seq`: the last record whose
+-- work a takeover has handed on, raised in the same commit as the taker's records of that work
+-- (recovery of this node starts after it). A takeover is under way while retired_seq < taken_through.
 CREATE TABLE nodes (
     node text PRIMARY KEY,
     epoch bigint NOT NULL,
@@ -23,6 +24,7 @@ CREATE TABLE nodes (
     taken_by text,
     taken_epoch bigint,
     taken_at timestamptz,
+    taken_through bigint NOT NULL DEFAULT 0,
     retired_seq bigint NOT NULL DEFAULT 0,
     -- Reported with each lease renewal, for `acquiro cluster status`.
     in_flight integer NOT NULL DEFAULT 0,
@@ -68,14 +70,16 @@ CREATE TABLE claims (
 );
 CREATE INDEX claims_at ON claims (at);
 
--- One batch of one node, in one transaction: the fence, the records, the claims. Returns the claims lost
--- to another node (their transactions are not forwarded by this one).
+-- One batch of one node, in one transaction: the fence, the records, the claims, and the work of nodes
+-- it took over that these records carry on (r_nodes up to r_seqs). Returns the claims lost to another
+-- node's transactions (which this node does not forward).
 CREATE FUNCTION acquiro_commit(
     n text, e bigint,
     seqs bigint[], txns bigint[], ats timestamptz[], bodies bytea[],
     terminals text[], stans integer[], days smallint[], last4s text[], rrns text[],
     c_txns bigint[], c_terminals text[], c_merchants text[], c_stans integer[], c_days smallint[],
-    c_reversals boolean[], c_fingerprints bigint[], c_old_nodes text[], c_old_txns bigint[]
+    c_reversals boolean[], c_fingerprints bigint[], c_old_nodes text[], c_old_txns bigint[],
+    r_nodes text[], r_seqs bigint[]
 ) RETURNS SETOF bigint LANGUAGE plpgsql AS $$
 BEGIN
     -- FOR SHARE: a takeover (which locks the row FOR UPDATE to raise the epoch) waits for this commit,
@@ -86,6 +90,9 @@ BEGIN
     END IF;
     INSERT INTO records (node, seq, txn, at, body, terminal, stan, day, last4, rrn)
         SELECT n, * FROM unnest(seqs, txns, ats, bodies, terminals, stans, days, last4s, rrns);
+    UPDATE nodes y SET retired_seq = greatest(y.retired_seq, r.seq)
+        FROM unnest(r_nodes, r_seqs) AS r(node, seq)
+        WHERE y.node = r.node AND y.taken_by = n;
     RETURN QUERY
     WITH wanted AS (
         SELECT * FROM unnest(c_txns, c_terminals, c_merchants, c_stans, c_days, c_reversals, c_fingerprints,

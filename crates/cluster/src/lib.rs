@@ -19,4 +19,4 @@ pub mod throwaway;
 pub use engine::{Claim, Holder};
 pub use error::Error;
 pub use schema::{SCHEMA_VERSION, migrate};
-pub use store::{Committed, Joined, NodeStatus, Store, card_key_check, connect, status};
+pub use store::{Committed, Joined, NodeStatus, Store, Takeover, card_key_check, connect, status};

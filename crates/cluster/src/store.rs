@@ -37,6 +37,40 @@ pub struct Committed {
     pub lost: Vec<TxnId>,
 }
 
+/// A lapsed node's work, taken over: its records after what earlier takeovers handed on, up to
+/// `through`.
+#[derive(Debug)]
+pub struct Takeover {
+    pub node: String,
+    pub through: u64,
+    pub records: Vec<Record>,
+}
+
+/// Waits while a live node is taking `node`'s work over, so that the node and its taker never act on
+/// the same work.
+async fn wait_for_takeover(client: &Client, node: &str) -> Result<(), Error> {
+    loop {
+        let taker: Option<String> = client
+            .query_opt(
+                "SELECT y.taken_by FROM nodes y JOIN nodes t ON t.node = y.taken_by
+                 WHERE y.node = $1 AND y.retired_seq < y.taken_through
+                   AND t.lease_until > now() AND t.epoch = y.taken_epoch",
+                &[&node],
+            )
+            .await?
+            .map(|r| r.get(0));
+        let Some(taker) = taker else {
+            return Ok(());
+        };
+        tracing::info!(
+            node,
+            taker,
+            "waiting for the takeover of this node's work to end"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A node as `acquiro cluster status` shows it.
 #[derive(Debug, Clone)]
 pub struct NodeStatus {
@@ -47,6 +81,8 @@ pub struct NodeStatus {
     pub in_flight: i32,
     pub reversals: i32,
     pub taken_by: Option<String>,
+    /// A takeover of its work is under way (the taker's records of it are not committed yet).
+    pub taking_over: bool,
     pub retired_seq: i64,
     pub last_seq: i64,
 }
@@ -95,6 +131,7 @@ impl Store {
         if theirs != ours {
             return Err(Error::CardKeyMismatch { ours, theirs });
         }
+        wait_for_takeover(&client, node).await?;
         let lease_ms = lease.as_millis() as i64;
         let row = client
             .query_one(
@@ -140,12 +177,15 @@ impl Store {
         self.epoch
     }
 
-    /// Makes a batch durable in one transaction behind the fence: its records (numbered by `seq`) and
-    /// its claims. Fails with [`Error::Fenced`] once the node's epoch is no longer current.
+    /// Makes a batch durable in one transaction behind the fence: its records (numbered by `seq`), its
+    /// claims, and the work of nodes taken over that the records carry on (`retire`: each node's records
+    /// up to that sequence number are handed on). Fails with [`Error::Fenced`] once the node's epoch is
+    /// no longer current.
     pub async fn commit(
         &self,
         records: &[(u64, Record)],
         claims: &[Claim],
+        retire: &[(String, u64)],
     ) -> Result<Committed, Error> {
         let mut rows = Rows::default();
         for (seq, record) in records {
@@ -154,15 +194,18 @@ impl Store {
         for claim in claims {
             rows.claim(claim);
         }
-        if rows.is_empty() {
+        if rows.is_empty() && retire.is_empty() {
             return Ok(Committed::default());
         }
+        let r_nodes: Vec<&str> = retire.iter().map(|(n, _)| n.as_str()).collect();
+        let r_seqs: Vec<i64> = retire.iter().map(|(_, s)| *s as i64).collect();
         let c = &rows.claims;
         let lost = self
             .client
             .query(
                 "SELECT * FROM acquiro_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                                              $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+                                              $12, $13, $14, $15, $16, $17, $18, $19, $20,
+                                              $21, $22)",
                 &[
                     &self.node,
                     &self.epoch,
@@ -184,6 +227,8 @@ impl Store {
                     &c.fingerprints,
                     &c.old_nodes,
                     &c.old_txns,
+                    &r_nodes,
+                    &r_seqs,
                 ],
             )
             .await
@@ -223,6 +268,86 @@ impl Store {
             return Err(self.fenced());
         }
         Ok(())
+    }
+
+    /// Takes over the work of one node whose lease lapsed, if there is one no live node is taking over
+    /// already: its epoch is raised in the same transaction (it is fenced: nothing more of it commits),
+    /// then its records after what earlier takeovers handed on are read. The work is this node's once
+    /// its own records of it commit with `retire` naming the node (see [`Store::commit`]); if this node
+    /// dies first, the takeover lapses with it and another node (or the node itself) does it again.
+    pub async fn take_over(&mut self) -> Result<Option<Takeover>, Error> {
+        let tx = self.client.transaction().await?;
+        let me = tx
+            .query_opt(
+                "SELECT lease_until > now() FROM nodes WHERE node = $1 AND epoch = $2",
+                &[&self.node, &self.epoch],
+            )
+            .await?;
+        match me.map(|r| r.get::<_, bool>(0)) {
+            None => {
+                drop(tx);
+                return Err(self.fenced());
+            }
+            // A node whose own lease lapsed takes nothing over: it may be the one taken over next.
+            Some(false) => return Ok(None),
+            Some(true) => {}
+        }
+        // SKIP LOCKED: a node committing now holds its row; it is looked at again next time.
+        let Some(row) = tx
+            .query_opt(
+                "SELECT y.node, y.retired_seq FROM nodes y LEFT JOIN nodes t ON t.node = y.taken_by
+                 WHERE y.node <> $1 AND y.lease_until < now()
+                   AND (y.taken_by IS NULL OR y.retired_seq >= y.taken_through
+                        OR t.lease_until < now() OR t.epoch <> y.taken_epoch)
+                 ORDER BY y.node LIMIT 1
+                 FOR UPDATE OF y SKIP LOCKED",
+                &[&self.node],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (node, retired): (String, i64) = (row.get(0), row.get(1));
+        // Read after the lock, in a statement of its own: every commit of the node is in, and no more
+        // can come (a commit of it waits for this transaction, then finds its epoch gone).
+        let last: i64 = tx
+            .query_one(
+                "SELECT coalesce(max(seq), 0) FROM records WHERE node = $1",
+                &[&node],
+            )
+            .await?
+            .get(0);
+        if last <= retired {
+            return Ok(None);
+        }
+        tx.execute(
+            "UPDATE nodes SET epoch = epoch + 1, taken_by = $2, taken_epoch = $3, taken_at = now(),
+                              taken_through = $4
+             WHERE node = $1",
+            &[&node, &self.node, &self.epoch, &last],
+        )
+        .await?;
+        tx.commit().await?;
+        let rows = self
+            .client
+            .query(
+                "SELECT seq, body FROM records WHERE node = $1 AND seq > $2 AND seq <= $3
+                 ORDER BY seq",
+                &[&node, &retired, &last],
+            )
+            .await?;
+        let records = decode_rows(&node, &rows)?;
+        tracing::warn!(
+            node,
+            records = records.len(),
+            through = last,
+            "taking over a node whose lease lapsed"
+        );
+        Ok(Some(Takeover {
+            node,
+            through: last as u64,
+            records,
+        }))
     }
 
     /// Another connection for the same node and epoch (the lease is renewed on its own connection, so
@@ -362,7 +487,8 @@ pub async fn status(client: &Client) -> Result<Vec<NodeStatus>, Error> {
         .query(
             "SELECT n.node, n.epoch, n.lease_until, n.lease_until > now(), n.in_flight, n.reversals,
                     n.taken_by, n.retired_seq,
-                    coalesce((SELECT max(seq) FROM records r WHERE r.node = n.node), 0)
+                    coalesce((SELECT max(seq) FROM records r WHERE r.node = n.node), 0),
+                    n.retired_seq < n.taken_through
              FROM nodes n ORDER BY n.node",
             &[],
         )
@@ -379,6 +505,7 @@ pub async fn status(client: &Client) -> Result<Vec<NodeStatus>, Error> {
             taken_by: r.get(6),
             retired_seq: r.get(7),
             last_seq: r.get(8),
+            taking_over: r.get(9),
         })
         .collect())
 }

@@ -76,7 +76,7 @@ fn a_restart_under_the_same_name_reads_its_records_back_and_fences_the_old_proce
         let batch = [(1, received(1, 11)), (2, told.clone())];
         let done = first
             .store
-            .commit(&batch, &[claim(1, 11, 42)])
+            .commit(&batch, &[claim(1, 11, 42)], &[])
             .await
             .unwrap();
         assert!(done.lost.is_empty());
@@ -87,7 +87,7 @@ fn a_restart_under_the_same_name_reads_its_records_back_and_fences_the_old_proce
         assert_eq!((second.last_seq, second.last_txn), (2, Some(TxnId(1))));
 
         // The first process lost its epoch: it commits nothing more and cannot renew.
-        let late = first.store.commit(&[(3, received(2, 12))], &[]).await;
+        let late = first.store.commit(&[(3, received(2, 12))], &[], &[]).await;
         assert!(matches!(late, Err(Error::Fenced { .. })), "{late:?}");
         assert!(
             first
@@ -120,14 +120,14 @@ fn a_key_is_claimed_once_across_nodes_and_the_loser_learns_who_holds_it() {
             .store;
         let first = received(1, 21);
         let won = a
-            .commit(&[(1, first.clone())], &[claim(1, 21, 42)])
+            .commit(&[(1, first.clone())], &[claim(1, 21, 42)], &[])
             .await
             .unwrap();
         assert!(won.lost.is_empty());
         // b's retransmit of the same key, and a new key beside it in the same batch.
         let batch = [(1, received(1, 21)), (2, received(2, 22))];
         let claims = [claim(1, 21, 42), claim(2, 22, 43)];
-        let lost = b.commit(&batch, &claims).await.unwrap().lost;
+        let lost = b.commit(&batch, &claims, &[]).await.unwrap().lost;
         assert_eq!(lost, vec![TxnId(1)]);
         let holder = b.holder(&claims[0]).await.unwrap().expect("held");
         assert_eq!((holder.node.as_str(), holder.txn), ("a", TxnId(1)));

@@ -149,6 +149,12 @@ pub enum Step {
         node: CompactString,
         txn: TxnId,
     },
+    /// Cluster mode: this node took over transaction `txn` of node `node`, whose lease lapsed; the
+    /// records that follow copy that transaction's, then carry on its work (its reversal).
+    Adopted {
+        node: CompactString,
+        txn: TxnId,
+    },
 }
 
 /// A forwarded request's MTI and the fields a reversal repeats, as text. The card number is left out: a

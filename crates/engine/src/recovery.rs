@@ -82,6 +82,7 @@ impl Trail {
             Step::Rejected { .. } => self.rejected = true,
             Step::Undeliverable { .. } => self.undeliverable = true,
             Step::HeldElsewhere { .. } => self.held_elsewhere = true,
+            Step::Adopted { .. } => {}
             Step::Joined
             | Step::Disconnected
             | Step::Replayed { .. }
@@ -119,6 +120,16 @@ impl Trail {
             .filter(|_| rc.is_approval())
             .and_then(|code| kept(txn, "auth code", code.as_str()));
         Answer::Rebuilt { rc, auth_code, rrn }
+    }
+
+    /// Forwarded, possibly debited, and neither told "approved" nor reversed: it must be reversed.
+    fn in_doubt(&self) -> bool {
+        self.reversal.is_none() && self.may_be_debited() && !self.told_approved()
+    }
+
+    /// Work is left: a reversal to make or to finish.
+    fn unfinished(&self) -> bool {
+        self.in_doubt() || (self.reversal.is_some() && !self.reversal_done)
     }
 
     /// Whether the terminal was told its request was approved.
@@ -184,6 +195,49 @@ impl Engine {
         found
     }
 
+    /// Cluster mode: takes over the unfinished work among `records`, those of node `node` whose lease
+    /// lapsed. Each transaction with a reversal to make or to finish becomes one of this engine's (a new
+    /// id), its records copied under that id after an [`Step::Adopted`] naming the original, so that
+    /// this node's own recovery finds the work too; then it is recovered like this node's own: reversed
+    /// if in doubt, its pending reversal resumed with its attempt count.
+    pub fn adopt(
+        &mut self,
+        now: Now,
+        node: &str,
+        records: Vec<Record>,
+        out: &mut Vec<Action>,
+    ) -> Recovered {
+        let mut found = Recovered {
+            records: records.len() as u64,
+            ..Recovered::default()
+        };
+        let mut by_txn: std::collections::BTreeMap<TxnId, Vec<Record>> = Default::default();
+        for r in records {
+            by_txn.entry(r.txn).or_default().push(r);
+        }
+        found.transactions = by_txn.len() as u64;
+        for (original, records) in by_txn {
+            let trail = Trail::of(records.clone());
+            if !trail.unfinished() {
+                continue;
+            }
+            let txn = self.new_txn();
+            let _span = crate::engine::span(txn);
+            let adopted = Step::Adopted {
+                node: node.into(),
+                txn: original,
+            };
+            Self::journal(now, txn, adopted, out);
+            out.extend(
+                records
+                    .into_iter()
+                    .map(|r| Action::Journal(Record { txn, ..r })),
+            );
+            self.recover_one(now, txn, trail, &mut found, out);
+        }
+        found
+    }
+
     fn recover_one(
         &mut self,
         now: Now,
@@ -203,13 +257,12 @@ impl Engine {
             }
             index
         });
-        let reversed = trail.reversal.is_some();
-        let in_doubt = !reversed && trail.may_be_debited() && !trail.told_approved();
+        let in_doubt = trail.in_doubt();
         if in_doubt {
             found.in_doubt += 1;
             Self::journal(now, txn, Step::InDoubt, out);
         }
-        let pending = in_doubt || (reversed && !trail.reversal_done);
+        let pending = trail.unfinished();
         if let (true, Some(issuer), Some((_, original))) = (pending, issuer, &trail.forwarded) {
             match self.recorded_original(original, issuer) {
                 Ok(msg) if in_doubt => self.queue_reversal(now, txn, msg, issuer, out),

@@ -275,6 +275,24 @@ impl Driver {
                 }
                 self.journal.flush();
             }
+            Report::TakeOver {
+                node,
+                through,
+                records,
+            } => {
+                let found = self.engine.adopt(now(), &node, records, out);
+                tracing::warn!(
+                    node,
+                    through,
+                    transactions = found.transactions,
+                    in_doubt = found.in_doubt,
+                    reversals_resumed = found.reversals,
+                    "took over the work of a node whose lease lapsed"
+                );
+                self.carry_out(out);
+                self.journal.retire(node, through);
+                self.journal.flush();
+            }
             Report::Unwritable(why) => {
                 if why.is_some() {
                     self.recorder.metrics().journal_failed();

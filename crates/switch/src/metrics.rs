@@ -62,6 +62,7 @@ pub struct Metrics {
     journal_bytes: IntCounter,
     journal_failures: IntCounter,
     pub(crate) in_doubt: IntCounter,
+    pub(crate) adopted: IntCounter,
 }
 
 /// Registers `metric` and hands it back (names are fixed in this file, so a failure is a bug here).
@@ -312,12 +313,17 @@ impl Metrics {
             journal_failures: counter(
                 &r,
                 "acquiro_journal_write_failures_total",
-                "Journal writes that failed (the journal stops: nothing is forwarded or answered after).",
+                "Journal writes that failed, or the database becoming unavailable (new requests get RC 91 until it is back).",
             ),
             in_doubt: counter(
                 &r,
                 "acquiro_in_doubt_total",
                 "Requests found forwarded with no outcome when the switch restarted (each one reversed).",
+            ),
+            adopted: counter(
+                &r,
+                "acquiro_cluster_adopted_total",
+                "Transactions with work left (a reversal) taken over from a node whose lease lapsed.",
             ),
             registry: r,
         }

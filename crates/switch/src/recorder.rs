@@ -123,6 +123,7 @@ impl Recorder {
             Step::ReversalExpired { .. } => m.reversals.with_label_values(&["expired"]).inc(),
             Step::InDoubt => m.in_doubt.inc(),
             Step::HeldElsewhere { .. } => m.duplicates.with_label_values(&["elsewhere"]).inc(),
+            Step::Adopted { .. } => m.adopted.inc(),
             Step::Disconnected => {}
         }
     }

@@ -51,6 +51,9 @@ pub(crate) struct ServeArgs {
     /// Cluster mode: the PostgreSQL connection string (cluster.database; also ACQUIRO_DATABASE_URL).
     #[arg(long)]
     database: Option<String>,
+    /// Cluster mode: a node not heard from for this long is taken over (cluster.lease), e.g. 5s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    lease: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +118,9 @@ fn apply(args: &ServeArgs, mut file: File) -> File {
         }
         if args.database.is_some() {
             cluster.database.clone_from(&args.database);
+        }
+        if let Some(lease) = args.lease {
+            cluster.lease = lease;
         }
     }
     file

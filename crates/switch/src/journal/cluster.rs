@@ -27,16 +27,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 struct Batch {
     records: Vec<(u64, Record)>,
     claims: Vec<Claim>,
+    /// Nodes whose work these records carry on, with the last record of theirs handed on.
+    retire: Vec<(String, u64)>,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.claims.is_empty()
+        self.records.is_empty() && self.claims.is_empty() && self.retire.is_empty()
     }
 
     fn extend(&mut self, more: Batch) {
         self.records.extend(more.records);
         self.claims.extend(more.claims);
+        self.retire.extend(more.retire);
     }
 }
 
@@ -114,6 +117,10 @@ impl Journal for ClusterJournal {
         self.pending.claims.push(claim);
     }
 
+    fn retire(&mut self, node: String, through: u64) {
+        self.pending.retire.push((node, through));
+    }
+
     fn flush(&mut self) {
         if !self.pending.is_empty() {
             // The writer ends only with the process (or fenced, when nothing matters any more).
@@ -176,7 +183,10 @@ async fn commit(
     let mut backoff = BACKOFF;
     let mut down = false;
     loop {
-        let error = match store.commit(&batch.records, &batch.claims).await {
+        let error = match store
+            .commit(&batch.records, &batch.claims, &batch.retire)
+            .await
+        {
             Ok(done) => break finish(down, reports, done.lost),
             Err(e) => e,
         };
@@ -242,8 +252,9 @@ async fn claimed(store: &Store, claims: &[Claim], lost: &[TxnId]) -> Vec<(TxnId,
     answers
 }
 
-/// Renews the lease a third of its length before it would lapse, until the journal is dropped; a
-/// renewal refused by the fence is reported as the journal's failure.
+/// Renews the lease a third of its length before it would lapse, until the journal is dropped, and
+/// takes over the work of any node whose lease lapsed; a renewal refused by the fence is reported as the
+/// journal's failure.
 async fn keep_lease(
     mut store: Store,
     settings: ClusterSettings,
@@ -258,15 +269,27 @@ async fn keep_lease(
             () = reports.closed() => return,
         }
         let p = *progress.borrow();
-        match store.renew(settings.lease, p.in_flight, p.reversals).await {
-            Ok(()) => {}
+        let renewed = store.renew(settings.lease, p.in_flight, p.reversals).await;
+        let renewed = match renewed {
+            Ok(()) => store.take_over().await,
+            Err(e) => Err(e),
+        };
+        match renewed {
+            Ok(None) => {}
+            Ok(Some(t)) => {
+                let _ = reports.send(Report::TakeOver {
+                    node: t.node,
+                    through: t.through,
+                    records: t.records,
+                });
+            }
             Err(error) if error.is_fenced() => {
                 tracing::error!(%error, "lease lost");
                 let _ = reports.send(Report::Failed(error.to_string()));
                 return;
             }
             Err(error) => {
-                tracing::warn!(%error, "lease not renewed; connecting again");
+                tracing::warn!(%error, "lease not renewed or takeover not checked; connecting again");
                 let _ = store.reconnect(&settings.database).await;
             }
         }

@@ -24,6 +24,13 @@ pub enum Report {
     Claimed(Vec<(TxnId, Option<Holder>)>),
     /// Whether records can be made durable now; `Some` says why they cannot (it may pass).
     Unwritable(Option<String>),
+    /// Cluster mode: this node took over a lapsed node's work (its records up to `through`); it is this
+    /// node's once the engine's records of it commit with [`Journal::retire`].
+    TakeOver {
+        node: String,
+        through: u64,
+        records: Vec<Record>,
+    },
     /// The journal cannot write any more: nothing after this becomes durable.
     Failed(String),
 }
@@ -59,6 +66,15 @@ pub trait Journal: Send + 'static {
     /// Cluster mode: claims a key, committed with the records appended before it.
     fn claim(&mut self, claim: Claim) {
         tracing::error!(?claim.txn, "a key was claimed, but this journal has no shared store");
+    }
+    /// Cluster mode: the records appended since the last flush carry on node `node`'s work up to its
+    /// record `through`; the same commit hands that work on.
+    fn retire(&mut self, node: String, through: u64) {
+        tracing::error!(
+            node,
+            through,
+            "work handed on, but this journal has no shared store"
+        );
     }
     fn progress(&mut self, _progress: Progress) {}
     /// Writes out what is queued and stops.
