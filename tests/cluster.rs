@@ -8,7 +8,7 @@ use std::time::Duration;
 use cluster::throwaway::Server;
 use iso8583::{Message, Spec};
 use support::issuer::Issuer;
-use support::process::{Switch, serve_with};
+use support::process::{Switch, serve_with, timeline_steps};
 use support::terminal::{Terminal, text};
 use support::{http_get, within};
 use wire::{FrameCodec, LengthHeader};
@@ -207,4 +207,63 @@ async fn a_node_lost_for_good_has_its_in_doubt_requests_reversed_by_another_with
     assert_eq!(text(&purchase(&a, "TERM0003", 3, 100).await, 39), "00");
     assert_eq!(forwards(&issuer), 3);
     assert_eq!(issuer.of_class(4).len(), 1, "reversed once");
+
+    // The evidence, across both nodes: a's forward, and b carrying it on to the reversal.
+    let url = pg.url();
+    let show = acquiro(&[
+        "tranlog",
+        "show",
+        "--database",
+        &url,
+        "--terminal",
+        "TERM0002",
+        "--stan",
+        "2",
+    ]);
+    let on = |node: &str| {
+        let part = show
+            .split(&format!("node {node}\n"))
+            .nth(1)
+            .unwrap_or_default();
+        let part = part.split("transaction ").next().unwrap_or_default();
+        timeline_steps(&format!("-\n{part}")).join(" ")
+    };
+    assert!(on("a").starts_with("Received Forwarded"), "{show}");
+    let b = on("b");
+    assert!(
+        b.starts_with("Adopted Received Forwarded InDoubt ReversalQueued ReversalSent")
+            && b.contains("ReversalAcknowledged"),
+        "{show}"
+    );
+    let verify = acquiro(&["tranlog", "verify", "--database", &url]);
+    assert!(verify.contains("2 node(s)"), "{verify}");
+    let export = acquiro(&["tranlog", "export", "--database", &url]);
+    assert!(
+        export.contains(r#""node":"b""#) && !export.contains(support::terminal::PAN),
+        "{export}"
+    );
+    let status = acquiro(&["cluster", "status", "--database", &url]);
+    let a_line = status
+        .lines()
+        .find(|l| l.starts_with("a "))
+        .expect("node a listed");
+    assert!(
+        a_line.contains("live") && a_line.trim_end().ends_with('b'),
+        "{status}"
+    );
+}
+
+/// `acquiro <args>` to its end; its output, which it must end on success.
+fn acquiro(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_acquiro"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
 }

@@ -5,12 +5,14 @@
 //! one transaction per batch, fenced by the node's epoch) and one new input: a key another node already
 //! holds ([`Store::holder`]).
 //!
+//! - `evidence`: timelines, export and verification across every node's records;
 //! - `schema`: the embedded, versioned migrations;
 //! - `store`: the node's connection, its lease and its commits;
 //! - `row`: how a record is laid out in the `records` table;
 //! - `throwaway`: a private PostgreSQL server from Debian's binaries, for tests and scripts.
 
 mod error;
+pub mod evidence;
 mod row;
 mod schema;
 mod store;

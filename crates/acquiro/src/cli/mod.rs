@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+mod cluster;
 mod codec;
 mod demo;
 mod json;
@@ -48,6 +49,9 @@ enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Cluster mode: the nodes sharing one database.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +113,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(args),
         Command::Sim(command) => sim::run(command),
         Command::Tranlog(command) => tranlog::run(command),
+        Command::Cluster(command) => cluster::run(command),
         Command::Config(ConfigCommand::Check(args)) => serve::check(args),
     }
 }

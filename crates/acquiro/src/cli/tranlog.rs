@@ -5,6 +5,9 @@
 //! No command changes a record: a torn tail (from a crash) is reported, and cut off only when the switch
 //! starts. `show` finds transactions through the per-segment indexes, and writes the index of a closed
 //! segment that has none (when it may).
+//!
+//! With `--database` (cluster mode) the same commands read every node's records from PostgreSQL: a
+//! transaction is named by its node as well, and exports carry the node.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -31,18 +34,40 @@ pub(crate) enum TranlogCommand {
 }
 
 #[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
 pub(crate) struct DirArgs {
     /// The journal directory (journal.dir of the switch).
     #[arg(long)]
-    journal_dir: PathBuf,
+    journal_dir: Option<PathBuf>,
+    /// Cluster mode: the database every node writes to (cluster.database; also ACQUIRO_DATABASE_URL).
+    #[arg(long, env = "ACQUIRO_DATABASE_URL")]
+    database: Option<String>,
 }
 
 impl DirArgs {
     fn path(&self) -> anyhow::Result<&Path> {
-        let dir = &self.journal_dir;
+        let Some(dir) = &self.journal_dir else {
+            anyhow::bail!("give --journal-dir or --database");
+        };
         anyhow::ensure!(dir.is_dir(), "{}: no such journal directory", dir.display());
         Ok(dir)
     }
+}
+
+/// Runs `f` on a connection to `url`, on a runtime of its own.
+pub(crate) fn with_database<T>(
+    url: &str,
+    f: impl AsyncFnOnce(&tokio_postgres::Client) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = cluster::connect(url)
+            .await
+            .context("connecting to the database")?;
+        f(&client).await
+    })
 }
 
 /// A time range, RFC 3339 (`2026-11-21T09:00:00Z`).
@@ -140,6 +165,9 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         args.rrn.is_some() || args.terminal.is_some() || args.pan_last4.is_some(),
         "give --rrn, --terminal with --stan, or --pan-last4"
     );
+    if let Some(url) = &args.dir.database {
+        return show_cluster(&args, url, wanted);
+    }
     let mut keys = Vec::new();
     keys.extend(args.rrn.clone().map(tranlog::Key::Rrn));
     if let (Some(terminal), Some(stan)) = (&args.terminal, args.stan) {
@@ -187,8 +215,74 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `show` across every node's records in the database.
+fn show_cluster(
+    args: &ShowArgs,
+    url: &str,
+    wanted: impl Fn(&Record) -> bool,
+) -> anyhow::Result<ExitCode> {
+    let named = cluster::evidence::Named {
+        rrn: args.rrn.clone(),
+        terminal: args.terminal.clone().zip(args.stan),
+        last4: args.pan_last4.clone(),
+        from: args.range.from,
+        to: args.range.to,
+    };
+    let candidates = with_database(url, async |client| {
+        Ok(cluster::evidence::timelines(client, &named).await?)
+    })?;
+    let matched: HashSet<(&str, TxnId)> = candidates
+        .iter()
+        .filter(|(_, r)| wanted(r))
+        .map(|(node, r)| (node.as_str(), r.txn))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    let mut current = None;
+    for (node, record) in &candidates {
+        let txn = (node.as_str(), record.txn);
+        if !matched.contains(&txn) {
+            continue;
+        }
+        if current != Some(txn) {
+            current = Some(txn);
+            writeln!(out, "transaction {} node {node}", record.txn.0)?;
+        }
+        writeln!(
+            out,
+            "  {}  {}",
+            rfc3339(record.at),
+            serde_json::to_string(&record.step)?
+        )?;
+    }
+    if matched.is_empty() {
+        eprintln!("no matching transaction");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if let Some(url) = &args.dir.database {
+        if let Format::Csv = args.format {
+            writeln!(out, "node,txn,at,step,detail")?;
+        }
+        let (from, to) = (args.range.from, args.range.to);
+        with_database(url, async |client| {
+            cluster::evidence::export(client, from, to, |node, record| match args.format {
+                Format::Jsonl => {
+                    let mut line = serde_json::to_value(&record).map_err(std::io::Error::other)?;
+                    line["node"] = node.into();
+                    writeln!(out, "{line}")
+                }
+                Format::Csv => writeln!(out, "{node},{}", csv_line(&record)?),
+            })
+            .await?;
+            Ok(())
+        })?;
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Format::Csv = args.format {
         writeln!(out, "txn,at,step,detail")?;
     }
@@ -234,6 +328,23 @@ fn csv_line(record: &Record) -> std::io::Result<String> {
 }
 
 fn verify(args: DirArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.database {
+        let found = with_database(url, async |client| {
+            Ok(cluster::evidence::verify(client).await?)
+        })?;
+        println!("{} node(s), {} record(s)", found.nodes, found.records);
+        for p in &found.problems {
+            println!("PROBLEM {p}");
+        }
+        if found.problems.is_empty() {
+            println!(
+                "every record decodes, every node's sequence is whole, every claim is recorded"
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!("{} problem(s)", found.problems.len());
+        return Ok(ExitCode::from(1));
+    }
     let scanned = read(&args, |_, _| {})?;
     println!(
         "{} segment(s), {} record(s), last sequence number {}",

@@ -1,0 +1,158 @@
+//! The journal in the database as evidence, across every node: timelines by RRN, terminal and STAN, or
+//! card last four (each an index), every record for export, and a check of every record and sequence.
+
+use std::time::SystemTime;
+
+use engine::Record;
+use futures_util::TryStreamExt;
+use tokio_postgres::Client;
+
+use crate::{Error, row};
+
+/// What a dispute names: any of these.
+#[derive(Debug, Clone, Default)]
+pub struct Named {
+    pub rrn: Option<String>,
+    pub terminal: Option<(String, u32)>,
+    /// Last four digits, within `from..to`.
+    pub last4: Option<String>,
+    pub from: Option<SystemTime>,
+    pub to: Option<SystemTime>,
+}
+
+/// Every record of every transaction `named` names (candidates: the caller keeps the transactions
+/// whose own records match), grouped by node and transaction, oldest first.
+pub async fn timelines(client: &Client, named: &Named) -> Result<Vec<(String, Record)>, Error> {
+    let (terminal, stan) = match &named.terminal {
+        Some((t, s)) => (Some(t.as_str()), Some(*s as i32)),
+        None => (None, None),
+    };
+    let rows = client
+        .query(
+            "WITH hit AS (
+                 SELECT node, txn FROM records WHERE rrn = $1
+                 UNION SELECT node, txn FROM records WHERE terminal = $2 AND stan = $3
+                 UNION SELECT node, txn FROM records
+                     WHERE last4 = $4 AND at >= coalesce($5::timestamptz, '-infinity') AND at < coalesce($6::timestamptz, 'infinity'))
+             SELECT r.node, r.seq, r.body FROM records r JOIN hit USING (node, txn)
+             ORDER BY r.node, r.txn, r.seq",
+            &[
+                &named.rrn,
+                &terminal,
+                &stan,
+                &named.last4,
+                &named.from,
+                &named.to,
+            ],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let node: String = r.get(0);
+            let record = row::decode(r.get(2)).map_err(|why| Error::Corrupt {
+                node: node.clone(),
+                seq: r.get(1),
+                why,
+            })?;
+            Ok((node, record))
+        })
+        .collect()
+}
+
+/// Every record in `from..to`, by node and sequence.
+pub async fn export(
+    client: &Client,
+    from: Option<SystemTime>,
+    to: Option<SystemTime>,
+    mut each: impl FnMut(&str, Record) -> std::io::Result<()>,
+) -> Result<(), ExportError> {
+    let rows = client
+        .query_raw(
+            "SELECT node, seq, body FROM records
+             WHERE at >= coalesce($1::timestamptz, '-infinity') AND at < coalesce($2::timestamptz, 'infinity')
+             ORDER BY node, seq",
+            [&from as &(dyn tokio_postgres::types::ToSql + Sync), &to],
+        )
+        .await
+        .map_err(Error::from)?;
+    futures_util::pin_mut!(rows);
+    while let Some(r) = rows.try_next().await.map_err(Error::from)? {
+        let node: String = r.get(0);
+        let record = row::decode(r.get(2)).map_err(|why| Error::Corrupt {
+            node: node.clone(),
+            seq: r.get(1),
+            why,
+        })?;
+        each(&node, record)?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Store(#[from] Error),
+    #[error(transparent)]
+    Write(#[from] std::io::Error),
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Default)]
+pub struct Verified {
+    pub nodes: usize,
+    pub records: u64,
+    pub problems: Vec<String>,
+}
+
+/// Every record decodes; each node's sequence has no gap; every claim names a received request.
+pub async fn verify(client: &Client) -> Result<Verified, Error> {
+    let mut found = Verified::default();
+    let nodes = client
+        .query(
+            "SELECT node, count(*), min(seq), max(seq) FROM records GROUP BY node ORDER BY node",
+            &[],
+        )
+        .await?;
+    found.nodes = nodes.len();
+    for n in &nodes {
+        let (node, count, min, max): (String, i64, i64, i64) =
+            (n.get(0), n.get(1), n.get(2), n.get(3));
+        found.records += count as u64;
+        // Retention drops whole days from the start: what is left must run without a gap.
+        if max - min + 1 != count {
+            found.problems.push(format!(
+                "node {node}: {} record(s) missing between {min} and {max}",
+                max - min + 1 - count
+            ));
+        }
+        let rows = client
+            .query_raw(
+                "SELECT seq, body FROM records WHERE node = $1 ORDER BY seq",
+                [&node as &(dyn tokio_postgres::types::ToSql + Sync)],
+            )
+            .await?;
+        futures_util::pin_mut!(rows);
+        while let Some(r) = rows.try_next().await? {
+            if let Err(why) = row::decode(r.get(1)) {
+                let seq: i64 = r.get(0);
+                found
+                    .problems
+                    .push(format!("node {node} record {seq}: {why}"));
+            }
+        }
+    }
+    let orphans: i64 = client
+        .query_one(
+            "SELECT count(*) FROM claims c WHERE NOT EXISTS
+                 (SELECT 1 FROM records r WHERE r.node = c.node AND r.txn = c.txn)",
+            &[],
+        )
+        .await?
+        .get(0);
+    if orphans > 0 {
+        found
+            .problems
+            .push(format!("{orphans} claim(s) name no recorded transaction"));
+    }
+    Ok(found)
+}
