@@ -26,6 +26,10 @@ $extra
 TOML
 }
 
-until_listening() { # port
-  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do sleep 0.02; done
+until_listening() { # port: waits (30 s at most) until something listens on it
+  local tries=1500
+  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+    (( --tries )) || { echo "nothing listens on port $1" >&2; exit 1; }
+    sleep 0.02
+  done
 }

@@ -66,9 +66,20 @@ pub struct Holder {
     pub fenced: bool,
 }
 
-/// A request waiting for its claim.
+/// What a request waits for the store for.
+#[derive(Debug)]
+enum Purpose {
+    /// Its claim: a new request forwarded once won.
+    Forward,
+    /// The original a terminal's reversal names, held by another node: one lookup per candidate key,
+    /// answered in turn (the first holder found is the original).
+    Reverse { lookups: Vec<Claim> },
+}
+
+/// A request waiting for the store.
 #[derive(Debug)]
 struct Claiming {
+    purpose: Purpose,
     key: Key,
     msg: Message,
     claim: Claim,
@@ -163,9 +174,57 @@ impl Engine {
         self.claims.waiting.insert(
             txn,
             Claiming {
+                purpose: Purpose::Forward,
                 key,
                 msg,
                 claim,
+                waiters: vec![conn],
+                deadline,
+            },
+        );
+    }
+
+    /// A terminal's reversal whose original is not in this node's memory: the store is asked who holds
+    /// each key the original may have (`originals`: its STAN and date), and the holder's records decide
+    /// what is reversed. The reversal is answered once that is known.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn look_up_original(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        key: Key,
+        conn: ConnId,
+        msg: Message,
+        originals: [(u32, u16); 2],
+        out: &mut Vec<Action>,
+    ) {
+        let received = self.received(&msg, &key, 0);
+        let mut lookups: Vec<Claim> = Vec::new();
+        for (stan, date) in originals {
+            let claim = Claim {
+                stan,
+                date,
+                reversal: false,
+                ..Claim::of(txn, &received)
+            };
+            if !lookups.contains(&claim) {
+                lookups.push(claim);
+            }
+        }
+        lookups.reverse();
+        let Some(first) = lookups.pop() else {
+            return;
+        };
+        out.push(Action::Lookup(first.clone()));
+        let deadline = now.mono + self.claim_timeout();
+        self.arm(TimerId::Claim(txn), deadline);
+        self.claims.waiting.insert(
+            txn,
+            Claiming {
+                purpose: Purpose::Reverse { lookups },
+                key,
+                msg,
+                claim: first,
                 waiters: vec![conn],
                 deadline,
             },
@@ -191,6 +250,21 @@ impl Engine {
             return;
         };
         let _span = crate::engine::span(txn);
+        if let Purpose::Reverse { lookups } = &mut c.purpose {
+            return match (holder, lookups.pop()) {
+                (None, Some(next)) => {
+                    out.push(Action::Lookup(next.clone()));
+                    c.claim = next;
+                    self.claims.waiting.insert(txn, c);
+                }
+                (holder, _) => {
+                    self.cancel(TimerId::Claim(txn));
+                    self.reverse_held(now, txn, holder, out);
+                    let conn = c.waiters[0];
+                    self.reversal_acted_on(now, txn, c.key, conn, c.msg, out);
+                }
+            };
+        }
         let Some(holder) = holder else {
             self.cancel(TimerId::Claim(txn));
             return self.forward(now, txn, c.key, c.waiters, c.msg, out);
@@ -249,7 +323,10 @@ impl Engine {
         };
         if now.mono < c.deadline {
             c.claim.replacing = None;
-            out.push(Action::Claim(c.claim.clone()));
+            out.push(match c.purpose {
+                Purpose::Forward => Action::Claim(c.claim.clone()),
+                Purpose::Reverse { .. } => Action::Lookup(c.claim.clone()),
+            });
             let deadline = c.deadline;
             return self.arm(TimerId::Claim(txn), deadline);
         }
@@ -267,6 +344,55 @@ impl Engine {
         self.idempotency.forget(&c.key);
         let rc = ResponseCode::ISSUER_UNAVAILABLE;
         self.refuse(now, txn, &c.waiters, &c.msg, rc, out);
+    }
+
+    /// A terminal's reversal of `holder`'s transaction (another node's, or this node's from before a
+    /// restart): if the issuer may hold a debit for it, its recorded request is reversed, as this
+    /// transaction's, after a copy of the holder's forward record so that a restart resumes it.
+    fn reverse_held(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        holder: Option<Holder>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(holder) = holder else {
+            return;
+        };
+        let forward = holder
+            .records
+            .iter()
+            .find(|r| matches!(r.step, Step::Forwarded { .. }))
+            .cloned();
+        let trail = Trail::of(holder.records);
+        let Some(forward) = forward.filter(|_| trail.may_be_debited() && !trail.reversing()) else {
+            return;
+        };
+        let Step::Forwarded {
+            issuer, original, ..
+        } = &forward.step
+        else {
+            return;
+        };
+        let Some(index) = self.config.issuers.iter().position(|i| i.name == *issuer) else {
+            return tracing::error!(
+                issuer = issuer.as_str(),
+                "issuer no longer configured; needs manual action"
+            );
+        };
+        let rebuilt = self.recorded_original(original, index);
+        let adopted = Step::Adopted {
+            node: holder.node,
+            txn: holder.txn,
+        };
+        Self::journal(now, txn, adopted, out);
+        out.push(Action::Journal(Record { txn, ..forward }));
+        match rebuilt {
+            Ok(msg) => self.queue_reversal(now, txn, msg, index, out),
+            Err(error) => {
+                tracing::error!(%error, "recorded request cannot be rebuilt for its reversal; needs manual action")
+            }
+        }
     }
 
     /// Every claim still waiting is given up.

@@ -73,8 +73,8 @@ pub enum Event {
     ConnClosed(ConnId),
     /// The grace period of a shutdown is over: every request still in flight times out now.
     GraceOver,
-    /// Cluster mode: the shared store's answer to an [`Action::Claim`]: `None` when the key is this
-    /// transaction's now, else who holds it.
+    /// Cluster mode: the shared store's answer to an [`Action::Claim`] (`None` when the key is this
+    /// transaction's now, else who holds it) or to an [`Action::Lookup`] (who holds the key, if anyone).
     Claimed {
         txn: TxnId,
         holder: Option<Holder>,
@@ -116,6 +116,9 @@ pub enum Action {
     /// Cluster mode: claim an idempotency key in the shared store, in the same commit as the records
     /// before it; the store answers with [`Event::Claimed`].
     Claim(Claim),
+    /// Cluster mode: ask the shared store who holds a key (claiming nothing), after the records before
+    /// it are committed; answered with [`Event::Claimed`] (`None`: nobody).
+    Lookup(Claim),
     /// Answer a terminal at once, ahead of held effects: an answer that needs no new record durable (a
     /// refusal of a request that was not forwarded, or a replay of an answer already durable). Given
     /// while the journal cannot write.

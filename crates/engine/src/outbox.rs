@@ -27,9 +27,9 @@ pub trait Gate {
     fn held(&self) -> usize;
 
     /// Takes one of the engine's actions in order: a record goes to `append` (which returns its sequence
-    /// number); an effect is returned when it may go out now. Two actions are never held: a claim
-    /// (cluster mode), which the shell hands to the journal to commit with the records before it, and
-    /// an answer that needs no new record durable.
+    /// number); an effect is returned when it may go out now. These are never held: a claim or a lookup
+    /// (cluster mode), which the shell hands to the journal to go with the records before it, and an
+    /// answer that needs no new record durable.
     fn admit(&mut self, action: Action, append: impl FnOnce(Record) -> u64) -> Option<Action>
     where
         Self: Sized,
@@ -40,7 +40,7 @@ pub trait Gate {
                 self.appended(seq);
                 None
             }
-            Action::Claim(_) | Action::AnswerNow { .. } => Some(action),
+            Action::Claim(_) | Action::Lookup(_) | Action::AnswerNow { .. } => Some(action),
             effect => self.effect(effect),
         }
     }

@@ -138,7 +138,7 @@ impl Trail {
     }
 
     /// Whether the issuer may hold a debit for it: forwarded and not declined.
-    fn may_be_debited(&self) -> bool {
+    pub(crate) fn may_be_debited(&self) -> bool {
         self.forwarded.is_some()
             && self
                 .answered

@@ -337,9 +337,27 @@ impl Engine {
                     ),
                 }
             }
+            // Cluster mode: the original may be another node's; its records say.
+            None if self.config.shared_keys => {
+                let originals = candidates.map(|c| (c.stan, c.date));
+                return self.look_up_original(now, txn, key, conn, msg, originals, out);
+            }
             // Never forwarded, declined, or already reversed: nothing stands at the issuer.
             Some(Ok(None)) | None => {}
         }
+        self.reversal_acted_on(now, txn, key, conn, msg, out);
+    }
+
+    /// A terminal's reversal, acted on: answered approved, and its answer kept for its repeats.
+    pub(crate) fn reversal_acted_on(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        key: Key,
+        conn: ConnId,
+        msg: Message,
+        out: &mut Vec<Action>,
+    ) {
         let Some(answer) = self.local_answer(&msg, ECHO_FIELDS, ResponseCode::APPROVED) else {
             return out.push(Action::NoAnswer {
                 conn,
@@ -462,7 +480,7 @@ impl Engine {
 }
 
 impl Engine {
-    fn received(&self, msg: &Message, key: &Key, fingerprint: u64) -> Received {
+    pub(crate) fn received(&self, msg: &Message, key: &Key, fingerprint: u64) -> Received {
         let text = |n| {
             msg.get(n)
                 .map(|f| f.to_compact_string())

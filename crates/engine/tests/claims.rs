@@ -260,3 +260,71 @@ fn while_the_journal_cannot_write_new_requests_are_refused_at_once_and_replays_s
     let out = a.request(5, a.purchase("TERM0005", 5, 100));
     assert_eq!(claims(&out).len(), 1);
 }
+
+fn terminal_reversal(h: &Harness, tid: &str, stan: u32) -> iso8583::Message {
+    let mut m = h.purchase(tid, stan, 100);
+    m.set_mti(iso8583::Mti::REVERSAL);
+    m
+}
+
+#[test]
+fn a_terminal_reversal_of_another_nodes_approval_reverses_it_from_its_records() {
+    let (mut a, mut b) = (node(), node());
+    let original = approved_on(&mut a, "TERM0001", 5, 100);
+    let out = b.request(9, terminal_reversal(&b, "TERM0001", 5));
+    assert!(
+        answers(&out).count() == 0 && sent(&out).count() == 0,
+        "{out:#?}"
+    );
+    let lookup = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Lookup(k) => Some(k.clone()),
+            _ => None,
+        })
+        .expect("the original looked up");
+    assert_eq!((lookup.stan, lookup.reversal), (5, false));
+
+    let out = claimed(&mut b, lookup.txn, Some(holder(&a, "a", original, false)));
+    let (_, rev) = one_sent(&out);
+    assert_eq!(rev.mti(), iso8583::Mti::REVERSAL);
+    let forwarded = a.journal.iter().find_map(|r| match &r.step {
+        Step::Forwarded { original, .. } => original.rrn().map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(Some(text(&rev, 37)), forwarded, "the original's RRN");
+    let (conn, told) = one_answer(&out);
+    assert_eq!(
+        (conn, told.mti().as_str(), rc(&told)),
+        (ConnId(9), "0410", ResponseCode::APPROVED)
+    );
+    assert!(matches!(
+        steps(&out)[..],
+        [
+            Step::Adopted { .. },
+            Step::Forwarded { .. },
+            Step::ReversalQueued,
+            ..
+        ]
+    ));
+    // b's restart resumes the reversal from b's own records.
+    let (_, found, _) = b.restart(b.journal.len() - 1);
+    assert_eq!(found.reversals, 1, "{found:?}");
+}
+
+#[test]
+fn a_terminal_reversal_of_nothing_any_node_holds_is_answered_without_reversing() {
+    let mut b = node();
+    let out = b.request(9, terminal_reversal(&b, "TERM0001", 5));
+    let txn = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Lookup(k) => Some(k.txn),
+            _ => None,
+        })
+        .unwrap();
+    // DE90 absent: one candidate key, looked up once.
+    let out = claimed(&mut b, txn, None);
+    assert_eq!(sent(&out).count(), 0);
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
+}

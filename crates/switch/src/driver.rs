@@ -332,6 +332,7 @@ impl Driver {
             }
             // Committed with the records before it.
             Action::Claim(claim) => self.journal.claim(claim),
+            Action::Lookup(key) => self.journal.look_up(key),
             // The gate keeps records.
             Action::Journal(_) => {}
         }

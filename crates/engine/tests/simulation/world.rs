@@ -439,7 +439,9 @@ impl<G: Gate + Default> World<G> {
                 self.at(delay, Ev::ToTerminal(conn, msg));
             }
             // One node has no shared store: its engine claims no key.
-            Action::Claim(claim) => panic!("single-node engine claimed {claim:?}"),
+            Action::Claim(claim) | Action::Lookup(claim) => {
+                panic!("single-node engine asked the shared store about {claim:?}")
+            }
             // The simulated terminals send only requests their dialect can answer.
             Action::NoAnswer { conn, why } => panic!("{conn:?} got no answer: {why:?}"),
             Action::CloseLink(link) => self.link_down(link),

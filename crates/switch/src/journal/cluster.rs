@@ -27,18 +27,24 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 struct Batch {
     records: Vec<(u64, Record)>,
     claims: Vec<Claim>,
+    /// Keys to look up once the batch is committed.
+    lookups: Vec<Claim>,
     /// Nodes whose work these records carry on, with the last record of theirs handed on.
     retire: Vec<(String, u64)>,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.claims.is_empty() && self.retire.is_empty()
+        self.records.is_empty()
+            && self.claims.is_empty()
+            && self.lookups.is_empty()
+            && self.retire.is_empty()
     }
 
     fn extend(&mut self, more: Batch) {
         self.records.extend(more.records);
         self.claims.extend(more.claims);
+        self.lookups.extend(more.lookups);
         self.retire.extend(more.retire);
     }
 }
@@ -117,6 +123,10 @@ impl Journal for ClusterJournal {
         self.pending.claims.push(claim);
     }
 
+    fn look_up(&mut self, key: Claim) {
+        self.pending.lookups.push(key);
+    }
+
     fn retire(&mut self, node: String, through: u64) {
         self.pending.retire.push((node, through));
     }
@@ -165,8 +175,9 @@ async fn write(
                 sync: Some(started.elapsed()),
             }));
         }
-        if !batch.claims.is_empty() {
-            let answers = claimed(&store, &batch.claims, &lost).await;
+        if !batch.claims.is_empty() || !batch.lookups.is_empty() {
+            let mut answers = claimed(&store, &batch.claims, &lost).await;
+            answers.extend(looked_up(&store, &batch.lookups).await);
             let _ = reports.send(Report::Claimed(answers));
         }
     }
@@ -247,6 +258,19 @@ async fn claimed(store: &Store, claims: &[Claim], lost: &[TxnId]) -> Vec<(TxnId,
             Ok(Some(holder)) => answers.push((claim.txn, Some(holder))),
             Ok(None) => tracing::error!(?claim.txn, "a lost claim has no holder"),
             Err(error) => tracing::warn!(?claim.txn, %error, "holder of a lost claim not read"),
+        }
+    }
+    answers
+}
+
+/// Who holds each key looked up. One that cannot be read now goes unanswered: its request is refused
+/// when it times out.
+async fn looked_up(store: &Store, keys: &[Claim]) -> Vec<(TxnId, Option<Holder>)> {
+    let mut answers = Vec::with_capacity(keys.len());
+    for key in keys {
+        match store.holder(key).await {
+            Ok(holder) => answers.push((key.txn, holder)),
+            Err(error) => tracing::warn!(?key.txn, %error, "key not looked up"),
         }
     }
     answers

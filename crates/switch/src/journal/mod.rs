@@ -67,6 +67,10 @@ pub trait Journal: Send + 'static {
     fn claim(&mut self, claim: Claim) {
         tracing::error!(?claim.txn, "a key was claimed, but this journal has no shared store");
     }
+    /// Cluster mode: asks who holds a key, after the records appended before it are committed.
+    fn look_up(&mut self, key: Claim) {
+        tracing::error!(?key.txn, "a key was looked up, but this journal has no shared store");
+    }
     /// Cluster mode: the records appended since the last flush carry on node `node`'s work up to its
     /// record `through`; the same commit hands that work on.
     fn retire(&mut self, node: String, through: u64) {

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Cluster chaos: load through HAProxy (TCP mode) to several `acquiro serve` nodes on one PostgreSQL, while
+# nodes are killed with SIGKILL at random moments and restarted a little later under their names, and the
+# database is restarted once; then every terminal's outcome is reconciled against the issuer's ledger.
+# Exits non-zero on any mismatch or any transaction charged twice (the simulator approves everything,
+# so a request forwarded twice would be charged twice).
+#
+#   tests/cluster-chaos.sh [kills, default 10] [nodes, default 2] [terminals, default 20] [requests/s, default 200]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+kills=${1:-10}
+nodes=${2:-2}
+terminals=${3:-20}
+rate=${4:-200}
+source tests/support/run.sh
+issuer=29583 front=28583 admin=28590
+source tests/support/cluster.sh
+
+switch_config "$work/acquiro.toml" <<TOML
+response_timeout = "2s"
+[reversals]
+backoff = "500ms"
+[cluster]
+lease = "2s"
+TOML
+
+metric() { # node name: the metric's value on the node's admin endpoint
+  curl -fs "http://127.0.0.1:$((admin + $1))/metrics" | awk -v m="$2" '$1 == m { print $2 }'
+}
+
+pg_start
+$bin sim issuer --listen "127.0.0.1:$issuer" --ledger "$work/ledger.json" 2>"$work/issuer.log" &
+issuer_pid=$!
+until_listening $issuer
+for n in $(seq "$nodes"); do node_start "$n"; done
+for n in $(seq "$nodes"); do until_listening $((front + n)); done
+haproxy_start "$nodes"
+until_listening $front
+duration=$((kills * 3 + 5))
+$bin sim terminals --connect "127.0.0.1:$front" --terminals "$terminals" --rate "$rate" \
+  --duration "${duration}s" --timeout 3s --outcomes "$work/outcomes.json" >"$work/terminals.report" 2>/dev/null &
+terminals_pid=$!
+
+db_restart_at=$(( (kills + 1) / 2 ))
+for i in $(seq "$kills"); do
+  # A random moment in the next 0.5 to 3 s: the chaos itself, not a synchronisation.
+  sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.5 + 2.5 * r / 32768 }')"
+  n=$(( RANDOM % nodes + 1 ))
+  kill -9 "${node_pid[$n]}"
+  wait "${node_pid[$n]}" 2>/dev/null || true
+  echo "kill $i: node$n killed at $(date +%T.%N | cut -c1-12)" >&2
+  if (( i == db_restart_at )); then
+    pg_kill
+    echo "        and PostgreSQL stopped" >&2
+    sleep 1
+    pg_start
+    echo "        and started again" >&2
+  fi
+  # Back after a random 0.2 to 4 s: sometimes before its lease lapses, sometimes after a takeover.
+  sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.2 + 3.8 * r / 32768 }')"
+  node_start "$n"
+done
+
+wait "$terminals_pid" || true
+# The last reversals: wait until no node has anything in flight or queued, then stop everything.
+for n in $(seq "$nodes"); do
+  until_listening $((admin + n))
+  until [ "$(metric "$n" acquiro_saf_depth)" = 0 ] && [ "$(metric "$n" acquiro_in_flight)" = 0 ]; do sleep 0.2; done
+done
+for n in $(seq "$nodes"); do kill -TERM "${node_pid[$n]}"; wait "${node_pid[$n]}" || true; done
+kill -TERM "$issuer_pid" && wait "$issuer_pid" || true
+
+grep -E "^(throughput|answers|terminals)" "$work/terminals.report" || true
+cat "$work"/node*.log | grep -o 'in_doubt=[0-9]*' | awk -F= '{ n += $2 } END { printf "recoveries and takeovers: %d requests in doubt reversed\n", n }'
+echo "takeovers: $(cat "$work"/node*.log | grep -c 'took over the work' || true)"
+$bin tranlog verify --database "$database"
+verdict=$($bin sim reconcile --outcomes "$work/outcomes.json" --ledger "$work/ledger.json") || {
+  echo "$verdict"
+  exit 1
+}
+echo "$verdict"
+echo "$verdict" | tail -1 | grep -q ", 0 charged twice$"
+echo "cluster chaos: $kills kills of $nodes nodes and a database restart, reconciliation holds"

@@ -1,0 +1,61 @@
+# Sourced by the scripts that run a cluster of real nodes (tests/cluster-chaos.sh, benches/e2e.sh): a
+# throw-away PostgreSQL from Debian's binaries in $work (as root, run as the `postgres` user), nodes of
+# `acquiro serve` on it, and HAProxy in TCP mode in front of them. Needs tests/support/run.sh first.
+
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+pg_as=()
+[[ $(id -u) == 0 ]] && pg_as=(runuser -u postgres --)
+pg_port=${pg_port:-25432}
+database="host=$work/pg port=$pg_port user=postgres dbname=postgres"
+
+pg_start() { # starts the server (made on the first call)
+  if [[ ! -d $work/pg/data ]]; then
+    mkdir -p "$work/pg"
+    # The server runs as `postgres`: it must get through $work to its own directory.
+    [[ $(id -u) == 0 ]] && chmod o+x "$work" && chown postgres "$work/pg"
+    "${pg_as[@]}" "$pg_bin/initdb" -D "$work/pg/data" -A trust -U postgres --no-sync >/dev/null
+  fi
+  "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
+    -o "-p $pg_port -k $work/pg -c listen_addresses='' -c synchronous_commit=on -c fsync=on -c max_connections=200" start >/dev/null
+}
+pg_kill() { "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null; }
+pg_psql() { "$pg_bin/psql" -h "$work/pg" -p "$pg_port" -U postgres -qAt "$@"; }
+trap 'kill -9 $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; pg_kill 2>/dev/null || true; rm -rf "$work"' EXIT
+
+# Node N of the cluster: terminals on 127.0.0.1:$((front + N)), admin on $((admin + N)); its pid in
+# node_pid[N]. The configuration is $work/acquiro.toml (switch_config) with the node's own addresses.
+declare -A node_pid
+node_start() { # N
+  local n=$1
+  sed -e "s/127.0.0.1:$front\"/127.0.0.1:$((front + n))\"/" -e "s/127.0.0.1:$admin\"/127.0.0.1:$((admin + n))\"/" \
+    "$work/acquiro.toml" >"$work/node$n.toml"
+  ACQUIRO_CARD_KEY=00112233445566778899aabbccddeeff RUST_LOG=warn,switch=info \
+    $bin serve --config "$work/node$n.toml" --node "node$n" --database "$database" 2>>"$work/node$n.log" &
+  node_pid[$n]=$!
+}
+
+# HAProxy in TCP mode on $front, to nodes 1..N, each checked through its /readyz.
+haproxy_start() { # N
+  {
+    cat <<CFG
+global
+  maxconn 4000
+defaults
+  mode tcp
+  timeout connect 1s
+  timeout client 1h
+  timeout server 1h
+frontend terminals
+  bind 127.0.0.1:$front
+  default_backend nodes
+backend nodes
+  balance roundrobin
+  option httpchk GET /readyz
+  default-server inter 500ms fall 1 rise 1 on-marked-down shutdown-sessions
+CFG
+    for n in $(seq "$1"); do
+      echo "  server node$n 127.0.0.1:$((front + n)) check port $((admin + n))"
+    done
+  } >"$work/haproxy.cfg"
+  haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" &
+}
