@@ -267,3 +267,140 @@ fn acquiro(args: &[&str]) -> String {
     );
     text
 }
+
+/// HAProxy's binary, or `None` (the test says SKIPPED) unless ACQUIRO_REQUIRE_HAPROXY is set.
+fn haproxy(test: &str) -> Option<&'static str> {
+    let path = "/usr/sbin/haproxy";
+    if std::path::Path::new(path).exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("ACQUIRO_REQUIRE_HAPROXY").is_none(),
+        "{test}: ACQUIRO_REQUIRE_HAPROXY is set but HAProxy is not installed (Debian package haproxy)"
+    );
+    eprintln!("SKIPPED {test}: HAProxy not installed (Debian package haproxy)");
+    None
+}
+
+/// HAProxy in TCP mode on a free port, to `nodes`, each checked through its /readyz.
+fn balance(
+    binary: &str,
+    dir: &std::path::Path,
+    nodes: &[&Switch],
+) -> (tokio::process::Child, std::net::SocketAddr) {
+    let front = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut cfg = format!(
+        "defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1h\n  timeout server 1h\n\
+         frontend terminals\n  bind {front}\n  default_backend nodes\n\
+         backend nodes\n  balance roundrobin\n  option httpchk GET /readyz\n\
+         default-server inter 200ms fall 1 rise 1 on-marked-down shutdown-sessions\n"
+    );
+    for (i, n) in nodes.iter().enumerate() {
+        cfg += &format!(
+            "  server node{i} {} check port {}\n",
+            n.addr,
+            n.admin.port()
+        );
+    }
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let child = tokio::process::Command::new(binary)
+        .arg("-f")
+        .arg(&path)
+        .arg("-db")
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    (child, front)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_haproxy_a_node_killed_mid_load_loses_nothing_and_charges_nothing_twice() {
+    let Some(pg) = Server::start("cluster::haproxy") else {
+        return;
+    };
+    let Some(binary) = haproxy("cluster::haproxy") else {
+        return;
+    };
+    let codec = FrameCodec::new(LengthHeader::Binary2);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = sim::IssuerSim::start(listener, spec(), codec, sim::Rules::default());
+    let flags = ["--lease", "1s", "--response-timeout", "1s"];
+    let upstream = issuer.addr.to_string();
+    let start = |name: &'static str| {
+        let url = pg.url();
+        let upstream = upstream.clone();
+        async move {
+            let mut extra = vec!["--node", name, "--database", &url];
+            extra.extend(flags);
+            let env = [("ACQUIRO_CARD_KEY", CARD_KEY), ("RUST_LOG", "warn,switch=info,engine=info")];
+            serve_with(&upstream, &extra, &env).await
+        }
+    };
+    let mut a = start("a").await;
+    let b = start("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_haproxy, front) = balance(binary, dir.path(), &[&a, &b]);
+    within("HAProxy listening", async {
+        while tokio::net::TcpStream::connect(front).await.is_err() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+
+    let mut load = sim::Load::new(front, spec(), codec);
+    load.terminals = 10;
+    load.rate = Some(100.0);
+    load.duration = Duration::from_secs(5);
+    load.timeout = Duration::from_secs(2);
+    let progress = std::sync::Arc::new(sim::Progress::default());
+    let run = tokio::spawn(sim::terminals::run(load, progress.clone()));
+    // Mid-load: once both nodes have answered some of it.
+    within("a share of the load answered", async {
+        while sim::Progress::get(&progress.approved) < 100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    a.child.start_kill().unwrap();
+    within("node a killed", a.child.wait()).await.unwrap();
+    let run = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the load ends")
+        .unwrap();
+    // Everything b took over is finished before the books are read.
+    within("node b idle", async {
+        loop {
+            let (_, m) = http_get(b.admin, "/metrics").await;
+            let idle = ["acquiro_in_flight 0", "acquiro_saf_depth 0"]
+                .iter()
+                .all(|l| m.lines().any(|x| x == *l));
+            if idle {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let reconciliation = sim::reconcile(&run.outcomes, &issuer.ledger());
+    assert!(
+        reconciliation.holds(),
+        "{} mismatches, {} charged twice: {:?}",
+        reconciliation.mismatches.len(),
+        reconciliation.double_debits,
+        reconciliation.mismatches
+    );
+    assert!(
+        run.outcomes.len() > 300,
+        "{} transactions",
+        run.outcomes.len()
+    );
+    assert!(
+        sim::Progress::get(&progress.connects) > 10,
+        "terminals reconnected through HAProxy"
+    );
+}

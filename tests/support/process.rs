@@ -58,14 +58,15 @@ pub fn spawn(args: &[&str]) -> Child {
     spawn_with(args, &[])
 }
 
-/// [`spawn`] with environment variables.
+/// [`spawn`] with environment variables (RUST_LOG among them: a process under load whose log is not
+/// read must log little, or it waits on the full pipe).
 pub fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_acquiro"))
         .args(args)
-        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         // Everything the switch can log, for the check that no card data reaches it.
         .env("RUST_LOG", "debug")
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .spawn()
         .unwrap()
