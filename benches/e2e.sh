@@ -4,42 +4,62 @@
 #   relay    terminals -> byte relay (one upstream connection per terminal, nothing parsed) -> issuer
 #   none, batch, always
 #            terminals -> acquiro (journal on disk with that sync policy) -> issuer
-# each as fast as answers come, then direct, relay and acquiro (batch) at a fixed rate for the latency a
-# hop adds. Prints a table and the ratios acquiro/relay and acquiro/direct.
+#   pg1      terminals -> one acquiro node in cluster mode on a throw-away PostgreSQL -> issuer
+#   pg2      terminals -> HAProxy (TCP) -> two nodes on the same PostgreSQL -> issuer
+# each as fast as answers come, then direct, relay, acquiro (batch) and pg1 at fixed rates for the
+# latency a hop adds. Prints a table (CPU per transaction of the hop under test, of the issuer
+# simulator, and of PostgreSQL) and the ratios.
 #
 #   benches/e2e.sh [seconds per run, default 10] [terminals, default 200] [fixed rate, default 20000]
+#                  [cluster fixed rate, default 5000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 terminals=${2:-200}
 rate=${3:-20000}
+pg_rate=${4:-5000}
 source tests/support/run.sh
 issuer=19583 front=18583 admin=18590
+source tests/support/cluster.sh
 
 until_ready() { # url
   until curl -fs "$1" >/dev/null; do sleep 0.05; done
 }
 
-# CPU seconds (user + system) a process has used so far.
-cpu() { # pid
-  awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
+# CPU seconds (user + system) the processes have used so far (one that is gone counts nothing).
+cpu() { # pid...
+  local pid total=0
+  for pid in "$@"; do
+    total=$(awk -v t="$total" -v hz="$(getconf CLK_TCK)" '{ print t + ($14 + $15) / hz }' "/proc/$pid/stat" 2>/dev/null || echo "$total")
+  done
+  echo "$total"
 }
 
-# One load run against a port; appends "name tx/s p50 p99 p99.9 hop-µs issuer-µs" to the table: the
-# CPU time the hop under test (pid $3, or none) and the issuer simulator spent per transaction.
-load() { # name, port, hop pid or "", extra sim-terminals flags...
+# PostgreSQL's processes: the server and its children (a backend per connection of each node).
+pg_pids() {
+  [[ -f $work/pg/data/postmaster.pid ]] || return 0
+  local pm
+  pm=$(head -1 "$work/pg/data/postmaster.pid")
+  echo "$pm" $(pgrep -P "$pm")
+}
+
+# One load run against a port; appends "name tx/s p50 p99 p99.9 hop-µs issuer-µs db-µs" to the table:
+# the CPU time the hop under test (pids $3, or none), the issuer simulator and PostgreSQL spent per
+# transaction.
+load() { # name, port, hop pids or "", extra sim-terminals flags...
   local name=$1 port=$2 hop=$3
   shift 3
-  local hop0=0 hop1=0 issuer0
-  [[ -n $hop ]] && hop0=$(cpu "$hop")
+  local hop0 issuer0 db0 dbs
+  dbs=$(pg_pids)
+  hop0=$(cpu $hop)
   issuer0=$(cpu "$issuer_pid")
+  db0=$(cpu $dbs)
   $bin sim terminals --connect "127.0.0.1:$port" --terminals "$terminals" --duration "${secs}s" \
     "$@" >"$work/$name.report" 2>/dev/null
-  [[ -n $hop ]] && hop1=$(cpu "$hop")
-  awk -v name="$name" -v hop="$hop0 $hop1" -v issuer="$issuer0 $(cpu "$issuer_pid")" '
+  awk -v name="$name" -v hop="$hop0 $(cpu $hop)" -v issuer="$issuer0 $(cpu "$issuer_pid")" -v db="$db0 $(cpu $dbs)" '
     /^throughput/ { tps = $2; n = substr($4, 2) }
     /^latency/ { for (i = 2; i < NF; i++) { if ($i == "p50") p50 = $(i+1); if ($i == "p99") p99 = $(i+1); if ($i == "p99.9") p999 = $(i+1) } }
-    END { printf "%-14s %9d %9.2f %9.2f %9.2f %9.1f %9.1f\n", name, tps, p50, p99, p999, used(hop) / n, used(issuer) / n }
+    END { printf "%-14s %9d %9.2f %9.2f %9.2f %9.1f %9.1f %9.1f\n", name, tps, p50, p99, p999, used(hop) / n, used(issuer) / n, used(db) / n }
     # "before after" in seconds, as µs
     function used(span,  a) { split(span, a, " "); return (a[2] - a[1]) * 1e6 }' \
     "$work/$name.report" | tee -a "$work/table"
@@ -72,12 +92,38 @@ TOML
   wait $pid || true
 }
 
+# Cluster mode: N nodes on a fresh database (behind HAProxy when more than one).
+cluster() { # name, nodes, extra sim-terminals flags...
+  local name=$1 nodes=$2 pids=() n port
+  shift 2
+  pg_kill 2>/dev/null || true
+  rm -rf "$work/pg"
+  pg_start
+  switch_config "$work/acquiro.toml" </dev/null
+  for n in $(seq "$nodes"); do
+    node_start "$n"
+    pids+=("${node_pid[$n]}")
+    until_ready "http://127.0.0.1:$((admin + n))/readyz"
+  done
+  port=$((front + 1))
+  if (( nodes > 1 )); then
+    haproxy_start "$nodes"
+    pids+=($!)
+    port=$front
+    until_listening $front
+  fi
+  load "$name" $port "${pids[*]}" "$@"
+  kill -TERM "${pids[@]}"
+  wait "${pids[@]}" 2>/dev/null || true
+  pg_kill
+}
+
 $bin sim issuer --listen "127.0.0.1:$issuer" 2>"$work/issuer.log" &
 issuer_pid=$!
 until_listening $issuer
 
 echo "$(nproc) cores; $terminals terminals, ${secs} s per run; latencies in ms; CPU time per transaction in µs" >&2
-printf "%-14s %9s %9s %9s %9s %9s %9s\n" run "tx/s" p50 p99 p99.9 "hop µs" "issuer µs" | tee "$work/table"
+printf "%-14s %9s %9s %9s %9s %9s %9s %9s\n" run "tx/s" p50 p99 p99.9 "hop µs" "issuer µs" "db µs" | tee "$work/table"
 load direct $issuer ""
 relay relay
 acquiro none none
@@ -86,11 +132,19 @@ acquiro always always
 load "direct@$rate" $issuer "" --rate "$rate"
 relay "relay@$rate" --rate "$rate"
 acquiro "batch@$rate" batch --rate "$rate"
+cluster pg1 1
+cluster pg2 2
+load "direct@$pg_rate" $issuer "" --rate "$pg_rate"
+acquiro "batch@$pg_rate" batch --rate "$pg_rate"
+cluster "pg1@$pg_rate" 1 --rate "$pg_rate"
 
-awk -v rate="$rate" '
+awk -v rate="$rate" -v pg_rate="$pg_rate" '
   { tps[$1] = $2; p99[$1] = $4 }
   END {
     printf "acquiro(batch)/relay %.2f, acquiro(batch)/direct %.2f\n", tps["batch"] / tps["relay"], tps["batch"] / tps["direct"]
     printf "at %d/s, p99 added over direct: relay %.2f ms, acquiro(batch) %.2f ms\n", rate,
       p99["relay@" rate] - p99["direct@" rate], p99["batch@" rate] - p99["direct@" rate]
+    printf "cluster: pg1/batch %.2f, pg2/batch %.2f; at %d/s, p99 added over direct: batch %.2f ms, pg1 %.2f ms\n",
+      tps["pg1"] / tps["batch"], tps["pg2"] / tps["batch"], pg_rate,
+      p99["batch@" pg_rate] - p99["direct@" pg_rate], p99["pg1@" pg_rate] - p99["direct@" pg_rate]
   }' "$work/table"

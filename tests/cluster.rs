@@ -337,7 +337,10 @@ async fn through_haproxy_a_node_killed_mid_load_loses_nothing_and_charges_nothin
         async move {
             let mut extra = vec!["--node", name, "--database", &url];
             extra.extend(flags);
-            let env = [("ACQUIRO_CARD_KEY", CARD_KEY), ("RUST_LOG", "warn,switch=info,engine=info")];
+            let env = [
+                ("ACQUIRO_CARD_KEY", CARD_KEY),
+                ("RUST_LOG", "warn,switch=info,engine=info"),
+            ];
             serve_with(&upstream, &extra, &env).await
         }
     };

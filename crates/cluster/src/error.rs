@@ -13,7 +13,7 @@ pub enum Error {
     )]
     SchemaTooNew { found: i32, known: i32 },
     #[error(
-        "the card key differs from the cluster's (check {ours} here, {theirs} in the database): every node needs the same cluster.card_key"
+        "the card key differs from the cluster's (check {ours} here, {theirs} in the database): every node needs the same journal.card_key (or ACQUIRO_CARD_KEY)"
     )]
     CardKeyMismatch { ours: String, theirs: String },
     #[error("record {seq} of node {node} does not decode: {why}")]

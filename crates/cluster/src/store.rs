@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use engine::{Claim, Holder, Record, TxnId};
 use siphasher::sip128::{Hasher128, SipHasher13};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::row::{self, Rows};
 use crate::{Error, schema};
@@ -14,9 +14,16 @@ use crate::{Error, schema};
 #[derive(Debug)]
 pub struct Store {
     client: Client,
+    /// The batch commit, prepared once per connection: a commit is then one round trip, not two (a
+    /// statement given as text is parsed and planned anew each time).
+    commit: Statement,
     node: String,
     epoch: i64,
 }
+
+/// The statement [`Store::commit`] runs.
+const COMMIT: &str = "SELECT * FROM acquiro_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                                                   $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)";
 
 /// What joining found: the node's store, and its records for recovery.
 #[derive(Debug)]
@@ -146,6 +153,7 @@ impl Store {
             .await?;
         let (epoch, retired): (i64, i64) = (row.get(0), row.get(1));
         let store = Store {
+            commit: client.prepare(COMMIT).await?,
             client,
             node: node.to_owned(),
             epoch,
@@ -203,9 +211,7 @@ impl Store {
         let lost = self
             .client
             .query(
-                "SELECT * FROM acquiro_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                                              $12, $13, $14, $15, $16, $17, $18, $19, $20,
-                                              $21, $22)",
+                &self.commit,
                 &[
                     &self.node,
                     &self.epoch,
@@ -353,8 +359,10 @@ impl Store {
     /// Another connection for the same node and epoch (the lease is renewed on its own connection, so
     /// that a slow commit never delays it).
     pub async fn twin(&self, url: &str) -> Result<Store, Error> {
+        let client = connect(url).await?;
         Ok(Store {
-            client: connect(url).await?,
+            commit: client.prepare(COMMIT).await?,
+            client,
             node: self.node.clone(),
             epoch: self.epoch,
         })
@@ -362,7 +370,9 @@ impl Store {
 
     /// Connects again after the connection failed.
     pub async fn reconnect(&mut self, url: &str) -> Result<(), Error> {
-        self.client = connect(url).await?;
+        let client = connect(url).await?;
+        self.commit = client.prepare(COMMIT).await?;
+        self.client = client;
         Ok(())
     }
 
