@@ -93,25 +93,31 @@ fn dashboards_and_alerts_use_only_metrics_of_the_contract() {
 #[test]
 fn every_configuration_in_deploy_passes_config_check() {
     let dir = tempfile::tempdir().unwrap();
-    // The Kubernetes ConfigMap carries the file indented under `acquiro.toml: |`.
-    let configmap = read("deploy/k8s/configmap.yaml");
-    let embedded: String = configmap
-        .split("acquiro.toml: |\n")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .map(|l| l.strip_prefix("    ").unwrap_or(l).to_string() + "\n")
-        .collect();
-    let from_configmap = dir.path().join("configmap.toml");
-    std::fs::write(&from_configmap, embedded).unwrap();
-    for file in [
-        repo("deploy/acquiro.toml"),
-        repo("deploy/compose/acquiro.toml"),
-        from_configmap,
-    ] {
+    // The Kubernetes ConfigMaps carry the file indented under `acquiro.toml: |`.
+    let mut files = vec![repo("deploy/acquiro.toml"), repo("deploy/compose/acquiro.toml")];
+    for (i, map) in ["deploy/k8s/configmap.yaml", "deploy/k8s/cluster/configmap.yaml"]
+        .iter()
+        .enumerate()
+    {
+        let embedded: String = read(map)
+            .split("acquiro.toml: |\n")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .map(|l| l.strip_prefix("    ").unwrap_or(l).to_string() + "\n")
+            .collect();
+        let from_configmap = dir.path().join(format!("configmap{i}.toml"));
+        std::fs::write(&from_configmap, embedded).unwrap();
+        files.push(from_configmap);
+    }
+    for file in files {
+        // What a cluster node takes from its environment (deploy/compose.yaml, deploy/k8s/cluster).
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_acquiro"))
             .args(["config", "check"])
             .arg(&file)
+            .env("ACQUIRO_NODE", "a")
+            .env("ACQUIRO_DATABASE_URL", "postgres://acquiro@db/acquiro")
+            .env("ACQUIRO_CARD_KEY", "00112233445566778899aabbccddeeff")
             .output()
             .unwrap();
         assert!(

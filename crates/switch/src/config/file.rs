@@ -37,7 +37,7 @@ pub struct File {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterFile {
-    /// Unique and stable per node: a restart under the same name resumes its work.
+    /// Unique and stable per node: a restart under the same name resumes its work (also ACQUIRO_NODE).
     pub node: Option<String>,
     /// PostgreSQL connection string (also from ACQUIRO_DATABASE_URL).
     pub database: Option<String>,
@@ -48,6 +48,8 @@ pub struct ClusterFile {
 
 /// The environment variable that may hold the cluster's database URL.
 pub const DATABASE_ENV: &str = "ACQUIRO_DATABASE_URL";
+/// The environment variable that may hold the node's name (a Kubernetes pod's name, say).
+pub const NODE_ENV: &str = "ACQUIRO_NODE";
 
 impl Default for ClusterFile {
     fn default() -> Self {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use iso8583::Spec;
 use wire::{FrameCodec, LengthHeader, Tpdu, ZeroLength};
 
-use super::file::{CARD_KEY_ENV, ClusterFile, DATABASE_ENV, File, JournalFile};
+use super::file::{CARD_KEY_ENV, ClusterFile, DATABASE_ENV, File, JournalFile, NODE_ENV};
 use super::{ConfigError, invalid};
 use crate::tls::{Acceptor, Connector};
 
@@ -71,9 +71,13 @@ pub struct ClusterSettings {
 
 impl ClusterFile {
     fn check(&self, card_key: Option<[u8; 16]>) -> Result<ClusterSettings, ConfigError> {
-        let node = match &self.node {
-            Some(n) if !n.is_empty() && n.len() <= 64 => n.clone(),
-            _ => return Err(invalid("cluster.node", "required: 1 to 64 characters")),
+        let node = self.node.clone().or_else(|| std::env::var(NODE_ENV).ok());
+        let node = match node {
+            Some(n) if !n.is_empty() && n.len() <= 64 => n,
+            _ => {
+                let reason = format!("required (or {NODE_ENV}, or --node): 1 to 64 characters");
+                return Err(invalid("cluster.node", reason));
+            }
         };
         let database = self
             .database
