@@ -1,6 +1,6 @@
 # Sourced by the scripts that run a cluster of real nodes (tests/cluster-chaos.sh, benches/e2e.sh): a
 # throw-away PostgreSQL from Debian's binaries in $work (as root, run as the `postgres` user), nodes of
-# `acquiro serve` on it, and HAProxy in TCP mode in front of them. Needs tests/support/run.sh first.
+# `acquiro serve` on it, and HAProxy in TCP mode in front of them. Needs $work (tests/support/run.sh makes it).
 
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 pg_as=()

@@ -1,0 +1,24 @@
+-- One group commit of cluster mode, as acquiro_commit gets it: :b transactions, each with the four
+-- records of a purchase (received, forwarded, answered, told; bodies of a typical size) and the claim of
+-- its key (:b is given by pgbench -D). Sequence numbers come from a sequence, keys from random STANs and
+-- terminals.
+SELECT count(*) FROM acquiro_commit('bench', 1,
+  array(SELECT nextval('bench_seq') FROM generate_series(1, 4 * :b)),
+  array(SELECT (random() * 1e12)::bigint FROM generate_series(1, 4 * :b)),
+  array(SELECT now() FROM generate_series(1, 4 * :b)),
+  array(SELECT decode(repeat('5a', 150), 'hex') FROM generate_series(1, 4 * :b)),
+  array(SELECT CASE WHEN i % 4 = 0 THEN 'TERM' || (random() * 1e6)::int END FROM generate_series(1, 4 * :b) i),
+  array(SELECT CASE WHEN i % 4 = 0 THEN (random() * 999999)::int END FROM generate_series(1, 4 * :b) i),
+  array(SELECT CASE WHEN i % 4 = 0 THEN 1202::smallint END FROM generate_series(1, 4 * :b) i),
+  array(SELECT CASE WHEN i % 4 = 0 THEN '0010' END FROM generate_series(1, 4 * :b) i),
+  array(SELECT CASE WHEN i % 4 = 1 THEN lpad(((random() * 1e11)::bigint)::text, 12, '0') END FROM generate_series(1, 4 * :b) i),
+  array(SELECT (random() * 1e12)::bigint FROM generate_series(1, :b)),
+  array(SELECT 'TERM' || (random() * 1e6)::int FROM generate_series(1, :b)),
+  array(SELECT 'MERCHANT0000001'::text FROM generate_series(1, :b)),
+  array(SELECT (random() * 999999)::int FROM generate_series(1, :b)),
+  array(SELECT 1202::smallint FROM generate_series(1, :b)),
+  array(SELECT false FROM generate_series(1, :b)),
+  array(SELECT (random() * 1e18)::bigint FROM generate_series(1, :b)),
+  array(SELECT NULL::text FROM generate_series(1, :b)),
+  array(SELECT NULL::bigint FROM generate_series(1, :b)),
+  '{}'::text[], '{}'::bigint[]);

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The floor under cluster mode: what a throw-away PostgreSQL (Debian's `postgresql`, on this machine, with
+# synchronous_commit = on) does with cluster mode's own write pattern, with no switch in front: pgbench
+# runs commit.sql (one acquiro_commit of a batch of purchases, the real schema of
+# crates/cluster/migrations) with one and two writers, and PostgreSQL's CPU per transaction is read from
+# /proc.
+#
+#   benches/pg-floor/run.sh [seconds per run, default 10] [purchases per commit, default 16]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+secs=${1:-10}
+batch=${2:-16}
+work=$(mktemp -d)
+source tests/support/cluster.sh
+pg_start
+for m in crates/cluster/migrations/*.sql; do pg_psql -f "$m" >/dev/null; done
+pg_psql -c "CREATE SEQUENCE bench_seq; INSERT INTO nodes (node, epoch, lease_until, joined_at) VALUES ('bench', 1, now() + interval '1 day', now())" >/dev/null
+pm=$(head -1 "$work/pg/data/postmaster.pid")
+cpu() { # PostgreSQL's CPU seconds so far: the server, the children it reaped (pgbench's backends end
+  # with their connections) and those still running
+  local total pid
+  total=$(awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15 + $16 + $17) / hz }' "/proc/$pm/stat")
+  for pid in $(pgrep -P "$pm"); do
+    total=$(awk -v t="$total" -v hz="$(getconf CLK_TCK)" '{ print t + ($14 + $15) / hz }' "/proc/$pid/stat" 2>/dev/null || echo "$total")
+  done
+  echo "$total"
+}
+echo "$(nproc) cores; PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}'); $batch purchases (4 records + 1 claim each) per commit; ${secs} s per run"
+for clients in 1 2; do
+  before=$(cpu)
+  tps=$("$pg_bin/pgbench" -h "$work/pg" -p "$pg_port" -U postgres -n -f benches/pg-floor/commit.sql -D b="$batch" \
+    -c "$clients" -j "$clients" -T "$secs" postgres 2>/dev/null | awk '/^tps/ { print $3 }')
+  after=$(cpu)
+  awk -v c="$clients" -v tps="$tps" -v b="$batch" -v used="$(awk -v a="$after" -v b0="$before" 'BEGIN { print a - b0 }')" -v secs="$secs" \
+    'BEGIN { n = tps * b * secs; printf "  %d writer(s): %.0f commits/s, %.0f purchases/s, PostgreSQL %.1f µs CPU per purchase\n", c, tps, tps * b, used * 1e6 / n }'
+done
