@@ -94,10 +94,16 @@ fn dashboards_and_alerts_use_only_metrics_of_the_contract() {
 fn every_configuration_in_deploy_passes_config_check() {
     let dir = tempfile::tempdir().unwrap();
     // The Kubernetes ConfigMaps carry the file indented under `acquiro.toml: |`.
-    let mut files = vec![repo("deploy/acquiro.toml"), repo("deploy/compose/acquiro.toml")];
-    for (i, map) in ["deploy/k8s/configmap.yaml", "deploy/k8s/cluster/configmap.yaml"]
-        .iter()
-        .enumerate()
+    let mut files = vec![
+        repo("deploy/acquiro.toml"),
+        repo("deploy/compose/acquiro.toml"),
+    ];
+    for (i, map) in [
+        "deploy/k8s/configmap.yaml",
+        "deploy/k8s/cluster/configmap.yaml",
+    ]
+    .iter()
+    .enumerate()
     {
         let embedded: String = read(map)
             .split("acquiro.toml: |\n")

@@ -6,6 +6,7 @@
 //! holds ([`Store::holder`]).
 //!
 //! - `evidence`: timelines, export and verification across every node's records;
+//! - `retention`: daily partitions made ahead, and whole days dropped;
 //! - `schema`: the embedded, versioned migrations;
 //! - `store`: the node's connection, its lease and its commits;
 //! - `row`: how a record is laid out in the `records` table;
@@ -13,6 +14,7 @@
 
 mod error;
 pub mod evidence;
+pub mod retention;
 mod row;
 mod schema;
 mod store;

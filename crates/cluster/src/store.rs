@@ -138,6 +138,10 @@ impl Store {
         if theirs != ours {
             return Err(Error::CardKeyMismatch { ours, theirs });
         }
+        // Before this node's first commit, so that its records have their day's partition.
+        if let Err(error) = crate::retention::maintain(&client, None).await {
+            tracing::warn!(%error, "journal partitions not made ahead");
+        }
         wait_for_takeover(&client, node).await?;
         let lease_ms = lease.as_millis() as i64;
         let row = client
@@ -354,6 +358,11 @@ impl Store {
             through: last as u64,
             records,
         }))
+    }
+
+    /// Makes the coming days' partitions and drops the days older than `retain` (see `retention`).
+    pub async fn maintain(&self, retain: Option<Duration>) -> Result<Vec<String>, Error> {
+        crate::retention::maintain(&self.client, retain).await
     }
 
     /// Another connection for the same node and epoch (the lease is renewed on its own connection, so

@@ -168,3 +168,50 @@ fn a_newer_schema_and_a_different_card_key_are_refused_by_name() {
         assert!(said.contains(&format!("({SCHEMA_VERSION})")), "{said}");
     });
 }
+
+#[test]
+fn retention_drops_whole_days_past_it_and_keeps_the_rest() {
+    let Some(pg) = Server::start("store::retention") else {
+        return;
+    };
+    rt().block_on(async {
+        let a = Store::join(&pg.url(), "a", LEASE, &KEY)
+            .await
+            .unwrap()
+            .store;
+        let client = cluster::connect(&pg.url()).await.unwrap();
+        client
+            .batch_execute(
+                "CREATE TABLE records_20200101 PARTITION OF records
+                     FOR VALUES FROM ('2020-01-01') TO ('2020-01-02')",
+            )
+            .await
+            .unwrap();
+        let mut old = received(1, 31);
+        old.at = UNIX_EPOCH + Duration::from_secs(1_577_880_000); // 2020-01-01T12:00Z
+        let batch = [(1, old), (2, received(2, 32))];
+        a.commit(&batch, &[claim(2, 32, 42)], &[]).await.unwrap();
+
+        let month = Duration::from_secs(30 * 24 * 3600);
+        let dropped = a.maintain(Some(month)).await.unwrap();
+        assert_eq!(dropped, ["records_20200101"]);
+        let left: Vec<i64> = client
+            .query("SELECT seq FROM records ORDER BY seq", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(left, [2], "today's record stays");
+        let today: bool = client
+            .query_one(
+                "SELECT to_regclass('records_' || to_char(current_date, 'YYYYMMDD')) IS NOT NULL",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(today, "today's partition was made ahead at join");
+        assert!(a.maintain(Some(month)).await.unwrap().is_empty());
+    });
+}

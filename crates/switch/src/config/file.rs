@@ -44,6 +44,9 @@ pub struct ClusterFile {
     /// A node not heard from for this long is taken over.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
+    /// Days of records older than this are dropped (whole partitions); none: kept for ever.
+    #[serde(with = "humantime_serde")]
+    pub retain: Option<Duration>,
 }
 
 /// The environment variable that may hold the cluster's database URL.
@@ -57,6 +60,7 @@ impl Default for ClusterFile {
             node: None,
             database: None,
             lease: Duration::from_secs(5),
+            retain: None,
         }
     }
 }

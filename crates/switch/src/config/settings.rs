@@ -65,12 +65,19 @@ pub struct ClusterSettings {
     pub node: String,
     pub database: String,
     pub lease: Duration,
+    /// Records older than this are dropped by day.
+    pub retain: Option<Duration>,
     /// The same on every node (the database refuses a node whose key differs).
     pub card_key: [u8; 16],
 }
 
 impl ClusterFile {
-    fn check(&self, card_key: Option<[u8; 16]>) -> Result<ClusterSettings, ConfigError> {
+    /// `needed`: how long recovery may need a record (the idempotency window, a reversal's expiry).
+    fn check(
+        &self,
+        card_key: Option<[u8; 16]>,
+        needed: Duration,
+    ) -> Result<ClusterSettings, ConfigError> {
         let node = self.node.clone().or_else(|| std::env::var(NODE_ENV).ok());
         let node = match node {
             Some(n) if !n.is_empty() && n.len() <= 64 => n,
@@ -95,10 +102,21 @@ impl ClusterFile {
                 format!("cluster mode needs the key every node shares (or {CARD_KEY_ENV})"),
             ));
         };
+        // A day is dropped whole: one more day, so that no record still needed is in it.
+        if let Some(retain) = self.retain
+            && retain < needed + Duration::from_secs(24 * 3600)
+        {
+            let reason = format!(
+                "must be at least a day longer than the idempotency window and the reversal expiry ({}s)",
+                needed.as_secs()
+            );
+            return Err(invalid("cluster.retain", reason));
+        }
         Ok(ClusterSettings {
             node,
             database,
             lease: nonzero("cluster.lease".into(), self.lease)?,
+            retain: self.retain,
             card_key,
         })
     }
@@ -304,7 +322,10 @@ impl File {
         let cluster = self
             .cluster
             .as_ref()
-            .map(|c| c.check(journal.card_key))
+            .map(|c| {
+                let needed = self.idempotency.window.max(self.reversals.expiry);
+                c.check(journal.card_key, needed)
+            })
             .transpose()?;
         Ok(Settings {
             listeners,

@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, watch};
 use super::{Journal, Progress, Report};
 use crate::config::ClusterSettings;
 
+/// How often partitions are made ahead and days past retention dropped.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(3600);
 /// The first wait before connecting again; doubled up to [`MAX_BACKOFF`].
 const BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -287,9 +289,18 @@ async fn keep_lease(
 ) {
     let mut every = tokio::time::interval(settings.lease / 3);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
     loop {
         tokio::select! {
             _ = every.tick() => {}
+            _ = maintain.tick() => {
+                match store.maintain(settings.retain).await {
+                    Ok(dropped) if !dropped.is_empty() => tracing::info!(?dropped, "journal days past retention dropped"),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "journal partitions not maintained"),
+                }
+                continue;
+            }
             () = reports.closed() => return,
         }
         let p = *progress.borrow();
