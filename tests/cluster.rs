@@ -46,6 +46,18 @@ async fn purchase(s: &Switch, tid: &str, stan: u32, amount: u64) -> Message {
     t.exchange(&t.purchase(stan, amount)).await
 }
 
+/// A purchase (amount 555) sent on `node` that `issuer` holds unanswered until released.
+async fn held_on(node: &Switch, issuer: &Issuer, tid: &str, stan: u32) -> Terminal {
+    let mut t = terminal(node, tid).await;
+    t.send(&t.purchase(stan, 555)).await;
+    within(
+        "the held purchase at the issuer",
+        issuer.wait_for(|r| r.iter().any(|m| m.amount() == Some(555))),
+    )
+    .await;
+    t
+}
+
 fn forwards(issuer: &Issuer) -> usize {
     issuer.of_class(2).len()
 }
@@ -77,13 +89,7 @@ async fn a_retransmit_on_another_node_is_replayed_or_waited_for_never_forwarded_
     assert_eq!(text(&different, 39), "94");
 
     // In flight on a (the issuer holds 555): b's retransmit waits for a's outcome and answers it.
-    let mut held = terminal(&a, "TERM0002").await;
-    held.send(&held.purchase(2, 555)).await;
-    within(
-        "the held purchase at the issuer",
-        issuer.wait_for(|r| r.iter().any(|m| m.amount() == Some(555))),
-    )
-    .await;
+    let mut held = held_on(&a, &issuer, "TERM0002", 2).await;
     let mut retransmit = terminal(&b, "TERM0002").await;
     retransmit.send(&retransmit.purchase(2, 555)).await;
     issuer.release();
@@ -138,13 +144,8 @@ async fn kill_9_then_a_restart_under_the_same_name_reverses_what_was_in_doubt() 
     let mut a = node(&pg, "a", &issuer).await;
     let b = node(&pg, "b", &issuer).await;
     assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
-    let mut held = terminal(&a, "TERM0002").await;
-    held.send(&held.purchase(2, 555)).await;
-    within(
-        "the held purchase at the issuer",
-        issuer.wait_for(|r| r.iter().any(|m| m.amount() == Some(555))),
-    )
-    .await;
+    // Its connection stays open until the kill.
+    let _held = held_on(&a, &issuer, "TERM0002", 2).await;
     a.child.start_kill().unwrap();
     within("node a killed", a.child.wait()).await.unwrap();
     issuer.release();
@@ -175,13 +176,7 @@ async fn a_node_lost_for_good_has_its_in_doubt_requests_reversed_by_another_with
     let mut a = node_with(&pg, "a", &issuer, &flags).await;
     let b = node_with(&pg, "b", &issuer, &flags).await;
     assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
-    let mut held = terminal(&a, "TERM0002").await;
-    held.send(&held.purchase(2, 555)).await;
-    within(
-        "the held purchase at the issuer",
-        issuer.wait_for(|r| r.iter().any(|m| m.amount() == Some(555))),
-    )
-    .await;
+    let _held = held_on(&a, &issuer, "TERM0002", 2).await;
 
     a.child.start_kill().unwrap();
     within("node a killed", a.child.wait()).await.unwrap();

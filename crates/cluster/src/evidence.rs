@@ -49,11 +49,7 @@ pub async fn timelines(client: &Client, named: &Named) -> Result<Vec<(String, Re
     rows.iter()
         .map(|r| {
             let node: String = r.get(0);
-            let record = row::decode(r.get(2)).map_err(|why| Error::Corrupt {
-                node: node.clone(),
-                seq: r.get(1),
-                why,
-            })?;
+            let record = row::decode(&node, r.get(1), r.get(2))?;
             Ok((node, record))
         })
         .collect()
@@ -78,11 +74,7 @@ pub async fn export(
     futures_util::pin_mut!(rows);
     while let Some(r) = rows.try_next().await.map_err(Error::from)? {
         let node: String = r.get(0);
-        let record = row::decode(r.get(2)).map_err(|why| Error::Corrupt {
-            node: node.clone(),
-            seq: r.get(1),
-            why,
-        })?;
+        let record = row::decode(&node, r.get(1), r.get(2))?;
         each(&node, record)?;
     }
     Ok(())
@@ -133,11 +125,8 @@ pub async fn verify(client: &Client) -> Result<Verified, Error> {
             .await?;
         futures_util::pin_mut!(rows);
         while let Some(r) = rows.try_next().await? {
-            if let Err(why) = row::decode(r.get(1)) {
-                let seq: i64 = r.get(0);
-                found
-                    .problems
-                    .push(format!("node {node} record {seq}: {why}"));
+            if let Err(problem) = row::decode(&node, r.get(0), r.get(1)) {
+                found.problems.push(problem.to_string());
             }
         }
     }

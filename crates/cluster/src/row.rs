@@ -78,7 +78,11 @@ impl Rows {
     }
 }
 
-/// A record as stored: its body decodes to the record it was written from.
-pub(crate) fn decode(body: &[u8]) -> Result<Record, String> {
-    postcard::from_bytes(body).map_err(|e| e.to_string())
+/// Record `seq` of `node` as stored: its body decodes to the record it was written from.
+pub(crate) fn decode(node: &str, seq: i64, body: &[u8]) -> Result<Record, crate::Error> {
+    postcard::from_bytes(body).map_err(|e| crate::Error::Corrupt {
+        node: node.to_owned(),
+        seq,
+        why: e.to_string(),
+    })
 }

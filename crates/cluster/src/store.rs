@@ -490,13 +490,7 @@ impl Store {
 
 fn decode_rows(node: &str, rows: &[tokio_postgres::Row]) -> Result<Vec<Record>, Error> {
     rows.iter()
-        .map(|r| {
-            row::decode(r.get(1)).map_err(|why| Error::Corrupt {
-                node: node.to_owned(),
-                seq: r.get(0),
-                why,
-            })
-        })
+        .map(|r| row::decode(node, r.get(0), r.get(1)))
         .collect()
 }
 

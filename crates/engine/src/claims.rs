@@ -169,19 +169,34 @@ impl Engine {
         let claim = Claim::of(txn, &received);
         Self::journal(now, txn, Step::Received(received), out);
         out.push(Action::Claim(claim.clone()));
+        let purpose = Purpose::Forward;
+        self.wait_for_store(now, txn, purpose, key, conn, msg, claim);
+    }
+
+    /// `txn` waits for the store's answer about `claim` (asked already), until the longest issuer
+    /// timeout has passed.
+    #[allow(clippy::too_many_arguments)]
+    fn wait_for_store(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        purpose: Purpose,
+        key: Key,
+        conn: ConnId,
+        msg: Message,
+        claim: Claim,
+    ) {
         let deadline = now.mono + self.claim_timeout();
         self.arm(TimerId::Claim(txn), deadline);
-        self.claims.waiting.insert(
-            txn,
-            Claiming {
-                purpose: Purpose::Forward,
-                key,
-                msg,
-                claim,
-                waiters: vec![conn],
-                deadline,
-            },
-        );
+        let waiting = Claiming {
+            purpose,
+            key,
+            msg,
+            claim,
+            waiters: vec![conn],
+            deadline,
+        };
+        self.claims.waiting.insert(txn, waiting);
     }
 
     /// A terminal's reversal whose original is not in this node's memory: the store is asked who holds
@@ -216,19 +231,8 @@ impl Engine {
             return;
         };
         out.push(Action::Lookup(first.clone()));
-        let deadline = now.mono + self.claim_timeout();
-        self.arm(TimerId::Claim(txn), deadline);
-        self.claims.waiting.insert(
-            txn,
-            Claiming {
-                purpose: Purpose::Reverse { lookups },
-                key,
-                msg,
-                claim: first,
-                waiters: vec![conn],
-                deadline,
-            },
-        );
+        let purpose = Purpose::Reverse { lookups };
+        self.wait_for_store(now, txn, purpose, key, conn, msg, first);
     }
 
     /// The longest an issuer may take: a claim is given up after as long.

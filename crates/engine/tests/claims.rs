@@ -66,6 +66,16 @@ fn approved_on(a: &mut Harness, tid: &str, stan: u32, amount: u64) -> TxnId {
     txn
 }
 
+/// A purchase claimed and forwarded on `a`, unanswered, and its retransmit on `b` waiting for its
+/// claim: both transactions' ids.
+fn in_flight_on_a_then_retransmitted_on_b(a: &mut Harness, b: &mut Harness) -> (TxnId, TxnId) {
+    let out = a.request(1, a.purchase("TERM0001", 3, 100));
+    let original = one_claim(&out).txn;
+    claimed(a, original, None);
+    let out = b.request(5, b.purchase("TERM0001", 3, 100));
+    (original, one_claim(&out).txn)
+}
+
 #[test]
 fn a_new_key_is_claimed_with_its_first_record_and_forwarded_only_once_won() {
     let mut a = node();
@@ -172,11 +182,7 @@ fn a_key_in_flight_on_a_live_node_is_asked_about_again_until_it_is_answered() {
 #[test]
 fn a_key_still_held_in_flight_at_the_deadline_is_answered_91() {
     let (mut a, mut b) = (node(), node());
-    let out = a.request(1, a.purchase("TERM0001", 3, 100));
-    let original = one_claim(&out).txn;
-    claimed(&mut a, original, None);
-    let out = b.request(5, b.purchase("TERM0001", 3, 100));
-    let txn = one_claim(&out).txn;
+    let (original, txn) = in_flight_on_a_then_retransmitted_on_b(&mut a, &mut b);
     let deadline = b.engine.timer(TimerId::Claim(txn)).unwrap();
     let mut last = Vec::new();
     while b.now.mono < deadline {
@@ -213,11 +219,7 @@ fn a_key_whose_holder_ended_without_forwarding_is_taken_over_from_it_alone() {
 #[test]
 fn a_forwarded_request_of_a_node_taken_over_is_replayed_91() {
     let (mut a, mut b) = (node(), node());
-    let out = a.request(1, a.purchase("TERM0001", 3, 100));
-    let original = one_claim(&out).txn;
-    claimed(&mut a, original, None);
-    let out = b.request(5, b.purchase("TERM0001", 3, 100));
-    let txn = one_claim(&out).txn;
+    let (original, txn) = in_flight_on_a_then_retransmitted_on_b(&mut a, &mut b);
     let out = claimed(&mut b, txn, Some(holder(&a, "a", original, true)));
     assert_eq!(rc(&one_answer(&out).1), ResponseCode::ISSUER_UNAVAILABLE);
     assert_eq!(sent(&out).count(), 0);

@@ -194,12 +194,23 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|r| matched.contains(&r.txn))
         .collect();
+    let timeline = timeline
+        .into_iter()
+        .map(|r| (format!("transaction {}", r.txn.0), r));
+    print_timelines(timeline)
+}
+
+/// Each transaction's heading (once, when it changes) and its steps with their times; exit 1 when
+/// there is none.
+fn print_timelines<'a>(
+    timeline: impl Iterator<Item = (String, &'a Record)>,
+) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let mut current = None;
-    for record in timeline {
-        if current != Some(record.txn) {
-            current = Some(record.txn);
-            writeln!(out, "transaction {}", record.txn.0)?;
+    for (heading, record) in timeline {
+        if current.as_ref() != Some(&heading) {
+            writeln!(out, "{heading}")?;
+            current = Some(heading);
         }
         writeln!(
             out,
@@ -208,7 +219,7 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_string(&record.step)?
         )?;
     }
-    if matched.is_empty() {
+    if current.is_none() {
         eprintln!("no matching transaction");
         return Ok(ExitCode::from(1));
     }
@@ -236,29 +247,11 @@ fn show_cluster(
         .filter(|(_, r)| wanted(r))
         .map(|(node, r)| (node.as_str(), r.txn))
         .collect();
-    let mut out = std::io::stdout().lock();
-    let mut current = None;
-    for (node, record) in &candidates {
-        let txn = (node.as_str(), record.txn);
-        if !matched.contains(&txn) {
-            continue;
-        }
-        if current != Some(txn) {
-            current = Some(txn);
-            writeln!(out, "transaction {} node {node}", record.txn.0)?;
-        }
-        writeln!(
-            out,
-            "  {}  {}",
-            rfc3339(record.at),
-            serde_json::to_string(&record.step)?
-        )?;
-    }
-    if matched.is_empty() {
-        eprintln!("no matching transaction");
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
+    let timeline = candidates
+        .iter()
+        .filter(|(node, r)| matched.contains(&(node.as_str(), r.txn)))
+        .map(|(node, r)| (format!("transaction {} node {node}", r.txn.0), r));
+    print_timelines(timeline)
 }
 
 fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {

@@ -154,7 +154,8 @@ mod tests {
     }
 
     #[test]
-    fn cluster_mode_needs_a_node_a_database_and_the_shared_card_key_and_keeps_what_recovery_needs() {
+    fn cluster_mode_needs_a_node_a_database_and_the_shared_card_key_and_keeps_what_recovery_needs()
+    {
         let key = "[journal]\ncard_key = \"00112233445566778899aabbccddeeff\"\n";
         let cluster = "[cluster]\nnode = \"a\"\ndatabase = \"host=db\"\n";
         let s = File::parse("t", &format!("{FULL}{key}{cluster}retain = \"3d\""))
@@ -165,7 +166,10 @@ mod tests {
         assert_eq!((c.node.as_str(), c.lease), ("a", Duration::from_secs(5)));
         // FULL keeps answers for an hour and reversals for a day: a day more than that, at least.
         let e = error(&format!("{FULL}{key}{cluster}retain = \"1d\""));
-        assert!(e.contains("cluster.retain: must be at least a day longer"), "{e}");
+        assert!(
+            e.contains("cluster.retain: must be at least a day longer"),
+            "{e}"
+        );
         let e = error(&format!("{FULL}{cluster}"));
         assert!(e.contains("journal.card_key"), "{e}");
     }
