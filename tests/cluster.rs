@@ -402,3 +402,42 @@ async fn through_haproxy_a_node_killed_mid_load_loses_nothing_and_charges_nothin
         "terminals reconnected through HAProxy"
     );
 }
+
+#[tokio::test]
+async fn a_paused_node_that_lost_its_lease_tells_nobody_approved_for_what_another_node_reversed() {
+    let Some(pg) = Server::start("cluster::paused") else {
+        return;
+    };
+    let flags = ["--lease", "1s", "--response-timeout", "1h"];
+    let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
+    let mut a = node_with(&pg, "a", &issuer, &flags).await;
+    let _b = node_with(&pg, "b", &issuer, &flags).await;
+    let mut held = held_on(&a, &issuer, "TERM0002", 2).await;
+    let pid = a.child.id().unwrap().to_string();
+    let signal = |name: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {name}");
+    };
+    // a stops in its tracks (a long GC pause, a frozen VM): its lease lapses and b takes its work over.
+    signal("-STOP");
+    within(
+        "b's reversal of a's purchase",
+        issuer.wait_for(|r| r.iter().any(|m| m.mti().class().digit() == 4)),
+    )
+    .await;
+    // The issuer's approval reaches a, which wakes up and writes it ahead: the commit is refused.
+    issuer.release();
+    signal("-CONT");
+    a.log.until("nothing more is made durable").await;
+    a.child.start_kill().unwrap();
+    within("node a killed", a.child.wait()).await.unwrap();
+    assert!(
+        held.closed().await,
+        "the terminal was told nothing by the node that lost its lease"
+    );
+    assert_eq!(issuer.of_class(4).len(), 1);
+}
