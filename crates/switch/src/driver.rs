@@ -300,6 +300,12 @@ impl Driver {
                 self.on_event(Event::JournalWritable(why.is_none()), out);
                 self.status.send_modify(|s| s.journal_failed = why);
             }
+            Report::Fenced(error) => {
+                tracing::error!(%error, held = self.outbox.held(), "fenced: this node stops; started again, it joins anew and resumes what was not taken over");
+                self.status.send_modify(|s| s.fenced = true);
+                self.shutdown.cancel();
+                self.on_report(Report::Failed(error), out);
+            }
             Report::Failed(error) => {
                 tracing::error!(%error, held = self.outbox.held(), "journal failed: nothing more is forwarded or answered");
                 self.recorder.metrics().journal_failed();

@@ -82,6 +82,16 @@ impl Running {
         let _ = self.status.clone().wait_for(done).await;
     }
 
+    /// Whether it stopped because it was fenced (cluster mode): it must be started again.
+    pub fn fenced(&self) -> bool {
+        self.status.borrow().fenced
+    }
+
+    /// Stops when a shutdown was asked for or the node was fenced.
+    pub async fn shutdown_requested(&self) {
+        self.shutdown.cancelled().await
+    }
+
     /// Waits until the switch has drained, or has timed out and reversed what the grace period cut off.
     pub async fn stopped(self) {
         let _ = self.driver.await;
@@ -181,6 +191,7 @@ pub async fn start(
         links,
         draining: false,
         journal_failed: None,
+        fenced: false,
     });
     let admin = match settings.admin_listen {
         Some(addr) => {

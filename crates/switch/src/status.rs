@@ -8,8 +8,10 @@ pub struct Status {
     pub links: Vec<LinkStatus>,
     /// Shutting down: no new requests are read.
     pub draining: bool,
-    /// Why the journal stopped writing, if it did.
+    /// Why the journal cannot write (it stopped, or its database is unavailable), if it cannot.
     pub journal_failed: Option<String>,
+    /// Cluster mode: the node lost its epoch and stops.
+    pub fenced: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +59,7 @@ mod tests {
             ],
             draining: false,
             journal_failed: None,
+            fenced: false,
         };
         assert_eq!(status.issuers_down(), ["amex"]);
     }

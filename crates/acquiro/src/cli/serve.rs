@@ -140,10 +140,20 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let (journal, recovery) = switch::open_journal(&mut settings).await?;
         let running = switch::start(settings, journal, recovery).await?;
-        stop_signal().await?;
-        tracing::info!("signal received: no new requests; draining");
-        running.shutdown();
+        tokio::select! {
+            signal = stop_signal() => {
+                signal?;
+                tracing::info!("signal received: no new requests; draining");
+                running.shutdown();
+            }
+            () = running.shutdown_requested() => {}
+        }
+        let fenced = running.fenced();
         running.stopped().await;
+        if fenced {
+            tracing::error!("stopped: fenced (exit 3); start it again to rejoin");
+            return Ok(ExitCode::from(3));
+        }
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })

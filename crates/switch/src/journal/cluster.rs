@@ -205,7 +205,7 @@ async fn commit(
         };
         if error.is_fenced() {
             tracing::error!(%error, "fenced: this node's work belongs to another node now; nothing more is made durable");
-            let _ = reports.send(Report::Failed(error.to_string()));
+            let _ = reports.send(Report::Fenced(error.to_string()));
             return None;
         }
         if !down {
@@ -320,7 +320,7 @@ async fn keep_lease(
             }
             Err(error) if error.is_fenced() => {
                 tracing::error!(%error, "lease lost");
-                let _ = reports.send(Report::Failed(error.to_string()));
+                let _ = reports.send(Report::Fenced(error.to_string()));
                 return;
             }
             Err(error) => {

@@ -33,6 +33,10 @@ pub enum Report {
     },
     /// The journal cannot write any more: nothing after this becomes durable.
     Failed(String),
+    /// Cluster mode: the node lost its epoch (another node took its work over, or the same name joined
+    /// elsewhere). Nothing after this becomes durable; the process ends, so that its supervisor starts
+    /// it again and it joins anew.
+    Fenced(String),
 }
 
 /// What the driver tells the journal every second.
