@@ -29,8 +29,10 @@ CREATE TABLE nodes (
     -- Reported with each lease renewal, for `acquiro cluster status`.
     in_flight integer NOT NULL DEFAULT 0,
     reversals integer NOT NULL DEFAULT 0,
-    -- The oldest record recovery of this node may still need (retention keeps it).
-    needed_from timestamptz
+    -- Recovery of this node needs none of its records before this one (raised at each renewal from
+    -- the oldest transaction the node still needs: in flight, being reversed, or in the idempotency
+    -- window), so that a restart or a takeover reads what matters, not the node's whole history.
+    needed_seq bigint NOT NULL DEFAULT 0
 );
 
 -- The journal: each node's records in its own sequence. Partitioned by day, so that retention drops whole

@@ -151,18 +151,18 @@ impl Store {
                  ON CONFLICT (node) DO UPDATE
                      SET epoch = nodes.epoch + 1, lease_until = excluded.lease_until,
                          joined_at = excluded.joined_at
-                 RETURNING epoch, retired_seq",
+                 RETURNING epoch, greatest(retired_seq, needed_seq - 1)",
                 &[&node, &lease_ms],
             )
             .await?;
-        let (epoch, retired): (i64, i64) = (row.get(0), row.get(1));
+        let (epoch, after): (i64, i64) = (row.get(0), row.get(1));
         let store = Store {
             commit: client.prepare(COMMIT).await?,
             client,
             node: node.to_owned(),
             epoch,
         };
-        let records = store.records_after(node, retired).await?;
+        let records = store.records_after(node, after).await?;
         let row = store
             .client
             .query_one(
@@ -251,19 +251,28 @@ impl Store {
         })
     }
 
-    /// Renews the lease for `lease` from now, reporting what the node holds. Fails with
-    /// [`Error::Fenced`] when the node lost its epoch.
+    /// Renews the lease for `lease` from now, reporting what the node holds, and that recovery needs
+    /// none of its transactions before `oldest_needed`. Fails with [`Error::Fenced`] when the node lost
+    /// its epoch.
     pub async fn renew(
         &self,
         lease: Duration,
         in_flight: usize,
         reversals: usize,
+        oldest_needed: TxnId,
     ) -> Result<(), Error> {
+        // A transaction's records all follow its first, and transactions are numbered in the order
+        // they start: the first record of the oldest transaction needed bounds what recovery reads.
+        // With none committed yet, everything committed so far is finished with.
         let updated = self
             .client
             .execute(
                 "UPDATE nodes SET lease_until = now() + $3::bigint * interval '1 millisecond',
-                                  in_flight = $4, reversals = $5
+                                  in_flight = $4, reversals = $5,
+                                  needed_seq = greatest(needed_seq, coalesce(
+                                      (SELECT seq FROM records WHERE node = $1 AND txn >= $6
+                                       ORDER BY txn, seq LIMIT 1),
+                                      (SELECT coalesce(max(seq), 0) + 1 FROM records WHERE node = $1)))
                  WHERE node = $1 AND epoch = $2",
                 &[
                     &self.node,
@@ -271,6 +280,7 @@ impl Store {
                     &(lease.as_millis() as i64),
                     &(in_flight as i32),
                     &(reversals as i32),
+                    &(oldest_needed.0 as i64),
                 ],
             )
             .await?;
@@ -305,7 +315,8 @@ impl Store {
         // SKIP LOCKED: a node committing now holds its row; it is looked at again next time.
         let Some(row) = tx
             .query_opt(
-                "SELECT y.node, y.retired_seq FROM nodes y LEFT JOIN nodes t ON t.node = y.taken_by
+                "SELECT y.node, y.retired_seq, greatest(y.retired_seq, y.needed_seq - 1)
+                 FROM nodes y LEFT JOIN nodes t ON t.node = y.taken_by
                  WHERE y.node <> $1 AND y.lease_until < now()
                    AND (y.taken_by IS NULL OR y.retired_seq >= y.taken_through
                         OR t.lease_until < now() OR t.epoch <> y.taken_epoch)
@@ -317,7 +328,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let (node, retired): (String, i64) = (row.get(0), row.get(1));
+        let (node, retired, after): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
         // Read after the lock, in a statement of its own: every commit of the node is in, and no more
         // can come (a commit of it waits for this transaction, then finds its epoch gone).
         let last: i64 = tx
@@ -343,7 +354,7 @@ impl Store {
             .query(
                 "SELECT seq, body FROM records WHERE node = $1 AND seq > $2 AND seq <= $3
                  ORDER BY seq",
-                &[&node, &retired, &last],
+                &[&node, &after, &last],
             )
             .await?;
         let records = decode_rows(&node, &rows)?;

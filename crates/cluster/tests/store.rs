@@ -92,15 +92,15 @@ fn a_restart_under_the_same_name_reads_its_records_back_and_fences_the_old_proce
         assert!(
             first
                 .store
-                .renew(LEASE, 0, 0)
+                .renew(LEASE, 0, 0, TxnId(0))
                 .await
                 .unwrap_err()
                 .is_fenced()
         );
         let third = Store::join(&pg.url(), "a", LEASE, &KEY).await.unwrap();
         assert_eq!(third.last_seq, 2, "nothing of the fenced commit was kept");
-        second.store.renew(LEASE, 0, 0).await.unwrap_err();
-        third.store.renew(LEASE, 0, 0).await.unwrap();
+        second.store.renew(LEASE, 0, 0, TxnId(0)).await.unwrap_err();
+        third.store.renew(LEASE, 0, 0, TxnId(0)).await.unwrap();
     });
 }
 
@@ -213,5 +213,30 @@ fn retention_drops_whole_days_past_it_and_keeps_the_rest() {
             .get(0);
         assert!(today, "today's partition was made ahead at join");
         assert!(a.maintain(Some(month)).await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn a_restart_reads_back_only_what_recovery_still_needs() {
+    let Some(pg) = Server::start("store::needed") else {
+        return;
+    };
+    rt().block_on(async {
+        let a = Store::join(&pg.url(), "a", LEASE, &KEY)
+            .await
+            .unwrap()
+            .store;
+        let batch: Vec<_> = (1..=3).map(|t| (t, received(t, t as u32))).collect();
+        a.commit(&batch, &[], &[]).await.unwrap();
+        // Transactions 1 and 2 are finished for good: only 3 on is needed.
+        a.renew(LEASE, 1, 0, TxnId(3)).await.unwrap();
+        let again = Store::join(&pg.url(), "a", LEASE, &KEY).await.unwrap();
+        let txns: Vec<TxnId> = again.records.iter().map(|r| r.txn).collect();
+        assert_eq!(txns, [TxnId(3)]);
+        assert_eq!((again.last_seq, again.last_txn), (3, Some(TxnId(3))));
+        // Nothing needed at all: the next restart reads nothing back.
+        again.store.renew(LEASE, 0, 0, TxnId(4)).await.unwrap();
+        let last = Store::join(&pg.url(), "a", LEASE, &KEY).await.unwrap();
+        assert!(last.records.is_empty());
     });
 }

@@ -304,7 +304,9 @@ async fn keep_lease(
             () = reports.closed() => return,
         }
         let p = *progress.borrow();
-        let renewed = store.renew(settings.lease, p.in_flight, p.reversals).await;
+        let renewed = store
+            .renew(settings.lease, p.in_flight, p.reversals, p.oldest_needed)
+            .await;
         let renewed = match renewed {
             Ok(()) => store.take_over().await,
             Err(e) => Err(e),
