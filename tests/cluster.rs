@@ -126,7 +126,8 @@ async fn with_the_database_down_new_requests_get_91_at_once_and_the_node_resumes
     assert_eq!(forwards(&issuer), 1);
 
     pg.start_again();
-    a.log.until("database back").await;
+    // Logged once readiness says so.
+    a.log.until("journal writable again").await;
     let (code, body) = http_get(a.admin, "/readyz").await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(text(&purchase(&a, "TERM0004", 4, 100).await, 39), "00");

@@ -297,8 +297,12 @@ impl Driver {
                 if why.is_some() {
                     self.recorder.metrics().journal_failed();
                 }
-                self.on_event(Event::JournalWritable(why.is_none()), out);
+                let writable = why.is_none();
+                self.on_event(Event::JournalWritable(writable), out);
                 self.status.send_modify(|s| s.journal_failed = why);
+                if writable {
+                    tracing::info!("journal writable again: new requests are taken");
+                }
             }
             Report::Fenced(error) => {
                 tracing::error!(%error, held = self.outbox.held(), "fenced: this node stops; started again, it joins anew and resumes what was not taken over");
