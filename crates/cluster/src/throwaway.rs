@@ -102,6 +102,38 @@ impl Server {
         );
     }
 
+    /// Runs the SQL file `path` in the database (`psql`, stopping at the first error).
+    pub fn load(&self, path: &Path) {
+        self.run(
+            self.client("psql")
+                .args(["-q", "-v", "ON_ERROR_STOP=1", "-f"])
+                .arg(path),
+        );
+    }
+
+    /// Writes the whole database (schema and rows) to `path` as SQL (`pg_dump`).
+    pub fn dump(&self, path: &Path) {
+        self.run(
+            self.client("pg_dump")
+                .args(["--no-owner", "--no-privileges", "-f"])
+                .arg(path),
+        );
+    }
+
+    /// A client program of the server's release, pointed at it.
+    fn client(&self, program: &str) -> Command {
+        let mut c = Command::new(self.bin.join(program));
+        c.arg("-h").arg(&self.dir).args([
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ]);
+        c
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.join("data")
     }

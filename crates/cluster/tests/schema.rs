@@ -1,0 +1,163 @@
+//! The database is a contract: a database written by release 0.1.0 (schema version 1,
+//! `fixtures/schema-v1.sql`, a `pg_dump` of two nodes' records, claims and leases) must be read by
+//! every later release, migrated in place by its embedded migrations.
+
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use cluster::throwaway::Server;
+use cluster::{Claim, Store};
+use engine::{Card, LinkId, Original, Received, Record, Step, TxnId};
+use iso8583::{Mti, ResponseCode};
+
+const KEY: [u8; 16] = [7; 16];
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schema-v1.sql")
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// What node `a` wrote: a purchase approved, told, and a second one in doubt.
+fn records() -> Vec<Record> {
+    let at = |s| UNIX_EPOCH + Duration::from_micros(1_795_000_000_000_000 + s * 1_000);
+    let received = |stan| {
+        Step::Received(Received {
+            mti: Mti::new(*b"0200").unwrap(),
+            card: Some(Card {
+                bin: "476173".into(),
+                last4: "0010".into(),
+                hash: "c53d963bbc438d9e97f7377affb5b244".into(),
+            }),
+            amount: Some(2500),
+            currency: Some(978),
+            terminal: "TERM0001".into(),
+            merchant: "MERCHANT0000001".into(),
+            stan,
+            date: 1202,
+            fingerprint: 5096209527224162671,
+        })
+    };
+    let forwarded = |stan: u32| Step::Forwarded {
+        issuer: "visa".into(),
+        link: LinkId(0),
+        upstream_stan: stan + 100,
+        original: Original {
+            mti: Mti::new(*b"0200").unwrap(),
+            fields: vec![
+                (11, format!("{:06}", stan + 100).into()),
+                (37, format!("{stan:012}").into()),
+            ],
+        },
+    };
+    let steps = [
+        (1, received(1)),
+        (1, forwarded(1)),
+        (
+            1,
+            Step::Answered {
+                rc: ResponseCode::APPROVED,
+                auth_code: Some("A1B2C3".into()),
+            },
+        ),
+        (
+            1,
+            Step::Told {
+                rc: ResponseCode::APPROVED,
+            },
+        ),
+        (2, received(2)),
+        (2, forwarded(2)),
+    ];
+    steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, (txn, step))| Record {
+            txn: TxnId(txn),
+            at: at(i as u64),
+            step,
+        })
+        .collect()
+}
+
+fn claim(txn: u64, stan: u32) -> Claim {
+    Claim {
+        txn: TxnId(txn),
+        terminal: "TERM0001".into(),
+        merchant: "MERCHANT0000001".into(),
+        stan,
+        date: 1202,
+        reversal: false,
+        fingerprint: 5096209527224162671,
+        replacing: None,
+    }
+}
+
+#[test]
+fn the_database_release_0_1_0_wrote_is_read_back_whole() {
+    let Some(pg) = Server::start("schema::v1") else {
+        return;
+    };
+    pg.load(&fixture());
+    rt().block_on(async {
+        let joined = Store::join(&pg.url(), "a", Duration::from_secs(5), &KEY)
+            .await
+            .expect("this release joins a version 1 database");
+        assert_eq!(joined.records, records());
+        assert_eq!((joined.last_seq, joined.last_txn), (6, Some(TxnId(2))));
+        let holder = joined
+            .store
+            .holder(&claim(9, 1))
+            .await
+            .unwrap()
+            .expect("claimed");
+        assert_eq!((holder.node.as_str(), holder.txn), ("a", TxnId(1)));
+        // b's lease and record are there too.
+        let nodes = cluster::status(&cluster::connect(&pg.url()).await.unwrap())
+            .await
+            .unwrap();
+        let names: Vec<&str> = nodes.iter().map(|n| n.node.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+    });
+}
+
+/// Writes the fixture; run by hand, once, by the release that defines the schema version:
+/// `cargo test -p cluster --test schema -- --ignored write_fixture`. It refuses to overwrite.
+#[test]
+#[ignore]
+fn write_fixture() {
+    let path = fixture();
+    assert!(
+        !path.exists(),
+        "{} exists: a fixture is never rewritten",
+        path.display()
+    );
+    let pg = Server::start("schema::write_fixture").expect("a PostgreSQL server");
+    rt().block_on(async {
+        let a = Store::join(&pg.url(), "a", Duration::from_secs(5), &KEY)
+            .await
+            .unwrap();
+        let numbered: Vec<(u64, Record)> = records()
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (i as u64 + 1, r))
+            .collect();
+        a.store
+            .commit(&numbered, &[claim(1, 1), claim(2, 2)], &[])
+            .await
+            .unwrap();
+        let b = Store::join(&pg.url(), "b", Duration::from_secs(5), &KEY)
+            .await
+            .unwrap();
+        b.store
+            .commit(&[(1, records()[4].clone())], &[], &[])
+            .await
+            .unwrap();
+    });
+    pg.dump(&path);
+}
