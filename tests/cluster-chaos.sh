@@ -46,7 +46,8 @@ for i in $(seq "$kills"); do
   # A random moment in the next 0.5 to 3 s: the chaos itself, not a synchronisation.
   sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.5 + 2.5 * r / 32768 }')"
   n=$(( RANDOM % nodes + 1 ))
-  kill -9 "${node_pid[$n]}"
+  # It may have stopped by itself: fenced (its lease lapsed while it was starved of CPU), exit 3.
+  kill -9 "${node_pid[$n]}" 2>/dev/null || true
   wait "${node_pid[$n]}" 2>/dev/null || true
   echo "kill $i: node$n killed at $(date +%T.%N | cut -c1-12)" >&2
   if (( i == db_restart_at )); then
@@ -62,6 +63,13 @@ for i in $(seq "$kills"); do
 done
 
 wait "$terminals_pid" || true
+# A node that stopped by itself (fenced) is started again, as its supervisor would.
+for n in $(seq "$nodes"); do
+  if ! kill -0 "${node_pid[$n]}" 2>/dev/null; then
+    echo "node$n had stopped by itself ($(grep -c 'fenced: this node stops' "$work/node$n.log") fencing(s)): started again" >&2
+    node_start "$n"
+  fi
+done
 # The last reversals: wait until no node has anything in flight or queued, then stop everything.
 for n in $(seq "$nodes"); do
   until_listening $((admin + n))
