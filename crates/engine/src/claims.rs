@@ -264,8 +264,7 @@ impl Engine {
                 (holder, _) => {
                     self.cancel(TimerId::Claim(txn));
                     self.reverse_held(now, txn, holder, out);
-                    let conn = c.waiters[0];
-                    self.reversal_acted_on(now, txn, c.key, conn, c.msg, out);
+                    self.reversal_acted_on(now, txn, c.key, &c.waiters, c.msg, out);
                 }
             };
         }

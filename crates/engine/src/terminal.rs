@@ -345,24 +345,23 @@ impl Engine {
             // Never forwarded, declined, or already reversed: nothing stands at the issuer.
             Some(Ok(None)) | None => {}
         }
-        self.reversal_acted_on(now, txn, key, conn, msg, out);
+        self.reversal_acted_on(now, txn, key, &[conn], msg, out);
     }
 
-    /// A terminal's reversal, acted on: answered approved, and its answer kept for its repeats.
+    /// A terminal's reversal, acted on: answered approved to each of `waiters` (recorded undeliverable
+    /// when none is left), and its answer kept for its repeats.
     pub(crate) fn reversal_acted_on(
         &mut self,
         now: Now,
         txn: TxnId,
         key: Key,
-        conn: ConnId,
+        waiters: &[ConnId],
         msg: Message,
         out: &mut Vec<Action>,
     ) {
         let Some(answer) = self.local_answer(&msg, ECHO_FIELDS, ResponseCode::APPROVED) else {
-            return out.push(Action::NoAnswer {
-                conn,
-                why: Unanswered::Unbuildable,
-            });
+            let why = Unanswered::Unbuildable;
+            return out.extend(waiters.iter().map(|&conn| Action::NoAnswer { conn, why }));
         };
         self.idempotency.complete(
             &key,
@@ -372,19 +371,7 @@ impl Engine {
                 approved: None,
             },
         );
-        Self::journal(
-            now,
-            txn,
-            Step::Told {
-                rc: ResponseCode::APPROVED,
-            },
-            out,
-        );
-        out.push(Action::Answer {
-            conn,
-            txn: Some(txn),
-            msg: answer,
-        });
+        self.tell(now, txn, waiters, &answer, out);
     }
 
     /// Refuses a request with `rc` (nothing goes upstream), journaling it when it has a transaction.

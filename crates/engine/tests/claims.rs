@@ -330,3 +330,27 @@ fn a_terminal_reversal_of_nothing_any_node_holds_is_answered_without_reversing()
     assert_eq!(sent(&out).count(), 0);
     assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
 }
+
+#[test]
+fn a_terminal_reversal_whose_connection_closed_while_looked_up_is_still_acted_on() {
+    let (mut a, mut b) = (node(), node());
+    let original = approved_on(&mut a, "TERM0001", 5, 100);
+    let out = b.request(9, terminal_reversal(&b, "TERM0001", 5));
+    let txn = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Lookup(k) => Some(k.txn),
+            _ => None,
+        })
+        .unwrap();
+    let out = b.step(Event::ConnClosed(ConnId(9)));
+    assert!(matches!(steps(&out)[..], [Step::Disconnected]));
+    let out = claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+    assert_eq!(sent(&out).count(), 1, "reversed all the same");
+    assert_eq!(answers(&out).count(), 0);
+    assert!(
+        steps(&out)
+            .iter()
+            .any(|s| matches!(s, Step::Undeliverable { .. }))
+    );
+}

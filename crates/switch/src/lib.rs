@@ -107,6 +107,18 @@ impl Running {
     }
 }
 
+/// Runs the driver; if it panics (a bug: no input makes it), the process stops at once with exit code
+/// 70, so that its supervisor starts it again and it recovers from the journal, rather than staying up
+/// with nobody deciding and every connection waiting.
+async fn supervised(driver: driver::Driver) {
+    if let Err(error) = tokio::spawn(driver.run()).await
+        && error.is_panic()
+    {
+        tracing::error!("the engine's task panicked: the process stops, to recover from the journal when started again");
+        std::process::exit(70);
+    }
+}
+
 /// Binds every listener and the admin endpoint, starts the links and the driver. Fails only if an
 /// address cannot be bound.
 /// `recovery` holds what the journal read back at opening (empty for a new or in-memory journal): the
@@ -222,7 +234,7 @@ pub async fn start(
         admin,
         metrics,
         shutdown,
-        driver: tokio::spawn(driver.run()),
+        driver: tokio::spawn(supervised(driver)),
         status: status_rx,
         connections,
         links: link_tasks,
