@@ -271,6 +271,12 @@ impl Engine {
         };
         let fingerprint = match self.lookup(now, txn, key, conn, &msg, out) {
             None => return,
+            // A repeat of one whose original is still being looked up (cluster mode): answered with
+            // it, once it is acted on.
+            Some((Lookup::Joined(original), _)) if self.claims.join(original, conn) => {
+                self.stats.duplicates_joined += 1;
+                return Self::journal(now, original, Step::Joined, out);
+            }
             // A repeat: the first one was already acted on and answered.
             Some((Lookup::Joined(original) | Lookup::Replay(original, _), _)) => {
                 self.stats.duplicates_replayed += 1;

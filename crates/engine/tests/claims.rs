@@ -263,6 +263,16 @@ fn while_the_journal_cannot_write_new_requests_are_refused_at_once_and_replays_s
     assert_eq!(claims(&out).len(), 1);
 }
 
+/// The key the engine asked the store about.
+fn one_lookup(out: &[Action]) -> Claim {
+    out.iter()
+        .find_map(|a| match a {
+            Action::Lookup(k) => Some(k.clone()),
+            _ => None,
+        })
+        .expect("a key looked up")
+}
+
 fn terminal_reversal(h: &Harness, tid: &str, stan: u32) -> iso8583::Message {
     let mut m = h.purchase(tid, stan, 100);
     m.set_mti(iso8583::Mti::REVERSAL);
@@ -278,13 +288,7 @@ fn a_terminal_reversal_of_another_nodes_approval_reverses_it_from_its_records() 
         answers(&out).count() == 0 && sent(&out).count() == 0,
         "{out:#?}"
     );
-    let lookup = out
-        .iter()
-        .find_map(|a| match a {
-            Action::Lookup(k) => Some(k.clone()),
-            _ => None,
-        })
-        .expect("the original looked up");
+    let lookup = one_lookup(&out);
     assert_eq!((lookup.stan, lookup.reversal), (5, false));
 
     let out = claimed(&mut b, lookup.txn, Some(holder(&a, "a", original, false)));
@@ -318,13 +322,7 @@ fn a_terminal_reversal_of_another_nodes_approval_reverses_it_from_its_records() 
 fn a_terminal_reversal_of_nothing_any_node_holds_is_answered_without_reversing() {
     let mut b = node();
     let out = b.request(9, terminal_reversal(&b, "TERM0001", 5));
-    let txn = out
-        .iter()
-        .find_map(|a| match a {
-            Action::Lookup(k) => Some(k.txn),
-            _ => None,
-        })
-        .unwrap();
+    let txn = one_lookup(&out).txn;
     // DE90 absent: one candidate key, looked up once.
     let out = claimed(&mut b, txn, None);
     assert_eq!(sent(&out).count(), 0);
@@ -336,13 +334,7 @@ fn a_terminal_reversal_whose_connection_closed_while_looked_up_is_still_acted_on
     let (mut a, mut b) = (node(), node());
     let original = approved_on(&mut a, "TERM0001", 5, 100);
     let out = b.request(9, terminal_reversal(&b, "TERM0001", 5));
-    let txn = out
-        .iter()
-        .find_map(|a| match a {
-            Action::Lookup(k) => Some(k.txn),
-            _ => None,
-        })
-        .unwrap();
+    let txn = one_lookup(&out).txn;
     let out = b.step(Event::ConnClosed(ConnId(9)));
     assert!(matches!(steps(&out)[..], [Step::Disconnected]));
     let out = claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
@@ -353,4 +345,23 @@ fn a_terminal_reversal_whose_connection_closed_while_looked_up_is_still_acted_on
             .iter()
             .any(|s| matches!(s, Step::Undeliverable { .. }))
     );
+}
+
+#[test]
+fn a_repeat_of_a_terminal_reversal_still_looked_up_waits_for_it_and_shares_its_answer() {
+    let (mut a, mut b) = (node(), node());
+    let original = approved_on(&mut a, "TERM0001", 5, 100);
+    let txn = one_lookup(&b.request(9, terminal_reversal(&b, "TERM0001", 5))).txn;
+    let mut repeat = terminal_reversal(&b, "TERM0001", 5);
+    repeat.set_mti(iso8583::Mti::REVERSAL_REPEAT);
+    let out = b.request(10, repeat);
+    assert_eq!(
+        answers(&out).count(),
+        0,
+        "not told reversed before it is: {out:#?}"
+    );
+    let out = claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+    assert_eq!(sent(&out).count(), 1);
+    let told: Vec<ConnId> = answers(&out).map(|(c, _)| c).collect();
+    assert_eq!(told, [ConnId(9), ConnId(10)]);
 }

@@ -114,7 +114,9 @@ async fn supervised(driver: driver::Driver) {
     if let Err(error) = tokio::spawn(driver.run()).await
         && error.is_panic()
     {
-        tracing::error!("the engine's task panicked: the process stops, to recover from the journal when started again");
+        tracing::error!(
+            "the engine's task panicked: the process stops, to recover from the journal when started again"
+        );
         std::process::exit(70);
     }
 }
