@@ -1,6 +1,7 @@
 //! The terminal load generator: N POS terminals, each one transaction at a time like a real one. On no
 //! answer a terminal retransmits the same request (same STAN) a configurable share of the time, then gives
-//! up and sends its own 0400, repeated as 0401 until answered; it reconnects when its connection drops.
+//! up and sends its own 0400, repeated as 0401 until accepted (RC 00); it reconnects when its connection
+//! drops.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -323,9 +324,15 @@ impl Terminal {
                 .reversal(self.load.spec, stan, repeat)
                 .expect("a reversal fits every built-in dialect");
             if let Waited::Answer(answer) = self.exchange(&reversal, stan).await {
-                outcome.told = Told::Reversed;
-                outcome.rc = answer.response_code().map(|rc| rc.as_str().to_string());
-                break;
+                let rc = answer.response_code().map(|rc| rc.as_str().to_string());
+                if rc.as_deref() == Some("00") {
+                    outcome.told = Told::Reversed;
+                    outcome.rc = rc;
+                    break;
+                }
+                // Refused (the switch could not act on it: 91, 96): repeated after a pause, as a POS
+                // terminal keeps its reversal until it is accepted.
+                tokio::time::sleep(self.load.timeout.min(Duration::from_secs(1))).await;
             }
             repeat = true;
         }
