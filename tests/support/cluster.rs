@@ -1,0 +1,75 @@
+//! Cluster mode's real nodes for the end-to-end tests: `acquiro serve --node` on a throw-away
+//! PostgreSQL, and what the tests send them.
+
+use cluster::throwaway::Server;
+use iso8583::{Message, Spec};
+use wire::{FrameCodec, LengthHeader};
+
+use super::issuer::Issuer;
+use super::process::{Switch, serve_with};
+use super::terminal::Terminal;
+use super::within;
+
+pub const CARD_KEY: &str = "00112233445566778899aabbccddeeff";
+
+/// Node `name` on `pg`, forwarding to `issuer`.
+pub async fn node(pg: &Server, name: &str, issuer: &Issuer) -> Switch {
+    // Nothing times out by itself here: what is held stays in flight until the test lets it go.
+    node_with(pg, name, issuer, &["--response-timeout", "1h"]).await
+}
+
+pub async fn node_with(pg: &Server, name: &str, issuer: &Issuer, more: &[&str]) -> Switch {
+    let url = pg.url();
+    let mut extra = vec!["--node", name, "--database", &url];
+    extra.extend(more);
+    serve_with(
+        &issuer.addr.to_string(),
+        &extra,
+        &[("ACQUIRO_CARD_KEY", CARD_KEY)],
+    )
+    .await
+}
+
+pub fn spec() -> &'static Spec {
+    dialects::builtin("iso87ascii").unwrap()
+}
+
+pub async fn terminal(s: &Switch, tid: &str) -> Terminal {
+    Terminal::connect(s.addr, spec(), FrameCodec::new(LengthHeader::Binary2), tid).await
+}
+
+pub async fn purchase(s: &Switch, tid: &str, stan: u32, amount: u64) -> Message {
+    let mut t = terminal(s, tid).await;
+    t.exchange(&t.purchase(stan, amount)).await
+}
+
+/// A purchase (amount 555) sent on `node` that `issuer` holds unanswered until released.
+pub async fn held_on(node: &Switch, issuer: &Issuer, tid: &str, stan: u32) -> Terminal {
+    let mut t = terminal(node, tid).await;
+    t.send(&t.purchase(stan, 555)).await;
+    within(
+        "the held purchase at the issuer",
+        issuer.wait_for(|r| r.iter().any(|m| m.amount() == Some(555))),
+    )
+    .await;
+    t
+}
+
+pub fn forwards(issuer: &Issuer) -> usize {
+    issuer.of_class(2).len()
+}
+
+/// `acquiro <args>` to its end; its output, which it must end on success.
+pub fn acquiro(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_acquiro"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
