@@ -270,7 +270,12 @@ impl Engine {
         }
         let Some(holder) = holder else {
             self.cancel(TimerId::Claim(txn));
-            return self.forward(now, txn, c.key, c.waiters, c.msg, out);
+            // It had a card number when it was claimed.
+            let Some(pan) = c.msg.pan() else {
+                let rc = ResponseCode::FORMAT_ERROR;
+                return self.refuse(now, txn, &c.waiters, &c.msg, rc, out);
+            };
+            return self.forward(now, txn, c.key, c.waiters, c.msg, pan.expose(), out);
         };
         let held = Step::HeldElsewhere {
             node: holder.node.clone(),

@@ -63,7 +63,7 @@ impl Engine {
     fn purchase(&mut self, now: Now, conn: ConnId, msg: Message, out: &mut Vec<Action>) {
         let txn = self.new_txn();
         let _txn = crate::engine::span(txn);
-        let (Some(key), Some(_), true, true) =
+        let (Some(key), Some(pan), true, true) =
             (self.key(now, &msg), msg.pan(), msg.has(3), msg.has(4))
         else {
             return self.reject(now, Some(txn), conn, &msg, ResponseCode::FORMAT_ERROR, out);
@@ -114,7 +114,7 @@ impl Engine {
                     return self.claim_first(now, txn, key, conn, msg, received, out);
                 }
                 Self::journal(now, txn, Step::Received(received), out);
-                self.forward(now, txn, key, vec![conn], msg, out);
+                self.forward(now, txn, key, vec![conn], msg, pan.expose(), out);
             }
         }
     }
@@ -174,6 +174,7 @@ impl Engine {
 
     /// Routes, renumbers and sends a new request upstream, journaling it first; `waiters` are the
     /// connections to answer.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward(
         &mut self,
         now: Now,
@@ -181,10 +182,10 @@ impl Engine {
         key: Key,
         waiters: Vec<ConnId>,
         msg: Message,
+        pan: &[u8],
         out: &mut Vec<Action>,
     ) {
-        let routed = msg.pan().and_then(|pan| self.routes.issuer(pan.expose()));
-        let Some(issuer) = routed else {
+        let Some(issuer) = self.routes.issuer(pan) else {
             self.stats.unavailable += 1;
             self.idempotency.forget(&key);
             return self.refuse(now, txn, &waiters, &msg, NO_ROUTE, out);

@@ -126,13 +126,9 @@ impl Driver {
                     self.publish_links();
                     self.carry_out(&mut out);
                 }
-                Some(report) = next_report(&mut reports) => {
-                    self.on_report(report, &mut out);
-                    if stop != Stop::Running && self.drained() {
-                        break;
-                    }
-                    continue;
-                }
+                // What a report leads to (answers released, claims settled, refusals, a takeover) is
+                // flushed and counted below, like any other turn.
+                Some(report) = next_report(&mut reports) => self.on_report(report, &mut out),
                 _ = keep.tick(), if durable_journal => {
                     self.journal.progress(Progress {
                         oldest_needed: self.engine.oldest_needed(),
@@ -273,7 +269,6 @@ impl Driver {
                 for (txn, holder) in answers {
                     self.on_event(Event::Claimed { txn, holder }, out);
                 }
-                self.journal.flush();
             }
             Report::TakeOver {
                 node,
@@ -291,7 +286,6 @@ impl Driver {
                 );
                 self.carry_out(out);
                 self.journal.retire(node, through);
-                self.journal.flush();
             }
             Report::Unwritable(why) => {
                 if why.is_some() {
