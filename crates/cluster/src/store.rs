@@ -312,12 +312,15 @@ impl Store {
             Some(false) => return Ok(None),
             Some(true) => {}
         }
-        // SKIP LOCKED: a node committing now holds its row; it is looked at again next time.
+        // SKIP LOCKED: a node committing now holds its row; it is looked at again next time. Only a
+        // node with records not yet handed on: one whose work is all another's would come first by
+        // name every time and hide the lapsed nodes after it.
         let Some(row) = tx
             .query_opt(
                 "SELECT y.node, y.retired_seq, greatest(y.retired_seq, y.needed_seq - 1)
                  FROM nodes y LEFT JOIN nodes t ON t.node = y.taken_by
                  WHERE y.node <> $1 AND y.lease_until < now()
+                   AND EXISTS (SELECT 1 FROM records r WHERE r.node = y.node AND r.seq > y.retired_seq)
                    AND (y.taken_by IS NULL OR y.retired_seq >= y.taken_through
                         OR t.lease_until < now() OR t.epoch <> y.taken_epoch)
                  ORDER BY y.node LIMIT 1

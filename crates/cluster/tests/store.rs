@@ -240,3 +240,39 @@ fn a_restart_reads_back_only_what_recovery_still_needs() {
         assert!(last.records.is_empty());
     });
 }
+
+#[test]
+fn every_lapsed_node_is_taken_over_in_turn_not_only_the_first_by_name() {
+    let Some(pg) = Server::start("store::takeover") else {
+        return;
+    };
+    rt().block_on(async {
+        // A lease of nothing has lapsed by the next statement.
+        let lapsed = Duration::ZERO;
+        for (name, stan) in [("a", 31), ("b", 32)] {
+            let joined = Store::join(&pg.url(), name, lapsed, &KEY).await.unwrap();
+            let record = [(1, received(1, stan))];
+            joined.store.commit(&record, &[], &[]).await.unwrap();
+        }
+        let mut c = Store::join(&pg.url(), "c", LEASE, &KEY)
+            .await
+            .unwrap()
+            .store;
+        let mut taken = Vec::new();
+        while let Some(t) = c.take_over().await.unwrap() {
+            assert_eq!(t.records.len(), 1, "{t:?}");
+            taken.push(t.node.clone());
+            // The work is c's once its own records of it commit, handing it on.
+            let adopted = [(taken.len() as u64, received(taken.len() as u64, 40))];
+            c.commit(&adopted, &[], &[(t.node, t.through)])
+                .await
+                .unwrap();
+            assert!(taken.len() <= 2, "taken over again: {taken:?}");
+        }
+        assert_eq!(
+            taken,
+            ["a", "b"],
+            "a finished takeover hid the next lapsed node"
+        );
+    });
+}
