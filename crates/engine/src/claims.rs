@@ -285,7 +285,7 @@ impl Engine {
             self.stats.duplicates_rejected += 1;
             self.cancel(TimerId::Claim(txn));
             Self::journal(now, txn, held, out);
-            self.idempotency.forget(&c.key);
+            self.idempotency.release(&c.key, txn);
             return self.refuse(now, txn, &c.waiters, &c.msg, ResponseCode::DUPLICATE, out);
         }
         let trail = Trail::of(holder.records);
@@ -303,6 +303,11 @@ impl Engine {
                         txn: Some(txn),
                         msg,
                     });
+                }
+                // An approval that stands may still be reversed by its terminal, here: the holder's
+                // records know what to reverse, so the store is asked again (see `look_up_original`).
+                if rc.is_approval() {
+                    return self.idempotency.release(&c.key, txn);
                 }
                 let done = Done {
                     txn,
@@ -342,14 +347,14 @@ impl Engine {
     }
 
     /// Answers RC 91 to a request whose claim did not settle in time (or at the end of a shutdown's
-    /// grace period).
-    fn give_up_claim(&mut self, now: Now, txn: TxnId, out: &mut Vec<Action>) {
+    /// grace period, or when its terminal reversed it first).
+    pub(crate) fn give_up_claim(&mut self, now: Now, txn: TxnId, out: &mut Vec<Action>) {
         let Some(c) = self.claims.waiting.remove(&txn) else {
             return;
         };
         self.cancel(TimerId::Claim(txn));
         self.stats.unavailable += 1;
-        self.idempotency.forget(&c.key);
+        self.idempotency.release(&c.key, txn);
         let rc = ResponseCode::ISSUER_UNAVAILABLE;
         self.refuse(now, txn, &c.waiters, &c.msg, rc, out);
     }

@@ -339,13 +339,13 @@ impl<R> Table<R> {
         self.queue(key, txn, since);
     }
 
+    /// Completes the entry of `key` with `done`, if `done`'s transaction still holds it. In cluster
+    /// mode a takeover may have put the key back meanwhile for the transaction it adopted (the one the
+    /// key's claim names), whose entry stays.
     pub(crate) fn complete(&self, key: &Key, done: Done<R>) {
-        if let Some(mut e) = self.map.get_mut(key) {
-            debug_assert_eq!(
-                e.txn(),
-                done.txn,
-                "an entry is completed by its own transaction"
-            );
+        if let Some(mut e) = self.map.get_mut(key)
+            && e.txn() == done.txn
+        {
             e.state = State::Done(Box::new(done));
         }
     }
@@ -353,6 +353,11 @@ impl<R> Table<R> {
     /// Forgets a key whose request never reached an issuer, so that a retry may go through.
     pub(crate) fn forget(&self, key: &Key) {
         self.map.remove(key);
+    }
+
+    /// Forgets a key if transaction `txn` still holds it (see [`Idempotency::complete`]).
+    pub(crate) fn release(&self, key: &Key, txn: TxnId) {
+        self.map.remove_if(key, |_, e| e.txn() == txn);
     }
 
     /// Applies `f` to the entry of `key` and its fingerprint, if any.

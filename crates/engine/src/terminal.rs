@@ -328,11 +328,11 @@ impl Engine {
                 })
         });
         match to_reverse {
-            Some(Err(in_flight)) => {
-                if let Some(t) = self.txns.get_mut(&in_flight) {
-                    t.reverse_on_answer = true;
-                }
-            }
+            Some(Err(in_flight)) => match self.txns.get_mut(&in_flight) {
+                Some(t) => t.reverse_on_answer = true,
+                // Cluster mode: still waiting for its claim, so not forwarded yet; it never will be.
+                None => self.give_up_claim(now, in_flight, out),
+            },
             Some(Ok(Some((original_txn, (source, issuer), rrn, fingerprint)))) => {
                 let rrn = rrn.as_ref().map(|r| r.as_str());
                 match self.reversed_original(source, issuer, &msg, rrn, fingerprint) {

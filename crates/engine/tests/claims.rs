@@ -136,10 +136,10 @@ fn a_key_another_node_answered_is_replayed_from_its_records_and_never_forwarded(
         steps(&out)[..],
         [Step::HeldElsewhere { txn, .. }, Step::Replayed { .. }] if *txn == original
     ));
-    // The next retransmit on b is answered from memory: no claim, no round trip.
+    // b keeps no entry for another node's approval: the next retransmit asks the store again, and the
+    // terminal's reversal finds the approval in the holder's records.
     let out = b.request(6, b.purchase("TERM0001", 7, 2500));
-    assert!(claims(&out).is_empty());
-    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
+    assert_eq!(one_claim(&out).stan, 7);
 }
 
 #[test]
@@ -364,4 +364,47 @@ fn a_repeat_of_a_terminal_reversal_still_looked_up_waits_for_it_and_shares_its_a
     assert_eq!(sent(&out).count(), 1);
     let told: Vec<ConnId> = answers(&out).map(|(c, _)| c).collect();
     assert_eq!(told, [ConnId(9), ConnId(10)]);
+}
+
+/// A terminal that reverses its purchase while the purchase still waits for its claim (a node that was
+/// paused sees both at once) is answered only once the purchase can never be forwarded: the purchase
+/// is refused, and winning its claim afterwards forwards nothing.
+#[test]
+fn a_reversal_of_a_purchase_still_waiting_for_its_claim_withdraws_it() {
+    let mut a = node();
+    let out = a.request(1, a.purchase("TERM0001", 5, 100));
+    let original = one_claim(&out).txn;
+    let out = a.request(1, terminal_reversal(&a, "TERM0001", 5));
+    let told: Vec<(ConnId, ResponseCode)> = answers(&out).map(|(c, m)| (c, rc(m))).collect();
+    assert_eq!(
+        told,
+        [
+            (ConnId(1), ResponseCode::ISSUER_UNAVAILABLE),
+            (ConnId(1), ResponseCode::APPROVED)
+        ],
+        "the purchase refused, then its reversal acknowledged: {out:#?}"
+    );
+    let out = claimed(&mut a, original, None);
+    assert_eq!(
+        sent(&out).count(),
+        0,
+        "forwarded after its reversal: {out:#?}"
+    );
+}
+
+/// A terminal's reversal on the node that replayed another node's approval to its retransmit reverses
+/// it: the replay left no entry saying nothing stands.
+#[test]
+fn a_reversal_on_the_node_that_replayed_an_approval_held_elsewhere_reverses_it() {
+    let (mut a, mut b) = (node(), node());
+    let original = approved_on(&mut a, "TERM0001", 3, 100);
+    let txn = one_claim(&b.request(5, b.purchase("TERM0001", 3, 100))).txn;
+    let out = claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
+
+    let out = b.request(5, terminal_reversal(&b, "TERM0001", 3));
+    let lookup = one_lookup(&out);
+    let out = claimed(&mut b, lookup.txn, Some(holder(&a, "a", original, false)));
+    let (_, rev) = one_sent(&out);
+    assert_eq!(rev.mti(), iso8583::Mti::REVERSAL, "{out:#?}");
 }
