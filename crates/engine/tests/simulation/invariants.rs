@@ -24,22 +24,30 @@ pub(crate) fn broken(run: &Run) -> Vec<String> {
     for (rrn, n) in run.forwards.iter().filter(|(_, n)| **n > 1) {
         broken.push(format!("(2) RRN {rrn} forwarded {n} times"));
     }
-    // (3) Every reversal is acknowledged, or expired and reported; none is forgotten.
-    let mut reversals: BTreeMap<TxnId, bool> = BTreeMap::new();
-    for record in &run.journal {
-        match record.step {
+    // (3) Every reversal is acknowledged, or expired and reported; none is forgotten. A transaction
+    // another node adopted (a takeover, or a terminal's reversal of it there) is finished by the
+    // adopter's transaction.
+    let mut reversals: BTreeMap<(&str, TxnId), bool> = BTreeMap::new();
+    let mut adopters: BTreeMap<(&str, TxnId), Vec<(&str, TxnId)>> = BTreeMap::new();
+    for (node, record) in &run.journal {
+        let at = (node.as_str(), record.txn);
+        match &record.step {
             Step::ReversalQueued => {
-                reversals.entry(record.txn).or_insert(false);
+                reversals.entry(at).or_insert(false);
             }
             Step::ReversalAcknowledged { .. } | Step::ReversalExpired { .. } => {
-                reversals.insert(record.txn, true);
+                reversals.insert(at, true);
+            }
+            Step::Adopted { node: from, txn } => {
+                adopters.entry((from.as_str(), *txn)).or_default().push(at);
             }
             _ => {}
         }
     }
-    for (txn, _) in reversals.iter().filter(|(_, finished)| !**finished) {
+    let finished = |at| finished_by(at, &reversals, &adopters);
+    for (node, txn) in reversals.keys().filter(|&&at| !finished(at)) {
         broken.push(format!(
-            "(3) reversal of {txn:?} neither acknowledged nor expired"
+            "(3) reversal of {txn:?} on node {node} neither acknowledged nor expired"
         ));
     }
     if run.pending_reversals > 0 {
@@ -71,4 +79,16 @@ pub(crate) fn broken(run: &Run) -> Vec<String> {
         }
     }
     broken
+}
+
+/// Whether the reversal of `at` was finished, there or by a transaction that adopted it.
+fn finished_by<'a>(
+    at: (&'a str, TxnId),
+    reversals: &BTreeMap<(&'a str, TxnId), bool>,
+    adopters: &BTreeMap<(&'a str, TxnId), Vec<(&'a str, TxnId)>>,
+) -> bool {
+    reversals.get(&at).copied().unwrap_or(false)
+        || adopters
+            .get(&at)
+            .is_some_and(|by| by.iter().any(|&a| finished_by(a, reversals, adopters)))
 }

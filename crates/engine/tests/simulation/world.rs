@@ -1,20 +1,27 @@
-//! The simulated world around one engine: a clock and an event queue, the shell (the shipped write-ahead
-//! gate over a simulated disk of real journal bytes with group commit, and the engine's own timers), the
-//! network, the terminals, the issuer, and the faults — link flaps, dropped terminal connections and
-//! crashes with recovery through the journal's real scan.
+//! The simulated world around the engines: a clock and an event queue; the nodes, each with the shell
+//! (the shipped write-ahead gate over its journal with group commit, and the engine's own timers) and
+//! its links; the network, the terminals (through a load balancer when there are several nodes), the
+//! issuer, and the faults — link flaps, dropped terminal connections and crashes with recovery through
+//! the journal. One node journals to a simulated disk of real journal bytes; a cluster journals to one
+//! simulated shared store, and adds lease expiry, takeover and paused nodes (`world/cluster.rs`).
+
+mod cluster;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use engine::{Action, Config, ConnId, Engine, Event, Gate, LinkId, Now, Outbox, Record};
+use engine::{
+    Action, Config, ConnId, Engine, Event, Gate, Holder, LinkId, Now, Outbox, Record, TxnId,
+};
 use fastrand::Rng;
 use iso8583::{Class, Message, Spec};
 use sim::{Ledger, Outcome};
 
 use crate::disk::Disk;
 use crate::issuer::Issuer;
+use crate::store::{Batch, Store};
 use crate::terminal::{self, Terminal};
 
 /// Faults happen in this first stretch of simulated time; after it the world is calm until everything
@@ -32,19 +39,29 @@ enum Ev {
     /// A terminal's request on the wire.
     ToSwitch(ConnId, Message),
     ToTerminal(ConnId, Message),
-    /// Messages on a link. What the switch wrote reaches the issuer even if the link or the switch dies
-    /// meanwhile (the kernel sends it); an answer is lost unless its connection (epoch) is still up.
-    ToIssuer(LinkId, u64, Message),
-    FromIssuer(LinkId, u64, Message),
-    /// The engine's earliest deadline (as it was when this was scheduled), as time from the start.
-    Timers(Duration),
-    /// The journal's group commit.
-    Sync,
-    LinkDown(LinkId),
-    LinkUp(LinkId),
-    /// The process dies now, or in the middle of the next group commit.
-    Crash,
-    Restart,
+    /// Messages on a node's link. What the switch wrote reaches the issuer even if the link or the
+    /// switch dies meanwhile (the kernel sends it); an answer is lost unless its connection (epoch) is
+    /// still up.
+    ToIssuer(usize, LinkId, u64, Message),
+    FromIssuer(usize, LinkId, u64, Message),
+    /// A node's earliest engine deadline (as it was when this was scheduled), as time from the start.
+    Timers(usize, Duration),
+    /// A node's group commit.
+    Sync(usize),
+    LinkDown(usize, LinkId),
+    LinkUp(usize, LinkId),
+    /// A node dies now, or in the middle of its next group commit.
+    Crash(usize),
+    Restart(usize),
+    /// Cluster: a node renews its lease (and looks for lapsed ones), while its generation is current.
+    Lease(usize, u64),
+    /// Cluster: a node dies and is never started again.
+    Lose(usize),
+    /// Cluster: a node stops (SIGSTOP) and continues later; what it would see meanwhile waits.
+    Pause(usize, Duration),
+    Resume(usize),
+    /// A terminal connection's close, as the engine of a paused node learns it when it continues.
+    Closed(usize, ConnId),
 }
 
 /// Everything a run leaves for the invariant checks.
@@ -53,8 +70,8 @@ pub(crate) struct Run {
     pub outcomes: Vec<Outcome>,
     pub ledger: Ledger,
     pub forwards: BTreeMap<String, u32>,
-    /// The durable journal across every incarnation of the switch.
-    pub journal: Vec<Record>,
+    /// The durable journal across every incarnation of every node, with the node's name.
+    pub journal: Vec<(String, Record)>,
     /// Requests each terminal connection sent and answers it received, by (MTI class, STAN).
     pub requests: BTreeMap<ConnId, BTreeMap<(Class, u32), u32>>,
     pub answers: BTreeMap<ConnId, BTreeMap<(Class, u32), u32>>,
@@ -64,6 +81,9 @@ pub(crate) struct Run {
     /// Everything the run started finished before [`SETTLE`].
     pub settled: bool,
     pub crashes: u32,
+    /// Cluster: takeovers of a lapsed node's work, and commits refused by the fence.
+    pub takeovers: u32,
+    pub fenced: u32,
     /// A hash of every event and every action, in order: the same seed gives the same trace.
     pub trace: u64,
     /// The trace itself, when asked for.
@@ -90,10 +110,82 @@ impl Gate for Leaky {
     }
 }
 
+/// Where a node's records go.
+enum Journal {
+    Disk(Disk),
+    /// The shared store, through this node's incarnation: its epoch, and the batch being gathered.
+    Shared {
+        epoch: u64,
+        next_seq: u64,
+        batch: Batch,
+    },
+}
+
+impl Journal {
+    fn append(&mut self, record: Record) -> u64 {
+        match self {
+            Journal::Disk(disk) => disk.append(&record),
+            Journal::Shared {
+                next_seq, batch, ..
+            } => {
+                let seq = *next_seq;
+                *next_seq += 1;
+                batch.records.push((seq, record));
+                seq
+            }
+        }
+    }
+
+    fn unsynced(&self) -> bool {
+        match self {
+            Journal::Disk(disk) => disk.unsynced(),
+            Journal::Shared { batch, .. } => !batch.is_empty(),
+        }
+    }
+
+    fn batch(&mut self) -> &mut Batch {
+        match self {
+            Journal::Shared { batch, .. } => batch,
+            // One node has no shared store: its engine claims no key.
+            Journal::Disk(_) => panic!("single-node engine asked the shared store"),
+        }
+    }
+}
+
+/// One switch process and what it owns.
+struct Node<G> {
+    name: String,
+    engine: Option<Engine>,
+    gate: G,
+    journal: Journal,
+    links: Vec<Link>,
+    /// The earliest engine deadline an [`Ev::Timers`] is queued for.
+    timer_at: Option<Duration>,
+    sync_due: bool,
+    /// A crash waits for the next records to be appended, to die before they are durable.
+    crash_armed: bool,
+    /// Stopped: the events it would see, in order.
+    paused: Option<Vec<Ev>>,
+    /// Lost with its machine: never started again.
+    lost: bool,
+    lease_generation: u64,
+}
+
+/// What a group commit made of a node's pending records.
+enum Committed {
+    /// Effects the gate let out, and the store's answers to claims and lookups.
+    Durable(Vec<Action>, Vec<(TxnId, Option<Holder>)>),
+    /// The store refused it: the node lost its epoch.
+    Fenced,
+}
+
 pub(crate) struct World<G = Outbox> {
     rng: Rng,
     config: Config,
-    engine: Option<Engine>,
+    nodes: Vec<Node<G>>,
+    /// Cluster: the store the nodes share, and their lease.
+    store: Option<Store>,
+    lease: Duration,
     start: (Instant, std::time::SystemTime),
     now: Duration,
     queue: BinaryHeap<Reverse<(Duration, u64)>>,
@@ -102,23 +194,44 @@ pub(crate) struct World<G = Outbox> {
     terminals: Vec<Terminal>,
     wakes: Vec<u64>,
     issuer: Issuer,
-    links: Vec<Link>,
-    conns: BTreeMap<ConnId, usize>,
+    /// Each open terminal connection's terminal and node.
+    conns: BTreeMap<ConnId, (usize, usize)>,
     next_conn: u64,
-    /// The earliest engine deadline an [`Ev::Timers`] is queued for.
-    timer_at: Option<Duration>,
-    // The shell: the journal's disk, and the write-ahead gate of the current incarnation.
-    disk: Disk,
-    gate: G,
-    sync_due: bool,
-    /// A crash waits for the next records to be appended, to die before they are durable.
-    crash_armed: bool,
     run: Run,
     trace: DefaultHasher,
 }
 
+/// A cluster to simulate.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cluster {
+    pub lease: Duration,
+    /// Off: the store ignores epochs (what the simulation must catch).
+    pub fencing: bool,
+}
+
 impl<G: Gate + Default> World<G> {
+    /// One node on its own disk.
     pub(crate) fn new(seed: u64, config: Config, terminal_spec: &'static Spec) -> World<G> {
+        World::build(seed, config, terminal_spec, None)
+    }
+
+    /// Two or three nodes on one shared store, behind a load balancer.
+    pub(crate) fn cluster(
+        seed: u64,
+        mut config: Config,
+        terminal_spec: &'static Spec,
+        cluster: Cluster,
+    ) -> World<G> {
+        config.shared_keys = true;
+        World::build(seed, config, terminal_spec, Some(cluster))
+    }
+
+    fn build(
+        seed: u64,
+        config: Config,
+        terminal_spec: &'static Spec,
+        cluster: Option<Cluster>,
+    ) -> World<G> {
         let mut rng = Rng::with_seed(seed);
         let count = rng.usize(1..=6);
         let terminals: Vec<Terminal> = (0..count)
@@ -127,16 +240,44 @@ impl<G: Gate + Default> World<G> {
                 Terminal::new(&mut rng, i, terminal_spec, transactions)
             })
             .collect();
-        let links = (0..config.issuers.iter().map(|i| i.links).sum::<usize>())
-            .map(|_| Link {
-                up: false,
-                epoch: 0,
+        let nodes = match cluster {
+            Some(_) => rng.usize(2..=3),
+            None => 1,
+        };
+        let links = config.issuers.iter().map(|i| i.links).sum::<usize>();
+        let nodes = (0..nodes)
+            .map(|n| Node {
+                name: ((b'a' + n as u8) as char).to_string(),
+                engine: None,
+                gate: G::default(),
+                journal: match cluster {
+                    Some(_) => Journal::Shared {
+                        epoch: 0,
+                        next_seq: 1,
+                        batch: Batch::default(),
+                    },
+                    None => Journal::Disk(Disk::new()),
+                },
+                links: (0..links)
+                    .map(|_| Link {
+                        up: false,
+                        epoch: 0,
+                    })
+                    .collect(),
+                timer_at: None,
+                sync_due: false,
+                crash_armed: false,
+                paused: None,
+                lost: false,
+                lease_generation: 0,
             })
             .collect();
         let mut world = World {
             rng,
-            engine: Some(Engine::new(config.clone())),
             config,
+            nodes,
+            store: cluster.map(|c| Store::new(c.lease, c.fencing)),
+            lease: cluster.map_or(Duration::ZERO, |c| c.lease),
             start: (
                 Instant::now(),
                 UNIX_EPOCH + Duration::from_secs(1_795_000_000),
@@ -148,14 +289,8 @@ impl<G: Gate + Default> World<G> {
             wakes: vec![0; terminals.len()],
             terminals,
             issuer: Issuer::default(),
-            links,
             conns: BTreeMap::new(),
             next_conn: 0,
-            timer_at: None,
-            disk: Disk::new(),
-            gate: G::default(),
-            sync_due: false,
-            crash_armed: false,
             run: Run {
                 outcomes: Vec::new(),
                 ledger: Ledger::default(),
@@ -167,6 +302,8 @@ impl<G: Gate + Default> World<G> {
                 pending_reversals: 0,
                 settled: false,
                 crashes: 0,
+                takeovers: 0,
+                fenced: 0,
                 trace: 0,
                 lines: None,
             },
@@ -182,10 +319,10 @@ impl<G: Gate + Default> World<G> {
         self
     }
 
-    /// The first events: links up, terminals connect and start, and the faults of this seed.
+    /// The first events: nodes start, terminals connect and start, and the faults of this seed.
     fn schedule_start(&mut self) {
-        for link in 0..self.links.len() {
-            self.at(Duration::ZERO, Ev::LinkUp(LinkId(link as u32)));
+        for n in 0..self.nodes.len() {
+            self.start_node(n);
         }
         for t in 0..self.terminals.len() {
             let (connect, start) = (self.ms(0..100), self.ms(0..1_000));
@@ -195,14 +332,17 @@ impl<G: Gate + Default> World<G> {
         let faults = |rng: &mut Rng, most| rng.u32(0..=most);
         for _ in 0..faults(&mut self.rng, 3) {
             let at = self.ms(0..FAULTS.as_millis() as u64);
-            self.at(at, Ev::Crash);
+            let n = self.any_node();
+            self.at(at, Ev::Crash(n));
         }
         for _ in 0..faults(&mut self.rng, 4) {
+            let links = self.nodes[0].links.len();
             let (at, link) = (
                 self.ms(0..FAULTS.as_millis() as u64),
-                self.rng.usize(0..self.links.len()),
+                self.rng.usize(0..links),
             );
-            self.at(at, Ev::LinkDown(LinkId(link as u32)));
+            let n = self.any_node();
+            self.at(at, Ev::LinkDown(n, LinkId(link as u32)));
         }
         for _ in 0..faults(&mut self.rng, 6) {
             let (at, t) = (
@@ -210,6 +350,17 @@ impl<G: Gate + Default> World<G> {
                 self.rng.usize(0..self.terminals.len()),
             );
             self.at(at, Ev::Disconnect(t));
+        }
+        if self.store.is_some() {
+            self.schedule_cluster_faults();
+        }
+    }
+
+    /// A node picked at random (without touching the seed's numbers when there is one).
+    fn any_node(&mut self) -> usize {
+        match self.nodes.len() {
+            1 => 0,
+            n => self.rng.usize(0..n),
         }
     }
 
@@ -229,13 +380,26 @@ impl<G: Gate + Default> World<G> {
             }
         }
         let mut run = self.run;
-        run.pending_reversals = self.engine.as_ref().map_or(0, Engine::pending_reversals);
+        let engines = self.nodes.iter().filter_map(|n| n.engine.as_ref());
+        run.pending_reversals = engines.map(Engine::pending_reversals).sum();
         run.outcomes = self
             .terminals
             .iter()
             .flat_map(|t| t.outcomes.clone())
             .collect();
-        run.journal = self.disk.records();
+        run.journal = match &self.store {
+            Some(store) => store.records(),
+            None => match &self.nodes[0].journal {
+                Journal::Disk(disk) => {
+                    let name = &self.nodes[0].name;
+                    disk.records()
+                        .into_iter()
+                        .map(|r| (name.clone(), r))
+                        .collect()
+                }
+                Journal::Shared { .. } => unreachable!("one node journals to its disk"),
+            },
+        };
         run.ledger = self.issuer.ledger;
         run.forwards = self.issuer.forwards;
         run.trace = self.trace.finish();
@@ -243,21 +407,47 @@ impl<G: Gate + Default> World<G> {
     }
 
     fn settled(&self) -> bool {
+        let node_settled = |node: &Node<G>| match &node.engine {
+            Some(e) => {
+                node.paused.is_none()
+                    && node.gate.held() == 0
+                    && !node.journal.unsynced()
+                    && e.in_flight() == 0
+                    && e.pending_reversals() == 0
+            }
+            // Lost: settled once its work is another node's.
+            None => node.lost && self.store.as_ref().is_some_and(|s| s.handed_on(&node.name)),
+        };
         self.now >= FAULTS
             && self.terminals.iter().all(Terminal::done)
-            && self.gate.held() == 0
-            && !self.disk.unsynced()
-            && self
-                .engine
-                .as_ref()
-                .is_some_and(|e| e.in_flight() == 0 && e.pending_reversals() == 0)
+            && self.nodes.iter().all(node_settled)
     }
 
     fn faults(&self) -> bool {
         self.now < FAULTS
     }
 
+    /// The node an event is for, if it waits while that node is paused.
+    fn node_of(&self, ev: &Ev) -> Option<usize> {
+        match ev {
+            Ev::ToSwitch(conn, _) => self.conns.get(conn).map(|&(_, n)| n),
+            Ev::FromIssuer(n, ..)
+            | Ev::Timers(n, _)
+            | Ev::Sync(n)
+            | Ev::LinkDown(n, _)
+            | Ev::LinkUp(n, _)
+            | Ev::Lease(n, _)
+            | Ev::Closed(n, _) => Some(*n),
+            _ => None,
+        }
+    }
+
     fn on(&mut self, ev: Ev) {
+        if let Some(n) = self.node_of(&ev)
+            && let Some(waiting) = &mut self.nodes[n].paused
+        {
+            return waiting.push(ev);
+        }
         match ev {
             Ev::Wake(t, generation) if self.wakes[t] == generation => {
                 let out = self.terminals[t].on_wake(&mut self.rng);
@@ -267,80 +457,99 @@ impl<G: Gate + Default> World<G> {
             Ev::Connect(t) => self.connect(t),
             Ev::Disconnect(t) => {
                 if let Some(conn) = self.terminals[t].conn {
+                    let n = self.conns[&conn].1;
                     self.close(conn);
-                    self.handle(Event::ConnClosed(conn));
+                    self.on(Ev::Closed(n, conn));
                     let later = self.ms(100..2_000);
                     self.at(later, Ev::Connect(t));
                 }
             }
+            Ev::Closed(n, conn) => self.handle(n, Event::ConnClosed(conn)),
             Ev::ToSwitch(conn, msg) => {
-                if self.conns.contains_key(&conn) {
-                    self.handle(Event::Request { conn, msg });
+                if let Some(&(_, n)) = self.conns.get(&conn) {
+                    self.handle(n, Event::Request { conn, msg });
                 }
             }
             Ev::ToTerminal(conn, msg) => {
-                if let Some(&t) = self.conns.get(&conn) {
+                if let Some(&(t, _)) = self.conns.get(&conn) {
                     count(&mut self.run.answers, conn, &msg);
                     let out = self.terminals[t].on_answer(&mut self.rng, &msg);
                     self.terminal_out(t, out);
                 }
             }
-            Ev::ToIssuer(link, epoch, msg) => {
+            Ev::ToIssuer(n, link, epoch, msg) => {
                 let faults = self.faults();
                 for (answer, delay) in self.issuer.on_message(&mut self.rng, &msg, faults) {
-                    self.at(delay, Ev::FromIssuer(link, epoch, answer));
+                    self.at(delay, Ev::FromIssuer(n, link, epoch, answer));
                 }
             }
-            Ev::FromIssuer(link, epoch, msg) => {
-                if self.links[link.0 as usize].epoch == epoch {
-                    self.handle(Event::Response { link, msg });
+            Ev::FromIssuer(n, link, epoch, msg) => {
+                if self.nodes[n].links[link.0 as usize].epoch == epoch {
+                    self.handle(n, Event::Response { link, msg });
                 }
             }
-            Ev::Timers(at) => {
-                if self.timer_at == Some(at) {
-                    self.timer_at = None;
-                }
+            Ev::Timers(n, at) => {
                 let now = self.clock();
-                if let Some(engine) = self.engine.as_mut() {
+                let node = &mut self.nodes[n];
+                if node.timer_at == Some(at) {
+                    node.timer_at = None;
+                }
+                if let Some(engine) = node.engine.as_mut() {
                     let mut out = Vec::new();
                     engine.handle_timeout(now, &mut out);
-                    self.carry_out(out);
+                    self.carry_out(n, out);
                 }
             }
-            Ev::Sync => self.sync(),
-            Ev::LinkDown(link) => self.link_down(link),
-            Ev::LinkUp(link) => {
-                let state = &mut self.links[link.0 as usize];
-                if self.engine.is_some() && !state.up {
+            Ev::Sync(n) => self.sync(n),
+            Ev::LinkDown(n, link) => self.link_down(n, link),
+            Ev::LinkUp(n, link) => {
+                let node = &mut self.nodes[n];
+                let state = &mut node.links[link.0 as usize];
+                if node.engine.is_some() && !state.up {
                     state.up = true;
                     state.epoch += 1;
-                    self.handle(Event::LinkUp(link));
+                    self.handle(n, Event::LinkUp(link));
                 }
             }
-            Ev::Crash if self.rng.bool() => self.crash(),
-            Ev::Crash => self.crash_armed = true,
-            Ev::Restart => self.restart(),
+            Ev::Crash(n) if self.rng.bool() => self.crash(n),
+            Ev::Crash(n) => self.nodes[n].crash_armed = true,
+            Ev::Restart(n) => self.restart(n),
+            Ev::Lease(n, generation) => self.lease(n, generation),
+            Ev::Lose(n) => {
+                self.nodes[n].lost = true;
+                self.crash(n);
+            }
+            Ev::Pause(n, for_) => self.pause(n, for_),
+            Ev::Resume(n) => self.resume(n),
         }
     }
 
+    /// A terminal connects: to the node, or through the load balancer to any node that is up.
     fn connect(&mut self, t: usize) {
         if self.terminals[t].conn.is_some() {
             return;
         }
-        if self.engine.is_none() {
-            // Refused: the switch is down. The terminal tries again.
-            let later = self.ms(500..1_500);
-            return self.at(later, Ev::Connect(t));
-        }
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|&n| self.nodes[n].engine.is_some() && self.nodes[n].paused.is_none())
+            .collect();
+        let n = match up.len() {
+            0 => {
+                // Refused: no switch is up. The terminal tries again.
+                let later = self.ms(500..1_500);
+                return self.at(later, Ev::Connect(t));
+            }
+            1 => up[0],
+            k => up[self.rng.usize(0..k)],
+        };
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
-        self.conns.insert(conn, t);
+        self.conns.insert(conn, (t, n));
         let out = self.terminals[t].on_connected(&mut self.rng, conn);
         self.terminal_out(t, out);
     }
 
     fn close(&mut self, conn: ConnId) {
-        if let Some(t) = self.conns.remove(&conn) {
+        if let Some((t, _)) = self.conns.remove(&conn) {
             self.terminals[t].conn = None;
             self.run.closed.insert(conn);
         }
@@ -366,152 +575,224 @@ impl<G: Gate + Default> World<G> {
         self.at(after, Ev::Wake(t, generation));
     }
 
-    /// One event into the engine, and its actions carried out the way the switch's driver does.
-    fn handle(&mut self, event: Event) {
+    /// One event into a node's engine, and its actions carried out the way the switch's driver does.
+    fn handle(&mut self, n: usize, event: Event) {
         let now = self.clock();
-        let Some(engine) = self.engine.as_mut() else {
+        let Some(engine) = self.nodes[n].engine.as_mut() else {
             return;
         };
         let mut out = Vec::new();
         engine.handle(now, event, &mut out);
-        self.carry_out(out);
+        self.carry_out(n, out);
     }
 
-    /// The engine's actions through the gate, as the switch's driver carries them out; then the next
+    /// A node's actions through its gate, as the switch's driver carries them out; then the next
     /// group commit and the engine's next deadline are scheduled.
-    fn carry_out(&mut self, out: Vec<Action>) {
+    fn carry_out(&mut self, n: usize, out: Vec<Action>) {
         for action in out {
             self.trace(&format!("{action:?}"));
-            let disk = &mut self.disk;
-            if let Some(effect) = self.gate.admit(action, |record| disk.append(&record)) {
-                self.effect(effect);
+            let node = &mut self.nodes[n];
+            let journal = &mut node.journal;
+            if let Some(effect) = node.gate.admit(action, |record| journal.append(record)) {
+                self.effect(n, effect);
             }
         }
-        if self.crash_armed && self.disk.unsynced() {
-            self.crash_armed = false;
-            return self.crash();
+        let node = &mut self.nodes[n];
+        if node.crash_armed && node.journal.unsynced() {
+            node.crash_armed = false;
+            return self.crash(n);
         }
-        if self.disk.unsynced() && !self.sync_due {
-            self.sync_due = true;
-            let commit = Duration::from_micros(self.rng.u64(0..5_000));
-            self.at(commit, Ev::Sync);
-        }
-        self.schedule_timers();
+        self.schedule_sync(n);
+        self.schedule_timers(n);
     }
 
-    /// Queues an [`Ev::Timers`] for the engine's earliest deadline, unless one is queued for it already
+    fn schedule_sync(&mut self, n: usize) {
+        let node = &mut self.nodes[n];
+        if node.journal.unsynced() && !node.sync_due {
+            node.sync_due = true;
+            let commit = Duration::from_micros(self.rng.u64(0..5_000));
+            self.at(commit, Ev::Sync(n));
+        }
+    }
+
+    /// Queues an [`Ev::Timers`] for a node's earliest deadline, unless one is queued for it already
     /// or earlier.
-    fn schedule_timers(&mut self) {
-        let Some(at) = self.engine.as_mut().and_then(Engine::poll_timeout) else {
+    fn schedule_timers(&mut self, n: usize) {
+        let node = &mut self.nodes[n];
+        let Some(at) = node.engine.as_mut().and_then(Engine::poll_timeout) else {
             return;
         };
         // An instant prints as the machine's clock reading: kept as the time from the start.
         let at = at.saturating_duration_since(self.start.0);
-        if self.timer_at.is_some_and(|queued| queued <= at) {
+        if node.timer_at.is_some_and(|queued| queued <= at) {
             return;
         }
-        self.timer_at = Some(at);
-        self.at(at.saturating_sub(self.now), Ev::Timers(at));
+        node.timer_at = Some(at);
+        self.at(at.saturating_sub(self.now), Ev::Timers(n, at));
     }
 
-    /// The group commit: every appended record is durable, and the effects held for them go out.
-    fn sync(&mut self) {
-        self.sync_due = false;
-        let seq = self.disk.sync();
-        let mut released = Vec::new();
-        self.gate.durable(seq, &mut released);
-        for effect in released {
-            self.effect(effect);
+    /// The group commit: every pending record is durable, and the effects held for them go out; a
+    /// cluster node then learns the store's answers to its claims, or that it is fenced.
+    fn sync(&mut self, n: usize) {
+        self.nodes[n].sync_due = false;
+        if self.nodes[n].engine.is_none() {
+            return;
+        }
+        match self.make_durable(n) {
+            Committed::Durable(released, answers) => {
+                for effect in released {
+                    self.effect(n, effect);
+                }
+                for (txn, holder) in answers {
+                    self.handle(n, Event::Claimed { txn, holder });
+                }
+            }
+            Committed::Fenced => self.fenced(n),
         }
     }
 
-    fn effect(&mut self, effect: Action) {
+    fn make_durable(&mut self, n: usize) -> Committed {
+        let node = &mut self.nodes[n];
+        let (seq, answers) = match &mut node.journal {
+            Journal::Disk(disk) => (Some(disk.sync()), Vec::new()),
+            Journal::Shared { epoch, batch, .. } => {
+                let batch = std::mem::take(batch);
+                let store = self.store.as_mut().expect("a cluster's store");
+                match cluster::commit(store, &node.name, *epoch, &batch) {
+                    Some(answers) => (batch.records.last().map(|(seq, _)| *seq), answers),
+                    None => return Committed::Fenced,
+                }
+            }
+        };
+        let mut released = Vec::new();
+        if let Some(seq) = seq {
+            node.gate.durable(seq, &mut released);
+        }
+        Committed::Durable(released, answers)
+    }
+
+    fn effect(&mut self, n: usize, effect: Action) {
         match effect {
             Action::Send { link, msg, .. } => {
-                let state = &self.links[link.0 as usize];
+                let state = &self.nodes[n].links[link.0 as usize];
                 if state.up {
                     let (epoch, delay) = (state.epoch, self.wire());
-                    self.at(delay, Ev::ToIssuer(link, epoch, msg));
+                    self.at(delay, Ev::ToIssuer(n, link, epoch, msg));
                 }
             }
             Action::Answer { conn, msg, .. } | Action::AnswerNow { conn, msg } => {
                 let delay = self.wire();
                 self.at(delay, Ev::ToTerminal(conn, msg));
             }
-            // One node has no shared store: its engine claims no key.
-            Action::Claim(claim) | Action::Lookup(claim) => {
-                panic!("single-node engine asked the shared store about {claim:?}")
-            }
+            // Committed with the records before it.
+            Action::Claim(claim) => self.nodes[n].journal.batch().claims.push(claim),
+            Action::Lookup(key) => self.nodes[n].journal.batch().lookups.push(key),
             // The simulated terminals send only requests their dialect can answer.
             Action::NoAnswer { conn, why } => panic!("{conn:?} got no answer: {why:?}"),
-            Action::CloseLink(link) => self.link_down(link),
+            Action::CloseLink(link) => self.link_down(n, link),
             Action::Journal(_) => {}
         }
     }
 
     /// A link drops (its messages in flight are lost) and reconnects a little later.
-    fn link_down(&mut self, link: LinkId) {
-        let state = &mut self.links[link.0 as usize];
+    fn link_down(&mut self, n: usize, link: LinkId) {
+        let state = &mut self.nodes[n].links[link.0 as usize];
         if !state.up {
             return;
         }
         state.up = false;
         state.epoch += 1;
-        self.handle(Event::LinkDown(link));
+        self.handle(n, Event::LinkDown(link));
         let later = self.ms(200..5_000);
-        self.at(later, Ev::LinkUp(link));
+        self.at(later, Ev::LinkUp(n, link));
     }
 
-    /// The process dies: what was not yet durable is lost, except that the disk may hold any prefix of
-    /// it (a torn group commit); held effects never happen, or the last commit went through and only some
-    /// of its effects did.
-    fn crash(&mut self) {
-        if self.engine.is_none() {
+    /// A node dies: what was not yet durable is lost (on a disk, any prefix of it may survive: a torn
+    /// group commit); held effects never happen, or the last commit went through and only some of its
+    /// effects did.
+    fn crash(&mut self, n: usize) {
+        if self.nodes[n].engine.is_none() {
             return;
         }
         self.run.crashes += 1;
         if self.rng.bool() {
-            let seq = self.disk.sync();
-            let mut released = Vec::new();
-            self.gate.durable(seq, &mut released);
+            let mut released = match self.make_durable(n) {
+                Committed::Durable(released, _) => released,
+                Committed::Fenced => Vec::new(),
+            };
             let done = self.rng.usize(0..=released.len());
             for effect in released.drain(..done) {
-                self.effect(effect);
+                self.effect(n, effect);
             }
-        } else {
-            self.disk.crash(&mut self.rng);
+        } else if let Journal::Disk(disk) = &mut self.nodes[n].journal {
+            disk.crash(&mut self.rng);
         }
-        self.gate = G::default();
-        self.sync_due = false;
-        self.timer_at = None;
-        self.engine = None;
-        for conn in self.conns.keys().copied().collect::<Vec<_>>() {
+        self.down(n);
+    }
+
+    /// A node's process is gone: its connections close, its terminals reconnect, and it is started
+    /// again after a while unless it was lost.
+    fn down(&mut self, n: usize) {
+        let node = &mut self.nodes[n];
+        node.gate = G::default();
+        node.sync_due = false;
+        node.timer_at = None;
+        node.engine = None;
+        node.paused = None;
+        node.lease_generation += 1;
+        if let Journal::Shared { batch, .. } = &mut node.journal {
+            *batch = Batch::default();
+        }
+        let conns = self.conns.iter().filter(|(_, (_, on))| *on == n);
+        for conn in conns.map(|(c, _)| *c).collect::<Vec<_>>() {
             self.close(conn);
         }
         for t in 0..self.terminals.len() {
             let later = self.ms(100..2_000);
             self.at(later, Ev::Connect(t));
         }
-        for state in &mut self.links {
+        for state in &mut self.nodes[n].links {
             state.up = false;
             state.epoch += 1;
         }
         let downtime = self.ms(500..5_000);
-        self.at(downtime, Ev::Restart);
+        if !self.nodes[n].lost {
+            self.at(downtime, Ev::Restart(n));
+        }
     }
 
-    /// A new engine recovers from the durable journal, then its links connect.
-    fn restart(&mut self) {
+    /// A node starts again: a new engine recovers from the durable journal, then its links connect.
+    fn restart(&mut self, n: usize) {
+        let Some(recovery) = self.read_back(n) else {
+            let later = self.ms(200..1_000);
+            return self.at(later, Ev::Restart(n));
+        };
         let mut engine = Engine::new(self.config.clone());
-        let recovery = self.disk.recover();
         let mut out = Vec::new();
         engine.recover(self.clock(), recovery, &mut out);
-        self.engine = Some(engine);
-        self.carry_out(out);
-        for link in 0..self.links.len() {
+        self.nodes[n].engine = Some(engine);
+        self.carry_out(n, out);
+        for link in 0..self.nodes[n].links.len() {
             let after = self.ms(10..500);
-            self.at(after, Ev::LinkUp(LinkId(link as u32)));
+            self.at(after, Ev::LinkUp(n, LinkId(link as u32)));
         }
+        self.keep_lease(n);
+    }
+
+    /// A node's first start: nothing to recover, and its links connect at once.
+    fn start_node(&mut self, n: usize) {
+        if self.store.is_some() {
+            let recovery = self.read_back(n);
+            assert!(
+                recovery.is_some(),
+                "nobody takes a node over before it starts"
+            );
+        }
+        self.nodes[n].engine = Some(Engine::new(self.config.clone()));
+        for link in 0..self.nodes[n].links.len() {
+            self.at(Duration::ZERO, Ev::LinkUp(n, LinkId(link as u32)));
+        }
+        self.keep_lease(n);
     }
 
     fn at(&mut self, after: Duration, ev: Ev) {

@@ -1,0 +1,293 @@
+//! The store every node of a cluster shares, simulated: what `acquiro_commit` (the schema's commit
+//! function), the lease's renewal, the takeover, the join and the holder lookup of `crates/cluster`
+//! decide, over maps instead of tables, each operation atomic as its transaction is. The statements
+//! themselves are held to the same rules on a real PostgreSQL by `crates/cluster/tests/store.rs`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use engine::{Claim, Holder, Record, TxnId};
+
+/// What one group commit of a node carries (the cluster journal's batch).
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub records: Vec<(u64, Record)>,
+    pub claims: Vec<Claim>,
+    /// Keys to look up once the batch is committed.
+    pub lookups: Vec<Claim>,
+    /// Nodes whose work these records carry on, with the last record of theirs handed on.
+    pub retire: Vec<(String, u64)>,
+}
+
+impl Batch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.claims.is_empty()
+            && self.lookups.is_empty()
+            && self.retire.is_empty()
+    }
+}
+
+/// A node's row.
+#[derive(Debug, Default)]
+struct Row {
+    epoch: u64,
+    /// Simulated time from the start.
+    lease_until: Duration,
+    /// Its records up to this one are handed on to the node that took it over.
+    retired_seq: u64,
+    /// Recovery needs none of its records before this one.
+    needed_seq: u64,
+    /// The last takeover: by which node, under which of its epochs, through which record.
+    taken: Option<(String, u64, u64)>,
+}
+
+type Key = (String, String, u32, u16, bool);
+
+fn key(c: &Claim) -> Key {
+    (
+        c.terminal.to_string(),
+        c.merchant.to_string(),
+        c.stan,
+        c.date,
+        c.reversal,
+    )
+}
+
+/// The node's epoch is no longer current: nothing of it commits.
+#[derive(Debug)]
+pub(crate) struct Fenced;
+
+pub(crate) struct Joined {
+    pub epoch: u64,
+    /// What recovery reads: the node's records after what was handed on or finished with.
+    pub records: Vec<Record>,
+    pub last_seq: u64,
+    pub last_txn: Option<TxnId>,
+}
+
+pub(crate) struct Takeover {
+    pub node: String,
+    pub through: u64,
+    pub records: Vec<Record>,
+}
+
+pub(crate) struct Store {
+    lease: Duration,
+    nodes: BTreeMap<String, Row>,
+    records: BTreeMap<String, Vec<(u64, Record)>>,
+    claims: BTreeMap<Key, (String, TxnId, u64)>,
+    /// Off: commits, renewals and takeovers ignore the epoch, which is what the simulation must catch.
+    fencing: bool,
+}
+
+impl Store {
+    pub(crate) fn new(lease: Duration, fencing: bool) -> Store {
+        Store {
+            lease,
+            nodes: BTreeMap::new(),
+            records: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            fencing,
+        }
+    }
+
+    fn current(&self, node: &str, epoch: u64) -> bool {
+        !self.fencing || self.nodes.get(node).is_some_and(|r| r.epoch == epoch)
+    }
+
+    fn last_seq(&self, node: &str) -> u64 {
+        self.records
+            .get(node)
+            .and_then(|r| r.last())
+            .map_or(0, |(seq, _)| *seq)
+    }
+
+    fn records_between(&self, node: &str, after: u64, through: u64) -> Vec<Record> {
+        let all = self
+            .records
+            .get(node)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        all.iter()
+            .filter(|(seq, _)| *seq > after && *seq <= through)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// Joins as `node` under a new epoch; `None` while a live node is taking its work over (the node
+    /// tries again).
+    pub(crate) fn join(&mut self, node: &str, now: Duration) -> Option<Joined> {
+        if let Some(row) = self.nodes.get(node)
+            && let Some((by, by_epoch, through)) = &row.taken
+            && row.retired_seq < *through
+            && self
+                .nodes
+                .get(by)
+                .is_some_and(|t| t.lease_until > now && t.epoch == *by_epoch)
+        {
+            return None;
+        }
+        let lease = self.lease;
+        let row = self.nodes.entry(node.to_string()).or_default();
+        row.epoch += 1;
+        row.lease_until = now + lease;
+        let (epoch, after) = (
+            row.epoch,
+            row.retired_seq.max(row.needed_seq.saturating_sub(1)),
+        );
+        let all = self
+            .records
+            .get(node)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Some(Joined {
+            epoch,
+            records: self.records_between(node, after, u64::MAX),
+            last_seq: self.last_seq(node),
+            last_txn: all.iter().map(|(_, r)| r.txn).max(),
+        })
+    }
+
+    /// One batch in one transaction behind the fence; returns the claims it lost.
+    pub(crate) fn commit(
+        &mut self,
+        node: &str,
+        epoch: u64,
+        batch: &Batch,
+    ) -> Result<Vec<TxnId>, Fenced> {
+        if !self.current(node, epoch) {
+            return Err(Fenced);
+        }
+        let records = self.records.entry(node.to_string()).or_default();
+        records.extend(batch.records.iter().cloned());
+        for (y, seq) in &batch.retire {
+            if let Some(row) = self.nodes.get_mut(y)
+                && row.taken.as_ref().is_some_and(|(by, ..)| by == node)
+            {
+                row.retired_seq = row.retired_seq.max(*seq);
+            }
+        }
+        let mut lost = Vec::new();
+        for claim in &batch.claims {
+            let holder = (node.to_string(), claim.txn, claim.fingerprint);
+            let slot = self.claims.get_mut(&key(claim));
+            match (&claim.replacing, slot) {
+                (None, None) => {
+                    self.claims.insert(key(claim), holder);
+                }
+                (Some((old_node, old_txn)), Some(held))
+                    if held.0 == old_node.as_str() && held.1 == *old_txn =>
+                {
+                    *held = holder;
+                }
+                _ => lost.push(claim.txn),
+            }
+        }
+        Ok(lost)
+    }
+
+    /// Renews the lease, and notes that recovery needs none of the node's transactions before
+    /// `oldest_needed`.
+    pub(crate) fn renew(
+        &mut self,
+        node: &str,
+        epoch: u64,
+        now: Duration,
+        oldest_needed: TxnId,
+    ) -> Result<(), Fenced> {
+        if !self.current(node, epoch) {
+            return Err(Fenced);
+        }
+        let all = self
+            .records
+            .get(node)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let first_needed = all
+            .iter()
+            .filter(|(_, r)| r.txn >= oldest_needed)
+            .min_by_key(|(seq, r)| (r.txn, *seq))
+            .map(|(seq, _)| *seq);
+        let needed = first_needed.unwrap_or(self.last_seq(node) + 1);
+        let lease = self.lease;
+        let row = self.nodes.get_mut(node).ok_or(Fenced)?;
+        row.lease_until = now + lease;
+        row.needed_seq = row.needed_seq.max(needed);
+        Ok(())
+    }
+
+    /// Takes over the work of the first node whose lease lapsed, if one has work no live node is
+    /// taking over already.
+    pub(crate) fn take_over(
+        &mut self,
+        me: &str,
+        epoch: u64,
+        now: Duration,
+    ) -> Result<Option<Takeover>, Fenced> {
+        if !self.current(me, epoch) {
+            return Err(Fenced);
+        }
+        if self.nodes.get(me).is_none_or(|r| r.lease_until <= now) {
+            return Ok(None);
+        }
+        let live = |by: &str, by_epoch: u64| {
+            self.nodes
+                .get(by)
+                .is_some_and(|t| t.lease_until >= now && t.epoch == by_epoch)
+        };
+        let lapsed = self.nodes.iter().find(|(y, row)| {
+            y.as_str() != me
+                && row.lease_until < now
+                && self.last_seq(y) > row.retired_seq
+                && row.taken.as_ref().is_none_or(|(by, by_epoch, through)| {
+                    row.retired_seq >= *through || !live(by, *by_epoch)
+                })
+        });
+        let Some((y, row)) = lapsed else {
+            return Ok(None);
+        };
+        let (y, last) = (y.clone(), self.last_seq(y));
+        let after = row.retired_seq.max(row.needed_seq.saturating_sub(1));
+        let row = self.nodes.get_mut(&y).expect("the node's row");
+        row.epoch += 1;
+        row.taken = Some((me.to_string(), epoch, last));
+        Ok(Some(Takeover {
+            records: self.records_between(&y, after, last),
+            node: y,
+            through: last,
+        }))
+    }
+
+    /// Who holds the key `claim` names, with that transaction's records, as node `asking` reads it.
+    pub(crate) fn holder(&self, claim: &Claim, asking: &str) -> Option<Holder> {
+        let (node, txn, fingerprint) = self.claims.get(&key(claim))?;
+        let all = self
+            .records
+            .get(node)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mine: Vec<&(u64, Record)> = all.iter().filter(|(_, r)| r.txn == *txn).collect();
+        let last = mine.last().map_or(0, |(seq, _)| *seq);
+        let retired = self.nodes.get(node).map_or(0, |r| r.retired_seq);
+        Some(Holder {
+            node: node.as_str().into(),
+            txn: *txn,
+            fingerprint: *fingerprint,
+            records: mine.into_iter().map(|(_, r)| r.clone()).collect(),
+            fenced: last <= retired || node == asking,
+        })
+    }
+
+    /// Whether everything `node` committed was handed on to another node.
+    pub(crate) fn handed_on(&self, node: &str) -> bool {
+        self.last_seq(node) <= self.nodes.get(node).map_or(0, |r| r.retired_seq)
+    }
+
+    /// Every committed record, with its node.
+    pub(crate) fn records(&self) -> Vec<(String, Record)> {
+        let each = self.records.iter();
+        each.flat_map(|(node, rs)| rs.iter().map(|(_, r)| (node.clone(), r.clone())))
+            .collect()
+    }
+}

@@ -1,0 +1,155 @@
+//! The cluster's part of the simulated world: each node's lease and its takeover of lapsed nodes, the
+//! fence that ends a node which lost its epoch, paused nodes, and the faults only a cluster has.
+
+use std::time::Duration;
+
+use engine::{Gate, Holder, Recovery, TxnId};
+
+use super::{Ev, FAULTS, Journal, World};
+use crate::store::{Batch, Store};
+
+/// Commits a node's batch; the store's answers to its claims (`None`: won) and lookups, as the cluster
+/// journal's writer gives them, or `None` when the node is fenced.
+pub(super) fn commit(
+    store: &mut Store,
+    node: &str,
+    epoch: u64,
+    batch: &Batch,
+) -> Option<Vec<(TxnId, Option<Holder>)>> {
+    if batch.is_empty() {
+        return Some(Vec::new());
+    }
+    let lost = store.commit(node, epoch, batch).ok()?;
+    let claims = batch.claims.iter().map(|claim| {
+        let holder = lost.contains(&claim.txn).then(|| {
+            store
+                .holder(claim, node)
+                .expect("a lost claim has a holder")
+        });
+        (claim.txn, holder)
+    });
+    let lookups = batch
+        .lookups
+        .iter()
+        .map(|key| (key.txn, store.holder(key, node)));
+    Some(claims.chain(lookups).collect())
+}
+
+impl<G: Gate + Default> World<G> {
+    /// Nodes lost for good (never node a: someone must be left to take the others over) and paused
+    /// nodes, some for less than a lease and some for longer.
+    pub(super) fn schedule_cluster_faults(&mut self) {
+        let faults = FAULTS.as_millis() as u64;
+        for n in 1..self.nodes.len() {
+            if self.rng.u32(0..4) == 0 {
+                let at = self.ms(0..faults);
+                self.at(at, Ev::Lose(n));
+            }
+        }
+        let lease = self.lease.as_millis() as u64;
+        for _ in 0..self.rng.u32(0..=2) {
+            let (at, n) = (self.ms(0..faults), self.any_node());
+            let pause = self.ms(lease / 2..lease * 3);
+            self.at(at, Ev::Pause(n, pause));
+        }
+    }
+
+    /// What a node's new incarnation recovers from: its disk, or what the store hands it on joining
+    /// (`None` while a live node is taking its work over: it tries again).
+    pub(super) fn read_back(&mut self, n: usize) -> Option<Recovery> {
+        let now = self.now;
+        let node = &mut self.nodes[n];
+        match &mut node.journal {
+            Journal::Disk(disk) => Some(disk.recover()),
+            Journal::Shared {
+                epoch,
+                next_seq,
+                batch,
+            } => {
+                let store = self.store.as_mut().expect("a cluster's store");
+                let joined = store.join(&node.name, now)?;
+                *epoch = joined.epoch;
+                *next_seq = joined.last_seq + 1;
+                *batch = Batch::default();
+                let mut recovery = Recovery::default();
+                if let Some(last) = joined.last_txn {
+                    recovery.numbered_after(last);
+                }
+                for record in joined.records {
+                    recovery.add(record);
+                }
+                Some(recovery)
+            }
+        }
+    }
+
+    /// A cluster node renews its lease a third of a lease before it lapses.
+    pub(super) fn keep_lease(&mut self, n: usize) {
+        if self.store.is_none() {
+            return;
+        }
+        let node = &mut self.nodes[n];
+        node.lease_generation += 1;
+        let generation = node.lease_generation;
+        self.at(self.lease / 3, Ev::Lease(n, generation));
+    }
+
+    /// The lease task's turn: renew, then take over one lapsed node's work if there is one; the engine
+    /// adopts it, and the commit of its records hands the work on.
+    pub(super) fn lease(&mut self, n: usize, generation: u64) {
+        let node = &self.nodes[n];
+        let (Some(engine), Journal::Shared { epoch, .. }) = (&node.engine, &node.journal) else {
+            return;
+        };
+        if node.lease_generation != generation {
+            return;
+        }
+        let (oldest, epoch, now) = (engine.oldest_needed(), *epoch, self.now);
+        let store = self.store.as_mut().expect("a cluster's store");
+        let taken = store
+            .renew(&node.name, epoch, now, oldest)
+            .and_then(|()| store.take_over(&node.name, epoch, now));
+        let Ok(taken) = taken else {
+            return self.fenced(n);
+        };
+        if let Some(takeover) = taken {
+            self.run.takeovers += 1;
+            let (now, mut out) = (self.clock(), Vec::new());
+            let engine = self.nodes[n].engine.as_mut().expect("a running node");
+            engine.adopt(now, &takeover.node, takeover.records, &mut out);
+            self.carry_out(n, out);
+            // Unless a crash armed for its records struck: the takeover then lapses with the node.
+            if self.nodes[n].engine.is_some() {
+                let retire = (takeover.node, takeover.through);
+                self.nodes[n].journal.batch().retire.push(retire);
+                self.schedule_sync(n);
+            }
+        }
+        self.at(self.lease / 3, Ev::Lease(n, generation));
+    }
+
+    /// The store refused the node's commit or renewal: the process ends (telling nobody anything more)
+    /// and its supervisor starts it again.
+    pub(super) fn fenced(&mut self, n: usize) {
+        self.run.fenced += 1;
+        self.down(n);
+    }
+
+    pub(super) fn pause(&mut self, n: usize, pause: Duration) {
+        let node = &mut self.nodes[n];
+        if node.engine.is_some() && node.paused.is_none() {
+            node.paused = Some(Vec::new());
+            self.at(pause, Ev::Resume(n));
+        }
+    }
+
+    /// The node continues: it sees, in order and all at once, what happened while it was stopped.
+    pub(super) fn resume(&mut self, n: usize) {
+        let Some(waiting) = self.nodes[n].paused.take() else {
+            return;
+        };
+        for ev in waiting {
+            self.on(ev);
+        }
+    }
+}
