@@ -32,6 +32,17 @@ pub struct Issuer {
     /// Upstream connections (hosts × connections per host); the engine numbers them in issuer order.
     pub links: usize,
     pub response_timeout: Duration,
+    /// Answers to a reversal that mean "try again": it stays queued and is repeated. Any other answer
+    /// ends it (approved, or the issuer holds nothing to reverse).
+    pub retry_codes: Vec<iso8583::ResponseCode>,
+}
+
+impl Issuer {
+    /// The default acknowledgement policy: issuer unavailable (91) and system error (96) are retried.
+    pub const RETRY_CODES: [iso8583::ResponseCode; 2] = [
+        iso8583::ResponseCode::ISSUER_UNAVAILABLE,
+        iso8583::ResponseCode::SYSTEM_ERROR,
+    ];
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -155,6 +155,12 @@ pub enum Step {
         node: CompactString,
         txn: TxnId,
     },
+    /// The issuer answered the reversal with a code its acknowledgement policy says to try again on
+    /// (a system error, say): the reversal stands queued and is repeated.
+    ReversalRefused {
+        #[serde(with = "code")]
+        rc: ResponseCode,
+    },
 }
 
 /// A forwarded request's MTI and the fields a reversal repeats, as text. The card number is left out: a

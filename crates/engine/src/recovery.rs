@@ -82,7 +82,7 @@ impl Trail {
             Step::Rejected { .. } => self.rejected = true,
             Step::Undeliverable { .. } => self.undeliverable = true,
             Step::HeldElsewhere { .. } => self.held_elsewhere = true,
-            Step::Adopted { .. } => {}
+            Step::Adopted { .. } | Step::ReversalRefused { .. } => {}
             Step::Joined
             | Step::Disconnected
             | Step::Replayed { .. }

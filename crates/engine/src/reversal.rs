@@ -127,7 +127,8 @@ impl Engine {
         self.arm(TimerId::Reversal(txn), now.mono + backoff);
     }
 
-    /// Any 0410 ends the reversal: approved, or "original not found" (the issuer holds nothing).
+    /// A 0410 ends the reversal (approved, or "original not found": the issuer holds nothing) unless
+    /// its code is one the issuer's policy retries; the attempt timer then repeats it.
     pub(crate) fn reversal_acknowledged(
         &mut self,
         now: Now,
@@ -135,8 +136,15 @@ impl Engine {
         rc: ResponseCode,
         out: &mut Vec<Action>,
     ) {
-        if !self.saf.contains(txn) {
+        let Some(reversal) = self.saf.get(txn) else {
             return;
+        };
+        if self.config.issuers[reversal.issuer]
+            .retry_codes
+            .contains(&rc)
+        {
+            tracing::warn!(%rc, "reversal refused by the issuer; repeated at its next attempt");
+            return Self::journal(now, txn, Step::ReversalRefused { rc }, out);
         }
         self.stats.reversals_acknowledged += 1;
         tracing::info!(%rc, "reversal acknowledged");

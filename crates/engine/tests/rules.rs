@@ -443,6 +443,58 @@ fn unanswered_reversals_repeat_as_0401_with_backoff_until_acknowledged() {
     assert!(h.fire(TimerId::Reversal(TxnId(1))).is_empty());
 }
 
+/// The acknowledgement policy: a 0410 with a code the issuer's policy retries (91, 96 by default)
+/// leaves the reversal queued, to be repeated at its next attempt; the next 0410 with any other code
+/// ends it. An issuer configured without retry codes ends it on any answer.
+#[test]
+fn a_reversal_answered_with_a_retried_code_stays_queued_and_is_repeated() {
+    let mut h = Harness::new();
+    let (_, _, out) = timed_out(&mut h);
+    let (link, first) = one_sent(&out);
+    let out = h.step(Event::Response {
+        link,
+        msg: answer(&first, "96"),
+    });
+    assert!(
+        matches!(steps(&out)[..], [Step::ReversalRefused { rc }] if *rc == ResponseCode::SYSTEM_ERROR),
+        "{out:#?}"
+    );
+    assert_eq!(
+        h.engine.pending_reversals(),
+        1,
+        "a system error is not an acknowledgement"
+    );
+    let out = h.fire(TimerId::Reversal(TxnId(1)));
+    let (link, repeat) = one_sent(&out);
+    assert_eq!(repeat.mti(), Mti::REVERSAL_REPEAT);
+    let out = h.step(Event::Response {
+        link,
+        msg: answer(&repeat, "25"),
+    });
+    assert!(matches!(
+        steps(&out)[..],
+        [Step::ReversalAcknowledged { .. }]
+    ));
+    assert_eq!(h.engine.pending_reversals(), 0);
+
+    let (mut config, terminal) = config("iso87ascii", "iso87ascii");
+    config
+        .issuers
+        .iter_mut()
+        .for_each(|i| i.retry_codes.clear());
+    let mut h = Harness::with((config, terminal));
+    let (_, _, out) = timed_out(&mut h);
+    let (link, first) = one_sent(&out);
+    let out = h.step(Event::Response {
+        link,
+        msg: answer(&first, "96"),
+    });
+    assert!(matches!(
+        steps(&out)[..],
+        [Step::ReversalAcknowledged { .. }]
+    ));
+}
+
 #[test]
 fn a_reversal_expires_and_is_reported_after_max_attempts() {
     let mut h = Harness::new();

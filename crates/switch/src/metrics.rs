@@ -215,7 +215,7 @@ impl Metrics {
             reversals: counters(
                 &r,
                 "acquiro_reversals_total",
-                "Reversals by outcome: queued, sent (first attempt), repeated, acknowledged, expired.",
+                "Reversals by outcome: queued, sent (first attempt), repeated, acknowledged, refused (an answer the issuer's policy retries), expired.",
                 &["outcome"],
             ),
             saf_depth: gauge(

@@ -121,6 +121,7 @@ impl Recorder {
                 m.reversals.with_label_values(&["acknowledged"]).inc();
             }
             Step::ReversalExpired { .. } => m.reversals.with_label_values(&["expired"]).inc(),
+            Step::ReversalRefused { .. } => m.reversals.with_label_values(&["refused"]).inc(),
             Step::InDoubt => m.in_doubt.inc(),
             Step::HeldElsewhere { .. } => m.duplicates.with_label_values(&["elsewhere"]).inc(),
             Step::Adopted { .. } => m.adopted.inc(),

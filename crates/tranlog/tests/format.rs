@@ -42,6 +42,7 @@ fn config() -> Config {
             spec: spec(),
             links: 2,
             response_timeout: Duration::from_secs(5),
+            retry_codes: Issuer::RETRY_CODES.to_vec(),
         }],
         routes: vec![("4".into(), 0)],
         default_route: None,

@@ -1,4 +1,5 @@
-//! The simulated issuer host: answers what the switch forwards, well or badly, and keeps the books.
+//! The simulated issuer host: answers what the switch forwards, well or badly (a reversal sometimes
+//! with a system error, 96, and not applied), and keeps the books.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -59,9 +60,14 @@ impl Issuer {
                 }
             }
             4 => {
+                let roll = rng.u32(0..100);
+                // A system error: the reversal was not applied, and must be repeated.
+                if faults && roll >= 95 {
+                    return vec![(answer(msg, "96"), quick(rng))];
+                }
                 self.ledger.reverse(&rrn);
                 let ack = answer(msg, "00");
-                match rng.u32(0..100) {
+                match roll {
                     r if faults && r < 10 => Vec::new(),
                     r if faults && r < 15 => vec![(ack.clone(), quick(rng)), (ack, quick(rng))],
                     _ => vec![(ack, quick(rng))],

@@ -146,6 +146,8 @@ pub struct IssuerFile {
     pub connections_per_host: usize,
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
+    /// Answers to a reversal (DE39) that mean "try again" rather than "done".
+    pub retry_codes: Vec<String>,
     /// Links connect over TLS when present.
     pub tls: Option<IssuerTlsFile>,
 }
@@ -229,6 +231,10 @@ impl Default for IssuerFile {
             tpdu: None,
             connections_per_host: 1,
             response_timeout: Duration::from_secs(5),
+            retry_codes: engine::Issuer::RETRY_CODES
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             tls: None,
         }
     }

@@ -146,6 +146,13 @@ mod tests {
                 &FULL.replace("[[listeners]]", "[[listener]]"),
                 "unknown field `listener`",
             ),
+            (
+                &FULL.replace(
+                    "connections_per_host = 2",
+                    "connections_per_host = 2\nretry_codes = [\"96\", \"9\"]",
+                ),
+                "issuers[0].retry_codes: \"9\" is not a two-character response code",
+            ),
         ];
         for (text, expected) in cases {
             let e = error(text);

@@ -280,11 +280,25 @@ impl File {
                     });
                 }
             }
+            let retry_codes = f
+                .retry_codes
+                .iter()
+                .map(|code| match code.as_bytes() {
+                    &[a, b] if a.is_ascii_alphanumeric() && b.is_ascii_alphanumeric() => {
+                        Ok(iso8583::ResponseCode([a, b]))
+                    }
+                    _ => Err(invalid(
+                        key("retry_codes"),
+                        format!("{code:?} is not a two-character response code"),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             issuers.push(engine::Issuer {
                 name: f.name.clone(),
                 spec,
                 links: f.hosts.len() * per_host,
                 response_timeout: f.response_timeout,
+                retry_codes,
             });
         }
         let issuer_index = |key: String, name: &str| {
