@@ -21,6 +21,7 @@ fn config() -> Config {
         spec: dialects::builtin("iso87ascii").expect("built-in"),
         links: 1,
         response_timeout: Duration::from_secs(5),
+        retry_codes: Issuer::RETRY_CODES.to_vec(),
     };
     Config {
         issuers: vec![issuer("visa"), issuer("other")],
