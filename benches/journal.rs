@@ -118,7 +118,7 @@ fn config() -> Config {
             spec: dialects::builtin("iso87ascii").unwrap(),
             links: 1,
             response_timeout: Duration::from_secs(5),
-            retry_codes: engine::Issuer::RETRY_CODES.to_vec(),
+            policy: engine::Policy::default(),
         }],
         routes: Vec::new(),
         default_route: Some(0),

@@ -9,7 +9,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use engine::{Action, Config, ConnId, Engine, Event, Idempotency, Issuer, LinkId, Now, Reversal};
+use engine::{
+    Action, Config, ConnId, Engine, Event, Idempotency, Issuer, LinkId, Now, Policy, Reversal,
+};
 use iso8583::Message;
 use libfuzzer_sys::fuzz_target;
 
@@ -21,7 +23,7 @@ fn config() -> Config {
         spec: dialects::builtin("iso87ascii").expect("built-in"),
         links: 1,
         response_timeout: Duration::from_secs(5),
-        retry_codes: Issuer::RETRY_CODES.to_vec(),
+        policy: Policy::default(),
     };
     Config {
         issuers: vec![issuer("visa"), issuer("other")],

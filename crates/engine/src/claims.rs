@@ -378,15 +378,20 @@ impl Engine {
             .find(|r| matches!(r.step, Step::Forwarded { .. }))
             .cloned();
         let trail = Trail::of(holder.records);
-        let Some(forward) = forward.filter(|_| trail.may_be_debited() && !trail.reversing()) else {
+        let stands = trail.may_be_debited(&self.config) && !trail.reversing();
+        let (Some(mut forward), Some((_, amended)), true) = (forward, trail.forward(), stands)
+        else {
             return;
         };
         let Step::Forwarded {
             issuer, original, ..
-        } = &forward.step
+        } = &mut forward.step
         else {
             return;
         };
+        // The copy names what stands at the issuer (the amount of a partial approval), so that a
+        // restart of this node reverses the same.
+        *original = amended.clone();
         let Some(index) = self.config.issuers.iter().position(|i| i.name == *issuer) else {
             return tracing::error!(
                 issuer = issuer.as_str(),

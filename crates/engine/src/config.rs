@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use iso8583::Spec;
+use iso8583::{ResponseCode, Spec};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -32,17 +32,43 @@ pub struct Issuer {
     /// Upstream connections (hosts × connections per host); the engine numbers them in issuer order.
     pub links: usize,
     pub response_timeout: Duration,
-    /// Answers to a reversal that mean "try again": it stays queued and is repeated. Any other answer
-    /// ends it (approved, or the issuer holds nothing to reverse).
-    pub retry_codes: Vec<iso8583::ResponseCode>,
+    pub policy: Policy,
 }
 
-impl Issuer {
+/// What an issuer's codes mean, where issuers differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Answers to a reversal that mean "try again": it stays queued and is repeated. Any other answer
+    /// ends it (approved, or the issuer holds nothing to reverse).
+    pub retry_codes: Vec<ResponseCode>,
+    /// Processing codes (the first two digits of DE3) that move no money, such as a balance inquiry:
+    /// nothing stands at the issuer after one, so it is never reversed. Every other code moves money
+    /// (a debit, or a credit such as a refund) and is reversed when its outcome is in doubt.
+    pub inquiry_codes: Vec<[u8; 2]>,
+}
+
+impl Policy {
     /// The default acknowledgement policy: issuer unavailable (91) and system error (96) are retried.
-    pub const RETRY_CODES: [iso8583::ResponseCode; 2] = [
-        iso8583::ResponseCode::ISSUER_UNAVAILABLE,
-        iso8583::ResponseCode::SYSTEM_ERROR,
-    ];
+    pub const RETRY_CODES: [ResponseCode; 2] =
+        [ResponseCode::ISSUER_UNAVAILABLE, ResponseCode::SYSTEM_ERROR];
+    /// Balance inquiry (30) and its ISO 8583:1987 variant (31).
+    pub const INQUIRY_CODES: [[u8; 2]; 2] = [*b"30", *b"31"];
+
+    /// Whether a request with processing code `processing` (DE3) may leave money standing at the
+    /// issuer. A request without a readable code is taken to move money: reversing it is safe.
+    pub fn moves_money(&self, processing: Option<&str>) -> bool {
+        let code = processing.and_then(|p| p.as_bytes().first_chunk::<2>());
+        !code.is_some_and(|code| self.inquiry_codes.contains(code))
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            retry_codes: Policy::RETRY_CODES.to_vec(),
+            inquiry_codes: Policy::INQUIRY_CODES.to_vec(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -215,6 +215,14 @@ impl Engine {
         TxnId(self.next_txn)
     }
 
+    /// Whether `request` to `issuer` may leave money standing there (see [`Policy::moves_money`]).
+    ///
+    /// [`Policy::moves_money`]: crate::Policy::moves_money
+    pub(crate) fn moves_money(&self, issuer: usize, request: &Message) -> bool {
+        let processing = request.get(3).and_then(|f| f.as_str());
+        self.config.issuers[issuer].policy.moves_money(processing)
+    }
+
     pub(crate) fn journal(now: Now, txn: TxnId, step: Step, out: &mut Vec<Action>) {
         out.push(Action::Journal(Record {
             txn,

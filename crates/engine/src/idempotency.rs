@@ -153,6 +153,8 @@ pub(crate) enum Answer {
         rc: ResponseCode,
         auth_code: Option<AuthCode>,
         rrn: Option<Rrn>,
+        /// The amount of a partial approval (RC 10): the terminal is told it, not the one it asked.
+        amount: Option<u64>,
     },
     /// As sent (terminal dialect), encoded, when it carries issuer data a replay could not rebuild
     /// (DE54 amounts, DE55 issuer EMV data) or codes that do not fit the inline ones. Encoded: a
@@ -166,13 +168,27 @@ impl Answer {
     pub(crate) fn of(answer: &Message) -> Answer {
         match (inline(answer.get(38)), inline(answer.get(37))) {
             (Ok(auth_code), Ok(rrn)) if !ISSUER_DATA.iter().any(|&n| answer.has(n)) => {
+                let rc = answer.response_code().unwrap_or(ResponseCode::SYSTEM_ERROR);
                 Answer::Rebuilt {
-                    rc: answer.response_code().unwrap_or(ResponseCode::SYSTEM_ERROR),
+                    rc,
                     auth_code,
                     rrn,
+                    amount: answer.amount().filter(|_| rc == ResponseCode::PARTIAL),
                 }
             }
             _ => Answer::Sent(Box::from(&answer.to_bytes()[..])),
+        }
+    }
+
+    /// The amount of a partial approval the terminal was told (`spec`: its dialect).
+    pub(crate) fn partial_amount(&self, spec: &'static Spec) -> Option<u64> {
+        match self {
+            Answer::Rebuilt { amount, .. } => *amount,
+            Answer::Sent(wire) => {
+                let answer = Message::decode(spec, Bytes::copy_from_slice(wire)).ok()?;
+                let partial = answer.response_code() == Some(ResponseCode::PARTIAL);
+                answer.amount().filter(|_| partial)
+            }
         }
     }
 

@@ -161,6 +161,11 @@ pub enum Step {
         #[serde(with = "code")]
         rc: ResponseCode,
     },
+    /// The issuer approved part of the amount requested (RC 10, recorded just before): what stands at
+    /// the issuer, what the terminal is told, and what a reversal names.
+    ApprovedAmount {
+        amount: u64,
+    },
 }
 
 /// A forwarded request's MTI and the fields a reversal repeats, as text. The card number is left out: a
@@ -186,6 +191,14 @@ impl Original {
     /// The retrieval reference number (DE37): the switch sets one on every forwarded request.
     pub fn rrn(&self) -> Option<&str> {
         self.field(37)
+    }
+
+    /// Sets field `n`, replacing the value it had.
+    pub(crate) fn set(&mut self, n: u8, value: CompactString) {
+        match self.fields.iter_mut().find(|(number, _)| *number == n) {
+            Some((_, v)) => *v = value,
+            None => self.fields.push((n, value)),
+        }
     }
 }
 

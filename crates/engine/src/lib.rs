@@ -29,7 +29,7 @@ mod timers;
 mod upstream;
 
 pub use claims::{Claim, Holder};
-pub use config::{Config, Idempotency, Issuer, Reversal};
+pub use config::{Config, Idempotency, Issuer, Policy, Reversal};
 pub use engine::Engine;
 pub use event::{Action, ConnId, Event, LinkId, Now, TimerId, TxnId, Unanswered};
 pub use journal::{Card, Original, Received, Record, Step};

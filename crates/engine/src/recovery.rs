@@ -10,10 +10,11 @@
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
-use compact_str::CompactString;
+use compact_str::{CompactString, ToCompactString};
 use iso8583::{Class, ResponseCode};
 use tinystr::TinyAsciiStr;
 
+use crate::config::Config;
 use crate::engine::Engine;
 use crate::event::{Action, Now, TxnId};
 use crate::idempotency::{Answer, Done, Key, State};
@@ -69,6 +70,12 @@ impl Trail {
                 issuer, original, ..
             } => self.forwarded = Some((issuer, original)),
             Step::Answered { rc, auth_code } => self.answered = Some((rc, auth_code)),
+            // What stands at the issuer from here on, and what a replay or a reversal names.
+            Step::ApprovedAmount { amount } => {
+                if let Some((_, original)) = &mut self.forwarded {
+                    original.set(4, amount.to_compact_string());
+                }
+            }
             Step::Told { rc } => self.told = Some(rc),
             Step::ReversalQueued => self.reversal = Some((at, 0)),
             Step::ReversalSent { attempt, .. } => {
@@ -105,8 +112,14 @@ impl Trail {
         self.told
     }
 
+    /// The request as forwarded, with the amount that stands at the issuer: its issuer's name and what
+    /// the journal kept of it.
+    pub(crate) fn forward(&self) -> Option<&(CompactString, Original)> {
+        self.forwarded.as_ref()
+    }
+
     /// The answer a retransmit is replayed when its terminal was told `rc`: with the auth code of an
-    /// approval and the request's RRN, as recorded.
+    /// approval, the amount of a partial one and the request's RRN, as recorded.
     pub(crate) fn answer(&self, txn: TxnId, rc: ResponseCode) -> Answer {
         let rrn = self
             .forwarded
@@ -119,17 +132,27 @@ impl Trail {
             .and_then(|(_, a)| a.as_ref())
             .filter(|_| rc.is_approval())
             .and_then(|code| kept(txn, "auth code", code.as_str()));
-        Answer::Rebuilt { rc, auth_code, rrn }
+        let amount = self
+            .forwarded
+            .as_ref()
+            .and_then(|(_, o)| o.field(4)?.parse().ok())
+            .filter(|_| rc == ResponseCode::PARTIAL);
+        Answer::Rebuilt {
+            rc,
+            auth_code,
+            rrn,
+            amount,
+        }
     }
 
     /// Forwarded, possibly debited, and neither told "approved" nor reversed: it must be reversed.
-    fn in_doubt(&self) -> bool {
-        self.reversal.is_none() && self.may_be_debited() && !self.told_approved()
+    fn in_doubt(&self, config: &Config) -> bool {
+        self.reversal.is_none() && self.may_be_debited(config) && !self.told_approved()
     }
 
     /// Work is left: a reversal to make or to finish.
-    fn unfinished(&self) -> bool {
-        self.in_doubt() || (self.reversal.is_some() && !self.reversal_done)
+    fn unfinished(&self, config: &Config) -> bool {
+        self.in_doubt(config) || (self.reversal.is_some() && !self.reversal_done)
     }
 
     /// Whether the terminal was told its request was approved.
@@ -137,9 +160,14 @@ impl Trail {
         self.told.is_some_and(|rc| rc.is_approval())
     }
 
-    /// Whether the issuer may hold a debit for it: forwarded and not declined.
-    pub(crate) fn may_be_debited(&self) -> bool {
-        self.forwarded.is_some()
+    /// Whether the issuer may hold money for it: forwarded, not declined, and not of a kind that moves
+    /// none by its issuer's policy (one no longer configured is taken to).
+    pub(crate) fn may_be_debited(&self, config: &Config) -> bool {
+        let Some((issuer, original)) = &self.forwarded else {
+            return false;
+        };
+        let policy = config.issuers.iter().find(|i| i.name == issuer);
+        policy.is_none_or(|i| i.policy.moves_money(original.field(3)))
             && self
                 .answered
                 .as_ref()
@@ -218,7 +246,7 @@ impl Engine {
         found.transactions = by_txn.len() as u64;
         for (original, records) in by_txn {
             let trail = Trail::of(records.clone());
-            if !trail.unfinished() {
+            if !trail.unfinished(&self.config) {
                 continue;
             }
             let txn = self.new_txn();
@@ -257,12 +285,12 @@ impl Engine {
             }
             index
         });
-        let in_doubt = trail.in_doubt();
+        let in_doubt = trail.in_doubt(&self.config);
         if in_doubt {
             found.in_doubt += 1;
             Self::journal(now, txn, Step::InDoubt, out);
         }
-        let pending = trail.unfinished();
+        let pending = trail.unfinished(&self.config);
         if let (true, Some(issuer), Some((_, original))) = (pending, issuer, &trail.forwarded) {
             match self.recorded_original(original, issuer) {
                 Ok(msg) if in_doubt => self.queue_reversal(now, txn, msg, issuer, out),
@@ -312,7 +340,7 @@ impl Engine {
             match trail.told {
                 // Approved and not reversed: a terminal's own reversal may still need the original.
                 Some(rc) if rc.is_approval() => {
-                    let stands = trail.reversal.is_none();
+                    let stands = trail.reversal.is_none() && trail.may_be_debited(&self.config);
                     let source = stands.then(|| Source::Recorded(Box::new(original.clone())));
                     (rc, source.zip(issuer))
                 }

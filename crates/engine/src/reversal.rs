@@ -140,6 +140,7 @@ impl Engine {
             return;
         };
         if self.config.issuers[reversal.issuer]
+            .policy
             .retry_codes
             .contains(&rc)
         {
@@ -210,13 +211,14 @@ impl Engine {
     }
 
     /// The original request, as `issuer` got it, of an approval a terminal's `reversal` reverses:
-    /// from what was kept of it (`source`), its RRN and its fingerprint.
+    /// from what was kept of it (`source`), what its terminal was told (RRN, and the amount of a
+    /// partial approval) and its fingerprint.
     pub(crate) fn reversed_original(
         &self,
         source: Source,
         issuer: usize,
         reversal: &Message,
-        rrn: Option<&str>,
+        (rrn, partial): (Option<&str>, Option<u64>),
         fingerprint: u64,
     ) -> Result<Message, iso8583::Error> {
         let forwarded = match source {
@@ -244,6 +246,10 @@ impl Engine {
             .set(32, &self.config.acquirer_id)?;
         if let Some(rrn) = rrn {
             msg.set(37, rrn)?;
+        }
+        // The amount that stands at the issuer, whatever amount the terminal's reversal names.
+        if let Some(amount) = partial {
+            msg.set_number(4, amount)?;
         }
         Ok(msg)
     }

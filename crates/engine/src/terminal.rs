@@ -121,16 +121,21 @@ impl Engine {
 
     /// The stored answer for a retransmit of `request`.
     pub(crate) fn replay(&self, answer: Answer, request: &Message) -> Message {
-        let (rc, auth_code, rrn) = match answer {
+        let (rc, auth_code, rrn, amount) = match answer {
             Answer::Sent(wire) => match Message::decode(request.spec(), Bytes::from(wire)) {
                 Ok(msg) => return msg,
                 // Its own encoding: it decodes unless the code that wrote it is wrong.
                 Err(error) => {
                     tracing::error!(%error, "stored answer does not decode; replayed as 96");
-                    (ResponseCode::SYSTEM_ERROR, None, None)
+                    (ResponseCode::SYSTEM_ERROR, None, None, None)
                 }
             },
-            Answer::Rebuilt { rc, auth_code, rrn } => (rc, auth_code, rrn),
+            Answer::Rebuilt {
+                rc,
+                auth_code,
+                rrn,
+                amount,
+            } => (rc, auth_code, rrn, amount),
         };
         let mut msg = self
             .local_answer(request, ECHO_FIELDS, rc)
@@ -146,6 +151,11 @@ impl Engine {
             {
                 tracing::warn!(%error, field = n, "recorded value cannot be replayed");
             }
+        }
+        if let Some(amount) = amount
+            && let Err(error) = msg.set_number(4, amount)
+        {
+            tracing::warn!(%error, "approved amount cannot be replayed");
         }
         msg
     }
@@ -323,7 +333,8 @@ impl Engine {
                     State::InFlight(t) => Err(*t),
                     State::Done(done) => Ok(done.approved.take().map(|approved| {
                         let rrn = done.answer.rrn(msg.spec());
-                        (done.txn, approved, rrn, fingerprint)
+                        let amount = done.answer.partial_amount(msg.spec());
+                        (done.txn, approved, (rrn, amount), fingerprint)
                     })),
                 })
         });
@@ -333,9 +344,10 @@ impl Engine {
                 // Cluster mode: still waiting for its claim, so not forwarded yet; it never will be.
                 None => self.give_up_claim(now, in_flight, out),
             },
-            Some(Ok(Some((original_txn, (source, issuer), rrn, fingerprint)))) => {
+            Some(Ok(Some((original_txn, (source, issuer), (rrn, amount), fingerprint)))) => {
                 let rrn = rrn.as_ref().map(|r| r.as_str());
-                match self.reversed_original(source, issuer, &msg, rrn, fingerprint) {
+                let told = (rrn, amount);
+                match self.reversed_original(source, issuer, &msg, told, fingerprint) {
                     Ok(forwarded) => self.queue_reversal(now, original_txn, forwarded, issuer, out),
                     Err(error) => tracing::error!(
                         ?original_txn,

@@ -84,18 +84,28 @@ impl Engine {
         self.links.request_answered(t.pending);
         let auth_code = msg.get(38).map(|f| f.to_compact_string());
         Self::journal(now, txn, Step::Answered { rc, auth_code }, out);
-        let answer = self.terminal_answer(&t.request, &t.forwarded, msg, rc);
+        let mut forwarded = t.forwarded;
+        let partial = msg.amount().filter(|_| rc == ResponseCode::PARTIAL);
+        if let Some(amount) = partial {
+            Self::journal(now, txn, Step::ApprovedAmount { amount }, out);
+            // What stands at the issuer, and so what a reversal of it names.
+            if let Err(error) = forwarded.set_number(4, amount) {
+                tracing::warn!(%error, "approved amount cannot be kept for a reversal");
+            }
+        }
+        let answer = self.terminal_answer(&t.request, &forwarded, msg, rc);
         let told = self.tell(now, txn, &t.waiters, &answer, out);
-        let approved = rc.is_approval();
+        // An approval of what moves no money (an inquiry) leaves nothing to reverse.
+        let approved = rc.is_approval() && self.moves_money(t.issuer, &forwarded);
         // A retransmit must learn what stands at the issuer: an approval the terminal never learned of, or
         // reversed itself, is undone at the issuer and replays as 91.
         let (answer, approved) = if approved && (!told || t.reverse_on_answer) {
-            self.queue_reversal(now, txn, t.forwarded, t.issuer, out);
+            self.queue_reversal(now, txn, forwarded, t.issuer, out);
             (self.unavailable_answer(&t.request), None)
         } else {
             (
                 answer,
-                approved.then_some((Source::Forwarded(Forwarded::of(&t.forwarded)), t.issuer)),
+                approved.then_some((Source::Forwarded(Forwarded::of(&forwarded)), t.issuer)),
             )
         };
         self.idempotency.complete(
@@ -108,7 +118,8 @@ impl Engine {
         );
     }
 
-    /// The terminal's answer: its own request's fields, with the issuer's decision.
+    /// The terminal's answer: its own request's fields, with the issuer's decision (and, for a partial
+    /// approval, the amount approved).
     fn terminal_answer(
         &self,
         request: &Message,
@@ -125,6 +136,9 @@ impl Engine {
             if !answer.has(37) {
                 copy(&mut answer, forwarded, 37)?;
             }
+            if rc == ResponseCode::PARTIAL {
+                copy(&mut answer, issuer, 4)?;
+            }
             set_rc(&mut answer, rc)?;
             Ok(answer)
         });
@@ -140,7 +154,8 @@ impl Engine {
             .unwrap_or_else(|| request.clone())
     }
 
-    /// The issuer did not answer in time: RC 91 to the terminal and a reversal upstream.
+    /// The issuer did not answer in time: RC 91 to the terminal and, unless the request moves no money,
+    /// a reversal upstream.
     pub(crate) fn on_timeout(&mut self, now: Now, txn: TxnId, out: &mut Vec<Action>) {
         let Some(t) = self.txns.remove(&txn) else {
             return;
@@ -150,7 +165,9 @@ impl Engine {
         Self::journal(now, txn, Step::TimedOut, out);
         let answer = self.unavailable_answer(&t.request);
         self.tell(now, txn, &t.waiters, &answer, out);
-        self.queue_reversal(now, txn, t.forwarded, t.issuer, out);
+        if self.moves_money(t.issuer, &t.forwarded) {
+            self.queue_reversal(now, txn, t.forwarded, t.issuer, out);
+        }
         self.idempotency.complete(
             &t.key,
             Done {

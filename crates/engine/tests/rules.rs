@@ -481,7 +481,7 @@ fn a_reversal_answered_with_a_retried_code_stays_queued_and_is_repeated() {
     config
         .issuers
         .iter_mut()
-        .for_each(|i| i.retry_codes.clear());
+        .for_each(|i| i.policy.retry_codes.clear());
     let mut h = Harness::with((config, terminal));
     let (_, _, out) = timed_out(&mut h);
     let (link, first) = one_sent(&out);

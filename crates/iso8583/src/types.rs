@@ -180,6 +180,8 @@ pub struct ResponseCode(pub [u8; 2]);
 
 impl ResponseCode {
     pub const APPROVED: ResponseCode = ResponseCode(*b"00");
+    /// Approved for part of the amount requested: the answer's DE4 is what was approved.
+    pub const PARTIAL: ResponseCode = ResponseCode(*b"10");
     pub const FORMAT_ERROR: ResponseCode = ResponseCode(*b"30");
     pub const ISSUER_UNAVAILABLE: ResponseCode = ResponseCode(*b"91");
     pub const DUPLICATE: ResponseCode = ResponseCode(*b"94");

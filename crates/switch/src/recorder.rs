@@ -125,7 +125,8 @@ impl Recorder {
             Step::InDoubt => m.in_doubt.inc(),
             Step::HeldElsewhere { .. } => m.duplicates.with_label_values(&["elsewhere"]).inc(),
             Step::Adopted { .. } => m.adopted.inc(),
-            Step::Disconnected => {}
+            // Counted by its response code (10) when told.
+            Step::Disconnected | Step::ApprovedAmount { .. } => {}
         }
     }
 

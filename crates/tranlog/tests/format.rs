@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use engine::{
-    Action, Config, ConnId, Engine, Event, Idempotency, Issuer, LinkId, Now, Record, Recovered,
-    Recovery, Reversal, Step,
+    Action, Config, ConnId, Engine, Event, Idempotency, Issuer, LinkId, Now, Policy, Record,
+    Recovered, Recovery, Reversal, Step,
 };
 use iso8583::{Class, Message, Mti, Spec};
 use tranlog::{Mode, OnCorrupt, Options};
@@ -42,7 +42,7 @@ fn config() -> Config {
             spec: spec(),
             links: 2,
             response_timeout: Duration::from_secs(5),
-            retry_codes: Issuer::RETRY_CODES.to_vec(),
+            policy: Policy::default(),
         }],
         routes: vec![("4".into(), 0)],
         default_route: None,

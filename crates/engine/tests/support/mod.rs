@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use engine::{
-    Action, Config, ConnId, Engine, Event, Idempotency, Issuer, LinkId, Now, Record, Recovered,
-    Recovery, Reversal, Step, TimerId,
+    Action, Config, ConnId, Engine, Event, Idempotency, Issuer, LinkId, Now, Policy, Record,
+    Recovered, Recovery, Reversal, Step, TimerId,
 };
 use iso8583::{Message, Mti, ResponseCode, Spec};
 
@@ -29,14 +29,14 @@ pub fn config(terminal: &str, issuer: &str) -> (Config, &'static Spec) {
                 spec: spec(issuer),
                 links: 2,
                 response_timeout: TIMEOUT,
-                retry_codes: Issuer::RETRY_CODES.to_vec(),
+                policy: Policy::default(),
             },
             Issuer {
                 name: "other".into(),
                 spec: spec(issuer),
                 links: 1,
                 response_timeout: TIMEOUT,
-                retry_codes: Issuer::RETRY_CODES.to_vec(),
+                policy: Policy::default(),
             },
         ],
         routes: vec![("4".into(), 0), ("5".into(), 1)],

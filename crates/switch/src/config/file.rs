@@ -148,6 +148,8 @@ pub struct IssuerFile {
     pub response_timeout: Duration,
     /// Answers to a reversal (DE39) that mean "try again" rather than "done".
     pub retry_codes: Vec<String>,
+    /// Processing codes (the first two digits of DE3) that move no money and are never reversed.
+    pub inquiry_codes: Vec<String>,
     /// Links connect over TLS when present.
     pub tls: Option<IssuerTlsFile>,
 }
@@ -231,9 +233,13 @@ impl Default for IssuerFile {
             tpdu: None,
             connections_per_host: 1,
             response_timeout: Duration::from_secs(5),
-            retry_codes: engine::Issuer::RETRY_CODES
+            retry_codes: engine::Policy::RETRY_CODES
                 .iter()
                 .map(ToString::to_string)
+                .collect(),
+            inquiry_codes: engine::Policy::INQUIRY_CODES
+                .iter()
+                .map(|code| String::from_utf8_lossy(code).into_owned())
                 .collect(),
             tls: None,
         }

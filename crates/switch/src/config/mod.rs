@@ -153,6 +153,13 @@ mod tests {
                 ),
                 "issuers[0].retry_codes: \"9\" is not a two-character response code",
             ),
+            (
+                &FULL.replace(
+                    "connections_per_host = 2",
+                    "connections_per_host = 2\ninquiry_codes = [\"3A\"]",
+                ),
+                "issuers[0].inquiry_codes: \"3A\" is not the two digits of a processing code",
+            ),
         ];
         for (text, expected) in cases {
             let e = error(text);

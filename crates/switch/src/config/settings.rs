@@ -280,25 +280,38 @@ impl File {
                     });
                 }
             }
-            let retry_codes = f
-                .retry_codes
-                .iter()
-                .map(|code| match code.as_bytes() {
-                    &[a, b] if a.is_ascii_alphanumeric() && b.is_ascii_alphanumeric() => {
-                        Ok(iso8583::ResponseCode([a, b]))
-                    }
-                    _ => Err(invalid(
-                        key("retry_codes"),
-                        format!("{code:?} is not a two-character response code"),
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let two = |name: &str, codes: &[String], ok: fn(&u8) -> bool, what: &str| {
+                codes
+                    .iter()
+                    .map(|code| match code.as_bytes() {
+                        &[a, b] if ok(&a) && ok(&b) => Ok([a, b]),
+                        _ => Err(invalid(key(name), format!("{code:?} is not {what}"))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            let policy = engine::Policy {
+                retry_codes: two(
+                    "retry_codes",
+                    &f.retry_codes,
+                    u8::is_ascii_alphanumeric,
+                    "a two-character response code",
+                )?
+                .into_iter()
+                .map(iso8583::ResponseCode)
+                .collect(),
+                inquiry_codes: two(
+                    "inquiry_codes",
+                    &f.inquiry_codes,
+                    u8::is_ascii_digit,
+                    "the two digits of a processing code",
+                )?,
+            };
             issuers.push(engine::Issuer {
                 name: f.name.clone(),
                 spec,
                 links: f.hosts.len() * per_host,
                 response_timeout: f.response_timeout,
-                retry_codes,
+                policy,
             });
         }
         let issuer_index = |key: String, name: &str| {
