@@ -263,7 +263,7 @@ impl Engine {
                 }
                 (holder, _) => {
                     self.cancel(TimerId::Claim(txn));
-                    self.reverse_held(now, txn, holder, out);
+                    self.reverse_held(now, txn, holder, &c.msg, out);
                     self.reversal_acted_on(now, txn, c.key, &c.waiters, c.msg, out);
                 }
             };
@@ -367,6 +367,7 @@ impl Engine {
         now: Now,
         txn: TxnId,
         holder: Option<Holder>,
+        reversal: &Message,
         out: &mut Vec<Action>,
     ) {
         let Some(holder) = holder else {
@@ -406,7 +407,7 @@ impl Engine {
         Self::journal(now, txn, adopted, out);
         out.push(Action::Journal(Record { txn, ..forward }));
         match rebuilt {
-            Ok(msg) => self.queue_reversal(now, txn, msg, index, out),
+            Ok(msg) => self.queue_terminal_reversal(now, txn, msg, index, reversal, out),
             Err(error) => {
                 tracing::error!(%error, "recorded request cannot be rebuilt for its reversal; needs manual action")
             }

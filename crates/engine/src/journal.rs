@@ -166,6 +166,11 @@ pub enum Step {
     ApprovedAmount {
         amount: u64,
     },
+    /// The terminal reversed only part of it: the replacement amounts (DE95, its first 12 digits the
+    /// amount that stands) every attempt of the reversal carries, recorded just before it is queued.
+    ReversalReplaces {
+        amounts: CompactString,
+    },
 }
 
 /// A forwarded request's MTI and the fields a reversal repeats, as text. The card number is left out: a

@@ -76,6 +76,12 @@ impl Trail {
                     original.set(4, amount.to_compact_string());
                 }
             }
+            // Carried by every attempt of the reversal, set on the original as when it was queued.
+            Step::ReversalReplaces { amounts } => {
+                if let Some((_, original)) = &mut self.forwarded {
+                    original.set(95, amounts);
+                }
+            }
             Step::Told { rc } => self.told = Some(rc),
             Step::ReversalQueued => self.reversal = Some((at, 0)),
             Step::ReversalSent { attempt, .. } => {

@@ -13,8 +13,9 @@ use crate::idempotency::{FINGERPRINT_FIELDS, fingerprint_as};
 use crate::journal::{Original, Step};
 use crate::links::Pending;
 
-/// Fields of the original a reversal repeats.
-const REVERSAL_FIELDS: &[u8] = &[2, 3, 4, 7, 12, 13, 22, 25, 32, 37, 41, 42, 49];
+/// Fields of the original a reversal repeats, and the replacement amounts (DE95) of a partial one,
+/// which are set on the original when it is queued.
+const REVERSAL_FIELDS: &[u8] = &[2, 3, 4, 7, 12, 13, 22, 25, 32, 37, 41, 42, 49, 95];
 /// Fields of the original a reversal is built from: those it repeats and those its DE90 names.
 const NEEDED_FIELDS: &[u8] = &[2, 3, 4, 7, 11, 12, 13, 22, 25, 32, 33, 37, 41, 42, 49];
 
@@ -39,6 +40,26 @@ impl Engine {
         Self::journal(now, txn, Step::ReversalQueued, out);
         self.saf.queue(txn, issuer, original, 0, now.mono);
         self.send_reversal(now, txn, out);
+    }
+
+    /// Queues the reversal of `txn` that a terminal's `reversal` asks for: for part of the amount when
+    /// it carries replacement amounts (DE95), which every attempt then carries with the original DE4.
+    pub(crate) fn queue_terminal_reversal(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        mut original: Message,
+        issuer: usize,
+        reversal: &Message,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(amounts) = replacement(reversal).filter(|_| !self.saf.contains(txn)) {
+            if let Err(error) = original.set(95, amounts.as_str()) {
+                tracing::warn!(%error, "the issuer dialect cannot carry replacement amounts");
+            }
+            Self::journal(now, txn, Step::ReversalReplaces { amounts }, out);
+        }
+        self.queue_reversal(now, txn, original, issuer, out);
     }
 
     /// Puts back a reversal found pending in the journal at recovery, with its attempts so far and the
@@ -274,6 +295,22 @@ pub(crate) fn recorded(forwarded: &Message) -> Original {
         mti: forwarded.mti(),
         fields,
     }
+}
+
+/// The replacement amounts (DE95) of a terminal's partial reversal, as text. `None` without them;
+/// [`replacement_unreadable`] tells the ones that do not start with the 12 digits of an amount.
+pub(crate) fn replacement(reversal: &Message) -> Option<CompactString> {
+    let amounts = reversal.get(95)?.as_str()?;
+    let amount = amounts.as_bytes().get(..12)?;
+    amount
+        .iter()
+        .all(u8::is_ascii_digit)
+        .then(|| CompactString::from(amounts))
+}
+
+/// Whether `reversal` carries replacement amounts that cannot be read: a format error.
+pub(crate) fn replacement_unreadable(reversal: &Message) -> bool {
+    reversal.has(95) && replacement(reversal).is_none()
 }
 
 /// Attempt `attempt` (0 = the 0400, then 0401 repeats) of the reversal of `original`.

@@ -10,6 +10,7 @@ use crate::fields::{self, set_rc};
 use crate::idempotency::{Answer, Conflict, Done, Key, Lookup, State, fingerprint};
 use crate::journal::{Card, Received, Step};
 use crate::links::Pending;
+use crate::reversal::replacement_unreadable;
 
 /// RC 92: no route to the card's issuer.
 const NO_ROUTE: ResponseCode = ResponseCode(*b"92");
@@ -277,7 +278,7 @@ impl Engine {
     fn terminal_reversal(&mut self, now: Now, conn: ConnId, msg: Message, out: &mut Vec<Action>) {
         let txn = self.new_txn();
         let _txn = crate::engine::span(txn);
-        let Some(key) = self.key(now, &msg) else {
+        let (Some(key), false) = (self.key(now, &msg), replacement_unreadable(&msg)) else {
             return self.reject(now, Some(txn), conn, &msg, ResponseCode::FORMAT_ERROR, out);
         };
         let fingerprint = match self.lookup(now, txn, key, conn, &msg, out) {
@@ -348,7 +349,9 @@ impl Engine {
                 let rrn = rrn.as_ref().map(|r| r.as_str());
                 let told = (rrn, amount);
                 match self.reversed_original(source, issuer, &msg, told, fingerprint) {
-                    Ok(forwarded) => self.queue_reversal(now, original_txn, forwarded, issuer, out),
+                    Ok(forwarded) => {
+                        self.queue_terminal_reversal(now, original_txn, forwarded, issuer, &msg, out)
+                    }
                     Err(error) => tracing::error!(
                         ?original_txn,
                         %error,

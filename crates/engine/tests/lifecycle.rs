@@ -140,3 +140,59 @@ fn a_partial_approval_no_terminal_was_told_is_reversed_for_the_amount_approved()
     let (_, rev) = one_sent(&out);
     assert_eq!((rev.mti(), rev.amount()), (Mti::REVERSAL, Some(2_500)));
 }
+
+/// DE95 with `actual` as the amount that stands (settlement amount and fees zero).
+fn replacement(actual: u64) -> String {
+    format!("{actual:012}{:030}", 0)
+}
+
+#[test]
+fn a_partial_reversal_carries_the_replacement_amounts_with_the_original_amount_even_after_a_restart()
+{
+    let mut h = Harness::new();
+    let (link, up) = one_sent(&h.request(1, with_code(&h, 1, "000000", 10_000)));
+    h.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    let mut reversal = reversal_naming(&h, 1, 2, 10_000);
+    reversal.set(95, replacement(4_000)).unwrap();
+    let out = h.request(1, reversal.clone());
+    let (_, rev) = one_sent(&out);
+    assert_eq!(rev.amount(), Some(10_000), "DE4 as the issuer approved it");
+    assert_eq!(text(&rev, 95), replacement(4_000));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
+    let order = steps(&out);
+    let replaces = order
+        .iter()
+        .position(|s| matches!(s, Step::ReversalReplaces { .. }));
+    let queued = order.iter().position(|s| **s == Step::ReversalQueued);
+    assert!(replaces.is_some() && replaces < queued, "{order:?}");
+    // Unacknowledged when the switch stops: the restarted engine's next attempt carries them too.
+    let (mut restarted, found, _) = h.restart(h.journal.len());
+    assert_eq!(found.reversals, 1);
+    let (_, again) = one_sent(&restarted.fire(TimerId::Reversal(TxnId(1))));
+    assert_eq!(again.mti(), Mti::REVERSAL_REPEAT);
+    assert_eq!(
+        (again.amount(), text(&again, 95)),
+        (Some(10_000), replacement(4_000))
+    );
+    // A repeat of the terminal's partial reversal is answered, not sent again.
+    let out = h.request(1, reversal);
+    assert_eq!(sent(&out).count(), 0);
+}
+
+#[test]
+fn replacement_amounts_that_do_not_start_with_an_amount_are_a_format_error() {
+    let mut h = Harness::new();
+    let (link, up) = one_sent(&h.request(1, with_code(&h, 1, "000000", 10_000)));
+    h.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    let mut reversal = reversal_naming(&h, 1, 2, 10_000);
+    reversal.set(95, "ABC").unwrap();
+    let out = h.request(1, reversal);
+    assert_eq!(sent(&out).count(), 0);
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::FORMAT_ERROR);
+}

@@ -126,7 +126,7 @@ impl Recorder {
             Step::HeldElsewhere { .. } => m.duplicates.with_label_values(&["elsewhere"]).inc(),
             Step::Adopted { .. } => m.adopted.inc(),
             // Counted by its response code (10) when told.
-            Step::Disconnected | Step::ApprovedAmount { .. } => {}
+            Step::Disconnected | Step::ApprovedAmount { .. } | Step::ReversalReplaces { .. } => {}
         }
     }
 
