@@ -145,6 +145,8 @@ enum Verdict {
 fn verdict(trail: &Trail, fenced: bool) -> Verdict {
     match trail.told() {
         Some(rc) => Verdict::Replay(rc),
+        // An advice is accepted once queued: the holder (or its taker) owes it to the issuer.
+        None if trail.advice_queued() => Verdict::Replay(ResponseCode::APPROVED),
         None if trail.forwarded() && (fenced || trail.undeliverable || trail.reversing()) => {
             Verdict::Replay(ResponseCode::ISSUER_UNAVAILABLE)
         }
@@ -270,7 +272,10 @@ impl Engine {
         }
         let Some(holder) = holder else {
             self.cancel(TimerId::Claim(txn));
-            // It had a card number when it was claimed.
+            // An advice is queued; a request had a card number when it was claimed.
+            if c.msg.mti().function() == 2 {
+                return self.accept_advice(now, txn, c.key, c.waiters, c.msg, out);
+            }
             let Some(pan) = c.msg.pan() else {
                 let rc = ResponseCode::FORMAT_ERROR;
                 return self.refuse(now, txn, &c.waiters, &c.msg, rc, out);

@@ -16,7 +16,7 @@ use crate::journal::{Record, Step};
 use crate::links::{Links, PendingKey};
 use crate::reversal::Reversible;
 use crate::routes::Routes;
-use crate::saf::Saf;
+use crate::saf::{Kind, Saf};
 use crate::stats::Stats;
 use crate::timers::Timers;
 
@@ -95,12 +95,22 @@ impl Engine {
 
     /// Reversals queued and not yet acknowledged or expired.
     pub fn pending_reversals(&self) -> usize {
-        self.saf.len()
+        self.saf.len(Kind::Reversal)
+    }
+
+    /// Advices accepted from terminals and not yet acknowledged by their issuer or expired.
+    pub fn pending_advices(&self) -> usize {
+        self.saf.len(Kind::Advice)
+    }
+
+    /// When the oldest pending advice was queued.
+    pub fn oldest_advice(&mut self) -> Option<Instant> {
+        self.saf.oldest(Kind::Advice)
     }
 
     /// When the oldest pending reversal was queued.
     pub fn oldest_reversal(&mut self) -> Option<Instant> {
-        self.saf.oldest()
+        self.saf.oldest(Kind::Reversal)
     }
 
     /// The oldest transaction a restart would still need from the journal: in flight, being reversed, or
@@ -146,9 +156,9 @@ impl Engine {
                     let _txn = span(txn);
                     self.on_timeout(now, txn, out)
                 }
-                TimerId::Reversal(txn) => {
+                TimerId::Saf(txn) => {
                     let _txn = span(txn);
-                    self.send_reversal(now, txn, out)
+                    self.send_owed(now, txn, out)
                 }
                 TimerId::Link(link) => self.on_link_timer(now, link, out),
                 TimerId::Claim(txn) => self.on_claim_timer(now, txn, out),

@@ -27,8 +27,9 @@ pub struct TxnId(pub u64);
 pub enum TimerId {
     /// The issuer's answer to a forwarded request is due.
     Response(TxnId),
-    /// The next attempt (or the expiry) of a queued reversal.
-    Reversal(TxnId),
+    /// The next attempt (or the expiry) of what the store-and-forward queue owes an issuer: a reversal
+    /// or an advice.
+    Saf(TxnId),
     /// Time to check a link: sign-on answer due, or echo when idle.
     Link(LinkId),
     /// Cluster mode: time to ask again about a key another node holds in flight, or to give up.

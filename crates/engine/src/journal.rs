@@ -171,6 +171,31 @@ pub enum Step {
     ReversalReplaces {
         amounts: CompactString,
     },
+    /// A terminal's advice (0120, 0220) was accepted and queued for issuer `issuer`: the terminal is
+    /// told so once this record is durable, and from then on the switch owes the issuer the advice,
+    /// as kept here (without the card number; see [`Original`]).
+    AdviceQueued {
+        issuer: CompactString,
+        advice: Original,
+    },
+    AdviceSent {
+        attempt: u32,
+        link: LinkId,
+        upstream_stan: u32,
+    },
+    AdviceAcknowledged {
+        #[serde(with = "code")]
+        rc: ResponseCode,
+    },
+    /// Answered with a code the issuer's policy retries: the advice stays queued.
+    AdviceRefused {
+        #[serde(with = "code")]
+        rc: ResponseCode,
+    },
+    /// Never acknowledged before its expiry: it needs manual action.
+    AdviceExpired {
+        attempts: u32,
+    },
 }
 
 /// A forwarded request's MTI and the fields a reversal repeats, as text. The card number is left out: a
@@ -184,7 +209,31 @@ pub struct Original {
     pub fields: Vec<(u8, CompactString)>,
 }
 
+/// Fields a record never holds: the card number, its expiry and track data, the PIN block, EMV data.
+const NEVER_RECORDED: &[u8] = &[2, 14, 35, 45, 52, 55];
+
 impl Original {
+    /// What the journal keeps of `msg`: its MTI and those of `fields` it has, as text, card data left
+    /// out.
+    pub(crate) fn of(msg: &iso8583::Message, fields: &[u8]) -> Original {
+        let fields = fields
+            .iter()
+            .filter(|n| !NEVER_RECORDED.contains(n))
+            .filter_map(|&n| {
+                let field = msg.get(n)?;
+                let value = match field.as_str() {
+                    Some(text) => CompactString::from(text),
+                    None => CompactString::from_utf8_lossy(&field.to_vec()),
+                };
+                Some((n, value))
+            })
+            .collect();
+        Original {
+            mti: msg.mti(),
+            fields,
+        }
+    }
+
     /// Field `n`, if the request had it.
     pub fn field(&self, n: u8) -> Option<&str> {
         self.fields

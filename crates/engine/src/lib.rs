@@ -10,6 +10,7 @@
 //! told. An approval nobody could be told of, and every request whose answer did not come in time, is
 //! reversed until the issuer acknowledges it.
 
+mod advice;
 mod claims;
 mod config;
 mod engine;
@@ -19,6 +20,7 @@ mod idempotency;
 mod journal;
 mod links;
 mod outbox;
+mod owed;
 mod recovery;
 mod reversal;
 mod routes;
@@ -35,4 +37,4 @@ pub use event::{Action, ConnId, Event, LinkId, Now, TimerId, TxnId, Unanswered};
 pub use journal::{Card, Original, Received, Record, Step};
 pub use outbox::{Gate, Outbox};
 pub use recovery::{Recovered, Recovery};
-pub use stats::Stats;
+pub use stats::{Owed, Stats};

@@ -35,7 +35,8 @@ pub(crate) enum Pending {
     Request(TxnId),
     /// A request that timed out: its answer, if it comes, is late.
     Late(TxnId),
-    Reversal(TxnId),
+    /// An attempt of what the store-and-forward queue owes (a reversal or an advice).
+    Saf(TxnId),
     Probe,
 }
 

@@ -20,6 +20,7 @@ use crate::event::{Action, Now, TxnId};
 use crate::idempotency::{Answer, Done, Key, State};
 use crate::journal::{Original, Received, Record, Step};
 use crate::reversal::Source;
+use crate::saf::Kind;
 
 /// What recovery found, for the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub struct Recovered {
     pub in_doubt: u64,
     /// Reversals that were pending and resume.
     pub reversals: u64,
+    /// Advices accepted from terminals, not yet acknowledged by their issuer, that resume.
+    pub advices: u64,
     /// Idempotency entries put back.
     pub idempotency_entries: u64,
 }
@@ -45,6 +48,10 @@ pub(crate) struct Trail {
     /// When the reversal was queued, and attempts sent.
     reversal: Option<(SystemTime, u32)>,
     reversal_done: bool,
+    /// An advice accepted from its terminal: when it was queued, its issuer, what was kept of it, and
+    /// the attempts sent.
+    advice: Option<(SystemTime, CompactString, Original, u32)>,
+    advice_done: bool,
     /// Refused before it was forwarded.
     pub(crate) rejected: bool,
     /// Answered, with no terminal left to tell.
@@ -92,10 +99,17 @@ impl Trail {
             Step::ReversalAcknowledged { .. } | Step::ReversalExpired { .. } => {
                 self.reversal_done = true
             }
+            Step::AdviceQueued { issuer, advice } => self.advice = Some((at, issuer, advice, 0)),
+            Step::AdviceSent { attempt, .. } => {
+                if let Some((_, _, _, attempts)) = &mut self.advice {
+                    *attempts = (*attempts).max(attempt);
+                }
+            }
+            Step::AdviceAcknowledged { .. } | Step::AdviceExpired { .. } => self.advice_done = true,
             Step::Rejected { .. } => self.rejected = true,
             Step::Undeliverable { .. } => self.undeliverable = true,
             Step::HeldElsewhere { .. } => self.held_elsewhere = true,
-            Step::Adopted { .. } | Step::ReversalRefused { .. } => {}
+            Step::Adopted { .. } | Step::ReversalRefused { .. } | Step::AdviceRefused { .. } => {}
             Step::Joined
             | Step::Disconnected
             | Step::Replayed { .. }
@@ -156,9 +170,20 @@ impl Trail {
         self.reversal.is_none() && self.may_be_debited(config) && !self.told_approved()
     }
 
-    /// Work is left: a reversal to make or to finish.
+    /// Work is left: a reversal to make or to finish, or an advice still owed.
     fn unfinished(&self, config: &Config) -> bool {
-        self.in_doubt(config) || (self.reversal.is_some() && !self.reversal_done)
+        self.in_doubt(config)
+            || (self.reversal.is_some() && !self.reversal_done)
+            || self.advice_owed()
+    }
+
+    /// An advice was accepted from its terminal (and so is owed to its issuer, or was delivered).
+    pub(crate) fn advice_queued(&self) -> bool {
+        self.advice.is_some()
+    }
+
+    fn advice_owed(&self) -> bool {
+        self.advice.is_some() && !self.advice_done
     }
 
     /// Whether the terminal was told its request was approved.
@@ -280,17 +305,7 @@ impl Engine {
         found: &mut Recovered,
         out: &mut Vec<Action>,
     ) {
-        let issuer = trail.forwarded.as_ref().and_then(|(name, _)| {
-            let index = self.config.issuers.iter().position(|i| i.name == name);
-            if index.is_none() {
-                tracing::error!(
-                    ?txn,
-                    issuer = name.as_str(),
-                    "issuer no longer configured; needs manual action"
-                );
-            }
-            index
-        });
+        let issuer = (trail.forwarded.as_ref()).and_then(|(name, _)| self.issuer_named(txn, name));
         let in_doubt = trail.in_doubt(&self.config);
         if in_doubt {
             found.in_doubt += 1;
@@ -303,7 +318,8 @@ impl Engine {
                 Ok(msg) => {
                     let (queued, attempts) = trail.reversal.unwrap_or((now.wall, 0));
                     let queued = mono(now, queued);
-                    self.restore_reversal(now, txn, (msg, issuer), attempts, queued);
+                    let kind = Kind::Reversal;
+                    self.restore_owed(now, txn, kind, (msg, issuer), attempts, queued);
                 }
                 Err(error) => tracing::error!(
                     ?txn,
@@ -313,9 +329,39 @@ impl Engine {
             }
             found.reversals += u64::from(!in_doubt);
         }
+        if let (true, Some((at, name, advice, attempts))) = (trail.advice_owed(), &trail.advice)
+            && let Some(issuer) = self.issuer_named(txn, name)
+        {
+            match self.recorded_original(advice, issuer) {
+                Ok(msg) => {
+                    let queued = mono(now, *at);
+                    let kind = Kind::Advice;
+                    self.restore_owed(now, txn, kind, (msg, issuer), *attempts, queued);
+                    found.advices += 1;
+                }
+                Err(error) => tracing::error!(
+                    ?txn,
+                    %error,
+                    "recorded advice cannot be rebuilt; needs manual action"
+                ),
+            }
+        }
         if self.restore_entry(now, txn, trail, issuer) {
             found.idempotency_entries += 1;
         }
+    }
+
+    /// The index of the issuer the journal names; one no longer configured is reported.
+    fn issuer_named(&self, txn: TxnId, name: &str) -> Option<usize> {
+        let index = self.config.issuers.iter().position(|i| i.name == name);
+        if index.is_none() {
+            tracing::error!(
+                ?txn,
+                issuer = name,
+                "issuer no longer configured; needs manual action"
+            );
+        }
+        index
     }
 
     /// Puts a request's idempotency entry back if it is still inside the window and has an answer to
@@ -333,7 +379,10 @@ impl Engine {
         ) else {
             return false;
         };
-        let (rc, approved) = if received.mti.class() == Class::REVERSAL {
+        let (rc, approved) = if trail.advice.is_some() {
+            // Accepted once queued, whether or not the terminal heard it.
+            (trail.told.unwrap_or(ResponseCode::APPROVED), None)
+        } else if received.mti.class() == Class::REVERSAL {
             // A terminal's reversal is answered locally once acted on.
             let Some(rc) = trail.told else {
                 return false;

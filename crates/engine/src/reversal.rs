@@ -1,17 +1,15 @@
-//! The rules of store-and-forward reversals: queued when the issuer may hold a debit the terminal was not
-//! told of, repeated with backoff until the issuer acknowledges, given up (and reported) at expiry. Their
-//! state is the `saf` part's.
-
-use std::time::Instant;
+//! Reversals: queued when the issuer may hold money the terminal was not told of (or that the terminal
+//! reverses itself), and built from what was kept of the original. Repeating them until the issuer
+//! acknowledges is the store-and-forward queue's (`owed.rs`).
 
 use compact_str::CompactString;
-use iso8583::{Class, Message, Mti, OriginalData, ResponseCode};
+use iso8583::{Message, Mti, OriginalData};
 
 use crate::engine::Engine;
-use crate::event::{Action, Now, TimerId, TxnId};
+use crate::event::{Action, Now, TxnId};
 use crate::idempotency::{FINGERPRINT_FIELDS, fingerprint_as};
 use crate::journal::{Original, Step};
-use crate::links::Pending;
+use crate::saf::Kind;
 
 /// Fields of the original a reversal repeats, and the replacement amounts (DE95) of a partial one,
 /// which are set on the original when it is queued.
@@ -36,10 +34,9 @@ impl Engine {
         if self.saf.contains(txn) {
             return;
         }
-        self.stats.reversals_queued += 1;
+        self.stats.reversals.queued += 1;
         Self::journal(now, txn, Step::ReversalQueued, out);
-        self.saf.queue(txn, issuer, original, 0, now.mono);
-        self.send_reversal(now, txn, out);
+        self.owe(now, txn, Kind::Reversal, issuer, original, out);
     }
 
     /// Queues the reversal of `txn` that a terminal's `reversal` asks for: for part of the amount when
@@ -60,125 +57,6 @@ impl Engine {
             Self::journal(now, txn, Step::ReversalReplaces { amounts }, out);
         }
         self.queue_reversal(now, txn, original, issuer, out);
-    }
-
-    /// Puts back a reversal found pending in the journal at recovery, with its attempts so far and the
-    /// time it was queued (its expiry runs from then). Its next attempt goes out right away.
-    pub(crate) fn restore_reversal(
-        &mut self,
-        now: Now,
-        txn: TxnId,
-        (original, issuer): (Message, usize),
-        attempts: u32,
-        queued: Instant,
-    ) {
-        self.saf.queue(txn, issuer, original, attempts, queued);
-        self.arm(TimerId::Reversal(txn), now.mono);
-    }
-
-    /// A link of `issuer` signed on: reversals that were waiting for one go out now, not at their backoff.
-    pub(crate) fn resume_reversals(&mut self, now: Now, issuer: usize) {
-        for txn in self.saf.waiting_for(issuer) {
-            self.arm(TimerId::Reversal(txn), now.mono);
-        }
-    }
-
-    /// Sends the next attempt of a reversal, or gives it up when it has expired.
-    pub(crate) fn send_reversal(&mut self, now: Now, txn: TxnId, out: &mut Vec<Action>) {
-        let policy = self.config.reversal;
-        let Some(rev) = self.saf.get(txn) else {
-            return;
-        };
-        let (issuer, attempts) = (rev.issuer, rev.attempts);
-        let expired = now.mono.saturating_duration_since(rev.queued) >= policy.expiry
-            || attempts >= policy.max_attempts;
-        if expired {
-            self.stats.reversals_expired += 1;
-            tracing::error!(
-                ?txn,
-                attempts,
-                "reversal never acknowledged; given up: needs manual action"
-            );
-            Self::journal(now, txn, Step::ReversalExpired { attempts }, out);
-            self.forget_reversal(txn);
-            return;
-        }
-        let backoff = policy
-            .backoff
-            .saturating_mul(1 << attempts.min(16))
-            .min(policy.max_backoff);
-        // Without a link the attempt waits for one; it does not count.
-        let Some(link) = self.links.pick(issuer) else {
-            self.saf.wait(txn);
-            self.arm(TimerId::Reversal(txn), now.mono + policy.backoff);
-            return;
-        };
-        let key = self
-            .links
-            .claim(link, Class::REVERSAL, Pending::Reversal(txn));
-        let msg = match reversal(&rev.original, attempts, key.stan) {
-            Ok(msg) => msg,
-            Err(error) => {
-                self.links.release(key);
-                tracing::error!(?txn, %error, "reversal cannot be built; needs manual action");
-                return;
-            }
-        };
-        let attempt = self.saf.attempted(txn, key);
-        if attempt == 1 {
-            self.stats.reversals_sent += 1;
-        } else {
-            self.stats.reversals_repeated += 1;
-        }
-        Self::journal(
-            now,
-            txn,
-            Step::ReversalSent {
-                attempt,
-                link,
-                upstream_stan: key.stan,
-            },
-            out,
-        );
-        out.push(Action::Send {
-            link,
-            txn: Some(txn),
-            msg,
-        });
-        self.arm(TimerId::Reversal(txn), now.mono + backoff);
-    }
-
-    /// A 0410 ends the reversal (approved, or "original not found": the issuer holds nothing) unless
-    /// its code is one the issuer's policy retries; the attempt timer then repeats it.
-    pub(crate) fn reversal_acknowledged(
-        &mut self,
-        now: Now,
-        txn: TxnId,
-        rc: ResponseCode,
-        out: &mut Vec<Action>,
-    ) {
-        let Some(reversal) = self.saf.get(txn) else {
-            return;
-        };
-        if self.config.issuers[reversal.issuer]
-            .policy
-            .retry_codes
-            .contains(&rc)
-        {
-            tracing::warn!(%rc, "reversal refused by the issuer; repeated at its next attempt");
-            return Self::journal(now, txn, Step::ReversalRefused { rc }, out);
-        }
-        self.stats.reversals_acknowledged += 1;
-        tracing::info!(%rc, "reversal acknowledged");
-        Self::journal(now, txn, Step::ReversalAcknowledged { rc }, out);
-        self.cancel(TimerId::Reversal(txn));
-        self.forget_reversal(txn);
-    }
-
-    fn forget_reversal(&mut self, txn: TxnId) {
-        for key in self.saf.remove(txn) {
-            self.links.release(key);
-        }
     }
 }
 
@@ -202,6 +80,29 @@ pub(crate) struct Forwarded {
     stan: u32,
     /// DE7, MMDDhhmmss.
     transmission: u32,
+}
+
+impl Source {
+    /// DE90 naming the original as its issuer got it (`acquirer`: the switch's DE32).
+    pub(crate) fn named(&self, acquirer: &str) -> OriginalData {
+        let number = |text: Option<&str>| text.and_then(|t| t.parse().ok()).unwrap_or(0);
+        match self {
+            Source::Forwarded(f) => OriginalData {
+                mti: f.mti,
+                stan: f.stan,
+                transmission: u64::from(f.transmission),
+                acquirer: number(Some(acquirer)),
+                forwarding: 0,
+            },
+            Source::Recorded(o) => OriginalData {
+                mti: o.mti,
+                stan: number(o.field(11)) as u32,
+                transmission: number(o.field(7)),
+                acquirer: number(o.field(32)),
+                forwarding: number(o.field(33)),
+            },
+        }
+    }
 }
 
 impl Forwarded {
@@ -279,22 +180,7 @@ impl Engine {
 /// What the journal keeps of a forwarded request for its reversal: everything a reversal repeats but the
 /// card number, and the fields DE90 names.
 pub(crate) fn recorded(forwarded: &Message) -> Original {
-    let fields = NEEDED_FIELDS
-        .iter()
-        .filter(|&&n| n != 2)
-        .filter_map(|&n| {
-            let field = forwarded.get(n)?;
-            let value = match field.as_str() {
-                Some(text) => CompactString::from(text),
-                None => CompactString::from_utf8_lossy(&field.to_vec()),
-            };
-            Some((n, value))
-        })
-        .collect();
-    Original {
-        mti: forwarded.mti(),
-        fields,
-    }
+    Original::of(forwarded, NEEDED_FIELDS)
 }
 
 /// The replacement amounts (DE95) of a terminal's partial reversal, as text. `None` without them;
@@ -314,7 +200,11 @@ pub(crate) fn replacement_unreadable(reversal: &Message) -> bool {
 }
 
 /// Attempt `attempt` (0 = the 0400, then 0401 repeats) of the reversal of `original`.
-fn reversal(original: &Message, attempt: u32, stan: u32) -> Result<Message, iso8583::Error> {
+pub(crate) fn reversal(
+    original: &Message,
+    attempt: u32,
+    stan: u32,
+) -> Result<Message, iso8583::Error> {
     let mti = if attempt == 0 {
         Mti::REVERSAL
     } else {

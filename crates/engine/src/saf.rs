@@ -1,6 +1,7 @@
-//! The store-and-forward part of the engine: reversals owed to issuers, in the order they were queued.
-//! Each has its own timer (in the engine's timer table), so a slow one never holds up another or new
-//! purchases; this part only keeps their state.
+//! The store-and-forward part of the engine: what the switch owes issuers — reversals and advices — in
+//! the order it was queued. Each entry has its own timer (in the engine's timer table), so a slow one
+//! never holds up another or new purchases; this part only keeps their state (the rules that use it
+//! are in `owed.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -10,15 +11,32 @@ use iso8583::Message;
 use crate::event::TxnId;
 use crate::links::PendingKey;
 
+/// What an entry owes the issuer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The undoing of a request that may have left money standing (0400, repeated as 0401).
+    Reversal,
+    /// An advice a terminal was told was accepted (0120 or 0220, repeated as 0121 or 0221).
+    Advice,
+}
+
+impl Kind {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 #[derive(Debug)]
-pub(crate) struct Reversal {
+pub(crate) struct Entry {
+    pub(crate) kind: Kind,
     pub(crate) issuer: usize,
-    /// The original request as the issuer got it.
-    pub(crate) original: Message,
+    /// A reversal's original request as the issuer got it; an advice as the issuer gets it (its STAN
+    /// and DE7 set per attempt).
+    pub(crate) message: Message,
     /// Attempts sent so far.
     pub(crate) attempts: u32,
     pub(crate) queued: Instant,
-    /// Every attempt's upstream key: an answer to any of them acknowledges the reversal.
+    /// Every attempt's upstream key: an answer to any of them acknowledges the entry.
     sent: Vec<PendingKey>,
     /// The last attempt found no link up: it goes out when one signs on.
     waiting: bool,
@@ -26,71 +44,77 @@ pub(crate) struct Reversal {
 
 #[derive(Debug, Default)]
 pub(crate) struct Saf {
-    reversals: HashMap<TxnId, Reversal>,
-    /// Reversals in the order they were queued, with entries for finished ones dropped lazily: the front
-    /// is the oldest pending one.
-    order: VecDeque<(Instant, TxnId)>,
+    entries: HashMap<TxnId, Entry>,
+    /// Entries of each kind in the order they were queued, with entries for finished ones dropped
+    /// lazily: the front is the oldest pending one.
+    order: [VecDeque<(Instant, TxnId)>; 2],
+    pending: [usize; 2],
 }
 
 impl Saf {
-    pub(crate) fn len(&self) -> usize {
-        self.reversals.len()
+    /// Entries of `kind` pending.
+    pub(crate) fn len(&self, kind: Kind) -> usize {
+        self.pending[kind.index()]
     }
 
     pub(crate) fn contains(&self, txn: TxnId) -> bool {
-        self.reversals.contains_key(&txn)
+        self.entries.contains_key(&txn)
     }
 
-    pub(crate) fn get(&self, txn: TxnId) -> Option<&Reversal> {
-        self.reversals.get(&txn)
+    pub(crate) fn get(&self, txn: TxnId) -> Option<&Entry> {
+        self.entries.get(&txn)
     }
 
-    /// The lowest transaction with a pending reversal.
+    /// The lowest transaction with a pending entry.
     pub(crate) fn lowest_txn(&self) -> Option<TxnId> {
-        self.reversals.keys().min().copied()
+        self.entries.keys().min().copied()
     }
 
-    /// When the oldest pending reversal was queued.
-    pub(crate) fn oldest(&mut self) -> Option<Instant> {
-        while let Some(&(at, txn)) = self.order.front() {
-            if self.reversals.get(&txn).is_some_and(|r| r.queued == at) {
+    /// When the oldest pending entry of `kind` was queued.
+    pub(crate) fn oldest(&mut self, kind: Kind) -> Option<Instant> {
+        let order = &mut self.order[kind.index()];
+        while let Some(&(at, txn)) = order.front() {
+            if self.entries.get(&txn).is_some_and(|e| e.queued == at) {
                 return Some(at);
             }
-            self.order.pop_front();
+            order.pop_front();
         }
         None
     }
 
-    /// Queues the reversal of `txn`, with `attempts` already sent since `queued`.
+    /// Queues what `txn` owes, with `attempts` already sent since `queued`.
     pub(crate) fn queue(
         &mut self,
         txn: TxnId,
+        kind: Kind,
         issuer: usize,
-        original: Message,
+        message: Message,
         attempts: u32,
         queued: Instant,
     ) {
-        self.order.push_back((queued, txn));
-        self.reversals.insert(
-            txn,
-            Reversal {
-                issuer,
-                original,
-                attempts,
-                queued,
-                sent: Vec::new(),
-                waiting: false,
-            },
-        );
+        self.order[kind.index()].push_back((queued, txn));
+        let entry = Entry {
+            kind,
+            issuer,
+            message,
+            attempts,
+            queued,
+            sent: Vec::new(),
+            waiting: false,
+        };
+        if let Some(replaced) = self.entries.insert(txn, entry) {
+            self.pending[replaced.kind.index()] -= 1;
+        }
+        self.pending[kind.index()] += 1;
     }
 
-    /// The reversals of `issuer` that wait for a link, oldest first (so that the order does not depend
+    /// The entries of `issuer` that wait for a link, oldest first (so that the order does not depend
     /// on the hash map's).
     pub(crate) fn waiting_for(&self, issuer: usize) -> Vec<TxnId> {
         let mut waiting: Vec<TxnId> = self
-            .reversals
+            .entries
             .iter()
-            .filter(|(_, r)| r.issuer == issuer && r.waiting)
+            .filter(|(_, e)| e.issuer == issuer && e.waiting)
             .map(|(&txn, _)| txn)
             .collect();
         waiting.sort_unstable();
@@ -99,27 +123,28 @@ impl Saf {
 
     /// The attempt found no link: it goes out when one signs on.
     pub(crate) fn wait(&mut self, txn: TxnId) {
-        if let Some(r) = self.reversals.get_mut(&txn) {
-            r.waiting = true;
+        if let Some(e) = self.entries.get_mut(&txn) {
+            e.waiting = true;
         }
     }
 
     /// An attempt went out with `key`; returns its number (1 = the first).
     pub(crate) fn attempted(&mut self, txn: TxnId, key: PendingKey) -> u32 {
-        let Some(r) = self.reversals.get_mut(&txn) else {
+        let Some(e) = self.entries.get_mut(&txn) else {
             return 0;
         };
-        r.attempts += 1;
-        r.waiting = false;
-        r.sent.push(key);
-        r.attempts
+        e.attempts += 1;
+        e.waiting = false;
+        e.sent.push(key);
+        e.attempts
     }
 
-    /// Forgets the reversal of `txn`; returns the upstream keys of its attempts.
+    /// Forgets the entry of `txn`; returns the upstream keys of its attempts.
     pub(crate) fn remove(&mut self, txn: TxnId) -> Vec<PendingKey> {
-        self.reversals
-            .remove(&txn)
-            .map(|r| r.sent)
-            .unwrap_or_default()
+        let Some(entry) = self.entries.remove(&txn) else {
+            return Vec::new();
+        };
+        self.pending[entry.kind.index()] -= 1;
+        entry.sent
     }
 }

@@ -21,11 +21,20 @@ pub struct Stats {
     pub duplicates_rejected: u64,
     /// Idempotency keys dropped before their window ended because the table was full.
     pub idempotency_evictions: u64,
-    pub reversals_queued: u64,
-    pub reversals_sent: u64,
-    pub reversals_repeated: u64,
-    pub reversals_acknowledged: u64,
-    pub reversals_expired: u64,
+    pub reversals: Owed,
+    pub advices: Owed,
     pub sign_on_failures: u64,
     pub echo_failures: u64,
+}
+
+/// What the store-and-forward queue did with one kind of what it owes issuers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owed {
+    pub queued: u64,
+    /// First attempts.
+    pub sent: u64,
+    pub repeated: u64,
+    pub acknowledged: u64,
+    /// Never acknowledged before expiry: manual action.
+    pub expired: u64,
 }

@@ -13,7 +13,7 @@ use crate::links::Pending;
 use crate::reversal::replacement_unreadable;
 
 /// RC 92: no route to the card's issuer.
-const NO_ROUTE: ResponseCode = ResponseCode(*b"92");
+pub(crate) const NO_ROUTE: ResponseCode = ResponseCode(*b"92");
 
 /// Fields a terminal's network-management request gets back.
 const NETWORK_ECHO: &[u8] = &[7, 11, 12, 13, 41, 42, 70];
@@ -44,12 +44,13 @@ impl Engine {
             }
             (Class::REVERSAL, _) => self.terminal_reversal(now, conn, msg, out),
             (Class::AUTHORIZATION | Class::FINANCIAL, 0) => self.purchase(now, conn, msg, out),
+            (Class::AUTHORIZATION | Class::FINANCIAL, 2) => self.advice(now, conn, msg, out),
             _ => self.reject(now, None, conn, &msg, ResponseCode::FORMAT_ERROR, out),
         }
     }
 
     /// The idempotency key of a terminal request; `None` when a key field is missing or malformed.
-    fn key(&self, now: Now, msg: &Message) -> Option<Key> {
+    pub(crate) fn key(&self, now: Now, msg: &Message) -> Option<Key> {
         let ids = (msg.terminal_id()?.bytes(), msg.merchant_id()?.bytes());
         let stan = msg.stan()?;
         // The transaction date: the terminal's local date, else its transmission date, else today.
@@ -73,42 +74,11 @@ impl Engine {
             return;
         };
         match lookup {
-            Lookup::Joined(original) => {
-                self.stats.duplicates_joined += 1;
-                // One answer per request: a retransmit on the same connection is answered too.
-                match self.txns.get_mut(&original) {
-                    Some(t) => t.waiters.push(conn),
-                    None if self.claims.join(original, conn) => {}
-                    None => {
-                        // An entry in flight always has its transaction; if that ever broke, the
-                        // terminal is still answered.
-                        let rc = ResponseCode::SYSTEM_ERROR;
-                        return self.answer_locally(conn, None, &msg, ECHO_FIELDS, rc, out);
-                    }
-                }
-                Self::journal(now, original, Step::Joined, out);
-            }
+            Lookup::Joined(original) => self.join(now, original, conn, &msg, out),
             Lookup::Replay(original, answer) => {
-                self.stats.duplicates_replayed += 1;
-                let answer = self.replay(answer, &msg);
-                let rc = answer.response_code().unwrap_or(ResponseCode::SYSTEM_ERROR);
-                Self::journal(now, original, Step::Replayed { rc }, out);
-                // The answer replayed is durable already: with the journal down it need not wait.
-                out.push(match self.journal_writable {
-                    true => Action::Answer {
-                        conn,
-                        txn: Some(original),
-                        msg: answer,
-                    },
-                    false => Action::AnswerNow { conn, msg: answer },
-                });
+                self.answer_replay(now, original, conn, answer, &msg, out)
             }
-            Lookup::New if !self.journal_writable => {
-                // Nothing it leads to could be made durable: refused at once, unrecorded.
-                self.stats.unavailable += 1;
-                self.idempotency.forget(&key);
-                self.answer_now(conn, &msg, ResponseCode::ISSUER_UNAVAILABLE, out);
-            }
+            Lookup::New if !self.journal_writable => self.unavailable_now(conn, &key, &msg, out),
             Lookup::New => {
                 let received = self.received(&msg, &key, fingerprint);
                 if self.config.shared_keys {
@@ -118,6 +88,68 @@ impl Engine {
                 self.forward(now, txn, key, vec![conn], msg, pan.expose(), out);
             }
         }
+    }
+
+    /// A retransmit of `original`, still in flight: answered with it.
+    pub(crate) fn join(
+        &mut self,
+        now: Now,
+        original: TxnId,
+        conn: ConnId,
+        msg: &Message,
+        out: &mut Vec<Action>,
+    ) {
+        self.stats.duplicates_joined += 1;
+        // One answer per request: a retransmit on the same connection is answered too.
+        match self.txns.get_mut(&original) {
+            Some(t) => t.waiters.push(conn),
+            None if self.claims.join(original, conn) => {}
+            None => {
+                // An entry in flight always has its transaction; if that ever broke, the terminal is
+                // still answered.
+                let rc = ResponseCode::SYSTEM_ERROR;
+                return self.answer_locally(conn, None, msg, ECHO_FIELDS, rc, out);
+            }
+        }
+        Self::journal(now, original, Step::Joined, out);
+    }
+
+    /// A retransmit of `original`, completed: replayed its stored answer.
+    pub(crate) fn answer_replay(
+        &mut self,
+        now: Now,
+        original: TxnId,
+        conn: ConnId,
+        answer: Answer,
+        msg: &Message,
+        out: &mut Vec<Action>,
+    ) {
+        self.stats.duplicates_replayed += 1;
+        let answer = self.replay(answer, msg);
+        let rc = answer.response_code().unwrap_or(ResponseCode::SYSTEM_ERROR);
+        Self::journal(now, original, Step::Replayed { rc }, out);
+        // The answer replayed is durable already: with the journal down it need not wait.
+        out.push(match self.journal_writable {
+            true => Action::Answer {
+                conn,
+                txn: Some(original),
+                msg: answer,
+            },
+            false => Action::AnswerNow { conn, msg: answer },
+        });
+    }
+
+    /// A new request while nothing it leads to could be made durable: refused at once, unrecorded.
+    pub(crate) fn unavailable_now(
+        &mut self,
+        conn: ConnId,
+        key: &Key,
+        msg: &Message,
+        out: &mut Vec<Action>,
+    ) {
+        self.stats.unavailable += 1;
+        self.idempotency.forget(key);
+        self.answer_now(conn, msg, ResponseCode::ISSUER_UNAVAILABLE, out);
     }
 
     /// The stored answer for a retransmit of `request`.
@@ -163,7 +195,7 @@ impl Engine {
 
     /// Looks a request's key up (with the request's fingerprint); a conflicting duplicate is answered
     /// RC 94 here and gives `None`.
-    fn lookup(
+    pub(crate) fn lookup(
         &mut self,
         now: Now,
         txn: TxnId,
@@ -349,9 +381,14 @@ impl Engine {
                 let rrn = rrn.as_ref().map(|r| r.as_str());
                 let told = (rrn, amount);
                 match self.reversed_original(source, issuer, &msg, told, fingerprint) {
-                    Ok(forwarded) => {
-                        self.queue_terminal_reversal(now, original_txn, forwarded, issuer, &msg, out)
-                    }
+                    Ok(forwarded) => self.queue_terminal_reversal(
+                        now,
+                        original_txn,
+                        forwarded,
+                        issuer,
+                        &msg,
+                        out,
+                    ),
                     Err(error) => tracing::error!(
                         ?original_txn,
                         %error,

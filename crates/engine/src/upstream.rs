@@ -46,9 +46,7 @@ impl Engine {
             stan,
         });
         let _txn = match pending {
-            Some(Pending::Request(txn) | Pending::Late(txn) | Pending::Reversal(txn)) => {
-                Some(span(txn))
-            }
+            Some(Pending::Request(txn) | Pending::Late(txn) | Pending::Saf(txn)) => Some(span(txn)),
             Some(Pending::Probe) | None => None,
         };
         match pending {
@@ -58,7 +56,7 @@ impl Engine {
                 tracing::warn!(%rc, "late issuer answer; the reversal stands");
                 Self::journal(now, txn, Step::LateAnswer { rc }, out);
             }
-            Some(Pending::Reversal(txn)) => self.reversal_acknowledged(now, txn, rc, out),
+            Some(Pending::Saf(txn)) => self.owed_answered(now, txn, rc, out),
             Some(Pending::Probe) => self.on_probe_answer(now, link, stan, rc, out),
             None => {
                 self.stats.unmatched += 1;
@@ -290,7 +288,7 @@ impl Engine {
             self.links.signed_on(link);
             tracing::info!(?link, "link signed on");
             if let Some(issuer) = self.links.issuer(link) {
-                self.resume_reversals(now, issuer);
+                self.resume_owed(now, issuer);
             }
         }
         self.arm(TimerId::Link(link), now.mono + self.config.echo_interval);

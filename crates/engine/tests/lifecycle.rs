@@ -148,7 +148,7 @@ fn replacement(actual: u64) -> String {
 
 #[test]
 fn a_partial_reversal_carries_the_replacement_amounts_with_the_original_amount_even_after_a_restart()
-{
+ {
     let mut h = Harness::new();
     let (link, up) = one_sent(&h.request(1, with_code(&h, 1, "000000", 10_000)));
     h.step(Event::Response {
@@ -171,7 +171,7 @@ fn a_partial_reversal_carries_the_replacement_amounts_with_the_original_amount_e
     // Unacknowledged when the switch stops: the restarted engine's next attempt carries them too.
     let (mut restarted, found, _) = h.restart(h.journal.len());
     assert_eq!(found.reversals, 1);
-    let (_, again) = one_sent(&restarted.fire(TimerId::Reversal(TxnId(1))));
+    let (_, again) = one_sent(&restarted.fire(TimerId::Saf(TxnId(1))));
     assert_eq!(again.mti(), Mti::REVERSAL_REPEAT);
     assert_eq!(
         (again.amount(), text(&again, 95)),
@@ -195,4 +195,159 @@ fn replacement_amounts_that_do_not_start_with_an_amount_are_a_format_error() {
     let out = h.request(1, reversal);
     assert_eq!(sent(&out).count(), 0);
     assert_eq!(rc(&one_answer(&out).1), ResponseCode::FORMAT_ERROR);
+}
+
+/// A terminal's financial advice (an offline sale, or with DE90 a completion), with its own RRN.
+fn advice(h: &Harness, stan: u32, amount: u64) -> Message {
+    let mut m = h.purchase("TERM0001", stan, amount);
+    m.set_mti(Mti::new(*b"0220").unwrap());
+    m.set(37, "000000000777").unwrap();
+    m.set(35, "4761739001010010=28122011234").unwrap();
+    m
+}
+
+fn position(out: &[engine::Action], f: impl Fn(&engine::Action) -> bool) -> usize {
+    out.iter().position(f).expect("action present")
+}
+
+#[test]
+fn an_advice_is_answered_once_queued_and_repeated_upstream_until_the_issuer_acknowledges_it() {
+    let mut h = Harness::new();
+    let out = h.request(1, advice(&h, 1, 4_200));
+    let (_, told) = one_answer(&out);
+    assert_eq!(
+        (told.mti().as_str(), rc(&told)),
+        ("0230", ResponseCode::APPROVED)
+    );
+    let queued = position(
+        &out,
+        |a| matches!(a, engine::Action::Journal(r) if matches!(r.step, Step::AdviceQueued { .. })),
+    );
+    let answered = position(&out, |a| matches!(a, engine::Action::Answer { .. }));
+    assert!(queued < answered, "told only once queued");
+    let (link, first) = one_sent(&out);
+    assert_eq!(first.mti().as_str(), "0220");
+    assert_eq!(
+        (text(&first, 32), text(&first, 37)),
+        ("12345".into(), "000000000777".into())
+    );
+    assert_eq!(first.amount(), Some(4_200));
+    assert!(
+        !first.has(35) && !first.has(52),
+        "no track or PIN block in an advice"
+    );
+    assert_eq!(h.engine.pending_advices(), 1);
+    // Unanswered: repeated as 0221 under a new STAN, the same RRN.
+    let out = h.fire(TimerId::Saf(TxnId(1)));
+    let (_, repeat) = one_sent(&out);
+    assert_eq!(repeat.mti().as_str(), "0221");
+    assert_ne!(repeat.stan(), first.stan());
+    assert_eq!(text(&repeat, 37), "000000000777");
+    // The terminal's own repeat is answered from memory, and nothing more goes upstream.
+    let mut again = advice(&h, 1, 4_200);
+    again.set_mti(Mti::new(*b"0221").unwrap());
+    let out = h.request(1, again);
+    assert_eq!(sent(&out).count(), 0);
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
+    // A 96 is "try again" by the default policy; the issuer's 0231 to a repeat ends it.
+    let out = h.step(Event::Response {
+        link,
+        msg: answer(&repeat, "96"),
+    });
+    assert!(matches!(steps(&out)[..], [Step::AdviceRefused { .. }]));
+    assert_eq!(h.engine.pending_advices(), 1);
+    let (link, third) = one_sent(&h.fire(TimerId::Saf(TxnId(1))));
+    let mut ack = answer(&third, "00");
+    ack.set_mti(Mti::new(*b"0231").unwrap());
+    let out = h.step(Event::Response { link, msg: ack });
+    assert!(matches!(steps(&out)[..], [Step::AdviceAcknowledged { .. }]));
+    assert_eq!(h.engine.pending_advices(), 0);
+    assert_eq!(h.engine.timer(TimerId::Saf(TxnId(1))), None);
+    let advices = &h.engine.stats().advices;
+    assert_eq!(
+        (
+            advices.queued,
+            advices.sent,
+            advices.repeated,
+            advices.acknowledged
+        ),
+        (1, 1, 2, 1)
+    );
+}
+
+#[test]
+fn a_completion_names_its_preauthorization_as_the_issuer_saw_it() {
+    let mut h = Harness::new();
+    let mut preauth = h.purchase("TERM0001", 1, 10_000);
+    preauth.set_mti(Mti::AUTHORIZATION);
+    let (link, up) = one_sent(&h.request(1, preauth));
+    h.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    let mut completion = advice(&h, 2, 8_000);
+    let named = OriginalData {
+        mti: Mti::AUTHORIZATION,
+        stan: 1,
+        transmission: 1121093000,
+        acquirer: 0,
+        forwarding: 0,
+    };
+    completion.set(90, named.to_digits()).unwrap();
+    let (_, sent_up) = one_sent(&h.request(1, completion));
+    assert_eq!(
+        sent_up.original_data().unwrap(),
+        OriginalData {
+            mti: Mti::AUTHORIZATION,
+            stan: up.stan().unwrap(),
+            transmission: up.transmission_time().unwrap(),
+            acquirer: 12345,
+            forwarding: 0,
+        }
+    );
+    // One naming a pre-authorization the switch does not know goes without DE90: the issuer matches
+    // it by the DE37 and DE38 it repeats.
+    let mut unknown = advice(&h, 3, 500);
+    unknown
+        .set(90, OriginalData { stan: 99, ..named }.to_digits())
+        .unwrap();
+    let (_, sent_up) = one_sent(&h.request(1, unknown));
+    assert!(!sent_up.has(90));
+}
+
+#[test]
+fn an_advice_still_owed_when_the_switch_stops_is_repeated_after_a_restart() {
+    let mut h = Harness::new();
+    one_sent(&h.request(1, advice(&h, 1, 4_200)));
+    let (mut restarted, found, _) = h.restart(h.journal.len());
+    assert_eq!(found.advices, 1);
+    assert_eq!(restarted.engine.pending_advices(), 1);
+    let (_, repeat) = one_sent(&restarted.fire(TimerId::Saf(TxnId(1))));
+    assert_eq!(repeat.mti().as_str(), "0221");
+    assert_eq!(
+        (text(&repeat, 37), repeat.amount()),
+        ("000000000777".into(), Some(4_200))
+    );
+    assert!(!repeat.has(2), "the journal never kept the card number");
+    // The terminal's repeat is still answered as accepted, and not queued a second time.
+    let out = restarted.request(1, advice(&restarted, 1, 4_200));
+    assert_eq!(sent(&out).count(), 0);
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
+    assert_eq!(restarted.engine.pending_advices(), 1);
+}
+
+#[test]
+fn an_advice_never_acknowledged_expires_and_is_reported() {
+    let mut h = Harness::new();
+    one_sent(&h.request(1, advice(&h, 1, 4_200)));
+    for _ in 0..10 {
+        h.fire(TimerId::Saf(TxnId(1)));
+    }
+    assert!(
+        h.journal
+            .iter()
+            .any(|r| r.step == Step::AdviceExpired { attempts: 5 })
+    );
+    assert_eq!(h.engine.pending_advices(), 0);
+    assert_eq!(h.engine.stats().advices.expired, 1);
 }

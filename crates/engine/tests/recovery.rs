@@ -8,7 +8,7 @@ use support::*;
 
 /// The reversal sent for `txn` once its timer fires (links are up after a restart).
 fn reversal_of(h: &mut Harness, txn: TxnId) -> Message {
-    let out = h.fire(TimerId::Reversal(txn));
+    let out = h.fire(TimerId::Saf(txn));
     one_sent(&out).1
 }
 
@@ -106,7 +106,7 @@ fn a_pending_reversal_resumes_with_its_attempt_count() {
     let (mut h, found, out) = h.restart(h.journal.len());
     assert_eq!((found.in_doubt, found.reversals), (0, 1));
     assert_eq!(
-        h.engine.timer(TimerId::Reversal(TxnId(1))),
+        h.engine.timer(TimerId::Saf(TxnId(1))),
         Some(h.now.mono),
         "its next attempt is due at once"
     );

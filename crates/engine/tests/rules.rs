@@ -73,7 +73,7 @@ fn a_decline_is_told_and_stored_without_reversal() {
     assert_eq!(rc(&told).as_str(), "51");
     assert!(!told.has(38));
     assert_eq!(sent(&out).count(), 0);
-    assert_eq!(h.engine.stats().reversals_queued, 0);
+    assert_eq!(h.engine.stats().reversals.queued, 0);
 }
 
 #[test]
@@ -418,13 +418,13 @@ fn unanswered_reversals_repeat_as_0401_with_backoff_until_acknowledged() {
     let mut h = Harness::new();
     let (_, _, out) = timed_out(&mut h);
     assert_eq!(one_sent(&out).1.mti(), Mti::REVERSAL);
-    let first_at = h.engine.timer(TimerId::Reversal(TxnId(1)));
+    let first_at = h.engine.timer(TimerId::Saf(TxnId(1)));
     assert_eq!(first_at, Some(h.now.mono + Duration::from_secs(10)));
     h.advance(Duration::from_secs(10));
-    let out = h.fire(TimerId::Reversal(TxnId(1)));
+    let out = h.fire(TimerId::Saf(TxnId(1)));
     let (link, repeat) = one_sent(&out);
     assert_eq!(repeat.mti(), Mti::REVERSAL_REPEAT);
-    let next_at = h.engine.timer(TimerId::Reversal(TxnId(1)));
+    let next_at = h.engine.timer(TimerId::Saf(TxnId(1)));
     assert_eq!(
         next_at,
         Some(h.now.mono + Duration::from_secs(20)),
@@ -440,7 +440,7 @@ fn unanswered_reversals_repeat_as_0401_with_backoff_until_acknowledged() {
     ));
     assert_eq!(h.engine.pending_reversals(), 0);
     // The old timer firing later does nothing.
-    assert!(h.fire(TimerId::Reversal(TxnId(1))).is_empty());
+    assert!(h.fire(TimerId::Saf(TxnId(1))).is_empty());
 }
 
 /// The acknowledgement policy: a 0410 with a code the issuer's policy retries (91, 96 by default)
@@ -464,7 +464,7 @@ fn a_reversal_answered_with_a_retried_code_stays_queued_and_is_repeated() {
         1,
         "a system error is not an acknowledgement"
     );
-    let out = h.fire(TimerId::Reversal(TxnId(1)));
+    let out = h.fire(TimerId::Saf(TxnId(1)));
     let (link, repeat) = one_sent(&out);
     assert_eq!(repeat.mti(), Mti::REVERSAL_REPEAT);
     let out = h.step(Event::Response {
@@ -501,17 +501,17 @@ fn a_reversal_expires_and_is_reported_after_max_attempts() {
     timed_out(&mut h);
     for _ in 1..5 {
         h.advance(Duration::from_secs(60));
-        let out = h.fire(TimerId::Reversal(TxnId(1)));
+        let out = h.fire(TimerId::Saf(TxnId(1)));
         let reversals = sent(&out).filter(|(_, m)| m.mti().class() == Class::REVERSAL);
         assert_eq!(reversals.count(), 1);
     }
     h.advance(Duration::from_secs(60));
-    let out = h.fire(TimerId::Reversal(TxnId(1)));
+    let out = h.fire(TimerId::Saf(TxnId(1)));
     assert!(matches!(
         steps(&out)[..],
         [Step::ReversalExpired { attempts: 5 }]
     ));
-    assert_eq!(h.engine.stats().reversals_expired, 1);
+    assert_eq!(h.engine.stats().reversals.expired, 1);
     assert_eq!(h.engine.pending_reversals(), 0);
 }
 
@@ -686,7 +686,7 @@ fn a_terminal_reversal_of_an_approval_goes_upstream_once() {
         assert_eq!(sent(&out).count(), 0);
         assert_eq!(one_answer(&out).1.mti().as_str(), "0410");
     }
-    assert_eq!(h.engine.stats().reversals_queued, 1);
+    assert_eq!(h.engine.stats().reversals.queued, 1);
 }
 
 #[test]
@@ -908,13 +908,13 @@ fn the_engine_keeps_one_timer_table_in_deadline_order() {
         None,
         "fired once"
     );
-    let backoff = h.engine.timer(TimerId::Reversal(TxnId(2)));
+    let backoff = h.engine.timer(TimerId::Saf(TxnId(2)));
     assert_eq!(backoff, Some(h.now.mono + Duration::from_secs(10)));
     assert_eq!(h.engine.poll_timeout(), backoff);
     let out = h.pass(Duration::from_secs(10));
     assert_eq!(one_sent(&out).1.mti(), Mti::REVERSAL_REPEAT);
     assert_eq!(
-        h.engine.timer(TimerId::Reversal(TxnId(2))),
+        h.engine.timer(TimerId::Saf(TxnId(2))),
         Some(h.now.mono + Duration::from_secs(20)),
         "re-armed later"
     );

@@ -41,9 +41,10 @@ pub struct Metrics {
     pub(crate) format_errors: IntCounter,
     pub(crate) reversals: IntCounterVec,
     pub(crate) saf_depth: IntGauge,
-    saf_oldest_age: Gauge,
-    /// When the oldest pending reversal was queued: its age is computed when scraped.
-    pub(crate) saf_oldest: Mutex<Option<Instant>>,
+    pub(crate) saf_oldest: OldestAge,
+    pub(crate) advices: IntCounterVec,
+    pub(crate) advice_depth: IntGauge,
+    pub(crate) advice_oldest: OldestAge,
     pub(crate) in_flight: IntGauge,
     pub(crate) link_up: IntGaugeVec,
     pub(crate) link_connect_failures: IntCounterVec,
@@ -66,6 +67,32 @@ pub struct Metrics {
 }
 
 /// Registers `metric` and hands it back (names are fixed in this file, so a failure is a bug here).
+/// The age of the oldest entry of a queue, computed when scraped from the instant it was queued.
+#[derive(Debug)]
+pub(crate) struct OldestAge {
+    gauge: Gauge,
+    at: Mutex<Option<Instant>>,
+}
+
+impl OldestAge {
+    fn new(r: &Registry, name: &str, help: &str) -> OldestAge {
+        OldestAge {
+            gauge: register(r, Gauge::new(name, help).expect("valid metric")),
+            at: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn set(&self, at: Option<Instant>) {
+        *self.at.lock().unwrap_or_else(|e| e.into_inner()) = at;
+    }
+
+    fn publish(&self) {
+        let at = *self.at.lock().unwrap_or_else(|e| e.into_inner());
+        self.gauge
+            .set(at.map_or(0.0, |at| at.elapsed().as_secs_f64()));
+    }
+}
+
 fn register<M: prometheus::core::Collector + Clone + 'static>(r: &Registry, metric: M) -> M {
     r.register(Box::new(metric.clone())).expect("unique metric");
     metric
@@ -114,13 +141,15 @@ impl Metrics {
             .expect("valid metric"),
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let saf_oldest_age = register(
+        let saf_oldest = OldestAge::new(
             &r,
-            Gauge::new(
-                "acquiro_saf_oldest_age_seconds",
-                "Age of the oldest reversal not yet acknowledged (0 when none).",
-            )
-            .expect("valid metric"),
+            "acquiro_saf_oldest_age_seconds",
+            "Age of the oldest reversal not yet acknowledged (0 when none).",
+        );
+        let advice_oldest = OldestAge::new(
+            &r,
+            "acquiro_advice_oldest_age_seconds",
+            "Age of the oldest advice accepted from a terminal and not yet acknowledged by its issuer (0 when none).",
         );
         let link_up = register(
             &r,
@@ -223,8 +252,19 @@ impl Metrics {
                 "acquiro_saf_depth",
                 "Reversals queued and not yet acknowledged or expired.",
             ),
-            saf_oldest_age,
-            saf_oldest: Mutex::new(None),
+            saf_oldest,
+            advices: counters(
+                &r,
+                "acquiro_advices_total",
+                "Terminal advices (0120, 0220) by outcome: queued (accepted, the terminal told 00), sent (first attempt), repeated (0121, 0221), acknowledged, refused (an answer the issuer's policy retries), expired.",
+                &["outcome"],
+            ),
+            advice_depth: gauge(
+                &r,
+                "acquiro_advice_queue_depth",
+                "Advices accepted from terminals and not yet acknowledged by their issuer or expired.",
+            ),
+            advice_oldest,
             in_flight: gauge(
                 &r,
                 "acquiro_in_flight",
@@ -344,9 +384,8 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
-        let oldest = *self.saf_oldest.lock().unwrap_or_else(|e| e.into_inner());
-        self.saf_oldest_age
-            .set(oldest.map_or(0.0, |at| at.elapsed().as_secs_f64()));
+        self.saf_oldest.publish();
+        self.advice_oldest.publish();
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

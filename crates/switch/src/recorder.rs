@@ -34,8 +34,8 @@ pub(crate) struct Recorder {
     links: Vec<IntGauge>,
     open: HashMap<TxnId, Open>,
     last: Stats,
-    /// The oldest pending reversal last published to [`Metrics`].
-    oldest_reversal: Option<Instant>,
+    /// The oldest pending reversal and advice last published to [`Metrics`].
+    oldest: (Option<Instant>, Option<Instant>),
 }
 
 impl Recorder {
@@ -62,7 +62,7 @@ impl Recorder {
             links,
             open: HashMap::new(),
             last: Stats::default(),
-            oldest_reversal: None,
+            oldest: (None, None),
         }
     }
 
@@ -122,6 +122,14 @@ impl Recorder {
             }
             Step::ReversalExpired { .. } => m.reversals.with_label_values(&["expired"]).inc(),
             Step::ReversalRefused { .. } => m.reversals.with_label_values(&["refused"]).inc(),
+            Step::AdviceQueued { .. } => m.advices.with_label_values(&["queued"]).inc(),
+            Step::AdviceSent { attempt, .. } => {
+                let outcome = if *attempt == 1 { "sent" } else { "repeated" };
+                m.advices.with_label_values(&[outcome]).inc();
+            }
+            Step::AdviceAcknowledged { .. } => m.advices.with_label_values(&["acknowledged"]).inc(),
+            Step::AdviceRefused { .. } => m.advices.with_label_values(&["refused"]).inc(),
+            Step::AdviceExpired { .. } => m.advices.with_label_values(&["expired"]).inc(),
             Step::InDoubt => m.in_doubt.inc(),
             Step::HeldElsewhere { .. } => m.duplicates.with_label_values(&["elsewhere"]).inc(),
             Step::Adopted { .. } => m.adopted.inc(),
@@ -229,14 +237,18 @@ impl Recorder {
         let m = &self.metrics;
         m.in_flight.set(engine.in_flight() as i64);
         m.saf_depth.set(engine.pending_reversals() as i64);
+        m.advice_depth.set(engine.pending_advices() as i64);
         m.idempotency_entries
             .set(engine.idempotency_entries() as i64);
-        let oldest = engine.oldest_reversal();
-        // The lock is shared with scrapes: take it only when the answer changes.
-        if oldest != self.oldest_reversal {
-            self.oldest_reversal = oldest;
-            *m.saf_oldest.lock().unwrap_or_else(|e| e.into_inner()) = oldest;
+        let oldest = (engine.oldest_reversal(), engine.oldest_advice());
+        // The locks are shared with scrapes: taken only when the answer changes.
+        if oldest.0 != self.oldest.0 {
+            m.saf_oldest.set(oldest.0);
         }
+        if oldest.1 != self.oldest.1 {
+            m.advice_oldest.set(oldest.1);
+        }
+        self.oldest = oldest;
         let (stats, last) = (engine.stats(), &self.last);
         m.idempotency_evictions
             .inc_by(stats.idempotency_evictions - last.idempotency_evictions);
