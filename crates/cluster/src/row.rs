@@ -49,7 +49,10 @@ impl Rows {
                 day = Some(r.date as i16);
                 last4 = r.card.as_ref().map(|c| c.last4.to_string());
             }
-            Step::Forwarded { original, .. } => rrn = original.rrn().map(str::to_owned),
+            Step::Forwarded { original, .. }
+            | Step::AdviceQueued {
+                advice: original, ..
+            } => rrn = original.rrn().map(str::to_owned),
             _ => {}
         }
         self.terminals.push(terminal);

@@ -177,6 +177,16 @@ impl Trail {
             || self.advice_owed()
     }
 
+    /// Received, and then nothing: not forwarded, queued, refused, answered or found held elsewhere.
+    fn stranded(&self) -> bool {
+        self.received.is_some()
+            && self.forwarded.is_none()
+            && self.advice.is_none()
+            && self.told.is_none()
+            && !self.rejected
+            && !self.held_elsewhere
+    }
+
     /// An advice was accepted from its terminal (and so is owed to its issuer, or was delivered).
     pub(crate) fn advice_queued(&self) -> bool {
         self.advice.is_some()
@@ -306,6 +316,13 @@ impl Engine {
         out: &mut Vec<Action>,
     ) {
         let issuer = (trail.forwarded.as_ref()).and_then(|(name, _)| self.issuer_named(txn, name));
+        // Received, and stopped before anything came of it (its next records were not yet durable):
+        // closed as refused, so that the key it claimed (cluster mode) is free for a retransmit on any
+        // node, not held by a transaction that will never go on.
+        if trail.stranded() {
+            let rc = ResponseCode::ISSUER_UNAVAILABLE;
+            Self::journal(now, txn, Step::Rejected { rc }, out);
+        }
         let in_doubt = trail.in_doubt(&self.config);
         if in_doubt {
             found.in_doubt += 1;

@@ -174,3 +174,24 @@ fn after_a_crash_at_any_record_only_a_purchase_told_approved_stays_debited() {
         }
     }
 }
+
+/// Received, and stopped before its next records were durable: the restart closes it as refused, so
+/// that nothing holds its key (in cluster mode, another node's retransmit may then take it over).
+#[test]
+fn a_request_received_and_never_acted_on_is_closed_at_restart() {
+    let mut h = Harness::new();
+    one_sent(&h.request(1, h.purchase("TERM0001", 1, 100)));
+    assert!(matches!(h.journal[0].step, Step::Received(_)));
+    let (first, found, out) = h.restart(1);
+    assert_eq!(found.in_doubt, 0, "never forwarded, so nothing to reverse");
+    assert_eq!(
+        steps(&out),
+        [&Step::Rejected {
+            rc: ResponseCode::ISSUER_UNAVAILABLE
+        }]
+    );
+    let (mut again, _, out) = first.restart(first.journal.len());
+    assert!(steps(&out).is_empty(), "closed once, for good");
+    // Its retransmit is a first attempt.
+    one_sent(&again.request(1, again.purchase("TERM0001", 1, 100)));
+}

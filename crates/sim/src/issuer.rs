@@ -143,19 +143,23 @@ enum Reply {
 
 /// What to do with `msg`; the books are updated when the decision is taken, before any delay.
 fn reply(shared: &Shared, msg: &Message) -> Reply {
-    let rrn = msg.rrn().map(|f| f.to_string()).unwrap_or_default();
     let Ok(mut answer) = msg.response(ECHO) else {
         return Reply::Nothing;
     };
     let books = || shared.ledger.lock().unwrap_or_else(|e| e.into_inner());
-    let (rc, delay) = match msg.mti().class().digit() {
-        1 | 2 => {
+    let (rc, delay) = match (msg.mti().class().digit(), msg.mti().function()) {
+        // An advice tells the issuer what the terminal already did: booked (once) and acknowledged.
+        (1 | 2, 2) => {
+            books().book(msg, msg.amount().unwrap_or(0));
+            ("00".into(), Duration::ZERO)
+        }
+        (1 | 2, _) => {
             let decision = shared.rules.decide(msg);
             match decision.action {
                 Action::Close => return Reply::Close,
                 Action::Decline => {}
                 Action::Approve | Action::Drop => {
-                    books().approve(&rrn, msg.amount().unwrap_or(0));
+                    books().book(msg, msg.amount().unwrap_or(0));
                     if decision.action == Action::Drop {
                         return Reply::Nothing;
                     }
@@ -164,8 +168,8 @@ fn reply(shared: &Shared, msg: &Message) -> Reply {
             }
             (decision.rc, decision.delay)
         }
-        4 => {
-            books().reverse(&rrn);
+        (4, _) => {
+            books().book(msg, 0);
             ("00".into(), Duration::ZERO)
         }
         _ => ("00".into(), Duration::ZERO),

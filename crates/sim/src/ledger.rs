@@ -1,27 +1,42 @@
-//! The issuer simulator's books: every approval it debited and every reversal it credited, per
-//! transaction (keyed by RRN, DE37, which the terminals make unique and the switch carries unchanged).
+//! The issuer simulator's books: every approval it debited (or, for a refund, credited), every reversal
+//! it applied and every advice it booked, per transaction (keyed by RRN, DE37, which the terminals make
+//! unique and the switch carries unchanged; a completion carries its pre-authorization's).
 
 use std::collections::BTreeMap;
 
+use iso8583::Message;
 use serde::{Deserialize, Serialize};
 
 /// One transaction at the issuer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
-    /// The amount of each approval (more than one means the same transaction was debited twice).
-    pub approvals: Vec<u64>,
-    /// How many of the approvals, oldest first, a reversal credited.
+    /// The signed amount of each approval (a refund negative; more than one means the same
+    /// transaction was booked twice).
+    pub approvals: Vec<i64>,
+    /// How many of the approvals, oldest first, a reversal undid.
     pub credited: usize,
+    /// What partial reversals left standing of the approvals they undid.
+    #[serde(default)]
+    pub kept: i64,
     /// Reversal messages received, repeats and reversals of nothing included.
     pub reversals: u32,
+    /// A completion's amount, which replaces what its pre-authorization held.
+    #[serde(default)]
+    pub completed: Option<i64>,
+    /// Advices booked: a completion or an offline sale (more than one: booked twice).
+    #[serde(default)]
+    pub advices: u32,
 }
 
 impl Account {
-    /// Approved minus reversed, in minor units.
+    /// What stands, in minor units: approved minus reversed, or what a completion says.
     pub fn net(&self) -> i64 {
-        let debited: u64 = self.approvals.iter().sum();
-        let credited: u64 = self.approvals[..self.credited].iter().sum();
-        (debited - credited) as i64
+        if let Some(amount) = self.completed {
+            return amount;
+        }
+        let booked: i64 = self.approvals.iter().sum();
+        let undone: i64 = self.approvals[..self.credited].iter().sum();
+        booked - undone + self.kept
     }
 }
 
@@ -31,25 +46,68 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn approve(&mut self, rrn: &str, amount: u64) {
-        self.accounts
-            .entry(rrn.to_string())
-            .or_default()
-            .approvals
-            .push(amount);
+    /// Books an approval of `amount` (negative: a credit).
+    pub fn approve(&mut self, rrn: &str, amount: i64) {
+        self.account(rrn).approvals.push(amount);
     }
 
-    /// Records a reversal and credits one approval not yet credited, if any. Returns whether it
-    /// credited: a repeated reversal, or one for something never approved, credits nothing.
-    pub fn reverse(&mut self, rrn: &str) -> bool {
-        let account = self.accounts.entry(rrn.to_string()).or_default();
+    /// Records a reversal and undoes one approval not yet undone, if any, leaving `actual` of it
+    /// standing for a partial reversal. Returns whether it undid one: a repeated reversal, or one for
+    /// something never approved, changes nothing.
+    pub fn reverse(&mut self, rrn: &str, actual: Option<i64>) -> bool {
+        let account = self.account(rrn);
         account.reversals += 1;
         if account.credited < account.approvals.len() {
             account.credited += 1;
+            account.kept += actual.unwrap_or(0);
             true
         } else {
             false
         }
+    }
+
+    /// Books an advice for `amount` the first time it comes (a repeat changes nothing): a completion
+    /// when the transaction holds an approval (its pre-authorization), else an offline sale.
+    pub fn advise(&mut self, rrn: &str, amount: i64) -> bool {
+        let account = self.account(rrn);
+        if account.advices > 0 {
+            return false;
+        }
+        account.advices += 1;
+        match account.approvals.is_empty() {
+            true => account.approvals.push(amount),
+            false => account.completed = Some(amount),
+        }
+        true
+    }
+
+    /// Books what the issuer does with `msg`: a request it approved for `amount` (a refund as a
+    /// credit, an inquiry not at all), an advice, or a reversal (a partial one keeps DE95's amount).
+    pub fn book(&mut self, msg: &Message, amount: u64) {
+        let rrn = msg.rrn().map(|f| f.to_string()).unwrap_or_default();
+        let processing = msg.get(3).and_then(|f| f.as_str()).unwrap_or("00");
+        let signed = |amount: u64| match processing.get(..2) {
+            Some("20") => -(amount as i64),
+            _ => amount as i64,
+        };
+        let mti = msg.mti();
+        match (mti.class().digit(), mti.function()) {
+            (1 | 2, 0) if matches!(processing.get(..2), Some("30" | "31")) => {}
+            (1 | 2, 0) => self.approve(&rrn, signed(amount)),
+            (1 | 2, 2) => {
+                self.advise(&rrn, signed(amount));
+            }
+            (4, _) => {
+                let actual = (msg.get(95).and_then(|f| f.as_str()))
+                    .and_then(|amounts| amounts.get(..12)?.parse().ok());
+                self.reverse(&rrn, actual.map(signed));
+            }
+            _ => {}
+        }
+    }
+
+    fn account(&mut self, rrn: &str) -> &mut Account {
+        self.accounts.entry(rrn.to_string()).or_default()
     }
 
     /// The net debit of a transaction (0 for one never seen).
@@ -67,14 +125,39 @@ mod tests {
         let mut l = Ledger::default();
         l.approve("A", 500);
         assert_eq!(l.net("A"), 500);
-        assert!(l.reverse("A"));
-        assert!(!l.reverse("A"), "a repeat credits nothing");
+        assert!(l.reverse("A", None));
+        assert!(!l.reverse("A", None), "a repeat credits nothing");
         assert_eq!(l.net("A"), 0);
-        assert!(!l.reverse("B"), "nothing approved to credit");
+        assert!(!l.reverse("B", None), "nothing approved to credit");
         assert_eq!((l.net("B"), l.accounts["B"].reversals), (0, 1));
         l.approve("C", 300);
         l.approve("C", 300);
-        assert!(l.reverse("C"));
+        assert!(l.reverse("C", None));
         assert_eq!(l.net("C"), 300, "debited twice, reversed once");
+    }
+
+    #[test]
+    fn refunds_partials_and_advices_book_what_stands() {
+        let mut l = Ledger::default();
+        l.approve("refund", -700);
+        assert_eq!(l.net("refund"), -700);
+        assert!(l.reverse("refund", None));
+        assert_eq!(l.net("refund"), 0, "a reversed refund");
+        l.approve("fuel", 10_000);
+        assert!(l.reverse("fuel", Some(6_000)));
+        assert_eq!(
+            l.net("fuel"),
+            6_000,
+            "a partial reversal keeps the actual amount"
+        );
+        l.approve("hotel", 20_000);
+        assert!(l.advise("hotel", 18_500));
+        assert!(
+            !l.advise("hotel", 18_500),
+            "a repeated advice is booked once"
+        );
+        assert_eq!((l.net("hotel"), l.accounts["hotel"].advices), (18_500, 1));
+        assert!(l.advise("offline", 900));
+        assert_eq!(l.net("offline"), 900);
     }
 }

@@ -1,4 +1,5 @@
-//! Terminal requests with realistic fields: purchases, authorizations and the terminal's own reversal.
+//! Terminal requests with realistic fields: purchases, refunds, inquiries, authorizations, the terminal's
+//! own reversal (whole, or partial with DE95) and its advices (a completion, an offline sale).
 
 use iso8583::{Message, Mti, OriginalData, Spec};
 
@@ -6,6 +7,8 @@ use iso8583::{Message, Mti, OriginalData, Spec};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Purchase {
     pub mti: Mti,
+    /// DE3: 000000 purchase, 200000 refund, 310000 balance inquiry...
+    pub processing: String,
     pub pan: String,
     pub amount: u64,
     /// ISO 4217 numeric.
@@ -32,6 +35,7 @@ impl Purchase {
     pub fn example() -> Purchase {
         Purchase {
             mti: Mti::FINANCIAL,
+            processing: "000000".into(),
             pan: "4761739001010010".into(),
             amount: 2500,
             currency: 978,
@@ -50,7 +54,7 @@ impl Purchase {
     pub fn message(&self, spec: &'static Spec) -> Result<Message, iso8583::Error> {
         let mut m = Message::new(spec, self.mti);
         m.set(2, &self.pan)?
-            .set(3, "000000")?
+            .set(3, &self.processing)?
             .set_number(4, self.amount)?
             .set_number(7, self.transmission)?
             .set_number(11, u64::from(self.stan))?
@@ -80,6 +84,46 @@ impl Purchase {
         } else {
             Mti::REVERSAL
         };
+        self.follow_up(spec, mti, stan)
+    }
+
+    /// The terminal's partial reversal: its reversal with replacement amounts (DE95) saying that
+    /// `actual` stands (a fuel pump that delivered less than it authorized).
+    pub fn partial_reversal(
+        &self,
+        spec: &'static Spec,
+        stan: u32,
+        repeat: bool,
+        actual: u64,
+    ) -> Result<Message, iso8583::Error> {
+        let mut m = self.reversal(spec, stan, repeat)?;
+        m.set(95, format!("{actual:012}{:030}", 0))?;
+        Ok(m)
+    }
+
+    /// The completion (0220, or 0221 for a repeat) of this pre-authorization for `amount`, with its own
+    /// STAN, DE90 naming the pre-authorization and the pre-authorization's RRN.
+    pub fn completion(
+        &self,
+        spec: &'static Spec,
+        stan: u32,
+        repeat: bool,
+        amount: u64,
+    ) -> Result<Message, iso8583::Error> {
+        let mti = Mti::new(if repeat { *b"0221" } else { *b"0220" })?;
+        let mut m = self.follow_up(spec, mti, stan)?;
+        m.set_number(4, amount)?;
+        Ok(m)
+    }
+
+    /// The terminal's next message about this transaction: `mti` under STAN `stan`, DE90 naming it,
+    /// without the track and PIN block.
+    fn follow_up(
+        &self,
+        spec: &'static Spec,
+        mti: Mti,
+        stan: u32,
+    ) -> Result<Message, iso8583::Error> {
         let original = OriginalData {
             mti: self.mti,
             stan: self.stan,
@@ -94,5 +138,15 @@ impl Purchase {
         m.set_number(11, u64::from(stan))?
             .set(90, original.to_digits())?;
         Ok(m)
+    }
+
+    /// Whether it credits the cardholder (a refund, processing code 20).
+    pub fn is_credit(&self) -> bool {
+        self.processing.starts_with("20")
+    }
+
+    /// Whether it moves no money (a balance inquiry, 30 or 31).
+    pub fn is_inquiry(&self) -> bool {
+        self.processing.starts_with("30") || self.processing.starts_with("31")
     }
 }

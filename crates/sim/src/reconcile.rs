@@ -85,6 +85,8 @@ mod tests {
             told,
             rc: None,
             retransmits: 0,
+            processing: "000000".into(),
+            advised: false,
         }
     }
 
@@ -93,7 +95,7 @@ mod tests {
         let mut ledger = Ledger::default();
         ledger.approve("ok-approved", 100);
         ledger.approve("ok-reversed", 100);
-        ledger.reverse("ok-reversed");
+        ledger.reverse("ok-reversed", None);
         ledger.approve("twice", 100);
         ledger.approve("twice", 100);
         ledger.approve("not-reversed", 100);

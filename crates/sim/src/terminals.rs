@@ -86,18 +86,36 @@ pub struct Outcome {
     pub stan: u32,
     pub rrn: String,
     pub mti: String,
+    /// What the terminal was told stands: the amount approved (a partial approval's, a completion's,
+    /// what a partial reversal left), or the amount asked for.
     pub amount: u64,
     pub told: Told,
     /// The response code of the answer it acted on.
     pub rc: Option<String>,
     pub retransmits: u32,
+    /// DE3 of the transaction (absent in files written before it was recorded: a purchase).
+    #[serde(default = "purchase_code")]
+    pub processing: String,
+    /// An advice was accepted (a completion or an offline sale): the issuer must have booked it once.
+    #[serde(default)]
+    pub advised: bool,
+}
+
+fn purchase_code() -> String {
+    "000000".into()
 }
 
 impl Outcome {
-    /// The issuer's net debit this outcome requires: the amount if approved, else nothing.
+    /// The issuer's net debit this outcome requires: the amount if approved (negative for a refund,
+    /// nothing for an inquiry), else nothing.
     pub fn expected_net(&self) -> i64 {
+        let sign = match &self.processing[..self.processing.len().min(2)] {
+            "20" => -1,
+            "30" | "31" => 0,
+            _ => 1,
+        };
         match self.told {
-            Told::Approved => self.amount as i64,
+            Told::Approved => sign * self.amount as i64,
             _ => 0,
         }
     }
@@ -254,6 +272,7 @@ impl Terminal {
         };
         Purchase {
             mti,
+            processing: "000000".into(),
             pan,
             amount: fastrand::u64(load.amounts[0]..=load.amounts[1]),
             currency: 978,
@@ -283,6 +302,8 @@ impl Terminal {
             told: Told::Unresolved,
             rc: None,
             retransmits: 0,
+            processing: purchase.processing.clone(),
+            advised: false,
         };
         loop {
             Progress::bump(&self.progress.sent);

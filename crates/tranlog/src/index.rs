@@ -87,7 +87,10 @@ impl Key {
                 keys.extend(r.card.as_ref().map(|c| Key::Last4(c.last4.to_string())));
                 keys
             }
-            Step::Forwarded { original, .. } => original
+            Step::Forwarded { original, .. }
+            | Step::AdviceQueued {
+                advice: original, ..
+            } => original
                 .rrn()
                 .map(|rrn| Key::Rrn(rrn.into()))
                 .into_iter()

@@ -20,11 +20,38 @@ pub(crate) fn broken(run: &Run) -> Vec<String> {
             m.rrn, m.told, m.net, m.expected, m.approvals
         ));
     }
-    // (2) No idempotency key is forwarded twice: one request per RRN reaches the issuer.
+    // (2) No idempotency key is forwarded twice: one request per RRN reaches the issuer, and one
+    // first attempt of each advice (its repeats are 0121, 0221).
     for (rrn, n) in run.forwards.iter().filter(|(_, n)| **n > 1) {
         broken.push(format!("(2) RRN {rrn} forwarded {n} times"));
     }
-    // (3) Every reversal is acknowledged, or expired and reported; none is forgotten. A transaction
+    for (rrn, n) in run.advices.iter().filter(|(_, n)| **n > 1) {
+        broken.push(format!(
+            "(2) advice of RRN {rrn} sent as a first attempt {n} times"
+        ));
+    }
+    // (5) Every advice a terminal was told was accepted is booked by the issuer exactly once, and
+    // the issuer books none that no terminal was told of.
+    let advised: BTreeMap<&str, ()> = (run.outcomes.iter())
+        .filter(|o| o.advised)
+        .map(|o| (o.rrn.as_str(), ()))
+        .collect();
+    for rrn in advised.keys() {
+        let booked = run.ledger.accounts.get(*rrn).map_or(0, |a| a.advices);
+        if booked != 1 {
+            broken.push(format!(
+                "(5) accepted advice of RRN {rrn} booked {booked} times"
+            ));
+        }
+    }
+    for (rrn, account) in &run.ledger.accounts {
+        if account.advices > 0 && !advised.contains_key(rrn.as_str()) {
+            broken.push(format!(
+                "(5) RRN {rrn}: an advice booked that no terminal was told of"
+            ));
+        }
+    }
+    // (3) Every reversal and advice is acknowledged, or expired and reported; none is forgotten. A transaction
     // another node adopted (a takeover, or a terminal's reversal of it there) is finished by the
     // adopter's transaction.
     let mut reversals: BTreeMap<(&str, TxnId), bool> = BTreeMap::new();
@@ -32,10 +59,13 @@ pub(crate) fn broken(run: &Run) -> Vec<String> {
     for (node, record) in &run.journal {
         let at = (node.as_str(), record.txn);
         match &record.step {
-            Step::ReversalQueued => {
+            Step::ReversalQueued | Step::AdviceQueued { .. } => {
                 reversals.entry(at).or_insert(false);
             }
-            Step::ReversalAcknowledged { .. } | Step::ReversalExpired { .. } => {
+            Step::ReversalAcknowledged { .. }
+            | Step::ReversalExpired { .. }
+            | Step::AdviceAcknowledged { .. }
+            | Step::AdviceExpired { .. } => {
                 reversals.insert(at, true);
             }
             Step::Adopted { node: from, txn } => {
@@ -47,13 +77,13 @@ pub(crate) fn broken(run: &Run) -> Vec<String> {
     let finished = |at| finished_by(at, &reversals, &adopters);
     for (node, txn) in reversals.keys().filter(|&&at| !finished(at)) {
         broken.push(format!(
-            "(3) reversal of {txn:?} on node {node} neither acknowledged nor expired"
+            "(3) reversal or advice of {txn:?} on node {node} neither acknowledged nor expired"
         ));
     }
-    if run.pending_reversals > 0 {
+    if run.pending_reversals + run.pending_advices > 0 {
         broken.push(format!(
-            "(3) {} reversals still pending",
-            run.pending_reversals
+            "(3) {} reversals and {} advices still pending",
+            run.pending_reversals, run.pending_advices
         ));
     }
     // (4) Every request on a connection that stayed open gets exactly one answer; none gets two.

@@ -1,6 +1,9 @@
-//! A simulated POS terminal: one transaction at a time; on no answer it retransmits the same request
-//! (same STAN) some of the time, else sends its own reversal and repeats it until acknowledged; after a
-//! dropped connection it reconnects and carries on where it was.
+//! A simulated POS terminal: one transaction at a time, of every kind a fleet sends — purchases,
+//! authorizations, refunds, balance inquiries, pre-authorizations with their completion (0220), fuel
+//! purchases adjusted by a partial reversal (DE95) and offline sales (0220 advices). On no answer it
+//! retransmits the same request (same STAN) some of the time, else sends its own reversal and repeats it
+//! until acknowledged; it repeats an advice or a partial reversal until it is answered; after a dropped
+//! connection it reconnects and carries on where it was.
 
 use std::time::Duration;
 
@@ -12,12 +15,39 @@ use sim::{Outcome, Purchase, Told};
 /// Retransmits of one request before the terminal reverses it instead.
 const MAX_RETRANSMITS: u32 = 2;
 
+/// What a transaction is, beyond its first request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// One request: a purchase, an authorization, a refund or an inquiry.
+    Single,
+    /// A pre-authorization, then (if approved) its completion for less.
+    Completed,
+    /// A purchase, then (if approved) a partial reversal to what was delivered.
+    Adjusted,
+}
+
 #[derive(Debug)]
 enum State {
     Idle,
     /// Waiting for the answer to `purchase`.
     Waiting {
         purchase: Purchase,
+        plan: Plan,
+        retransmits: u32,
+    },
+    /// Waiting for the answer to an advice for `amount` under `stan`: the completion of `purchase`, or
+    /// (when `purchase` is itself an 0220) an offline sale. Repeated (0221) until accepted.
+    Advising {
+        purchase: Purchase,
+        stan: u32,
+        amount: u64,
+        retransmits: u32,
+    },
+    /// Waiting for the acknowledgement of its partial reversal of `purchase` to `actual`.
+    Adjusting {
+        purchase: Purchase,
+        stan: u32,
+        actual: u64,
         retransmits: u32,
     },
     /// Waiting for the acknowledgement of its reversal of `purchase`.
@@ -87,18 +117,55 @@ impl Terminal {
             }
             State::Idle => {
                 self.remaining -= 1;
-                let purchase = self.purchase(rng);
-                let msg = purchase.message(self.spec).expect("purchase");
-                self.state = State::Waiting {
-                    purchase,
-                    retransmits: 0,
+                let (purchase, plan) = self.purchase(rng);
+                self.state = match purchase.mti.function() {
+                    2 => State::Advising {
+                        stan: purchase.stan,
+                        amount: purchase.amount,
+                        purchase,
+                        retransmits: 0,
+                    },
+                    _ => State::Waiting {
+                        purchase,
+                        plan,
+                        retransmits: 0,
+                    },
                 };
-                self.send(msg)
+                self.resend()
             }
             State::Waiting {
                 purchase,
+                plan,
                 retransmits,
-            } => self.no_answer(rng, purchase, retransmits),
+            } => self.no_answer(rng, purchase, plan, retransmits),
+            State::Advising {
+                purchase,
+                stan,
+                amount,
+                retransmits,
+            } => {
+                self.state = State::Advising {
+                    purchase,
+                    stan,
+                    amount,
+                    retransmits: retransmits + 1,
+                };
+                self.resend()
+            }
+            State::Adjusting {
+                purchase,
+                stan,
+                actual,
+                retransmits,
+            } => {
+                self.state = State::Adjusting {
+                    purchase,
+                    stan,
+                    actual,
+                    retransmits: retransmits + 1,
+                };
+                self.resend()
+            }
             State::Reversing {
                 purchase,
                 stan,
@@ -119,10 +186,17 @@ impl Terminal {
     }
 
     /// Retransmits, or gives up and reverses.
-    fn no_answer(&mut self, rng: &mut Rng, purchase: Purchase, retransmits: u32) -> Vec<Out> {
+    fn no_answer(
+        &mut self,
+        rng: &mut Rng,
+        purchase: Purchase,
+        plan: Plan,
+        retransmits: u32,
+    ) -> Vec<Out> {
         if retransmits < MAX_RETRANSMITS && rng.f64() < self.retransmit_share {
             self.state = State::Waiting {
                 purchase,
+                plan,
                 retransmits: retransmits + 1,
             };
             return self.resend();
@@ -145,6 +219,30 @@ impl Terminal {
                 stan,
                 retransmits,
             } => purchase.reversal(self.spec, *stan, *retransmits > 0),
+            // An offline sale: the advice is the transaction itself.
+            State::Advising {
+                purchase,
+                retransmits,
+                ..
+            } if purchase.mti.function() == 2 => {
+                let mut offline = purchase.clone();
+                let [v, c, f, _] = purchase.mti.digits();
+                let origin = if *retransmits > 0 { b'1' } else { b'0' };
+                offline.mti = Mti::new([v, c, f, origin]).expect("MTI");
+                offline.message(self.spec)
+            }
+            State::Advising {
+                purchase,
+                stan,
+                amount,
+                retransmits,
+            } => purchase.completion(self.spec, *stan, *retransmits > 0, *amount),
+            State::Adjusting {
+                purchase,
+                stan,
+                actual,
+                retransmits,
+            } => purchase.partial_reversal(self.spec, *stan, *retransmits > 0, *actual),
             State::Idle | State::Done => return Vec::new(),
         };
         self.send(msg.expect("terminal request"))
@@ -164,8 +262,9 @@ impl Terminal {
             // It does not know what became of the request: it asks again or reverses.
             State::Waiting {
                 purchase,
+                plan,
                 retransmits,
-            } => self.no_answer(rng, purchase, retransmits),
+            } => self.no_answer(rng, purchase, plan, retransmits),
             state => {
                 self.state = state;
                 self.resend()
@@ -177,36 +276,81 @@ impl Terminal {
     pub(crate) fn on_answer(&mut self, rng: &mut Rng, msg: &Message) -> Vec<Out> {
         let (class, stan) = (msg.mti().class(), msg.stan());
         let rc = msg.response_code();
-        let (purchase, told, retransmits) = match &self.state {
+        let approved = rc.is_some_and(|rc| rc.is_approval());
+        let accepted = rc == Some(ResponseCode::APPROVED);
+        let state = std::mem::replace(&mut self.state, State::Idle);
+        let (purchase, told, amount, retransmits, advised) = match state {
             State::Waiting {
                 purchase,
+                plan,
                 retransmits,
             } if class == purchase.mti.class() && stan == Some(purchase.stan) => {
-                let told = if rc == Some(ResponseCode::APPROVED) {
-                    Told::Approved
-                } else {
-                    Told::Declined
-                };
-                (purchase, told, *retransmits)
+                // What was approved: the amount asked, or a partial approval's.
+                let amount = msg.amount().unwrap_or(purchase.amount);
+                match (approved, plan) {
+                    (true, Plan::Completed) => {
+                        self.state = State::Advising {
+                            stan: self.stan(),
+                            amount: amount * 3 / 4,
+                            purchase,
+                            retransmits: 0,
+                        };
+                        return self.resend();
+                    }
+                    (true, Plan::Adjusted) => {
+                        self.state = State::Adjusting {
+                            stan: self.stan(),
+                            actual: amount * 3 / 4,
+                            purchase,
+                            retransmits: 0,
+                        };
+                        return self.resend();
+                    }
+                    (true, _) => (purchase, Told::Approved, amount, retransmits, false),
+                    (false, _) => (purchase, Told::Declined, amount, retransmits, false),
+                }
             }
             State::Reversing {
                 purchase,
                 stan: reversal,
                 retransmits,
-            } if class == iso8583::Class::REVERSAL && stan == Some(*reversal) => {
-                (purchase, Told::Reversed, *retransmits)
+            } if class == iso8583::Class::REVERSAL && stan == Some(reversal) => {
+                let amount = purchase.amount;
+                (purchase, Told::Reversed, amount, retransmits, false)
             }
-            _ => return Vec::new(),
+            // An advice is the terminal's to deliver: anything but "accepted" is asked again later.
+            State::Advising {
+                purchase,
+                stan: advice,
+                amount,
+                retransmits,
+            } if class == iso8583::Class::FINANCIAL && stan == Some(advice) && accepted => {
+                (purchase, Told::Approved, amount, retransmits, true)
+            }
+            State::Adjusting {
+                purchase,
+                stan: reversal,
+                actual,
+                retransmits,
+            } if class == iso8583::Class::REVERSAL && stan == Some(reversal) => {
+                (purchase, Told::Approved, actual, retransmits, false)
+            }
+            state => {
+                self.state = state;
+                return Vec::new();
+            }
         };
         self.outcomes.push(Outcome {
             terminal: self.tid.clone(),
             stan: purchase.stan,
             rrn: purchase.rrn.clone(),
             mti: purchase.mti.as_str().to_string(),
-            amount: purchase.amount,
+            amount,
             told,
             rc: rc.map(|rc| rc.to_string()),
             retransmits,
+            processing: purchase.processing.clone(),
+            advised,
         });
         self.state = State::Idle;
         vec![Out::Wake(Duration::from_millis(rng.u64(0..500)))]
@@ -217,25 +361,37 @@ impl Terminal {
         self.next_stan
     }
 
-    fn purchase(&mut self, rng: &mut Rng) -> Purchase {
+    /// The next transaction: its first request, and what follows it.
+    fn purchase(&mut self, rng: &mut Rng) -> (Purchase, Plan) {
         self.next_rrn += 1;
         let pan = if rng.bool() {
             "4761739001010010"
         } else {
             "5413330089020011"
         };
-        Purchase {
-            mti: if rng.u32(0..5) == 0 {
-                Mti::AUTHORIZATION
-            } else {
-                Mti::FINANCIAL
-            },
+        let (mti, processing, plan) = match rng.u32(0..100) {
+            0..12 => (Mti::AUTHORIZATION, "000000", Plan::Single),
+            12..20 => (Mti::FINANCIAL, "200000", Plan::Single),
+            20..26 => (Mti::FINANCIAL, "310000", Plan::Single),
+            26..36 => (Mti::AUTHORIZATION, "000000", Plan::Completed),
+            36..44 => (Mti::FINANCIAL, "000000", Plan::Adjusted),
+            44..50 => (Mti::new(*b"0220").expect("MTI"), "000000", Plan::Single),
+            _ => (Mti::FINANCIAL, "000000", Plan::Single),
+        };
+        let amount = match processing {
+            "310000" => 0,
+            _ => rng.u64(100..100_000),
+        };
+        let purchase = Purchase {
+            mti,
+            processing: processing.into(),
             pan: pan.into(),
-            amount: rng.u64(100..100_000),
+            amount,
             stan: self.stan(),
             rrn: format!("{:012}", self.next_rrn),
             terminal: self.tid.clone(),
             ..Purchase::example()
-        }
+        };
+        (purchase, plan)
     }
 }

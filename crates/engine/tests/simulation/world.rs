@@ -70,6 +70,8 @@ pub(crate) struct Run {
     pub outcomes: Vec<Outcome>,
     pub ledger: Ledger,
     pub forwards: BTreeMap<String, u32>,
+    /// First attempts of advices the issuer received, per RRN.
+    pub advices: BTreeMap<String, u32>,
     /// The durable journal across every incarnation of every node, with the node's name.
     pub journal: Vec<(String, Record)>,
     /// Requests each terminal connection sent and answers it received, by (MTI class, STAN).
@@ -78,6 +80,7 @@ pub(crate) struct Run {
     /// Connections that closed (dropped or crashed) before the end.
     pub closed: BTreeSet<ConnId>,
     pub pending_reversals: usize,
+    pub pending_advices: usize,
     /// Everything the run started finished before [`SETTLE`].
     pub settled: bool,
     pub crashes: u32,
@@ -295,11 +298,13 @@ impl<G: Gate + Default> World<G> {
                 outcomes: Vec::new(),
                 ledger: Ledger::default(),
                 forwards: BTreeMap::new(),
+                advices: BTreeMap::new(),
                 journal: Vec::new(),
                 requests: BTreeMap::new(),
                 answers: BTreeMap::new(),
                 closed: BTreeSet::new(),
                 pending_reversals: 0,
+                pending_advices: 0,
                 settled: false,
                 crashes: 0,
                 takeovers: 0,
@@ -381,7 +386,8 @@ impl<G: Gate + Default> World<G> {
         }
         let mut run = self.run;
         let engines = self.nodes.iter().filter_map(|n| n.engine.as_ref());
-        run.pending_reversals = engines.map(Engine::pending_reversals).sum();
+        run.pending_reversals = engines.clone().map(Engine::pending_reversals).sum();
+        run.pending_advices = engines.map(Engine::pending_advices).sum();
         run.outcomes = self
             .terminals
             .iter()
@@ -402,6 +408,7 @@ impl<G: Gate + Default> World<G> {
         };
         run.ledger = self.issuer.ledger;
         run.forwards = self.issuer.forwards;
+        run.advices = self.issuer.advices;
         run.trace = self.trace.finish();
         run
     }
@@ -414,13 +421,18 @@ impl<G: Gate + Default> World<G> {
                     && !node.journal.unsynced()
                     && e.in_flight() == 0
                     && e.pending_reversals() == 0
+                    && e.pending_advices() == 0
             }
             // Lost: settled once its work is another node's.
             None => node.lost && self.store.as_ref().is_some_and(|s| s.handed_on(&node.name)),
         };
+        // Last, and only once the rest holds: no message on its way to or from a terminal (an answer
+        // to a request its terminal already gave up on still counts).
+        let in_transit = |ev: &Ev| matches!(ev, Ev::ToTerminal(..) | Ev::ToSwitch(..));
         self.now >= FAULTS
             && self.terminals.iter().all(Terminal::done)
             && self.nodes.iter().all(node_settled)
+            && !self.events.values().any(in_transit)
     }
 
     fn faults(&self) -> bool {
