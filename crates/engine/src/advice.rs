@@ -5,10 +5,10 @@
 
 use iso8583::{Message, Mti, OriginalData, ResponseCode};
 
-use crate::engine::{Engine, span};
+use crate::engine::Engine;
 use crate::event::{Action, ConnId, Now, TxnId};
 use crate::fields;
-use crate::idempotency::{Answer, Done, Key, Lookup, State};
+use crate::idempotency::{Answer, Done, Key, State};
 use crate::journal::{Original, Step};
 use crate::saf::Kind;
 
@@ -20,38 +20,6 @@ const ADVICE_FIELDS: &[u8] = &[3, 4, 12, 13, 22, 25, 32, 37, 38, 41, 42, 49, 54,
 const NOT_FORWARDED: &[u8] = &[35, 45, 52];
 
 impl Engine {
-    /// A terminal's 0120/0220, or its repeat 0121/0221.
-    pub(crate) fn advice(&mut self, now: Now, conn: ConnId, msg: Message, out: &mut Vec<Action>) {
-        let txn = self.new_txn();
-        let _txn = span(txn);
-        let (Some(key), true, true, true) = (
-            self.key(now, &msg),
-            msg.pan().is_some(),
-            msg.has(3),
-            msg.has(4),
-        ) else {
-            return self.reject(now, Some(txn), conn, &msg, ResponseCode::FORMAT_ERROR, out);
-        };
-        let Some((lookup, fingerprint)) = self.lookup(now, txn, key, conn, &msg, out) else {
-            return;
-        };
-        match lookup {
-            Lookup::Joined(original) => self.join(now, original, conn, &msg, out),
-            Lookup::Replay(original, answer) => {
-                self.answer_replay(now, original, conn, answer, &msg, out)
-            }
-            Lookup::New if !self.journal_writable => self.unavailable_now(conn, &key, &msg, out),
-            Lookup::New => {
-                let received = self.received(&msg, &key, fingerprint);
-                if self.config.shared_keys {
-                    return self.claim_first(now, txn, key, conn, msg, received, out);
-                }
-                Self::journal(now, txn, Step::Received(received), out);
-                self.accept_advice(now, txn, key, vec![conn], msg, out);
-            }
-        }
-    }
-
     /// Queues a new advice for its issuer and tells `waiters` it was accepted.
     pub(crate) fn accept_advice(
         &mut self,

@@ -272,15 +272,7 @@ impl Engine {
         }
         let Some(holder) = holder else {
             self.cancel(TimerId::Claim(txn));
-            // An advice is queued; a request had a card number when it was claimed.
-            if c.msg.mti().function() == 2 {
-                return self.accept_advice(now, txn, c.key, c.waiters, c.msg, out);
-            }
-            let Some(pan) = c.msg.pan() else {
-                let rc = ResponseCode::FORMAT_ERROR;
-                return self.refuse(now, txn, &c.waiters, &c.msg, rc, out);
-            };
-            return self.forward(now, txn, c.key, c.waiters, c.msg, pan.expose(), out);
+            return self.proceed(now, txn, c.key, c.waiters, c.msg, out);
         };
         let held = Step::HeldElsewhere {
             node: holder.node.clone(),

@@ -43,8 +43,8 @@ impl Engine {
                 self.answer_locally(conn, None, &msg, NETWORK_ECHO, ResponseCode::APPROVED, out)
             }
             (Class::REVERSAL, _) => self.terminal_reversal(now, conn, msg, out),
-            (Class::AUTHORIZATION | Class::FINANCIAL, 0) => self.purchase(now, conn, msg, out),
-            (Class::AUTHORIZATION | Class::FINANCIAL, 2) => self.advice(now, conn, msg, out),
+            // Requests and advices (0120, 0220): checked and deduplicated alike.
+            (Class::AUTHORIZATION | Class::FINANCIAL, 0 | 2) => self.purchase(now, conn, msg, out),
             _ => self.reject(now, None, conn, &msg, ResponseCode::FORMAT_ERROR, out),
         }
     }
@@ -65,9 +65,12 @@ impl Engine {
     fn purchase(&mut self, now: Now, conn: ConnId, msg: Message, out: &mut Vec<Action>) {
         let txn = self.new_txn();
         let _txn = crate::engine::span(txn);
-        let (Some(key), Some(pan), true, true) =
-            (self.key(now, &msg), msg.pan(), msg.has(3), msg.has(4))
-        else {
+        let (Some(key), true, true, true) = (
+            self.key(now, &msg),
+            msg.pan().is_some(),
+            msg.has(3),
+            msg.has(4),
+        ) else {
             return self.reject(now, Some(txn), conn, &msg, ResponseCode::FORMAT_ERROR, out);
         };
         let Some((lookup, fingerprint)) = self.lookup(now, txn, key, conn, &msg, out) else {
@@ -85,9 +88,30 @@ impl Engine {
                     return self.claim_first(now, txn, key, conn, msg, received, out);
                 }
                 Self::journal(now, txn, Step::Received(received), out);
-                self.forward(now, txn, key, vec![conn], msg, pan.expose(), out);
+                self.proceed(now, txn, key, vec![conn], msg, out);
             }
         }
+    }
+
+    /// A new request or advice whose key is this transaction's: a request is forwarded, an advice
+    /// queued for its issuer.
+    pub(crate) fn proceed(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        key: Key,
+        waiters: Vec<ConnId>,
+        msg: Message,
+        out: &mut Vec<Action>,
+    ) {
+        if msg.mti().function() == 2 {
+            return self.accept_advice(now, txn, key, waiters, msg, out);
+        }
+        // It had a card number when it was checked.
+        let Some(pan) = msg.pan() else {
+            return self.refuse(now, txn, &waiters, &msg, ResponseCode::FORMAT_ERROR, out);
+        };
+        self.forward(now, txn, key, waiters, msg, pan.expose(), out);
     }
 
     /// A retransmit of `original`, still in flight: answered with it.
