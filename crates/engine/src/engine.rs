@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use iso8583::{Message, ResponseCode};
 
+use crate::books::Books;
 use crate::claims::Claims;
 use crate::config::Config;
 use crate::event::{Action, ConnId, Event, LinkId, Now, TimerId, TxnId};
@@ -46,6 +47,8 @@ pub struct Engine {
     pub(crate) links: Links,
     pub(crate) saf: Saf,
     pub(crate) claims: Claims,
+    /// The terminals' open batches, fed with every record this engine writes or recovers.
+    pub(crate) books: Books,
     /// Whether the journal can make records durable (see [`Event::JournalWritable`]).
     pub(crate) journal_writable: bool,
     timers: Timers,
@@ -69,6 +72,7 @@ impl Engine {
             links,
             saf: Saf::default(),
             claims: Claims::default(),
+            books: Books::open_batches(),
             journal_writable: true,
             timers: Timers::default(),
             next_txn: 0,
@@ -150,6 +154,21 @@ impl Engine {
 
     /// Fires every timer due at `now`, in deadline order.
     pub fn handle_timeout(&mut self, now: Now, out: &mut Vec<Action>) {
+        let start = out.len();
+        self.fire_due(now, out);
+        self.book(&out[start..]);
+    }
+
+    /// Adds the records among `actions` to the books.
+    pub(crate) fn book(&mut self, actions: &[Action]) {
+        for action in actions {
+            if let Action::Journal(record) = action {
+                self.books.add("", record);
+            }
+        }
+    }
+
+    fn fire_due(&mut self, now: Now, out: &mut Vec<Action>) {
         while let Some(id) = self.timers.pop_due(now.mono) {
             match id {
                 TimerId::Response(txn) => {
@@ -181,6 +200,12 @@ impl Engine {
 
     /// Handles one event at `now`, appending what the shell must do to `out`.
     pub fn handle(&mut self, now: Now, event: Event, out: &mut Vec<Action>) {
+        let start = out.len();
+        self.dispatch(now, event, out);
+        self.book(&out[start..]);
+    }
+
+    fn dispatch(&mut self, now: Now, event: Event, out: &mut Vec<Action>) {
         match event {
             Event::Request { conn, msg } => self.on_request(now, conn, msg, out),
             Event::Response { link, msg } => self.on_upstream(now, link, msg, out),

@@ -11,6 +11,7 @@ use iso8583::{Mti, Pan, ResponseCode};
 use serde::{Deserialize, Serialize};
 use siphasher::sip128::{Hasher128, SipHasher13};
 
+use crate::books::Totals;
 use crate::event::{LinkId, TxnId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +196,30 @@ pub enum Step {
     /// Never acknowledged before its expiry: it needs manual action.
     AdviceExpired {
         attempts: u32,
+    },
+    /// A terminal's settlement request (0500, DE3 92): its totals for its open batch (`theirs`) against
+    /// the switch's record of that batch (`ours`).
+    BatchCompared {
+        terminal: CompactString,
+        merchant: CompactString,
+        ours: Totals,
+        theirs: Totals,
+    },
+    /// One transaction of the batch the terminal uploaded (0320): its STAN and amount, and whether the
+    /// switch's record of the batch has it with that amount.
+    BatchUploaded {
+        terminal: CompactString,
+        merchant: CompactString,
+        stan: u32,
+        amount: u64,
+        found: bool,
+    },
+    /// The batch is closed: in balance (no discrepancies), or after an upload (0500, DE3 96) with the
+    /// number of discrepancies it left, each recorded in a `BatchUploaded` or in the switch's batch.
+    BatchClosed {
+        terminal: CompactString,
+        merchant: CompactString,
+        discrepancies: u32,
     },
 }
 

@@ -11,6 +11,7 @@
 //! reversed until the issuer acknowledges it.
 
 mod advice;
+mod books;
 mod claims;
 mod config;
 mod engine;
@@ -25,11 +26,13 @@ mod recovery;
 mod reversal;
 mod routes;
 mod saf;
+mod settlement;
 mod stats;
 mod terminal;
 mod timers;
 mod upstream;
 
+pub use books::{Batch, Books, Closed, Place, Settled, Totals, totals};
 pub use claims::{Claim, Holder};
 pub use config::{Config, Idempotency, Issuer, Policy, Reversal};
 pub use engine::Engine;

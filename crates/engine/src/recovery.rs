@@ -14,6 +14,7 @@ use compact_str::{CompactString, ToCompactString};
 use iso8583::{Class, ResponseCode};
 use tinystr::TinyAsciiStr;
 
+use crate::books::Books;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::event::{Action, Now, TxnId};
@@ -110,6 +111,8 @@ impl Trail {
             Step::Undeliverable { .. } => self.undeliverable = true,
             Step::HeldElsewhere { .. } => self.held_elsewhere = true,
             Step::Adopted { .. } | Step::ReversalRefused { .. } | Step::AdviceRefused { .. } => {}
+            // The terminals' batches are the books' (`books.rs`).
+            Step::BatchCompared { .. } | Step::BatchUploaded { .. } | Step::BatchClosed { .. } => {}
             Step::Joined
             | Step::Disconnected
             | Step::Replayed { .. }
@@ -218,12 +221,25 @@ impl Trail {
 
 /// The journal's records as read back, folded per transaction (records stream in; only the trails are
 /// kept).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Recovery {
     trails: HashMap<TxnId, Trail>,
     records: u64,
     /// The highest transaction id ever used, when the records read back do not all reach it.
     numbered: Option<TxnId>,
+    /// The terminals' open batches, as the records leave them.
+    books: Books,
+}
+
+impl Default for Recovery {
+    fn default() -> Recovery {
+        Recovery {
+            trails: HashMap::new(),
+            records: 0,
+            numbered: None,
+            books: Books::open_batches(),
+        }
+    }
 }
 
 impl Recovery {
@@ -236,6 +252,7 @@ impl Recovery {
     /// Adds the next record, oldest first.
     pub fn add(&mut self, record: Record) {
         self.records += 1;
+        self.books.add("", &record);
         self.trails
             .entry(record.txn)
             .or_default()
@@ -252,6 +269,8 @@ impl Engine {
             transactions: recovery.trails.len() as u64,
             ..Recovered::default()
         };
+        self.books = recovery.books;
+        let start = out.len();
         let mut trails: Vec<_> = recovery.trails.into_iter().collect();
         // Oldest first, as the idempotency table expects.
         trails.sort_unstable_by_key(|(txn, _)| *txn);
@@ -261,6 +280,7 @@ impl Engine {
         for (txn, trail) in trails {
             self.recover_one(now, txn, trail, &mut found, out);
         }
+        self.book(&out[start..]);
         found
     }
 
@@ -285,6 +305,7 @@ impl Engine {
             by_txn.entry(r.txn).or_default().push(r);
         }
         found.transactions = by_txn.len() as u64;
+        let start = out.len();
         for (original, records) in by_txn {
             let trail = Trail::of(records.clone());
             if !trail.unfinished(&self.config) {
@@ -304,6 +325,7 @@ impl Engine {
             );
             self.recover_one(now, txn, trail, &mut found, out);
         }
+        self.book(&out[start..]);
         found
     }
 
@@ -399,8 +421,11 @@ impl Engine {
         let (rc, approved) = if trail.advice.is_some() {
             // Accepted once queued, whether or not the terminal heard it.
             (trail.told.unwrap_or(ResponseCode::APPROVED), None)
-        } else if received.mti.class() == Class::REVERSAL {
-            // A terminal's reversal is answered locally once acted on.
+        } else if matches!(
+            received.mti.class(),
+            Class::REVERSAL | Class::RECONCILIATION | Class::FILE_ACTION
+        ) {
+            // A terminal's reversal or settlement message is answered locally once acted on.
             let Some(rc) = trail.told else {
                 return false;
             };

@@ -45,6 +45,8 @@ impl Engine {
             (Class::REVERSAL, _) => self.terminal_reversal(now, conn, msg, out),
             // Requests and advices (0120, 0220): checked and deduplicated alike.
             (Class::AUTHORIZATION | Class::FINANCIAL, 0 | 2) => self.purchase(now, conn, msg, out),
+            (Class::RECONCILIATION, 0) => self.settlement(now, conn, msg, out),
+            (Class::FILE_ACTION, 2) => self.upload(now, conn, msg, out),
             _ => self.reject(now, None, conn, &msg, ResponseCode::FORMAT_ERROR, out),
         }
     }
@@ -65,32 +67,44 @@ impl Engine {
     fn purchase(&mut self, now: Now, conn: ConnId, msg: Message, out: &mut Vec<Action>) {
         let txn = self.new_txn();
         let _txn = crate::engine::span(txn);
-        let (Some(key), true, true, true) = (
-            self.key(now, &msg),
-            msg.pan().is_some(),
-            msg.has(3),
-            msg.has(4),
-        ) else {
-            return self.reject(now, Some(txn), conn, &msg, ResponseCode::FORMAT_ERROR, out);
-        };
-        let Some((lookup, fingerprint)) = self.lookup(now, txn, key, conn, &msg, out) else {
+        let complete = msg.pan().is_some() && msg.has(3) && msg.has(4);
+        let Some((key, fingerprint)) = self.admit(now, txn, conn, &msg, complete, out) else {
             return;
         };
-        match lookup {
-            Lookup::Joined(original) => self.join(now, original, conn, &msg, out),
-            Lookup::Replay(original, answer) => {
-                self.answer_replay(now, original, conn, answer, &msg, out)
-            }
-            Lookup::New if !self.journal_writable => self.unavailable_now(conn, &key, &msg, out),
-            Lookup::New => {
-                let received = self.received(&msg, &key, fingerprint);
-                if self.config.shared_keys {
-                    return self.claim_first(now, txn, key, conn, msg, received, out);
-                }
-                Self::journal(now, txn, Step::Received(received), out);
-                self.proceed(now, txn, key, vec![conn], msg, out);
-            }
+        let received = self.received(&msg, &key, fingerprint);
+        if self.config.shared_keys {
+            return self.claim_first(now, txn, key, conn, msg, received, out);
         }
+        Self::journal(now, txn, Step::Received(received), out);
+        self.proceed(now, txn, key, vec![conn], msg, out);
+    }
+
+    /// The way in of every terminal message that has an idempotency key: RC 30 without one (or when
+    /// it lacks what its kind needs: `complete`), its duplicates answered (joined, replayed, RC 94),
+    /// RC 91 while nothing can be made durable. `Some` only for a new one: its key and fingerprint.
+    pub(crate) fn admit(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        conn: ConnId,
+        msg: &Message,
+        complete: bool,
+        out: &mut Vec<Action>,
+    ) -> Option<(Key, u64)> {
+        let (Some(key), true) = (self.key(now, msg), complete) else {
+            self.reject(now, Some(txn), conn, msg, ResponseCode::FORMAT_ERROR, out);
+            return None;
+        };
+        let (lookup, fingerprint) = self.lookup(now, txn, key, conn, msg, out)?;
+        match lookup {
+            Lookup::Joined(original) => self.join(now, original, conn, msg, out),
+            Lookup::Replay(original, answer) => {
+                self.answer_replay(now, original, conn, answer, msg, out)
+            }
+            Lookup::New if !self.journal_writable => self.unavailable_now(conn, &key, msg, out),
+            Lookup::New => return Some((key, fingerprint)),
+        }
+        None
     }
 
     /// A new request or advice whose key is this transaction's: a request is forwarded, an advice

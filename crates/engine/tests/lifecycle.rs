@@ -351,3 +351,135 @@ fn an_advice_never_acknowledged_expires_and_is_reported() {
     assert_eq!(h.engine.pending_advices(), 0);
     assert_eq!(h.engine.stats().advices.expired, 1);
 }
+
+/// The terminal's settlement request (0500) with DE3 `processing` and its totals: credits, debits,
+/// credit amount, debit amount.
+fn settlement(h: &Harness, stan: u32, processing: &str, totals: [u64; 4]) -> Message {
+    let mut m = Message::new(h.terminal, Mti::new(*b"0500").unwrap());
+    m.set(3, processing)
+        .unwrap()
+        .set(7, "1121093000")
+        .unwrap()
+        .set_number(11, u64::from(stan))
+        .unwrap()
+        .set(13, "1121")
+        .unwrap()
+        .set(41, "TERM0001")
+        .unwrap()
+        .set(42, "MERCHANT0000001")
+        .unwrap();
+    for (n, value) in [74, 76, 86, 88].into_iter().zip(totals) {
+        m.set_number(n, value).unwrap();
+    }
+    m
+}
+
+/// The terminal's upload (0320) of its transaction `stan` for `amount`.
+fn upload(h: &Harness, own_stan: u32, stan: u32, amount: u64) -> Message {
+    let mut m = with_code(h, own_stan, "000000", amount);
+    m.set_mti(Mti::new(*b"0320").unwrap());
+    let named = OriginalData {
+        mti: Mti::FINANCIAL,
+        stan,
+        transmission: 1121093000,
+        acquirer: 0,
+        forwarding: 0,
+    };
+    m.set(90, named.to_digits()).unwrap();
+    m
+}
+
+/// A financial request approved by the issuer, told to its terminal.
+fn approved(h: &mut Harness, stan: u32, processing: &str, amount: u64, rc: &str) {
+    let (link, up) = one_sent(&h.request(1, with_code(h, stan, processing, amount)));
+    h.step(Event::Response {
+        link,
+        msg: answer(&up, rc),
+    });
+}
+
+/// A batch of one purchase (1 000), one refund (700), one reversed purchase, one declined purchase, an
+/// inquiry and an authorization: one debit of 1 000 and one credit of 700 stand.
+fn batch(h: &mut Harness) {
+    approved(h, 1, "000000", 1_000, "00");
+    approved(h, 2, "200000", 700, "00");
+    approved(h, 3, "000000", 5_000, "00");
+    one_sent(&h.request(1, reversal_of(h, 3, "000000", 5_000)));
+    approved(h, 4, "000000", 9_000, "51");
+    approved(h, 5, "310000", 0, "00");
+    let mut auth = with_code(h, 6, "000000", 3_000);
+    auth.set_mti(Mti::AUTHORIZATION);
+    let (link, up) = one_sent(&h.request(1, auth));
+    h.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+}
+
+#[test]
+fn a_settlement_in_balance_closes_the_batch() {
+    let mut h = Harness::new();
+    batch(&mut h);
+    let out = h.request(1, settlement(&h, 10, "920000", [1, 1, 700, 1_000]));
+    let (_, told) = one_answer(&out);
+    assert_eq!(
+        (told.mti().as_str(), rc(&told)),
+        ("0510", ResponseCode::APPROVED)
+    );
+    assert!(steps(&out).contains(&&Step::BatchClosed {
+        terminal: "TERM0001".into(),
+        merchant: "MERCHANT0000001".into(),
+        discrepancies: 0
+    }));
+    // A repeat is replayed; a new settlement finds the batch closed and empty.
+    let out = h.request(1, settlement(&h, 10, "920000", [1, 1, 700, 1_000]));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
+    let out = h.request(1, settlement(&h, 11, "920000", [1, 1, 700, 1_000]));
+    assert_eq!(rc(&one_answer(&out).1).as_str(), "95");
+    let out = h.request(1, settlement(&h, 12, "920000", [0, 0, 0, 0]));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
+}
+
+#[test]
+fn out_of_balance_then_an_upload_closes_the_batch_with_its_discrepancies_recorded() {
+    let mut h = Harness::new();
+    batch(&mut h);
+    // The terminal counts the reversed purchase as well.
+    let out = h.request(1, settlement(&h, 10, "920000", [1, 2, 700, 6_000]));
+    assert_eq!(rc(&one_answer(&out).1).as_str(), "95");
+    let mut found = Vec::new();
+    for (own, stan, amount) in [(11, 1, 1_000), (12, 3, 5_000)] {
+        let out = h.request(1, upload(&h, own, stan, amount));
+        let (_, told) = one_answer(&out);
+        assert_eq!(
+            (told.mti().as_str(), rc(&told)),
+            ("0330", ResponseCode::APPROVED)
+        );
+        found.extend(steps(&out).into_iter().filter_map(|s| match s {
+            Step::BatchUploaded { found, .. } => Some(*found),
+            _ => None,
+        }));
+    }
+    assert_eq!(found, [true, false], "the reversed purchase does not stand");
+    let out = h.request(1, settlement(&h, 13, "960000", [0, 0, 0, 0]));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
+    // The unknown upload, and the refund the terminal did not upload.
+    assert!(steps(&out).contains(&&Step::BatchClosed {
+        terminal: "TERM0001".into(),
+        merchant: "MERCHANT0000001".into(),
+        discrepancies: 2
+    }));
+}
+
+#[test]
+fn the_open_batch_survives_a_restart() {
+    let mut h = Harness::new();
+    batch(&mut h);
+    let (mut restarted, _, _) = h.restart(h.journal.len());
+    let out = restarted.request(1, settlement(&restarted, 10, "920000", [1, 1, 700, 1_000]));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
+    // And a batch closed before the restart stays closed after it.
+    let (mut again, _, _) = restarted.restart(restarted.journal.len());
+    let out = again.request(1, settlement(&again, 11, "920000", [0, 0, 0, 0]));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
+}

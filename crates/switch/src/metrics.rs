@@ -45,6 +45,9 @@ pub struct Metrics {
     pub(crate) advices: IntCounterVec,
     pub(crate) advice_depth: IntGauge,
     pub(crate) advice_oldest: OldestAge,
+    pub(crate) settlements: IntCounterVec,
+    pub(crate) batch_uploads: IntCounterVec,
+    pub(crate) settlement_discrepancies: IntCounter,
     pub(crate) in_flight: IntGauge,
     pub(crate) link_up: IntGaugeVec,
     pub(crate) link_connect_failures: IntCounterVec,
@@ -265,6 +268,23 @@ impl Metrics {
                 "Advices accepted from terminals and not yet acknowledged by their issuer or expired.",
             ),
             advice_oldest,
+            settlements: counters(
+                &r,
+                "acquiro_settlements_total",
+                "Terminal settlements (0500) by outcome: in_balance, out_of_balance (RC 95: a batch upload follows), closed (every batch closed, in balance or after an upload).",
+                &["outcome"],
+            ),
+            batch_uploads: counters(
+                &r,
+                "acquiro_batch_uploads_total",
+                "Transactions terminals uploaded (0320) after an out-of-balance settlement, by whether the switch's record of the batch has them with that amount.",
+                &["matched"],
+            ),
+            settlement_discrepancies: counter(
+                &r,
+                "acquiro_settlement_discrepancies_total",
+                "Discrepancies batches closed with after an upload: items the switch never saw or saw otherwise, and its own items not uploaded.",
+            ),
             in_flight: gauge(
                 &r,
                 "acquiro_in_flight",

@@ -1,0 +1,334 @@
+//! The acquirer's books, folded from journal records: for every financial transaction (0200, and 0220
+//! advices) what stands for its merchant — what its terminal was told was approved or accepted, less what
+//! was reversed. One fold serves the settlement report over a whole journal (every node's, in cluster
+//! mode), the switch's own record of each terminal's open batch (fed with the records it writes and
+//! those recovery reads back), and the simulation's check against the issuer's books.
+//!
+//! Authorizations (0100, 0120) are holds, not settled: their completion (a 0220) is.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use compact_str::CompactString;
+use iso8583::Class;
+use serde::{Deserialize, Serialize};
+
+use crate::event::TxnId;
+use crate::journal::{Original, Record, Step};
+
+/// A transaction's place in the books: the node that recorded it (empty for a single node) and its id.
+pub type Place = (CompactString, TxnId);
+
+/// Counts and amounts (minor units) of a batch, as a terminal's 0500 carries them (DE74, DE76, DE86,
+/// DE88) and as the switch records them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub credits: u64,
+    pub debits: u64,
+    pub credit_amount: u64,
+    pub debit_amount: u64,
+}
+
+/// One financial transaction, as it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Settled {
+    pub node: CompactString,
+    pub txn: TxnId,
+    /// When it was received.
+    #[serde(skip)]
+    pub at: SystemTime,
+    pub terminal: CompactString,
+    pub merchant: CompactString,
+    pub stan: u32,
+    pub rrn: Option<CompactString>,
+    /// A refund (processing code 20): the cardholder is credited.
+    pub credit: bool,
+    /// What was approved (or advised).
+    pub amount: u64,
+    /// What stands after any reversal: the amount, what a partial reversal left, or 0.
+    pub stands: u64,
+    pub reversed: bool,
+}
+
+impl Settled {
+    /// What stands, signed: positive for the merchant (a debit of the cardholder), negative for a refund.
+    pub fn net(&self) -> i64 {
+        let stands = self.stands as i64;
+        if self.credit { -stands } else { stands }
+    }
+}
+
+/// What the records of one transaction say, as far as the books care.
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    at: Option<SystemTime>,
+    terminal: CompactString,
+    merchant: CompactString,
+    stan: u32,
+    /// A financial request (0200) or advice (0220).
+    financial: bool,
+    processing: Option<CompactString>,
+    rrn: Option<CompactString>,
+    amount: Option<u64>,
+    told_approved: bool,
+    advised: bool,
+    reversed: bool,
+    /// What a partial reversal left standing.
+    replaced: Option<u64>,
+    /// Another transaction whose work this one took over (its records copied here).
+    adopted: Option<Place>,
+}
+
+impl Entry {
+    fn add(&mut self, record: &Record) {
+        let original = |o: &Original, entry: &mut Entry| {
+            entry.processing = o.field(3).map(CompactString::from);
+            entry.rrn = o.rrn().map(CompactString::from);
+            entry.amount = o.field(4).and_then(|a| a.parse().ok()).or(entry.amount);
+        };
+        match &record.step {
+            Step::Received(r) => {
+                self.at = Some(record.at);
+                self.terminal = r.terminal.clone();
+                self.merchant = r.merchant.clone();
+                self.stan = r.stan;
+                self.financial = r.mti.class() == Class::FINANCIAL;
+                self.amount = r.amount;
+            }
+            Step::Forwarded { original: o, .. } => original(o, self),
+            Step::AdviceQueued { advice, .. } => {
+                original(advice, self);
+                self.advised = true;
+            }
+            Step::ApprovedAmount { amount } => self.amount = Some(*amount),
+            Step::Told { rc } => self.told_approved = rc.is_approval(),
+            Step::ReversalQueued => self.reversed = true,
+            Step::ReversalReplaces { amounts } => {
+                self.replaced = amounts.get(..12).and_then(|a| a.parse().ok());
+            }
+            Step::Adopted { node, txn } => self.adopted = Some((node.clone(), *txn)),
+            _ => {}
+        }
+    }
+
+    /// What stands for the merchant, if it is a financial transaction the terminal was told of.
+    fn settled(&self, (node, txn): Place) -> Option<Settled> {
+        let moves_money = !self
+            .processing
+            .as_deref()
+            .is_some_and(|p| p.starts_with("30") || p.starts_with("31"));
+        let accepted = self.told_approved || self.advised;
+        if !(self.financial && accepted && moves_money) {
+            return None;
+        }
+        let amount = self.amount.unwrap_or(0);
+        let stands = match (self.reversed, self.replaced) {
+            (false, _) => amount,
+            (true, Some(actual)) => actual.min(amount),
+            (true, None) => 0,
+        };
+        Some(Settled {
+            node,
+            txn,
+            at: self.at.unwrap_or(SystemTime::UNIX_EPOCH),
+            terminal: self.terminal.clone(),
+            merchant: self.merchant.clone(),
+            stan: self.stan,
+            rrn: self.rrn.clone(),
+            credit: self
+                .processing
+                .as_deref()
+                .is_some_and(|p| p.starts_with("20")),
+            amount,
+            stands,
+            reversed: self.reversed,
+        })
+    }
+
+    /// Folds what an adopter did into the transaction it took over: a takeover's copy carries the
+    /// original's own records (its Received among them); a terminal's reversal that adopted it carries
+    /// only the reversal, and its own answer is not the original's.
+    fn merge(&mut self, adopter: &Entry) {
+        self.reversed |= adopter.reversed;
+        self.replaced = self.replaced.or(adopter.replaced);
+        if !adopter.financial {
+            return;
+        }
+        if self.at.is_none() {
+            *self = Entry {
+                adopted: None,
+                ..adopter.clone()
+            };
+        }
+        self.told_approved |= adopter.told_approved;
+        self.advised |= adopter.advised;
+    }
+}
+
+/// A terminal and merchant: whose batch.
+pub type Batch = (CompactString, CompactString);
+
+/// A terminal's settlement as the records tell it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Closed {
+    pub terminal: CompactString,
+    pub merchant: CompactString,
+    #[serde(skip)]
+    pub at: SystemTime,
+    /// 0: in balance (or every uploaded item matched).
+    pub discrepancies: u32,
+    /// It took a batch upload to close.
+    pub uploaded: bool,
+}
+
+/// The books: every transaction's entry, by place, and the terminals' settlements.
+#[derive(Debug, Default)]
+pub struct Books {
+    entries: HashMap<Place, Entry>,
+    /// The switch's own books: a closed batch is forgotten (see [`Books::open_batches`]).
+    forget_closed: bool,
+    /// What each terminal uploaded since its last settlement request: STAN, amount, found.
+    uploads: HashMap<Batch, Vec<(u32, u64, bool)>>,
+    closed: Vec<Closed>,
+}
+
+impl Books {
+    /// Books that keep only open batches: a batch's transactions are forgotten once it closes.
+    pub fn open_batches() -> Books {
+        Books {
+            forget_closed: true,
+            ..Books::default()
+        }
+    }
+
+    /// Every settlement closed, in the order recorded.
+    pub fn closed(&self) -> &[Closed] {
+        &self.closed
+    }
+
+    /// What `terminal` uploaded since its last settlement request.
+    pub fn uploads(&self, terminal: &str, merchant: &str) -> &[(u32, u64, bool)] {
+        let batch = (terminal.into(), merchant.into());
+        self.uploads
+            .get(&batch)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    fn settlement(&mut self, record: &Record) {
+        match &record.step {
+            Step::BatchCompared {
+                terminal, merchant, ..
+            } => {
+                self.uploads.remove(&(terminal.clone(), merchant.clone()));
+            }
+            Step::BatchUploaded {
+                terminal,
+                merchant,
+                stan,
+                amount,
+                found,
+            } => {
+                let batch = (terminal.clone(), merchant.clone());
+                self.uploads
+                    .entry(batch)
+                    .or_default()
+                    .push((*stan, *amount, *found));
+            }
+            Step::BatchClosed {
+                terminal,
+                merchant,
+                discrepancies,
+            } => {
+                let batch = (terminal.clone(), merchant.clone());
+                let uploaded = self.uploads.remove(&batch).is_some();
+                if self.forget_closed {
+                    return self.close(terminal, merchant);
+                }
+                self.closed.push(Closed {
+                    terminal: terminal.clone(),
+                    merchant: merchant.clone(),
+                    at: record.at,
+                    discrepancies: *discrepancies,
+                    uploaded,
+                });
+            }
+            _ => {}
+        }
+    }
+    /// Adds one record of node `node` (records of a transaction oldest first). A transaction is kept
+    /// only if it can reach the books: a financial request or advice, or one that took over another.
+    pub fn add(&mut self, node: &str, record: &Record) {
+        self.settlement(record);
+        let place = (CompactString::from(node), record.txn);
+        let starts = match &record.step {
+            Step::Received(r) => r.mti.class() == Class::FINANCIAL,
+            Step::Adopted { .. } => true,
+            _ => false,
+        };
+        match self.entries.get_mut(&place) {
+            Some(entry) => entry.add(record),
+            None if starts => self.entries.entry(place).or_default().add(record),
+            None => {}
+        }
+    }
+
+    /// Forgets every transaction of `terminal` at `merchant`: its batch is closed.
+    pub fn close(&mut self, terminal: &str, merchant: &str) {
+        self.entries
+            .retain(|_, e| !(e.terminal == terminal && e.merchant == merchant));
+    }
+
+    /// The open batch of `terminal` at `merchant`: its transactions as they stand.
+    pub fn batch(&self, terminal: &str, merchant: &str) -> Vec<Settled> {
+        let mut batch = self.settled();
+        batch.retain(|s| s.terminal == terminal && s.merchant == merchant);
+        batch
+    }
+
+    /// Every financial transaction a terminal was told of, as it stands, oldest first. A transaction
+    /// another took over counts once, with what the taker did to it.
+    pub fn settled(&self) -> Vec<Settled> {
+        let mut roots: BTreeMap<Place, Entry> = BTreeMap::new();
+        let mut adopters: Vec<(&Place, &Entry)> = Vec::new();
+        for (place, entry) in &self.entries {
+            match &entry.adopted {
+                Some(_) => adopters.push((place, entry)),
+                None => {
+                    roots.insert(place.clone(), entry.clone());
+                }
+            }
+        }
+        // Oldest first, so that a chain of takeovers resolves in order.
+        adopters.sort_by(|a, b| a.0.cmp(b.0));
+        for (_, adopter) in adopters {
+            let mut root = adopter.adopted.clone();
+            while let Some(place) = root.take() {
+                match self.entries.get(&place).and_then(|e| e.adopted.clone()) {
+                    Some(earlier) => root = Some(earlier),
+                    None => {
+                        roots.entry(place).or_default().merge(adopter);
+                    }
+                }
+            }
+        }
+        let mut settled: Vec<Settled> = roots
+            .into_iter()
+            .filter_map(|(place, entry)| entry.settled(place))
+            .collect();
+        settled.sort_by_key(|s| (s.at, s.txn));
+        settled
+    }
+}
+
+/// The totals of `settled` (a batch's transactions).
+pub fn totals<'a>(settled: impl IntoIterator<Item = &'a Settled>) -> Totals {
+    let mut t = Totals::default();
+    for s in settled.into_iter().filter(|s| s.stands > 0) {
+        match s.credit {
+            true => (t.credits, t.credit_amount) = (t.credits + 1, t.credit_amount + s.stands),
+            false => (t.debits, t.debit_amount) = (t.debits + 1, t.debit_amount + s.stands),
+        }
+    }
+    t
+}
