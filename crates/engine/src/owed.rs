@@ -14,6 +14,15 @@ use crate::links::Pending;
 use crate::saf::Kind;
 use crate::stats::Owed;
 
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Reversal => "reversal",
+            Kind::Advice => "advice",
+        })
+    }
+}
+
 impl Kind {
     fn sent(self, attempt: u32, link: LinkId, upstream_stan: u32) -> Step {
         match self {
@@ -131,9 +140,8 @@ impl Engine {
             self.counts(kind).expired += 1;
             tracing::error!(
                 ?txn,
-                ?kind,
                 attempts,
-                "never acknowledged by the issuer; given up: needs manual action"
+                "{kind} never acknowledged; given up: needs manual action"
             );
             Self::journal(now, txn, kind.expired(attempts), out);
             self.forget_owed(txn);
@@ -155,7 +163,7 @@ impl Engine {
             Ok(msg) => msg,
             Err(error) => {
                 self.links.release(key);
-                tracing::error!(?txn, ?kind, %error, "attempt cannot be built; needs manual action");
+                tracing::error!(?txn, %error, "{kind} cannot be built; needs manual action");
                 return;
             }
         };
@@ -191,11 +199,11 @@ impl Engine {
         let kind = entry.kind;
         let policy = &self.config.issuers[entry.issuer].policy;
         if policy.retry_codes.contains(&rc) {
-            tracing::warn!(%rc, ?kind, "refused by the issuer; repeated at the next attempt");
+            tracing::warn!(%rc, "{kind} refused by the issuer; repeated at its next attempt");
             return Self::journal(now, txn, kind.refused(rc), out);
         }
         self.counts(kind).acknowledged += 1;
-        tracing::info!(%rc, ?kind, "acknowledged by the issuer");
+        tracing::info!(%rc, "{kind} acknowledged");
         Self::journal(now, txn, kind.acknowledged(rc), out);
         self.cancel(TimerId::Saf(txn));
         self.forget_owed(txn);
