@@ -128,6 +128,7 @@ fn config() -> Config {
         echo_interval: Duration::from_secs(60),
         card_key: [7; 16],
         shared_keys: false,
+        cutover: Default::default(),
     }
 }
 

@@ -14,7 +14,7 @@ use crate::saf::Kind;
 
 /// What the journal keeps of an advice for its repeats after a restart: all but the card data (and
 /// the STAN and DE7, which each attempt sets).
-const ADVICE_FIELDS: &[u8] = &[3, 4, 12, 13, 22, 25, 32, 37, 38, 41, 42, 49, 54, 90, 95];
+const ADVICE_FIELDS: &[u8] = &[3, 4, 12, 13, 15, 22, 25, 32, 37, 38, 41, 42, 49, 54, 90, 95];
 /// What an advice never carries upstream: the card's track and PIN block are for the authorization,
 /// and the queue must not keep them for the hours an advice may wait.
 const NOT_FORWARDED: &[u8] = &[35, 45, 52];
@@ -96,6 +96,7 @@ impl Engine {
         if let Some(original) = self.preauthorization(key, msg) {
             up.set(90, original.to_digits())?;
         }
+        self.set_settlement_date(now, &mut up)?;
         Ok(up)
     }
 

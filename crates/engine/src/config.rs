@@ -23,6 +23,8 @@ pub struct Config {
     /// Cluster mode: a new request's key is claimed in the store every node shares before it is
     /// forwarded (see `claims.rs`).
     pub shared_keys: bool,
+    /// When the business date turns: DE15 (settlement date) is set from it when a request lacks one.
+    pub cutover: crate::Cutover,
 }
 
 #[derive(Debug, Clone)]

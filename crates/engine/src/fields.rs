@@ -1,6 +1,6 @@
 //! Values the switch writes into messages: transmission time, RRN, and the key fields it reads.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use iso8583::{Error, Message, ResponseCode};
 use time::OffsetDateTime;
@@ -33,6 +33,40 @@ pub(crate) fn rrn(wall: SystemTime, seq: u32) -> String {
     )
 }
 
+/// The UTC time of day at which the business date turns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cutover(Duration);
+
+impl std::str::FromStr for Cutover {
+    type Err = String;
+
+    /// `HH:MM`, 00:00 to 23:59.
+    fn from_str(s: &str) -> Result<Cutover, String> {
+        let bad = || format!("{s:?} is not a time of day HH:MM");
+        let (h, m) = s.split_once(':').ok_or_else(bad)?;
+        let (h, m): (u64, u64) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+        if h > 23 || m > 59 || s.len() != 5 {
+            return Err(bad());
+        }
+        Ok(Cutover(Duration::from_secs(h * 3600 + m * 60)))
+    }
+}
+
+impl Cutover {
+    /// The business date `wall` belongs to: its UTC date, or the next one at or after the cutover.
+    pub fn business_date(self, wall: SystemTime) -> time::Date {
+        let day = Duration::from_secs(24 * 3600);
+        let shift = (day - self.0.min(day)).as_secs() % day.as_secs();
+        (OffsetDateTime::from(wall) + Duration::from_secs(shift)).date()
+    }
+}
+
+/// DE15, the settlement date MMDD, of `wall`'s business date.
+pub(crate) fn settlement_date(wall: SystemTime, cutover: Cutover) -> u64 {
+    let date = cutover.business_date(wall);
+    u64::from(u8::from(date.month())) * 100 + u64::from(date.day())
+}
+
 /// Sets DE39.
 pub(crate) fn set_rc(msg: &mut Message, rc: ResponseCode) -> Result<(), Error> {
     msg.set(39, rc.0).map(drop)
@@ -51,6 +85,23 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
+
+    #[test]
+    fn the_business_date_turns_at_the_cutover() {
+        // 2026-11-21 09:30:05 UTC.
+        let wall = UNIX_EPOCH + Duration::from_secs(1_795_253_405);
+        let date = |cutover: &str| {
+            let cutover: Cutover = cutover.parse().unwrap();
+            let d = cutover.business_date(wall);
+            (u8::from(d.month()), d.day())
+        };
+        assert_eq!(date("00:00"), (11, 21));
+        assert_eq!(date("09:30"), (11, 22), "at the cutover: the next day");
+        assert_eq!(date("09:31"), (11, 21));
+        assert_eq!(date("22:00"), (11, 21));
+        assert!("24:00".parse::<Cutover>().is_err());
+        assert!("9:30".parse::<Cutover>().is_err());
+    }
 
     #[test]
     fn dates_are_utc() {

@@ -37,6 +37,7 @@ pub use claims::{Claim, Holder};
 pub use config::{Config, Idempotency, Issuer, Policy, Reversal};
 pub use engine::Engine;
 pub use event::{Action, ConnId, Event, LinkId, Now, TimerId, TxnId, Unanswered};
+pub use fields::Cutover;
 pub use journal::{Card, Original, Received, Record, Step};
 pub use outbox::{Gate, Outbox};
 pub use recovery::{Recovered, Recovery};

@@ -15,7 +15,8 @@ use crate::saf::Kind;
 /// which are set on the original when it is queued.
 const REVERSAL_FIELDS: &[u8] = &[2, 3, 4, 7, 12, 13, 22, 25, 32, 37, 41, 42, 49, 95];
 /// Fields of the original a reversal is built from: those it repeats and those its DE90 names.
-const NEEDED_FIELDS: &[u8] = &[2, 3, 4, 7, 11, 12, 13, 22, 25, 32, 33, 37, 41, 42, 49];
+/// DE15 (the settlement date) is kept too, for the settlement report.
+const NEEDED_FIELDS: &[u8] = &[2, 3, 4, 7, 11, 12, 13, 15, 22, 25, 32, 33, 37, 41, 42, 49];
 
 /// What the idempotency table keeps of an approval for a terminal's later reversal of it: how to
 /// rebuild the original, and its issuer's index.

@@ -341,7 +341,21 @@ impl Engine {
         if !up.has(37) {
             up.set(37, fields::rrn(now.wall, stan))?;
         }
+        self.set_settlement_date(now, &mut up)?;
         Ok(up)
+    }
+
+    /// DE15, the settlement date, from the business date, when the message lacks one and its dialect
+    /// has the field.
+    pub(crate) fn set_settlement_date(
+        &self,
+        now: Now,
+        msg: &mut Message,
+    ) -> Result<(), iso8583::Error> {
+        if msg.spec().field(15).is_some() && !msg.has(15) {
+            msg.set_number(15, fields::settlement_date(now.wall, self.config.cutover))?;
+        }
+        Ok(())
     }
 
     /// A terminal's 0400/0401/0420 for one of its own earlier requests.

@@ -483,3 +483,20 @@ fn the_open_batch_survives_a_restart() {
     let out = again.request(1, settlement(&again, 11, "920000", [0, 0, 0, 0]));
     assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
 }
+
+#[test]
+fn every_forwarded_request_and_advice_carries_its_business_date() {
+    let (mut config, terminal) = config("iso87ascii", "iso87ascii");
+    config.cutover = "00:00".parse().unwrap();
+    let mut h = Harness::with((config, terminal));
+    let (_, up) = one_sent(&h.request(1, with_code(&h, 1, "000000", 100)));
+    let wall = time::OffsetDateTime::from(h.now.wall);
+    let today = format!("{:02}{:02}", u8::from(wall.month()), wall.day());
+    assert_eq!(text(&up, 15), today);
+    let (_, up) = one_sent(&h.request(1, advice(&h, 2, 100)));
+    assert_eq!(text(&up, 15), today);
+    // A terminal's own DE15 is kept.
+    let mut own = with_code(&h, 3, "000000", 100);
+    own.set(15, "1231").unwrap();
+    assert_eq!(text(&one_sent(&h.request(1, own)).1, 15), "1231");
+}

@@ -26,6 +26,9 @@ pub struct Account {
     /// Advices booked: a completion or an offline sale (more than one: booked twice).
     #[serde(default)]
     pub advices: u32,
+    /// An authorization (0100, 0120): a hold, settled only through its completion.
+    #[serde(default)]
+    pub hold: bool,
 }
 
 impl Account {
@@ -93,9 +96,14 @@ impl Ledger {
         let mti = msg.mti();
         match (mti.class().digit(), mti.function()) {
             (1 | 2, 0) if matches!(processing.get(..2), Some("30" | "31")) => {}
-            (1 | 2, 0) => self.approve(&rrn, signed(amount)),
-            (1 | 2, 2) => {
+            (class @ (1 | 2), 0) => {
+                self.approve(&rrn, signed(amount));
+                self.account(&rrn).hold |= class == 1;
+            }
+            (class @ (1 | 2), 2) => {
+                let first = self.account(&rrn).approvals.is_empty();
                 self.advise(&rrn, signed(amount));
+                self.account(&rrn).hold |= class == 1 && first;
             }
             (4, _) => {
                 let actual = (msg.get(95).and_then(|f| f.as_str()))
@@ -108,6 +116,26 @@ impl Ledger {
 
     fn account(&mut self, rrn: &str) -> &mut Account {
         self.accounts.entry(rrn.to_string()).or_default()
+    }
+
+    /// What the issuer settled, per RRN: every financial transaction (a purchase, a refund, an offline
+    /// sale, a completion) that stands; an authorization only through its completion.
+    pub fn settlement(&self) -> BTreeMap<&str, i64> {
+        self.accounts
+            .iter()
+            .filter(|(_, a)| !a.hold || a.completed.is_some())
+            .map(|(rrn, a)| (rrn.as_str(), a.net()))
+            .filter(|(_, net)| *net != 0)
+            .collect()
+    }
+
+    /// The settlement as the issuer's file for `acquiro settlement reconcile`: `rrn,amount` lines.
+    pub fn settlement_file(&self) -> String {
+        let mut file = String::from("rrn,amount\n");
+        for (rrn, net) in self.settlement() {
+            file.push_str(&format!("{rrn},{net}\n"));
+        }
+        file
     }
 
     /// The net debit of a transaction (0 for one never seen).

@@ -57,6 +57,7 @@ fn config() -> Config {
         echo_interval: Duration::from_secs(3600),
         card_key: [7; 16],
         shared_keys: false,
+        cutover: Default::default(),
     }
 }
 

@@ -5,6 +5,7 @@ mod codec;
 mod demo;
 mod json;
 mod serve;
+mod settlement;
 mod sim;
 mod tranlog;
 
@@ -52,6 +53,9 @@ enum Command {
     /// Cluster mode: the nodes sharing one database.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// What each merchant and terminal is owed, from the journal, and its reconciliation with the
+    /// issuer's settlement.
+    Settlement(settlement::SettlementArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +118,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sim(command) => sim::run(command),
         Command::Tranlog(command) => tranlog::run(command),
         Command::Cluster(command) => cluster::run(command),
+        Command::Settlement(args) => settlement::run(args),
         Command::Config(ConfigCommand::Check(args)) => serve::check(args),
     }
 }

@@ -66,6 +66,10 @@ pub(crate) struct IssuerArgs {
     /// Where the ledger is written (JSON) when the simulator stops on SIGINT/SIGTERM.
     #[arg(long)]
     ledger: Option<PathBuf>,
+    /// Where the issuer's settlement is written (CSV `rrn,amount`, for `acquiro settlement
+    /// reconcile`) when the simulator stops.
+    #[arg(long)]
+    settlement: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +161,10 @@ async fn issuer(args: IssuerArgs) -> anyhow::Result<ExitCode> {
     );
     if let Some(path) = &args.ledger {
         std::fs::write(path, serde_json::to_vec(&ledger)?)
+            .with_context(|| path.display().to_string())?;
+    }
+    if let Some(path) = &args.settlement {
+        std::fs::write(path, ledger.settlement_file())
             .with_context(|| path.display().to_string())?;
     }
     Ok(ExitCode::SUCCESS)

@@ -131,6 +131,22 @@ pub(crate) fn run(command: TranlogCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Every record, with the node that wrote it (empty for a journal directory), oldest first per node.
+pub(crate) fn each_record(dir: &DirArgs, mut each: impl FnMut(&str, Record)) -> anyhow::Result<()> {
+    if let Some(url) = &dir.database {
+        return with_database(url, async |client| {
+            cluster::evidence::export(client, None, None, |node, record| {
+                each(node, record);
+                Ok(())
+            })
+            .await?;
+            Ok(())
+        });
+    }
+    read(dir, |_, record| each("", record))?;
+    Ok(())
+}
+
 /// Reads every record without changing the journal; corrupt records are reported and skipped.
 fn read(
     dir: &DirArgs,

@@ -51,6 +51,32 @@ pub(crate) fn broken(run: &Run) -> Vec<String> {
             ));
         }
     }
+    // (6) The acquirer's settlement, folded from every node's records by the books the report uses,
+    // is the issuer's: every financial transaction that stands, by RRN and amount.
+    let mut books = engine::Books::default();
+    for (node, record) in &run.journal {
+        books.add(node, record);
+    }
+    let mut ours: BTreeMap<String, i64> = BTreeMap::new();
+    for s in books.settled().iter().filter(|s| s.stands > 0) {
+        *ours
+            .entry(s.rrn.as_deref().unwrap_or_default().into())
+            .or_default() += s.net();
+    }
+    let theirs = run.ledger.settlement();
+    for (rrn, net) in &ours {
+        if theirs.get(rrn.as_str()) != Some(net) {
+            broken.push(format!(
+                "(6) RRN {rrn}: settlement {net}, issuer {:?}",
+                theirs.get(rrn.as_str())
+            ));
+        }
+    }
+    for (rrn, net) in theirs.iter().filter(|(rrn, _)| !ours.contains_key(**rrn)) {
+        broken.push(format!(
+            "(6) RRN {rrn}: issuer settled {net}, not in the settlement"
+        ));
+    }
     // (3) Every reversal and advice is acknowledged, or expired and reported; none is forgotten. A transaction
     // another node adopted (a takeover, or a terminal's reversal of it there) is finished by the
     // adopter's transaction.

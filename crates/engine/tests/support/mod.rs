@@ -52,6 +52,7 @@ pub fn config(terminal: &str, issuer: &str) -> (Config, &'static Spec) {
         echo_interval: ECHO,
         card_key: [7; 16],
         shared_keys: false,
+        cutover: Default::default(),
     };
     (config, spec(terminal))
 }

@@ -28,6 +28,7 @@ pub struct File {
     /// Issuer for cards that no route matches.
     pub default_issuer: Option<String>,
     pub idempotency: IdempotencyFile,
+    pub settlement: SettlementFile,
     pub reversals: ReversalsFile,
     pub journal: JournalFile,
     /// Cluster mode: several nodes on one PostgreSQL (no `journal.dir` needed).
@@ -164,6 +165,22 @@ pub struct RouteFile {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct SettlementFile {
+    /// UTC time of day, `HH:MM`, at which the business date turns: a transaction at or after it
+    /// belongs to the next day's settlement.
+    pub cutover: String,
+}
+
+impl Default for SettlementFile {
+    fn default() -> Self {
+        SettlementFile {
+            cutover: "00:00".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct IdempotencyFile {
     #[serde(with = "humantime_serde")]
     pub window: Duration,
@@ -197,6 +214,7 @@ impl Default for File {
             routes: Vec::new(),
             default_issuer: None,
             idempotency: IdempotencyFile::default(),
+            settlement: SettlementFile::default(),
             reversals: ReversalsFile::default(),
             journal: JournalFile::default(),
             cluster: None,

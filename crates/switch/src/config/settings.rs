@@ -379,6 +379,11 @@ impl File {
                 // Replaced when the journal is opened (the key must outlive the process).
                 card_key: journal.card_key.unwrap_or_else(random_key),
                 shared_keys: false,
+                cutover: self
+                    .settlement
+                    .cutover
+                    .parse()
+                    .map_err(|e: String| invalid("settlement.cutover".to_string(), e))?,
             },
             admin_listen: self.admin_listen,
             grace_period: self.grace_period,
