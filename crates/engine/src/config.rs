@@ -56,11 +56,11 @@ impl Policy {
     /// Balance inquiry (30) and its ISO 8583:1987 variant (31).
     pub const INQUIRY_CODES: [[u8; 2]; 2] = [*b"30", *b"31"];
 
-    /// Whether a request with processing code `processing` (DE3) may leave money standing at the
-    /// issuer. A request without a readable code is taken to move money: reversing it is safe.
-    pub fn moves_money(&self, processing: Option<&str>) -> bool {
-        let code = processing.and_then(|p| p.as_bytes().first_chunk::<2>());
-        !code.is_some_and(|code| self.inquiry_codes.contains(code))
+    /// Whether a request whose processing code (DE3) starts with `processing` may leave money
+    /// standing at the issuer. A request without a readable code is taken to move money: reversing it
+    /// is safe.
+    pub fn moves_money(&self, processing: Option<[u8; 2]>) -> bool {
+        !processing.is_some_and(|code| self.inquiry_codes.contains(&code))
     }
 }
 

@@ -254,7 +254,7 @@ impl Engine {
     ///
     /// [`Policy::moves_money`]: crate::Policy::moves_money
     pub(crate) fn moves_money(&self, issuer: usize, request: &Message) -> bool {
-        let processing = request.get(3).and_then(|f| f.as_str());
+        let processing = crate::fields::processing(request);
         self.config.issuers[issuer].policy.moves_money(processing)
     }
 

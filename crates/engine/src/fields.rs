@@ -67,6 +67,12 @@ pub(crate) fn settlement_date(wall: SystemTime, cutover: Cutover) -> u64 {
     u64::from(u8::from(date.month())) * 100 + u64::from(date.day())
 }
 
+/// The first two digits of DE3, the processing code: what kind of transaction it is, in any dialect.
+pub(crate) fn processing(msg: &Message) -> Option<[u8; 2]> {
+    let mut digits = msg.get(3)?.bytes();
+    Some([digits.next()?, digits.next()?])
+}
+
 /// Sets DE39.
 pub(crate) fn set_rc(msg: &mut Message, rc: ResponseCode) -> Result<(), Error> {
     msg.set(39, rc.0).map(drop)

@@ -53,6 +53,9 @@ pub(crate) struct Trail {
     /// the attempts sent.
     advice: Option<(SystemTime, CompactString, Original, u32)>,
     advice_done: bool,
+    /// A settlement message acted on: the answer its records decide (its terminal may not have heard
+    /// it, but the batch is as it left it).
+    settled: Option<ResponseCode>,
     /// Refused before it was forwarded.
     pub(crate) rejected: bool,
     /// Answered, with no terminal left to tell.
@@ -111,8 +114,16 @@ impl Trail {
             Step::Undeliverable { .. } => self.undeliverable = true,
             Step::HeldElsewhere { .. } => self.held_elsewhere = true,
             Step::Adopted { .. } | Step::ReversalRefused { .. } | Step::AdviceRefused { .. } => {}
-            // The terminals' batches are the books' (`books.rs`).
-            Step::BatchCompared { .. } | Step::BatchUploaded { .. } | Step::BatchClosed { .. } => {}
+            // The terminals' batches are the books' (`books.rs`); here, only the answer they decide.
+            Step::BatchCompared { ours, theirs, .. } => {
+                self.settled = Some(match ours == theirs {
+                    true => ResponseCode::APPROVED,
+                    false => crate::settlement::OUT_OF_BALANCE,
+                });
+            }
+            Step::BatchUploaded { .. } | Step::BatchClosed { .. } => {
+                self.settled = self.settled.or(Some(ResponseCode::APPROVED));
+            }
             Step::Joined
             | Step::Disconnected
             | Step::Replayed { .. }
@@ -186,6 +197,7 @@ impl Trail {
             && self.forwarded.is_none()
             && self.advice.is_none()
             && self.told.is_none()
+            && self.settled.is_none()
             && !self.rejected
             && !self.held_elsewhere
     }
@@ -211,7 +223,10 @@ impl Trail {
             return false;
         };
         let policy = config.issuers.iter().find(|i| i.name == issuer);
-        policy.is_none_or(|i| i.policy.moves_money(original.field(3)))
+        let processing = original
+            .field(3)
+            .and_then(|p| p.as_bytes().first_chunk().copied());
+        policy.is_none_or(|i| i.policy.moves_money(processing))
             && self
                 .answered
                 .as_ref()
@@ -426,7 +441,7 @@ impl Engine {
             Class::REVERSAL | Class::RECONCILIATION | Class::FILE_ACTION
         ) {
             // A terminal's reversal or settlement message is answered locally once acted on.
-            let Some(rc) = trail.told else {
+            let Some(rc) = trail.told.or(trail.settled) else {
                 return false;
             };
             (rc, None)

@@ -15,7 +15,7 @@ use crate::idempotency::{Answer, Done, Key};
 use crate::journal::Step;
 
 /// RC 95: reconcile error — the terminal's totals differ from the switch's.
-const OUT_OF_BALANCE: ResponseCode = ResponseCode(*b"95");
+pub(crate) const OUT_OF_BALANCE: ResponseCode = ResponseCode(*b"95");
 
 /// What a settlement request asks, by its processing code's first two digits.
 enum Asks {
@@ -36,9 +36,9 @@ impl Engine {
     ) {
         let txn = self.new_txn();
         let _txn = span(txn);
-        let asks = match msg.get(3).and_then(|f| f.as_str()).and_then(|p| p.get(..2)) {
-            Some("92") => Some(Asks::Compare),
-            Some("96") => Some(Asks::Close),
+        let asks = match crate::fields::processing(&msg) {
+            Some([b'9', b'2']) => Some(Asks::Compare),
+            Some([b'9', b'6']) => Some(Asks::Close),
             _ => None,
         };
         let Some((key, fingerprint)) = self.admit(now, txn, conn, &msg, asks.is_some(), out) else {

@@ -500,3 +500,34 @@ fn every_forwarded_request_and_advice_carries_its_business_date() {
     own.set(15, "1231").unwrap();
     assert_eq!(text(&one_sent(&h.request(1, own)).1, 15), "1231");
 }
+
+#[test]
+fn the_processing_code_is_read_in_every_dialect() {
+    // BCD on both sides: DE3 has no text form on the wire, yet an inquiry is still one.
+    let mut h = Harness::with(config("iso87bcd", "iso87bcd"));
+    one_sent(&h.request(1, with_code(&h, 1, "310000", 0)));
+    let out = h.fire(TimerId::Response(TxnId(1)));
+    assert_eq!(sent(&out).count(), 0, "no reversal of an inquiry");
+    let out = h.request(1, settlement(&h, 2, "920000", [0, 0, 0, 0]));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
+}
+
+#[test]
+fn a_settlement_whose_answer_was_lost_in_a_crash_is_replayed_not_compared_again() {
+    let mut h = Harness::new();
+    batch(&mut h);
+    h.request(1, settlement(&h, 10, "920000", [1, 1, 700, 1_000]));
+    // The batch's close was durable; the record that the terminal was told was not.
+    let closed = (h.journal.iter())
+        .position(|r| matches!(r.step, Step::BatchClosed { .. }))
+        .unwrap();
+    let (mut restarted, _, _) = h.restart(closed + 1);
+    let out = restarted.request(1, settlement(&restarted, 10, "920000", [1, 1, 700, 1_000]));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
+    assert!(
+        !steps(&out)
+            .iter()
+            .any(|s| matches!(s, Step::BatchCompared { .. })),
+        "{out:?}"
+    );
+}

@@ -13,7 +13,7 @@ pub mod terminals;
 
 pub use issuer::IssuerSim;
 pub use ledger::{Account, Ledger};
-pub use purchase::Purchase;
+pub use purchase::{Purchase, settlement};
 pub use reconcile::{Mismatch, Reconciliation, reconcile};
 pub use rules::{Action, Rules};
 pub use terminals::{Load, Outcome, Progress, Run, Told};

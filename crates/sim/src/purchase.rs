@@ -140,6 +140,18 @@ impl Purchase {
         Ok(m)
     }
 
+    /// Its upload (0320) in a batch upload, under STAN `stan`, for the `amount` that stands.
+    pub fn upload(
+        &self,
+        spec: &'static Spec,
+        stan: u32,
+        amount: u64,
+    ) -> Result<Message, iso8583::Error> {
+        let mut m = self.follow_up(spec, Mti::new(*b"0320")?, stan)?;
+        m.set_number(4, amount)?;
+        Ok(m)
+    }
+
     /// Whether it credits the cardholder (a refund, processing code 20).
     pub fn is_credit(&self) -> bool {
         self.processing.starts_with("20")
@@ -149,4 +161,29 @@ impl Purchase {
     pub fn is_inquiry(&self) -> bool {
         self.processing.starts_with("30") || self.processing.starts_with("31")
     }
+}
+
+/// A terminal's settlement request (0500): DE3 `processing` (920000 with its batch totals, 960000
+/// after a batch upload) and its totals, ISO 8583:1987 style: credits and debits counts (DE74, DE76) and
+/// amounts (DE86, DE88).
+pub fn settlement(
+    spec: &'static Spec,
+    like: &Purchase,
+    stan: u32,
+    processing: &str,
+    [credits, debits, credit_amount, debit_amount]: [u64; 4],
+) -> Result<Message, iso8583::Error> {
+    let mut m = Message::new(spec, Mti::new(*b"0500")?);
+    m.set(3, processing)?
+        .set_number(7, like.transmission)?
+        .set_number(11, u64::from(stan))?
+        .set_number(12, u64::from(like.local_time))?
+        .set_number(13, u64::from(like.local_date))?
+        .set(41, &like.terminal)?
+        .set(42, &like.merchant)?
+        .set_number(74, credits)?
+        .set_number(76, debits)?
+        .set_number(86, credit_amount)?
+        .set_number(88, debit_amount)?;
+    Ok(m)
 }

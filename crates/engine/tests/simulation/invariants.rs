@@ -77,6 +77,34 @@ pub(crate) fn broken(run: &Run) -> Vec<String> {
             "(6) RRN {rrn}: issuer settled {net}, not in the settlement"
         ));
     }
+    // (7) Every terminal's batch closes. On one node, whose records hold the whole batch, a terminal
+    // that counted right is in balance, and one that counted a debit too many is out of balance and
+    // closes after its upload with exactly that one discrepancy.
+    let mut discrepancies: BTreeMap<&str, u32> = BTreeMap::new();
+    for (_, record) in &run.journal {
+        if let Step::BatchClosed {
+            terminal,
+            discrepancies: n,
+            ..
+        } = &record.step
+        {
+            discrepancies.insert(terminal.as_str(), *n);
+        }
+    }
+    for (terminal, s) in &run.settlements {
+        if !s.closed {
+            broken.push(format!("(7) {terminal}: batch never closed"));
+        }
+        let found = discrepancies.get(terminal.as_str()).copied();
+        if !run.cluster
+            && (s.in_balance != Some(!s.miscounts) || found != Some(u32::from(s.miscounts)))
+        {
+            broken.push(format!(
+                "(7) {terminal}: miscounted {}, told in balance {:?}, closed with {found:?} discrepancies",
+                s.miscounts, s.in_balance
+            ));
+        }
+    }
     // (3) Every reversal and advice is acknowledged, or expired and reported; none is forgotten. A transaction
     // another node adopted (a takeover, or a terminal's reversal of it there) is finished by the
     // adopter's transaction.

@@ -56,7 +56,35 @@ enum State {
         stan: u32,
         retransmits: u32,
     },
+    /// Settling its batch with the 0500 under `stan`: its totals (DE3 92), or after its upload (96).
+    Settling {
+        stan: u32,
+        after_upload: bool,
+    },
+    /// Uploading its batch after an out-of-balance answer: item `next`, under `stan`.
+    Uploading {
+        next: usize,
+        stan: u32,
+    },
     Done,
+}
+
+/// One transaction of a terminal's batch: its financial message (its STAN among its fields) and the
+/// amount that stands.
+#[derive(Debug, Clone)]
+struct Item {
+    purchase: Purchase,
+    amount: u64,
+}
+
+/// How a terminal's settlement went.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Settlement {
+    /// It counted one debit too many on purpose, so that its batch has to be uploaded.
+    pub miscounts: bool,
+    /// The answer to its totals: in balance (RC 00) or not (RC 95).
+    pub in_balance: Option<bool>,
+    pub closed: bool,
 }
 
 #[derive(Debug)]
@@ -73,6 +101,9 @@ pub(crate) struct Terminal {
     timeout: Duration,
     retransmit_share: f64,
     pub outcomes: Vec<Outcome>,
+    /// What stands of its financial transactions, for its settlement.
+    batch: Vec<Item>,
+    pub settlement: Settlement,
 }
 
 /// What a terminal asks of the world.
@@ -101,7 +132,16 @@ impl Terminal {
             timeout: Duration::from_millis(rng.u64(3_000..9_000)),
             retransmit_share: rng.f64(),
             outcomes: Vec::new(),
+            batch: Vec::new(),
+            settlement: Settlement {
+                miscounts: rng.u32(0..5) == 0,
+                ..Settlement::default()
+            },
         }
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.tid
     }
 
     pub(crate) fn done(&self) -> bool {
@@ -111,9 +151,20 @@ impl Terminal {
     /// Its own timer: start the next transaction, or act on a missing answer.
     pub(crate) fn on_wake(&mut self, rng: &mut Rng) -> Vec<Out> {
         match std::mem::replace(&mut self.state, State::Idle) {
-            State::Idle if self.remaining == 0 => {
+            State::Idle if self.remaining == 0 && self.settlement.closed => {
                 self.state = State::Done;
                 Vec::new()
+            }
+            State::Idle if self.remaining == 0 => {
+                self.state = State::Settling {
+                    stan: self.stan(),
+                    after_upload: false,
+                };
+                self.resend()
+            }
+            state @ (State::Settling { .. } | State::Uploading { .. }) => {
+                self.state = state;
+                self.resend()
             }
             State::Idle => {
                 self.remaining -= 1;
@@ -243,6 +294,17 @@ impl Terminal {
                 actual,
                 retransmits,
             } => purchase.partial_reversal(self.spec, *stan, *retransmits > 0, *actual),
+            State::Settling { stan, after_upload } => {
+                let processing = if *after_upload { "960000" } else { "920000" };
+                let totals = self.totals();
+                let like = &self.like();
+                sim::settlement(self.spec, like, *stan, processing, totals)
+            }
+            State::Uploading { next, stan } => {
+                let items = self.uploads();
+                let item = &items[*next];
+                item.purchase.upload(self.spec, *stan, item.amount)
+            }
             State::Idle | State::Done => return Vec::new(),
         };
         self.send(msg.expect("terminal request"))
@@ -279,7 +341,7 @@ impl Terminal {
         let approved = rc.is_some_and(|rc| rc.is_approval());
         let accepted = rc == Some(ResponseCode::APPROVED);
         let state = std::mem::replace(&mut self.state, State::Idle);
-        let (purchase, told, amount, retransmits, advised) = match state {
+        let (purchase, told, amount, retransmits, advised, state_stan) = match state {
             State::Waiting {
                 purchase,
                 plan,
@@ -306,8 +368,8 @@ impl Terminal {
                         };
                         return self.resend();
                     }
-                    (true, _) => (purchase, Told::Approved, amount, retransmits, false),
-                    (false, _) => (purchase, Told::Declined, amount, retransmits, false),
+                    (true, _) => (purchase, Told::Approved, amount, retransmits, false, None),
+                    (false, _) => (purchase, Told::Declined, amount, retransmits, false, None),
                 }
             }
             State::Reversing {
@@ -316,7 +378,7 @@ impl Terminal {
                 retransmits,
             } if class == iso8583::Class::REVERSAL && stan == Some(reversal) => {
                 let amount = purchase.amount;
-                (purchase, Told::Reversed, amount, retransmits, false)
+                (purchase, Told::Reversed, amount, retransmits, false, None)
             }
             // An advice is the terminal's to deliver: anything but "accepted" is asked again later.
             State::Advising {
@@ -324,22 +386,87 @@ impl Terminal {
                 stan: advice,
                 amount,
                 retransmits,
-            } if class == iso8583::Class::FINANCIAL && stan == Some(advice) && accepted => {
-                (purchase, Told::Approved, amount, retransmits, true)
-            }
+            } if class == iso8583::Class::FINANCIAL && stan == Some(advice) && accepted => (
+                purchase,
+                Told::Approved,
+                amount,
+                retransmits,
+                true,
+                Some(advice),
+            ),
             State::Adjusting {
                 purchase,
                 stan: reversal,
                 actual,
                 retransmits,
             } if class == iso8583::Class::REVERSAL && stan == Some(reversal) => {
-                (purchase, Told::Approved, actual, retransmits, false)
+                (purchase, Told::Approved, actual, retransmits, false, None)
+            }
+            State::Settling {
+                stan: sent,
+                after_upload,
+            } if class == iso8583::Class::RECONCILIATION && stan == Some(sent) => {
+                match (rc.map(|rc| rc.to_string()).as_deref(), after_upload) {
+                    (Some("00"), _) => {
+                        self.settlement.in_balance.get_or_insert(true);
+                        self.settlement.closed = true;
+                        self.state = State::Idle;
+                    }
+                    (Some("95"), false) => {
+                        self.settlement.in_balance = Some(false);
+                        self.state = State::Uploading {
+                            next: 0,
+                            stan: self.stan(),
+                        };
+                        return self.resend();
+                    }
+                    // Anything else (91 while the switch cannot write, say): asked again later.
+                    _ => {
+                        self.state = State::Settling {
+                            stan: sent,
+                            after_upload,
+                        }
+                    }
+                }
+                return vec![Out::Wake(Duration::from_millis(rng.u64(0..500)))];
+            }
+            State::Uploading { next, stan: sent }
+                if class == iso8583::Class::FILE_ACTION && stan == Some(sent) =>
+            {
+                self.state = match next + 1 < self.uploads().len() {
+                    true => State::Uploading {
+                        next: next + 1,
+                        stan: self.stan(),
+                    },
+                    false => State::Settling {
+                        stan: self.stan(),
+                        after_upload: true,
+                    },
+                };
+                return self.resend();
             }
             state => {
                 self.state = state;
                 return Vec::new();
             }
         };
+        let financial = purchase.mti == Mti::FINANCIAL || advised;
+        if told == Told::Approved && financial && !purchase.is_inquiry() {
+            // The financial message is the completion itself for a pre-authorization.
+            let stan = match &state_stan {
+                Some(stan) => *stan,
+                None => purchase.stan,
+            };
+            let item = Purchase {
+                mti: Mti::FINANCIAL,
+                stan,
+                ..purchase.clone()
+            };
+            self.batch.push(Item {
+                purchase: item,
+                amount,
+            });
+        }
         self.outcomes.push(Outcome {
             terminal: self.tid.clone(),
             stan: purchase.stan,
@@ -354,6 +481,50 @@ impl Terminal {
         });
         self.state = State::Idle;
         vec![Out::Wake(Duration::from_millis(rng.u64(0..500)))]
+    }
+
+    /// A purchase of this terminal's, for the fields its settlement repeats.
+    fn like(&self) -> Purchase {
+        Purchase {
+            terminal: self.tid.clone(),
+            ..Purchase::example()
+        }
+    }
+
+    /// Its batch totals — credits, debits, credit amount, debit amount — one debit of 100 too many
+    /// when it miscounts.
+    fn totals(&self) -> [u64; 4] {
+        let mut t = [0; 4];
+        for item in &self.batch {
+            let (count, amount) = if item.purchase.is_credit() {
+                (0, 2)
+            } else {
+                (1, 3)
+            };
+            t[count] += 1;
+            t[amount] += item.amount;
+        }
+        if self.settlement.miscounts {
+            t[1] += 1;
+            t[3] += 100;
+        }
+        t
+    }
+
+    /// What it uploads: its batch, and the item it miscounted (a STAN the switch never saw).
+    fn uploads(&self) -> Vec<Item> {
+        let mut items = self.batch.clone();
+        if self.settlement.miscounts {
+            let phantom = Purchase {
+                stan: 0,
+                ..self.like()
+            };
+            items.push(Item {
+                purchase: phantom,
+                amount: 100,
+            });
+        }
+        items
     }
 
     fn stan(&mut self) -> u32 {

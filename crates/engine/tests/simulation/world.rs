@@ -68,6 +68,10 @@ enum Ev {
 #[derive(Debug)]
 pub(crate) struct Run {
     pub outcomes: Vec<Outcome>,
+    /// Each terminal's settlement, by terminal id.
+    pub settlements: Vec<(String, terminal::Settlement)>,
+    /// Several nodes: a terminal's batch is spread over them, and each node's record of it is its own.
+    pub cluster: bool,
     pub ledger: Ledger,
     pub forwards: BTreeMap<String, u32>,
     /// First attempts of advices the issuer received, per RRN.
@@ -296,6 +300,8 @@ impl<G: Gate + Default> World<G> {
             next_conn: 0,
             run: Run {
                 outcomes: Vec::new(),
+                settlements: Vec::new(),
+                cluster: false,
                 ledger: Ledger::default(),
                 forwards: BTreeMap::new(),
                 advices: BTreeMap::new(),
@@ -393,6 +399,10 @@ impl<G: Gate + Default> World<G> {
             .iter()
             .flat_map(|t| t.outcomes.clone())
             .collect();
+        run.settlements = (self.terminals.iter())
+            .map(|t| (t.id().to_string(), t.settlement.clone()))
+            .collect();
+        run.cluster = self.store.is_some();
         run.journal = match &self.store {
             Some(store) => store.records(),
             None => match &self.nodes[0].journal {
