@@ -217,7 +217,7 @@ impl Books {
 
     fn settlement(&mut self, record: &Record) {
         match &record.step {
-            Step::BatchCompared {
+            Step::BatchOutOfBalance {
                 terminal, merchant, ..
             } => {
                 self.uploads.remove(&(terminal.clone(), merchant.clone()));
@@ -238,10 +238,12 @@ impl Books {
             Step::BatchClosed {
                 terminal,
                 merchant,
+                uploaded,
                 discrepancies,
+                ..
             } => {
                 let batch = (terminal.clone(), merchant.clone());
-                let uploaded = self.uploads.remove(&batch).is_some();
+                self.uploads.remove(&batch);
                 if self.forget_closed {
                     return self.close(terminal, merchant);
                 }
@@ -250,7 +252,7 @@ impl Books {
                     merchant: merchant.clone(),
                     at: record.at,
                     discrepancies: *discrepancies,
-                    uploaded,
+                    uploaded: *uploaded,
                 });
             }
             _ => {}

@@ -197,9 +197,10 @@ pub enum Step {
     AdviceExpired {
         attempts: u32,
     },
-    /// A terminal's settlement request (0500, DE3 92): its totals for its open batch (`theirs`) against
-    /// the switch's record of that batch (`ours`).
-    BatchCompared {
+    /// A terminal's settlement request (0500, DE3 92) whose totals for its open batch (`theirs`) differ
+    /// from the switch's record of that batch (`ours`): RC 95, a batch upload follows. (In balance, the
+    /// batch closes at once: one `BatchClosed`, so that no crash can keep half of the decision.)
+    BatchOutOfBalance {
         terminal: CompactString,
         merchant: CompactString,
         ours: Totals,
@@ -214,11 +215,14 @@ pub enum Step {
         amount: u64,
         found: bool,
     },
-    /// The batch is closed: in balance (no discrepancies), or after an upload (0500, DE3 96) with the
-    /// number of discrepancies it left, each recorded in a `BatchUploaded` or in the switch's batch.
+    /// The batch is closed with the switch's totals of it: in balance (no discrepancies), or after an
+    /// upload (0500, DE3 96) with the number of discrepancies it left, each recorded in a
+    /// `BatchUploaded` or in the switch's batch.
     BatchClosed {
         terminal: CompactString,
         merchant: CompactString,
+        totals: Totals,
+        uploaded: bool,
         discrepancies: u32,
     },
 }

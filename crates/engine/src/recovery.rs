@@ -115,11 +115,8 @@ impl Trail {
             Step::HeldElsewhere { .. } => self.held_elsewhere = true,
             Step::Adopted { .. } | Step::ReversalRefused { .. } | Step::AdviceRefused { .. } => {}
             // The terminals' batches are the books' (`books.rs`); here, only the answer they decide.
-            Step::BatchCompared { ours, theirs, .. } => {
-                self.settled = Some(match ours == theirs {
-                    true => ResponseCode::APPROVED,
-                    false => crate::settlement::OUT_OF_BALANCE,
-                });
+            Step::BatchOutOfBalance { .. } => {
+                self.settled = Some(crate::settlement::OUT_OF_BALANCE);
             }
             Step::BatchUploaded { .. } | Step::BatchClosed { .. } => {
                 self.settled = self.settled.or(Some(ResponseCode::APPROVED));

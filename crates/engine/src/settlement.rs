@@ -48,30 +48,27 @@ impl Engine {
         let (terminal, merchant) = (received.terminal.clone(), received.merchant.clone());
         Self::journal(now, txn, Step::Received(received), out);
         let batch = self.books.batch(&terminal, &merchant);
+        let ours = totals(&batch);
         let (rc, closed) = match asks {
-            Some(Asks::Compare) => {
-                let (ours, theirs) = (totals(&batch), carried(&msg));
-                let in_balance = ours == theirs;
-                let (terminal, merchant) = (terminal.clone(), merchant.clone());
-                let compared = Step::BatchCompared {
-                    terminal,
-                    merchant,
-                    ours,
-                    theirs,
-                };
-                Self::journal(now, txn, compared, out);
-                match in_balance {
-                    true => (ResponseCode::APPROVED, Some(0)),
-                    false => {
-                        tracing::warn!(
-                            ?ours,
-                            ?theirs,
-                            "terminal out of balance; batch upload expected"
-                        );
-                        (OUT_OF_BALANCE, None)
-                    }
+            Some(Asks::Compare) => match carried(&msg) {
+                theirs if theirs == ours => (ResponseCode::APPROVED, Some((false, 0))),
+                theirs => {
+                    tracing::warn!(
+                        ?ours,
+                        ?theirs,
+                        "terminal out of balance; batch upload expected"
+                    );
+                    let (terminal, merchant) = (terminal.clone(), merchant.clone());
+                    let step = Step::BatchOutOfBalance {
+                        terminal,
+                        merchant,
+                        ours,
+                        theirs,
+                    };
+                    Self::journal(now, txn, step, out);
+                    (OUT_OF_BALANCE, None)
                 }
-            }
+            },
             // After an upload: what was uploaded and not found, and what the switch has and was not
             // uploaded, are the discrepancies.
             _ => {
@@ -84,11 +81,11 @@ impl Engine {
                 });
                 (
                     ResponseCode::APPROVED,
-                    Some((unknown + missing.count()) as u32),
+                    Some((true, (unknown + missing.count()) as u32)),
                 )
             }
         };
-        if let Some(discrepancies) = closed {
+        if let Some((uploaded, discrepancies)) = closed {
             if discrepancies > 0 {
                 tracing::warn!(
                     discrepancies,
@@ -98,6 +95,8 @@ impl Engine {
             let closed = Step::BatchClosed {
                 terminal,
                 merchant,
+                totals: ours,
+                uploaded,
                 discrepancies,
             };
             Self::journal(now, txn, closed, out);

@@ -426,11 +426,15 @@ fn a_settlement_in_balance_closes_the_batch() {
         (told.mti().as_str(), rc(&told)),
         ("0510", ResponseCode::APPROVED)
     );
-    assert!(steps(&out).contains(&&Step::BatchClosed {
-        terminal: "TERM0001".into(),
-        merchant: "MERCHANT0000001".into(),
-        discrepancies: 0
-    }));
+    assert!(steps(&out).iter().any(|s| matches!(
+        s,
+        Step::BatchClosed {
+            uploaded: false,
+            discrepancies: 0,
+            totals,
+            ..
+        } if totals.debit_amount == 1_000 && totals.credit_amount == 700
+    )));
     // A repeat is replayed; a new settlement finds the batch closed and empty.
     let out = h.request(1, settlement(&h, 10, "920000", [1, 1, 700, 1_000]));
     assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
@@ -464,11 +468,14 @@ fn out_of_balance_then_an_upload_closes_the_batch_with_its_discrepancies_recorde
     let out = h.request(1, settlement(&h, 13, "960000", [0, 0, 0, 0]));
     assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
     // The unknown upload, and the refund the terminal did not upload.
-    assert!(steps(&out).contains(&&Step::BatchClosed {
-        terminal: "TERM0001".into(),
-        merchant: "MERCHANT0000001".into(),
-        discrepancies: 2
-    }));
+    assert!(steps(&out).iter().any(|s| matches!(
+        s,
+        Step::BatchClosed {
+            uploaded: true,
+            discrepancies: 2,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -527,7 +534,7 @@ fn a_settlement_whose_answer_was_lost_in_a_crash_is_replayed_not_compared_again(
     assert!(
         !steps(&out)
             .iter()
-            .any(|s| matches!(s, Step::BatchCompared { .. })),
+            .any(|s| matches!(s, Step::BatchClosed { .. })),
         "{out:?}"
     );
 }

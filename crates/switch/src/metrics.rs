@@ -271,7 +271,7 @@ impl Metrics {
             settlements: counters(
                 &r,
                 "acquiro_settlements_total",
-                "Terminal settlements (0500) by outcome: in_balance, out_of_balance (RC 95: a batch upload follows), closed (every batch closed, in balance or after an upload).",
+                "Terminal settlements (0500) by outcome: in_balance (the batch closed at once), out_of_balance (RC 95: a batch upload follows), closed_after_upload.",
                 &["outcome"],
             ),
             batch_uploads: counters(

@@ -130,20 +130,24 @@ impl Recorder {
             Step::AdviceAcknowledged { .. } => m.advices.with_label_values(&["acknowledged"]).inc(),
             Step::AdviceRefused { .. } => m.advices.with_label_values(&["refused"]).inc(),
             Step::AdviceExpired { .. } => m.advices.with_label_values(&["expired"]).inc(),
-            Step::BatchCompared { ours, theirs, .. } => {
-                let outcome = if ours == theirs {
-                    "in_balance"
-                } else {
-                    "out_of_balance"
-                };
-                m.settlements.with_label_values(&[outcome]).inc();
+            Step::BatchOutOfBalance { .. } => {
+                m.settlements.with_label_values(&["out_of_balance"]).inc();
             }
             Step::BatchUploaded { found, .. } => {
                 let matched = if *found { "true" } else { "false" };
                 m.batch_uploads.with_label_values(&[matched]).inc();
             }
-            Step::BatchClosed { discrepancies, .. } => {
-                m.settlements.with_label_values(&["closed"]).inc();
+            Step::BatchClosed {
+                uploaded,
+                discrepancies,
+                ..
+            } => {
+                let outcome = if *uploaded {
+                    "closed_after_upload"
+                } else {
+                    "in_balance"
+                };
+                m.settlements.with_label_values(&[outcome]).inc();
                 m.settlement_discrepancies.inc_by(u64::from(*discrepancies));
             }
             Step::InDoubt => m.in_doubt.inc(),
