@@ -180,11 +180,28 @@ fn the_demo_reconciles_every_transaction_under_faults() {
     );
     // The faults happened: some requests timed out and were reversed, some retransmits were caught.
     let figure = |line: &str, name: &str| -> u64 {
-        let line = text.lines().find(|l| l.starts_with(line)).expect(line);
+        let line = (text.lines())
+            .find(|l| l.starts_with(line) && l.contains(name))
+            .expect(name);
         let after = line.split(name).nth(1).expect(name);
         after.split_whitespace().next().unwrap().parse().unwrap()
     };
     assert!(figure("switch", "reversals queued") > 0, "{text}");
     assert!(figure("switch", "duplicates joined") > 0, "{text}");
     assert!(figure("terminals", "approved") > 0, "{text}");
+    // The life cycle ran: advices were accepted, every terminal settled its batch (at once or after an
+    // upload), and the merchants' settlement is the issuer's (an advice lost would be a difference).
+    assert!(figure("switch", "advices queued") > 0, "{text}");
+    assert_eq!(
+        figure("switch", "in balance") + figure("switch", "closed after upload"),
+        20,
+        "{text}"
+    );
+    let settlement = (text.lines())
+        .find(|l| l.starts_with("settlement:"))
+        .expect("a settlement verdict");
+    assert!(
+        settlement.contains(" 0 differences with the issuer"),
+        "{settlement}"
+    );
 }

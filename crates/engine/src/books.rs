@@ -323,6 +323,16 @@ impl Books {
     }
 }
 
+/// What stands of `settled`, signed, per RRN: the acquirer's side of a reconciliation with the issuer.
+pub fn net_by_rrn<'a>(settled: impl IntoIterator<Item = &'a Settled>) -> BTreeMap<String, i64> {
+    let mut net = BTreeMap::new();
+    for s in settled.into_iter().filter(|s| s.stands > 0) {
+        *net.entry(s.rrn.as_deref().unwrap_or_default().to_string())
+            .or_default() += s.net();
+    }
+    net
+}
+
 /// The totals of `settled` (a batch's transactions).
 pub fn totals<'a>(settled: impl IntoIterator<Item = &'a Settled>) -> Totals {
     let mut t = Totals::default();

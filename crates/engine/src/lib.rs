@@ -32,7 +32,7 @@ mod terminal;
 mod timers;
 mod upstream;
 
-pub use books::{Batch, Books, Closed, Place, Settled, Totals, totals};
+pub use books::{Batch, Books, Closed, Place, Settled, Totals, net_by_rrn, totals};
 pub use claims::{Claim, Holder};
 pub use config::{Config, Idempotency, Issuer, Policy, Reversal};
 pub use engine::Engine;

@@ -147,17 +147,28 @@ fn reply(shared: &Shared, msg: &Message) -> Reply {
         return Reply::Nothing;
     };
     let books = || shared.ledger.lock().unwrap_or_else(|e| e.into_inner());
+    // A reversal or an advice is refused now and then (96), and not applied: the switch repeats it.
+    let owed = |msg: &Message| {
+        if fastrand::f64() < shared.rules.refuse_share {
+            return "96".to_string();
+        }
+        books().book(msg, msg.amount().unwrap_or(0));
+        "00".into()
+    };
     let (rc, delay) = match (msg.mti().class().digit(), msg.mti().function()) {
         // An advice tells the issuer what the terminal already did: booked (once) and acknowledged.
-        (1 | 2, 2) => {
-            books().book(msg, msg.amount().unwrap_or(0));
-            ("00".into(), Duration::ZERO)
-        }
+        (1 | 2, 2) => (owed(msg), Duration::ZERO),
         (1 | 2, _) => {
             let decision = shared.rules.decide(msg);
             match decision.action {
                 Action::Close => return Reply::Close,
                 Action::Decline => {}
+                Action::Partial => {
+                    let half = msg.amount().unwrap_or(0) / 2;
+                    books().book(msg, half);
+                    let _ = answer.set_number(4, half);
+                    let _ = answer.set(38, auth_code());
+                }
                 Action::Approve | Action::Drop => {
                     books().book(msg, msg.amount().unwrap_or(0));
                     if decision.action == Action::Drop {
@@ -168,10 +179,7 @@ fn reply(shared: &Shared, msg: &Message) -> Reply {
             }
             (decision.rc, decision.delay)
         }
-        (4, _) => {
-            books().book(msg, 0);
-            ("00".into(), Duration::ZERO)
-        }
+        (4, _) => (owed(msg), Duration::ZERO),
         _ => ("00".into(), Duration::ZERO),
     };
     match answer.set(39, &rc) {

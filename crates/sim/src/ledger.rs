@@ -120,11 +120,11 @@ impl Ledger {
 
     /// What the issuer settled, per RRN: every financial transaction (a purchase, a refund, an offline
     /// sale, a completion) that stands; an authorization only through its completion.
-    pub fn settlement(&self) -> BTreeMap<&str, i64> {
+    pub fn settlement(&self) -> BTreeMap<String, i64> {
         self.accounts
             .iter()
             .filter(|(_, a)| !a.hold || a.completed.is_some())
-            .map(|(rrn, a)| (rrn.as_str(), a.net()))
+            .map(|(rrn, a)| (rrn.clone(), a.net()))
             .filter(|(_, net)| *net != 0)
             .collect()
     }

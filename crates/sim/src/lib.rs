@@ -9,6 +9,7 @@ pub mod reconcile;
 pub mod relay;
 mod report;
 pub mod rules;
+pub mod settlement;
 pub mod terminals;
 
 pub use issuer::IssuerSim;

@@ -87,6 +87,7 @@ mod tests {
             retransmits: 0,
             processing: "000000".into(),
             advised: false,
+            financial_stan: None,
         }
     }
 

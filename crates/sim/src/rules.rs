@@ -8,10 +8,13 @@
 //! mti = "0200"
 //! fields = { 22 = "051" } # field values, as text
 //! share = 0.1             # the share of matching requests it takes (default 1)
-//! action = "decline"      # approve, decline, drop, close
+//! action = "decline"      # approve, partial, decline, drop, close
 //! rc = "51"               # for decline
 //! delay = "20ms"          # before answering; or ["1ms", "20ms"] for a uniform draw
 //! ```
+//!
+//! A top-level `refuse_share = 0.05` answers that share of reversals and advices with RC 96 (system
+//! error) without applying them: the switch must repeat them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,6 +27,9 @@ use serde::Deserialize;
 pub struct Rules {
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// The share of reversals and advices answered 96 and not applied.
+    #[serde(default)]
+    pub refuse_share: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +51,8 @@ pub struct Rule {
 pub enum Action {
     /// Debit and answer RC 00 with an auth code (after `delay`: past the switch's timeout, a late answer).
     Approve,
+    /// Debit half the amount and answer RC 10 (partial approval) with that amount in DE4.
+    Partial,
     /// Answer with `rc` (51 unless given); nothing is debited.
     Decline,
     /// Debit and never answer: the lost answer a reversal must repair.
@@ -91,6 +99,12 @@ pub struct RulesError(String);
 impl Rules {
     pub fn parse(text: &str) -> Result<Rules, RulesError> {
         let rules: Rules = toml::from_str(text).map_err(|e| RulesError(e.to_string()))?;
+        if !(0.0..=1.0).contains(&rules.refuse_share) {
+            return Err(RulesError(format!(
+                "refuse_share: {} is not within 0..1",
+                rules.refuse_share
+            )));
+        }
         for (i, r) in rules.rules.iter().enumerate() {
             if let Some(s) = r.share
                 && !(0.0..=1.0).contains(&s)
@@ -122,6 +136,7 @@ impl Rules {
                 action: r.action,
                 rc: match r.action {
                     Action::Decline => r.rc.clone().unwrap_or_else(|| "51".into()),
+                    Action::Partial => "10".into(),
                     _ => "00".into(),
                 },
                 delay: r.delay.map_or(Duration::ZERO, Delay::draw),

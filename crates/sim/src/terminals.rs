@@ -1,7 +1,10 @@
 //! The terminal load generator: N POS terminals, each one transaction at a time like a real one. On no
 //! answer a terminal retransmits the same request (same STAN) a configurable share of the time, then gives
 //! up and sends its own 0400, repeated as 0401 until accepted (RC 00); it reconnects when its connection
-//! drops.
+//! drops. With `lifecycle`, terminals send every kind of message a fleet sends — refunds, balance
+//! inquiries, pre-authorizations and their completions (0220), purchases adjusted by a partial reversal
+//! (DE95), offline sales (0220) — and each settles its batch at the end (0500), a share of them
+//! miscounting on purpose so that their batch is uploaded (0320).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +47,10 @@ pub struct Load {
     pub amounts: [u64; 2],
     /// A terminal still unanswered on its reversal this long after the end gives up (unresolved).
     pub give_up_after: Duration,
+    /// Every message kind of the transaction life cycle, and a settlement per terminal at the end.
+    pub lifecycle: bool,
+    /// With `lifecycle`: the share of terminals that count one debit too many in their settlement.
+    pub miscount_share: f64,
 }
 
 impl Load {
@@ -64,8 +71,20 @@ impl Load {
             bins: vec!["476173".into(), "541333".into()],
             amounts: [100, 20_000],
             give_up_after: Duration::from_secs(30),
+            lifecycle: false,
+            miscount_share: 0.2,
         }
     }
+}
+
+/// What follows a transaction's first message once it is approved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    Single,
+    /// A pre-authorization, completed for less by a 0220.
+    Completed,
+    /// A purchase, reversed in part (DE95) to what was delivered.
+    Adjusted,
 }
 
 /// What a terminal finally concluded about a transaction.
@@ -99,6 +118,9 @@ pub struct Outcome {
     /// An advice was accepted (a completion or an offline sale): the issuer must have booked it once.
     #[serde(default)]
     pub advised: bool,
+    /// The STAN of the financial message when it is not the first one's (a completion's).
+    #[serde(default)]
+    pub financial_stan: Option<u32>,
 }
 
 fn purchase_code() -> String {
@@ -130,6 +152,13 @@ pub struct Progress {
     pub timeouts: AtomicU64,
     pub retransmits: AtomicU64,
     pub reversals: AtomicU64,
+    /// Advices accepted: completions and offline sales.
+    pub advices: AtomicU64,
+    /// Partial reversals acknowledged.
+    pub adjustments: AtomicU64,
+    /// Settlements in balance at once, and closed after a batch upload.
+    pub settled: AtomicU64,
+    pub uploaded: AtomicU64,
     /// Connections opened (the first of each terminal included).
     pub connects: AtomicU64,
 }
@@ -241,11 +270,103 @@ impl Terminal {
                 break;
             }
             seq += 1;
-            let purchase = self.purchase(seq);
-            let outcome = self.transact(purchase).await;
+            let (purchase, plan) = self.purchase(seq);
+            let outcome = self.transact(purchase, plan).await;
             self.outcomes.push(outcome);
         }
+        if self.load.lifecycle {
+            self.settle().await;
+        }
         (self.outcomes, self.latency)
+    }
+
+    /// Settles the batch: its totals (one debit too many when it miscounts), then, if the switch finds
+    /// it out of balance, every transaction uploaded and the close.
+    async fn settle(&mut self) {
+        let mut items: Vec<(Purchase, u64)> = (self.outcomes.iter())
+            .filter(|o| o.told == Told::Approved && o.expected_net() != 0)
+            .filter(|o| o.mti == "0200" || o.advised)
+            .map(|o| {
+                let item = Purchase {
+                    stan: o.financial_stan.unwrap_or(o.stan),
+                    processing: o.processing.clone(),
+                    terminal: self.id.clone(),
+                    merchant: self.merchant.clone(),
+                    ..Purchase::example()
+                };
+                (item, o.amount)
+            })
+            .collect();
+        let mut totals = [0u64; 4];
+        for (item, amount) in &items {
+            let (count, sum) = if item.is_credit() { (0, 2) } else { (1, 3) };
+            totals[count] += 1;
+            totals[sum] += amount;
+        }
+        if fastrand::f64() < self.load.miscount_share {
+            (totals[1], totals[3]) = (totals[1] + 1, totals[3] + 100);
+            let phantom = Purchase {
+                stan: 0,
+                terminal: self.id.clone(),
+                merchant: self.merchant.clone(),
+                ..Purchase::example()
+            };
+            items.push((phantom, 100));
+        }
+        let like = Purchase {
+            terminal: self.id.clone(),
+            merchant: self.merchant.clone(),
+            ..Purchase::example()
+        };
+        let spec = self.load.spec;
+        let stan = self.next_stan();
+        let build = |_| crate::purchase::settlement(spec, &like, stan, "920000", totals);
+        match self.deliver(build, stan, &["00", "95"]).await.as_deref() {
+            Some("00") => return Progress::bump(&self.progress.settled),
+            Some(_) => {}
+            None => return,
+        }
+        for (item, amount) in &items {
+            let stan = self.next_stan();
+            if self
+                .deliver(|_| item.upload(spec, stan, *amount), stan, &["00"])
+                .await
+                .is_none()
+            {
+                return;
+            }
+        }
+        let stan = self.next_stan();
+        let close = |_| crate::purchase::settlement(spec, &like, stan, "960000", [0; 4]);
+        if self.deliver(close, stan, &["00"]).await.is_some() {
+            Progress::bump(&self.progress.uploaded);
+        }
+    }
+
+    /// Sends what `build` makes (its argument: whether it is a repeat) until it is answered with one of
+    /// `ends`, as a POS terminal keeps a reversal, an advice or its settlement until it is accepted;
+    /// `None` once the terminal gives up, `give_up_after` past the end.
+    async fn deliver(
+        &mut self,
+        build: impl Fn(bool) -> Result<Message, iso8583::Error>,
+        stan: u32,
+        ends: &[&str],
+    ) -> Option<String> {
+        let give_up = self.started + self.load.duration + self.load.give_up_after;
+        let mut repeat = false;
+        while Instant::now() < give_up {
+            let msg = build(repeat).expect("every message fits every built-in dialect");
+            if let Waited::Answer(answer) = self.exchange(&msg, stan).await {
+                let rc = answer.response_code().map(|rc| rc.as_str().to_string());
+                if let Some(rc) = rc.filter(|rc| ends.contains(&rc.as_str())) {
+                    return Some(rc);
+                }
+                // Refused (the switch could not act on it: 91, 96): repeated after a pause.
+                tokio::time::sleep(self.load.timeout.min(Duration::from_secs(1))).await;
+            }
+            repeat = true;
+        }
+        None
     }
 
     fn next_stan(&mut self) -> u32 {
@@ -253,7 +374,8 @@ impl Terminal {
         self.stan
     }
 
-    fn purchase(&mut self, seq: u64) -> Purchase {
+    /// The next transaction, and what follows its first message.
+    fn purchase(&mut self, seq: u64) -> (Purchase, Plan) {
         let load = &self.load;
         let bin = &load.bins[fastrand::usize(0..load.bins.len())];
         let mut pan = bin.clone();
@@ -270,11 +392,24 @@ impl Terminal {
         } else {
             Mti::FINANCIAL
         };
-        Purchase {
+        let (mti, processing, plan) = match fastrand::u32(0..100) {
+            _ if !load.lifecycle => (mti, "000000", Plan::Single),
+            0..8 => (Mti::FINANCIAL, "200000", Plan::Single),
+            8..14 => (Mti::FINANCIAL, "310000", Plan::Single),
+            14..24 => (Mti::AUTHORIZATION, "000000", Plan::Completed),
+            24..32 => (Mti::FINANCIAL, "000000", Plan::Adjusted),
+            32..38 => (Mti::new(*b"0220").expect("MTI"), "000000", Plan::Single),
+            _ => (mti, "000000", Plan::Single),
+        };
+        let amount = match processing {
+            "310000" => 0,
+            _ => fastrand::u64(load.amounts[0]..=load.amounts[1]),
+        };
+        let purchase = Purchase {
             mti,
-            processing: "000000".into(),
+            processing: processing.into(),
             pan,
-            amount: fastrand::u64(load.amounts[0]..=load.amounts[1]),
+            amount,
             currency: 978,
             stan: self.next_stan(),
             transmission: (month * 100 + day) * 1_000_000 + hms,
@@ -284,15 +419,12 @@ impl Terminal {
             rrn: format!("{:04}{:08}", self.index % 10_000, seq % 100_000_000),
             terminal: self.id.clone(),
             merchant: self.merchant.clone(),
-        }
+        };
+        (purchase, plan)
     }
 
-    async fn transact(&mut self, purchase: Purchase) -> Outcome {
-        let msg = purchase
-            .message(self.load.spec)
-            .expect("a purchase fits every built-in dialect");
-        let sent_at = Instant::now();
-        let mut retransmits = 0;
+    async fn transact(&mut self, purchase: Purchase, plan: Plan) -> Outcome {
+        let spec = self.load.spec;
         let mut outcome = Outcome {
             terminal: purchase.terminal.clone(),
             stan: purchase.stan,
@@ -304,12 +436,37 @@ impl Terminal {
             retransmits: 0,
             processing: purchase.processing.clone(),
             advised: false,
+            financial_stan: None,
         };
+        // An offline sale: the advice is the transaction, repeated (0221) until it is accepted.
+        if purchase.mti.function() == 2 {
+            let offline = |repeat| {
+                let [v, c, f, _] = purchase.mti.digits();
+                let mti = Mti::new([v, c, f, if repeat { b'1' } else { b'0' }])?;
+                Purchase {
+                    mti,
+                    ..purchase.clone()
+                }
+                .message(spec)
+            };
+            Progress::bump(&self.progress.sent);
+            if let Some(rc) = self.deliver(offline, purchase.stan, &["00"]).await {
+                (outcome.told, outcome.rc, outcome.advised) = (Told::Approved, Some(rc), true);
+                Progress::bump(&self.progress.advices);
+            }
+            return outcome;
+        }
+        let msg = purchase
+            .message(spec)
+            .expect("a purchase fits every built-in dialect");
+        let sent_at = Instant::now();
+        let mut retransmits = 0;
         loop {
             Progress::bump(&self.progress.sent);
             if let Waited::Answer(answer) = self.exchange(&msg, purchase.stan).await {
                 let rc = answer.response_code().map(|rc| rc.as_str().to_string());
-                let approved = rc.as_deref() == Some("00");
+                // A partial approval (10) is an approval, for the amount the answer carries.
+                let approved = matches!(rc.as_deref(), Some("00" | "10"));
                 Progress::bump(if approved {
                     &self.progress.approved
                 } else {
@@ -323,6 +480,10 @@ impl Terminal {
                 };
                 outcome.rc = rc;
                 outcome.retransmits = retransmits;
+                outcome.amount = answer.amount().unwrap_or(purchase.amount);
+                if approved {
+                    self.follow(&purchase, plan, &mut outcome).await;
+                }
                 return outcome;
             }
             Progress::bump(&self.progress.timeouts);
@@ -338,26 +499,40 @@ impl Terminal {
         outcome.retransmits = retransmits;
         Progress::bump(&self.progress.reversals);
         let stan = self.next_stan();
-        let give_up = self.started + self.load.duration + self.load.give_up_after;
-        let mut repeat = false;
-        while Instant::now() < give_up {
-            let reversal = purchase
-                .reversal(self.load.spec, stan, repeat)
-                .expect("a reversal fits every built-in dialect");
-            if let Waited::Answer(answer) = self.exchange(&reversal, stan).await {
-                let rc = answer.response_code().map(|rc| rc.as_str().to_string());
-                if rc.as_deref() == Some("00") {
-                    outcome.told = Told::Reversed;
-                    outcome.rc = rc;
-                    break;
-                }
-                // Refused (the switch could not act on it: 91, 96): repeated after a pause, as a POS
-                // terminal keeps its reversal until it is accepted.
-                tokio::time::sleep(self.load.timeout.min(Duration::from_secs(1))).await;
-            }
-            repeat = true;
+        let reversal = |repeat| purchase.reversal(spec, stan, repeat);
+        if let Some(rc) = self.deliver(reversal, stan, &["00"]).await {
+            (outcome.told, outcome.rc) = (Told::Reversed, Some(rc));
         }
         outcome
+    }
+
+    /// What follows an approval: a pre-authorization's completion (0220) for less, or a partial
+    /// reversal (DE95) to what was delivered.
+    async fn follow(&mut self, purchase: &Purchase, plan: Plan, outcome: &mut Outcome) {
+        let (spec, less) = (self.load.spec, outcome.amount * 3 / 4);
+        let stan = self.next_stan();
+        match plan {
+            Plan::Single => {}
+            Plan::Completed => {
+                let completion = |repeat| purchase.completion(spec, stan, repeat, less);
+                // Given up, the pre-authorization stands as the hold it was approved as.
+                if self.deliver(completion, stan, &["00"]).await.is_some() {
+                    (outcome.amount, outcome.advised) = (less, true);
+                    outcome.financial_stan = Some(stan);
+                    Progress::bump(&self.progress.advices);
+                }
+            }
+            Plan::Adjusted => {
+                let adjustment = |repeat| purchase.partial_reversal(spec, stan, repeat, less);
+                match self.deliver(adjustment, stan, &["00"]).await {
+                    Some(_) => {
+                        outcome.amount = less;
+                        Progress::bump(&self.progress.adjustments);
+                    }
+                    None => outcome.told = Told::Unresolved,
+                }
+            }
+        }
     }
 
     /// Sends `msg` (connecting first if needed) and waits for the answer with `stan` and its class.

@@ -203,51 +203,11 @@ fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One difference between the two sides.
-#[derive(Debug, Serialize)]
-struct Difference {
-    rrn: String,
-    /// `not_in_settlement` (the issuer settled it: the merchant would not be credited),
-    /// `not_at_issuer`, or `amounts_differ`.
-    kind: &'static str,
-    ours: Option<i64>,
-    issuer: Option<i64>,
-}
-
 fn reconcile(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let (settled, _) = settled(&args.report)?;
-    let mut ours: BTreeMap<String, i64> = BTreeMap::new();
-    for s in settled.iter().filter(|s| s.stands > 0) {
-        let rrn = s.rrn.as_deref().unwrap_or_default().to_string();
-        *ours.entry(rrn).or_default() += s.net();
-    }
+    let ours = engine::net_by_rrn(&settled);
     let issuer = issuer_file(&args.issuer_file)?;
-    let mut differences = Vec::new();
-    for (rrn, &theirs) in &issuer {
-        match ours.get(rrn) {
-            None => differences.push(Difference {
-                rrn: rrn.clone(),
-                kind: "not_in_settlement",
-                ours: None,
-                issuer: Some(theirs),
-            }),
-            Some(&mine) if mine != theirs => differences.push(Difference {
-                rrn: rrn.clone(),
-                kind: "amounts_differ",
-                ours: Some(mine),
-                issuer: Some(theirs),
-            }),
-            Some(_) => {}
-        }
-    }
-    for (rrn, &mine) in ours.iter().filter(|(rrn, _)| !issuer.contains_key(*rrn)) {
-        differences.push(Difference {
-            rrn: rrn.clone(),
-            kind: "not_at_issuer",
-            ours: Some(mine),
-            issuer: None,
-        });
-    }
+    let differences = sim::settlement::differences(&ours, &issuer);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.report.format {
         Format::Json => {

@@ -98,6 +98,13 @@ pub(crate) struct TerminalsArgs {
     /// The share of 0100 authorizations; the rest are 0200 purchases.
     #[arg(long, default_value_t = 0.2)]
     authorization_share: f64,
+    /// Every message of the life cycle (refunds, inquiries, completions, partial reversals, offline
+    /// sales) and a settlement per terminal at the end, a share of them miscounting on purpose.
+    #[arg(long)]
+    lifecycle: bool,
+    /// With --lifecycle: the share of terminals whose settlement counts one debit too many.
+    #[arg(long, default_value_t = 0.2)]
+    miscount_share: f64,
     /// Write what each terminal was told, one JSON object per line.
     #[arg(long)]
     outcomes: Option<PathBuf>,
@@ -180,6 +187,8 @@ async fn terminals(args: TerminalsArgs) -> anyhow::Result<ExitCode> {
     load.timeout = args.timeout;
     load.retransmit_share = args.retransmit_share;
     load.authorization_share = args.authorization_share;
+    load.lifecycle = args.lifecycle;
+    load.miscount_share = args.miscount_share;
     let progress = Arc::new(Progress::default());
     let run = tokio::spawn(sim::terminals::run(load, progress.clone()));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -187,13 +196,17 @@ async fn terminals(args: TerminalsArgs) -> anyhow::Result<ExitCode> {
     while !run.is_finished() {
         tick.tick().await;
         eprintln!(
-            "sent {}  approved {}  declined {}  timeouts {}  retransmits {}  reversals {}",
+            "sent {}  approved {}  declined {}  timeouts {}  retransmits {}  reversals {}  advices {}  partial reversals {}  settled {}  after upload {}",
             Progress::get(&progress.sent),
             Progress::get(&progress.approved),
             Progress::get(&progress.declined),
             Progress::get(&progress.timeouts),
             Progress::get(&progress.retransmits),
             Progress::get(&progress.reversals),
+            Progress::get(&progress.advices),
+            Progress::get(&progress.adjustments),
+            Progress::get(&progress.settled),
+            Progress::get(&progress.uploaded),
         );
     }
     let run = run.await?;

@@ -57,25 +57,9 @@ pub(crate) fn broken(run: &Run) -> Vec<String> {
     for (node, record) in &run.journal {
         books.add(node, record);
     }
-    let mut ours: BTreeMap<String, i64> = BTreeMap::new();
-    for s in books.settled().iter().filter(|s| s.stands > 0) {
-        *ours
-            .entry(s.rrn.as_deref().unwrap_or_default().into())
-            .or_default() += s.net();
-    }
-    let theirs = run.ledger.settlement();
-    for (rrn, net) in &ours {
-        if theirs.get(rrn.as_str()) != Some(net) {
-            broken.push(format!(
-                "(6) RRN {rrn}: settlement {net}, issuer {:?}",
-                theirs.get(rrn.as_str())
-            ));
-        }
-    }
-    for (rrn, net) in theirs.iter().filter(|(rrn, _)| !ours.contains_key(**rrn)) {
-        broken.push(format!(
-            "(6) RRN {rrn}: issuer settled {net}, not in the settlement"
-        ));
+    let ours = engine::net_by_rrn(&books.settled());
+    for d in sim::settlement::differences(&ours, &run.ledger.settlement()) {
+        broken.push(format!("(6) {d:?}"));
     }
     // (7) Every terminal's batch closes. On one node, whose records hold the whole batch, a terminal
     // that counted right is in balance, and one that counted a debit too many is out of balance and

@@ -478,6 +478,7 @@ impl Terminal {
             retransmits,
             processing: purchase.processing.clone(),
             advised,
+            financial_stan: state_stan,
         });
         self.state = State::Idle;
         vec![Out::Wake(Duration::from_millis(rng.u64(0..500)))]
