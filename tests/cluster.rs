@@ -9,6 +9,7 @@ use cluster::throwaway::Server;
 use support::cluster::*;
 use support::issuer::Issuer;
 use support::process::{Switch, serve_with};
+use support::settlement::{idle, lifecycle_rules, reconciles};
 use support::terminal::text;
 use support::{http_get, within};
 use wire::{FrameCodec, LengthHeader};
@@ -224,7 +225,7 @@ async fn through_haproxy_a_node_killed_mid_load_loses_nothing_and_charges_nothin
     };
     let codec = FrameCodec::new(LengthHeader::Binary2);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let issuer = sim::IssuerSim::start(listener, spec(), codec, sim::Rules::default());
+    let issuer = sim::IssuerSim::start(listener, spec(), codec, lifecycle_rules());
     let flags = ["--lease", "1s", "--response-timeout", "1s"];
     let upstream = issuer.addr.to_string();
     let start = |name: &'static str| {
@@ -256,6 +257,7 @@ async fn through_haproxy_a_node_killed_mid_load_loses_nothing_and_charges_nothin
     load.rate = Some(100.0);
     load.duration = Duration::from_secs(5);
     load.timeout = Duration::from_secs(2);
+    load.lifecycle = true;
     let progress = std::sync::Arc::new(sim::Progress::default());
     let run = tokio::spawn(sim::terminals::run(load, progress.clone()));
     // Mid-load: once both nodes have answered some of it.
@@ -272,19 +274,7 @@ async fn through_haproxy_a_node_killed_mid_load_loses_nothing_and_charges_nothin
         .expect("the load ends")
         .unwrap();
     // Everything b took over is finished before the books are read.
-    within("node b idle", async {
-        loop {
-            let (_, m) = http_get(b.admin, "/metrics").await;
-            let idle = ["acquiro_in_flight 0", "acquiro_saf_depth 0"]
-                .iter()
-                .all(|l| m.lines().any(|x| x == *l));
-            if idle {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    idle(b.admin).await;
     let reconciliation = sim::reconcile(&run.outcomes, &issuer.ledger());
     assert!(
         reconciliation.holds(),
@@ -302,4 +292,6 @@ async fn through_haproxy_a_node_killed_mid_load_loses_nothing_and_charges_nothin
         sim::Progress::get(&progress.connects) > 10,
         "terminals reconnected through HAProxy"
     );
+    // The merchants' settlement, read from both nodes' records, is the issuer's.
+    reconciles(&["--database", &pg.url()], &issuer, 10);
 }

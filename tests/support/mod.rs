@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod issuer;
 pub mod process;
+pub mod settlement;
 pub mod terminal;
 
 use std::time::Duration;
