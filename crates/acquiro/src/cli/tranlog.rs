@@ -161,9 +161,10 @@ fn read(
 
 fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let wanted = |record: &Record| match &record.step {
-        Step::Forwarded { original, .. } => {
-            args.rrn.is_some() && args.rrn.as_deref() == original.rrn()
-        }
+        Step::Forwarded { original, .. }
+        | Step::AdviceQueued {
+            advice: original, ..
+        } => args.rrn.is_some() && args.rrn.as_deref() == original.rrn(),
         Step::Received(r) => {
             let by_terminal = args.terminal.as_ref().is_some_and(|t| {
                 *t == r.terminal
