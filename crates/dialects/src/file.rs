@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use iso8583::{
     BitmapEncoding, Encoding, FieldSpec, FieldType, Filler, LengthKind, Pad, Sensitivity, Spec,
-    Subfield,
+    Subfield, TotalsLayout,
 };
 use serde::Deserialize;
 
@@ -24,6 +24,19 @@ struct File {
     #[serde(default)]
     filler: Fillers,
     fields: BTreeMap<String, FieldDef>,
+    /// Where the terminals carry their settlement totals, when not in DE74, DE76, DE86 and DE88.
+    settlement_totals: Option<TotalsDef>,
+}
+
+/// `[settlement_totals]`: a field, and each total's `[offset, length]` in its characters.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TotalsDef {
+    field: u8,
+    credits: [usize; 2],
+    debits: [usize; 2],
+    credit_amount: [usize; 2],
+    debit_amount: [usize; 2],
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -201,17 +214,32 @@ pub(crate) fn parse(origin: &str, text: &str) -> Result<Spec, Error> {
         Bitmap::Binary => BitmapEncoding::Binary,
         Bitmap::Hex => BitmapEncoding::Hex,
     };
-    Spec::new(
+    let invalid = |source| Error::Invalid {
+        origin: origin.to_owned(),
+        source,
+    };
+    let spec = Spec::new(
         file.name,
         file.mti.into(),
         bitmap,
         file.tertiary_bitmap,
         fields,
     )
-    .map_err(|source| Error::Invalid {
-        origin: origin.to_owned(),
-        source,
-    })
+    .map_err(invalid)?;
+    match file.settlement_totals {
+        None => Ok(spec),
+        Some(t) => {
+            let place = |[offset, len]: [usize; 2]| (offset, len);
+            let layout = TotalsLayout {
+                field: t.field,
+                credits: place(t.credits),
+                debits: place(t.debits),
+                credit_amount: place(t.credit_amount),
+                debit_amount: place(t.debit_amount),
+            };
+            spec.with_totals(layout).map_err(invalid)
+        }
+    }
 }
 
 fn field_spec(

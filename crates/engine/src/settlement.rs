@@ -20,7 +20,7 @@ pub(crate) const OUT_OF_BALANCE: ResponseCode = ResponseCode(*b"95");
 /// What a settlement request asks, by its processing code's first two digits.
 enum Asks {
     /// 92: here are my totals.
-    Compare,
+    Compare(Totals),
     /// 96: my batch is uploaded; close it.
     Close,
 }
@@ -37,7 +37,7 @@ impl Engine {
         let txn = self.new_txn();
         let _txn = span(txn);
         let asks = match crate::fields::processing(&msg) {
-            Some([b'9', b'2']) => Some(Asks::Compare),
+            Some([b'9', b'2']) => carried(&msg).map(Asks::Compare),
             Some([b'9', b'6']) => Some(Asks::Close),
             _ => None,
         };
@@ -50,7 +50,7 @@ impl Engine {
         let batch = self.books.batch(&terminal, &merchant);
         let ours = totals(&batch);
         let (rc, closed) = match asks {
-            Some(Asks::Compare) => match carried(&msg) {
+            Some(Asks::Compare(theirs)) => match theirs {
                 theirs if theirs == ours => (ResponseCode::APPROVED, Some((false, 0))),
                 theirs => {
                     tracing::warn!(
@@ -156,13 +156,27 @@ impl Engine {
     }
 }
 
-/// The totals a settlement request carries (a field it leaves out counts 0).
-fn carried(msg: &Message) -> Totals {
-    let n = |field| msg.number(field).unwrap_or(0);
-    Totals {
-        credits: n(74),
-        debits: n(76),
-        credit_amount: n(86),
-        debit_amount: n(88),
-    }
+/// The totals a settlement request carries: where its dialect says (`None` if they cannot be read
+/// there), else in DE74, DE76, DE86 and DE88 (a field left out counts 0).
+fn carried(msg: &Message) -> Option<Totals> {
+    let Some(layout) = msg.spec().totals() else {
+        let n = |field| msg.number(field).unwrap_or(0);
+        return Some(Totals {
+            credits: n(74),
+            debits: n(76),
+            credit_amount: n(86),
+            debit_amount: n(88),
+        });
+    };
+    let value = msg.get(layout.field)?.to_vec();
+    let n = |(offset, len): (usize, usize)| -> Option<u64> {
+        let digits = value.get(offset..offset.checked_add(len)?)?;
+        std::str::from_utf8(digits).ok()?.parse().ok()
+    };
+    Some(Totals {
+        credits: n(layout.credits)?,
+        debits: n(layout.debits)?,
+        credit_amount: n(layout.credit_amount)?,
+        debit_amount: n(layout.debit_amount)?,
+    })
 }

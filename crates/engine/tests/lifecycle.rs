@@ -538,3 +538,33 @@ fn a_settlement_whose_answer_was_lost_in_a_crash_is_replayed_not_compared_again(
         "{out:?}"
     );
 }
+
+#[test]
+fn a_dialect_can_carry_the_settlement_totals_in_a_private_field() {
+    // Debits count and amount, then credits count and amount, in DE63: no code, only the dialect file.
+    let text = format!(
+        "{}\n[settlement_totals]\nfield = 63\ndebits = [0, 3]\ndebit_amount = [3, 12]\ncredits = [15, 3]\ncredit_amount = [18, 12]\n",
+        include_str!("../../../specs/iso87ascii.toml")
+    );
+    let terminal = dialects::leak(dialects::parse("de63", &text).unwrap());
+    let (config, _) = config("iso87ascii", "iso87ascii");
+    let mut h = Harness::with((config, terminal));
+    batch(&mut h);
+    let mut request = settlement(&h, 10, "920000", [9, 9, 9, 9]);
+    for n in [74, 76, 86, 88] {
+        request.remove(n);
+    }
+    request.set(63, "001000000001000001000000000700").unwrap();
+    let out = h.request(1, request.clone());
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED, "{out:?}");
+    // Totals the layout cannot read are a format error.
+    let mut unreadable = settlement(&h, 11, "920000", [0, 0, 0, 0]);
+    unreadable.set(63, "12").unwrap();
+    assert_eq!(
+        rc(&one_answer(&h.request(1, unreadable)).1),
+        ResponseCode::FORMAT_ERROR
+    );
+    // And the dialect file must name a field it describes.
+    let wrong = text.replace("field = 63", "field = 129");
+    assert!(dialects::parse("wrong", &wrong).is_err());
+}

@@ -24,7 +24,7 @@ pub use field::{Field, Unmasked};
 pub use message::Message;
 pub use spec::{
     BitmapEncoding, Encoding, FieldSpec, FieldType, Filler, LengthKind, MAX_FIELD, Pad,
-    Sensitivity, Spec, Subfield,
+    Sensitivity, Spec, Subfield, TotalsLayout,
 };
 pub use types::{Class, Mti, OriginalData, Pan, ResponseCode};
 pub use value::LogicalBytes;

@@ -276,6 +276,18 @@ pub enum BitmapEncoding {
     Hex,
 }
 
+/// Where a dialect's terminals carry their batch totals in a settlement request (0500) when not in
+/// the ISO 8583:1987 fields (DE74, DE76, DE86, DE88): one field, and each total's place in its value
+/// (offset and length, in characters, of a run of digits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TotalsLayout {
+    pub field: u8,
+    pub credits: (usize, usize),
+    pub debits: (usize, usize),
+    pub credit_amount: (usize, usize),
+    pub debit_amount: (usize, usize),
+}
+
 /// A dialect: MTI and bitmap representation plus the layout of every field.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Spec {
@@ -283,6 +295,7 @@ pub struct Spec {
     mti: Encoding,
     bitmap: BitmapEncoding,
     tertiary: bool,
+    totals: Option<TotalsLayout>,
     /// Indexed by field number; `fields[0]` and `fields[1]` (the secondary bitmap) are always `None`.
     fields: Vec<Option<FieldSpec>>,
     /// `fields` reduced to what the decode loop reads, in the same places; indexed by any `u8`, so the
@@ -339,9 +352,31 @@ impl Spec {
             mti,
             bitmap,
             tertiary,
-            fields: table,
+            totals: None,
             layouts,
+            fields: table,
         })
+    }
+
+    /// This dialect with its terminals' settlement totals carried as `layout` says, in a field it
+    /// describes.
+    pub fn with_totals(mut self, layout: TotalsLayout) -> Result<Spec, Error> {
+        if self.field(layout.field).is_none() {
+            return Err(Error::Spec {
+                spec: self.name.clone(),
+                at: Location::Field(layout.field),
+                reason: Reason::Invalid(
+                    "settlement totals in a field the dialect does not describe",
+                ),
+            });
+        }
+        self.totals = Some(layout);
+        Ok(self)
+    }
+
+    /// Where settlement totals are, when not in DE74, DE76, DE86 and DE88.
+    pub fn totals(&self) -> Option<TotalsLayout> {
+        self.totals
     }
 
     pub fn name(&self) -> &str {
