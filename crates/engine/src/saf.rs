@@ -108,6 +108,17 @@ impl Saf {
         self.pending[kind.index()] += 1;
     }
 
+    /// Changes what the entry of `txn` sends from its next attempt on; returns whether it did.
+    pub(crate) fn amend(
+        &mut self,
+        txn: TxnId,
+        change: impl FnOnce(&mut Message) -> Result<(), iso8583::Error>,
+    ) -> bool {
+        self.entries
+            .get_mut(&txn)
+            .is_some_and(|e| change(&mut e.message).is_ok())
+    }
+
     /// The entries of `issuer` that wait for a link, oldest first (so that the order does not depend
     /// on the hash map's).
     pub(crate) fn waiting_for(&self, issuer: usize) -> Vec<TxnId> {

@@ -55,6 +55,14 @@ impl Engine {
                 self.stats.late_answers += 1;
                 tracing::warn!(%rc, "late issuer answer; the reversal stands");
                 Self::journal(now, txn, Step::LateAnswer { rc }, out);
+                // A late partial approval: the reversal names the amount that stands at the issuer.
+                if let Some(amount) = msg.amount().filter(|_| rc == ResponseCode::PARTIAL)
+                    && self
+                        .saf
+                        .amend(txn, |original| original.set_number(4, amount).map(drop))
+                {
+                    Self::journal(now, txn, Step::ApprovedAmount { amount }, out);
+                }
             }
             Some(Pending::Saf(txn)) => self.owed_answered(now, txn, rc, out),
             Some(Pending::Probe) => self.on_probe_answer(now, link, stan, rc, out),

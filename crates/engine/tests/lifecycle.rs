@@ -568,3 +568,29 @@ fn a_dialect_can_carry_the_settlement_totals_in_a_private_field() {
     let wrong = text.replace("field = 63", "field = 129");
     assert!(dialects::parse("wrong", &wrong).is_err());
 }
+
+#[test]
+fn a_late_partial_approval_is_reversed_for_the_amount_approved() {
+    let mut h = Harness::new();
+    let (link, up) = one_sent(&h.request(1, with_code(&h, 1, "000000", 10_000)));
+    let out = h.fire(TimerId::Response(TxnId(1)));
+    assert_eq!(
+        one_sent(&out).1.amount(),
+        Some(10_000),
+        "the first attempt names what was asked"
+    );
+    let out = h.step(Event::Response {
+        link,
+        msg: partial(&up, 4_000),
+    });
+    assert!(steps(&out).contains(&&Step::ApprovedAmount { amount: 4_000 }));
+    let (_, repeat) = one_sent(&h.fire(TimerId::Saf(TxnId(1))));
+    assert_eq!(
+        (repeat.mti(), repeat.amount()),
+        (Mti::REVERSAL_REPEAT, Some(4_000))
+    );
+    // After a restart too.
+    let (mut restarted, _, _) = h.restart(h.journal.len());
+    let (_, again) = one_sent(&restarted.fire(TimerId::Saf(TxnId(1))));
+    assert_eq!(again.amount(), Some(4_000));
+}
