@@ -285,7 +285,8 @@ impl Terminal {
     async fn settle(&mut self) {
         let mut items: Vec<(Purchase, u64)> = (self.outcomes.iter())
             .filter(|o| o.told == Told::Approved && o.expected_net() != 0)
-            .filter(|o| o.mti == "0200" || o.advised)
+            // Financial (0200, 0220) or a pre-authorization's completion; a 0120 is a hold.
+            .filter(|o| o.mti.starts_with("02") || (o.advised && o.mti == "0100"))
             .map(|o| {
                 let item = Purchase {
                     stan: o.financial_stan.unwrap_or(o.stan),
@@ -398,7 +399,8 @@ impl Terminal {
             8..14 => (Mti::FINANCIAL, "310000", Plan::Single),
             14..24 => (Mti::AUTHORIZATION, "000000", Plan::Completed),
             24..32 => (Mti::FINANCIAL, "000000", Plan::Adjusted),
-            32..38 => (Mti::new(*b"0220").expect("MTI"), "000000", Plan::Single),
+            32..36 => (Mti::new(*b"0220").expect("MTI"), "000000", Plan::Single),
+            36..38 => (Mti::new(*b"0120").expect("MTI"), "000000", Plan::Single),
             _ => (mti, "000000", Plan::Single),
         };
         let amount = match processing {

@@ -1,6 +1,7 @@
 //! A simulated POS terminal: one transaction at a time, of every kind a fleet sends — purchases,
 //! authorizations, refunds, balance inquiries, pre-authorizations with their completion (0220), fuel
-//! purchases adjusted by a partial reversal (DE95) and offline sales (0220 advices). On no answer it
+//! purchases adjusted by a partial reversal (DE95), offline sales (0220 advices) and stand-in
+//! authorizations (0120 advices). On no answer it
 //! retransmits the same request (same STAN) some of the time, else sends its own reversal and repeats it
 //! until acknowledged; it repeats an advice or a partial reversal until it is answered; after a dropped
 //! connection it reconnects and carries on where it was.
@@ -75,6 +76,14 @@ enum State {
 struct Item {
     purchase: Purchase,
     amount: u64,
+}
+
+/// The class of an advice's answer: an offline advice's own (0130, 0230), a completion's 0230.
+fn advice_class(purchase: &Purchase) -> iso8583::Class {
+    match purchase.mti.function() {
+        2 => purchase.mti.class(),
+        _ => iso8583::Class::FINANCIAL,
+    }
 }
 
 /// How a terminal's settlement went.
@@ -386,7 +395,7 @@ impl Terminal {
                 stan: advice,
                 amount,
                 retransmits,
-            } if class == iso8583::Class::FINANCIAL && stan == Some(advice) && accepted => (
+            } if class == advice_class(&purchase) && stan == Some(advice) && accepted => (
                 purchase,
                 Told::Approved,
                 amount,
@@ -450,7 +459,10 @@ impl Terminal {
                 return Vec::new();
             }
         };
-        let financial = purchase.mti == Mti::FINANCIAL || advised;
+        // A financial request or advice (0200, 0220), or a pre-authorization's completion; an
+        // authorization advice (0120) is a hold, not in the batch.
+        let financial = purchase.mti.class() == iso8583::Class::FINANCIAL
+            || (advised && purchase.mti.function() == 0);
         if told == Told::Approved && financial && !purchase.is_inquiry() {
             // The financial message is the completion itself for a pre-authorization.
             let stan = match &state_stan {
@@ -547,7 +559,8 @@ impl Terminal {
             20..26 => (Mti::FINANCIAL, "310000", Plan::Single),
             26..36 => (Mti::AUTHORIZATION, "000000", Plan::Completed),
             36..44 => (Mti::FINANCIAL, "000000", Plan::Adjusted),
-            44..50 => (Mti::new(*b"0220").expect("MTI"), "000000", Plan::Single),
+            44..48 => (Mti::new(*b"0220").expect("MTI"), "000000", Plan::Single),
+            48..50 => (Mti::new(*b"0120").expect("MTI"), "000000", Plan::Single),
             _ => (Mti::FINANCIAL, "000000", Plan::Single),
         };
         let amount = match processing {
