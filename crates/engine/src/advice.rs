@@ -8,7 +8,7 @@ use iso8583::{Message, Mti, OriginalData, ResponseCode};
 use crate::engine::Engine;
 use crate::event::{Action, ConnId, Now, TxnId};
 use crate::fields;
-use crate::idempotency::{Answer, Done, Key, State};
+use crate::idempotency::{Key, State};
 use crate::journal::{Original, Step};
 use crate::saf::Kind;
 
@@ -51,25 +51,13 @@ impl Engine {
             advice: Original::of(&upstream, ADVICE_FIELDS),
         };
         Self::journal(now, txn, queued, out);
-        match self.local_answer(&msg, iso8583::ECHO_FIELDS, ResponseCode::APPROVED) {
-            Some(mut answer) => {
-                if !answer.has(37) {
-                    let _ = fields::copy(&mut answer, &upstream, 37);
-                }
-                let done = Done {
-                    txn,
-                    answer: Answer::of(&answer),
-                    approved: None,
-                };
-                self.idempotency.complete(&key, done);
-                self.tell(now, txn, &waiters, &answer, out);
-            }
-            // Queued all the same: the terminal's repeat is answered from the records.
-            None => out.extend(waiters.iter().map(|&conn| Action::NoAnswer {
-                conn,
-                why: crate::event::Unanswered::Unbuildable,
-            })),
+        // The terminal learns the RRN the issuer gets. Without an answer its dialect can carry, the
+        // advice is queued all the same.
+        let mut answer = self.local_answer(&msg, iso8583::ECHO_FIELDS, ResponseCode::APPROVED);
+        if let Some(answer) = answer.as_mut().filter(|a| !a.has(37)) {
+            let _ = fields::copy(answer, &upstream, 37);
         }
+        self.answer_kept(now, txn, key, &waiters, answer, out);
         self.owe(now, txn, Kind::Advice, issuer, upstream, out);
     }
 

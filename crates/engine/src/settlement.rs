@@ -11,7 +11,7 @@ use iso8583::{ECHO_FIELDS, Message, ResponseCode};
 use crate::books::{Totals, totals};
 use crate::engine::{Engine, span};
 use crate::event::{Action, ConnId, Now, TxnId};
-use crate::idempotency::{Answer, Done, Key};
+use crate::idempotency::Key;
 use crate::journal::Step;
 
 /// RC 95: reconcile error — the terminal's totals differ from the switch's.
@@ -142,17 +142,8 @@ impl Engine {
         rc: ResponseCode,
         out: &mut Vec<Action>,
     ) {
-        let Some(answer) = self.local_answer(msg, ECHO_FIELDS, rc) else {
-            let why = crate::event::Unanswered::Unbuildable;
-            return out.push(Action::NoAnswer { conn, why });
-        };
-        let done = Done {
-            txn,
-            answer: Answer::of(&answer),
-            approved: None,
-        };
-        self.idempotency.complete(&key, done);
-        self.tell(now, txn, &[conn], &answer, out);
+        let answer = self.local_answer(msg, ECHO_FIELDS, rc);
+        self.answer_kept(now, txn, key, &[conn], answer, out);
     }
 }
 

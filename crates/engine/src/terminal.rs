@@ -470,18 +470,32 @@ impl Engine {
         msg: Message,
         out: &mut Vec<Action>,
     ) {
-        let Some(answer) = self.local_answer(&msg, ECHO_FIELDS, ResponseCode::APPROVED) else {
+        let answer = self.local_answer(&msg, ECHO_FIELDS, ResponseCode::APPROVED);
+        self.answer_kept(now, txn, key, waiters, answer, out);
+    }
+
+    /// Ends a transaction the switch answers itself (a terminal's reversal, an advice, a settlement
+    /// message): `answer` is kept for its repeats and told to each of `waiters`; without one (the
+    /// dialect cannot carry it), each gets an explicit no-answer.
+    pub(crate) fn answer_kept(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        key: Key,
+        waiters: &[ConnId],
+        answer: Option<Message>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(answer) = answer else {
             let why = Unanswered::Unbuildable;
             return out.extend(waiters.iter().map(|&conn| Action::NoAnswer { conn, why }));
         };
-        self.idempotency.complete(
-            &key,
-            Done {
-                txn,
-                answer: Answer::of(&answer),
-                approved: None,
-            },
-        );
+        let done = Done {
+            txn,
+            answer: Answer::of(&answer),
+            approved: None,
+        };
+        self.idempotency.complete(&key, done);
         self.tell(now, txn, waiters, &answer, out);
     }
 
