@@ -73,6 +73,24 @@ pub fn reconciles(source: &[&str], issuer: &sim::IssuerSim, terminals: usize) {
         rows.iter().all(|r| r[9] != "open"),
         "every batch closed: {report}"
     );
+    // The same as JSON; and a business date with no transactions has no rows.
+    let mut json = vec!["--format", "json"];
+    json.extend(source);
+    let (_, text) = settlement(&json);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(rows.len(), terminals, "{text}");
+    assert!(
+        rows.iter()
+            .all(|r| r["net"].is_i64() && r["terminal"].is_string()),
+        "{text}"
+    );
+    let mut other_day = vec!["--date", "2000-01-01"];
+    other_day.extend(source);
+    assert_eq!(
+        settlement(&other_day).1.lines().count(),
+        1,
+        "the header only"
+    );
     let file = file.to_str().unwrap();
     let mut args = vec!["reconcile", "--issuer-file", file];
     args.extend(source);
