@@ -6,7 +6,7 @@
 //!
 //! Authorizations (0100, 0120) are holds, not settled: their completion (a 0220) is.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::SystemTime;
 
 use compact_str::CompactString;
@@ -182,14 +182,34 @@ pub struct Closed {
 }
 
 /// The books: every transaction's entry, by place, and the terminals' settlements.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Books {
     entries: HashMap<Place, Entry>,
+    /// Places in the order their entries began, for eviction (some already gone: skipped).
+    order: VecDeque<Place>,
+    /// The most entries kept; beyond, the oldest go first.
+    cap: usize,
+    /// Entries dropped to stay within `cap` while their batch was open.
+    evicted: u64,
     /// The switch's own books: a closed batch is forgotten (see [`Books::open_batches`]).
     forget_closed: bool,
     /// What each terminal uploaded since its last settlement request: STAN, amount, found.
     uploads: HashMap<Batch, Vec<(u32, u64, bool)>>,
     closed: Vec<Closed>,
+}
+
+impl Default for Books {
+    fn default() -> Books {
+        Books {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            cap: usize::MAX,
+            evicted: 0,
+            forget_closed: false,
+            uploads: HashMap::new(),
+            closed: Vec::new(),
+        }
+    }
 }
 
 impl Books {
@@ -198,6 +218,37 @@ impl Books {
         Books {
             forget_closed: true,
             ..Books::default()
+        }
+    }
+
+    /// Keeps at most `cap` transactions, the oldest dropped first (a terminal that never settles
+    /// must not grow the switch without bound).
+    pub fn limit(&mut self, cap: usize) {
+        self.cap = cap.max(1);
+        self.evict();
+    }
+
+    /// Transactions dropped to stay within the limit while their batch was open.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    fn evict(&mut self) {
+        while self.entries.len() > self.cap {
+            let Some(place) = self.order.pop_front() else {
+                return;
+            };
+            if self.entries.remove(&place).is_some() {
+                self.evicted += 1;
+            }
+        }
+        // Places whose entries are gone (closed, declined) leave the front as they reach it.
+        while self
+            .order
+            .front()
+            .is_some_and(|p| !self.entries.contains_key(p))
+        {
+            self.order.pop_front();
         }
     }
 
@@ -269,8 +320,19 @@ impl Books {
             _ => false,
         };
         match self.entries.get_mut(&place) {
-            Some(entry) => entry.add(record),
-            None if starts => self.entries.entry(place).or_default().add(record),
+            Some(entry) => {
+                entry.add(record);
+                // Declined (or never approved): it can never settle, so nothing of it is kept.
+                let refused = matches!(record.step, Step::Told { rc } if !rc.is_approval());
+                if refused && !entry.advised && entry.adopted.is_none() {
+                    self.entries.remove(&place);
+                }
+            }
+            None if starts => {
+                self.entries.entry(place.clone()).or_default().add(record);
+                self.order.push_back(place);
+                self.evict();
+            }
             None => {}
         }
     }
@@ -343,4 +405,57 @@ pub fn totals<'a>(settled: impl IntoIterator<Item = &'a Settled>) -> Totals {
         }
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use iso8583::{Mti, ResponseCode};
+
+    use super::*;
+    use crate::journal::Received;
+
+    fn records(txn: u64, rc: &str) -> Vec<Record> {
+        let received = Received {
+            mti: Mti::FINANCIAL,
+            card: None,
+            amount: Some(100),
+            currency: Some(978),
+            terminal: "T1".into(),
+            merchant: "M1".into(),
+            stan: txn as u32,
+            date: 1121,
+            fingerprint: 0,
+        };
+        let told = Step::Told {
+            rc: ResponseCode(rc.as_bytes().try_into().unwrap()),
+        };
+        [Step::Received(received), told]
+            .into_iter()
+            .map(|step| Record {
+                txn: TxnId(txn),
+                at: UNIX_EPOCH,
+                step,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_switchs_books_keep_approvals_only_and_at_most_their_limit_oldest_out_first() {
+        let mut books = Books::open_batches();
+        books.limit(2);
+        for (txn, rc) in [(1, "00"), (2, "51"), (3, "00"), (4, "00")] {
+            records(txn, rc).iter().for_each(|r| books.add("", r));
+        }
+        let stans: Vec<u32> = books.batch("T1", "M1").iter().map(|s| s.stan).collect();
+        assert_eq!(
+            stans,
+            [3, 4],
+            "the decline was never kept; the oldest approval was dropped"
+        );
+        assert_eq!(books.evicted(), 1);
+        books.close("T1", "M1");
+        assert!(books.batch("T1", "M1").is_empty());
+    }
 }

@@ -72,7 +72,11 @@ impl Engine {
             links,
             saf: Saf::default(),
             claims: Claims::default(),
-            books: Books::open_batches(),
+            books: {
+                let mut books = Books::open_batches();
+                books.limit(config.idempotency.max_entries);
+                books
+            },
             journal_writable: true,
             timers: Timers::default(),
             next_txn: 0,
@@ -166,6 +170,7 @@ impl Engine {
                 self.books.add("", record);
             }
         }
+        self.stats.batch_evictions = self.books.evicted();
     }
 
     fn fire_due(&mut self, now: Now, out: &mut Vec<Action>) {

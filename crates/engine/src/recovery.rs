@@ -282,6 +282,7 @@ impl Engine {
             ..Recovered::default()
         };
         self.books = recovery.books;
+        self.books.limit(self.config.idempotency.max_entries);
         let start = out.len();
         let mut trails: Vec<_> = recovery.trails.into_iter().collect();
         // Oldest first, as the idempotency table expects.

@@ -21,6 +21,9 @@ pub struct Stats {
     pub duplicates_rejected: u64,
     /// Idempotency keys dropped before their window ended because the table was full.
     pub idempotency_evictions: u64,
+    /// Transactions of open batches dropped because the switch's record of them was full (a terminal
+    /// that does not settle): that terminal's next settlement is out of balance.
+    pub batch_evictions: u64,
     pub reversals: Owed,
     pub advices: Owed,
     pub sign_on_failures: u64,

@@ -48,6 +48,7 @@ pub struct Metrics {
     pub(crate) settlements: IntCounterVec,
     pub(crate) batch_uploads: IntCounterVec,
     pub(crate) settlement_discrepancies: IntCounter,
+    pub(crate) batch_evictions: IntCounter,
     pub(crate) in_flight: IntGauge,
     pub(crate) link_up: IntGaugeVec,
     pub(crate) link_connect_failures: IntCounterVec,
@@ -279,6 +280,11 @@ impl Metrics {
                 "acquiro_batch_uploads_total",
                 "Transactions terminals uploaded (0320) after an out-of-balance settlement, by whether the switch's record of the batch has them with that amount.",
                 &["matched"],
+            ),
+            batch_evictions: counter(
+                &r,
+                "acquiro_batch_evictions_total",
+                "Transactions of open batches dropped because the switch's record of them was full (idempotency.max_entries): a terminal that does not settle.",
             ),
             settlement_discrepancies: counter(
                 &r,

@@ -272,6 +272,8 @@ impl Recorder {
         let (stats, last) = (engine.stats(), &self.last);
         m.idempotency_evictions
             .inc_by(stats.idempotency_evictions - last.idempotency_evictions);
+        m.batch_evictions
+            .inc_by(stats.batch_evictions - last.batch_evictions);
         m.format_errors
             .inc_by(stats.format_errors - last.format_errors);
         m.unmatched.inc_by(stats.unmatched - last.unmatched);
