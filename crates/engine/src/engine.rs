@@ -1,7 +1,9 @@
 //! The engine's state and its event dispatch. It is made of owned parts, each with its own methods:
-//! `links` (upstream links, what is outstanding on each, STANs), `saf` (reversals owed), `idempotency`
-//! (the duplicate table) and `timers`. The rules that use them live beside it: `terminal` (what terminals
-//! send), `upstream` (what issuers send, links, timeouts) and `reversal`.
+//! `links` (upstream links, what is outstanding on each, STANs), `saf` (reversals and advices owed),
+//! `idempotency` (the duplicate table), `books` (the terminals' open batches) and `timers`. The rules
+//! that use them live beside it: `admission` (every terminal message's key and duplicates), `terminal`
+//! (what terminals send), `upstream` (what issuers send, links, timeouts), `reversal`, `advice`, `owed`
+//! (the store-and-forward attempts both share) and `settlement`.
 
 use std::collections::HashMap;
 use std::time::Instant;

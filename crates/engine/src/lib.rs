@@ -10,6 +10,7 @@
 //! told. An approval nobody could be told of, and every request whose answer did not come in time, is
 //! reversed until the issuer acknowledges it.
 
+mod admission;
 mod advice;
 mod books;
 mod claims;
