@@ -56,7 +56,7 @@ impl Engine {
     }
 
     /// A retransmit of `original`, still in flight: answered with it.
-    pub(crate) fn join(
+    fn join(
         &mut self,
         now: Now,
         original: TxnId,
@@ -80,7 +80,7 @@ impl Engine {
     }
 
     /// A retransmit of `original`, completed: replayed its stored answer.
-    pub(crate) fn answer_replay(
+    fn answer_replay(
         &mut self,
         now: Now,
         original: TxnId,
@@ -105,13 +105,7 @@ impl Engine {
     }
 
     /// A new request while nothing it leads to could be made durable: refused at once, unrecorded.
-    pub(crate) fn unavailable_now(
-        &mut self,
-        conn: ConnId,
-        key: &Key,
-        msg: &Message,
-        out: &mut Vec<Action>,
-    ) {
+    fn unavailable_now(&mut self, conn: ConnId, key: &Key, msg: &Message, out: &mut Vec<Action>) {
         self.stats.unavailable += 1;
         self.idempotency.forget(key);
         self.answer_now(conn, msg, ResponseCode::ISSUER_UNAVAILABLE, out);

@@ -6,7 +6,7 @@
 //!
 //! Authorizations (0100, 0120) are holds, not settled: their completion (a 0220) is.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::SystemTime;
 
 use compact_str::CompactString;
@@ -185,6 +185,9 @@ pub struct Closed {
 #[derive(Debug)]
 pub struct Books {
     entries: HashMap<Place, Entry>,
+    /// The places of each terminal's transactions: a batch is read, and closed, without a look at
+    /// every other terminal's.
+    by_batch: HashMap<Batch, HashSet<Place>>,
     /// Places in the order their entries began, for eviction (some already gone: skipped).
     order: VecDeque<Place>,
     /// The most entries kept; beyond, the oldest go first.
@@ -202,6 +205,7 @@ impl Default for Books {
     fn default() -> Books {
         Books {
             entries: HashMap::new(),
+            by_batch: HashMap::new(),
             order: VecDeque::new(),
             cap: usize::MAX,
             evicted: 0,
@@ -238,7 +242,7 @@ impl Books {
             let Some(place) = self.order.pop_front() else {
                 return;
             };
-            if self.entries.remove(&place).is_some() {
+            if self.forget(&place) {
                 self.evicted += 1;
             }
         }
@@ -325,37 +329,68 @@ impl Books {
                 // Declined (or never approved): it can never settle, so nothing of it is kept.
                 let refused = matches!(record.step, Step::Told { rc } if !rc.is_approval());
                 if refused && !entry.advised && entry.adopted.is_none() {
-                    self.entries.remove(&place);
+                    self.forget(&place);
+                    return;
                 }
             }
             None if starts => {
                 self.entries.entry(place.clone()).or_default().add(record);
-                self.order.push_back(place);
-                self.evict();
+                self.order.push_back(place.clone());
             }
-            None => {}
+            None => return,
         }
+        if let Step::Received(r) = &record.step {
+            let batch = (r.terminal.clone(), r.merchant.clone());
+            self.by_batch.entry(batch).or_default().insert(place);
+        }
+        self.evict();
+    }
+
+    /// Drops the entry at `place`; returns whether there was one.
+    fn forget(&mut self, place: &Place) -> bool {
+        let Some(entry) = self.entries.remove(place) else {
+            return false;
+        };
+        let batch = (entry.terminal, entry.merchant);
+        if let Some(places) = self.by_batch.get_mut(&batch) {
+            places.remove(place);
+            if places.is_empty() {
+                self.by_batch.remove(&batch);
+            }
+        }
+        true
     }
 
     /// Forgets every transaction of `terminal` at `merchant`: its batch is closed.
     pub fn close(&mut self, terminal: &str, merchant: &str) {
-        self.entries
-            .retain(|_, e| !(e.terminal == terminal && e.merchant == merchant));
+        let batch = (CompactString::from(terminal), CompactString::from(merchant));
+        for place in self.by_batch.remove(&batch).unwrap_or_default() {
+            self.entries.remove(&place);
+        }
     }
 
     /// The open batch of `terminal` at `merchant`: its transactions as they stand.
     pub fn batch(&self, terminal: &str, merchant: &str) -> Vec<Settled> {
-        let mut batch = self.settled();
-        batch.retain(|s| s.terminal == terminal && s.merchant == merchant);
-        batch
+        let batch = (CompactString::from(terminal), CompactString::from(merchant));
+        let places = self.by_batch.get(&batch).into_iter().flatten();
+        self.resolve(places.filter_map(|p| Some((p, self.entries.get(p)?))))
     }
 
     /// Every financial transaction a terminal was told of, as it stands, oldest first. A transaction
     /// another took over counts once, with what the taker did to it.
     pub fn settled(&self) -> Vec<Settled> {
+        self.resolve(self.entries.iter())
+    }
+
+    /// `entries` (some or all of the books') as they stand: what an adopter among them did is folded
+    /// into the transaction it took over.
+    fn resolve<'a>(
+        &'a self,
+        entries: impl Iterator<Item = (&'a Place, &'a Entry)>,
+    ) -> Vec<Settled> {
         let mut roots: BTreeMap<Place, Entry> = BTreeMap::new();
         let mut adopters: Vec<(&Place, &Entry)> = Vec::new();
-        for (place, entry) in &self.entries {
+        for (place, entry) in entries {
             match &entry.adopted {
                 Some(_) => adopters.push((place, entry)),
                 None => {
@@ -368,11 +403,16 @@ impl Books {
         for (_, adopter) in adopters {
             let mut root = adopter.adopted.clone();
             while let Some(place) = root.take() {
-                match self.entries.get(&place).and_then(|e| e.adopted.clone()) {
-                    Some(earlier) => root = Some(earlier),
-                    None => {
-                        roots.entry(place).or_default().merge(adopter);
+                match self.entries.get(&place).map(|e| e.adopted.clone()) {
+                    Some(Some(earlier)) => root = Some(earlier),
+                    // Taken over from a transaction these books have (among `entries` or not).
+                    Some(None) => {
+                        if let Some(root) = roots.get_mut(&place) {
+                            root.merge(adopter);
+                        }
                     }
+                    // Its records are not in these books: the adopter's copy stands for it.
+                    None => roots.entry(place).or_default().merge(adopter),
                 }
             }
         }
