@@ -4,7 +4,7 @@
 //! `copy frame` is the baseline measured in the same run: allocating and copying the frame's bytes, the
 //! least any parser must do to own a message. Compare decode and encode against it, not against a clock.
 //!
-//!     cargo bench -p acquiro --bench codec
+//!     cargo bench -p dialects --bench codec
 
 use std::hint::black_box;
 

@@ -2,7 +2,7 @@
 
 use std::fmt::{self, Write as _};
 
-use crate::spec::{FieldSpec, FieldType, Sensitivity};
+use crate::spec::{Encoding, FieldSpec, FieldType, Sensitivity};
 use crate::value::LogicalBytes;
 
 /// One field of a [`Message`](crate::Message): its layout and its wire bytes, borrowed from the message.
@@ -19,6 +19,7 @@ pub struct Field<'a> {
 }
 
 impl<'a> Field<'a> {
+    #[inline]
     pub(crate) fn new(number: u8, spec: &'a FieldSpec, wire: &'a [u8], len: usize) -> Self {
         Field {
             number,
@@ -64,12 +65,17 @@ impl<'a> Field<'a> {
 
     /// The value as `&str` without copying, when the wire bytes are the logical value in ASCII.
     pub fn as_str(&self) -> Option<&'a str> {
-        let plain = matches!(self.spec.encoding, crate::Encoding::Ascii) && self.wire.is_ascii();
+        let plain = self.spec.encoding == Encoding::Ascii && self.wire.is_ascii();
         plain.then(|| std::str::from_utf8(self.wire).ok()).flatten()
     }
 
     /// The value as a number, when it is made of at most 19 digits.
+    #[inline]
     pub fn to_u64(&self) -> Option<u64> {
+        if self.spec.encoding == Encoding::Ascii {
+            // The wire bytes are the digits: read them eight at a time.
+            return crate::layout::digits_value(self.wire);
+        }
         if self.len > 19 || self.len == 0 {
             return None;
         }

@@ -15,8 +15,10 @@ use crate::value::{self, Span};
 /// Fields a switch typically sets on a message it derives from another (a response, a translation).
 const EXTRA_FIELDS: usize = 4;
 
-/// First capacity of a message's own buffer, for the fields set on it.
-const OWNED_START: usize = 64;
+/// First capacities of a message's own buffer and field table, for the fields set on it: a whole
+/// purchase built field by field fits without growing either (each growth is a copy and a `realloc`).
+const OWNED_START: usize = 512;
+const SLOTS_START: usize = 16;
 
 /// Bit for field 1 (and 65, 129) within a bitmap word: fields are numbered from the most significant bit.
 const FIRST_BIT: u64 = 1 << 63;
@@ -185,11 +187,13 @@ impl Message {
         self
     }
 
+    #[inline]
     pub fn has(&self, number: u8) -> bool {
         bit(&self.present, number).is_some_and(|(w, mask)| self.present[w] & mask != 0)
     }
 
     /// Field `number`, if present.
+    #[inline]
     pub fn get(&self, number: u8) -> Option<Field<'_>> {
         self.slot(number).map(|slot| self.view(slot))
     }
@@ -220,6 +224,9 @@ impl Message {
         // Room for the few fields usually set on one message: one allocation, not one per doubling.
         if self.owned.capacity() == 0 {
             self.owned.reserve(OWNED_START);
+        }
+        if self.slots.capacity() == 0 {
+            self.slots.reserve(SLOTS_START);
         }
         let start = self.owned.len();
         let len = value::encode(fs, number, value.as_ref(), &mut self.owned)?;
@@ -366,21 +373,38 @@ impl Message {
         }
     }
 
+    /// Every typed read comes through here: one bitmap test and a population count, no search.
+    #[inline]
     fn slot(&self, number: u8) -> Option<&Slot> {
-        self.has(number).then(|| &self.slots[self.rank(number)])
+        let (w, mask) = bit(&self.present, number)?;
+        if self.present[w] & mask == 0 {
+            return None;
+        }
+        self.slots.get(self.rank_at(w, mask))
     }
 
     /// Number of present fields below `number`: its index in `slots`.
     fn rank(&self, number: u8) -> usize {
-        let Some((w, mask)) = bit(&self.present, number) else {
-            return self.slots.len();
+        match bit(&self.present, number) {
+            Some((w, mask)) => self.rank_at(w, mask),
+            None => self.slots.len(),
+        }
+    }
+
+    /// Number of present fields before the one at word `w`, bit `mask`.
+    #[inline]
+    fn rank_at(&self, w: usize, mask: u64) -> usize {
+        let before = match w {
+            0 => 0,
+            1 => self.present[0].count_ones(),
+            _ => self.present[0].count_ones() + self.present[1].count_ones(),
         };
-        let before: u32 = self.present[..w].iter().map(|x| x.count_ones()).sum();
         // Bits above `mask` in the word are lower field numbers.
         let above = self.present[w] & !(mask | (mask - 1));
         (before + above.count_ones()) as usize
     }
 
+    #[inline]
     fn data(&self, slot: &Slot) -> &[u8] {
         let range = slot.start as usize..(slot.start + slot.wire_len) as usize;
         if slot.owned {
@@ -390,6 +414,7 @@ impl Message {
         }
     }
 
+    #[inline]
     fn view(&self, slot: &Slot) -> Field<'_> {
         let fs = self
             .spec

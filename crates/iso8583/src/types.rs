@@ -4,6 +4,7 @@ use std::fmt;
 
 use crate::error::{Error, Location, Reason};
 use crate::field::{Field, write_masked_pan};
+use crate::spec::Encoding;
 
 /// A message type indicator: four ASCII digits (version, class, function, origin).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -114,7 +115,7 @@ pub struct Pan {
 impl Pan {
     /// A PAN from its ASCII digits (at most 19).
     pub fn new(digits: &[u8]) -> Option<Pan> {
-        if digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        if digits.len() > 19 || !crate::layout::all_digits(digits) {
             return None;
         }
         let mut pan = Pan {
@@ -126,6 +127,9 @@ impl Pan {
     }
 
     pub(crate) fn from_field(field: Field<'_>) -> Option<Pan> {
+        if field.spec().encoding == Encoding::Ascii {
+            return Pan::new(field.wire());
+        }
         let mut digits = [0u8; 19];
         let len = field.len();
         if len > digits.len() {

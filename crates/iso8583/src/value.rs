@@ -171,20 +171,16 @@ fn filler_position(fs: &FieldSpec, digits: usize) -> Option<usize> {
 /// A logical value with a fixed field's padding applied.
 type Padded<'a> = Chain<Chain<RepeatN<u8>, Copied<std::slice::Iter<'a, u8>>>, RepeatN<u8>>;
 
-fn padded<'a>(fs: &FieldSpec, value: &'a [u8]) -> (Padded<'a>, usize) {
-    let short = match (fs.length, fs.pad) {
-        (LengthKind::Fixed, Some(_)) => usize::from(fs.max).saturating_sub(value.len()),
-        _ => 0,
-    };
+/// `value` with `short` pad bytes, on the side the dialect pads.
+fn padded<'a>(fs: &FieldSpec, value: &'a [u8], short: usize) -> Padded<'a> {
     let pad = fs.pad.unwrap_or(crate::spec::Pad {
         left: true,
         byte: 0,
     });
     let (left, right) = if pad.left { (short, 0) } else { (0, short) };
-    let iter = std::iter::repeat_n(pad.byte, left)
+    std::iter::repeat_n(pad.byte, left)
         .chain(value.iter().copied())
-        .chain(std::iter::repeat_n(pad.byte, right));
-    (iter, value.len() + short)
+        .chain(std::iter::repeat_n(pad.byte, right))
 }
 
 /// Checks a logical value against the field's layout and appends its wire form to `out`. Returns the
@@ -199,27 +195,66 @@ pub(crate) fn encode(
         at: Location::Field(number),
         reason,
     };
-    let (chars, count) = padded(fs, value);
-    let len = fs.units(count);
     let max = usize::from(fs.max);
+    let short = match (fs.length, fs.pad) {
+        (LengthKind::Fixed, Some(_)) => max.saturating_sub(value.len()),
+        _ => 0,
+    };
+    let len = fs.units(value.len() + short);
     if fs.length == LengthKind::Fixed && len != max {
         return Err(err(Reason::WrongLength { len, expected: max }));
     }
     if len > max {
         return Err(err(Reason::TooLong { len, max }));
     }
+    let bad_char = |byte| {
+        err(Reason::BadChar {
+            byte,
+            kind: fs.kind.name(),
+        })
+    };
+    if short == 0 {
+        // Nothing to pad, as with almost every value a switch sets: checked and copied as a slice.
+        if let Some(byte) = disallowed(fs.kind, value) {
+            return Err(bad_char(byte));
+        }
+        match fs.encoding {
+            Encoding::Ascii | Encoding::Binary => out.extend_from_slice(value),
+            Encoding::Hex => {
+                // Two digits a byte, written in place: no capacity check per byte.
+                let start = out.len();
+                out.resize(start + 2 * value.len(), 0);
+                for (pair, &b) in out[start..].chunks_exact_mut(2).zip(value) {
+                    pair.copy_from_slice(&HEX_DIGITS[usize::from(b)]);
+                }
+            }
+            _ => write(fs, value.iter().copied(), len, out),
+        }
+        return Ok(len);
+    }
+    let chars = padded(fs, value, short);
     if let Some((_, byte)) = chars
         .clone()
         .enumerate()
         .find(|&(i, b)| !fs.kind.allows(i, b))
     {
-        return Err(err(Reason::BadChar {
-            byte,
-            kind: fs.kind.name(),
-        }));
+        return Err(bad_char(byte));
     }
     write(fs, chars, len, out);
     Ok(len)
+}
+
+/// The first byte of `value` that a field of `kind` does not allow, if any.
+fn disallowed(kind: FieldType, value: &[u8]) -> Option<u8> {
+    match kind {
+        FieldType::An | FieldType::Ans | FieldType::B => None,
+        FieldType::N if crate::layout::all_digits(value) => None,
+        _ => value
+            .iter()
+            .enumerate()
+            .find(|&(i, &b)| !kind.allows(i, b))
+            .map(|(_, &b)| b),
+    }
 }
 
 /// Appends the wire form of a logical value already known to fit the field: `len` units.
