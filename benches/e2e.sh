@@ -2,13 +2,15 @@
 # The end-to-end benchmark, in one invocation on this machine, against the issuer simulator:
 #   direct   terminals -> issuer
 #   relay    terminals -> byte relay (one upstream connection per terminal, nothing parsed) -> issuer
+#   haproxy  terminals -> HAProxy in TCP mode -> issuer: the reference for a production-grade hop
 #   none, batch, always
 #            terminals -> acquiro (journal on disk with that sync policy) -> issuer
 #   pg1      terminals -> one acquiro node in cluster mode on a throw-away PostgreSQL -> issuer
 #   pg2      terminals -> HAProxy (TCP) -> two nodes on the same PostgreSQL -> issuer
 # each as fast as answers come, then direct, relay, acquiro (batch) and pg1 at fixed rates for the
-# latency a hop adds. Prints a table (CPU per transaction of the hop under test, of the issuer
-# simulator, and of PostgreSQL) and the ratios.
+# latency a hop adds, then "4x16": 64 terminals on 4 shared connections (16 requests in flight on each,
+# as behind a terminal concentrator), closed loop and at the cluster rate. Prints a table (CPU per
+# transaction of the hop under test, of the issuer simulator, and of PostgreSQL) and the ratios.
 #
 #   benches/e2e.sh [seconds per run, default 10] [terminals, default 200] [fixed rate, default 20000]
 #                  [cluster fixed rate, default 5000]
@@ -76,6 +78,32 @@ relay() { # name, extra sim-terminals flags...
   wait $pid || true
 }
 
+# HAProxy in TCP mode in front of the issuer, nothing else: what a mature proxy costs per hop.
+haproxy_hop() { # name, extra sim-terminals flags...
+  local name=$1
+  shift
+  cat >"$work/haproxy-hop.cfg" <<CFG
+global
+  maxconn 4000
+defaults
+  mode tcp
+  timeout connect 1s
+  timeout client 1h
+  timeout server 1h
+frontend terminals
+  bind 127.0.0.1:$front
+  default_backend issuer
+backend issuer
+  server issuer 127.0.0.1:$issuer
+CFG
+  haproxy -f "$work/haproxy-hop.cfg" -db 2>"$work/haproxy-hop.log" &
+  local pid=$!
+  until_listening $front
+  load "$name" $front $pid "$@"
+  kill -TERM $pid
+  wait $pid || true
+}
+
 acquiro() { # name, sync policy, extra sim-terminals flags...
   local name=$1 sync=$2
   shift 2
@@ -126,6 +154,7 @@ echo "$(nproc) cores; $terminals terminals, ${secs} s per run; latencies in ms; 
 printf "%-14s %9s %9s %9s %9s %9s %9s %9s\n" run "tx/s" p50 p99 p99.9 "hop µs" "issuer µs" "db µs" | tee "$work/table"
 load direct $issuer ""
 relay relay
+haproxy_hop haproxy
 acquiro none none
 acquiro batch batch
 acquiro always always
@@ -137,14 +166,25 @@ cluster pg2 2
 load "direct@$pg_rate" $issuer "" --rate "$pg_rate"
 acquiro "batch@$pg_rate" batch --rate "$pg_rate"
 cluster "pg1@$pg_rate" 1 --rate "$pg_rate"
+# 64 terminals on 4 connections (the assignment holds for the call only).
+terminals=64 load direct@4x16 $issuer "" --connections 4
+terminals=64 relay relay@4x16 --connections 4
+terminals=64 haproxy_hop haproxy@4x16 --connections 4
+terminals=64 acquiro batch@4x16 batch --connections 4
+terminals=64 load "direct@4x16@$pg_rate" $issuer "" --connections 4 --rate "$pg_rate"
+terminals=64 acquiro "batch@4x16@$pg_rate" batch --connections 4 --rate "$pg_rate"
 
 awk -v rate="$rate" -v pg_rate="$pg_rate" '
   { tps[$1] = $2; p99[$1] = $4 }
   END {
-    printf "acquiro(batch)/relay %.2f, acquiro(batch)/direct %.2f\n", tps["batch"] / tps["relay"], tps["batch"] / tps["direct"]
+    printf "acquiro(batch)/relay %.2f, acquiro(batch)/direct %.2f, haproxy/relay %.2f\n", tps["batch"] / tps["relay"],
+      tps["batch"] / tps["direct"], tps["haproxy"] / tps["relay"]
     printf "at %d/s, p99 added over direct: relay %.2f ms, acquiro(batch) %.2f ms\n", rate,
       p99["relay@" rate] - p99["direct@" rate], p99["batch@" rate] - p99["direct@" rate]
     printf "cluster: pg1/batch %.2f, pg2/batch %.2f; at %d/s, p99 added over direct: batch %.2f ms, pg1 %.2f ms\n",
       tps["pg1"] / tps["batch"], tps["pg2"] / tps["batch"], pg_rate,
       p99["batch@" pg_rate] - p99["direct@" pg_rate], p99["pg1@" pg_rate] - p99["direct@" pg_rate]
+    printf "4x16 closed loop, throughput lost against direct: relay %.0f %%, haproxy %.0f %%, acquiro(batch) %.0f %%\n",
+      100 * (1 - tps["relay@4x16"] / tps["direct@4x16"]), 100 * (1 - tps["haproxy@4x16"] / tps["direct@4x16"]),
+      100 * (1 - tps["batch@4x16"] / tps["direct@4x16"])
   }' "$work/table"

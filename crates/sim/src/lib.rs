@@ -10,6 +10,7 @@ pub mod relay;
 mod report;
 pub mod rules;
 pub mod settlement;
+mod shared;
 pub mod terminals;
 
 pub use issuer::IssuerSim;

@@ -20,6 +20,7 @@ use tokio_util::codec::Framed;
 use wire::{Frame, FrameCodec};
 
 use crate::purchase::Purchase;
+use crate::shared::Shared;
 
 #[derive(Debug, Clone)]
 pub struct Load {
@@ -51,6 +52,9 @@ pub struct Load {
     pub lifecycle: bool,
     /// With `lifecycle`: the share of terminals that count one debit too many in their settlement.
     pub miscount_share: f64,
+    /// Terminals share this many connections, many requests in flight on each (as behind a terminal
+    /// concentrator); `None`: a connection of its own for each terminal.
+    pub connections: Option<usize>,
 }
 
 impl Load {
@@ -73,6 +77,7 @@ impl Load {
             give_up_after: Duration::from_secs(30),
             lifecycle: false,
             miscount_share: 0.2,
+            connections: None,
         }
     }
 }
@@ -168,7 +173,7 @@ impl Progress {
         counter.load(Ordering::Relaxed)
     }
 
-    fn bump(counter: &AtomicU64) {
+    pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -187,9 +192,13 @@ pub async fn run(load: Load, progress: Arc<Progress>) -> Run {
     let load = Arc::new(load);
     let started = Instant::now();
     let budget = Arc::new(AtomicU64::new(load.count.unwrap_or(u64::MAX)));
+    let links: Vec<_> = (0..load.connections.unwrap_or(0))
+        .map(|_| Arc::new(Shared::new(load.addr, load.spec, load.codec)))
+        .collect();
     let tasks: Vec<_> = (0..load.terminals)
         .map(|i| {
-            let term = Terminal::new(i, load.clone(), progress.clone(), started);
+            let mut term = Terminal::new(i, load.clone(), progress.clone(), started);
+            term.shared = (!links.is_empty()).then(|| links[i % links.len()].clone());
             tokio::spawn(term.run(budget.clone()))
         })
         .collect();
@@ -213,7 +222,7 @@ fn histogram() -> Histogram<u64> {
 }
 
 /// How a wait for an answer ended.
-enum Waited {
+pub(crate) enum Waited {
     Answer(Message),
     TimedOut,
     Closed,
@@ -227,6 +236,8 @@ struct Terminal {
     progress: Arc<Progress>,
     started: Instant,
     conn: Option<Framed<TcpStream, FrameCodec>>,
+    /// The connection this terminal shares with others, if it does (then `conn` stays unused).
+    shared: Option<Arc<Shared>>,
     stan: u32,
     outcomes: Vec<Outcome>,
     latency: Histogram<u64>,
@@ -242,6 +253,7 @@ impl Terminal {
             progress,
             started,
             conn: None,
+            shared: None,
             // Terminals start at different STANs, as real ones do.
             stan: fastrand::u32(0..999_000),
             outcomes: Vec::new(),
@@ -540,6 +552,10 @@ impl Terminal {
     /// Sends `msg` (connecting first if needed) and waits for the answer with `stan` and its class.
     async fn exchange(&mut self, msg: &Message, stan: u32) -> Waited {
         let load = self.load.clone();
+        if let Some(shared) = &self.shared {
+            let id = self.id.as_bytes();
+            return (shared.exchange(msg, id, stan, load.timeout, &self.progress)).await;
+        }
         let Some(conn) = self.connect().await else {
             return Waited::Closed;
         };

@@ -198,18 +198,32 @@ impl Connection<'_> {
                     None => return "closed_by_terminal",
                 },
                 reply = queued.recv() => {
-                    in_flight = in_flight.saturating_sub(1);
-                    slot.set_in_flight(in_flight);
-                    match reply {
-                        Some(Reply::Answer(answer)) => {
-                            quiet.answered();
-                            if framed.send(Outgoing(tpdu, answer)).await.is_err() {
+                    // The driver stopped: every answer it queued has been written.
+                    let Some(mut reply) = reply else {
+                        return "switch_stopped";
+                    };
+                    // Every reply already queued goes out in the same write: with many requests in
+                    // flight on one connection, one system call instead of one an answer.
+                    let mut answered = false;
+                    loop {
+                        in_flight = in_flight.saturating_sub(1);
+                        if let Reply::Answer(answer) = reply {
+                            answered = true;
+                            if framed.feed(Outgoing(tpdu, answer)).await.is_err() {
                                 return "write_failed";
                             }
                         }
-                        Some(Reply::Nothing) => {}
-                        // The driver stopped: every answer it queued has been written.
-                        None => return "switch_stopped",
+                        match queued.try_recv() {
+                            Ok(next) => reply = next,
+                            Err(_) => break,
+                        }
+                    }
+                    slot.set_in_flight(in_flight);
+                    if answered {
+                        quiet.answered();
+                        if framed.flush().await.is_err() {
+                            return "write_failed";
+                        }
                     }
                 }
                 () = &mut check => {

@@ -105,6 +105,10 @@ pub(crate) struct TerminalsArgs {
     /// With --lifecycle: the share of terminals whose settlement counts one debit too many.
     #[arg(long, default_value_t = 0.2)]
     miscount_share: f64,
+    /// Terminals share this many connections, many requests in flight on each, as behind a terminal
+    /// concentrator (answers are matched by terminal ID and STAN); without it each has its own.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    connections: Option<u64>,
     /// Write what each terminal was told, one JSON object per line.
     #[arg(long)]
     outcomes: Option<PathBuf>,
@@ -189,6 +193,7 @@ async fn terminals(args: TerminalsArgs) -> anyhow::Result<ExitCode> {
     load.authorization_share = args.authorization_share;
     load.lifecycle = args.lifecycle;
     load.miscount_share = args.miscount_share;
+    load.connections = args.connections.map(|n| n as usize);
     let progress = Arc::new(Progress::default());
     let run = tokio::spawn(sim::terminals::run(load, progress.clone()));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
