@@ -4,7 +4,6 @@
 //! come through here; what each kind does next is its own module's.
 
 use bytes::Bytes;
-use compact_str::ToCompactString;
 use iso8583::{Class, ECHO_FIELDS, Message, ResponseCode};
 
 use crate::engine::Engine;
@@ -175,11 +174,7 @@ impl Engine {
     }
 
     pub(crate) fn received(&self, msg: &Message, key: &Key, fingerprint: u64) -> Received {
-        let text = |n| {
-            msg.get(n)
-                .map(|f| f.to_compact_string())
-                .unwrap_or_default()
-        };
+        let text = |n| msg.get(n).map(fields::text).unwrap_or_default();
         Received {
             mti: msg.mti(),
             card: msg.pan().map(|pan| Card::new(&pan, &self.config.card_key)),

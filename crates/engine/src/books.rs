@@ -13,6 +13,7 @@ use compact_str::CompactString;
 use iso8583::Class;
 use serde::{Deserialize, Serialize};
 
+use crate::FastMap;
 use crate::event::TxnId;
 use crate::journal::{Original, Record, Step};
 
@@ -184,10 +185,10 @@ pub struct Closed {
 /// The books: every transaction's entry, by place, and the terminals' settlements.
 #[derive(Debug)]
 pub struct Books {
-    entries: HashMap<Place, Entry>,
+    entries: FastMap<Place, Entry>,
     /// The places of each terminal's transactions: a batch is read, and closed, without a look at
     /// every other terminal's.
-    by_batch: HashMap<Batch, HashSet<Place>>,
+    by_batch: HashMap<Batch, HashSet<Place, foldhash::fast::RandomState>>,
     /// Places in the order their entries began, for eviction (some already gone: skipped).
     order: VecDeque<Place>,
     /// The most entries kept; beyond, the oldest go first.
@@ -204,7 +205,7 @@ pub struct Books {
 impl Default for Books {
     fn default() -> Books {
         Books {
-            entries: HashMap::new(),
+            entries: FastMap::default(),
             by_batch: HashMap::new(),
             order: VecDeque::new(),
             cap: usize::MAX,

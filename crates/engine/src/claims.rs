@@ -7,12 +7,12 @@
 //! The holder's state is read from its records, folded as recovery folds them, so a replay from another
 //! node gives what a replay on the holder's node would.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
 use iso8583::{Message, ResponseCode};
 
+use crate::FastMap;
 use crate::engine::Engine;
 use crate::event::{Action, ConnId, Now, TimerId, TxnId};
 use crate::idempotency::{Done, Key};
@@ -92,7 +92,7 @@ struct Claiming {
 /// Requests waiting for their claims.
 #[derive(Debug, Default)]
 pub(crate) struct Claims {
-    waiting: HashMap<TxnId, Claiming>,
+    waiting: FastMap<TxnId, Claiming>,
 }
 
 impl Claims {

@@ -5,11 +5,11 @@
 //! (what terminals send), `upstream` (what issuers send, links, timeouts), `reversal`, `advice`, `owed`
 //! (the store-and-forward attempts both share) and `settlement`.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use iso8583::{Message, ResponseCode};
 
+use crate::FastMap;
 use crate::books::Books;
 use crate::claims::Claims;
 use crate::config::Config;
@@ -45,7 +45,7 @@ pub struct Engine {
     pub(crate) config: Config,
     pub(crate) routes: Routes,
     pub(crate) idempotency: Table<Reversible>,
-    pub(crate) txns: HashMap<TxnId, Txn>,
+    pub(crate) txns: FastMap<TxnId, Txn>,
     pub(crate) links: Links,
     pub(crate) saf: Saf,
     pub(crate) claims: Claims,
@@ -70,7 +70,7 @@ impl Engine {
         Engine {
             routes: Routes::new(&config.routes, config.default_route),
             idempotency: Table::new(config.idempotency.window, config.idempotency.max_entries),
-            txns: HashMap::new(),
+            txns: FastMap::default(),
             links,
             saf: Saf::default(),
             claims: Claims::default(),

@@ -2,8 +2,17 @@
 
 use std::time::{Duration, SystemTime};
 
-use iso8583::{Error, Message, ResponseCode};
+use compact_str::{CompactString, ToCompactString};
+use iso8583::{Error, Field, Message, ResponseCode};
 use time::OffsetDateTime;
+
+/// A field as text for the records: its ASCII wire bytes as they are (no formatting pass), anything
+/// else as its masked display.
+pub(crate) fn text(field: Field<'_>) -> CompactString {
+    field
+        .as_str()
+        .map_or_else(|| field.to_compact_string(), CompactString::from)
+}
 
 /// DE7 for `wall`: MMDDhhmmss in UTC.
 pub(crate) fn transmission_time(wall: SystemTime) -> u64 {

@@ -33,6 +33,10 @@ mod terminal;
 mod timers;
 mod upstream;
 
+/// A map keyed by what the switch itself makes (transaction ids, timers, its own STANs): no peer chooses
+/// these keys, so a fast hasher serves, where a map keyed by wire values keeps std's keyed SipHash.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 pub use books::{Batch, Books, Closed, Place, Settled, Totals, net_by_rrn, totals};
 pub use claims::{Claim, Holder};
 pub use config::{Config, Idempotency, Issuer, Policy, Reversal};

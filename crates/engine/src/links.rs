@@ -2,11 +2,12 @@
 //! class and upstream STAN), and the late window of timed-out requests. STANs are allocated here and only
 //! here, so that no two outstanding messages of one class on one link ever share one.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use iso8583::Class;
 
+use crate::FastMap;
 use crate::event::{LinkId, TxnId};
 
 /// How long after its timeout an answer still counts as late (rather than unmatched). Until then its
@@ -62,7 +63,7 @@ struct Link {
 #[derive(Debug)]
 pub(crate) struct Links {
     links: Vec<Link>,
-    pending: HashMap<PendingKey, Pending>,
+    pending: FastMap<PendingKey, Pending>,
     /// Timed-out requests' keys, oldest first, with the end of their late window.
     late: VecDeque<(PendingKey, Instant)>,
 }
@@ -82,7 +83,7 @@ impl Links {
             .collect();
         Links {
             links,
-            pending: HashMap::new(),
+            pending: FastMap::default(),
             late: VecDeque::new(),
         }
     }

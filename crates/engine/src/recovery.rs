@@ -7,13 +7,13 @@
 //! - a request still inside the idempotency window gets its entry back, so that a retransmit is replayed
 //!   what its terminal was told (RC 91 when the answer never reached it), never forwarded again.
 
-use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
 use compact_str::{CompactString, ToCompactString};
 use iso8583::{Class, ResponseCode};
 use tinystr::TinyAsciiStr;
 
+use crate::FastMap;
 use crate::books::Books;
 use crate::config::Config;
 use crate::engine::Engine;
@@ -235,7 +235,7 @@ impl Trail {
 /// kept).
 #[derive(Debug)]
 pub struct Recovery {
-    trails: HashMap<TxnId, Trail>,
+    trails: FastMap<TxnId, Trail>,
     records: u64,
     /// The highest transaction id ever used, when the records read back do not all reach it.
     numbered: Option<TxnId>,
@@ -246,7 +246,7 @@ pub struct Recovery {
 impl Default for Recovery {
     fn default() -> Recovery {
         Recovery {
-            trails: HashMap::new(),
+            trails: FastMap::default(),
             records: 0,
             numbered: None,
             books: Books::open_batches(),

@@ -3,11 +3,12 @@
 //! never holds up another or new purchases; this part only keeps their state (the rules that use it
 //! are in `owed.rs`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use iso8583::Message;
 
+use crate::FastMap;
 use crate::event::TxnId;
 use crate::links::PendingKey;
 
@@ -44,7 +45,7 @@ pub(crate) struct Entry {
 
 #[derive(Debug, Default)]
 pub(crate) struct Saf {
-    entries: HashMap<TxnId, Entry>,
+    entries: FastMap<TxnId, Entry>,
     /// Entries of each kind in the order they were queued, with entries for finished ones dropped
     /// lazily: the front is the oldest pending one.
     order: [VecDeque<(Instant, TxnId)>; 2],

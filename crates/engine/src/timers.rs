@@ -4,9 +4,10 @@
 //! connections do. So the driver and the simulation run the same timers, and a shell keeps one sleep.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::time::Instant;
 
+use crate::FastMap;
 use crate::event::TimerId;
 
 /// Armed timers by deadline. Cancelling or re-arming only updates `armed`; the heap's stale entries are
@@ -15,7 +16,7 @@ use crate::event::TimerId;
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, u64, TimerId)>>,
-    armed: HashMap<TimerId, (Instant, u64)>,
+    armed: FastMap<TimerId, (Instant, u64)>,
     next: u64,
 }
 

@@ -1,6 +1,5 @@
 //! What issuers send, and the life of links: answers, timeouts, late answers, sign-on and echo.
 
-use compact_str::ToCompactString;
 use iso8583::{Class, ECHO_FIELDS, Message, Mti, ResponseCode};
 
 use crate::engine::{Engine, span};
@@ -88,7 +87,7 @@ impl Engine {
         self.stats.answered += 1;
         self.cancel(TimerId::Response(txn));
         self.links.request_answered(t.pending);
-        let auth_code = msg.get(38).map(|f| f.to_compact_string());
+        let auth_code = msg.get(38).map(fields::text);
         Self::journal(now, txn, Step::Answered { rc, auth_code }, out);
         let mut forwarded = t.forwarded;
         let partial = msg.amount().filter(|_| rc == ResponseCode::PARTIAL);

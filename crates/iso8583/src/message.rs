@@ -292,6 +292,10 @@ impl Message {
         // Room for the echoed fields and the few a response then sets (RC, auth code, RRN): one
         // allocation instead of one per doubling.
         out.slots.reserve(echo.len() + EXTRA_FIELDS);
+        // Echoed fields from this message's own buffer are copied; the response's own fields follow.
+        if !self.owned.is_empty() {
+            out.owned.reserve(OWNED_START);
+        }
         for &number in echo {
             if let Some(&slot) = self.slot(number) {
                 let slot = out.adopt(self, slot);
