@@ -38,6 +38,19 @@ fn codec(c: &mut Criterion) {
                 black_box(buf.len())
             })
         });
+        // Values as a switch sets them (binary fields as bytes), for build + encode.
+        let values: Vec<(u8, Vec<u8>)> = msg.fields().map(|f| (f.number(), f.to_vec())).collect();
+        group.bench_function("build + encode", |b| {
+            b.iter(|| {
+                let mut m = Message::new(spec, msg.mti());
+                for (n, v) in black_box(&values) {
+                    m.set(*n, v).expect("valid field");
+                }
+                buf.clear();
+                m.encode(&mut buf);
+                black_box(buf.len())
+            })
+        });
         group.bench_function("decode + read key fields", |b| {
             b.iter(|| {
                 let m = Message::decode(spec, black_box(wire.clone())).expect("decodes");
