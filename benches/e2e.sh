@@ -82,20 +82,10 @@ relay() { # name, extra sim-terminals flags...
 haproxy_hop() { # name, extra sim-terminals flags...
   local name=$1
   shift
-  cat >"$work/haproxy-hop.cfg" <<CFG
-global
-  maxconn 4000
-defaults
-  mode tcp
-  timeout connect 1s
-  timeout client 1h
-  timeout server 1h
-frontend terminals
-  bind 127.0.0.1:$front
-  default_backend issuer
-backend issuer
-  server issuer 127.0.0.1:$issuer
-CFG
+  {
+    haproxy_head issuer
+    printf 'backend issuer\n  server issuer 127.0.0.1:%s\n' "$issuer"
+  } >"$work/haproxy-hop.cfg"
   haproxy -f "$work/haproxy-hop.cfg" -db 2>"$work/haproxy-hop.log" &
   local pid=$!
   until_listening $front

@@ -34,10 +34,9 @@ node_start() { # N
   node_pid[$n]=$!
 }
 
-# HAProxy in TCP mode on $front, to nodes 1..N, each checked through its /readyz.
-haproxy_start() { # N
-  {
-    cat <<CFG
+# The start of an HAProxy configuration: TCP mode, terminals on $front, to backend BACKEND.
+haproxy_head() { # BACKEND
+  cat <<CFG
 global
   maxconn 4000
 defaults
@@ -47,7 +46,15 @@ defaults
   timeout server 1h
 frontend terminals
   bind 127.0.0.1:$front
-  default_backend nodes
+  default_backend $1
+CFG
+}
+
+# HAProxy in TCP mode on $front, to nodes 1..N, each checked through its /readyz.
+haproxy_start() { # N
+  {
+    haproxy_head nodes
+    cat <<CFG
 backend nodes
   balance roundrobin
   option httpchk GET /readyz
