@@ -3,15 +3,18 @@
 use std::time::{Duration, SystemTime};
 
 use compact_str::{CompactString, ToCompactString};
-use iso8583::{Error, Field, Message, ResponseCode};
+use iso8583::{Error, Field, FieldType, Message, ResponseCode, Sensitivity};
 use time::OffsetDateTime;
 
-/// A field as text for the records: its ASCII wire bytes as they are (no formatting pass), anything
-/// else as its masked display.
+/// A field as text for the records: what its display shows (masked as its sensitivity says), taken
+/// straight from the wire bytes when those are that text already (a clear ASCII field), without a
+/// formatting pass.
 pub(crate) fn text(field: Field<'_>) -> CompactString {
-    field
-        .as_str()
-        .map_or_else(|| field.to_compact_string(), CompactString::from)
+    let clear = field.spec().sensitivity == Sensitivity::Clear && field.spec().kind != FieldType::B;
+    match field.as_str() {
+        Some(text) if clear => CompactString::from(text),
+        _ => field.to_compact_string(),
+    }
 }
 
 /// DE7 for `wall`: MMDDhhmmss in UTC.
@@ -100,6 +103,22 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
+
+    #[test]
+    fn record_text_is_what_the_display_shows() {
+        let spec = dialects::builtin("iso87ascii").expect("built-in");
+        let mut msg = Message::new(spec, iso8583::Mti::FINANCIAL);
+        msg.set(2, "4761739001010010").expect("PAN");
+        msg.set(41, "TERM0001").expect("TID");
+        msg.set(52, [0x12, 0x34, 0x56, 0x78, 0x9A, 0xBC, 0xDE, 0xF0])
+            .expect("PIN block");
+        for n in [2, 41, 52] {
+            let field = msg.get(n).expect("set above");
+            assert_eq!(text(field), field.to_compact_string(), "field {n}");
+        }
+        assert_eq!(text(msg.get(2).expect("PAN")), "476173…0010");
+        assert_eq!(text(msg.get(41).expect("TID")), "TERM0001");
+    }
 
     #[test]
     fn the_business_date_turns_at_the_cutover() {
