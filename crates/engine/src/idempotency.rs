@@ -108,62 +108,22 @@ pub(crate) fn fingerprint(msg: &Message, key: &[u8; 16]) -> u64 {
 /// card, processing code, amount and currency.
 ///
 /// The hash reads one byte stream: the class digit, then each field's logical bytes (or `FF` when absent)
-/// and a `00`. It is recorded, so that stream is a format: it is gathered here and hashed in one call
-/// (SipHash reads a stream however it is cut), not a byte a call.
+/// and a `00`. It is recorded, so that stream is a format; an ASCII field's bytes go in as one slice
+/// (SipHash reads a stream however it is cut), others a byte at a time.
 pub(crate) fn fingerprint_as(class: Class, msg: &Message, key: &[u8; 16]) -> u64 {
     let mut h = SipHasher13::new_with_key(key);
-    let mut stream = Gathered::default();
-    stream.push(&mut h, class.digit());
+    h.write_u8(class.digit());
     for &n in FINGERPRINT_FIELDS {
         match msg.get(n) {
             Some(f) => match f.as_str() {
-                Some(text) => stream.extend(&mut h, text.as_bytes()),
-                None => f.bytes().for_each(|b| stream.push(&mut h, b)),
+                Some(text) => h.write(text.as_bytes()),
+                None => f.bytes().for_each(|b| h.write_u8(b)),
             },
-            None => stream.push(&mut h, 0xFF),
+            None => h.write_u8(0xFF),
         }
-        stream.push(&mut h, 0);
+        h.write_u8(0);
     }
-    h.write(stream.bytes());
     h.finish()
-}
-
-/// Bytes for a hasher, passed on a buffer at a time.
-struct Gathered {
-    buf: [u8; 64],
-    len: usize,
-}
-
-impl Default for Gathered {
-    fn default() -> Self {
-        Gathered {
-            buf: [0; 64],
-            len: 0,
-        }
-    }
-}
-
-impl Gathered {
-    fn push(&mut self, h: &mut impl Hasher, byte: u8) {
-        self.extend(h, &[byte]);
-    }
-
-    fn extend(&mut self, h: &mut impl Hasher, bytes: &[u8]) {
-        if self.len + bytes.len() > self.buf.len() {
-            h.write(self.bytes());
-            self.len = 0;
-            if bytes.len() > self.buf.len() {
-                h.write(bytes);
-                return;
-            }
-        }
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
 }
 
 /// An entry's state. `R` is what the engine keeps of an approval for a terminal's later reversal of it:
