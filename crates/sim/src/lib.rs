@@ -4,6 +4,7 @@
 
 pub mod issuer;
 pub mod ledger;
+mod outcome;
 pub mod purchase;
 pub mod reconcile;
 pub mod relay;

@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 use wire::{Frame, FrameCodec};
 
-use crate::terminals::{Progress, Waited};
+use crate::outcome::Progress;
+use crate::terminals::Waited;
 
 /// Terminal ID, class and STAN of a request, which its answer echoes.
 type Key = (Vec<u8>, Class, u32);
