@@ -46,25 +46,11 @@ pub enum Key {
 
 impl Key {
     fn hash(&self) -> u64 {
-        // Fixed keys: the hash only spreads lookups, it protects nothing (last4 is stored in clear).
-        let mut h = SipHasher13::new();
         match self {
-            Key::Rrn(rrn) => {
-                h.write_u8(1);
-                h.write(rrn.as_bytes());
-            }
-            Key::Terminal { terminal, stan } => {
-                h.write_u8(2);
-                h.write(terminal.as_bytes());
-                h.write_u8(0xff);
-                h.write_u32(*stan);
-            }
-            Key::Last4(last4) => {
-                h.write_u8(3);
-                h.write(last4.as_bytes());
-            }
+            Key::Rrn(rrn) => hash(RRN, rrn, None),
+            Key::Terminal { terminal, stan } => hash(TERMINAL, terminal, Some(*stan)),
+            Key::Last4(last4) => hash(LAST4, last4, None),
         }
-        h.finish()
     }
 
     /// The text a record holding this key has among its bytes.
@@ -75,28 +61,115 @@ impl Key {
             }
         }
     }
+}
 
-    /// The keys a record names its transaction by.
-    fn of(record: &Record) -> Vec<Key> {
-        match &record.step {
-            Step::Received(r) => {
-                let mut keys = vec![Key::Terminal {
-                    terminal: r.terminal.to_string(),
-                    stan: r.stan,
-                }];
-                keys.extend(r.card.as_ref().map(|c| Key::Last4(c.last4.to_string())));
-                keys
+const RRN: u8 = 1;
+const TERMINAL: u8 = 2;
+const LAST4: u8 = 3;
+
+/// A key's hash in the index, from its kind and text (and a terminal key's STAN).
+fn hash(kind: u8, text: &str, stan: Option<u32>) -> u64 {
+    // Fixed keys: the hash only spreads lookups, it protects nothing (last4 is stored in clear).
+    let mut h = SipHasher13::new();
+    h.write_u8(kind);
+    h.write(text.as_bytes());
+    if let Some(stan) = stan {
+        h.write_u8(0xff);
+        h.write_u32(stan);
+    }
+    h.finish()
+}
+
+/// The hashes of the keys a record names its transaction by.
+fn key_hashes(record: &Record, mut each: impl FnMut(u64)) {
+    match &record.step {
+        Step::Received(r) => {
+            each(hash(TERMINAL, &r.terminal, Some(r.stan)));
+            if let Some(card) = &r.card {
+                each(hash(LAST4, &card.last4, None));
             }
-            Step::Forwarded { original, .. }
-            | Step::AdviceQueued {
-                advice: original, ..
-            } => original
-                .rrn()
-                .map(|rrn| Key::Rrn(rrn.into()))
-                .into_iter()
-                .collect(),
-            _ => Vec::new(),
         }
+        Step::Forwarded { original, .. }
+        | Step::AdviceQueued {
+            advice: original, ..
+        } => {
+            if let Some(rrn) = original.rrn() {
+                each(hash(RRN, rrn, None));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The entries of one segment's index, gathered record by record: by the writer as it writes (so that
+/// a closed segment is not read again to be indexed), or from a segment's bytes.
+#[derive(Debug)]
+pub(crate) struct Entries {
+    keys: Vec<(u64, u64)>,
+    txns: Vec<(u64, u64)>,
+    earliest: u64,
+    latest: u64,
+}
+
+impl Default for Entries {
+    fn default() -> Self {
+        Entries {
+            keys: Vec::new(),
+            txns: Vec::new(),
+            earliest: u64::MAX,
+            latest: 0,
+        }
+    }
+}
+
+impl Entries {
+    /// The record that starts at `offset` in the segment.
+    pub(crate) fn add(&mut self, record: &Record, offset: u64) {
+        let at = record.at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        // As the record stores it (see `engine::journal`'s `micros`).
+        let at = u64::try_from(at.as_micros()).unwrap_or(u64::MAX);
+        self.place(record.txn.0, at, offset);
+        self.name(record);
+    }
+
+    /// A record of `txn`, written at `at` (µs), starts at `offset`.
+    fn place(&mut self, txn: u64, at: u64, offset: u64) {
+        self.txns.push((txn, offset));
+        self.earliest = self.earliest.min(at);
+        self.latest = self.latest.max(at);
+    }
+
+    /// The keys `record` names its transaction by.
+    fn name(&mut self, record: &Record) {
+        key_hashes(record, |h| self.keys.push((h, record.txn.0)));
+    }
+
+    /// The index file's bytes, for a segment of `segment_len` bytes.
+    pub(crate) fn finish(mut self, segment_len: u64) -> Vec<u8> {
+        self.keys.sort_unstable();
+        self.keys.dedup();
+        self.txns.sort_unstable();
+        let mut out = Vec::with_capacity(HEADER + (self.keys.len() + self.txns.len()) * ENTRY);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&[0; 2]);
+        for word in [
+            segment_len,
+            self.keys.len() as u64,
+            self.txns.len() as u64,
+            self.earliest,
+            self.latest,
+        ] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.resize(HEADER, 0);
+        for (a, b) in self.keys.into_iter().chain(self.txns) {
+            out.extend_from_slice(&a.to_le_bytes());
+            out.extend_from_slice(&b.to_le_bytes());
+        }
+        out
     }
 }
 
@@ -128,8 +201,7 @@ fn build_with(segment: &Path, needles: Option<&[Finder]>) -> Result<Vec<u8>, Err
     let bytes = std::fs::read(segment)?;
     let first_seq = frame::parse_segment_header(&bytes)
         .ok_or_else(|| Error::NotASegment(segment.to_path_buf()))?;
-    let (mut keys, mut txns) = (Vec::new(), Vec::new());
-    let (mut earliest, mut latest) = (u64::MAX, 0);
+    let mut entries = Entries::default();
     let mut last_seq = first_seq.saturating_sub(1);
     let mut offset = SEGMENT_HEADER;
     while offset < bytes.len() {
@@ -141,41 +213,16 @@ fn build_with(segment: &Path, needles: Option<&[Finder]>) -> Result<Vec<u8>, Err
             continue;
         };
         if let Ok(((txn, at), _)) = postcard::take_from_bytes::<Head>(frame.payload) {
-            txns.push((txn.0, offset as u64));
-            earliest = earliest.min(at);
-            latest = latest.max(at);
+            entries.place(txn.0, at, offset as u64);
             let named = needles.is_none_or(|n| n.iter().any(|n| n.find(frame.payload).is_some()));
             if named && let Ok(record) = frame.record() {
-                keys.extend(Key::of(&record).iter().map(|k| (k.hash(), txn.0)));
+                entries.name(&record);
             }
         }
         last_seq = frame.seq;
         offset += frame.size();
     }
-    keys.sort_unstable();
-    keys.dedup();
-    txns.sort_unstable();
-    let mut out = Vec::with_capacity(HEADER + (keys.len() + txns.len()) * ENTRY);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&[0; 2]);
-    for word in [
-        bytes.len() as u64,
-        keys.len() as u64,
-        txns.len() as u64,
-        earliest,
-        latest,
-    ] {
-        out.extend_from_slice(&word.to_le_bytes());
-    }
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.resize(HEADER, 0);
-    for (a, b) in keys.into_iter().chain(txns) {
-        out.extend_from_slice(&a.to_le_bytes());
-        out.extend_from_slice(&b.to_le_bytes());
-    }
-    Ok(out)
+    Ok(entries.finish(bytes.len() as u64))
 }
 
 /// Writes an index file next to its segment: to a temporary name, then renamed into place, so a

@@ -125,6 +125,38 @@ fn every_closed_segment_is_indexed_by_the_writer() {
     assert!(tranlog::verify_indexes(dir.path()).unwrap().is_empty());
 }
 
+/// The writer gathers a segment's index entries as it writes whole batches (many records to one
+/// `write`): the index it leaves is the one read back from the segment's bytes.
+#[test]
+fn an_index_gathered_while_writing_batches_is_the_one_the_segment_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mode = Mode {
+        repair: true,
+        on_corrupt: OnCorrupt::Stop,
+    };
+    let scanned = tranlog::scan(dir.path(), mode, |_, _| {}).unwrap();
+    let options = Options {
+        sync: Sync::None,
+        segment_bytes: 4096,
+        ..Options::default()
+    };
+    let (done, written) = std::sync::mpsc::channel();
+    let mut writer = Writer::start(dir.path(), options, &scanned, move |b| {
+        let _ = done.send(b.map(|b| b.records).map_err(|e| e.to_string()));
+    })
+    .unwrap();
+    // Each hand-over written before the next, so that each is one write.
+    for n in (1..=300).step_by(30) {
+        writer.append_all((n..n + 30).flat_map(purchase).collect());
+        assert_eq!(written.recv().unwrap(), Ok(90));
+    }
+    writer.close();
+    let segments = files(dir.path(), "seg");
+    assert!(segments.len() > 5, "{} segments", segments.len());
+    assert_eq!(files(dir.path(), "idx").len(), segments.len() - 1);
+    assert_eq!(tranlog::verify_indexes(dir.path()).unwrap(), vec![]);
+}
+
 #[test]
 fn a_transaction_is_found_by_rrn_and_by_terminal_and_stan_with_every_record() {
     let dir = journal();
