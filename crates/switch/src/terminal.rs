@@ -159,6 +159,12 @@ impl Connection<'_> {
         let mut quiet = Quiet::new(settings, slot);
         let check = tokio::time::sleep(quiet.first_check());
         tokio::pin!(check);
+        // Made once, not on every turn of the loop: each one made registers with (and each one dropped
+        // leaves) its notifier's list of waiters, under its lock.
+        let evicted = slot.evicted();
+        tokio::pin!(evicted);
+        let draining = shutdown.cancelled();
+        tokio::pin!(draining);
         loop {
             let read = reading && in_flight < settings.max_in_flight;
             tokio::select! {
@@ -239,13 +245,14 @@ impl Connection<'_> {
                 }
                 // The listener needs the slot for a new terminal; this one gives way only if nothing
                 // of it is in flight (it may have sent a request since it was picked).
-                () = slot.evicted(), if in_flight == 0 => {
+                () = &mut evicted, if in_flight == 0 => {
                     if slot.give_up() {
                         return "evicted";
                     }
+                    evicted.set(slot.evicted());
                 }
                 // Draining: no new requests, but answers still go out.
-                _ = shutdown.cancelled(), if reading => reading = false,
+                () = &mut draining, if reading => reading = false,
             }
         }
     }
