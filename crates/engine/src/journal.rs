@@ -289,6 +289,15 @@ impl Original {
     }
 }
 
+/// A record's time as it is stored: microseconds since the epoch (0 before it, saturating far after).
+pub fn stored_micros(at: SystemTime) -> u64 {
+    let us = at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    u64::try_from(us).unwrap_or(u64::MAX)
+}
+
 /// Wall-clock times as microseconds since the epoch.
 mod micros {
     use super::*;
@@ -297,11 +306,7 @@ mod micros {
         at: &SystemTime,
         s: S,
     ) -> Result<S::Ok, S::Error> {
-        let us = at
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_micros();
-        s.serialize_u64(u64::try_from(us).unwrap_or(u64::MAX))
+        s.serialize_u64(stored_micros(*at))
     }
 
     pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(

@@ -43,7 +43,7 @@ pub use config::{Config, Idempotency, Issuer, Policy, Reversal};
 pub use engine::Engine;
 pub use event::{Action, ConnId, Event, LinkId, Now, TimerId, TxnId, Unanswered};
 pub use fields::Cutover;
-pub use journal::{Card, Original, Received, Record, Step};
+pub use journal::{Card, Original, Received, Record, Step, stored_micros};
 pub use outbox::{Gate, Outbox};
 pub use recovery::{Recovered, Recovery};
 pub use stats::{Owed, Stats};

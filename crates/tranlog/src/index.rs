@@ -125,10 +125,7 @@ impl Default for Entries {
 impl Entries {
     /// The record that starts at `offset` in the segment.
     pub(crate) fn add(&mut self, record: &Record, offset: u64) {
-        let at = record.at.duration_since(UNIX_EPOCH).unwrap_or_default();
-        // As the record stores it (see `engine::journal`'s `micros`).
-        let at = u64::try_from(at.as_micros()).unwrap_or(u64::MAX);
-        self.place(record.txn.0, at, offset);
+        self.place(record.txn.0, engine::stored_micros(record.at), offset);
         self.name(record);
     }
 
