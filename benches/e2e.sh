@@ -110,6 +110,18 @@ TOML
   wait $pid || true
 }
 
+# What node N's journal writer did over the run, from its metrics (every commit of a node is one
+# after the other, on one connection): commits a second, records a commit, time a commit, and the
+# share of the run the writer had a commit out.
+commits() { # name, N
+  curl -fs "http://127.0.0.1:$((admin + $2))/metrics" | awk -v name="$1" -v n="$2" -v secs="$secs" '
+    /^acquiro_journal_sync_seconds_sum/ { busy = $2 }
+    /^acquiro_journal_sync_seconds_count/ { commits = $2 }
+    /^acquiro_journal_batch_records_sum/ { records = $2 }
+    END { if (commits > 0) printf "  %s node%d: %.0f commits/s, %.0f records a commit, %.2f ms a commit, writer busy %.0f %%\n",
+      name, n, commits / secs, records / commits, 1000 * busy / commits, 100 * busy / secs }'
+}
+
 # Cluster mode: N nodes on a fresh database (behind HAProxy when more than one).
 cluster() { # name, nodes, extra sim-terminals flags...
   local name=$1 nodes=$2 pids=() n port
@@ -131,6 +143,7 @@ cluster() { # name, nodes, extra sim-terminals flags...
     until_listening $front
   fi
   load "$name" $port "${pids[*]}" "$@"
+  for n in $(seq "$nodes"); do commits "$name" "$n"; done
   kill -TERM "${pids[@]}"
   wait "${pids[@]}" 2>/dev/null || true
   pg_kill
