@@ -20,6 +20,9 @@ pg_start() { # starts the server (made on the first call)
     [[ $(id -u) == 0 ]] && chmod o+x "$work" && chown postgres "$work/pg"
     "${pg_as[@]}" "$pg_bin/initdb" -D "$work/pg/data" -A trust -U postgres --no-sync \
       ${pg_wal_segment:+--wal-segsize=$pg_wal_segment} >/dev/null
+    # On disk before the server starts: a large segment written and left to the kernel's writeback
+    # would be flushed half a minute later, in the middle of a run.
+    if [[ -n $pg_wal_segment ]]; then sync "$work"/pg/data/pg_wal/0*; fi
   fi
   "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
     -o "-p $pg_port -k $work/pg -c listen_addresses='' -c synchronous_commit=on -c fsync=on -c max_connections=200" start >/dev/null
