@@ -54,6 +54,9 @@ load() { # name, port, hop pids or "", extra sim-terminals flags...
   local name=$1 port=$2 hop=$3
   shift 3
   local hop0 issuer0 db0 dbs
+  # Nothing the rows before left unwritten (a journal under `none`, the database's tables) is written
+  # back by the kernel during this one: dirty pages go out half a minute after they were made.
+  sync
   dbs=$(pg_pids)
   hop0=$(cpu $hop)
   issuer0=$(cpu "$issuer_pid")
