@@ -22,7 +22,8 @@ rate=${3:-20000}
 pg_rate=${4:-5000}
 source tests/support/run.sh
 issuer=19583 front=18583 admin=18590
-# WAL segments larger than a run writes: the steady state of a database that recycles them (see there).
+# WAL segments larger than a run writes: the steady state of a database that recycles them (see
+# tests/support/cluster.sh).
 pg_wal_segment=1024
 source tests/support/cluster.sh
 

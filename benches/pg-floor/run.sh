@@ -11,7 +11,8 @@ cd "$(dirname "$0")/../.."
 secs=${1:-10}
 batch=${2:-16}
 work=$(mktemp -d)
-# WAL segments larger than a run writes: the steady state of a database that recycles them (see there).
+# WAL segments larger than a run writes: the steady state of a database that recycles them (see
+# tests/support/cluster.sh).
 pg_wal_segment=1024
 source tests/support/cluster.sh
 pg_start
