@@ -1,12 +1,14 @@
 -- One group commit of cluster mode, as acquiro_commit gets it: :b transactions, each with the four
--- records of a purchase (received, forwarded, answered, told; bodies of a typical size) and the claim of
--- its key (:b is given by pgbench -D). Sequence numbers come from a sequence, keys from random STANs and
+-- records of a purchase (received, forwarded, answered, told; bodies of a typical size; the forward
+-- provisional, with the stand-in kept if its claim is lost) and the claim of its key (:b is given by
+-- pgbench -D). Sequence numbers come from a sequence, keys from random STANs and
 -- terminals.
 SELECT count(*) FROM acquiro_commit('bench', 1,
   array(SELECT nextval('bench_seq') FROM generate_series(1, 4 * :b)),
   array(SELECT (random() * 1e12)::bigint FROM generate_series(1, 4 * :b)),
   array(SELECT now() FROM generate_series(1, 4 * :b)),
   array(SELECT decode(repeat('5a', 150), 'hex') FROM generate_series(1, 4 * :b)),
+  array(SELECT CASE WHEN i % 4 = 1 THEN decode(repeat('5a', 12), 'hex') END FROM generate_series(1, 4 * :b) i),
   array(SELECT CASE WHEN i % 4 = 0 THEN 'TERM' || (random() * 1e6)::int END FROM generate_series(1, 4 * :b) i),
   array(SELECT CASE WHEN i % 4 = 0 THEN (random() * 999999)::int END FROM generate_series(1, 4 * :b) i),
   array(SELECT CASE WHEN i % 4 = 0 THEN 1202::smallint END FROM generate_series(1, 4 * :b) i),

@@ -12,6 +12,9 @@ pub(crate) struct Rows {
     pub(crate) txns: Vec<i64>,
     pub(crate) ats: Vec<SystemTime>,
     pub(crate) bodies: Vec<Vec<u8>>,
+    /// What is kept in a record's place if its transaction's claim in the same batch is lost (a
+    /// provisional forward; see `engine::withdrawn`).
+    pub(crate) alts: Vec<Option<Vec<u8>>>,
     pub(crate) terminals: Vec<Option<String>>,
     pub(crate) stans: Vec<Option<i32>>,
     pub(crate) days: Vec<Option<i16>>,
@@ -34,13 +37,17 @@ pub(crate) struct ClaimRows {
 }
 
 impl Rows {
-    /// Record number `seq`: its body is what the file journal writes (postcard, see `engine::Step`).
-    pub(crate) fn push(&mut self, seq: u64, record: &Record) {
+    /// Record number `seq`, committed with `claims`: its body is what the file journal writes
+    /// (postcard, see `engine::Step`).
+    pub(crate) fn push(&mut self, seq: u64, record: &Record, claims: &[Claim]) {
         self.seqs.push(seq as i64);
         self.txns.push(record.txn.0 as i64);
         self.ats.push(record.at);
         self.bodies
             .push(postcard::to_stdvec(record).unwrap_or_default());
+        self.alts.push(
+            engine::withdrawn(record, claims).map(|r| postcard::to_stdvec(&r).unwrap_or_default()),
+        );
         let (mut terminal, mut stan, mut day, mut last4, mut rrn) = (None, None, None, None, None);
         match &record.step {
             Step::Received(r) => {

@@ -8,7 +8,13 @@ use tokio_postgres::Client;
 use crate::Error;
 
 /// Every migration, oldest first: (version, SQL).
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_cluster.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_cluster.sql")),
+    (
+        2,
+        include_str!("../migrations/0002_provisional_forwards.sql"),
+    ),
+];
 
 /// The schema version this release writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -22,8 +22,8 @@ pub struct Store {
 }
 
 /// The statement [`Store::commit`] runs.
-const COMMIT: &str = "SELECT * FROM acquiro_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                                                   $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)";
+const COMMIT: &str = "SELECT * FROM acquiro_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                                                   $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)";
 
 /// What joining found: the node's store, and its records for recovery.
 #[derive(Debug)]
@@ -201,7 +201,7 @@ impl Store {
     ) -> Result<Committed, Error> {
         let mut rows = Rows::default();
         for (seq, record) in records {
-            rows.push(*seq, record);
+            rows.push(*seq, record, claims);
         }
         for claim in claims {
             rows.claim(claim);
@@ -223,6 +223,7 @@ impl Store {
                     &rows.txns,
                     &rows.ats,
                     &rows.bodies,
+                    &rows.alts,
                     &rows.terminals,
                     &rows.stans,
                     &rows.days,

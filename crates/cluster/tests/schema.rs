@@ -1,6 +1,7 @@
 //! The database is a contract: a database written by release 0.1.0 (schema version 1,
 //! `fixtures/schema-v1.sql`, a `pg_dump` of two nodes' records, claims and leases) must be read by
-//! every later release, migrated in place by its embedded migrations.
+//! every later release, migrated in place by its embedded migrations, and then take that release's
+//! commits.
 
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
@@ -123,6 +124,23 @@ fn the_database_release_0_1_0_wrote_is_read_back_whole() {
             .unwrap();
         let names: Vec<&str> = nodes.iter().map(|n| n.node.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
+        // Migrated, it takes this release's commits: a retransmit of txn 1's key, forwarded
+        // provisionally, loses its claim and its forward gives way to `Withdrawn`.
+        let at = UNIX_EPOCH + Duration::from_secs(1_795_000_100);
+        let record = |step| Record {
+            txn: TxnId(3),
+            at,
+            step,
+        };
+        let (first, forward) = (&records()[0], &records()[1]);
+        let batch = [
+            (7, record(first.step.clone())),
+            (8, record(forward.step.clone())),
+        ];
+        let done = joined.store.commit(&batch, &[claim(3, 1)], &[]).await;
+        assert_eq!(done.unwrap().lost, [TxnId(3)]);
+        let kept = joined.store.records_of("a", TxnId(3)).await.unwrap();
+        assert_eq!(kept, [batch[0].1.clone(), record(Step::Withdrawn)]);
     });
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cluster::throwaway::Server;
 use cluster::{Claim, Error, SCHEMA_VERSION, Store};
-use engine::{Received, Record, Step, TxnId};
+use engine::{LinkId, Original, Received, Record, Step, TxnId};
 use iso8583::{Mti, ResponseCode};
 
 const KEY: [u8; 16] = [7; 16];
@@ -134,6 +134,82 @@ fn a_key_is_claimed_once_across_nodes_and_the_loser_learns_who_holds_it() {
         assert_eq!(holder.fingerprint, 42);
         assert_eq!(holder.records, vec![first]);
         assert!(!holder.fenced, "a is live: its transaction may still move");
+    });
+}
+
+fn forwarded(txn: u64, stan: u32) -> Record {
+    Record {
+        txn: TxnId(txn),
+        at: now(),
+        step: Step::Forwarded {
+            issuer: "visa".into(),
+            link: LinkId(0),
+            upstream_stan: stan,
+            original: Original {
+                mti: Mti::new(*b"0200").unwrap(),
+                fields: vec![(37, format!("{stan:012}").into())],
+            },
+        },
+    }
+}
+
+/// A forward committed with its transaction's claim is provisional: it is kept if the claim is won;
+/// if it is lost, a `Withdrawn` record takes its place and number (the sequence stays whole, and the
+/// forward's RRN finds nothing of it).
+#[test]
+fn a_provisional_forward_stands_only_if_its_claim_is_won() {
+    let Some(pg) = Server::start("store::provisional") else {
+        return;
+    };
+    rt().block_on(async {
+        let a = Store::join(&pg.url(), "a", LEASE, &KEY).await.unwrap();
+        let b = Store::join(&pg.url(), "b", LEASE, &KEY).await.unwrap();
+        let first = [(1, received(1, 31)), (2, forwarded(1, 31))];
+        let done = a.store.commit(&first, &[claim(1, 31, 42)], &[]).await;
+        assert!(done.unwrap().lost.is_empty());
+        // b: a retransmit of a's key and a new key, each forwarded provisionally.
+        let batch = [
+            (1, received(7, 31)),
+            (2, forwarded(7, 31)),
+            (3, received(8, 32)),
+            (4, forwarded(8, 32)),
+        ];
+        let claims = [claim(7, 31, 42), claim(8, 32, 43)];
+        let lost = b.store.commit(&batch, &claims, &[]).await.unwrap().lost;
+        assert_eq!(lost, vec![TxnId(7)]);
+
+        let of = |node: &'static str, txn: u64| {
+            let store = &b.store;
+            async move { store.records_of(node, TxnId(txn)).await.unwrap() }
+        };
+        let withdrawn = Record {
+            step: Step::Withdrawn,
+            ..batch[1].1.clone()
+        };
+        assert_eq!(of("b", 7).await, vec![batch[0].1.clone(), withdrawn]);
+        assert_eq!(
+            of("b", 8).await,
+            vec![batch[2].1.clone(), batch[3].1.clone()]
+        );
+        assert_eq!(
+            of("a", 1).await,
+            vec![first[0].1.clone(), first[1].1.clone()]
+        );
+
+        let client = cluster::connect(&pg.url()).await.unwrap();
+        let verified = cluster::evidence::verify(&client).await.unwrap();
+        assert!(verified.problems.is_empty(), "{:?}", verified.problems);
+        let named = cluster::evidence::Named {
+            rrn: Some(format!("{:012}", 31)),
+            ..Default::default()
+        };
+        let found = cluster::evidence::timelines(&client, &named).await.unwrap();
+        let nodes: Vec<&str> = found.iter().map(|(node, _)| node.as_str()).collect();
+        assert_eq!(
+            nodes,
+            ["a", "a"],
+            "the withdrawn forward is no evidence of b's"
+        );
     });
 }
 

@@ -6,6 +6,15 @@
 //!
 //! The holder's state is read from its records, folded as recovery folds them, so a replay from another
 //! node gives what a replay on the holder's node would.
+//!
+//! A request this node can route now does not wait for its claim: it is forwarded in the same commit,
+//! provisionally, so that a purchase waits for two commits (claim with forward, then answer), not
+//! three. The store keeps that forward only if the commit wins the claim, and [`withdrawn`] is what it
+//! keeps otherwise; the write-ahead gate withdraws the held message ([`crate::Gate::withdraw`]), so a
+//! forward whose key is another transaction's never leaves. The engine then takes the transaction
+//! back and goes on as a request that waited for its claim. An advice, or a request that would be
+//! refused, still waits: what its terminal is told must not come before the store says whose the key
+//! is.
 
 use std::time::{Duration, Instant};
 
@@ -51,6 +60,20 @@ impl Claim {
             replacing: None,
         }
     }
+}
+
+/// What the store keeps in place of `record`, committed with `claims`, when the claim of its
+/// transaction is lost: a forward recorded in the same commit as its transaction's claim is the
+/// provisional one (a request otherwise forwards only once its claim was won, in a later commit), and
+/// gives way to [`Step::Withdrawn`]. `None`: the record stands whatever the claims.
+pub fn withdrawn(record: &Record, claims: &[Claim]) -> Option<Record> {
+    let provisional =
+        matches!(record.step, Step::Forwarded { .. }) && claims.iter().any(|c| c.txn == record.txn);
+    provisional.then(|| Record {
+        txn: record.txn,
+        at: record.at,
+        step: Step::Withdrawn,
+    })
 }
 
 /// Who holds a key, and what that transaction's records say.
@@ -156,7 +179,8 @@ fn verdict(trail: &Trail, fenced: bool) -> Verdict {
 }
 
 impl Engine {
-    /// Records a new request and claims its key; it is forwarded once the claim is won.
+    /// Records a new request and claims its key. A request that can be routed now is forwarded
+    /// provisionally in the same commit (see the module documentation); any other waits for the claim.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn claim_first(
         &mut self,
@@ -171,8 +195,45 @@ impl Engine {
         let claim = Claim::of(txn, &received);
         Self::journal(now, txn, Step::Received(received), out);
         out.push(Action::Claim(claim.clone()));
+        if self.routable(&msg) {
+            self.proceed(now, txn, key, vec![conn], msg, out);
+            if let Some(t) = self.txns.get_mut(&txn) {
+                t.claim = Some(claim);
+            }
+            return;
+        }
         let purpose = Purpose::Forward;
-        self.wait_for_store(now, txn, purpose, key, conn, msg, claim);
+        self.wait_for_store(now, txn, purpose, key, vec![conn], msg, claim);
+    }
+
+    /// A request (not an advice) with a route to an issuer and a link up to it.
+    fn routable(&self, msg: &Message) -> bool {
+        let issuer = msg.pan().and_then(|pan| self.routes.issuer(pan.expose()));
+        msg.mti().function() != 2 && issuer.and_then(|i| self.links.pick(i)).is_some()
+    }
+
+    /// The provisional forward of `txn` lost its claim: it never left (the gate withdrew it, the store
+    /// kept `Withdrawn`), so the engine takes it back and `txn` waits for the store as a request that
+    /// was never forwarded. Returns false when there is nothing to wait for: its terminal reversed it
+    /// meanwhile, and it is refused as a request still waiting for its claim would be.
+    fn take_back(&mut self, now: Now, txn: TxnId, out: &mut Vec<Action>) -> bool {
+        let Some(t) = self.txns.remove(&txn) else {
+            return false;
+        };
+        self.cancel(TimerId::Response(txn));
+        self.links.request_answered(t.pending);
+        self.links.release(t.pending);
+        self.stats.forwarded = self.stats.forwarded.saturating_sub(1);
+        let Some(claim) = t.claim else {
+            return false;
+        };
+        let purpose = Purpose::Forward;
+        self.wait_for_store(now, txn, purpose, t.key, t.waiters, t.request, claim);
+        if t.reverse_on_answer {
+            self.give_up_claim(now, txn, out);
+            return false;
+        }
+        true
     }
 
     /// `txn` waits for the store's answer about `claim` (asked already), until the longest issuer
@@ -184,7 +245,7 @@ impl Engine {
         txn: TxnId,
         purpose: Purpose,
         key: Key,
-        conn: ConnId,
+        waiters: Vec<ConnId>,
         msg: Message,
         claim: Claim,
     ) {
@@ -195,7 +256,7 @@ impl Engine {
             key,
             msg,
             claim,
-            waiters: vec![conn],
+            waiters,
             deadline,
         };
         self.claims.waiting.insert(txn, waiting);
@@ -234,7 +295,7 @@ impl Engine {
         };
         out.push(Action::Lookup(first.clone()));
         let purpose = Purpose::Reverse { lookups };
-        self.wait_for_store(now, txn, purpose, key, conn, msg, first);
+        self.wait_for_store(now, txn, purpose, key, vec![conn], msg, first);
     }
 
     /// The longest an issuer may take: a claim is given up after as long.
@@ -250,6 +311,18 @@ impl Engine {
         holder: Option<Holder>,
         out: &mut Vec<Action>,
     ) {
+        if let Some(t) = self.txns.get_mut(&txn)
+            && t.claim.is_some()
+        {
+            // Won: the provisional forward went out with the commit.
+            if holder.is_none() {
+                t.claim = None;
+                return;
+            }
+            if !self.take_back(now, txn, out) {
+                return;
+            }
+        }
         // Gone: given up before the store answered. Its key stays claimed by a transaction that ended
         // without being forwarded, which a later claim takes over.
         let Some(mut c) = self.claims.waiting.remove(&txn) else {
@@ -407,6 +480,25 @@ impl Engine {
             Ok(msg) => self.queue_terminal_reversal(now, txn, msg, index, reversal, out),
             Err(error) => {
                 tracing::error!(%error, "recorded request cannot be rebuilt for its reversal; needs manual action")
+            }
+        }
+    }
+
+    /// The journal cannot write: every forward still provisional is withdrawn (the gate still holds it
+    /// behind its claim's commit) and refused as a request waiting for its claim is. That commit may
+    /// land when the database returns; the `Withdrawn` record after it says the forward never left.
+    pub(crate) fn withdraw_provisional(&mut self, now: Now, out: &mut Vec<Action>) {
+        let mut txns: Vec<TxnId> = (self.txns.iter())
+            .filter(|(_, t)| t.claim.is_some())
+            .map(|(&txn, _)| txn)
+            .collect();
+        // In transaction order, not the hash map's: the same events give the same records.
+        txns.sort_unstable();
+        for txn in txns {
+            Self::journal(now, txn, Step::Withdrawn, out);
+            out.push(Action::Withdraw(txn));
+            if self.take_back(now, txn, out) {
+                self.give_up_claim(now, txn, out);
             }
         }
     }

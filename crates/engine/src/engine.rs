@@ -11,7 +11,7 @@ use iso8583::{Message, ResponseCode};
 
 use crate::FastMap;
 use crate::books::Books;
-use crate::claims::Claims;
+use crate::claims::{Claim, Claims};
 use crate::config::Config;
 use crate::event::{Action, ConnId, Event, LinkId, Now, TimerId, TxnId};
 use crate::idempotency::{Key, Table};
@@ -37,6 +37,9 @@ pub(crate) struct Txn {
     pub(crate) waiters: Vec<ConnId>,
     /// The terminal reversed it while in flight: an approval is reversed as soon as it arrives.
     pub(crate) reverse_on_answer: bool,
+    /// Cluster mode: forwarded in the same commit as this claim of its key, and provisional until the
+    /// store answers it (see `claims.rs`).
+    pub(crate) claim: Option<Claim>,
 }
 
 /// See the crate documentation.
@@ -225,8 +228,10 @@ impl Engine {
             Event::Claimed { txn, holder } => self.on_claimed(now, txn, holder, out),
             Event::JournalWritable(writable) => {
                 self.journal_writable = writable;
-                // Nothing waiting for a claim was forwarded: refused now rather than at its deadline.
+                // Nothing waiting for a claim was forwarded, nor will a provisional forward be:
+                // refused now rather than at its deadline.
                 if !writable {
+                    self.withdraw_provisional(now, out);
                     self.give_up_claims(now, out);
                 }
             }

@@ -127,6 +127,9 @@ pub enum Action {
         conn: ConnId,
         msg: Message,
     },
+    /// Cluster mode: the provisional forward of this transaction, still held by the write-ahead gate
+    /// behind its claim's commit, never goes out. The gate takes this; nothing else sees it.
+    Withdraw(TxnId),
 }
 
 /// Why a terminal's message got no answer.

@@ -225,6 +225,10 @@ pub enum Step {
         uploaded: bool,
         discrepancies: u32,
     },
+    /// Cluster mode: what the store keeps in place of a `Forwarded` record committed with its
+    /// transaction's claim when the claim is lost: the forward never left (the write-ahead gate
+    /// withdrew it), and the records that follow answer from the key's holder.
+    Withdrawn,
 }
 
 /// A forwarded request's MTI and the fields a reversal repeats, as text. The card number is left out: a

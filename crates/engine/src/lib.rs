@@ -38,7 +38,7 @@ mod upstream;
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub use books::{Batch, Books, Closed, Place, Settled, Totals, net_by_rrn, totals};
-pub use claims::{Claim, Holder};
+pub use claims::{Claim, Holder, withdrawn};
 pub use config::{Config, Idempotency, Issuer, Policy, Reversal};
 pub use engine::Engine;
 pub use event::{Action, ConnId, Event, LinkId, Now, TimerId, TxnId, Unanswered};

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use crate::event::Action;
+use crate::event::{Action, TxnId};
 use crate::journal::Record;
 
 /// See the module documentation. Sequence numbers are the journal's own: increasing, one per record.
@@ -22,6 +22,11 @@ pub trait Gate {
 
     /// Every record up to `seq` is durable: the effects that waited for them, in order, go to `released`.
     fn durable(&mut self, seq: u64, released: &mut Vec<Action>);
+
+    /// Cluster mode: the commit that is about to be reported durable lost the claims of `txns`, so
+    /// their provisional forwards (see `claims.rs`) never go out. Called before [`Gate::durable`] for
+    /// that commit, while those forwards are still held behind its records.
+    fn withdraw(&mut self, txns: &[TxnId]);
 
     /// Effects waiting for the journal.
     fn held(&self) -> usize;
@@ -41,6 +46,10 @@ pub trait Gate {
                 None
             }
             Action::Claim(_) | Action::Lookup(_) | Action::AnswerNow { .. } => Some(action),
+            Action::Withdraw(txn) => {
+                self.withdraw(&[txn]);
+                None
+            }
             effect => self.effect(effect),
         }
     }
@@ -90,6 +99,16 @@ impl Gate for Outbox {
                 released.push(effect);
             }
         }
+    }
+
+    fn withdraw(&mut self, txns: &[TxnId]) {
+        if txns.is_empty() {
+            return;
+        }
+        self.held.retain(|(_, effect)| match effect {
+            Action::Send { txn: Some(t), .. } => !txns.contains(t),
+            _ => true,
+        });
     }
 
     fn held(&self) -> usize {
@@ -174,6 +193,36 @@ mod tests {
         };
         assert!(gate.admit(now, &mut append).is_some());
         assert_eq!(gate.held(), 1, "the held effect still waits");
+    }
+
+    #[test]
+    fn a_withdrawn_forward_never_leaves_and_the_rest_still_do() {
+        let spec = dialects::builtin("iso87ascii").unwrap();
+        let send = |txn: u64| Action::Send {
+            link: LinkId(0),
+            txn: Some(TxnId(txn)),
+            msg: iso8583::Message::new(spec, iso8583::Mti::new(*b"0200").unwrap()),
+        };
+        let sent = |a: &Action| match a {
+            Action::Send { txn: Some(t), .. } => t.0,
+            other => panic!("not a forward: {other:?}"),
+        };
+        let mut gate = Outbox::default();
+        let mut append = journal();
+        assert!(gate.admit(record(), &mut append).is_none());
+        for txn in [1, 2, 3] {
+            assert!(gate.admit(send(txn), &mut append).is_none());
+        }
+        gate.withdraw(&[TxnId(2)]);
+        // The engine's own withdrawal goes through the gate, like every action.
+        assert!(
+            gate.admit(Action::Withdraw(TxnId(3)), &mut append)
+                .is_none()
+        );
+        let mut released = Vec::new();
+        gate.durable(1, &mut released);
+        assert_eq!(released.iter().map(sent).collect::<Vec<_>>(), [1]);
+        assert_eq!(gate.held(), 0);
     }
 
     #[test]

@@ -127,6 +127,8 @@ impl Trail {
             | Step::TimedOut
             | Step::LateAnswer { .. }
             | Step::InDoubt => {}
+            // The forward before it never left.
+            Step::Withdrawn => self.forwarded = None,
         }
     }
 

@@ -156,6 +156,7 @@ impl Engine {
                 pending,
                 waiters,
                 reverse_on_answer: false,
+                claim: None,
             },
         );
     }

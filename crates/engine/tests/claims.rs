@@ -1,6 +1,9 @@
-//! Cluster mode's rules: a new key is claimed before its request is forwarded, and a claim lost to
-//! another node's transaction is answered from that transaction's records. The other node is a second
-//! engine; the shared store's answers are given by hand.
+//! Cluster mode's rules: a new key is claimed with its request's first record, a request that can be
+//! routed is forwarded provisionally in the same commit, and a claim lost to another node's transaction
+//! is answered from that transaction's records. The other node is a second engine; the shared store's
+//! answers are given by hand, and the write-ahead gate (which holds a provisional forward until its
+//! claim's commit, and withdraws it when the claim is lost) is not in the picture: the tests see the
+//! engine's actions as it emits them.
 
 mod support;
 
@@ -57,7 +60,8 @@ fn claimed(h: &mut Harness, txn: TxnId, holder: Option<Holder>) -> Vec<Action> {
 fn approved_on(a: &mut Harness, tid: &str, stan: u32, amount: u64) -> TxnId {
     let out = a.request(1, a.purchase(tid, stan, amount));
     let txn = one_claim(&out).txn;
-    let (link, up) = one_sent(&claimed(a, txn, None));
+    let (link, up) = one_sent(&out);
+    assert!(claimed(a, txn, None).is_empty());
     let out = a.step(Event::Response {
         link,
         msg: answer(&up, "00"),
@@ -73,35 +77,39 @@ fn in_flight_on_a_then_retransmitted_on_b(a: &mut Harness, b: &mut Harness) -> (
     let original = one_claim(&out).txn;
     claimed(a, original, None);
     let out = b.request(5, b.purchase("TERM0001", 3, 100));
-    (original, one_claim(&out).txn)
+    let txn = one_claim(&out).txn;
+    claimed(b, txn, Some(holder(a, "a", original, false)));
+    (original, txn)
 }
 
 #[test]
-fn a_new_key_is_claimed_with_its_first_record_and_forwarded_only_once_won() {
+fn a_new_key_is_claimed_with_its_first_record_and_forwarded_provisionally_in_the_same_commit() {
     let mut a = node();
     let out = a.request(1, a.purchase("TERM0001", 1, 100));
-    assert!(matches!(steps(&out)[..], [Step::Received(_)]));
+    assert!(matches!(
+        steps(&out)[..],
+        [Step::Received(_), Step::Forwarded { .. }]
+    ));
     let claim = one_claim(&out);
-    let record = out.iter().position(|a| matches!(a, Action::Journal(_)));
-    let claim_at = out.iter().position(|a| matches!(a, Action::Claim(_)));
+    let position = |f: fn(&Action) -> bool| out.iter().position(f).unwrap();
+    let record = position(|a| matches!(a, Action::Journal(_)));
+    let claim_at = position(|a| matches!(a, Action::Claim(_)));
+    let send_at = position(|a| matches!(a, Action::Send { .. }));
     assert!(
-        record < claim_at,
-        "the claim goes with the record before it"
+        record < claim_at && claim_at < send_at,
+        "the claim goes with the record before it, the forward after both: {out:#?}"
     );
     assert_eq!((claim.terminal.as_str(), claim.stan), ("TERM0001", 1));
-    assert_eq!(
-        sent(&out).count(),
-        0,
-        "nothing leaves before the claim is won"
-    );
+    let (link, up) = one_sent(&out);
     // A retransmit meanwhile joins it, and is answered with it.
     let out = a.request(2, a.purchase("TERM0001", 1, 100));
     assert!(matches!(steps(&out)[..], [Step::Joined]));
     assert!(claims(&out).is_empty() && answers(&out).count() == 0);
 
-    let out = claimed(&mut a, claim.txn, None);
-    assert!(matches!(steps(&out)[..], [Step::Forwarded { .. }]));
-    let (link, up) = one_sent(&out);
+    assert!(
+        claimed(&mut a, claim.txn, None).is_empty(),
+        "won: the forward went with the commit"
+    );
     let out = a.step(Event::Response {
         link,
         msg: answer(&up, "00"),
@@ -125,8 +133,12 @@ fn a_key_another_node_answered_is_replayed_from_its_records_and_never_forwarded(
 
     let out = b.request(5, b.purchase("TERM0001", 7, 2500));
     let txn = one_claim(&out).txn;
+    assert_eq!(sent(&out).count(), 1, "provisional, held by the gate");
     let out = claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
     assert_eq!(sent(&out).count(), 0);
+    // Taken back: nothing of it is left in flight or in the timers.
+    assert_eq!(b.engine.in_flight(), 0);
+    assert!(b.engine.timer(TimerId::Response(txn)).is_none());
     let (conn, told) = one_answer(&out);
     assert_eq!(conn, ConnId(5));
     assert_eq!(rc(&told), ResponseCode::APPROVED);
@@ -158,7 +170,8 @@ fn a_key_in_flight_on_a_live_node_is_asked_about_again_until_it_is_answered() {
     let (mut a, mut b) = (node(), node());
     let out = a.request(1, a.purchase("TERM0001", 3, 100));
     let original = one_claim(&out).txn;
-    let (link, up) = one_sent(&claimed(&mut a, original, None));
+    let (link, up) = one_sent(&out);
+    claimed(&mut a, original, None);
 
     let out = b.request(5, b.purchase("TERM0001", 3, 100));
     let txn = one_claim(&out).txn;
@@ -182,13 +195,18 @@ fn a_key_in_flight_on_a_live_node_is_asked_about_again_until_it_is_answered() {
 #[test]
 fn a_key_still_held_in_flight_at_the_deadline_is_answered_91() {
     let (mut a, mut b) = (node(), node());
+    let started = b.now.mono;
     let (original, txn) = in_flight_on_a_then_retransmitted_on_b(&mut a, &mut b);
-    let deadline = b.engine.timer(TimerId::Claim(txn)).unwrap();
-    let mut last = Vec::new();
-    while b.now.mono < deadline {
+    let mut last = b.fire(TimerId::Claim(txn));
+    while answers(&last).count() == 0 {
+        assert_eq!(one_claim(&last).txn, txn, "asked again meanwhile");
         claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
         last = b.fire(TimerId::Claim(txn));
     }
+    assert!(
+        b.now.mono - started >= TIMEOUT,
+        "the deadline is the longest issuer timeout"
+    );
     assert_eq!(rc(&one_answer(&last).1), ResponseCode::ISSUER_UNAVAILABLE);
     assert_eq!(sent(&last).count(), 0);
     assert_eq!(b.engine.in_flight(), 0);
@@ -229,14 +247,38 @@ fn a_forwarded_request_of_a_node_taken_over_is_replayed_91() {
 fn while_the_journal_cannot_write_new_requests_are_refused_at_once_and_replays_still_go() {
     let mut a = node();
     approved_on(&mut a, "TERM0001", 1, 100);
+    // One forwarded provisionally, and one with no route that waits for its claim.
     let out = a.request(2, a.purchase("TERM0002", 2, 100));
+    let provisional = one_claim(&out).txn;
+    let mut unrouted = a.purchase("TERM0006", 6, 100);
+    unrouted.set(2, "9999990000000001").unwrap();
+    let out = a.request(6, unrouted);
     let waiting = one_claim(&out).txn;
+    assert_eq!(sent(&out).count(), 0);
 
     let out = a.step(Event::JournalWritable(false));
     assert!(
-        matches!(&out[..], [Action::Journal(_), Action::AnswerNow { msg, .. }] if rc(msg) == ResponseCode::ISSUER_UNAVAILABLE),
-        "the request waiting for its claim is refused at once: {out:#?}"
+        matches!(
+            &out[..],
+            [
+                Action::Journal(Record { step: Step::Withdrawn, .. }),
+                Action::Withdraw(w),
+                Action::Journal(_),
+                Action::AnswerNow { conn: ConnId(2), msg: first },
+                Action::Journal(_),
+                Action::AnswerNow { conn: ConnId(6), msg: second },
+            ] if *w == provisional
+                && rc(first) == ResponseCode::ISSUER_UNAVAILABLE
+                && rc(second) == ResponseCode::ISSUER_UNAVAILABLE
+        ),
+        "the provisional forward is withdrawn (the gate still holds it) and refused at once, as is the \
+         request waiting for its claim: {out:#?}"
     );
+    assert!(a.engine.timer(TimerId::Response(provisional)).is_none());
+    // Its commit may still land (the claim and the forward's record): the records after it say it
+    // never left, so a restart finds nothing in doubt.
+    let (_, found, _) = a.restart(a.journal.len());
+    assert_eq!((found.in_doubt, found.reversals), (0, 0), "{found:?}");
     let out = a.request(3, a.purchase("TERM0003", 3, 100));
     let now: Vec<_> = out
         .iter()
@@ -368,13 +410,18 @@ fn a_repeat_of_a_terminal_reversal_still_looked_up_waits_for_it_and_shares_its_a
 
 /// A terminal that reverses its purchase while the purchase still waits for its claim (a node that was
 /// paused sees both at once) is answered only once the purchase can never be forwarded: the purchase
-/// is refused, and winning its claim afterwards forwards nothing.
+/// is refused, and winning its claim afterwards forwards nothing. (A purchase with no route waits for
+/// its claim; one with a route is forwarded provisionally, below.)
 #[test]
 fn a_reversal_of_a_purchase_still_waiting_for_its_claim_withdraws_it() {
     let mut a = node();
-    let out = a.request(1, a.purchase("TERM0001", 5, 100));
+    let mut purchase = a.purchase("TERM0001", 5, 100);
+    purchase.set(2, "9999990000000001").unwrap();
+    let out = a.request(1, purchase);
     let original = one_claim(&out).txn;
-    let out = a.request(1, terminal_reversal(&a, "TERM0001", 5));
+    let mut reversal = terminal_reversal(&a, "TERM0001", 5);
+    reversal.set(2, "9999990000000001").unwrap();
+    let out = a.request(1, reversal);
     let told: Vec<(ConnId, ResponseCode)> = answers(&out).map(|(c, m)| (c, rc(m))).collect();
     assert_eq!(
         told,
@@ -390,6 +437,44 @@ fn a_reversal_of_a_purchase_still_waiting_for_its_claim_withdraws_it() {
         0,
         "forwarded after its reversal: {out:#?}"
     );
+}
+
+/// A terminal's reversal of a purchase forwarded provisionally is acknowledged at once, as for any
+/// forward in flight: if the claim is won, the approval is reversed when it comes; if it is lost, the
+/// purchase never left and is refused, as one waiting for its claim would be.
+#[test]
+fn a_reversal_of_a_provisional_forward_holds_whether_its_claim_is_won_or_lost() {
+    let (mut a, mut b) = (node(), node());
+    let out = b.request(1, b.purchase("TERM0001", 5, 100));
+    let txn = one_claim(&out).txn;
+    let (link, up) = one_sent(&out);
+    let out = b.request(1, terminal_reversal(&b, "TERM0001", 5));
+    let told: Vec<(ConnId, ResponseCode)> = answers(&out).map(|(c, m)| (c, rc(m))).collect();
+    assert_eq!(told, [(ConnId(1), ResponseCode::APPROVED)], "{out:#?}");
+    // Won: the approval that comes is reversed.
+    assert!(claimed(&mut b, txn, None).is_empty());
+    let out = b.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    let (_, rev) = one_sent(&out);
+    assert_eq!(rev.mti(), iso8583::Mti::REVERSAL, "{out:#?}");
+
+    // Lost: refused, nothing sent.
+    let mut c = node();
+    let original = approved_on(&mut a, "TERM0002", 6, 100);
+    let out = c.request(1, c.purchase("TERM0002", 6, 100));
+    let txn = one_claim(&out).txn;
+    c.request(1, terminal_reversal(&c, "TERM0002", 6));
+    let out = claimed(&mut c, txn, Some(holder(&a, "a", original, false)));
+    assert_eq!(sent(&out).count(), 0);
+    let told: Vec<(ConnId, ResponseCode)> = answers(&out).map(|(c, m)| (c, rc(m))).collect();
+    assert_eq!(
+        told,
+        [(ConnId(1), ResponseCode::ISSUER_UNAVAILABLE)],
+        "{out:#?}"
+    );
+    assert_eq!(c.engine.in_flight(), 0);
 }
 
 /// A terminal's reversal on the node that replayed another node's approval to its retransmit reverses

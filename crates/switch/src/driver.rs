@@ -256,6 +256,10 @@ impl Driver {
 
     fn on_report(&mut self, report: Report, out: &mut Vec<Action>) {
         match report {
+            Report::Withdrawn(txns) => {
+                self.recorder.withdrawn(&txns);
+                self.outbox.withdraw(&txns);
+            }
             Report::Durable(batch) => {
                 self.recorder.metrics().journal_batch(&batch);
                 let mut released = std::mem::take(&mut self.released);
@@ -337,8 +341,8 @@ impl Driver {
             // Committed with the records before it.
             Action::Claim(claim) => self.journal.claim(claim),
             Action::Lookup(key) => self.journal.look_up(key),
-            // The gate keeps records.
-            Action::Journal(_) => {}
+            // The gate keeps records, and takes withdrawals.
+            Action::Journal(_) | Action::Withdraw(_) => {}
         }
     }
 

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub(crate) request_seconds: HistogramVec,
     pub(crate) timeouts: IntCounterVec,
     pub(crate) late_answers: IntCounter,
+    pub(crate) forwards_withdrawn: IntCounter,
     pub(crate) undeliverable: IntCounter,
     pub(crate) duplicates: IntCounterVec,
     pub(crate) idempotency_entries: IntGauge,
@@ -207,6 +208,11 @@ impl Metrics {
                 &r,
                 "acquiro_late_answers_total",
                 "Issuer answers that came after the timeout.",
+            ),
+            forwards_withdrawn: counter(
+                &r,
+                "acquiro_forwards_withdrawn_total",
+                "Provisional forwards withdrawn before they left: their key was another node's (cluster mode).",
             ),
             undeliverable: counter(
                 &r,

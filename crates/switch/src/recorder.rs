@@ -153,8 +153,12 @@ impl Recorder {
             Step::InDoubt => m.in_doubt.inc(),
             Step::HeldElsewhere { .. } => m.duplicates.with_label_values(&["elsewhere"]).inc(),
             Step::Adopted { .. } => m.adopted.inc(),
-            // Counted by its response code (10) when told.
-            Step::Disconnected | Step::ApprovedAmount { .. } | Step::ReversalReplaces { .. } => {}
+            // Counted by its response code (10) when told. `Withdrawn` is the store's, never the
+            // engine's: see `withdrawn` below.
+            Step::Disconnected
+            | Step::ApprovedAmount { .. }
+            | Step::ReversalReplaces { .. }
+            | Step::Withdrawn => {}
         }
     }
 
@@ -172,6 +176,17 @@ impl Recorder {
     fn forwarded(&self, txn: TxnId) -> Option<(&str, Option<Instant>)> {
         let (issuer, at) = self.open.get(&txn)?.forwarded?;
         Some((self.issuers[issuer].as_str(), at))
+    }
+
+    /// Cluster mode: the provisional forwards of `txns` were withdrawn before they left; the answers
+    /// these transactions get are not an issuer's.
+    pub(crate) fn withdrawn(&mut self, txns: &[TxnId]) {
+        self.metrics.forwards_withdrawn.inc_by(txns.len() as u64);
+        for txn in txns {
+            if let Some(open) = self.open.get_mut(txn) {
+                open.forwarded = None;
+            }
+        }
     }
 
     /// A message of `txn` went to an issuer: the first one is its forward.

@@ -159,8 +159,6 @@ impl Store {
         if !self.current(node, epoch) {
             return Err(Fenced);
         }
-        let records = self.records.entry(node.to_string()).or_default();
-        records.extend(batch.records.iter().cloned());
         for (y, seq) in &batch.retire {
             if let Some(row) = self.nodes.get_mut(y)
                 && row.taken.as_ref().is_some_and(|(by, ..)| by == node)
@@ -184,6 +182,15 @@ impl Store {
                 _ => lost.push(claim.txn),
             }
         }
+        // A provisional forward stands only if its claim was won.
+        let records = self.records.entry(node.to_string()).or_default();
+        records.extend(batch.records.iter().map(|(seq, record)| {
+            let kept = match engine::withdrawn(record, &batch.claims) {
+                Some(stand_in) if lost.contains(&record.txn) => stand_in,
+                _ => record.clone(),
+            };
+            (*seq, kept)
+        }));
         Ok(lost)
     }
 

@@ -112,8 +112,30 @@ impl Gate for Leaky {
         Some(effect)
     }
     fn durable(&mut self, _: u64, _: &mut Vec<Action>) {}
+    fn withdraw(&mut self, _: &[TxnId]) {}
     fn held(&self) -> usize {
         0
+    }
+}
+
+/// The shipped gate, but for withdrawals, which it forgets: a provisional forward whose claim was lost
+/// goes out all the same. What the cluster simulation must catch.
+#[derive(Debug, Default)]
+pub(crate) struct Unwithdrawn(Outbox);
+
+impl Gate for Unwithdrawn {
+    fn appended(&mut self, seq: u64) {
+        self.0.appended(seq)
+    }
+    fn effect(&mut self, effect: Action) -> Option<Action> {
+        self.0.effect(effect)
+    }
+    fn durable(&mut self, seq: u64, released: &mut Vec<Action>) {
+        self.0.durable(seq, released)
+    }
+    fn withdraw(&mut self, _: &[TxnId]) {}
+    fn held(&self) -> usize {
+        self.0.held()
     }
 }
 
@@ -675,19 +697,26 @@ impl<G: Gate + Default> World<G> {
 
     fn make_durable(&mut self, n: usize) -> Committed {
         let node = &mut self.nodes[n];
-        let (seq, answers) = match &mut node.journal {
-            Journal::Disk(disk) => (Some(disk.sync()), Vec::new()),
+        let (seq, answers, lost) = match &mut node.journal {
+            Journal::Disk(disk) => (Some(disk.sync()), Vec::new(), Vec::new()),
             Journal::Shared { epoch, batch, .. } => {
                 let batch = std::mem::take(batch);
                 let store = self.store.as_mut().expect("a cluster's store");
-                match cluster::commit(store, &node.name, *epoch, &batch) {
-                    Some(answers) => (batch.records.last().map(|(seq, _)| *seq), answers),
-                    None => return Committed::Fenced,
-                }
+                let Some(answers) = cluster::commit(store, &node.name, *epoch, &batch) else {
+                    return Committed::Fenced;
+                };
+                // The claims this commit lost (the claims' answers come first, then the lookups').
+                let lost: Vec<TxnId> = (answers[..batch.claims.len()].iter())
+                    .filter(|(_, holder)| holder.is_some())
+                    .map(|(txn, _)| *txn)
+                    .collect();
+                (batch.records.last().map(|(seq, _)| *seq), answers, lost)
             }
         };
         let mut released = Vec::new();
         if let Some(seq) = seq {
+            // Their provisional forwards never go out.
+            node.gate.withdraw(&lost);
             node.gate.durable(seq, &mut released);
         }
         Committed::Durable(released, answers)
@@ -712,7 +741,7 @@ impl<G: Gate + Default> World<G> {
             // The simulated terminals send only requests their dialect can answer.
             Action::NoAnswer { conn, why } => panic!("{conn:?} got no answer: {why:?}"),
             Action::CloseLink(link) => self.link_down(n, link),
-            Action::Journal(_) => {}
+            Action::Journal(_) | Action::Withdraw(_) => {}
         }
     }
 

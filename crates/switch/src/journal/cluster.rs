@@ -169,6 +169,26 @@ async fn write(
         let Some(lost) = commit(&mut store, &url, &batch, &reports).await else {
             return;
         };
+        // Who holds each lost key is read before the commit is reported durable: a provisional forward
+        // must be withdrawn before the gate would let it out, and only where the claim is really lost
+        // (after a lost connection, `lost` names every claim of the batch, its own among them).
+        let mut answers = if batch.claims.is_empty() {
+            Vec::new()
+        } else {
+            let answers = claimed(&store, &batch.claims, &lost).await;
+            let won: Vec<TxnId> = (answers.iter())
+                .filter(|(_, holder)| holder.is_none())
+                .map(|(txn, _)| *txn)
+                .collect();
+            let withdrawn: Vec<TxnId> = (batch.claims.iter())
+                .map(|c| c.txn)
+                .filter(|txn| lost.contains(txn) && !won.contains(txn))
+                .collect();
+            if !withdrawn.is_empty() {
+                let _ = reports.send(Report::Withdrawn(withdrawn));
+            }
+            answers
+        };
         if let Some((last_seq, _)) = batch.records.last() {
             let _ = reports.send(Report::Durable(tranlog::Batch {
                 last_seq: *last_seq,
@@ -178,7 +198,6 @@ async fn write(
             }));
         }
         if !batch.claims.is_empty() || !batch.lookups.is_empty() {
-            let mut answers = claimed(&store, &batch.claims, &lost).await;
             answers.extend(looked_up(&store, &batch.lookups).await);
             let _ = reports.send(Report::Claimed(answers));
         }

@@ -18,6 +18,9 @@ use tokio::sync::{mpsc, watch};
 /// What a durable journal reports, in order.
 #[derive(Debug)]
 pub enum Report {
+    /// Cluster mode: the commit reported durable next lost the claims of these transactions, so their
+    /// provisional forwards never go out (see `engine::withdrawn`).
+    Withdrawn(Vec<TxnId>),
     Durable(tranlog::Batch),
     /// The stores' answers to claims, after the batch that carried them is durable: `None` when the
     /// key is the transaction's.
