@@ -4,10 +4,9 @@
 -- transaction is lost (`alts`; NULL for a record that stands whatever the claims), and decides the
 -- claims before it stores the records. The sequence of a node's records stays whole: a withdrawn
 -- forward keeps its number, with a record that says it never left.
-
-DROP FUNCTION acquiro_commit(text, bigint, bigint[], bigint[], timestamptz[], bytea[], text[], integer[],
-                             smallint[], text[], text[], bigint[], text[], text[], integer[], smallint[],
-                             boolean[], bigint[], text[], bigint[], text[], bigint[]);
+--
+-- The version 1 function (one argument fewer) stays beside it: a node of the previous release that is
+-- still running during a rolling upgrade goes on committing with it (it never forwards provisionally).
 
 -- One batch of one node, in one transaction: the fence, the claims, the records, and the work of nodes
 -- it took over that these records carry on (r_nodes up to r_seqs). Returns the claims lost to another
