@@ -6,16 +6,17 @@
 //!
 //! Authorizations (0100, 0120) are holds, not settled: their completion (a 0220) is.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::SystemTime;
 
 use compact_str::CompactString;
 use iso8583::Class;
 use serde::{Deserialize, Serialize};
 
-use crate::FastMap;
 use crate::event::TxnId;
+use crate::idempotency::MAX_PRESIZED;
 use crate::journal::{Original, Record, Step};
+use crate::{GrowingMap, GrowingSet};
 
 /// A transaction's place in the books: the node that recorded it (empty for a single node) and its id.
 pub type Place = (CompactString, TxnId);
@@ -185,10 +186,10 @@ pub struct Closed {
 /// The books: every transaction's entry, by place, and the terminals' settlements.
 #[derive(Debug)]
 pub struct Books {
-    entries: FastMap<Place, Entry>,
+    entries: GrowingMap<Place, Entry>,
     /// The places of each terminal's transactions: a batch is read, and closed, without a look at
     /// every other terminal's.
-    by_batch: HashMap<Batch, HashSet<Place, foldhash::fast::RandomState>>,
+    by_batch: HashMap<Batch, GrowingSet<Place>>,
     /// Places in the order their entries began, for eviction (some already gone: skipped).
     order: VecDeque<Place>,
     /// The most entries kept; beyond, the oldest go first.
@@ -205,7 +206,7 @@ pub struct Books {
 impl Default for Books {
     fn default() -> Books {
         Books {
-            entries: FastMap::default(),
+            entries: GrowingMap::default(),
             by_batch: HashMap::new(),
             order: VecDeque::new(),
             cap: usize::MAX,
@@ -231,6 +232,10 @@ impl Books {
     pub fn limit(&mut self, cap: usize) {
         self.cap = cap.max(1);
         self.evict();
+        // Sized for the cap up front, as the idempotency table's queue is: a ring that doubles as it
+        // fills copies itself whole at each doubling. Pages it has not reached yet are not resident.
+        self.order
+            .reserve(self.cap.min(MAX_PRESIZED).saturating_sub(self.order.len()));
     }
 
     /// Transactions dropped to stay within the limit while their batch was open.

@@ -22,8 +22,11 @@ use crate::journal::Received;
 /// Room for the usual 8-character DE41 and 15-character DE42 (and a little more).
 const ID_LEN: usize = 16;
 
+/// Shards of the map (a power of two).
+const SHARDS: usize = 256;
+
 /// The largest eviction queue allocated up front (512 MiB of address space at 32 bytes a key).
-const MAX_PRESIZED: usize = 1 << 24;
+pub(crate) const MAX_PRESIZED: usize = 1 << 24;
 
 /// 16 bytes, held twice per entry (map and eviction queue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -277,6 +280,8 @@ pub(crate) struct Conflict;
 #[derive(Debug)]
 pub(crate) struct Table<R> {
     map: DashMap<Key, Entry<R>>,
+    /// Entries in `map`, counted here: the map's own count reads every shard.
+    len: usize,
     /// Keys in insertion order, for eviction by age and by count.
     order: VecDeque<Queued>,
     /// The first entry's time: entries come oldest first (recovery's, then new ones).
@@ -289,7 +294,10 @@ impl<R> Table<R> {
     pub(crate) fn new(window: Duration, max_entries: usize) -> Table<R> {
         let max_entries = max_entries.max(1);
         Table {
-            map: DashMap::new(),
+            // Many small shards: a shard that fills moves its entries to a larger table all at once,
+            // and with 256 of them each move is a 256th of the table (`benches/engine_tail.rs`).
+            map: DashMap::with_shard_amount(SHARDS),
+            len: 0,
             // Sized for the cap up front: a ring buffer that doubles as it fills ends up to twice the
             // size it needs, all of it resident once it has wrapped around. Pages it has not reached
             // yet are not resident.
@@ -320,7 +328,8 @@ impl<R> Table<R> {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        debug_assert_eq!(self.len, self.map.len(), "the count kept beside the map");
+        self.len
     }
 
     /// Looks `key` up; a new key is recorded as in flight for `txn`.
@@ -347,6 +356,7 @@ impl<R> Table<R> {
                     fingerprint,
                     state: State::InFlight(txn),
                 });
+                self.len += 1;
             }
         }
         self.queue(key, txn, now);
@@ -358,7 +368,9 @@ impl<R> Table<R> {
     pub(crate) fn restore(&mut self, key: Key, fingerprint: u64, state: State<R>, since: Instant) {
         let entry = Entry { fingerprint, state };
         let txn = entry.txn();
-        self.map.insert(key, entry);
+        if self.map.insert(key, entry).is_none() {
+            self.len += 1;
+        }
         self.queue(key, txn, since);
     }
 
@@ -374,13 +386,17 @@ impl<R> Table<R> {
     }
 
     /// Forgets a key whose request never reached an issuer, so that a retry may go through.
-    pub(crate) fn forget(&self, key: &Key) {
-        self.map.remove(key);
+    pub(crate) fn forget(&mut self, key: &Key) {
+        if self.map.remove(key).is_some() {
+            self.len -= 1;
+        }
     }
 
     /// Forgets a key if transaction `txn` still holds it (see [`Idempotency::complete`]).
-    pub(crate) fn release(&self, key: &Key, txn: TxnId) {
-        self.map.remove_if(key, |_, e| e.txn() == txn);
+    pub(crate) fn release(&mut self, key: &Key, txn: TxnId) {
+        if self.map.remove_if(key, |_, e| e.txn() == txn).is_some() {
+            self.len -= 1;
+        }
     }
 
     /// Applies `f` to the entry of `key` and its fingerprint, if any.
@@ -399,7 +415,7 @@ impl<R> Table<R> {
         let mut kept = Vec::new();
         while let Some(&queued) = self.order.front() {
             let expired = now.saturating_duration_since(self.made(&queued)) >= self.window;
-            let over = self.map.len() > self.max_entries;
+            let over = self.len > self.max_entries;
             if !expired && !over {
                 break;
             }
@@ -407,6 +423,7 @@ impl<R> Table<R> {
             let removed = self.map.remove_if(&queued.key, |_, e| {
                 e.txn() == queued.txn && matches!(e.state, State::Done(_))
             });
+            self.len -= usize::from(removed.is_some());
             match removed {
                 Some(_) if !expired => evicted += 1,
                 Some(_) => {}
