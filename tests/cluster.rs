@@ -51,6 +51,18 @@ async fn a_retransmit_on_another_node_is_replayed_or_waited_for_never_forwarded_
     assert_eq!(text(&on_b, 39), "00");
     assert_eq!(text(&on_b, 38), text(&on_a, 38));
     assert_eq!(forwards(&issuer), 2, "one forward per purchase");
+    // Each of b's three was forwarded provisionally with its claim, and withdrawn when it lost it.
+    assert_eq!(withdrawn(&b).await, 3);
+    assert_eq!(withdrawn(&a).await, 0);
+}
+
+/// What a node's `acquiro_forwards_withdrawn_total` says.
+async fn withdrawn(n: &Switch) -> u64 {
+    let (_, body) = http_get(n.admin, "/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix("acquiro_forwards_withdrawn_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("the metric")
 }
 
 #[tokio::test]
@@ -66,6 +78,7 @@ async fn with_the_database_down_new_requests_get_91_at_once_and_the_node_resumes
     // The first request after the loss finds it out; every one after it is refused at once.
     assert_eq!(text(&purchase(&a, "TERM0002", 2, 100).await, 39), "91");
     a.log.until("database unavailable").await;
+    assert_eq!(withdrawn(&a).await, 1, "its provisional forward withdrawn");
     assert_eq!(text(&purchase(&a, "TERM0003", 3, 100).await, 39), "91");
     let (code, body) = http_get(a.admin, "/readyz").await;
     assert_eq!(code, 503, "{body}");

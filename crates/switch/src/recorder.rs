@@ -153,12 +153,10 @@ impl Recorder {
             Step::InDoubt => m.in_doubt.inc(),
             Step::HeldElsewhere { .. } => m.duplicates.with_label_values(&["elsewhere"]).inc(),
             Step::Adopted { .. } => m.adopted.inc(),
-            // Counted by its response code (10) when told. `Withdrawn` is the store's, never the
-            // engine's: see `withdrawn` below.
-            Step::Disconnected
-            | Step::ApprovedAmount { .. }
-            | Step::ReversalReplaces { .. }
-            | Step::Withdrawn => {}
+            // The engine's own withdrawal (the journal could not write); the store's comes as a report.
+            Step::Withdrawn => self.withdrawn(&[record.txn]),
+            // Counted by its response code (10) when told.
+            Step::Disconnected | Step::ApprovedAmount { .. } | Step::ReversalReplaces { .. } => {}
         }
     }
 
@@ -178,8 +176,9 @@ impl Recorder {
         Some((self.issuers[issuer].as_str(), at))
     }
 
-    /// Cluster mode: the provisional forwards of `txns` were withdrawn before they left; the answers
-    /// these transactions get are not an issuer's.
+    /// Cluster mode: the provisional forwards of `txns` were withdrawn before they left (by the store,
+    /// which lost their claims, or by the engine, when the journal could not write); the answers these
+    /// transactions get are not an issuer's.
     pub(crate) fn withdrawn(&mut self, txns: &[TxnId]) {
         self.metrics.forwards_withdrawn.inc_by(txns.len() as u64);
         for txn in txns {
