@@ -14,9 +14,8 @@ use iso8583::Class;
 use serde::{Deserialize, Serialize};
 
 use crate::event::TxnId;
-use crate::idempotency::MAX_PRESIZED;
 use crate::journal::{Original, Record, Step};
-use crate::{GrowingMap, GrowingSet};
+use crate::{GrowingMap, GrowingSet, MAX_PRESIZED};
 
 /// A transaction's place in the books: the node that recorded it (empty for a single node) and its id.
 pub type Place = (CompactString, TxnId);

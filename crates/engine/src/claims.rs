@@ -195,8 +195,11 @@ impl Engine {
         let claim = Claim::of(txn, &received);
         Self::journal(now, txn, Step::Received(received), out);
         out.push(Action::Claim(claim.clone()));
-        if self.routable(&msg) {
-            self.proceed(now, txn, key, vec![conn], msg, out);
+        // A request (not an advice) with a route and a link up to it.
+        let request = msg.mti().function() != 2;
+        let route = msg.pan().and_then(|pan| self.route(pan.expose()).ok());
+        if let (true, Some(route)) = (request, route) {
+            self.forward(now, txn, key, vec![conn], msg, route, out);
             if let Some(t) = self.txns.get_mut(&txn) {
                 t.claim = Some(claim);
             }
@@ -206,17 +209,14 @@ impl Engine {
         self.wait_for_store(now, txn, purpose, key, vec![conn], msg, claim);
     }
 
-    /// A request (not an advice) with a route to an issuer and a link up to it.
-    fn routable(&self, msg: &Message) -> bool {
-        let issuer = msg.pan().and_then(|pan| self.routes.issuer(pan.expose()));
-        msg.mti().function() != 2 && issuer.and_then(|i| self.links.pick(i)).is_some()
-    }
-
     /// The provisional forward of `txn` lost its claim: it never left (the gate withdrew it, the store
     /// kept `Withdrawn`), so the engine takes it back and `txn` waits for the store as a request that
     /// was never forwarded. Returns false when there is nothing to wait for: its terminal reversed it
     /// meanwhile, and it is refused as a request still waiting for its claim would be.
     fn take_back(&mut self, now: Now, txn: TxnId, out: &mut Vec<Action>) -> bool {
+        let Some(claim) = self.txns.get_mut(&txn).and_then(|t| t.claim.take()) else {
+            return false;
+        };
         let Some(t) = self.txns.remove(&txn) else {
             return false;
         };
@@ -224,9 +224,6 @@ impl Engine {
         self.links.request_answered(t.pending);
         self.links.release(t.pending);
         self.stats.forwarded = self.stats.forwarded.saturating_sub(1);
-        let Some(claim) = t.claim else {
-            return false;
-        };
         let purpose = Purpose::Forward;
         self.wait_for_store(now, txn, purpose, t.key, t.waiters, t.request, claim);
         if t.reverse_on_answer {
@@ -497,9 +494,8 @@ impl Engine {
         for txn in txns {
             Self::journal(now, txn, Step::Withdrawn, out);
             out.push(Action::Withdraw(txn));
-            if self.take_back(now, txn, out) {
-                self.give_up_claim(now, txn, out);
-            }
+            self.take_back(now, txn, out);
+            self.give_up_claim(now, txn, out);
         }
     }
 

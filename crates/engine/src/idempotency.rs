@@ -16,6 +16,7 @@ use iso8583::{Class, Field, Message, ResponseCode, Spec};
 use siphasher::sip::SipHasher13;
 use tinystr::TinyAsciiStr;
 
+use crate::MAX_PRESIZED;
 use crate::event::TxnId;
 use crate::journal::Received;
 
@@ -24,9 +25,6 @@ const ID_LEN: usize = 16;
 
 /// Shards of the map (a power of two).
 const SHARDS: usize = 256;
-
-/// The largest eviction queue allocated up front (512 MiB of address space at 32 bytes a key).
-pub(crate) const MAX_PRESIZED: usize = 1 << 24;
 
 /// 16 bytes, held twice per entry (map and eviction queue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

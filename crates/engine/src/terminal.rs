@@ -5,7 +5,7 @@
 use iso8583::{Class, ECHO_FIELDS, Message, ResponseCode};
 
 use crate::engine::{Engine, Txn};
-use crate::event::{Action, ConnId, Now, TimerId, TxnId, Unanswered};
+use crate::event::{Action, ConnId, LinkId, Now, TimerId, TxnId, Unanswered};
 use crate::fields::{self, set_rc};
 use crate::idempotency::{Answer, Done, Key, Lookup, State};
 use crate::journal::Step;
@@ -84,11 +84,26 @@ impl Engine {
         let Some(pan) = msg.pan() else {
             return self.refuse(now, txn, &waiters, &msg, ResponseCode::FORMAT_ERROR, out);
         };
-        self.forward(now, txn, key, waiters, msg, pan.expose(), out);
+        match self.route(pan.expose()) {
+            Ok(route) => self.forward(now, txn, key, waiters, msg, route, out),
+            Err(rc) => {
+                self.stats.unavailable += 1;
+                self.idempotency.forget(&key);
+                self.refuse(now, txn, &waiters, &msg, rc, out)
+            }
+        }
     }
 
-    /// Routes, renumbers and sends a new request upstream, journaling it first; `waiters` are the
-    /// connections to answer.
+    /// Where a request for card `pan` goes now: its issuer and the link to it, or what its terminal is
+    /// told instead (92: no issuer for the card; 91: no link up to it).
+    pub(crate) fn route(&self, pan: &[u8]) -> Result<(usize, LinkId), ResponseCode> {
+        let issuer = self.routes.issuer(pan).ok_or(NO_ROUTE)?;
+        let link = self.links.pick(issuer);
+        Ok((issuer, link.ok_or(ResponseCode::ISSUER_UNAVAILABLE)?))
+    }
+
+    /// Renumbers and sends a new request upstream on `route` (see [`Engine::route`]), journaling it
+    /// first; `waiters` are the connections to answer.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward(
         &mut self,
@@ -97,20 +112,9 @@ impl Engine {
         key: Key,
         waiters: Vec<ConnId>,
         msg: Message,
-        pan: &[u8],
+        (issuer, link): (usize, LinkId),
         out: &mut Vec<Action>,
     ) {
-        let Some(issuer) = self.routes.issuer(pan) else {
-            self.stats.unavailable += 1;
-            self.idempotency.forget(&key);
-            return self.refuse(now, txn, &waiters, &msg, NO_ROUTE, out);
-        };
-        let Some(link) = self.links.pick(issuer) else {
-            self.stats.unavailable += 1;
-            self.idempotency.forget(&key);
-            let rc = ResponseCode::ISSUER_UNAVAILABLE;
-            return self.refuse(now, txn, &waiters, &msg, rc, out);
-        };
         let pending = self
             .links
             .claim(link, msg.mti().class(), Pending::Request(txn));
