@@ -172,23 +172,14 @@ async fn write(
         // Who holds each lost key is read before the commit is reported durable: a provisional forward
         // must be withdrawn before the gate would let it out, and only where the claim is really lost
         // (after a lost connection, `lost` names every claim of the batch, its own among them).
-        let mut answers = if batch.claims.is_empty() {
-            Vec::new()
-        } else {
-            let answers = claimed(&store, &batch.claims, &lost).await;
-            let won: Vec<TxnId> = (answers.iter())
-                .filter(|(_, holder)| holder.is_none())
-                .map(|(txn, _)| *txn)
-                .collect();
-            let withdrawn: Vec<TxnId> = (batch.claims.iter())
-                .map(|c| c.txn)
-                .filter(|txn| lost.contains(txn) && !won.contains(txn))
-                .collect();
-            if !withdrawn.is_empty() {
-                let _ = reports.send(Report::Withdrawn(withdrawn));
-            }
-            answers
-        };
+        let mut answers = claimed(&store, &batch.claims, &lost).await;
+        // Lost for good: not found to be this node's own, whether its holder could be read or not.
+        let withdrawn: Vec<TxnId> = (lost.iter().copied())
+            .filter(|txn| !answers.iter().any(|(t, h)| t == txn && h.is_none()))
+            .collect();
+        if !withdrawn.is_empty() {
+            let _ = reports.send(Report::Withdrawn(withdrawn));
+        }
         if let Some((last_seq, _)) = batch.records.last() {
             let _ = reports.send(Report::Durable(tranlog::Batch {
                 last_seq: *last_seq,
