@@ -108,8 +108,26 @@ struct Claiming {
     claim: Claim,
     /// The request's connection and those of retransmits that joined it.
     waiters: Vec<ConnId>,
-    /// When the request is answered RC 91 if its claim is still not settled.
+    /// When the request is answered RC 91 if its claim is still not settled, unless `held`.
     deadline: Instant,
+    /// The store's last answer: another node's transaction holds the key, in flight, and that node is
+    /// not fenced. Such a request waits past its deadline: the holder's own response timer settles it,
+    /// or its node is taken over, whichever comes first. A 91 before then could contradict an approval
+    /// the holder is still making durable (a slow commit of that node).
+    held: bool,
+}
+
+impl Claiming {
+    /// When to ask the store again about a key held in flight: after [`POLL`], and at the deadline at
+    /// the latest until it has passed.
+    fn next_ask(&self, now: Now) -> Instant {
+        let poll = now.mono + POLL;
+        if now.mono < self.deadline {
+            poll.min(self.deadline)
+        } else {
+            poll
+        }
+    }
 }
 
 /// Requests waiting for their claims.
@@ -255,6 +273,7 @@ impl Engine {
             claim,
             waiters,
             deadline,
+            held: false,
         };
         self.claims.waiting.insert(txn, waiting);
     }
@@ -384,13 +403,14 @@ impl Engine {
                 self.idempotency.complete(&c.key, done);
             }
             Verdict::Take => {
+                c.held = false;
                 c.claim.replacing = Some((holder.node, holder.txn));
                 out.push(Action::Claim(c.claim.clone()));
                 self.claims.waiting.insert(txn, c);
             }
             Verdict::Wait => {
-                let at = (now.mono + POLL).min(c.deadline);
-                self.arm(TimerId::Claim(txn), at);
+                c.held = true;
+                self.arm(TimerId::Claim(txn), c.next_ask(now));
                 self.claims.waiting.insert(txn, c);
             }
         }
@@ -401,14 +421,14 @@ impl Engine {
         let Some(c) = self.claims.waiting.get_mut(&txn) else {
             return;
         };
-        if now.mono < c.deadline {
+        if now.mono < c.deadline || c.held {
             c.claim.replacing = None;
             out.push(match c.purpose {
                 Purpose::Forward => Action::Claim(c.claim.clone()),
                 Purpose::Reverse { .. } => Action::Lookup(c.claim.clone()),
             });
-            let deadline = c.deadline;
-            return self.arm(TimerId::Claim(txn), deadline);
+            let at = c.next_ask(now).max(c.deadline);
+            return self.arm(TimerId::Claim(txn), at);
         }
         self.give_up_claim(now, txn, out);
     }
@@ -481,9 +501,10 @@ impl Engine {
         }
     }
 
-    /// The journal cannot write: every forward still provisional is withdrawn (the gate still holds it
-    /// behind its claim's commit) and refused as a request waiting for its claim is. That commit may
-    /// land when the database returns; the `Withdrawn` record after it says the forward never left.
+    /// The journal cannot write, or a shutdown's grace period is over: every forward still provisional
+    /// is withdrawn (the gate still holds it behind its claim's commit) and refused as a request waiting
+    /// for its claim is. That commit may land later; the `Withdrawn` record after it says the forward
+    /// never left.
     pub(crate) fn withdraw_provisional(&mut self, now: Now, out: &mut Vec<Action>) {
         let mut txns: Vec<TxnId> = (self.txns.iter())
             .filter(|(_, t)| t.claim.is_some())

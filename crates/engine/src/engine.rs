@@ -223,6 +223,8 @@ impl Engine {
             Event::LinkDown(link) => self.on_link_down(link),
             Event::GraceOver => {
                 self.give_up_claims(now, out);
+                // Not timed out as the rest: a provisional forward has not left, and will not now.
+                self.withdraw_provisional(now, out);
                 self.on_grace_over(now, out)
             }
             Event::Claimed { txn, holder } => self.on_claimed(now, txn, holder, out),

@@ -162,6 +162,17 @@ impl Engine {
     /// The issuer did not answer in time: RC 91 to the terminal and, unless the request moves no money,
     /// a reversal upstream.
     pub(crate) fn on_timeout(&mut self, now: Now, txn: TxnId, out: &mut Vec<Action>) {
+        let Some(t) = self.txns.get(&txn) else {
+            return;
+        };
+        // Cluster mode: a provisional forward has not left (the gate holds it until its claim's commit
+        // is durable), so its issuer cannot be late yet, and the claim may be another node's whose
+        // answer the terminal must get, not a 91. It is timed again from now; the claim's answer
+        // comes first and settles it (taken back when lost).
+        if t.claim.is_some() {
+            let timeout = self.config.issuers[t.issuer].response_timeout;
+            return self.arm(TimerId::Response(txn), now.mono + timeout);
+        }
         let Some(t) = self.txns.remove(&txn) else {
             return;
         };

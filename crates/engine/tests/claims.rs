@@ -155,6 +155,77 @@ fn a_key_another_node_answered_is_replayed_from_its_records_and_never_forwarded(
 }
 
 #[test]
+fn a_provisional_forward_whose_commit_outlasts_the_response_timeout_waits_for_its_claim() {
+    let (mut a, mut b) = (node(), node());
+    let original = approved_on(&mut a, "TERM0001", 7, 2500);
+    // The retransmit on b is forwarded provisionally; b's commit of it is slow (a database under
+    // load), and the forward's response timer comes due before the claim's answer.
+    let out = b.request(5, b.purchase("TERM0001", 7, 2500));
+    let txn = one_claim(&out).txn;
+    let fired = b.fire(TimerId::Response(txn));
+    assert!(
+        answers(&fired).count() == 0 && steps(&fired).is_empty(),
+        "the forward has not left (the gate holds it behind the claim): nothing timed out, nothing \
+         told: {fired:#?}"
+    );
+    assert!(
+        b.engine.timer(TimerId::Response(txn)).is_some(),
+        "still timed"
+    );
+    // The claim was a's: the terminal is told a's approval, and nothing is reversed.
+    let out = claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED);
+    assert_eq!(sent(&out).count(), 0);
+    assert!(
+        !b.journal
+            .iter()
+            .any(|r| matches!(r.step, Step::TimedOut | Step::ReversalQueued)),
+        "{:#?}",
+        b.journal
+    );
+    assert_eq!(b.engine.in_flight(), 0);
+    assert!(b.engine.timer(TimerId::Response(txn)).is_none());
+}
+
+#[test]
+fn at_the_end_of_the_grace_period_a_provisional_forward_is_withdrawn_not_reversed() {
+    let mut a = node();
+    // One forward whose claim is won (it left), one still provisional.
+    let out = a.request(1, a.purchase("TERM0001", 1, 100));
+    let left = one_claim(&out).txn;
+    claimed(&mut a, left, None);
+    let out = a.request(2, a.purchase("TERM0002", 2, 100));
+    let provisional = one_claim(&out).txn;
+
+    let out = a.step(Event::GraceOver);
+    assert_eq!(a.engine.in_flight(), 0);
+    let withdrawn: Vec<TxnId> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Withdraw(txn) => Some(*txn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        withdrawn,
+        [provisional],
+        "the gate drops it: it never leaves"
+    );
+    let reversed: Vec<_> = sent(&out).map(|(_, m)| m.mti()).collect();
+    assert_eq!(
+        reversed,
+        [iso8583::Mti::REVERSAL],
+        "only the one that left: {out:#?}"
+    );
+    let told: Vec<_> = answers(&out).map(|(c, m)| (c, rc(m))).collect();
+    let unavailable = ResponseCode::ISSUER_UNAVAILABLE;
+    assert_eq!(told, [(ConnId(2), unavailable), (ConnId(1), unavailable)]);
+    // A restart after its commit lands finds nothing of it in doubt.
+    let (_, found, _) = a.restart(a.journal.len());
+    assert_eq!((found.in_doubt, found.reversals), (0, 1), "{found:?}");
+}
+
+#[test]
 fn a_different_request_under_a_key_held_elsewhere_is_refused_94() {
     let (mut a, mut b) = (node(), node());
     let original = approved_on(&mut a, "TERM0001", 7, 2500);
@@ -193,14 +264,51 @@ fn a_key_in_flight_on_a_live_node_is_asked_about_again_until_it_is_answered() {
 }
 
 #[test]
-fn a_key_still_held_in_flight_at_the_deadline_is_answered_91() {
+fn a_key_held_in_flight_by_a_live_node_is_waited_for_past_the_deadline_until_it_settles() {
     let (mut a, mut b) = (node(), node());
     let started = b.now.mono;
-    let (original, txn) = in_flight_on_a_then_retransmitted_on_b(&mut a, &mut b);
+    let out = a.request(1, a.purchase("TERM0001", 3, 100));
+    let original = one_claim(&out).txn;
+    let (link, up) = one_sent(&out);
+    claimed(&mut a, original, None);
+    let out = b.request(5, b.purchase("TERM0001", 3, 100));
+    let txn = one_claim(&out).txn;
+    claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+    // a's approval is slow to become durable (its commits stall): b keeps asking, past its deadline,
+    // and tells its terminal nothing meanwhile.
+    while b.now.mono - started < 2 * TIMEOUT {
+        let asked = b.fire(TimerId::Claim(txn));
+        assert_eq!(answers(&asked).count(), 0, "{asked:#?}");
+        assert_eq!(one_claim(&asked).txn, txn, "asked again");
+        claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+    }
+    a.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    let out = claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+    assert_eq!(
+        rc(&one_answer(&out).1),
+        ResponseCode::APPROVED,
+        "a's answer"
+    );
+    assert_eq!(sent(&out).count(), 0);
+    assert_eq!(b.engine.in_flight(), 0);
+}
+
+#[test]
+fn a_claim_the_store_never_answers_is_answered_91_at_the_deadline() {
+    let mut b = node();
+    let started = b.now.mono;
+    // A request with no route waits for its claim; the store does not answer it (a database that
+    // cannot be read): nothing says another node holds the key.
+    let mut unrouted = b.purchase("TERM0002", 4, 100);
+    unrouted.set(2, "9999990000000001").unwrap();
+    let out = b.request(6, unrouted);
+    let txn = one_claim(&out).txn;
     let mut last = b.fire(TimerId::Claim(txn));
     while answers(&last).count() == 0 {
         assert_eq!(one_claim(&last).txn, txn, "asked again meanwhile");
-        claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
         last = b.fire(TimerId::Claim(txn));
     }
     assert!(
@@ -209,7 +317,6 @@ fn a_key_still_held_in_flight_at_the_deadline_is_answered_91() {
     );
     assert_eq!(rc(&one_answer(&last).1), ResponseCode::ISSUER_UNAVAILABLE);
     assert_eq!(sent(&last).count(), 0);
-    assert_eq!(b.engine.in_flight(), 0);
 }
 
 #[test]
