@@ -1,8 +1,11 @@
 //! Cluster mode: a new request's idempotency key is claimed in the store every node shares before the
 //! request is forwarded; the claim is committed with the request's first record. The in-memory table
 //! still answers this node's own retransmits. A claim lost to another transaction turns the request into
-//! a replay of that transaction's answer, a wait for it (RC 91 if it does not come in time), or RC 94
-//! when the holder's request differs; it is never forwarded twice.
+//! a replay of that transaction's answer, a wait for it, or RC 94 when the holder's request differs; it
+//! is never forwarded twice. The wait lasts as long as the holder is in flight on a node not fenced
+//! (its own response timer ends it, or its node is taken over); RC 91 comes at the deadline only for a
+//! claim the store has not answered, since a 91 while the holder may still make an approval durable
+//! would contradict it.
 //!
 //! The holder's state is read from its records, folded as recovery folds them, so a replay from another
 //! node gives what a replay on the holder's node would.
@@ -14,7 +17,8 @@
 //! forward whose key is another transaction's never leaves. The engine then takes the transaction
 //! back and goes on as a request that waited for its claim. An advice, or a request that would be
 //! refused, still waits: what its terminal is told must not come before the store says whose the key
-//! is.
+//! is. For the same reason a provisional forward is not timed out before its claim is settled, and a
+//! terminal's reversal of it withdraws it and is acted on as a reversal of whatever holds the key.
 
 use std::time::{Duration, Instant};
 
@@ -229,14 +233,13 @@ impl Engine {
 
     /// The provisional forward of `txn` lost its claim: it never left (the gate withdrew it, the store
     /// kept `Withdrawn`), so the engine takes it back and `txn` waits for the store as a request that
-    /// was never forwarded. Returns false when there is nothing to wait for: its terminal reversed it
-    /// meanwhile, and it is refused as a request still waiting for its claim would be.
-    fn take_back(&mut self, now: Now, txn: TxnId, out: &mut Vec<Action>) -> bool {
+    /// was never forwarded.
+    fn take_back(&mut self, now: Now, txn: TxnId) {
         let Some(claim) = self.txns.get_mut(&txn).and_then(|t| t.claim.take()) else {
-            return false;
+            return;
         };
         let Some(t) = self.txns.remove(&txn) else {
-            return false;
+            return;
         };
         self.cancel(TimerId::Response(txn));
         self.links.request_answered(t.pending);
@@ -244,11 +247,6 @@ impl Engine {
         self.stats.forwarded = self.stats.forwarded.saturating_sub(1);
         let purpose = Purpose::Forward;
         self.wait_for_store(now, txn, purpose, t.key, t.waiters, t.request, claim);
-        if t.reverse_on_answer {
-            self.give_up_claim(now, txn, out);
-            return false;
-        }
-        true
     }
 
     /// `txn` waits for the store's answer about `claim` (asked already), until the longest issuer
@@ -335,9 +333,7 @@ impl Engine {
                 t.claim = None;
                 return;
             }
-            if !self.take_back(now, txn, out) {
-                return;
-            }
+            self.take_back(now, txn);
         }
         // Gone: given up before the store answered. Its key stays claimed by a transaction that ended
         // without being forwarded, which a later claim takes over.
@@ -502,9 +498,7 @@ impl Engine {
     }
 
     /// The journal cannot write, or a shutdown's grace period is over: every forward still provisional
-    /// is withdrawn (the gate still holds it behind its claim's commit) and refused as a request waiting
-    /// for its claim is. That commit may land later; the `Withdrawn` record after it says the forward
-    /// never left.
+    /// is withdrawn.
     pub(crate) fn withdraw_provisional(&mut self, now: Now, out: &mut Vec<Action>) {
         let mut txns: Vec<TxnId> = (self.txns.iter())
             .filter(|(_, t)| t.claim.is_some())
@@ -513,11 +507,21 @@ impl Engine {
         // In transaction order, not the hash map's: the same events give the same records.
         txns.sort_unstable();
         for txn in txns {
+            self.withdraw(now, txn, out);
+        }
+    }
+
+    /// A request forwarded provisionally, or still waiting for its claim, will not be forwarded: a
+    /// provisional forward is withdrawn (the gate still holds it behind its claim's commit, which may
+    /// land later; the `Withdrawn` record after it says it never left), and the request is refused as
+    /// one waiting for its claim is.
+    pub(crate) fn withdraw(&mut self, now: Now, txn: TxnId, out: &mut Vec<Action>) {
+        if self.txns.get(&txn).is_some_and(|t| t.claim.is_some()) {
             Self::journal(now, txn, Step::Withdrawn, out);
             out.push(Action::Withdraw(txn));
-            self.take_back(now, txn, out);
-            self.give_up_claim(now, txn, out);
+            self.take_back(now, txn);
         }
+        self.give_up_claim(now, txn, out);
     }
 
     /// Every claim still waiting is given up.

@@ -264,9 +264,16 @@ impl Engine {
         });
         match to_reverse {
             Some(Err(in_flight)) => match self.txns.get_mut(&in_flight) {
-                Some(t) => t.reverse_on_answer = true,
-                // Cluster mode: still waiting for its claim, so not forwarded yet; it never will be.
-                None => self.give_up_claim(now, in_flight, out),
+                Some(t) if t.claim.is_none() => t.reverse_on_answer = true,
+                // Cluster mode: forwarded provisionally (the gate holds it behind its claim's commit)
+                // or still waiting for its claim, so not forwarded yet; it never will be. The key may
+                // be held by another node's transaction, still making its answer durable: the store
+                // says, as for any original of another node.
+                _ => {
+                    self.withdraw(now, in_flight, out);
+                    let originals = candidates.map(|c| (c.stan, c.date));
+                    return self.look_up_original(now, txn, key, conn, msg, originals, out);
+                }
             },
             Some(Ok(Some((original_txn, (source, issuer), (rrn, amount), fingerprint)))) => {
                 let rrn = rrn.as_ref().map(|r| r.as_str());

@@ -532,54 +532,120 @@ fn a_reversal_of_a_purchase_still_waiting_for_its_claim_withdraws_it() {
     let told: Vec<(ConnId, ResponseCode)> = answers(&out).map(|(c, m)| (c, rc(m))).collect();
     assert_eq!(
         told,
-        [
-            (ConnId(1), ResponseCode::ISSUER_UNAVAILABLE),
-            (ConnId(1), ResponseCode::APPROVED)
-        ],
-        "the purchase refused, then its reversal acknowledged: {out:#?}"
+        [(ConnId(1), ResponseCode::ISSUER_UNAVAILABLE)],
+        "the purchase refused at once: {out:#?}"
     );
+    // Its key may be another node's: the reversal asks the store, which says it is this purchase's.
+    let lookup = one_lookup(&out);
     let out = claimed(&mut a, original, None);
     assert_eq!(
         sent(&out).count(),
         0,
         "forwarded after its reversal: {out:#?}"
     );
+    let own = holder(&a, "a", original, false);
+    let mut out = claimed(&mut a, lookup.txn, Some(own));
+    while answers(&out).count() == 0 {
+        let next = one_lookup(&out);
+        out = claimed(&mut a, next.txn, None);
+    }
+    assert_eq!(sent(&out).count(), 0, "nothing to reverse: {out:#?}");
+    assert_eq!(
+        rc(&one_answer(&out).1),
+        ResponseCode::APPROVED,
+        "acknowledged"
+    );
 }
 
-/// A terminal's reversal of a purchase forwarded provisionally is acknowledged at once, as for any
-/// forward in flight: if the claim is won, the approval is reversed when it comes; if it is lost, the
-/// purchase never left and is refused, as one waiting for its claim would be.
 #[test]
-fn a_reversal_of_a_provisional_forward_holds_whether_its_claim_is_won_or_lost() {
+fn a_reversal_of_a_retransmit_waiting_for_another_nodes_answer_reverses_that_answer() {
     let (mut a, mut b) = (node(), node());
-    let out = b.request(1, b.purchase("TERM0001", 5, 100));
-    let txn = one_claim(&out).txn;
+    // a approves, but its commit of the answer is slow: b's retransmit finds the key in flight there.
+    let out = a.request(1, a.purchase("TERM0001", 3, 100));
+    let original = one_claim(&out).txn;
     let (link, up) = one_sent(&out);
-    let out = b.request(1, terminal_reversal(&b, "TERM0001", 5));
-    let told: Vec<(ConnId, ResponseCode)> = answers(&out).map(|(c, m)| (c, rc(m))).collect();
-    assert_eq!(told, [(ConnId(1), ResponseCode::APPROVED)], "{out:#?}");
-    // Won: the approval that comes is reversed.
-    assert!(claimed(&mut b, txn, None).is_empty());
-    let out = b.step(Event::Response {
+    claimed(&mut a, original, None);
+    let out = b.request(5, b.purchase("TERM0001", 3, 100));
+    let txn = one_claim(&out).txn;
+    claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+    // The terminal gives up and reverses, on b.
+    let out = b.request(5, terminal_reversal(&b, "TERM0001", 3));
+    let told: Vec<ResponseCode> = answers(&out).map(|(_, m)| rc(m)).collect();
+    assert_eq!(
+        told,
+        [ResponseCode::ISSUER_UNAVAILABLE],
+        "the retransmit refused"
+    );
+    let lookup = one_lookup(&out);
+    // a's approval is durable now.
+    a.step(Event::Response {
         link,
         msg: answer(&up, "00"),
     });
+    let out = claimed(&mut b, lookup.txn, Some(holder(&a, "a", original, false)));
     let (_, rev) = one_sent(&out);
-    assert_eq!(rev.mti(), iso8583::Mti::REVERSAL, "{out:#?}");
+    assert_eq!(rev.mti(), iso8583::Mti::REVERSAL, "a's approval reversed");
+    assert_eq!(
+        rc(&one_answer(&out).1),
+        ResponseCode::APPROVED,
+        "acknowledged"
+    );
+}
 
-    // Lost: refused, nothing sent.
+/// A terminal's reversal of a purchase forwarded provisionally withdraws it (it has not left: the gate
+/// holds it behind its claim's commit) and is acted on as a reversal of whatever holds the key: nothing,
+/// when the claim is won; another node's approval, reversed, when it is lost.
+#[test]
+fn a_reversal_of_a_provisional_forward_withdraws_it_whether_its_claim_is_won_or_lost() {
+    let (mut a, mut b) = (node(), node());
+    let out = b.request(1, b.purchase("TERM0001", 5, 100));
+    let txn = one_claim(&out).txn;
+    let out = b.request(1, terminal_reversal(&b, "TERM0001", 5));
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Withdraw(w) if *w == txn)),
+        "{out:#?}"
+    );
+    let told: Vec<ResponseCode> = answers(&out).map(|(_, m)| rc(m)).collect();
+    assert_eq!(
+        told,
+        [ResponseCode::ISSUER_UNAVAILABLE],
+        "the purchase refused"
+    );
+    let lookup = one_lookup(&out);
+    // Won: the key is the withdrawn purchase's, and nothing stands at the issuer.
+    assert!(claimed(&mut b, txn, None).is_empty());
+    let own = holder(&b, "b", txn, false);
+    let mut out = claimed(&mut b, lookup.txn, Some(own));
+    while answers(&out).count() == 0 {
+        out = claimed(&mut b, one_lookup(&out).txn, None);
+    }
+    assert_eq!(sent(&out).count(), 0, "{out:#?}");
+    assert_eq!(
+        rc(&one_answer(&out).1),
+        ResponseCode::APPROVED,
+        "acknowledged"
+    );
+    assert_eq!(b.engine.in_flight(), 0);
+
+    // Lost to a's approval: that approval is reversed.
     let mut c = node();
     let original = approved_on(&mut a, "TERM0002", 6, 100);
     let out = c.request(1, c.purchase("TERM0002", 6, 100));
     let txn = one_claim(&out).txn;
-    c.request(1, terminal_reversal(&c, "TERM0002", 6));
+    let lookup = one_lookup(&c.request(1, terminal_reversal(&c, "TERM0002", 6)));
     let out = claimed(&mut c, txn, Some(holder(&a, "a", original, false)));
-    assert_eq!(sent(&out).count(), 0);
-    let told: Vec<(ConnId, ResponseCode)> = answers(&out).map(|(c, m)| (c, rc(m))).collect();
-    assert_eq!(
-        told,
-        [(ConnId(1), ResponseCode::ISSUER_UNAVAILABLE)],
+    assert!(
+        answers(&out).count() == 0 && sent(&out).count() == 0,
         "{out:#?}"
+    );
+    let out = claimed(&mut c, lookup.txn, Some(holder(&a, "a", original, false)));
+    let (_, rev) = one_sent(&out);
+    assert_eq!(rev.mti(), iso8583::Mti::REVERSAL, "{out:#?}");
+    assert_eq!(
+        rc(&one_answer(&out).1),
+        ResponseCode::APPROVED,
+        "acknowledged"
     );
     assert_eq!(c.engine.in_flight(), 0);
 }
