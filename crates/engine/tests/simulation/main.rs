@@ -1,6 +1,7 @@
 //! Deterministic simulation of the engine: seeded random schedules of terminal requests, retransmits,
 //! terminal reversals and disconnects; issuer approvals, declines, drops, late and repeated answers;
-//! link flaps; and crashes followed by recovery from the journal — each run checked against the
+//! link flaps; crashes followed by recovery from the journal; and in a cluster, a shared store whose
+//! commits now and then stall for longer than the issuers' response timeout — each run checked against the
 //! invariants in `simulation/invariants.rs`. The shell around the engine is the shipped one where it
 //! carries an invariant: the write-ahead gate (`engine::Outbox`), the engine's timers, and the journal's
 //! record encoding and recovery scan over a disk that tears at any byte (`simulation/disk.rs`).

@@ -27,6 +27,8 @@ use crate::terminal::{self, Terminal};
 /// Faults happen in this first stretch of simulated time; after it the world is calm until everything
 /// the run started has finished.
 const FAULTS: Duration = Duration::from_secs(30);
+/// One commit of a cluster's store in this many stalls for seconds (during the faults).
+const STALLS: u64 = 300;
 /// A run that has not settled this long after the faults stopped has lost something.
 const SETTLE: Duration = Duration::from_secs(2 * 3600);
 
@@ -654,7 +656,13 @@ impl<G: Gate + Default> World<G> {
         let node = &mut self.nodes[n];
         if node.journal.unsynced() && !node.sync_due {
             node.sync_due = true;
-            let commit = Duration::from_micros(self.rng.u64(0..5_000));
+            let shared = matches!(node.journal, Journal::Shared { .. });
+            let commit = if shared && self.now < FAULTS && self.rng.u64(0..STALLS) == 0 {
+                // A database under load: a commit that outlasts the issuers' response timeout.
+                Duration::from_millis(self.rng.u64(4_000..12_000))
+            } else {
+                Duration::from_micros(self.rng.u64(0..5_000))
+            };
             self.at(commit, Ev::Sync(n));
         }
     }
