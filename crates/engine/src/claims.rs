@@ -114,14 +114,24 @@ struct Claiming {
     waiters: Vec<ConnId>,
     /// When the request is answered RC 91 if its claim is still not settled, unless `held`.
     deadline: Instant,
-    /// The store's last answer: another node's transaction holds the key, in flight, and that node is
-    /// not fenced. Such a request waits past its deadline: the holder's own response timer settles it,
-    /// or its node is taken over, whichever comes first. A 91 before then could contradict an approval
-    /// the holder is still making durable (a slow commit of that node).
+    /// The store's last answer: another node's transaction holds the key, in flight, may still move
+    /// money, and that node is not fenced. Such a request waits past its deadline: the holder's own
+    /// response timer settles it, its restart reverses it, or its node is taken over, whichever comes
+    /// first. A 91 before then could contradict an approval the holder is still making durable (a slow
+    /// commit of that node).
     held: bool,
 }
 
 impl Claiming {
+    /// Whether the request is answered 91 now rather than asking the store again: past its deadline,
+    /// unless its key is `held` in flight elsewhere, or it is a terminal's reversal, which is never
+    /// refused for a slow store (its terminal may stop repeating it, and whatever it takes back would
+    /// stand).
+    fn gives_up(&self, now: Now) -> bool {
+        let reversal = matches!(self.purpose, Purpose::Reverse { .. });
+        now.mono >= self.deadline && !self.held && !reversal
+    }
+
     /// When to ask the store again about a key held in flight: after [`POLL`], and at the deadline at
     /// the latest until it has passed.
     fn next_ask(&self, now: Now) -> Instant {
@@ -405,7 +415,9 @@ impl Engine {
                 self.claims.waiting.insert(txn, c);
             }
             Verdict::Wait => {
-                c.held = true;
+                // A forward that cannot move money (a balance inquiry) may never settle where it is
+                // held (a restart leaves nothing to reverse), and a 91 cannot contradict it.
+                c.held = trail.forward().is_none() || trail.may_be_debited(&self.config);
                 self.arm(TimerId::Claim(txn), c.next_ask(now));
                 self.claims.waiting.insert(txn, c);
             }
@@ -417,7 +429,7 @@ impl Engine {
         let Some(c) = self.claims.waiting.get_mut(&txn) else {
             return;
         };
-        if now.mono < c.deadline || c.held {
+        if !c.gives_up(now) {
             c.claim.replacing = None;
             out.push(match c.purpose {
                 Purpose::Forward => Action::Claim(c.claim.clone()),

@@ -297,6 +297,28 @@ fn a_key_held_in_flight_by_a_live_node_is_waited_for_past_the_deadline_until_it_
 }
 
 #[test]
+fn a_key_held_by_another_nodes_balance_inquiry_is_answered_91_at_the_deadline() {
+    let (mut a, mut b) = (node(), node());
+    let mut inquiry = a.purchase("TERM0001", 3, 0);
+    inquiry.set(3, "310000").unwrap();
+    let out = a.request(1, inquiry.clone());
+    let original = one_claim(&out).txn;
+    claimed(&mut a, original, None);
+    // a never settles it (a restart of a leaves nothing to reverse for a request that moves no
+    // money): b does not wait for it past the deadline, since a 91 contradicts nothing.
+    let started = b.now.mono;
+    let txn = one_claim(&b.request(5, inquiry)).txn;
+    claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+    let mut last = b.fire(TimerId::Claim(txn));
+    while answers(&last).count() == 0 && b.now.mono - started < 3 * TIMEOUT {
+        claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+        last = b.fire(TimerId::Claim(txn));
+    }
+    assert!(b.now.mono - started >= TIMEOUT);
+    assert_eq!(rc(&one_answer(&last).1), ResponseCode::ISSUER_UNAVAILABLE);
+}
+
+#[test]
 fn a_claim_the_store_never_answers_is_answered_91_at_the_deadline() {
     let mut b = node();
     let started = b.now.mono;
@@ -465,6 +487,28 @@ fn a_terminal_reversal_of_another_nodes_approval_reverses_it_from_its_records() 
     // b's restart resumes the reversal from b's own records.
     let (_, found, _) = b.restart(b.journal.len() - 1);
     assert_eq!(found.reversals, 1, "{found:?}");
+}
+
+#[test]
+fn a_terminal_reversal_is_not_refused_for_a_slow_store() {
+    let (mut a, mut b) = (node(), node());
+    let original = approved_on(&mut a, "TERM0001", 5, 100);
+    let started = b.now.mono;
+    let lookup = one_lookup(&b.request(9, terminal_reversal(&b, "TERM0001", 5)));
+    // The store does not answer for twice the deadline: b asks again, and refuses nothing.
+    while b.now.mono - started < 2 * TIMEOUT {
+        let asked = b.fire(TimerId::Claim(lookup.txn));
+        assert_eq!(answers(&asked).count(), 0, "{asked:#?}");
+        assert_eq!(one_lookup(&asked).txn, lookup.txn, "asked again");
+    }
+    let out = claimed(&mut b, lookup.txn, Some(holder(&a, "a", original, false)));
+    let (_, rev) = one_sent(&out);
+    assert_eq!(rev.mti(), iso8583::Mti::REVERSAL, "{out:#?}");
+    assert_eq!(
+        rc(&one_answer(&out).1),
+        ResponseCode::APPROVED,
+        "acknowledged"
+    );
 }
 
 #[test]
