@@ -3,9 +3,10 @@
 //! still answers this node's own retransmits. A claim lost to another transaction turns the request into
 //! a replay of that transaction's answer, a wait for it, or RC 94 when the holder's request differs; it
 //! is never forwarded twice. The wait lasts as long as the holder is in flight on a node not fenced
-//! (its own response timer ends it, or its node is taken over); RC 91 comes at the deadline only for a
-//! claim the store has not answered, since a 91 while the holder may still make an approval durable
-//! would contradict it.
+//! (its own response timer ends it, its restart reverses it, or its node is taken over); RC 91 comes at
+//! the deadline only for a claim the store has not answered and for a holder that moves no money, since
+//! a 91 while the holder may still make an approval durable would contradict it. A terminal's reversal
+//! is never refused for a slow store.
 //!
 //! The holder's state is read from its records, folded as recovery folds them, so a replay from another
 //! node gives what a replay on the holder's node would.
