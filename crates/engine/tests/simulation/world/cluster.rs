@@ -117,13 +117,13 @@ impl<G: Gate + Default> World<G> {
             let (now, mut out) = (self.clock(), Vec::new());
             let engine = self.nodes[n].engine.as_mut().expect("a running node");
             engine.adopt(now, &takeover.node, takeover.records, &mut out);
+            // In the batch before the records that carry the work on, as the switch's driver appends
+            // both before its journal's next flush: one commit holds both. A crash armed for those
+            // records that strikes before the commit takes both with it (the takeover lapses with the
+            // node); one that strikes after it leaves both committed.
+            let retire = (takeover.node, takeover.through);
+            self.nodes[n].journal.batch().retire.push(retire);
             self.carry_out(n, out);
-            // Unless a crash armed for its records struck: the takeover then lapses with the node.
-            if self.nodes[n].engine.is_some() {
-                let retire = (takeover.node, takeover.through);
-                self.nodes[n].journal.batch().retire.push(retire);
-                self.schedule_sync(n);
-            }
         }
         self.at(self.lease / 3, Ev::Lease(n, generation));
     }
