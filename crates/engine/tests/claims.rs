@@ -33,6 +33,27 @@ fn one_claim(out: &[Action]) -> Claim {
     all[0].clone()
 }
 
+/// The store's answers to a terminal's reversal's lookups: `first` for the first, nothing for the
+/// candidates after it, until the reversal is answered.
+fn lookups_answered(h: &mut Harness, lookup: &Claim, first: Option<Holder>) -> Vec<Action> {
+    let mut out = claimed(h, lookup.txn, first);
+    while answers(&out).count() == 0 {
+        out = claimed(h, one_lookup(&out).txn, None);
+    }
+    out
+}
+
+/// A terminal's reversal acknowledged, after sending `reversals` reversals to issuers.
+fn assert_acknowledged(out: &[Action], reversals: usize) {
+    let mtis: Vec<_> = sent(out).map(|(_, m)| m.mti()).collect();
+    assert_eq!(mtis, vec![iso8583::Mti::REVERSAL; reversals], "{out:#?}");
+    assert_eq!(
+        rc(&one_answer(out).1),
+        ResponseCode::APPROVED,
+        "acknowledged"
+    );
+}
+
 /// Node `name`'s transaction `txn`, as the store would show it to another node.
 fn holder(h: &Harness, name: &str, txn: TxnId, fenced: bool) -> Holder {
     let records: Vec<Record> = h.journal.iter().filter(|r| r.txn == txn).cloned().collect();
@@ -502,13 +523,7 @@ fn a_terminal_reversal_is_not_refused_for_a_slow_store() {
         assert_eq!(one_lookup(&asked).txn, lookup.txn, "asked again");
     }
     let out = claimed(&mut b, lookup.txn, Some(holder(&a, "a", original, false)));
-    let (_, rev) = one_sent(&out);
-    assert_eq!(rev.mti(), iso8583::Mti::REVERSAL, "{out:#?}");
-    assert_eq!(
-        rc(&one_answer(&out).1),
-        ResponseCode::APPROVED,
-        "acknowledged"
-    );
+    assert_acknowledged(&out, 1);
 }
 
 #[test]
@@ -588,17 +603,7 @@ fn a_reversal_of_a_purchase_still_waiting_for_its_claim_withdraws_it() {
         "forwarded after its reversal: {out:#?}"
     );
     let own = holder(&a, "a", original, false);
-    let mut out = claimed(&mut a, lookup.txn, Some(own));
-    while answers(&out).count() == 0 {
-        let next = one_lookup(&out);
-        out = claimed(&mut a, next.txn, None);
-    }
-    assert_eq!(sent(&out).count(), 0, "nothing to reverse: {out:#?}");
-    assert_eq!(
-        rc(&one_answer(&out).1),
-        ResponseCode::APPROVED,
-        "acknowledged"
-    );
+    assert_acknowledged(&lookups_answered(&mut a, &lookup, Some(own)), 0);
 }
 
 #[test]
@@ -627,13 +632,7 @@ fn a_reversal_of_a_retransmit_waiting_for_another_nodes_answer_reverses_that_ans
         msg: answer(&up, "00"),
     });
     let out = claimed(&mut b, lookup.txn, Some(holder(&a, "a", original, false)));
-    let (_, rev) = one_sent(&out);
-    assert_eq!(rev.mti(), iso8583::Mti::REVERSAL, "a's approval reversed");
-    assert_eq!(
-        rc(&one_answer(&out).1),
-        ResponseCode::APPROVED,
-        "acknowledged"
-    );
+    assert_acknowledged(&out, 1);
 }
 
 /// A terminal's reversal of a purchase forwarded provisionally withdraws it (it has not left: the gate
@@ -660,16 +659,7 @@ fn a_reversal_of_a_provisional_forward_withdraws_it_whether_its_claim_is_won_or_
     // Won: the key is the withdrawn purchase's, and nothing stands at the issuer.
     assert!(claimed(&mut b, txn, None).is_empty());
     let own = holder(&b, "b", txn, false);
-    let mut out = claimed(&mut b, lookup.txn, Some(own));
-    while answers(&out).count() == 0 {
-        out = claimed(&mut b, one_lookup(&out).txn, None);
-    }
-    assert_eq!(sent(&out).count(), 0, "{out:#?}");
-    assert_eq!(
-        rc(&one_answer(&out).1),
-        ResponseCode::APPROVED,
-        "acknowledged"
-    );
+    assert_acknowledged(&lookups_answered(&mut b, &lookup, Some(own)), 0);
     assert_eq!(b.engine.in_flight(), 0);
 
     // Lost to a's approval: that approval is reversed.
@@ -684,13 +674,7 @@ fn a_reversal_of_a_provisional_forward_withdraws_it_whether_its_claim_is_won_or_
         "{out:#?}"
     );
     let out = claimed(&mut c, lookup.txn, Some(holder(&a, "a", original, false)));
-    let (_, rev) = one_sent(&out);
-    assert_eq!(rev.mti(), iso8583::Mti::REVERSAL, "{out:#?}");
-    assert_eq!(
-        rc(&one_answer(&out).1),
-        ResponseCode::APPROVED,
-        "acknowledged"
-    );
+    assert_acknowledged(&out, 1);
     assert_eq!(c.engine.in_flight(), 0);
 }
 
