@@ -83,7 +83,9 @@ impl Engine {
                 books
             },
             journal_writable: true,
-            timers: Timers::default(),
+            // Never more live requests than the idempotency table holds entries: a bound on the
+            // requests of one response timeout, cancelled timers included.
+            timers: Timers::with_capacity(config.idempotency.max_entries.min(crate::MAX_PRESIZED)),
             next_txn: 0,
             stats: Stats::default(),
             config,

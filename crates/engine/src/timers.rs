@@ -21,6 +21,17 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
+    /// Room for `expected` entries in the heap from the start. A cancelled timer stays in it until its
+    /// deadline, so it holds about a response timeout's worth of requests; grown by doubling, it would
+    /// move them all at once on the request that fills it (11 ms at half a million), stalling every
+    /// message behind that request.
+    pub(crate) fn with_capacity(expected: usize) -> Timers {
+        Timers {
+            heap: BinaryHeap::with_capacity(expected),
+            ..Timers::default()
+        }
+    }
+
     /// Fires `id` at `at`, replacing any earlier arming of it.
     pub(crate) fn arm(&mut self, id: TimerId, at: Instant) {
         self.next += 1;
