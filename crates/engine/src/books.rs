@@ -6,7 +6,7 @@
 //!
 //! Authorizations (0100, 0120) are holds, not settled: their completion (a 0220) is.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 use compact_str::CompactString;
@@ -14,8 +14,9 @@ use iso8583::Class;
 use serde::{Deserialize, Serialize};
 
 use crate::event::TxnId;
+use crate::fifo::Fifo;
 use crate::journal::{Original, Record, Step};
-use crate::{GrowingMap, GrowingSet, MAX_PRESIZED};
+use crate::{GrowingMap, GrowingSet};
 
 /// A transaction's place in the books: the node that recorded it (empty for a single node) and its id.
 pub type Place = (CompactString, TxnId);
@@ -190,7 +191,7 @@ pub struct Books {
     /// every other terminal's.
     by_batch: HashMap<Batch, GrowingSet<Place>>,
     /// Places in the order their entries began, for eviction (some already gone: skipped).
-    order: VecDeque<Place>,
+    order: Fifo<Place>,
     /// The most entries kept; beyond, the oldest go first.
     cap: usize,
     /// Entries dropped to stay within `cap` while their batch was open.
@@ -207,7 +208,7 @@ impl Default for Books {
         Books {
             entries: GrowingMap::default(),
             by_batch: HashMap::new(),
-            order: VecDeque::new(),
+            order: Fifo::default(),
             cap: usize::MAX,
             evicted: 0,
             forget_closed: false,
@@ -231,10 +232,6 @@ impl Books {
     pub fn limit(&mut self, cap: usize) {
         self.cap = cap.max(1);
         self.evict();
-        // Sized for the cap up front, as the idempotency table's queue is: a ring that doubles as it
-        // fills copies itself whole at each doubling. Pages it has not reached yet are not resident.
-        self.order
-            .reserve(self.cap.min(MAX_PRESIZED).saturating_sub(self.order.len()));
     }
 
     /// Transactions dropped to stay within the limit while their batch was open.

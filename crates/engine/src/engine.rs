@@ -83,9 +83,7 @@ impl Engine {
                 books
             },
             journal_writable: true,
-            // Never more live requests than the idempotency table holds entries: a bound on the
-            // requests of one response timeout, cancelled timers included.
-            timers: Timers::with_capacity(config.idempotency.max_entries.min(crate::MAX_PRESIZED)),
+            timers: Timers::default(),
             next_txn: 0,
             stats: Stats::default(),
             config,

@@ -5,7 +5,6 @@
 //! PAN, processing code, amount, currency). The PAN only enters the fingerprint, a keyed hash stable across
 //! restarts (the journal keeps it, and recovery rebuilds the table from it), never the table.
 
-use std::collections::VecDeque;
 use std::hash::Hasher;
 use std::time::{Duration, Instant};
 
@@ -16,8 +15,8 @@ use iso8583::{Class, Field, Message, ResponseCode, Spec};
 use siphasher::sip::SipHasher13;
 use tinystr::TinyAsciiStr;
 
-use crate::MAX_PRESIZED;
 use crate::event::TxnId;
+use crate::fifo::Fifo;
 use crate::journal::Received;
 
 /// Room for the usual 8-character DE41 and 15-character DE42 (and a little more).
@@ -281,7 +280,7 @@ pub(crate) struct Table<R> {
     /// Entries in `map`, counted here: the map's own count reads every shard.
     len: usize,
     /// Keys in insertion order, for eviction by age and by count.
-    order: VecDeque<Queued>,
+    order: Fifo<Queued>,
     /// The first entry's time: entries come oldest first (recovery's, then new ones).
     epoch: Option<Instant>,
     window: Duration,
@@ -296,10 +295,7 @@ impl<R> Table<R> {
             // and with 256 of them each move is a 256th of the table (`benches/engine_tail.rs`).
             map: DashMap::with_shard_amount(SHARDS),
             len: 0,
-            // Sized for the cap up front: a ring buffer that doubles as it fills ends up to twice the
-            // size it needs, all of it resident once it has wrapped around. Pages it has not reached
-            // yet are not resident.
-            order: VecDeque::with_capacity(max_entries.min(MAX_PRESIZED)),
+            order: Fifo::default(),
             epoch: None,
             window,
             max_entries,

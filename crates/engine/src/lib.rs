@@ -18,6 +18,7 @@ mod config;
 mod engine;
 mod event;
 mod fields;
+mod fifo;
 mod idempotency;
 mod journal;
 mod links;
@@ -42,10 +43,6 @@ pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::
 /// (`benches/engine_tail.rs` measures it).
 pub(crate) type GrowingMap<K, V> = griddle::HashMap<K, V, foldhash::fast::RandomState>;
 pub(crate) type GrowingSet<T> = griddle::HashSet<T, foldhash::fast::RandomState>;
-
-/// The largest eviction queue (the idempotency table's, the books') allocated up front: 512 MiB of
-/// address space at 32 bytes an item.
-pub(crate) const MAX_PRESIZED: usize = 1 << 24;
 
 pub use books::{Batch, Books, Closed, Place, Settled, Totals, net_by_rrn, totals};
 pub use claims::{Claim, Holder, withdrawn};
