@@ -21,6 +21,8 @@ terminals=${2:-200}
 rate=${3:-20000}
 pg_rate=${4:-5000}
 source tests/support/run.sh
+# The allocator as deploy/ runs the switch: freed memory kept, not handed back to the kernel.
+export MIMALLOC_PURGE_DELAY=-1
 issuer=19583 front=18583 admin=18590
 # WAL segments larger than a run writes: the steady state of a database that recycles them (see
 # tests/support/cluster.sh).

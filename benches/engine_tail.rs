@@ -3,7 +3,9 @@
 //! by doubling moves everything it holds at once, and the transaction that triggers it waits for all of
 //! it: that shows here as the maximum, and in the switch as a stall of every message behind it.
 //!
-//!     cargo bench -p acquiro --bench engine_tail [-- PURCHASES]
+//!     MIMALLOC_PURGE_DELAY=-1 cargo bench -p acquiro --bench engine_tail [-- PURCHASES]
+//!
+//! (the allocator setting deploy/ runs the switch with; without it, freeing a large table shows).
 
 #[path = "support/engine.rs"]
 #[allow(dead_code)]
@@ -12,6 +14,10 @@ mod support;
 use std::time::Duration;
 
 use support::Bench;
+
+/// The switch's allocator (see `main.rs`): how a table's memory comes and goes is part of its tail.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let purchases: u64 = std::env::args()
