@@ -436,7 +436,12 @@ impl Engine {
                 Purpose::Forward => Action::Claim(c.claim.clone()),
                 Purpose::Reverse { .. } => Action::Lookup(c.claim.clone()),
             });
-            let at = c.next_ask(now).max(c.deadline);
+            // The store's answer re-arms the poll; failing one, the deadline, or past it the next poll.
+            let at = if now.mono < c.deadline {
+                c.deadline
+            } else {
+                now.mono + POLL
+            };
             return self.arm(TimerId::Claim(txn), at);
         }
         self.give_up_claim(now, txn, out);

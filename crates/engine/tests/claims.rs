@@ -92,15 +92,23 @@ fn approved_on(a: &mut Harness, tid: &str, stan: u32, amount: u64) -> TxnId {
 }
 
 /// A purchase claimed and forwarded on `a`, unanswered, and its retransmit on `b` waiting for its
-/// claim: both transactions' ids.
-fn in_flight_on_a_then_retransmitted_on_b(a: &mut Harness, b: &mut Harness) -> (TxnId, TxnId) {
+/// claim: both transactions' ids, and the issuer's approval for `a` to get later.
+fn in_flight_on_a_then_retransmitted_on_b(
+    a: &mut Harness,
+    b: &mut Harness,
+) -> (TxnId, TxnId, Event) {
     let out = a.request(1, a.purchase("TERM0001", 3, 100));
     let original = one_claim(&out).txn;
+    let (link, up) = one_sent(&out);
     claimed(a, original, None);
     let out = b.request(5, b.purchase("TERM0001", 3, 100));
     let txn = one_claim(&out).txn;
     claimed(b, txn, Some(holder(a, "a", original, false)));
-    (original, txn)
+    let approval = Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    };
+    (original, txn, approval)
 }
 
 #[test]
@@ -288,13 +296,7 @@ fn a_key_in_flight_on_a_live_node_is_asked_about_again_until_it_is_answered() {
 fn a_key_held_in_flight_by_a_live_node_is_waited_for_past_the_deadline_until_it_settles() {
     let (mut a, mut b) = (node(), node());
     let started = b.now.mono;
-    let out = a.request(1, a.purchase("TERM0001", 3, 100));
-    let original = one_claim(&out).txn;
-    let (link, up) = one_sent(&out);
-    claimed(&mut a, original, None);
-    let out = b.request(5, b.purchase("TERM0001", 3, 100));
-    let txn = one_claim(&out).txn;
-    claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+    let (original, txn, approval) = in_flight_on_a_then_retransmitted_on_b(&mut a, &mut b);
     // a's approval is slow to become durable (its commits stall): b keeps asking, past its deadline,
     // and tells its terminal nothing meanwhile.
     while b.now.mono - started < 2 * TIMEOUT {
@@ -303,10 +305,7 @@ fn a_key_held_in_flight_by_a_live_node_is_waited_for_past_the_deadline_until_it_
         assert_eq!(one_claim(&asked).txn, txn, "asked again");
         claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
     }
-    a.step(Event::Response {
-        link,
-        msg: answer(&up, "00"),
-    });
+    a.step(approval);
     let out = claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
     assert_eq!(
         rc(&one_answer(&out).1),
@@ -387,7 +386,7 @@ fn a_key_whose_holder_ended_without_forwarding_is_taken_over_from_it_alone() {
 #[test]
 fn a_forwarded_request_of_a_node_taken_over_is_replayed_91() {
     let (mut a, mut b) = (node(), node());
-    let (original, txn) = in_flight_on_a_then_retransmitted_on_b(&mut a, &mut b);
+    let (original, txn, _) = in_flight_on_a_then_retransmitted_on_b(&mut a, &mut b);
     let out = claimed(&mut b, txn, Some(holder(&a, "a", original, true)));
     assert_eq!(rc(&one_answer(&out).1), ResponseCode::ISSUER_UNAVAILABLE);
     assert_eq!(sent(&out).count(), 0);
@@ -610,13 +609,7 @@ fn a_reversal_of_a_purchase_still_waiting_for_its_claim_withdraws_it() {
 fn a_reversal_of_a_retransmit_waiting_for_another_nodes_answer_reverses_that_answer() {
     let (mut a, mut b) = (node(), node());
     // a approves, but its commit of the answer is slow: b's retransmit finds the key in flight there.
-    let out = a.request(1, a.purchase("TERM0001", 3, 100));
-    let original = one_claim(&out).txn;
-    let (link, up) = one_sent(&out);
-    claimed(&mut a, original, None);
-    let out = b.request(5, b.purchase("TERM0001", 3, 100));
-    let txn = one_claim(&out).txn;
-    claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
+    let (original, _, approval) = in_flight_on_a_then_retransmitted_on_b(&mut a, &mut b);
     // The terminal gives up and reverses, on b.
     let out = b.request(5, terminal_reversal(&b, "TERM0001", 3));
     let told: Vec<ResponseCode> = answers(&out).map(|(_, m)| rc(m)).collect();
@@ -627,10 +620,7 @@ fn a_reversal_of_a_retransmit_waiting_for_another_nodes_answer_reverses_that_ans
     );
     let lookup = one_lookup(&out);
     // a's approval is durable now.
-    a.step(Event::Response {
-        link,
-        msg: answer(&up, "00"),
-    });
+    a.step(approval);
     let out = claimed(&mut b, lookup.txn, Some(holder(&a, "a", original, false)));
     assert_acknowledged(&out, 1);
 }
