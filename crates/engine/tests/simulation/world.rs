@@ -204,8 +204,9 @@ struct Node<G> {
 
 /// What a group commit made of a node's pending records.
 enum Committed {
-    /// Effects the gate let out, and the store's answers to claims and lookups.
-    Durable(Vec<Action>, Vec<(TxnId, Option<Holder>)>),
+    /// Durable through this record (none: nothing was appended), and the store's answers to claims
+    /// and lookups.
+    Durable(Option<u64>, Vec<(TxnId, Option<Holder>)>),
     /// The store refused it: the node lost its epoch.
     Fenced,
 }
@@ -691,12 +692,19 @@ impl<G: Gate + Default> World<G> {
             return;
         }
         match self.make_durable(n) {
-            Committed::Durable(released, answers) => {
-                for effect in released {
-                    self.effect(n, effect);
-                }
+            Committed::Durable(seq, answers) => {
+                // As the switch's writer reports them: the claims' answers, then the durable mark
+                // that lets the held effects out, so that no provisional forward leaves while the
+                // engine still takes its claim for unsettled.
                 for (txn, holder) in answers {
                     self.handle(n, Event::Claimed { txn, holder });
+                }
+                let mut released = Vec::new();
+                if let Some(seq) = seq {
+                    self.nodes[n].gate.durable(seq, &mut released);
+                }
+                for effect in released {
+                    self.effect(n, effect);
                 }
             }
             Committed::Fenced => self.fenced(n),
@@ -721,13 +729,11 @@ impl<G: Gate + Default> World<G> {
                 (batch.records.last().map(|(seq, _)| *seq), answers, lost)
             }
         };
-        let mut released = Vec::new();
-        if let Some(seq) = seq {
+        if seq.is_some() {
             // Their provisional forwards never go out.
             node.gate.withdraw(&lost);
-            node.gate.durable(seq, &mut released);
         }
-        Committed::Durable(released, answers)
+        Committed::Durable(seq, answers)
     }
 
     fn effect(&mut self, n: usize, effect: Action) {
@@ -775,10 +781,11 @@ impl<G: Gate + Default> World<G> {
         }
         self.run.crashes += 1;
         if self.rng.bool() {
-            let mut released = match self.make_durable(n) {
-                Committed::Durable(released, _) => released,
-                Committed::Fenced => Vec::new(),
-            };
+            // The commit went through; the process dies before the engine hears of it.
+            let mut released = Vec::new();
+            if let Committed::Durable(Some(seq), _) = self.make_durable(n) {
+                self.nodes[n].gate.durable(seq, &mut released);
+            }
             let done = self.rng.usize(0..=released.len());
             for effect in released.drain(..done) {
                 self.effect(n, effect);

@@ -172,13 +172,20 @@ async fn write(
         // Who holds each lost key is read before the commit is reported durable: a provisional forward
         // must be withdrawn before the gate would let it out, and only where the claim is really lost
         // (after a lost connection, `lost` names every claim of the batch, its own among them).
-        let mut answers = claimed(&store, &batch.claims, &lost).await;
+        let answers = claimed(&store, &batch.claims, &lost).await;
         // Lost for good: not found to be this node's own, whether its holder could be read or not.
         let withdrawn: Vec<TxnId> = (lost.iter().copied())
             .filter(|txn| !answers.iter().any(|(t, h)| t == txn && h.is_none()))
             .collect();
         if !withdrawn.is_empty() {
             let _ = reports.send(Report::Withdrawn(withdrawn));
+        }
+        // The claims' answers before the durable mark, which lets the provisional forwards out: the
+        // engine must know a forward's claim won before the forward leaves, or a terminal's reversal
+        // arriving in between finds it still provisional and withdraws a forward already sent (the
+        // issuer's approval then stands, unreversed).
+        if !answers.is_empty() {
+            let _ = reports.send(Report::Claimed(answers));
         }
         if let Some((last_seq, _)) = batch.records.last() {
             let _ = reports.send(Report::Durable(tranlog::Batch {
@@ -188,9 +195,8 @@ async fn write(
                 sync: Some(started.elapsed()),
             }));
         }
-        if !batch.claims.is_empty() || !batch.lookups.is_empty() {
-            answers.extend(looked_up(&store, &batch.lookups).await);
-            let _ = reports.send(Report::Claimed(answers));
+        if !batch.lookups.is_empty() {
+            let _ = reports.send(Report::Claimed(looked_up(&store, &batch.lookups).await));
         }
     }
 }
