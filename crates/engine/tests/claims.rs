@@ -91,6 +91,16 @@ fn approved_on(a: &mut Harness, tid: &str, stan: u32, amount: u64) -> TxnId {
     txn
 }
 
+/// A purchase approved on node a, then a request on node b under its key (TERM0001, STAN 7) for
+/// `amount`: both nodes, a's transaction and b's, and what b did with its request.
+fn approved_on_a_then_asked_on_b(amount: u64) -> (Harness, Harness, TxnId, TxnId, Vec<Action>) {
+    let (mut a, mut b) = (node(), node());
+    let original = approved_on(&mut a, "TERM0001", 7, 2500);
+    let out = b.request(5, b.purchase("TERM0001", 7, amount));
+    let txn = one_claim(&out).txn;
+    (a, b, original, txn, out)
+}
+
 /// A purchase claimed and forwarded on `a`, unanswered, and its retransmit on `b` waiting for its
 /// claim: both transactions' ids, and the issuer's approval for `a` to get later.
 fn in_flight_on_a_then_retransmitted_on_b(
@@ -149,8 +159,7 @@ fn a_new_key_is_claimed_with_its_first_record_and_forwarded_provisionally_in_the
 
 #[test]
 fn a_key_another_node_answered_is_replayed_from_its_records_and_never_forwarded() {
-    let (mut a, mut b) = (node(), node());
-    let original = approved_on(&mut a, "TERM0001", 7, 2500);
+    let (a, mut b, original, txn, out) = approved_on_a_then_asked_on_b(2500);
     let rrn = a
         .journal
         .iter()
@@ -160,8 +169,6 @@ fn a_key_another_node_answered_is_replayed_from_its_records_and_never_forwarded(
         })
         .unwrap();
 
-    let out = b.request(5, b.purchase("TERM0001", 7, 2500));
-    let txn = one_claim(&out).txn;
     assert_eq!(sent(&out).count(), 1, "provisional, held by the gate");
     let out = claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
     assert_eq!(sent(&out).count(), 0);
@@ -185,12 +192,9 @@ fn a_key_another_node_answered_is_replayed_from_its_records_and_never_forwarded(
 
 #[test]
 fn a_provisional_forward_whose_commit_outlasts_the_response_timeout_waits_for_its_claim() {
-    let (mut a, mut b) = (node(), node());
-    let original = approved_on(&mut a, "TERM0001", 7, 2500);
     // The retransmit on b is forwarded provisionally; b's commit of it is slow (a database under
     // load), and the forward's response timer comes due before the claim's answer.
-    let out = b.request(5, b.purchase("TERM0001", 7, 2500));
-    let txn = one_claim(&out).txn;
+    let (a, mut b, original, txn, _) = approved_on_a_then_asked_on_b(2500);
     let fired = b.fire(TimerId::Response(txn));
     assert!(
         answers(&fired).count() == 0 && steps(&fired).is_empty(),
@@ -256,10 +260,7 @@ fn at_the_end_of_the_grace_period_a_provisional_forward_is_withdrawn_not_reverse
 
 #[test]
 fn a_different_request_under_a_key_held_elsewhere_is_refused_94() {
-    let (mut a, mut b) = (node(), node());
-    let original = approved_on(&mut a, "TERM0001", 7, 2500);
-    let out = b.request(5, b.purchase("TERM0001", 7, 9900));
-    let txn = one_claim(&out).txn;
+    let (a, mut b, original, txn, _) = approved_on_a_then_asked_on_b(9900);
     let out = claimed(&mut b, txn, Some(holder(&a, "a", original, false)));
     assert_eq!(sent(&out).count(), 0);
     assert_eq!(rc(&one_answer(&out).1), ResponseCode::DUPLICATE);

@@ -699,11 +699,7 @@ impl<G: Gate + Default> World<G> {
                 for (txn, holder) in answers {
                     self.handle(n, Event::Claimed { txn, holder });
                 }
-                let mut released = Vec::new();
-                if let Some(seq) = seq {
-                    self.nodes[n].gate.durable(seq, &mut released);
-                }
-                for effect in released {
+                for effect in self.released(n, seq) {
                     self.effect(n, effect);
                 }
             }
@@ -734,6 +730,15 @@ impl<G: Gate + Default> World<G> {
             node.gate.withdraw(&lost);
         }
         Committed::Durable(seq, answers)
+    }
+
+    /// The effects the gate holds for records up to `seq` (none: nothing was appended), let out.
+    fn released(&mut self, n: usize, seq: Option<u64>) -> Vec<Action> {
+        let mut released = Vec::new();
+        if let Some(seq) = seq {
+            self.nodes[n].gate.durable(seq, &mut released);
+        }
+        released
     }
 
     fn effect(&mut self, n: usize, effect: Action) {
@@ -782,10 +787,10 @@ impl<G: Gate + Default> World<G> {
         self.run.crashes += 1;
         if self.rng.bool() {
             // The commit went through; the process dies before the engine hears of it.
-            let mut released = Vec::new();
-            if let Committed::Durable(Some(seq), _) = self.make_durable(n) {
-                self.nodes[n].gate.durable(seq, &mut released);
-            }
+            let mut released = match self.make_durable(n) {
+                Committed::Durable(seq, _) => self.released(n, seq),
+                Committed::Fenced => Vec::new(),
+            };
             let done = self.rng.usize(0..=released.len());
             for effect in released.drain(..done) {
                 self.effect(n, effect);
