@@ -465,6 +465,14 @@ fn one_lookup(out: &[Action]) -> Claim {
         .expect("a key looked up")
 }
 
+/// What a terminal's reversal of a request not yet forwarded did: that request (`what`) told 91, and
+/// the key looked up; the lookup.
+fn refused_91_and_looked_up(out: &[Action], what: &str) -> Claim {
+    let told: Vec<ResponseCode> = answers(out).map(|(_, m)| rc(m)).collect();
+    assert_eq!(told, [ResponseCode::ISSUER_UNAVAILABLE], "{what}");
+    one_lookup(out)
+}
+
 fn terminal_reversal(h: &Harness, tid: &str, stan: u32) -> iso8583::Message {
     let mut m = h.purchase(tid, stan, 100);
     m.set_mti(iso8583::Mti::REVERSAL);
@@ -613,13 +621,7 @@ fn a_reversal_of_a_retransmit_waiting_for_another_nodes_answer_reverses_that_ans
     let (original, _, approval) = in_flight_on_a_then_retransmitted_on_b(&mut a, &mut b);
     // The terminal gives up and reverses, on b.
     let out = b.request(5, terminal_reversal(&b, "TERM0001", 3));
-    let told: Vec<ResponseCode> = answers(&out).map(|(_, m)| rc(m)).collect();
-    assert_eq!(
-        told,
-        [ResponseCode::ISSUER_UNAVAILABLE],
-        "the retransmit refused"
-    );
-    let lookup = one_lookup(&out);
+    let lookup = refused_91_and_looked_up(&out, "the retransmit refused");
     // a's approval is durable now.
     a.step(approval);
     let out = claimed(&mut b, lookup.txn, Some(holder(&a, "a", original, false)));
@@ -640,13 +642,7 @@ fn a_reversal_of_a_provisional_forward_withdraws_it_whether_its_claim_is_won_or_
             .any(|a| matches!(a, Action::Withdraw(w) if *w == txn)),
         "{out:#?}"
     );
-    let told: Vec<ResponseCode> = answers(&out).map(|(_, m)| rc(m)).collect();
-    assert_eq!(
-        told,
-        [ResponseCode::ISSUER_UNAVAILABLE],
-        "the purchase refused"
-    );
-    let lookup = one_lookup(&out);
+    let lookup = refused_91_and_looked_up(&out, "the purchase refused");
     // Won: the key is the withdrawn purchase's, and nothing stands at the issuer.
     assert!(claimed(&mut b, txn, None).is_empty());
     let own = holder(&b, "b", txn, false);
