@@ -48,7 +48,10 @@ impl Engine {
             Lookup::Replay(original, answer) => {
                 self.answer_replay(now, original, conn, answer, msg, out)
             }
-            Lookup::New if !self.journal_writable => self.unavailable_now(conn, &key, msg, out),
+            Lookup::New if !self.journal_writable => {
+                self.unavailable_now(conn, &key, msg, out);
+                self.reverse_unknowing(now, [msg.clone()], out);
+            }
             Lookup::New => return Some((key, fingerprint)),
         }
         None

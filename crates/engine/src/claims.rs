@@ -24,12 +24,12 @@
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
-use iso8583::{Message, ResponseCode};
+use iso8583::{Message, Mti, ResponseCode};
 
 use crate::FastMap;
 use crate::engine::Engine;
 use crate::event::{Action, ConnId, Now, TimerId, TxnId};
-use crate::idempotency::{Done, Key};
+use crate::idempotency::{Done, Key, Lookup, fingerprint};
 use crate::journal::{Received, Record, Step};
 use crate::recovery::Trail;
 
@@ -180,8 +180,13 @@ impl Claims {
         self.waiting.keys().min().copied()
     }
 
-    fn txns(&self) -> Vec<TxnId> {
-        let mut txns: Vec<TxnId> = self.waiting.keys().copied().collect();
+    /// Requests waiting for their claims to be forwarded (not reversals looking up their originals),
+    /// in transaction order.
+    fn forwards(&self) -> Vec<TxnId> {
+        let mut txns: Vec<TxnId> = (self.waiting.iter())
+            .filter(|(_, c)| matches!(c.purpose, Purpose::Forward))
+            .map(|(&txn, _)| txn)
+            .collect();
         txns.sort_unstable();
         txns
     }
@@ -296,7 +301,7 @@ impl Engine {
         now: Now,
         txn: TxnId,
         key: Key,
-        conn: ConnId,
+        waiters: Vec<ConnId>,
         msg: Message,
         originals: [(u32, u16); 2],
         out: &mut Vec<Action>,
@@ -320,7 +325,7 @@ impl Engine {
         };
         out.push(Action::Lookup(first.clone()));
         let purpose = Purpose::Reverse { lookups };
-        self.wait_for_store(now, txn, purpose, key, vec![conn], msg, first);
+        self.wait_for_store(now, txn, purpose, key, waiters, msg, first);
     }
 
     /// The longest an issuer may take: a claim is given up after as long.
@@ -444,20 +449,71 @@ impl Engine {
             };
             return self.arm(TimerId::Claim(txn), at);
         }
-        self.give_up_claim(now, txn, out);
+        let refused = self.give_up_claim(now, txn, out);
+        self.reverse_unknowing(now, refused, out);
     }
 
     /// Answers RC 91 to a request whose claim did not settle in time (or at the end of a shutdown's
-    /// grace period, or when its terminal reversed it first).
-    pub(crate) fn give_up_claim(&mut self, now: Now, txn: TxnId, out: &mut Vec<Action>) {
-        let Some(c) = self.claims.waiting.remove(&txn) else {
-            return;
-        };
+    /// grace period, or when its terminal reversed it first). Gives the request back: its 91 was
+    /// told without the store's word on its key (see [`Engine::reverse_unknowing`]).
+    pub(crate) fn give_up_claim(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        out: &mut Vec<Action>,
+    ) -> Option<Message> {
+        let c = self.claims.waiting.remove(&txn)?;
         self.cancel(TimerId::Claim(txn));
         self.stats.unavailable += 1;
         self.idempotency.release(&c.key, txn);
         let rc = ResponseCode::ISSUER_UNAVAILABLE;
         self.refuse(now, txn, &c.waiters, &c.msg, rc, out);
+        Some(c.msg)
+    }
+
+    /// `refused` was told RC 91 before the store said whose its key is: the store was unreachable, or
+    /// did not answer in time. Another node may hold that key with an approval it made durable and
+    /// could not deliver (its terminal gave up waiting and retransmitted here), and this 91 is now the
+    /// terminal's last word on it: so whatever holds the key is reversed, as the terminal's own
+    /// reversal would have it, under a reversal the switch admits for the terminal. Its lookup waits
+    /// in the journal's next commit for the store, and a reversal is never given up for a slow store.
+    /// An advice told 91 is repeated by its terminal until it is accepted: nothing to undo.
+    pub(crate) fn reverse_unknowing(
+        &mut self,
+        now: Now,
+        refused: impl IntoIterator<Item = Message>,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.config.shared_keys {
+            return;
+        }
+        for request in refused {
+            if request.mti().function() != 2 {
+                self.reverse_unknowing_one(now, request, out);
+            }
+        }
+    }
+
+    fn reverse_unknowing_one(&mut self, now: Now, mut reversal: Message, out: &mut Vec<Action>) {
+        reversal.set_mti(Mti::REVERSAL);
+        let Some(key) = self.key(now, &reversal) else {
+            return;
+        };
+        let txn = self.new_txn();
+        let _txn = crate::engine::span(txn);
+        let fingerprint = fingerprint(&reversal, &self.config.card_key);
+        // A reversal of the terminal's own under the same key is acting on it already.
+        if !matches!(
+            self.idempotency.check(key, fingerprint, txn, now.mono),
+            Ok(Lookup::New)
+        ) {
+            return;
+        }
+        tracing::warn!(
+            "told 91 before the store said whose the key is: whatever holds it is reversed"
+        );
+        self.stats.refused_unknowing += 1;
+        self.act_on_reversal(now, txn, key, fingerprint, Vec::new(), reversal, out);
     }
 
     /// A terminal's reversal of `holder`'s transaction (another node's, or this node's from before a
@@ -516,36 +572,45 @@ impl Engine {
     }
 
     /// The journal cannot write, or a shutdown's grace period is over: every forward still provisional
-    /// is withdrawn.
-    pub(crate) fn withdraw_provisional(&mut self, now: Now, out: &mut Vec<Action>) {
+    /// is withdrawn. Gives back the requests refused.
+    pub(crate) fn withdraw_provisional(&mut self, now: Now, out: &mut Vec<Action>) -> Vec<Message> {
         let mut txns: Vec<TxnId> = (self.txns.iter())
             .filter(|(_, t)| t.claim.is_some())
             .map(|(&txn, _)| txn)
             .collect();
         // In transaction order, not the hash map's: the same events give the same records.
         txns.sort_unstable();
-        for txn in txns {
-            self.withdraw(now, txn, out);
-        }
+        (txns.into_iter())
+            .filter_map(|txn| self.withdraw(now, txn, out))
+            .collect()
     }
 
     /// A request forwarded provisionally, or still waiting for its claim, will not be forwarded: a
     /// provisional forward is withdrawn (the gate still holds it behind its claim's commit, which may
     /// land later; the `Withdrawn` record after it says it never left), and the request is refused as
-    /// one waiting for its claim is.
-    pub(crate) fn withdraw(&mut self, now: Now, txn: TxnId, out: &mut Vec<Action>) {
+    /// one waiting for its claim is (and given back, as [`Engine::give_up_claim`] does).
+    pub(crate) fn withdraw(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        out: &mut Vec<Action>,
+    ) -> Option<Message> {
         if self.txns.get(&txn).is_some_and(|t| t.claim.is_some()) {
             Self::journal(now, txn, Step::Withdrawn, out);
             out.push(Action::Withdraw(txn));
             self.take_back(now, txn);
         }
-        self.give_up_claim(now, txn, out);
+        self.give_up_claim(now, txn, out)
     }
 
-    /// Every claim still waiting is given up.
-    pub(crate) fn give_up_claims(&mut self, now: Now, out: &mut Vec<Action>) {
-        for txn in self.claims.txns() {
-            self.give_up_claim(now, txn, out);
-        }
+    /// Every request still waiting for its claim is given up. A reversal waiting for the store is
+    /// not: it is never refused for a slow store, and the switch's own would be lost (nobody repeats
+    /// it).
+    /// Gives back the requests refused.
+    pub(crate) fn give_up_claims(&mut self, now: Now, out: &mut Vec<Action>) -> Vec<Message> {
+        let txns = self.claims.forwards();
+        (txns.into_iter())
+            .filter_map(|txn| self.give_up_claim(now, txn, out))
+            .collect()
     }
 }

@@ -222,9 +222,11 @@ impl Engine {
             Event::LinkUp(link) => self.on_link_up(now, link, out),
             Event::LinkDown(link) => self.on_link_down(link),
             Event::GraceOver => {
-                self.give_up_claims(now, out);
+                // The node is ending: a reversal admitted for these refusals could not be looked
+                // up any more (see `reverse_unknowing`).
+                let _refused = self.give_up_claims(now, out);
                 // Not timed out as the rest: a provisional forward has not left, and will not now.
-                self.withdraw_provisional(now, out);
+                let _refused = self.withdraw_provisional(now, out);
                 self.on_grace_over(now, out)
             }
             Event::Claimed { txn, holder } => self.on_claimed(now, txn, holder, out),
@@ -233,8 +235,9 @@ impl Engine {
                 // Nothing waiting for a claim was forwarded, nor will a provisional forward be:
                 // refused now rather than at its deadline.
                 if !writable {
-                    self.withdraw_provisional(now, out);
-                    self.give_up_claims(now, out);
+                    let mut refused = self.withdraw_provisional(now, out);
+                    refused.extend(self.give_up_claims(now, out));
+                    self.reverse_unknowing(now, refused, out);
                 }
             }
             Event::ConnClosed(conn) => {

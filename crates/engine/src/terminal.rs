@@ -240,6 +240,23 @@ impl Engine {
             }
             Some((Lookup::New, fingerprint)) => fingerprint,
         };
+        self.act_on_reversal(now, txn, key, fingerprint, vec![conn], msg, out);
+    }
+
+    /// A reversal admitted as `txn`: whatever stands at the issuer for the original it names is
+    /// reversed (looked up in the store first when this node does not know it), then each of
+    /// `waiters` is answered.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn act_on_reversal(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        key: Key,
+        fingerprint: u64,
+        waiters: Vec<ConnId>,
+        msg: Message,
+        out: &mut Vec<Action>,
+    ) {
         let received = self.received(&msg, &key, fingerprint);
         Self::journal(now, txn, Step::Received(received), out);
         // The original is named by DE90 when present (its DE7 date, or the reversal's date when the
@@ -270,9 +287,10 @@ impl Engine {
                 // be held by another node's transaction, still making its answer durable: the store
                 // says, as for any original of another node.
                 _ => {
-                    self.withdraw(now, in_flight, out);
+                    // This reversal is the one that acts on whatever holds the key.
+                    let _refused = self.withdraw(now, in_flight, out);
                     let originals = candidates.map(|c| (c.stan, c.date));
-                    return self.look_up_original(now, txn, key, conn, msg, originals, out);
+                    return self.look_up_original(now, txn, key, waiters, msg, originals, out);
                 }
             },
             Some(Ok(Some((original_txn, (source, issuer), (rrn, amount), fingerprint)))) => {
@@ -297,12 +315,12 @@ impl Engine {
             // Cluster mode: the original may be another node's; its records say.
             None if self.config.shared_keys => {
                 let originals = candidates.map(|c| (c.stan, c.date));
-                return self.look_up_original(now, txn, key, conn, msg, originals, out);
+                return self.look_up_original(now, txn, key, waiters, msg, originals, out);
             }
             // Never forwarded, declined, or already reversed: nothing stands at the issuer.
             Some(Ok(None)) | None => {}
         }
-        self.reversal_acted_on(now, txn, key, &[conn], msg, out);
+        self.reversal_acted_on(now, txn, key, &waiters, msg, out);
     }
 
     /// A terminal's reversal, acted on: answered approved to each of `waiters` (recorded undeliverable

@@ -409,7 +409,7 @@ fn while_the_journal_cannot_write_new_requests_are_refused_at_once_and_replays_s
     let out = a.step(Event::JournalWritable(false));
     assert!(
         matches!(
-            &out[..],
+            &out[..6],
             [
                 Action::Journal(Record { step: Step::Withdrawn, .. }),
                 Action::Withdraw(w),
@@ -423,6 +423,11 @@ fn while_the_journal_cannot_write_new_requests_are_refused_at_once_and_replays_s
         ),
         "the provisional forward is withdrawn (the gate still holds it) and refused at once, as is the \
          request waiting for its claim: {out:#?}"
+    );
+    assert_eq!(
+        looked_up(&out[6..]),
+        [(2, false), (6, false)],
+        "each 91 was told without the store's word: whatever holds its key is to be reversed"
     );
     assert!(a.engine.timer(TimerId::Response(provisional)).is_none());
     // Its commit may still land (the claim and the forward's record): the records after it say it
@@ -438,10 +443,12 @@ fn while_the_journal_cannot_write_new_requests_are_refused_at_once_and_replays_s
         })
         .collect();
     assert_eq!(now, [ResponseCode::ISSUER_UNAVAILABLE]);
+    assert!(claims(&out).is_empty(), "nothing claimed");
     assert!(
-        steps(&out).is_empty() && claims(&out).is_empty(),
-        "unrecorded"
+        matches!(&steps(&out)[..], [Step::Received(r)] if r.mti == iso8583::Mti::REVERSAL),
+        "the request is unrecorded; the reversal in its name is: {out:#?}"
     );
+    assert_eq!(looked_up(&out), [(3, false)]);
     let out = a.request(4, a.purchase("TERM0001", 1, 100));
     assert!(
         matches!(&out[..], [Action::Journal(_), Action::AnswerNow { msg, .. }] if rc(msg) == ResponseCode::APPROVED),
@@ -453,6 +460,66 @@ fn while_the_journal_cannot_write_new_requests_are_refused_at_once_and_replays_s
     a.step(Event::JournalWritable(true));
     let out = a.request(5, a.purchase("TERM0005", 5, 100));
     assert_eq!(claims(&out).len(), 1);
+}
+
+/// The keys (STAN, reversal) the engine asked the store about.
+fn looked_up(out: &[Action]) -> Vec<(u32, bool)> {
+    (out.iter())
+        .filter_map(|a| match a {
+            Action::Lookup(k) => Some((k.stan, k.reversal)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_91_told_while_the_store_is_down_reverses_the_approval_another_node_made_under_its_key() {
+    // a made the approval durable, but its terminal gave up waiting and retransmitted through b,
+    // which cannot reach the store.
+    let (mut a, mut b) = (node(), node());
+    let original = approved_on(&mut a, "TERM0001", 7, 2500);
+    b.step(Event::JournalWritable(false));
+    let out = b.request(5, b.purchase("TERM0001", 7, 2500));
+    assert!(
+        matches!(&out[0], Action::AnswerNow { conn: ConnId(5), msg } if rc(msg) == ResponseCode::ISSUER_UNAVAILABLE),
+        "91 at once: {out:#?}"
+    );
+    assert_eq!(b.engine.stats().refused_unknowing, 1);
+    let lookup = one_lookup(&out);
+    assert_eq!((lookup.stan, lookup.reversal), (7, false));
+
+    b.step(Event::JournalWritable(true));
+    let out = claimed(&mut b, lookup.txn, Some(holder(&a, "a", original, false)));
+    let (_, rev) = one_sent(&out);
+    assert_eq!(rev.mti(), iso8583::Mti::REVERSAL);
+    let forwarded = a.journal.iter().find_map(|r| match &r.step {
+        Step::Forwarded { original, .. } => original.rrn().map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(Some(text(&rev, 37)), forwarded, "a's approval is reversed");
+    assert_eq!(answers(&out).count(), 0, "nobody waits for this reversal");
+    // b's restart resumes it from b's own records.
+    let (_, found, _) = b.restart(b.journal.len() - 1);
+    assert_eq!(found.reversals, 1, "{found:?}");
+}
+
+#[test]
+fn a_91_told_at_the_deadline_of_an_unanswered_claim_reverses_nothing_when_nothing_stands() {
+    let mut b = node();
+    let mut unrouted = b.purchase("TERM0002", 4, 100);
+    unrouted.set(2, "9999990000000001").unwrap();
+    let txn = one_claim(&b.request(6, unrouted)).txn;
+    let mut last = b.fire(TimerId::Claim(txn));
+    while answers(&last).count() == 0 {
+        last = b.fire(TimerId::Claim(txn));
+    }
+    let lookup = one_lookup(&last);
+    assert_eq!((lookup.stan, lookup.reversal), (4, false));
+    // The key is b's own refused request: nothing stands at any issuer.
+    let own = holder(&b, "b", txn, false);
+    let out = claimed(&mut b, lookup.txn, Some(own));
+    assert_eq!(sent(&out).count(), 0, "{out:#?}");
+    assert_eq!(answers(&out).count(), 0);
 }
 
 /// The key the engine asked the store about.

@@ -50,6 +50,7 @@ pub struct Metrics {
     pub(crate) batch_uploads: IntCounterVec,
     pub(crate) settlement_discrepancies: IntCounter,
     pub(crate) batch_evictions: IntCounter,
+    pub(crate) refused_unknowing: IntCounter,
     pub(crate) in_flight: IntGauge,
     pub(crate) link_up: IntGaugeVec,
     pub(crate) link_connect_failures: IntCounterVec,
@@ -291,6 +292,11 @@ impl Metrics {
                 &r,
                 "acquiro_batch_evictions_total",
                 "Transactions of open batches dropped because the switch's record of them was full (idempotency.max_entries): a terminal that does not settle.",
+            ),
+            refused_unknowing: counter(
+                &r,
+                "acquiro_refused_unknowing_total",
+                "Cluster mode: requests told RC 91 before the database said whose their key is (unreachable, or too slow); whatever another node holds under that key is then reversed.",
             ),
             settlement_discrepancies: counter(
                 &r,

@@ -291,6 +291,8 @@ impl Recorder {
         m.format_errors
             .inc_by(stats.format_errors - last.format_errors);
         m.unmatched.inc_by(stats.unmatched - last.unmatched);
+        m.refused_unknowing
+            .inc_by(stats.refused_unknowing - last.refused_unknowing);
         for (probe, now, before) in [
             ("sign_on", stats.sign_on_failures, last.sign_on_failures),
             ("echo", stats.echo_failures, last.echo_failures),

@@ -80,7 +80,7 @@ fn tally(steps: &mut BTreeMap<String, u64>, run: &Run) {
 /// Runs every seed of [`seeds`] in the world `make` builds and checks the invariants of each.
 fn every_seed(make: impl Fn(u64) -> World) {
     let (mut failed, mut crashes, mut outcomes) = (Vec::new(), 0, 0);
-    let (mut takeovers, mut fenced) = (0, 0);
+    let (mut takeovers, mut fenced, mut outages) = (0, 0, 0);
     let mut steps = BTreeMap::new();
     let trace = std::env::var("SIM_TRACE").ok();
     let seeds = seeds();
@@ -97,6 +97,7 @@ fn every_seed(make: impl Fn(u64) -> World) {
         }
         crashes += run.crashes;
         (takeovers, fenced) = (takeovers + run.takeovers, fenced + run.fenced);
+        outages += run.outages;
         outcomes += run.outcomes.len();
         tally(&mut steps, &run);
         let broken = invariants::broken(&run);
@@ -109,7 +110,7 @@ fn every_seed(make: impl Fn(u64) -> World) {
         }
     }
     eprintln!(
-        "{} seeds: {outcomes} transactions, {crashes} crashes, {takeovers} takeovers, {fenced} fenced, {} failed\njournaled: {steps:?}",
+        "{} seeds: {outcomes} transactions, {crashes} crashes, {takeovers} takeovers, {fenced} fenced, {outages} store outages, {} failed\njournaled: {steps:?}",
         seeds.len(),
         failed.len()
     );

@@ -381,11 +381,13 @@ impl Terminal {
                     (false, _) => (purchase, Told::Declined, amount, retransmits, false, None),
                 }
             }
+            // A reversal too is the terminal's to deliver: one not acted on (91 while the switch
+            // cannot write) is repeated at its timeout.
             State::Reversing {
                 purchase,
                 stan: reversal,
                 retransmits,
-            } if class == iso8583::Class::REVERSAL && stan == Some(reversal) => {
+            } if class == iso8583::Class::REVERSAL && stan == Some(reversal) && accepted => {
                 let amount = purchase.amount;
                 (purchase, Told::Reversed, amount, retransmits, false, None)
             }
@@ -408,7 +410,7 @@ impl Terminal {
                 stan: reversal,
                 actual,
                 retransmits,
-            } if class == iso8583::Class::REVERSAL && stan == Some(reversal) => {
+            } if class == iso8583::Class::REVERSAL && stan == Some(reversal) && accepted => {
                 (purchase, Told::Approved, actual, retransmits, false, None)
             }
             State::Settling {

@@ -64,6 +64,8 @@ enum Ev {
     Resume(usize),
     /// A terminal connection's close, as the engine of a paused node learns it when it continues.
     Closed(usize, ConnId),
+    /// Cluster: the store cannot be reached for this long (a database restart or failover).
+    Outage(Duration),
 }
 
 /// Everything a run leaves for the invariant checks.
@@ -93,6 +95,8 @@ pub(crate) struct Run {
     /// Cluster: takeovers of a lapsed node's work, and commits refused by the fence.
     pub takeovers: u32,
     pub fenced: u32,
+    /// Cluster: outages of the store.
+    pub outages: u32,
     /// A hash of every event and every action, in order: the same seed gives the same trace.
     pub trace: u64,
     /// The trace itself, when asked for.
@@ -200,6 +204,9 @@ struct Node<G> {
     /// Lost with its machine: never started again.
     lost: bool,
     lease_generation: u64,
+    /// Told the journal cannot write (its commit found the store unreachable), until a commit goes
+    /// through.
+    unwritable: bool,
 }
 
 /// What a group commit made of a node's pending records.
@@ -218,6 +225,8 @@ pub(crate) struct World<G = Outbox> {
     /// Cluster: the store the nodes share, and their lease.
     store: Option<Store>,
     lease: Duration,
+    /// Cluster: when the store's current outage ends.
+    outage: Option<Duration>,
     start: (Instant, std::time::SystemTime),
     now: Duration,
     queue: BinaryHeap<Reverse<(Duration, u64)>>,
@@ -302,6 +311,7 @@ impl<G: Gate + Default> World<G> {
                 paused: None,
                 lost: false,
                 lease_generation: 0,
+                unwritable: false,
             })
             .collect();
         let mut world = World {
@@ -310,6 +320,7 @@ impl<G: Gate + Default> World<G> {
             nodes,
             store: cluster.map(|c| Store::new(c.lease, c.fencing)),
             lease: cluster.map_or(Duration::ZERO, |c| c.lease),
+            outage: None,
             start: (
                 Instant::now(),
                 UNIX_EPOCH + Duration::from_secs(1_795_000_000),
@@ -340,6 +351,7 @@ impl<G: Gate + Default> World<G> {
                 crashes: 0,
                 takeovers: 0,
                 fenced: 0,
+                outages: 0,
                 trace: 0,
                 lines: None,
             },
@@ -568,6 +580,7 @@ impl<G: Gate + Default> World<G> {
             }
             Ev::Pause(n, for_) => self.pause(n, for_),
             Ev::Resume(n) => self.resume(n),
+            Ev::Outage(for_) => self.outage(for_),
         }
     }
 
@@ -691,11 +704,17 @@ impl<G: Gate + Default> World<G> {
         if self.nodes[n].engine.is_none() {
             return;
         }
+        if let Some(back) = self.store_back_in() {
+            return self.commit_waits(n, back);
+        }
         match self.make_durable(n) {
             Committed::Durable(seq, answers) => {
-                // As the switch's writer reports them: the claims' answers, then the durable mark
-                // that lets the held effects out, so that no provisional forward leaves while the
-                // engine still takes its claim for unsettled.
+                // As the switch's writer reports them: writable again, the claims' answers, then the
+                // durable mark that lets the held effects out, so that no provisional forward leaves
+                // while the engine still takes its claim for unsettled.
+                if std::mem::take(&mut self.nodes[n].unwritable) {
+                    self.handle(n, Event::JournalWritable(true));
+                }
                 for (txn, holder) in answers {
                     self.handle(n, Event::Claimed { txn, holder });
                 }
@@ -785,7 +804,7 @@ impl<G: Gate + Default> World<G> {
             return;
         }
         self.run.crashes += 1;
-        if self.rng.bool() {
+        if self.rng.bool() && self.store_back_in().is_none() {
             // The commit went through; the process dies before the engine hears of it.
             let mut released = match self.make_durable(n) {
                 Committed::Durable(seq, _) => self.released(n, seq),

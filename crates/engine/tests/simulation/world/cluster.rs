@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use engine::{Gate, Holder, Recovery, TxnId};
+use engine::{Event, Gate, Holder, Recovery, TxnId};
 
 use super::{Ev, FAULTS, Journal, World};
 use crate::store::{Batch, Store};
@@ -52,6 +52,37 @@ impl<G: Gate + Default> World<G> {
             let pause = self.ms(lease / 2..lease * 3);
             self.at(at, Ev::Pause(n, pause));
         }
+        if self.rng.bool() {
+            let (at, outage) = (self.ms(0..faults), self.ms(100..lease * 2));
+            self.at(at, Ev::Outage(outage));
+        }
+    }
+
+    /// The store cannot be reached until `for_` from now: commits wait for it (their engines told
+    /// the journal cannot write), nodes cannot join, renew their leases or take others over.
+    pub(super) fn outage(&mut self, for_: Duration) {
+        self.run.outages += 1;
+        let end = self.now + for_;
+        self.outage = Some(self.outage.map_or(end, |e| e.max(end)));
+    }
+
+    /// How long until the store can be reached again; `None` when it can now.
+    pub(super) fn store_back_in(&self) -> Option<Duration> {
+        self.outage
+            .filter(|&end| self.now < end)
+            .map(|end| end - self.now)
+    }
+
+    /// A node's commit finds the store unreachable: the writer tells the engine once, and commits the
+    /// batch (with what comes meanwhile) once the store is back.
+    pub(super) fn commit_waits(&mut self, n: usize, back: Duration) {
+        // Due already: what the engine does on hearing it joins this batch, not a commit of its own.
+        self.nodes[n].sync_due = true;
+        let retry = back + self.ms(0..50);
+        self.at(retry, Ev::Sync(n));
+        if !std::mem::replace(&mut self.nodes[n].unwritable, true) {
+            self.handle(n, Event::JournalWritable(false));
+        }
     }
 
     /// What a node's new incarnation recovers from: its disk, or what the store hands it on joining
@@ -61,6 +92,7 @@ impl<G: Gate + Default> World<G> {
         let node = &mut self.nodes[n];
         match &mut node.journal {
             Journal::Disk(disk) => Some(disk.recover()),
+            Journal::Shared { .. } if self.outage.is_some_and(|end| now < end) => None,
             Journal::Shared {
                 epoch,
                 next_seq,
@@ -103,6 +135,10 @@ impl<G: Gate + Default> World<G> {
         };
         if node.lease_generation != generation {
             return;
+        }
+        // The lease task cannot reach the store: it tries again at its next turn.
+        if self.store_back_in().is_some() {
+            return self.at(self.lease / 3, Ev::Lease(n, generation));
         }
         let (oldest, epoch, now) = (engine.oldest_needed(), *epoch, self.now);
         let store = self.store.as_mut().expect("a cluster's store");
