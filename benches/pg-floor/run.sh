@@ -29,7 +29,7 @@ cpu() { # PostgreSQL's CPU seconds so far: the server, the children it reaped (p
   done
   echo "$total"
 }
-echo "$(nproc) cores; PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}'); $batch purchases (4 records + 1 claim each) per commit; ${secs} s per run"
+echo "$(nproc) cores; PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}'); $batch purchases (4 records in 2 rows + 1 claim each) per commit; ${secs} s per run"
 idle=$(pgrep -P "$pm" | wc -l)
 for clients in 1 2; do
   before=$(cpu)

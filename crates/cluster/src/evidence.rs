@@ -1,6 +1,7 @@
 //! The journal in the database as evidence, across every node: timelines by RRN, terminal and STAN, or
 //! card last four (each an index), every record for export, and a check of every record and sequence.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use engine::Record;
@@ -34,7 +35,7 @@ pub async fn timelines(client: &Client, named: &Named) -> Result<Vec<(String, Re
                  UNION SELECT node, txn FROM records WHERE terminal = $2 AND stan = $3
                  UNION SELECT node, txn FROM records
                      WHERE last4 = $4 AND at >= coalesce($5::timestamptz, '-infinity') AND at < coalesce($6::timestamptz, 'infinity'))
-             SELECT r.node, r.seq, r.body FROM records r JOIN hit USING (node, txn)
+             SELECT r.node, r.seq, r.first, r.body FROM records r JOIN hit USING (node, txn)
              ORDER BY r.node, r.txn, r.seq",
             &[
                 &named.rrn,
@@ -46,35 +47,54 @@ pub async fn timelines(client: &Client, named: &Named) -> Result<Vec<(String, Re
             ],
         )
         .await?;
-    rows.iter()
-        .map(|r| {
-            let node: String = r.get(0);
-            let record = row::decode(&node, r.get(1), r.get(2))?;
-            Ok((node, record))
-        })
-        .collect()
+    // A transaction's rows are one per batch, and batches do not interleave: in key order, their
+    // records are in order.
+    let mut found = Vec::new();
+    for r in &rows {
+        let node: String = r.get(0);
+        for (_, record) in row::decode(&node, r.get(1), r.get(2), r.get(3))? {
+            found.push((node.clone(), record));
+        }
+    }
+    Ok(found)
 }
 
-/// Every record in `from..to`, by node and sequence.
+/// Every record in `from..to` (by the time of its row's first record), by node and sequence.
 pub async fn export(
     client: &Client,
     from: Option<SystemTime>,
     to: Option<SystemTime>,
     mut each: impl FnMut(&str, Record) -> std::io::Result<()>,
 ) -> Result<(), ExportError> {
+    // The rows of a batch interleave (one per transaction): taken by their first record, every record
+    // before the next row's first is complete and goes out.
     let rows = client
         .query_raw(
-            "SELECT node, seq, body FROM records
+            "SELECT node, seq, first, body FROM records
              WHERE at >= coalesce($1::timestamptz, '-infinity') AND at < coalesce($2::timestamptz, 'infinity')
-             ORDER BY node, seq",
+             ORDER BY node, coalesce(first, seq)",
             [&from as &(dyn tokio_postgres::types::ToSql + Sync), &to],
         )
         .await
         .map_err(Error::from)?;
     futures_util::pin_mut!(rows);
+    let mut node = String::new();
+    let mut waiting: BTreeMap<u64, Record> = BTreeMap::new();
     while let Some(r) = rows.try_next().await.map_err(Error::from)? {
-        let node: String = r.get(0);
-        let record = row::decode(&node, r.get(1), r.get(2))?;
+        let (seq, first): (i64, Option<i64>) = (r.get(1), r.get(2));
+        if r.get::<_, &str>(0) != node {
+            for record in std::mem::take(&mut waiting).into_values() {
+                each(&node, record)?;
+            }
+            node = r.get(0);
+        }
+        let later = waiting.split_off(&(first.unwrap_or(seq) as u64));
+        for record in std::mem::replace(&mut waiting, later).into_values() {
+            each(&node, record)?;
+        }
+        waiting.extend(row::decode(&node, seq, first, r.get(3))?);
+    }
+    for record in waiting.into_values() {
         each(&node, record)?;
     }
     Ok(())
@@ -101,33 +121,35 @@ pub async fn verify(client: &Client) -> Result<Verified, Error> {
     let mut found = Verified::default();
     let nodes = client
         .query(
-            "SELECT node, count(*), min(seq), max(seq) FROM records GROUP BY node ORDER BY node",
+            "SELECT node, min(coalesce(first, seq)), max(seq) FROM records GROUP BY node ORDER BY node",
             &[],
         )
         .await?;
     found.nodes = nodes.len();
     for n in &nodes {
-        let (node, count, min, max): (String, i64, i64, i64) =
-            (n.get(0), n.get(1), n.get(2), n.get(3));
+        let (node, min, max): (String, i64, i64) = (n.get(0), n.get(1), n.get(2));
+        let rows = client
+            .query_raw(
+                "SELECT seq, first, body FROM records WHERE node = $1",
+                [&node as &(dyn tokio_postgres::types::ToSql + Sync)],
+            )
+            .await?;
+        futures_util::pin_mut!(rows);
+        let mut count = 0;
+        while let Some(r) = rows.try_next().await? {
+            match row::decode(&node, r.get(0), r.get(1), r.get(2)) {
+                Ok(records) => count += records.len() as i64,
+                Err(problem) => found.problems.push(problem.to_string()),
+            }
+        }
         found.records += count as u64;
-        // Retention drops whole days from the start: what is left must run without a gap.
+        // Retention drops whole days from the start: what is left must run without a gap (rows
+        // hold records in order, numbered apart, so a count that fills the range leaves none).
         if max - min + 1 != count {
             found.problems.push(format!(
                 "node {node}: {} record(s) missing between {min} and {max}",
                 max - min + 1 - count
             ));
-        }
-        let rows = client
-            .query_raw(
-                "SELECT seq, body FROM records WHERE node = $1 ORDER BY seq",
-                [&node as &(dyn tokio_postgres::types::ToSql + Sync)],
-            )
-            .await?;
-        futures_util::pin_mut!(rows);
-        while let Some(r) = rows.try_next().await? {
-            if let Err(problem) = row::decode(&node, r.get(0), r.get(1)) {
-                found.problems.push(problem.to_string());
-            }
         }
     }
     let orphans: i64 = client

@@ -1,4 +1,5 @@
-//! Retention: the journal is partitioned by day (the `at` of each record), and whole days are dropped.
+//! Retention: the journal is partitioned by day (the `at` of each row, its first record's), and whole
+//! days are dropped.
 //!
 //! Partitions are made ahead (today and the next two days) by whichever node gets there first; a
 //! record whose day has no partition (a copy of an old record, say) lands in the default one, which

@@ -1,19 +1,33 @@
 //! A batch of records and claims as the columns `acquiro_commit` takes: one array per column, so that a
 //! batch of any size is one statement and one round trip.
+//!
+//! A row holds every record one transaction has in one batch (schema version 3): a purchase is two
+//! rows (received and forwarded, then answered and told), not four, which halves the rows and index
+//! entries a commit inserts, the database's main cost per purchase. The row is keyed by its last
+//! record's number (`seq`) and names its first (`first`); its body is [`MARK`], then each record's
+//! number and the record, in order. A row written before version 3 has no `first` and its body is one
+//! record, numbered `seq`.
 
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use engine::{Claim, Record, Step};
+
+/// Opens the body of every row of version 3. It is a varint no decoder takes (ten bytes, each saying
+/// another follows), so that a node of an earlier release, which decodes a body as one record, fails
+/// on such a row (a corrupt record, named) rather than read a record number as a transaction.
+pub(crate) const MARK: [u8; 10] = [0xff; 10];
 
 /// The columns of one batch.
 #[derive(Debug, Default)]
 pub(crate) struct Rows {
     pub(crate) seqs: Vec<i64>,
+    pub(crate) firsts: Vec<i64>,
     pub(crate) txns: Vec<i64>,
     pub(crate) ats: Vec<SystemTime>,
     pub(crate) bodies: Vec<Vec<u8>>,
-    /// What is kept in a record's place if its transaction's claim in the same batch is lost (a
-    /// provisional forward; see `engine::withdrawn`).
+    /// What is kept in a row's place if its transaction's claim in the same batch is lost (with a
+    /// provisional forward; see `engine::withdrawn`); `None` for a row that stands whatever the claims.
     pub(crate) alts: Vec<Option<Vec<u8>>>,
     pub(crate) terminals: Vec<Option<String>>,
     pub(crate) stans: Vec<Option<i32>>,
@@ -21,6 +35,8 @@ pub(crate) struct Rows {
     pub(crate) last4s: Vec<Option<String>>,
     pub(crate) rrns: Vec<Option<String>>,
     pub(crate) claims: ClaimRows,
+    /// The row of each transaction in this batch.
+    rows: HashMap<u64, usize>,
 }
 
 #[derive(Debug, Default)]
@@ -37,36 +53,54 @@ pub(crate) struct ClaimRows {
 }
 
 impl Rows {
-    /// Record number `seq`, committed with `claims`: its body is what the file journal writes
-    /// (postcard, see `engine::Step`).
+    /// Record number `seq`, committed with `claims`, in its transaction's row; records come in the
+    /// order of their numbers. A record's body is what the file journal writes (postcard, see
+    /// `engine::Step`).
     pub(crate) fn push(&mut self, seq: u64, record: &Record, claims: &[Claim]) {
-        self.seqs.push(seq as i64);
-        self.txns.push(record.txn.0 as i64);
-        self.ats.push(record.at);
-        self.bodies
-            .push(postcard::to_stdvec(record).unwrap_or_default());
-        self.alts.push(
-            engine::withdrawn(record, claims).map(|r| postcard::to_stdvec(&r).unwrap_or_default()),
-        );
-        let (mut terminal, mut stan, mut day, mut last4, mut rrn) = (None, None, None, None, None);
+        let i = *self.rows.entry(record.txn.0).or_insert_with(|| {
+            self.seqs.push(0);
+            self.firsts.push(seq as i64);
+            self.txns.push(record.txn.0 as i64);
+            self.ats.push(record.at);
+            self.bodies.push(MARK.to_vec());
+            self.alts.push(None);
+            self.terminals.push(None);
+            self.stans.push(None);
+            self.days.push(None);
+            self.last4s.push(None);
+            self.rrns.push(None);
+            self.seqs.len() - 1
+        });
+        self.seqs[i] = seq as i64;
+        let start = self.bodies[i].len();
+        append(&mut self.bodies[i], seq, record);
+        if let Some(alt) = engine::withdrawn(record, claims) {
+            // The row's stand-in: its records so far, then this one's.
+            let mut kept = self.alts[i]
+                .take()
+                .unwrap_or_else(|| self.bodies[i][..start].to_vec());
+            append(&mut kept, seq, &alt);
+            self.alts[i] = Some(kept);
+        } else if let Some(kept) = &mut self.alts[i] {
+            append(kept, seq, record);
+        }
         match &record.step {
             Step::Received(r) => {
-                terminal = Some(r.terminal.to_string());
-                stan = Some(r.stan as i32);
-                day = Some(r.date as i16);
-                last4 = r.card.as_ref().map(|c| c.last4.to_string());
+                self.terminals[i] = Some(r.terminal.to_string());
+                self.stans[i] = Some(r.stan as i32);
+                self.days[i] = Some(r.date as i16);
+                self.last4s[i] = r.card.as_ref().map(|c| c.last4.to_string());
             }
             Step::Forwarded { original, .. }
             | Step::AdviceQueued {
                 advice: original, ..
-            } => rrn = original.rrn().map(str::to_owned),
+            } => {
+                if let Some(rrn) = original.rrn() {
+                    self.rrns[i] = Some(rrn.to_owned());
+                }
+            }
             _ => {}
         }
-        self.terminals.push(terminal);
-        self.stans.push(stan);
-        self.days.push(day);
-        self.last4s.push(last4);
-        self.rrns.push(rrn);
     }
 
     pub(crate) fn claim(&mut self, claim: &Claim) {
@@ -88,11 +122,108 @@ impl Rows {
     }
 }
 
-/// Record `seq` of `node` as stored: its body decodes to the record it was written from.
-pub(crate) fn decode(node: &str, seq: i64, body: &[u8]) -> Result<Record, crate::Error> {
-    postcard::from_bytes(body).map_err(|e| crate::Error::Corrupt {
+/// Record `seq` at the end of a row's body.
+fn append(body: &mut Vec<u8>, seq: u64, record: &Record) {
+    let grown = postcard::to_extend(&seq, std::mem::take(body))
+        .and_then(|b| postcard::to_extend(record, b));
+    // Serialising into a Vec fails only on allocation failure, which aborts first.
+    *body = grown.unwrap_or_default();
+}
+
+/// The records of the row keyed `seq` of `node` as stored, with their numbers, in order.
+pub(crate) fn decode(
+    node: &str,
+    seq: i64,
+    first: Option<i64>,
+    body: &[u8],
+) -> Result<Vec<(u64, Record)>, crate::Error> {
+    let corrupt = |why: String| crate::Error::Corrupt {
         node: node.to_owned(),
         seq,
-        why: e.to_string(),
-    })
+        why,
+    };
+    if first.is_none() {
+        let record = postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+        return Ok(vec![(seq as u64, record)]);
+    }
+    let mut rest = body
+        .strip_prefix(&MARK[..])
+        .ok_or_else(|| corrupt("a row of several records without its mark".into()))?;
+    let mut records = Vec::new();
+    while !rest.is_empty() {
+        let (n, after) =
+            postcard::take_from_bytes::<u64>(rest).map_err(|e| corrupt(e.to_string()))?;
+        let (record, after) =
+            postcard::take_from_bytes::<Record>(after).map_err(|e| corrupt(e.to_string()))?;
+        records.push((n, record));
+        rest = after;
+    }
+    let numbers: Vec<u64> = records.iter().map(|(n, _)| *n).collect();
+    if records.is_empty()
+        || numbers.first() != first.map(|f| f as u64).as_ref()
+        || numbers.last() != Some(&(seq as u64))
+        || numbers.windows(2).any(|w| w[0] >= w[1])
+    {
+        return Err(corrupt(format!(
+            "its records are numbered {numbers:?}, not from {first:?} up to {seq}"
+        )));
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use engine::TxnId;
+
+    use super::*;
+
+    fn record(txn: u64, step: Step) -> Record {
+        Record {
+            txn: TxnId(txn),
+            at: UNIX_EPOCH + Duration::from_secs(1_795_000_000),
+            step,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_one_row_per_transaction_and_each_row_reads_back_numbered() {
+        let batch = [
+            (7, record(1, Step::Withdrawn)),
+            (8, record(2, Step::Withdrawn)),
+            (
+                9,
+                record(
+                    1,
+                    Step::Told {
+                        rc: iso8583::ResponseCode::APPROVED,
+                    },
+                ),
+            ),
+        ];
+        let mut rows = Rows::default();
+        for (seq, r) in &batch {
+            rows.push(*seq, r, &[]);
+        }
+        assert_eq!(
+            (rows.seqs.as_slice(), rows.firsts.as_slice()),
+            (&[9, 8][..], &[7, 8][..])
+        );
+        assert_eq!(rows.txns, [1, 2]);
+        let one = decode("a", 9, Some(7), &rows.bodies[0]).unwrap();
+        assert_eq!(one, [batch[0].clone(), batch[2].clone()]);
+        let two = decode("a", 8, Some(8), &rows.bodies[1]).unwrap();
+        assert_eq!(two, [batch[1].clone()]);
+        // A row's key and first must be what its body numbers.
+        assert!(decode("a", 10, Some(7), &rows.bodies[0]).is_err());
+        assert!(decode("a", 9, Some(6), &rows.bodies[0]).is_err());
+    }
+
+    #[test]
+    fn a_row_of_several_records_is_refused_by_a_reader_of_one_record_bodies() {
+        let mut rows = Rows::default();
+        rows.push(1, &record(1, Step::Withdrawn), &[]);
+        assert!(postcard::from_bytes::<Record>(&rows.bodies[0]).is_err());
+    }
 }

@@ -14,6 +14,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         2,
         include_str!("../migrations/0002_provisional_forwards.sql"),
     ),
+    (
+        3,
+        include_str!("../migrations/0003_rows_per_transaction.sql"),
+    ),
 ];
 
 /// The schema version this release writes.

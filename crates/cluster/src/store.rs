@@ -23,7 +23,8 @@ pub struct Store {
 
 /// The statement [`Store::commit`] runs.
 const COMMIT: &str = "SELECT * FROM acquiro_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                                                   $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)";
+                                                   $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23,
+                                                   $24)";
 
 /// What joining found: the node's store, and its records for recovery.
 #[derive(Debug)]
@@ -220,6 +221,7 @@ impl Store {
                     &self.node,
                     &self.epoch,
                     &rows.seqs,
+                    &rows.firsts,
                     &rows.txns,
                     &rows.ats,
                     &rows.bodies,
@@ -263,15 +265,16 @@ impl Store {
         oldest_needed: TxnId,
     ) -> Result<(), Error> {
         // A transaction's records all follow its first, and transactions are numbered in the order
-        // they start: the first record of the oldest transaction needed bounds what recovery reads.
-        // With none committed yet, everything committed so far is finished with.
+        // they start: the first record of the oldest transaction needed bounds what recovery reads
+        // (the first of its first row). With none committed yet, everything committed so far is
+        // finished with.
         let updated = self
             .client
             .execute(
                 "UPDATE nodes SET lease_until = now() + $3::bigint * interval '1 millisecond',
                                   in_flight = $4, reversals = $5,
                                   needed_seq = greatest(needed_seq, coalesce(
-                                      (SELECT seq FROM records WHERE node = $1 AND txn >= $6
+                                      (SELECT coalesce(first, seq) FROM records WHERE node = $1 AND txn >= $6
                                        ORDER BY txn, seq LIMIT 1),
                                       (SELECT coalesce(max(seq), 0) + 1 FROM records WHERE node = $1)))
                  WHERE node = $1 AND epoch = $2",
@@ -356,12 +359,11 @@ impl Store {
         let rows = self
             .client
             .query(
-                "SELECT seq, body FROM records WHERE node = $1 AND seq > $2 AND seq <= $3
-                 ORDER BY seq",
+                "SELECT seq, first, body FROM records WHERE node = $1 AND seq > $2 AND seq <= $3",
                 &[&node, &after, &last],
             )
             .await?;
-        let records = decode_rows(&node, &rows)?;
+        let records = in_order_after(&node, &rows, after)?;
         tracing::warn!(
             node,
             records = records.len(),
@@ -408,7 +410,8 @@ impl Store {
         records: &[(u64, Record)],
         claims: &[Claim],
     ) -> Result<Option<Committed>, Error> {
-        let committed = match records.first() {
+        // The batch's last record is the last of its row (a row is keyed by its last record).
+        let committed = match records.last() {
             Some((seq, _)) => self
                 .client
                 .query_one(
@@ -467,11 +470,11 @@ impl Store {
         let rows = self
             .client
             .query(
-                "SELECT seq, body FROM records WHERE node = $1 AND txn = $2 ORDER BY seq",
+                "SELECT seq, first, body FROM records WHERE node = $1 AND txn = $2",
                 &[&node, &(txn.0 as i64)],
             )
             .await?;
-        decode_rows(node, &rows)
+        in_order_after(node, &rows, 0)
     }
 
     /// `node`'s records after `seq`, oldest first.
@@ -479,11 +482,11 @@ impl Store {
         let rows = self
             .client
             .query(
-                "SELECT seq, body FROM records WHERE node = $1 AND seq > $2 ORDER BY seq",
+                "SELECT seq, first, body FROM records WHERE node = $1 AND seq > $2",
                 &[&node, &seq],
             )
             .await?;
-        decode_rows(node, &rows)
+        in_order_after(node, &rows, seq)
     }
 
     fn fenced(&self) -> Error {
@@ -503,10 +506,21 @@ impl Store {
     }
 }
 
-fn decode_rows(node: &str, rows: &[tokio_postgres::Row]) -> Result<Vec<Record>, Error> {
-    rows.iter()
-        .map(|r| row::decode(node, r.get(0), r.get(1)))
-        .collect()
+/// The records numbered after `after` in `rows` (`seq, first, body` of `node`), in the order of their
+/// numbers: the rows of one batch interleave (each holds one transaction's records), and a row keyed
+/// past `after` may begin before it.
+fn in_order_after(
+    node: &str,
+    rows: &[tokio_postgres::Row],
+    after: i64,
+) -> Result<Vec<Record>, Error> {
+    let mut numbered = Vec::new();
+    for r in rows {
+        numbered.extend(row::decode(node, r.get(0), r.get(1), r.get(2))?);
+    }
+    numbered.retain(|(seq, _)| *seq as i64 > after);
+    numbered.sort_unstable_by_key(|(seq, _)| *seq);
+    Ok(numbered.into_iter().map(|(_, record)| record).collect())
 }
 
 /// Every node, for `acquiro cluster status`.

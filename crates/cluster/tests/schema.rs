@@ -1,7 +1,7 @@
 //! The database is a contract: a database written at each schema version (`fixtures/schema-vN.sql`, a
 //! `pg_dump` of two nodes' records, claims and leases: version 1 by release 0.1.0, version 2 with a
-//! provisional forward withdrawn) must be read by every later release, migrated in place by its embedded
-//! migrations, and then take that release's commits.
+//! provisional forward withdrawn, version 3 with a row per transaction and batch) must be read by every
+//! later release, migrated in place by its embedded migrations, and then take that release's commits.
 
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
@@ -177,16 +177,17 @@ fn retransmit_on_b() -> [(u64, Record); 2] {
     [(2, on_b(&all[0])), (3, on_b(&all[1]))]
 }
 
-#[test]
-fn the_database_schema_version_2_wrote_is_read_back_whole() {
-    let Some(pg) = Server::start("schema::v2") else {
+/// Node a's records, and b's retransmit with its forward withdrawn, read back from the fixture of
+/// `version`; every node's sequence whole.
+fn read_back_whole(version: i32) {
+    let Some(pg) = Server::start(&format!("schema::v{version}")) else {
         return;
     };
-    pg.load(&fixture(2));
+    pg.load(&fixture(version));
     rt().block_on(async {
         let joined = Store::join(&pg.url(), "a", Duration::from_secs(5), &KEY)
             .await
-            .expect("this release joins a version 2 database");
+            .unwrap_or_else(|e| panic!("this release joins a version {version} database: {e}"));
         assert_eq!(joined.records, records());
         let [(_, received), (_, forward)] = retransmit_on_b();
         let withdrawn = Record {
@@ -198,7 +199,18 @@ fn the_database_schema_version_2_wrote_is_read_back_whole() {
         let client = cluster::connect(&pg.url()).await.unwrap();
         let verified = cluster::evidence::verify(&client).await.unwrap();
         assert!(verified.problems.is_empty(), "{:?}", verified.problems);
+        assert_eq!(verified.records, 9);
     });
+}
+
+#[test]
+fn the_database_schema_version_2_wrote_is_read_back_whole() {
+    read_back_whole(2);
+}
+
+#[test]
+fn the_database_schema_version_3_wrote_is_read_back_whole() {
+    read_back_whole(3);
 }
 
 /// Writes the fixture of this release's schema version; run by hand, once, by the release that defines

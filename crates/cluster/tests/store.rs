@@ -352,3 +352,70 @@ fn every_lapsed_node_is_taken_over_in_turn_not_only_the_first_by_name() {
         );
     });
 }
+
+/// The records of a batch are stored a row per transaction (schema version 3), so a batch's rows
+/// interleave; every reader gives them back in the order of their numbers: recovery, a transaction's
+/// records, the export, and the check that a node's sequence is whole.
+#[test]
+fn interleaved_transactions_of_one_batch_read_back_in_order_everywhere() {
+    let Some(pg) = Server::start("store::interleaved") else {
+        return;
+    };
+    rt().block_on(async {
+        let a = Store::join(&pg.url(), "a", LEASE, &KEY)
+            .await
+            .unwrap()
+            .store;
+        let batch = [
+            (1, received(1, 41)),
+            (2, received(2, 42)),
+            (3, forwarded(1, 41)),
+            (4, received(3, 43)),
+            (5, forwarded(2, 42)),
+        ];
+        let claims = [claim(1, 41, 1), claim(2, 42, 2), claim(3, 43, 3)];
+        assert!(
+            a.commit(&batch, &claims, &[])
+                .await
+                .unwrap()
+                .lost
+                .is_empty()
+        );
+        let client = cluster::connect(&pg.url()).await.unwrap();
+        let rows: i64 = client
+            .query_one("SELECT count(*) FROM records", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 3, "a row per transaction");
+        let record = |i: usize| batch[i].1.clone();
+
+        assert_eq!(
+            a.records_of("a", TxnId(2)).await.unwrap(),
+            [record(1), record(4)]
+        );
+        // After a lost connection: the batch is found committed, and one never sent is not.
+        assert!(a.settle(&batch, &claims).await.unwrap().is_some());
+        let unsent = [(6, received(4, 44))];
+        assert!(a.settle(&unsent, &[]).await.unwrap().is_none());
+
+        let mut exported = Vec::new();
+        cluster::evidence::export(&client, None, None, |_, r| {
+            exported.push(r);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let all: Vec<Record> = (0..5).map(record).collect();
+        assert_eq!(exported, all);
+        let verified = cluster::evidence::verify(&client).await.unwrap();
+        assert!(verified.problems.is_empty(), "{:?}", verified.problems);
+        assert_eq!(verified.records, 5);
+
+        // Recovery from transaction 2 on starts at its first record, inside transaction 1's row.
+        a.renew(LEASE, 2, 0, TxnId(2)).await.unwrap();
+        let again = Store::join(&pg.url(), "a", LEASE, &KEY).await.unwrap();
+        assert_eq!(again.records, all[1..]);
+        assert_eq!((again.last_seq, again.last_txn), (5, Some(TxnId(3))));
+    });
+}
