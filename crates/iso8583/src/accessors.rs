@@ -11,7 +11,10 @@ impl Message {
     /// DE2, primary account number.
     #[inline]
     pub fn pan(&self) -> Option<Pan> {
-        Pan::from_field(self.get(2)?)
+        match self.digits_or_field(2)? {
+            Ok((buf, start, end)) => Pan::of_digits(&buf[start..end]),
+            Err(field) => Pan::from_field(field),
+        }
     }
 
     /// DE3, processing code (transaction type, from-account, to-account).
@@ -99,6 +102,17 @@ impl Message {
     /// Any field read as a number.
     #[inline]
     pub fn number(&self, field: u8) -> Option<u64> {
-        self.get(field)?.to_u64()
+        match self.digits_or_field(field)? {
+            Ok((buf, start, end)) => crate::layout::digits_value(buf, start, end),
+            Err(field) => number_of(field),
+        }
     }
+}
+
+/// A number in any other layout (BCD, EBCDIC, `an`): out of line, so that the ASCII digits' path
+/// stays small enough to inline.
+#[cold]
+#[inline(never)]
+fn number_of(field: Field<'_>) -> Option<u64> {
+    field.to_u64()
 }

@@ -90,6 +90,12 @@ impl Layout {
         }
     }
 
+    /// Whether the field's data is ASCII digits, every one checked on decode and on `set`.
+    #[inline]
+    pub(crate) fn ascii_digits(&self) -> bool {
+        self.check == Check::Digits && self.zero == b'0'
+    }
+
     /// Writes the length prefix for a value of `len` units (nothing for a fixed field). The prefix's
     /// size and encoding say it all: LL takes one byte in binary and BCD, two as text, and so on.
     #[inline]
@@ -196,33 +202,58 @@ pub(crate) fn all_digits(text: &[u8]) -> bool {
     bad == 0 && words.remainder().iter().all(u8::is_ascii_digit)
 }
 
-/// ASCII digits (at most 19, so that any fits) as a number, eight at a time: each word is checked and
-/// its digits are paired, the pairs paired, and the fours paired (three multiplications, not eight).
-/// Checking and reading share one pass; a bad byte makes the sum garbage, hence the wrapping arithmetic,
-/// and the result `None`.
-#[inline]
-pub(crate) fn digits_value(text: &[u8]) -> Option<u64> {
-    if text.is_empty() || text.len() > 19 {
+/// The ASCII digits `buf[start..end]` (at most 19, so that any fits) as a number, eight at a time:
+/// each word is checked and its digits are paired, the pairs paired, and the fours paired (three
+/// multiplications, not eight). The digits before the last whole words (a STAN's six, an amount's
+/// first four) are read as one word too: the eight bytes of `buf` that end with them, whatever comes
+/// before them there (the bitmap, another field) replaced by zeros; one by one only when `buf` has
+/// fewer than eight bytes up to there. Checking and reading share one pass; a bad byte makes the sum
+/// garbage, hence the wrapping arithmetic, and the result `None`.
+#[inline(always)]
+pub(crate) fn digits_value(buf: &[u8], start: usize, end: usize) -> Option<u64> {
+    let len = end.checked_sub(start)?;
+    if len == 0 || len > 19 || end > buf.len() {
         return None;
     }
     let zeros = ONES * u64::from(b'0');
-    let (words, rest) = text.as_chunks::<8>();
+    let head_end = start + len % 8;
     let (mut value, mut bad) = (0u64, 0u64);
-    for word in words {
+    if head_end > start {
+        match head_end.checked_sub(8) {
+            Some(from) => {
+                let word: [u8; 8] = buf[from..head_end].try_into().expect("8 bytes");
+                let before = 8 * (8 - (head_end - start)) as u32;
+                let low = (1u64 << before) - 1;
+                let x = (u64::from_le_bytes(word) & !low) | (zeros & low);
+                bad |= digits_bad(x, zeros);
+                value = eight_digits(x);
+            }
+            None => {
+                for &d in &buf[start..head_end] {
+                    let digit = d.wrapping_sub(b'0');
+                    bad |= u64::from(digit > 9);
+                    value = value.wrapping_mul(10).wrapping_add(u64::from(digit));
+                }
+            }
+        }
+    }
+    for word in buf[head_end..end].as_chunks::<8>().0 {
         let x = u64::from_le_bytes(*word);
         bad |= digits_bad(x, zeros);
-        let mut v = x & LOW_NIBBLES;
-        v = (v.wrapping_mul(10) + (v >> 8)) & 0x00FF_00FF_00FF_00FF;
-        v = (v.wrapping_mul(100) + (v >> 16)) & 0x0000_FFFF_0000_FFFF;
-        v = (v.wrapping_mul(10_000) + (v >> 32)) & 0xFFFF_FFFF;
-        value = value.wrapping_mul(100_000_000).wrapping_add(v);
-    }
-    for &d in rest {
-        let digit = d.wrapping_sub(b'0');
-        bad |= u64::from(digit > 9);
-        value = value.wrapping_mul(10).wrapping_add(u64::from(digit));
+        value = value
+            .wrapping_mul(100_000_000)
+            .wrapping_add(eight_digits(x));
     }
     (bad == 0).then_some(value)
+}
+
+/// The value of eight ASCII digits loaded little-endian (the first digit in the lowest byte).
+#[inline]
+fn eight_digits(x: u64) -> u64 {
+    let mut v = x & LOW_NIBBLES;
+    v = (v.wrapping_mul(10) + (v >> 8)) & 0x00FF_00FF_00FF_00FF;
+    v = (v.wrapping_mul(100) + (v >> 16)) & 0x0000_FFFF_0000_FFFF;
+    (v.wrapping_mul(10_000) + (v >> 32)) & 0xFFFF_FFFF
 }
 
 /// `0xFF` in each byte where `x` and `y` agree, `0x00` elsewhere (exact: no borrow between bytes).
@@ -383,10 +414,16 @@ mod tests {
         /// Digits read eight at a time are what `str::parse` reads of digits; anything else is no
         /// number, a leading `+` too (which `str::parse` takes, and a numeric field does not hold).
         #[test]
-        fn digits_read_as_parse_reads_them(text in "[0-9]{0,20}|[0-9]{0,9}[^0-9][0-9]{0,9}") {
+        fn digits_read_as_parse_reads_them(
+            text in "[0-9]{0,20}|[0-9]{0,9}[^0-9][0-9]{0,9}",
+            before in proptest::collection::vec(proptest::num::u8::ANY, 0..12),
+        ) {
             let digits = text.bytes().all(|b| b.is_ascii_digit());
             let expected = (digits && text.len() <= 19).then(|| text.parse::<u64>().ok()).flatten();
-            proptest::prop_assert_eq!(digits_value(text.as_bytes()), expected);
+            proptest::prop_assert_eq!(digits_value(text.as_bytes(), 0, text.len()), expected);
+            // Whatever bytes come before the digits in their buffer changes nothing.
+            let buf = [&before[..], text.as_bytes()].concat();
+            proptest::prop_assert_eq!(digits_value(&buf, before.len(), buf.len()), expected);
             proptest::prop_assert_eq!(all_digits(text.as_bytes()), digits);
         }
     }

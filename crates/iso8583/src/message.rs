@@ -23,6 +23,10 @@ const SLOTS_START: usize = 16;
 /// Bit for field 1 (and 65, 129) within a bitmap word: fields are numbered from the most significant bit.
 const FIRST_BIT: u64 = 1 << 63;
 
+/// Where a field's wire bytes lie: the buffer that holds them (the frame, or the message's own), their
+/// start and their end in it.
+pub(crate) type Located<'a> = (&'a [u8], usize, usize);
+
 /// Where a field's wire bytes are: in the received frame, or in the message's own buffer (set by a
 /// builder or a translation). Kept small and `Copy` so that decode is a push of 12 bytes per field.
 #[derive(Debug, Clone, Copy)]
@@ -196,6 +200,18 @@ impl Message {
     #[inline]
     pub fn get(&self, number: u8) -> Option<Field<'_>> {
         self.slot(number).map(|slot| self.view(slot))
+    }
+
+    /// Field `number`, if present: where its wire bytes lie (a buffer, start and end) when the dialect
+    /// makes them ASCII digits (an `n` field in ASCII, whose digits were checked when they entered),
+    /// which a typed read takes as they are; else the field.
+    #[inline(always)]
+    pub(crate) fn digits_or_field(&self, number: u8) -> Option<Result<Located<'_>, Field<'_>>> {
+        let slot = self.slot(number)?;
+        Some(match self.spec.layout(number).ascii_digits() {
+            true => Ok(self.source(slot)),
+            false => Err(self.view(slot)),
+        })
     }
 
     /// Present fields in ascending order.
@@ -410,11 +426,17 @@ impl Message {
 
     #[inline]
     fn data(&self, slot: &Slot) -> &[u8] {
-        let range = slot.start as usize..(slot.start + slot.wire_len) as usize;
-        if slot.owned {
-            &self.owned[range]
-        } else {
-            &self.frame[range]
+        let (buf, start, end) = self.source(slot);
+        &buf[start..end]
+    }
+
+    /// The buffer a field's wire bytes are in (the frame, or the message's own), and where.
+    #[inline]
+    fn source(&self, slot: &Slot) -> Located<'_> {
+        let (start, end) = (slot.start as usize, (slot.start + slot.wire_len) as usize);
+        match slot.owned {
+            true => (&self.owned, start, end),
+            false => (&self.frame, start, end),
         }
     }
 

@@ -115,12 +115,18 @@ pub struct Pan {
 impl Pan {
     /// A PAN from its ASCII digits (at most 19).
     pub fn new(digits: &[u8]) -> Option<Pan> {
-        if digits.len() > 19 || !crate::layout::all_digits(digits) {
+        if !crate::layout::all_digits(digits) {
             return None;
         }
+        Pan::of_digits(digits)
+    }
+
+    /// A PAN from bytes known to be digits; `None` past 19.
+    #[inline]
+    pub(crate) fn of_digits(digits: &[u8]) -> Option<Pan> {
         let mut pan = Pan {
             digits: [0; 19],
-            len: digits.len() as u8,
+            len: u8::try_from(digits.len()).ok().filter(|&n| n <= 19)?,
         };
         pan.digits[..digits.len()].copy_from_slice(digits);
         Some(pan)
