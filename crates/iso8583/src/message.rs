@@ -18,7 +18,7 @@ const EXTRA_FIELDS: usize = 4;
 /// First capacities of a message's own buffer and field table, for the fields set on it: a whole
 /// purchase built field by field fits without growing either (each growth is a copy and a `realloc`).
 const OWNED_START: usize = 512;
-const SLOTS_START: usize = 16;
+const SLOTS_START: usize = 32;
 
 /// Bit for field 1 (and 65, 129) within a bitmap word: fields are numbered from the most significant bit.
 const FIRST_BIT: u64 = 1 << 63;
@@ -384,12 +384,22 @@ impl Message {
     }
 
     fn put_slot(&mut self, slot: Slot) {
-        let rank = self.rank(slot.number);
-        if self.has(slot.number) {
+        let Some((w, mask)) = bit(&self.present, slot.number) else {
+            return;
+        };
+        if self.present[w] & mask != 0 {
+            let rank = self.rank_at(w, mask);
             self.slots[rank] = slot;
-        } else if let Some((w, mask)) = bit(&self.present, slot.number) {
-            self.present[w] |= mask;
-            self.slots.insert(rank, slot);
+            return;
+        }
+        self.present[w] |= mask;
+        // A builder sets fields in ascending order, as a message lists them: appended, no count.
+        match self.slots.last() {
+            Some(last) if last.number > slot.number => {
+                let rank = self.rank_at(w, mask);
+                self.slots.insert(rank, slot);
+            }
+            _ => self.slots.push(slot),
         }
     }
 
