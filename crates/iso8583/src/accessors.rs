@@ -9,7 +9,7 @@ use crate::types::{OriginalData, Pan, ResponseCode};
 
 impl Message {
     /// DE2, primary account number.
-    #[inline]
+    #[inline(always)]
     pub fn pan(&self) -> Option<Pan> {
         match self.digits_or_field(2)? {
             Ok((buf, start, end)) => Pan::of_digits(&buf[start..end]),
@@ -24,7 +24,7 @@ impl Message {
     }
 
     /// DE4, transaction amount in minor units.
-    #[inline]
+    #[inline(always)]
     pub fn amount(&self) -> Option<u64> {
         self.number(4)
     }
@@ -36,7 +36,7 @@ impl Message {
     }
 
     /// DE11, system trace audit number.
-    #[inline]
+    #[inline(always)]
     pub fn stan(&self) -> Option<u32> {
         self.number(11).map(|v| v as u32)
     }
@@ -100,7 +100,7 @@ impl Message {
     }
 
     /// Any field read as a number.
-    #[inline]
+    #[inline(always)]
     pub fn number(&self, field: u8) -> Option<u64> {
         match self.digits_or_field(field)? {
             Ok((buf, start, end)) => crate::layout::digits_value(buf, start, end),
