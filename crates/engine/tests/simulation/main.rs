@@ -36,15 +36,22 @@ fn world_with<G: engine::Gate + Default>(seed: u64) -> World<G> {
     World::new(seed, config, terminal)
 }
 
+/// The cluster every seed runs: a lease of 2 s, a fencing store, a writer that reports the claims'
+/// answers before the commit's durability.
+const CLUSTER: Cluster = Cluster {
+    lease: Duration::from_secs(2),
+    fencing: true,
+    answers_first: true,
+};
+
 /// Two or three nodes on one shared store; `fencing` off is the store the simulation must catch.
 fn cluster(seed: u64, fencing: bool) -> World {
-    cluster_with(seed, fencing)
+    cluster_with(seed, Cluster { fencing, ..CLUSTER })
 }
 
-fn cluster_with<G: engine::Gate + Default>(seed: u64, fencing: bool) -> World<G> {
+fn cluster_with<G: engine::Gate + Default>(seed: u64, cluster: Cluster) -> World<G> {
     let (config, terminal) = config();
-    let lease = Duration::from_secs(2);
-    World::cluster(seed, config, terminal, Cluster { lease, fencing })
+    World::cluster(seed, config, terminal, cluster)
 }
 
 fn config() -> (engine::Config, &'static iso8583::Spec) {
@@ -165,7 +172,7 @@ fn a_gate_releasing_effects_early_breaks_the_invariants_in_some_seed() {
 fn a_gate_that_does_not_withdraw_breaks_the_invariants_in_some_seed() {
     let broken: Vec<u64> = (0..300)
         .filter(|&seed| {
-            let world = cluster_with::<Unwithdrawn>(seed, true);
+            let world = cluster_with::<Unwithdrawn>(seed, CLUSTER);
             !invariants::broken(&world.run()).is_empty()
         })
         .collect();
@@ -192,4 +199,28 @@ fn a_store_without_fencing_breaks_the_invariants_in_some_seed() {
         broken.len()
     );
     assert!(!broken.is_empty(), "no seed noticed the missing fence");
+}
+
+/// The order the switch's cluster writer keeps: a commit's claims are answered before its durable
+/// mark lets a provisional forward out. Reported the other way round, a terminal's reversal that
+/// lands between the two finds the forward still provisional and withdraws a forward already sent.
+#[test]
+fn a_writer_reporting_durability_before_the_claims_breaks_the_invariants_in_some_seed() {
+    let late = Cluster {
+        answers_first: false,
+        ..CLUSTER
+    };
+    let broken: Vec<u64> = (0..300)
+        .filter(|&seed| {
+            !invariants::broken(&cluster_with::<engine::Outbox>(seed, late).run()).is_empty()
+        })
+        .collect();
+    eprintln!(
+        "with the claims answered after durability, {} seeds of 300 broke: {broken:?}",
+        broken.len()
+    );
+    assert!(
+        !broken.is_empty(),
+        "no seed noticed the claims answered late"
+    );
 }

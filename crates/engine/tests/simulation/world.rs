@@ -66,6 +66,9 @@ enum Ev {
     Closed(usize, ConnId),
     /// Cluster: the store cannot be reached for this long (a database restart or failover).
     Outage(Duration),
+    /// Cluster, with [`Cluster::answers_first`] off: the store's answers to a commit's claims, for
+    /// the node's incarnation of this lease generation.
+    Answers(usize, u64, Vec<(TxnId, Option<Holder>)>),
 }
 
 /// Everything a run leaves for the invariant checks.
@@ -227,6 +230,8 @@ pub(crate) struct World<G = Outbox> {
     lease: Duration,
     /// Cluster: when the store's current outage ends.
     outage: Option<Duration>,
+    /// Cluster: see [`Cluster::answers_first`].
+    answers_first: bool,
     start: (Instant, std::time::SystemTime),
     now: Duration,
     queue: BinaryHeap<Reverse<(Duration, u64)>>,
@@ -248,6 +253,9 @@ pub(crate) struct Cluster {
     pub lease: Duration,
     /// Off: the store ignores epochs (what the simulation must catch).
     pub fencing: bool,
+    /// Off: the writer reports a commit durable, letting its held effects out, before the store's
+    /// answers to its claims, which come a while later (what the simulation must catch).
+    pub answers_first: bool,
 }
 
 impl<G: Gate + Default> World<G> {
@@ -321,6 +329,7 @@ impl<G: Gate + Default> World<G> {
             store: cluster.map(|c| Store::new(c.lease, c.fencing)),
             lease: cluster.map_or(Duration::ZERO, |c| c.lease),
             outage: None,
+            answers_first: cluster.is_none_or(|c| c.answers_first),
             start: (
                 Instant::now(),
                 UNIX_EPOCH + Duration::from_secs(1_795_000_000),
@@ -496,6 +505,7 @@ impl<G: Gate + Default> World<G> {
             | Ev::LinkDown(n, _)
             | Ev::LinkUp(n, _)
             | Ev::Lease(n, _)
+            | Ev::Answers(n, ..)
             | Ev::Closed(n, _) => Some(*n),
             _ => None,
         }
@@ -581,6 +591,10 @@ impl<G: Gate + Default> World<G> {
             Ev::Pause(n, for_) => self.pause(n, for_),
             Ev::Resume(n) => self.resume(n),
             Ev::Outage(for_) => self.outage(for_),
+            Ev::Answers(n, generation, answers) if self.nodes[n].lease_generation == generation => {
+                self.answered(n, answers)
+            }
+            Ev::Answers(..) => {}
         }
     }
 
@@ -715,14 +729,27 @@ impl<G: Gate + Default> World<G> {
                 if std::mem::take(&mut self.nodes[n].unwritable) {
                     self.handle(n, Event::JournalWritable(true));
                 }
-                for (txn, holder) in answers {
-                    self.handle(n, Event::Claimed { txn, holder });
+                if !self.answers_first {
+                    for effect in self.released(n, seq) {
+                        self.effect(n, effect);
+                    }
+                    // As long as a database under load may take to say who holds each key.
+                    let (later, generation) = (self.ms(0..3_000), self.nodes[n].lease_generation);
+                    return self.at(later, Ev::Answers(n, generation, answers));
                 }
+                self.answered(n, answers);
                 for effect in self.released(n, seq) {
                     self.effect(n, effect);
                 }
             }
             Committed::Fenced => self.fenced(n),
+        }
+    }
+
+    /// The store's answers to a node's claims and lookups, into its engine.
+    fn answered(&mut self, n: usize, answers: Vec<(TxnId, Option<Holder>)>) {
+        for (txn, holder) in answers {
+            self.handle(n, Event::Claimed { txn, holder });
         }
     }
 
