@@ -462,6 +462,17 @@ fn while_the_journal_cannot_write_new_requests_are_refused_at_once_and_replays_s
     assert_eq!(claims(&out).len(), 1);
 }
 
+/// The one message `out` sends upstream: a reversal of `a`'s recorded forward, named by its RRN.
+fn one_reversal_of(a: &Harness, out: &[Action]) {
+    let (_, rev) = one_sent(out);
+    assert_eq!(rev.mti(), iso8583::Mti::REVERSAL);
+    let forwarded = a.journal.iter().find_map(|r| match &r.step {
+        Step::Forwarded { original, .. } => original.rrn().map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(Some(text(&rev, 37)), forwarded, "the RRN of a's forward");
+}
+
 /// The keys (STAN, reversal) the engine asked the store about.
 fn looked_up(out: &[Action]) -> Vec<(u32, bool)> {
     (out.iter())
@@ -490,13 +501,7 @@ fn a_91_told_while_the_store_is_down_reverses_the_approval_another_node_made_und
 
     b.step(Event::JournalWritable(true));
     let out = claimed(&mut b, lookup.txn, Some(holder(&a, "a", original, false)));
-    let (_, rev) = one_sent(&out);
-    assert_eq!(rev.mti(), iso8583::Mti::REVERSAL);
-    let forwarded = a.journal.iter().find_map(|r| match &r.step {
-        Step::Forwarded { original, .. } => original.rrn().map(str::to_owned),
-        _ => None,
-    });
-    assert_eq!(Some(text(&rev, 37)), forwarded, "a's approval is reversed");
+    one_reversal_of(&a, &out);
     assert_eq!(answers(&out).count(), 0, "nobody waits for this reversal");
     // b's restart resumes it from b's own records.
     let (_, found, _) = b.restart(b.journal.len() - 1);
@@ -559,13 +564,7 @@ fn a_terminal_reversal_of_another_nodes_approval_reverses_it_from_its_records() 
     assert_eq!((lookup.stan, lookup.reversal), (5, false));
 
     let out = claimed(&mut b, lookup.txn, Some(holder(&a, "a", original, false)));
-    let (_, rev) = one_sent(&out);
-    assert_eq!(rev.mti(), iso8583::Mti::REVERSAL);
-    let forwarded = a.journal.iter().find_map(|r| match &r.step {
-        Step::Forwarded { original, .. } => original.rrn().map(str::to_owned),
-        _ => None,
-    });
-    assert_eq!(Some(text(&rev, 37)), forwarded, "the original's RRN");
+    one_reversal_of(&a, &out);
     let (conn, told) = one_answer(&out);
     assert_eq!(
         (conn, told.mti().as_str(), rc(&told)),
