@@ -437,10 +437,15 @@ impl Engine {
         };
         if !c.gives_up(now) {
             c.claim.replacing = None;
-            out.push(match c.purpose {
-                Purpose::Forward => Action::Claim(c.claim.clone()),
-                Purpose::Reverse { .. } => Action::Lookup(c.claim.clone()),
-            });
+            // While the journal cannot write, the question asked last still waits in its commit:
+            // asked again each poll, a long outage would pile up one more a poll for every reversal
+            // waiting (the switch's own, for each request refused meanwhile, among them).
+            if self.journal_writable {
+                out.push(match c.purpose {
+                    Purpose::Forward => Action::Claim(c.claim.clone()),
+                    Purpose::Reverse { .. } => Action::Lookup(c.claim.clone()),
+                });
+            }
             // The store's answer re-arms the poll; failing one, the deadline, or past it the next poll.
             let at = if now.mono < c.deadline {
                 c.deadline

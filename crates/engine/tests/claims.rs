@@ -498,6 +498,11 @@ fn a_91_told_while_the_store_is_down_reverses_the_approval_another_node_made_und
     assert_eq!(b.engine.stats().refused_unknowing, 1);
     let lookup = one_lookup(&out);
     assert_eq!((lookup.stan, lookup.reversal), (7, false));
+    // The lookup waits in the commit the outage holds; the polls meanwhile add nothing to it.
+    for _ in 0..3 {
+        let polled = b.fire(TimerId::Claim(lookup.txn));
+        assert!(polled.is_empty(), "{polled:#?}");
+    }
 
     b.step(Event::JournalWritable(true));
     let out = claimed(&mut b, lookup.txn, Some(holder(&a, "a", original, false)));
