@@ -94,16 +94,24 @@ impl Engine {
         self.stats.duplicates_replayed += 1;
         let answer = self.replay(answer, msg);
         let rc = answer.response_code().unwrap_or(ResponseCode::SYSTEM_ERROR);
-        Self::journal(now, original, Step::Replayed { rc }, out);
-        // The answer replayed is durable already: with the journal down it need not wait.
-        out.push(match self.journal_writable {
-            true => Action::Answer {
+        if self.journal_writable {
+            Self::journal(now, original, Step::Replayed { rc }, out);
+            return out.push(Action::Answer {
                 conn,
                 txn: Some(original),
                 msg: answer,
-            },
-            false => Action::AnswerNow { conn, msg: answer },
+            });
+        }
+        // The journal cannot write: a replay of an answer already durable goes out at once, ahead of
+        // its own record. One whose record the outage still holds waits for it (the gate knows):
+        // told now, it could be contradicted by the reversal a restart or a takeover makes of a
+        // forward with no durable answer.
+        out.push(Action::AnswerNow {
+            conn,
+            msg: answer,
+            repeats: Some(original),
         });
+        Self::journal(now, original, Step::Replayed { rc }, out);
     }
 
     /// A new request while nothing it leads to could be made durable: refused at once, unrecorded.

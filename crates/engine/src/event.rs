@@ -121,11 +121,14 @@ pub enum Action {
     /// it are committed; answered with [`Event::Claimed`] (`None`: nobody).
     Lookup(Claim),
     /// Answer a terminal at once, ahead of held effects: an answer that needs no new record durable (a
-    /// refusal of a request that was not forwarded, or a replay of an answer already durable). Given
-    /// while the journal cannot write.
+    /// refusal of a request that was not forwarded, or a replay of a transaction's answer). Given
+    /// while the journal cannot write. A replay names the transaction it `repeats`: it is held while
+    /// a record of that transaction is not durable yet (the answer in memory may be one the journal
+    /// has not made durable, which a restart or a takeover would contradict by a reversal).
     AnswerNow {
         conn: ConnId,
         msg: Message,
+        repeats: Option<TxnId>,
     },
     /// Cluster mode: the provisional forward of this transaction, still held by the write-ahead gate
     /// behind its claim's commit, never goes out. The gate takes this; nothing else sees it.

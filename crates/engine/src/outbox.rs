@@ -8,17 +8,22 @@
 
 use std::collections::VecDeque;
 
+use crate::FastMap;
 use crate::event::{Action, TxnId};
 use crate::journal::Record;
 
 /// See the module documentation. Sequence numbers are the journal's own: increasing, one per record.
 pub trait Gate {
-    /// A record was appended to the journal as number `seq`.
-    fn appended(&mut self, seq: u64);
+    /// A record of `txn` was appended to the journal as number `seq`.
+    fn appended(&mut self, seq: u64, txn: TxnId);
 
     /// An effect the engine emitted after every record appended so far: returned when it may go out now,
     /// else held.
     fn effect(&mut self, effect: Action) -> Option<Action>;
+
+    /// An answer that repeats `txn`'s (see [`Action::AnswerNow`]): returned when every record of `txn`
+    /// is durable, else held until they are.
+    fn repeat(&mut self, txn: TxnId, answer: Action) -> Option<Action>;
 
     /// Every record up to `seq` is durable: the effects that waited for them, in order, go to `released`.
     fn durable(&mut self, seq: u64, released: &mut Vec<Action>);
@@ -41,10 +46,14 @@ pub trait Gate {
     {
         match action {
             Action::Journal(record) => {
+                let txn = record.txn;
                 let seq = append(record);
-                self.appended(seq);
+                self.appended(seq, txn);
                 None
             }
+            Action::AnswerNow {
+                repeats: Some(txn), ..
+            } => self.repeat(txn, action),
             Action::Claim(_) | Action::Lookup(_) | Action::AnswerNow { .. } => Some(action),
             Action::Withdraw(txn) => {
                 self.withdraw(&[txn]);
@@ -63,6 +72,8 @@ pub struct Outbox {
     /// The last record appended, and the last one known durable.
     appended: u64,
     durable: u64,
+    /// The last record of each transaction that has one not durable yet.
+    pending: FastMap<TxnId, u64>,
 }
 
 impl Outbox {
@@ -77,8 +88,11 @@ impl Outbox {
 }
 
 impl Gate for Outbox {
-    fn appended(&mut self, seq: u64) {
+    fn appended(&mut self, seq: u64, txn: TxnId) {
         self.appended = seq;
+        if seq > self.durable {
+            self.pending.insert(txn, seq);
+        }
     }
 
     fn effect(&mut self, effect: Action) -> Option<Action> {
@@ -90,8 +104,20 @@ impl Gate for Outbox {
         None
     }
 
+    fn repeat(&mut self, txn: TxnId, answer: Action) -> Option<Action> {
+        match self.pending.get(&txn) {
+            Some(&needs) if needs > self.durable => {
+                self.held.push_back((needs, answer));
+                None
+            }
+            _ => Some(answer),
+        }
+    }
+
     fn durable(&mut self, seq: u64, released: &mut Vec<Action>) {
         self.durable = self.durable.max(seq);
+        let durable = self.durable;
+        self.pending.retain(|_, &mut last| last > durable);
         while let Some(&(needs, _)) = self.held.front()
             && needs <= self.durable
         {
@@ -190,9 +216,47 @@ mod tests {
         let now = Action::AnswerNow {
             conn: crate::event::ConnId(1),
             msg,
+            repeats: None,
         };
         assert!(gate.admit(now, &mut append).is_some());
         assert_eq!(gate.held(), 1, "the held effect still waits");
+    }
+
+    #[test]
+    fn a_repeated_answer_waits_for_its_own_transactions_records_only() {
+        let mut gate = Outbox::default();
+        let mut append = journal();
+        let spec = dialects::builtin("iso87ascii").unwrap();
+        let repeat = |txn| Action::AnswerNow {
+            conn: crate::event::ConnId(1),
+            msg: iso8583::Message::new(spec, iso8583::Mti::new(*b"0210").unwrap()),
+            repeats: Some(TxnId(txn)),
+        };
+        let of = |txn| {
+            Action::Journal(Record {
+                txn: TxnId(txn),
+                at: UNIX_EPOCH,
+                step: Step::TimedOut,
+            })
+        };
+        assert!(gate.admit(of(1), &mut append).is_none());
+        let mut released = Vec::new();
+        gate.durable(1, &mut released);
+        // Transaction 2's records are not durable (a commit the outage holds); 1's are.
+        assert!(gate.admit(of(2), &mut append).is_none());
+        assert!(gate.admit(close(0), &mut append).is_none());
+        assert!(gate.admit(repeat(1), &mut append).is_some(), "1 is durable");
+        assert!(gate.admit(repeat(2), &mut append).is_none(), "2 is not");
+        assert!(
+            gate.admit(repeat(3), &mut append).is_some(),
+            "3 has no record"
+        );
+        gate.durable(2, &mut released);
+        assert_eq!(
+            released.len(),
+            2,
+            "the close, then 2's repeat: {released:?}"
+        );
     }
 
     #[test]

@@ -412,7 +412,11 @@ impl Engine {
         out: &mut Vec<Action>,
     ) {
         out.push(match self.local_answer(msg, ECHO_FIELDS, rc) {
-            Some(msg) => Action::AnswerNow { conn, msg },
+            Some(msg) => Action::AnswerNow {
+                conn,
+                msg,
+                repeats: None,
+            },
             None => Action::NoAnswer {
                 conn,
                 why: Unanswered::Unbuildable,

@@ -414,9 +414,9 @@ fn while_the_journal_cannot_write_new_requests_are_refused_at_once_and_replays_s
                 Action::Journal(Record { step: Step::Withdrawn, .. }),
                 Action::Withdraw(w),
                 Action::Journal(_),
-                Action::AnswerNow { conn: ConnId(2), msg: first },
+                Action::AnswerNow { conn: ConnId(2), msg: first, .. },
                 Action::Journal(_),
-                Action::AnswerNow { conn: ConnId(6), msg: second },
+                Action::AnswerNow { conn: ConnId(6), msg: second, .. },
             ] if *w == provisional
                 && rc(first) == ResponseCode::ISSUER_UNAVAILABLE
                 && rc(second) == ResponseCode::ISSUER_UNAVAILABLE
@@ -449,9 +449,15 @@ fn while_the_journal_cannot_write_new_requests_are_refused_at_once_and_replays_s
         "the request is unrecorded; the reversal in its name is: {out:#?}"
     );
     assert_eq!(looked_up(&out), [(3, false)]);
+    // A retransmit of an answered request is replayed at once, naming the transaction it repeats: the
+    // gate holds it only while that transaction has a record not durable yet.
     let out = a.request(4, a.purchase("TERM0001", 1, 100));
     assert!(
-        matches!(&out[..], [Action::Journal(_), Action::AnswerNow { msg, .. }] if rc(msg) == ResponseCode::APPROVED),
+        matches!(
+            &out[..],
+            [Action::AnswerNow { msg, repeats: Some(_), .. }, Action::Journal(_)]
+                if rc(msg) == ResponseCode::APPROVED
+        ),
         "{out:#?}"
     );
     // The claim's answer after the refusal changes nothing.
@@ -492,7 +498,7 @@ fn a_91_told_while_the_store_is_down_reverses_the_approval_another_node_made_und
     b.step(Event::JournalWritable(false));
     let out = b.request(5, b.purchase("TERM0001", 7, 2500));
     assert!(
-        matches!(&out[0], Action::AnswerNow { conn: ConnId(5), msg } if rc(msg) == ResponseCode::ISSUER_UNAVAILABLE),
+        matches!(&out[0], Action::AnswerNow { conn: ConnId(5), msg, .. } if rc(msg) == ResponseCode::ISSUER_UNAVAILABLE),
         "91 at once: {out:#?}"
     );
     assert_eq!(b.engine.stats().refused_unknowing, 1);

@@ -330,7 +330,7 @@ impl Driver {
                 self.recorder.answered(txn);
                 self.reply(conn, Reply::Answer(msg));
             }
-            Action::AnswerNow { conn, msg } => {
+            Action::AnswerNow { conn, msg, .. } => {
                 self.recorder.answered_now(&msg);
                 self.reply(conn, Reply::Answer(msg));
             }

@@ -116,9 +116,12 @@ struct Link {
 pub(crate) struct Leaky;
 
 impl Gate for Leaky {
-    fn appended(&mut self, _: u64) {}
+    fn appended(&mut self, _: u64, _: TxnId) {}
     fn effect(&mut self, effect: Action) -> Option<Action> {
         Some(effect)
+    }
+    fn repeat(&mut self, _: TxnId, answer: Action) -> Option<Action> {
+        Some(answer)
     }
     fn durable(&mut self, _: u64, _: &mut Vec<Action>) {}
     fn withdraw(&mut self, _: &[TxnId]) {}
@@ -133,11 +136,14 @@ impl Gate for Leaky {
 pub(crate) struct Unwithdrawn(Outbox);
 
 impl Gate for Unwithdrawn {
-    fn appended(&mut self, seq: u64) {
-        self.0.appended(seq)
+    fn appended(&mut self, seq: u64, txn: TxnId) {
+        self.0.appended(seq, txn)
     }
     fn effect(&mut self, effect: Action) -> Option<Action> {
         self.0.effect(effect)
+    }
+    fn repeat(&mut self, txn: TxnId, answer: Action) -> Option<Action> {
+        self.0.repeat(txn, answer)
     }
     fn durable(&mut self, seq: u64, released: &mut Vec<Action>) {
         self.0.durable(seq, released)
@@ -796,7 +802,7 @@ impl<G: Gate + Default> World<G> {
                     self.at(delay, Ev::ToIssuer(n, link, epoch, msg));
                 }
             }
-            Action::Answer { conn, msg, .. } | Action::AnswerNow { conn, msg } => {
+            Action::Answer { conn, msg, .. } | Action::AnswerNow { conn, msg, .. } => {
                 let delay = self.wire();
                 self.at(delay, Ev::ToTerminal(conn, msg));
             }
