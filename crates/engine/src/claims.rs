@@ -459,8 +459,10 @@ impl Engine {
     }
 
     /// Answers RC 91 to a request whose claim did not settle in time (or at the end of a shutdown's
-    /// grace period, or when its terminal reversed it first). Gives the request back: its 91 was
-    /// told without the store's word on its key (see [`Engine::reverse_unknowing`]).
+    /// grace period, or when its terminal reversed it first). Gives the request back when the 91 was
+    /// told to someone, without the store's word on its key (see [`Engine::reverse_unknowing`]): a
+    /// request whose every connection has closed is told nothing, and its terminal's last word is
+    /// whatever it got elsewhere.
     pub(crate) fn give_up_claim(
         &mut self,
         now: Now,
@@ -473,7 +475,7 @@ impl Engine {
         self.idempotency.release(&c.key, txn);
         let rc = ResponseCode::ISSUER_UNAVAILABLE;
         self.refuse(now, txn, &c.waiters, &c.msg, rc, out);
-        Some(c.msg)
+        (!c.waiters.is_empty()).then_some(c.msg)
     }
 
     /// `refused` was told RC 91 before the store said whose its key is: the store was unreachable, or

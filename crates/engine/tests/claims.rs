@@ -538,6 +538,24 @@ fn a_91_told_at_the_deadline_of_an_unanswered_claim_reverses_nothing_when_nothin
     assert_eq!(answers(&out).count(), 0);
 }
 
+#[test]
+fn a_91_nobody_hears_reverses_nothing() {
+    // The request's terminal gave up and closed its connection (it retransmits elsewhere, and its
+    // last word is what it gets there): the 91 at the deadline is told to nobody.
+    let mut b = node();
+    let mut unrouted = b.purchase("TERM0002", 4, 100);
+    unrouted.set(2, "9999990000000001").unwrap();
+    let txn = one_claim(&b.request(6, unrouted)).txn;
+    b.step(Event::ConnClosed(ConnId(6)));
+    let mut last = b.fire(TimerId::Claim(txn));
+    while !steps(&last).iter().any(|s| matches!(s, Step::Rejected { .. })) {
+        last = b.fire(TimerId::Claim(txn));
+    }
+    assert_eq!(answers(&last).count(), 0);
+    assert!(looked_up(&last).is_empty(), "nothing to undo: {last:#?}");
+    assert_eq!(b.engine.stats().refused_unknowing, 0);
+}
+
 /// The key the engine asked the store about.
 fn one_lookup(out: &[Action]) -> Claim {
     out.iter()
