@@ -548,7 +548,10 @@ fn a_91_nobody_hears_reverses_nothing() {
     let txn = one_claim(&b.request(6, unrouted)).txn;
     b.step(Event::ConnClosed(ConnId(6)));
     let mut last = b.fire(TimerId::Claim(txn));
-    while !steps(&last).iter().any(|s| matches!(s, Step::Rejected { .. })) {
+    while !steps(&last)
+        .iter()
+        .any(|s| matches!(s, Step::Rejected { .. }))
+    {
         last = b.fire(TimerId::Claim(txn));
     }
     assert_eq!(answers(&last).count(), 0);
