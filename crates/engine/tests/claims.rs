@@ -345,15 +345,14 @@ fn a_claim_the_store_never_answers_is_answered_91_at_the_deadline() {
     let started = b.now.mono;
     // A request with no route waits for its claim; the store does not answer it (a database that
     // cannot be read): nothing says another node holds the key.
-    let mut unrouted = b.purchase("TERM0002", 4, 100);
-    unrouted.set(2, "9999990000000001").unwrap();
-    let out = b.request(6, unrouted);
-    let txn = one_claim(&out).txn;
-    let mut last = b.fire(TimerId::Claim(txn));
-    while answers(&last).count() == 0 {
-        assert_eq!(one_claim(&last).txn, txn, "asked again meanwhile");
-        last = b.fire(TimerId::Claim(txn));
-    }
+    let txn = one_claim(&b.request(6, unrouted(&b, "TERM0002", 4))).txn;
+    let last = fire_until(&mut b, txn, |out| {
+        let told = answers(out).count() > 0;
+        if !told {
+            assert_eq!(one_claim(out).txn, txn, "asked again meanwhile");
+        }
+        told
+    });
     assert!(
         b.now.mono - started >= TIMEOUT,
         "the deadline is the longest issuer timeout"
@@ -400,9 +399,7 @@ fn while_the_journal_cannot_write_new_requests_are_refused_at_once_and_replays_s
     // One forwarded provisionally, and one with no route that waits for its claim.
     let out = a.request(2, a.purchase("TERM0002", 2, 100));
     let provisional = one_claim(&out).txn;
-    let mut unrouted = a.purchase("TERM0006", 6, 100);
-    unrouted.set(2, "9999990000000001").unwrap();
-    let out = a.request(6, unrouted);
+    let out = a.request(6, unrouted(&a, "TERM0006", 6));
     let waiting = one_claim(&out).txn;
     assert_eq!(sent(&out).count(), 0);
 
@@ -522,13 +519,8 @@ fn a_91_told_while_the_store_is_down_reverses_the_approval_another_node_made_und
 #[test]
 fn a_91_told_at_the_deadline_of_an_unanswered_claim_reverses_nothing_when_nothing_stands() {
     let mut b = node();
-    let mut unrouted = b.purchase("TERM0002", 4, 100);
-    unrouted.set(2, "9999990000000001").unwrap();
-    let txn = one_claim(&b.request(6, unrouted)).txn;
-    let mut last = b.fire(TimerId::Claim(txn));
-    while answers(&last).count() == 0 {
-        last = b.fire(TimerId::Claim(txn));
-    }
+    let txn = one_claim(&b.request(6, unrouted(&b, "TERM0002", 4))).txn;
+    let last = fire_until(&mut b, txn, |out| answers(out).count() > 0);
     let lookup = one_lookup(&last);
     assert_eq!((lookup.stan, lookup.reversal), (4, false));
     // The key is b's own refused request: nothing stands at any issuer.
@@ -543,20 +535,31 @@ fn a_91_nobody_hears_reverses_nothing() {
     // The request's terminal gave up and closed its connection (it retransmits elsewhere, and its
     // last word is what it gets there): the 91 at the deadline is told to nobody.
     let mut b = node();
-    let mut unrouted = b.purchase("TERM0002", 4, 100);
-    unrouted.set(2, "9999990000000001").unwrap();
-    let txn = one_claim(&b.request(6, unrouted)).txn;
+    let txn = one_claim(&b.request(6, unrouted(&b, "TERM0002", 4))).txn;
     b.step(Event::ConnClosed(ConnId(6)));
-    let mut last = b.fire(TimerId::Claim(txn));
-    while !steps(&last)
-        .iter()
-        .any(|s| matches!(s, Step::Rejected { .. }))
-    {
-        last = b.fire(TimerId::Claim(txn));
-    }
+    let last = fire_until(&mut b, txn, |out| {
+        (steps(out).iter()).any(|s| matches!(s, Step::Rejected { .. }))
+    });
     assert_eq!(answers(&last).count(), 0);
     assert!(looked_up(&last).is_empty(), "nothing to undo: {last:#?}");
     assert_eq!(b.engine.stats().refused_unknowing, 0);
+}
+
+/// A purchase no issuer is routed for: it waits for its claim before anything is decided.
+fn unrouted(h: &Harness, tid: &str, stan: u32) -> iso8583::Message {
+    let mut m = h.purchase(tid, stan, 100);
+    m.set(2, "9999990000000001").unwrap();
+    m
+}
+
+/// Fires `txn`'s claim timer until what it emits satisfies `done`; that output.
+fn fire_until(h: &mut Harness, txn: TxnId, done: impl Fn(&[Action]) -> bool) -> Vec<Action> {
+    loop {
+        let out = h.fire(TimerId::Claim(txn));
+        if done(&out) {
+            return out;
+        }
+    }
 }
 
 /// The key the engine asked the store about.
@@ -687,9 +690,7 @@ fn a_repeat_of_a_terminal_reversal_still_looked_up_waits_for_it_and_shares_its_a
 #[test]
 fn a_reversal_of_a_purchase_still_waiting_for_its_claim_withdraws_it() {
     let mut a = node();
-    let mut purchase = a.purchase("TERM0001", 5, 100);
-    purchase.set(2, "9999990000000001").unwrap();
-    let out = a.request(1, purchase);
+    let out = a.request(1, unrouted(&a, "TERM0001", 5));
     let original = one_claim(&out).txn;
     let mut reversal = terminal_reversal(&a, "TERM0001", 5);
     reversal.set(2, "9999990000000001").unwrap();
