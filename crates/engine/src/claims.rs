@@ -20,16 +20,19 @@
 //! refused, still waits: what its terminal is told must not come before the store says whose the key
 //! is. For the same reason a provisional forward is not timed out before its claim is settled, and a
 //! terminal's reversal of it withdraws it and is acted on as a reversal of whatever holds the key.
+//!
+//! The reversals the store decides (an original another node holds, and the switch's own after a 91
+//! told without the store's word) are in `store_reversals.rs`.
 
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
-use iso8583::{Message, Mti, ResponseCode};
+use iso8583::{Message, ResponseCode};
 
 use crate::FastMap;
 use crate::engine::Engine;
 use crate::event::{Action, ConnId, Now, TimerId, TxnId};
-use crate::idempotency::{Done, Key, Lookup, fingerprint};
+use crate::idempotency::{Done, Key};
 use crate::journal::{Received, Record, Step};
 use crate::recovery::Trail;
 
@@ -53,7 +56,7 @@ pub struct Claim {
 }
 
 impl Claim {
-    fn of(txn: TxnId, r: &Received) -> Claim {
+    pub(crate) fn of(txn: TxnId, r: &Received) -> Claim {
         Claim {
             txn,
             terminal: r.terminal.clone(),
@@ -96,7 +99,7 @@ pub struct Holder {
 
 /// What a request waits for the store for.
 #[derive(Debug)]
-enum Purpose {
+pub(crate) enum Purpose {
     /// Its claim: a new request forwarded once won.
     Forward,
     /// The original a terminal's reversal names, held by another node: one lookup per candidate key,
@@ -268,7 +271,7 @@ impl Engine {
     /// `txn` waits for the store's answer about `claim` (asked already), until the longest issuer
     /// timeout has passed.
     #[allow(clippy::too_many_arguments)]
-    fn wait_for_store(
+    pub(crate) fn wait_for_store(
         &mut self,
         now: Now,
         txn: TxnId,
@@ -290,42 +293,6 @@ impl Engine {
             held: false,
         };
         self.claims.waiting.insert(txn, waiting);
-    }
-
-    /// A terminal's reversal whose original is not in this node's memory: the store is asked who holds
-    /// each key the original may have (`originals`: its STAN and date), and the holder's records decide
-    /// what is reversed. The reversal is answered once that is known.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn look_up_original(
-        &mut self,
-        now: Now,
-        txn: TxnId,
-        key: Key,
-        waiters: Vec<ConnId>,
-        msg: Message,
-        originals: [(u32, u16); 2],
-        out: &mut Vec<Action>,
-    ) {
-        let received = self.received(&msg, &key, 0);
-        let mut lookups: Vec<Claim> = Vec::new();
-        for (stan, date) in originals {
-            let claim = Claim {
-                stan,
-                date,
-                reversal: false,
-                ..Claim::of(txn, &received)
-            };
-            if !lookups.contains(&claim) {
-                lookups.push(claim);
-            }
-        }
-        lookups.reverse();
-        let Some(first) = lookups.pop() else {
-            return;
-        };
-        out.push(Action::Lookup(first.clone()));
-        let purpose = Purpose::Reverse { lookups };
-        self.wait_for_store(now, txn, purpose, key, waiters, msg, first);
     }
 
     /// The longest an issuer may take: a claim is given up after as long.
@@ -476,106 +443,6 @@ impl Engine {
         let rc = ResponseCode::ISSUER_UNAVAILABLE;
         self.refuse(now, txn, &c.waiters, &c.msg, rc, out);
         (!c.waiters.is_empty()).then_some(c.msg)
-    }
-
-    /// `refused` was told RC 91 before the store said whose its key is: the store was unreachable, or
-    /// did not answer in time. Another node may hold that key with an approval it made durable and
-    /// could not deliver (its terminal gave up waiting and retransmitted here), and this 91 is now the
-    /// terminal's last word on it: so whatever holds the key is reversed, as the terminal's own
-    /// reversal would have it, under a reversal the switch admits for the terminal. Its lookup waits
-    /// in the journal's next commit for the store, and a reversal is never given up for a slow store.
-    /// An advice told 91 is repeated by its terminal until it is accepted: nothing to undo.
-    pub(crate) fn reverse_unknowing(
-        &mut self,
-        now: Now,
-        refused: impl IntoIterator<Item = Message>,
-        out: &mut Vec<Action>,
-    ) {
-        if !self.config.shared_keys {
-            return;
-        }
-        for request in refused {
-            if request.mti().function() != 2 {
-                self.reverse_unknowing_one(now, request, out);
-            }
-        }
-    }
-
-    fn reverse_unknowing_one(&mut self, now: Now, mut reversal: Message, out: &mut Vec<Action>) {
-        reversal.set_mti(Mti::REVERSAL);
-        let Some(key) = self.key(now, &reversal) else {
-            return;
-        };
-        let txn = self.new_txn();
-        let _txn = crate::engine::span(txn);
-        let fingerprint = fingerprint(&reversal, &self.config.card_key);
-        // A reversal of the terminal's own under the same key is acting on it already.
-        if !matches!(
-            self.idempotency.check(key, fingerprint, txn, now.mono),
-            Ok(Lookup::New)
-        ) {
-            return;
-        }
-        tracing::warn!(
-            "told 91 before the store said whose the key is: whatever holds it is reversed"
-        );
-        self.stats.refused_unknowing += 1;
-        self.act_on_reversal(now, txn, key, fingerprint, Vec::new(), reversal, out);
-    }
-
-    /// A terminal's reversal of `holder`'s transaction (another node's, or this node's from before a
-    /// restart): if the issuer may hold a debit for it, its recorded request is reversed, as this
-    /// transaction's, after a copy of the holder's forward record so that a restart resumes it.
-    fn reverse_held(
-        &mut self,
-        now: Now,
-        txn: TxnId,
-        holder: Option<Holder>,
-        reversal: &Message,
-        out: &mut Vec<Action>,
-    ) {
-        let Some(holder) = holder else {
-            return;
-        };
-        let forward = holder
-            .records
-            .iter()
-            .find(|r| matches!(r.step, Step::Forwarded { .. }))
-            .cloned();
-        let trail = Trail::of(holder.records);
-        let stands = trail.may_be_debited(&self.config) && !trail.reversing();
-        let (Some(mut forward), Some((_, amended)), true) = (forward, trail.forward(), stands)
-        else {
-            return;
-        };
-        let Step::Forwarded {
-            issuer, original, ..
-        } = &mut forward.step
-        else {
-            return;
-        };
-        // The copy names what stands at the issuer (the amount of a partial approval), so that a
-        // restart of this node reverses the same.
-        *original = amended.clone();
-        let Some(index) = self.config.issuers.iter().position(|i| i.name == *issuer) else {
-            return tracing::error!(
-                issuer = issuer.as_str(),
-                "issuer no longer configured; needs manual action"
-            );
-        };
-        let rebuilt = self.recorded_original(original, index);
-        let adopted = Step::Adopted {
-            node: holder.node,
-            txn: holder.txn,
-        };
-        Self::journal(now, txn, adopted, out);
-        out.push(Action::Journal(Record { txn, ..forward }));
-        match rebuilt {
-            Ok(msg) => self.queue_terminal_reversal(now, txn, msg, index, reversal, out),
-            Err(error) => {
-                tracing::error!(%error, "recorded request cannot be rebuilt for its reversal; needs manual action")
-            }
-        }
     }
 
     /// The journal cannot write, or a shutdown's grace period is over: every forward still provisional

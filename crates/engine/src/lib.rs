@@ -30,6 +30,7 @@ mod routes;
 mod saf;
 mod settlement;
 mod stats;
+mod store_reversals;
 mod terminal;
 mod timers;
 mod upstream;

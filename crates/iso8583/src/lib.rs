@@ -12,6 +12,7 @@ mod accessors;
 mod charset;
 mod error;
 mod field;
+mod header;
 mod layout;
 mod message;
 mod spec;
