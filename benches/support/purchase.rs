@@ -8,7 +8,8 @@ use iso8583::{Mti, Pan, ResponseCode};
 /// The four records of purchase `n` (received, forwarded, answered, told): card ending in `n % 10000`,
 /// terminal `n % 1000`, RRN `n`.
 pub(crate) fn purchase(n: u64, at: SystemTime) -> [Record; 4] {
-    let pan = Pan::new(format!("476173900101{:04}", n % 10_000).as_bytes()).unwrap();
+    let digits = format!("476173900101{:04}", n % 10_000);
+    let pan = Pan::new(digits.as_bytes()).unwrap();
     let txn = TxnId(n);
     let rrn = format!("{n:012}");
     let step = |step| Record { txn, at, step };

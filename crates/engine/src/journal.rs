@@ -35,7 +35,7 @@ pub struct Card {
 }
 
 impl Card {
-    pub fn new(pan: &Pan, key: &[u8; 16]) -> Card {
+    pub fn new(pan: &Pan<'_>, key: &[u8; 16]) -> Card {
         let text = CompactString::from_utf8_lossy;
         let mut h = SipHasher13::new_with_key(key);
         std::hash::Hasher::write(&mut h, pan.expose());

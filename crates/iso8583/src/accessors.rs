@@ -10,7 +10,7 @@ use crate::types::{OriginalData, Pan, ResponseCode};
 impl Message {
     /// DE2, primary account number.
     #[inline(always)]
-    pub fn pan(&self) -> Option<Pan> {
+    pub fn pan(&self) -> Option<Pan<'_>> {
         match self.digits_or_field(2)? {
             Ok((buf, start, end)) => Pan::of_digits(&buf[start..end]),
             Err(field) => Pan::from_field(field),

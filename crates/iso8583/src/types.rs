@@ -105,16 +105,24 @@ impl Class {
     }
 }
 
-/// A card number. It cannot be printed in clear: `Display` and `Debug` show first six and last four.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Pan {
-    digits: [u8; 19],
-    len: u8,
+/// A card number, read from a message. It cannot be printed in clear: `Display` and `Debug` show first
+/// six and last four.
+///
+/// Its digits are the message's own when the wire carries them as ASCII (no copy: a copy into a
+/// fixed array cost more than the rest of a typed read, see `benches/codec_peer.rs`), unpacked only
+/// from other encodings (BCD, EBCDIC).
+#[derive(Clone, Copy)]
+pub struct Pan<'a>(Digits<'a>);
+
+#[derive(Clone, Copy)]
+enum Digits<'a> {
+    Wire(&'a [u8]),
+    Unpacked { digits: [u8; 19], len: u8 },
 }
 
-impl Pan {
+impl<'a> Pan<'a> {
     /// A PAN from its ASCII digits (at most 19).
-    pub fn new(digits: &[u8]) -> Option<Pan> {
+    pub fn new(digits: &'a [u8]) -> Option<Pan<'a>> {
         if !crate::layout::all_digits(digits) {
             return None;
         }
@@ -122,17 +130,12 @@ impl Pan {
     }
 
     /// A PAN from bytes known to be digits; `None` past 19.
-    #[inline]
-    pub(crate) fn of_digits(digits: &[u8]) -> Option<Pan> {
-        let mut pan = Pan {
-            digits: [0; 19],
-            len: u8::try_from(digits.len()).ok().filter(|&n| n <= 19)?,
-        };
-        pan.digits[..digits.len()].copy_from_slice(digits);
-        Some(pan)
+    #[inline(always)]
+    pub(crate) fn of_digits(digits: &'a [u8]) -> Option<Pan<'a>> {
+        (digits.len() <= 19).then_some(Pan(Digits::Wire(digits)))
     }
 
-    pub(crate) fn from_field(field: Field<'_>) -> Option<Pan> {
+    pub(crate) fn from_field(field: Field<'a>) -> Option<Pan<'a>> {
         if field.spec().encoding == Encoding::Ascii {
             return Pan::new(field.wire());
         }
@@ -145,20 +148,31 @@ impl Pan {
             .iter_mut()
             .zip(field.bytes())
             .for_each(|(slot, d)| *slot = d);
-        Pan::new(&digits[..len])
+        if !crate::layout::all_digits(&digits[..len]) {
+            return None;
+        }
+        Some(Pan(Digits::Unpacked {
+            digits,
+            len: len as u8,
+        }))
     }
 
     /// The digits in clear. Only for routing, hashing and the issuer link; never for logs.
+    #[inline]
     pub fn expose(&self) -> &[u8] {
-        &self.digits[..usize::from(self.len)]
+        match &self.0 {
+            Digits::Wire(digits) => digits,
+            Digits::Unpacked { digits, len } => &digits[..usize::from(*len)],
+        }
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
-        usize::from(self.len)
+        self.expose().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// The first `n` digits (the BIN/IIN for routing), or fewer if the PAN is shorter.
@@ -172,13 +186,27 @@ impl Pan {
     }
 }
 
-impl fmt::Display for Pan {
+impl PartialEq for Pan<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Pan<'_> {}
+
+impl std::hash::Hash for Pan<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.expose().hash(state);
+    }
+}
+
+impl fmt::Display for Pan<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write_masked_pan(self.expose().iter().copied(), f)
     }
 }
 
-impl fmt::Debug for Pan {
+impl fmt::Debug for Pan<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Pan({self})")
     }

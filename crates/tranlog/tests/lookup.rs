@@ -13,8 +13,9 @@ fn at(n: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_795_000_000 + n)
 }
 
-fn pan(n: u64) -> Pan {
-    Pan::new(format!("476173900101{:04}", n % 10_000).as_bytes()).unwrap()
+fn card(n: u64) -> Card {
+    let digits = format!("476173900101{:04}", n % 10_000);
+    Card::new(&Pan::new(digits.as_bytes()).unwrap(), &[7; 16])
 }
 
 fn purchase(n: u64) -> Vec<Record> {
@@ -23,7 +24,7 @@ fn purchase(n: u64) -> Vec<Record> {
     vec![
         step(Step::Received(Received {
             mti: Mti::FINANCIAL,
-            card: Some(Card::new(&pan(n), &[7; 16])),
+            card: Some(card(n)),
             amount: Some(1000 + n),
             currency: Some(978),
             terminal: format!("T{:07}", n % 10).into(),
