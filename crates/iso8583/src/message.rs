@@ -32,10 +32,35 @@ pub(crate) type Located<'a> = (&'a [u8], usize, usize);
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     number: u8,
-    owned: bool,
+    /// [`OWNED`] and [`DIGITS`]: one byte, so that a slot stays 12 bytes (16 made decoding 22 fields
+    /// 10 % slower).
+    flags: u8,
     len: u16,
     start: u32,
     wire_len: u32,
+}
+
+/// [`Slot::flags`]: the field's bytes are in the message's own buffer, not the frame.
+const OWNED: u8 = 1;
+/// [`Slot::flags`]: the field is ASCII digits in its dialect (`Layout::ascii_digits`), known here so
+/// that a typed read finds it without going through the dialect's tables.
+const DIGITS: u8 = 2;
+
+impl Slot {
+    #[inline(always)]
+    fn flags(owned: bool, digits: bool) -> u8 {
+        (u8::from(owned) * OWNED) | (u8::from(digits) * DIGITS)
+    }
+
+    #[inline(always)]
+    fn owned(&self) -> bool {
+        self.flags & OWNED != 0
+    }
+
+    #[inline(always)]
+    fn digits(&self) -> bool {
+        self.flags & DIGITS != 0
+    }
 }
 
 /// An ISO 8583 message bound to its dialect.
@@ -107,7 +132,7 @@ impl Message {
                 };
                 slots.push(Slot {
                     number,
-                    owned: false,
+                    flags: Slot::flags(false, spec.layout(number).ascii_digits()),
                     len: span.len as u16,
                     start: span.start as u32,
                     wire_len: span.wire_len as u32,
@@ -208,7 +233,7 @@ impl Message {
     #[inline(always)]
     pub(crate) fn digits_or_field(&self, number: u8) -> Option<Result<Located<'_>, Field<'_>>> {
         let slot = self.slot(number)?;
-        Some(match self.spec.layout(number).ascii_digits() {
+        Some(match slot.digits() {
             true => Ok(self.source(slot)),
             false => Err(self.view(slot)),
         })
@@ -223,7 +248,7 @@ impl Message {
     pub fn field_bytes(&self, number: u8) -> Option<Bytes> {
         let slot = self.slot(number)?;
         let range = slot.start as usize..(slot.start + slot.wire_len) as usize;
-        Some(if slot.owned {
+        Some(if slot.owned() {
             Bytes::copy_from_slice(&self.owned[range])
         } else {
             self.frame.slice(range)
@@ -258,7 +283,7 @@ impl Message {
         };
         self.put_slot(Slot {
             number,
-            owned: true,
+            flags: Slot::flags(true, self.spec.layout(number).ascii_digits()),
             len: len as u16,
             start: start32,
             wire_len,
@@ -347,7 +372,8 @@ impl Message {
             let start = out.owned.len();
             let len = match from.spec().likeness(into) {
                 Likeness::Same => {
-                    let slot = out.adopt(self, *slot);
+                    let mut slot = out.adopt(self, *slot);
+                    slot.flags = Slot::flags(slot.owned(), to.layout(number).ascii_digits());
                     out.slots.push(slot);
                     continue;
                 }
@@ -363,7 +389,7 @@ impl Message {
             };
             out.slots.push(Slot {
                 number,
-                owned: true,
+                flags: Slot::flags(true, to.layout(number).ascii_digits()),
                 len: len as u16,
                 start: start as u32,
                 wire_len: (out.owned.len() - start) as u32,
@@ -375,7 +401,7 @@ impl Message {
     /// `slot` of `from`, a message that shares this one's frame, as a slot of this one: data from the
     /// frame stays where it is, data from `from`'s own buffer is copied into this one's.
     fn adopt(&mut self, from: &Message, mut slot: Slot) -> Slot {
-        if slot.owned {
+        if slot.owned() {
             let data = from.data(&slot);
             slot.start = self.owned.len() as u32;
             self.owned.extend_from_slice(data);
@@ -447,7 +473,7 @@ impl Message {
     #[inline]
     fn source(&self, slot: &Slot) -> Located<'_> {
         let (start, end) = (slot.start as usize, (slot.start + slot.wire_len) as usize);
-        match slot.owned {
+        match slot.owned() {
             true => (&self.owned, start, end),
             false => (&self.frame, start, end),
         }
