@@ -90,6 +90,12 @@ impl Layout {
         }
     }
 
+    /// Bytes of the length prefix on the wire; 0 for a fixed field.
+    #[inline(always)]
+    pub(crate) fn prefix_len(&self) -> usize {
+        usize::from(self.prefix)
+    }
+
     /// Whether the field's data is ASCII digits, every one checked on decode and on `set`.
     #[inline]
     pub(crate) fn ascii_digits(&self) -> bool {
@@ -100,23 +106,34 @@ impl Layout {
     /// size and encoding say it all: LL takes one byte in binary and BCD, two as text, and so on.
     #[inline]
     pub(crate) fn write_prefix(&self, len: usize, out: &mut impl BufMut) {
-        match (self.length_encoding, self.prefix) {
-            (_, 0) => {}
-            (Encoding::Binary, 1) => out.put_u8(len as u8),
-            (Encoding::Binary, _) => out.put_u16(len as u16),
-            (Encoding::Bcd, bytes) => {
-                let pair = |v: usize| ((v / 10) as u8) << 4 | (v % 10) as u8;
-                if bytes == 2 {
-                    out.put_u8(pair(len / 100 % 100));
-                }
-                out.put_u8(pair(len % 100));
-            }
-            (encoding, digits) => {
-                // Constant divisors: the compiler turns them into multiplications.
-                let text = [len / 1000 % 10, len / 100 % 10, len / 10 % 10, len % 10]
-                    .map(|d| from_latin1(encoding == Encoding::Ebcdic, b'0' + d as u8));
-                out.put_slice(&text[4 - usize::from(digits)..]);
-            }
+        out.put_slice(&self.prefix_bytes(len)[4 - self.prefix_len()..]);
+    }
+
+    /// Writes the length prefix for a value of `len` units into `to`, the [`Layout::prefix_len`] bytes
+    /// kept for it. A copy of each possible size on its own: one of a size known only at run time is a
+    /// call to `memcpy`, and its narrow stores stall the wider loads that read them next.
+    #[inline(always)]
+    pub(crate) fn put_prefix(&self, len: usize, to: &mut [u8]) {
+        let b = self.prefix_bytes(len);
+        match to {
+            [] => {}
+            [x] => *x = b[3],
+            [x, y] => [*x, *y] = [b[2], b[3]],
+            [x, y, z] => [*x, *y, *z] = [b[1], b[2], b[3]],
+            _ => to.copy_from_slice(&b),
+        }
+    }
+
+    /// The length prefix for a value of `len` units, in the last [`Layout::prefix_len`] bytes of four.
+    #[inline(always)]
+    pub(crate) fn prefix_bytes(&self, len: usize) -> [u8; 4] {
+        let pair = |v: usize| ((v / 10) as u8) << 4 | (v % 10) as u8;
+        match self.length_encoding {
+            Encoding::Binary => (len as u32).to_be_bytes(),
+            Encoding::Bcd => [0, 0, pair(len / 100 % 100), pair(len % 100)],
+            // Constant divisors: the compiler turns them into multiplications.
+            encoding => [len / 1000 % 10, len / 100 % 10, len / 10 % 10, len % 10]
+                .map(|d| from_latin1(encoding == Encoding::Ebcdic, b'0' + d as u8)),
         }
     }
 }
@@ -144,11 +161,8 @@ pub(crate) fn scan(layout: Layout, buf: &[u8], pos: usize) -> Option<Span> {
         Check::Nothing => true,
         Check::Digits => words_ok(buf, start, end, |x| digits_bad(x, zeros)),
         Check::Track => {
-            let [equals, d] = layout.separators.map(|c| ONES * u64::from(c));
-            words_ok(buf, start, end, |x| {
-                let separators = bytes_equal(x, equals) | bytes_equal(x, d);
-                digits_bad(x & !separators | zeros & separators, zeros)
-            })
+            let separators = layout.separators.map(|c| ONES * u64::from(c));
+            words_ok(buf, start, end, |x| track_bad(x, zeros, separators))
         }
         Check::Packed => packed_ok(buf, start, end, layout.filler, len, packed_bad),
         Check::PackedTrack => packed_ok(buf, start, end, layout.filler, len, packed_track_bad),
@@ -194,12 +208,38 @@ fn hex_bad(x: u64) -> u64 {
 #[inline]
 pub(crate) fn all_digits(text: &[u8]) -> bool {
     let zeros = ONES * u64::from(b'0');
+    all_words(text, |x| digits_bad(x, zeros), u8::is_ascii_digit)
+}
+
+/// Whether every byte of `text` is an ASCII digit or a track-data separator (`=`, `D`), eight at a
+/// time, as decode checks them.
+#[inline]
+pub(crate) fn all_track(text: &[u8]) -> bool {
+    let zeros = ONES * u64::from(b'0');
+    all_words(
+        text,
+        |x| track_bad(x, zeros, [ONES * u64::from(b'='), ONES * u64::from(b'D')]),
+        |b| b.is_ascii_digit() || *b == b'=' || *b == b'D',
+    )
+}
+
+/// Whether `bad` finds nothing in `text`'s whole words and `ok` takes each byte after them.
+#[inline(always)]
+fn all_words(text: &[u8], bad: impl Fn(u64) -> u64, ok: impl Fn(&u8) -> bool) -> bool {
     let mut words = text.chunks_exact(8);
-    let mut bad = 0;
+    let mut found = 0;
     for word in &mut words {
-        bad |= digits_bad(u64::from_le_bytes(word.try_into().expect("8 bytes")), zeros);
+        found |= bad(u64::from_le_bytes(word.try_into().expect("8 bytes")));
     }
-    bad == 0 && words.remainder().iter().all(u8::is_ascii_digit)
+    found == 0 && words.remainder().iter().all(ok)
+}
+
+/// Non-zero if a byte of `x` is neither a digit nor one of the two `separators` (each repeated in
+/// every byte): separators count as zeros.
+#[inline(always)]
+fn track_bad(x: u64, zeros: u64, [equals, d]: [u64; 2]) -> u64 {
+    let separators = bytes_equal(x, equals) | bytes_equal(x, d);
+    digits_bad((x & !separators) | (zeros & separators), zeros)
 }
 
 /// The ASCII digits `buf[start..end]` (at most 19, so that any fits) as a number, eight at a time:
@@ -434,6 +474,23 @@ mod tests {
             let buf = [&before[..], text.as_bytes()].concat();
             proptest::prop_assert_eq!(digits_value(&buf, before.len(), buf.len()), expected);
             proptest::prop_assert_eq!(all_digits(text.as_bytes()), digits);
+        }
+    }
+
+    proptest::proptest! {
+        /// Track data checked eight at a time is what the field type's byte-by-byte rule allows.
+        #[test]
+        fn track_checked_in_words_as_byte_by_byte(
+            data in proptest::collection::vec(
+                proptest::prop_oneof![
+                    8 => proptest::sample::select(&b"0123456789=D"[..]),
+                    1 => proptest::num::u8::ANY,
+                ],
+                0..50,
+            ),
+        ) {
+            let expected = data.iter().enumerate().all(|(i, &b)| FieldType::Z.allows(i, b));
+            proptest::prop_assert_eq!(all_track(&data), expected);
         }
     }
 

@@ -79,6 +79,12 @@ pub struct Message {
     slots: Vec<Slot>,
     frame: Bytes,
     owned: Vec<u8>,
+    /// `owned` is the message's body as it goes on the wire: every present field, in order, each after
+    /// its length prefix. So it stays while a builder sets new fields in ascending order, as builders
+    /// do, and `encode` then copies it whole (one copy, not a prefix and a copy per field). Anything
+    /// else (a decoded, derived or translated message, a field replaced, removed or set out of order)
+    /// clears it for good, and fields are written one by one.
+    wire_body: bool,
 }
 
 impl Message {
@@ -91,6 +97,7 @@ impl Message {
             slots: Vec::new(),
             frame: Bytes::new(),
             owned: Vec::new(),
+            wire_body: true,
         }
     }
 
@@ -159,6 +166,7 @@ impl Message {
             slots,
             frame,
             owned: Vec::new(),
+            wire_body: false,
         })
     }
 
@@ -187,6 +195,10 @@ impl Message {
         }
         if tertiary {
             write_bitmap(bitmap, self.present[2], out);
+        }
+        if self.wire_body {
+            out.put_slice(&self.owned);
+            return;
         }
         for slot in &self.slots {
             self.spec
@@ -269,21 +281,37 @@ impl Message {
         if self.slots.capacity() == 0 {
             self.slots.reserve(SLOTS_START);
         }
+        let layout = self.spec.layout(number);
+        // Appended after the last field: the body stays in wire form, with room for the prefix.
+        self.wire_body &= self.slots.last().is_none_or(|last| last.number < number);
+        let prefix_at = self.owned.len();
+        if self.wire_body {
+            self.owned.resize(prefix_at + layout.prefix_len(), 0);
+        }
         let start = self.owned.len();
-        let len = value::encode(fs, number, value.as_ref(), &mut self.owned)?;
+        let len = match value::encode(fs, number, value.as_ref(), &mut self.owned) {
+            Ok(len) => len,
+            Err(e) => {
+                self.owned.truncate(prefix_at);
+                return Err(e);
+            }
+        };
         let (Ok(start32), Ok(wire_len)) = (
             u32::try_from(start),
             u32::try_from(self.owned.len() - start),
         ) else {
-            self.owned.truncate(start);
+            self.owned.truncate(prefix_at);
             return Err(Error::Encode {
                 at: Location::Field(number),
                 reason: Reason::MessageTooLarge,
             });
         };
+        if self.wire_body {
+            layout.put_prefix(len, &mut self.owned[prefix_at..start]);
+        }
         self.put_slot(Slot {
             number,
-            flags: Slot::flags(true, self.spec.layout(number).ascii_digits()),
+            flags: Slot::flags(true, layout.ascii_digits()),
             len: len as u16,
             start: start32,
             wire_len,
@@ -315,6 +343,7 @@ impl Message {
         }
         let rank = self.rank(number);
         self.slots.remove(rank);
+        self.wire_body = false;
         if let Some((w, mask)) = bit(&self.present, number) {
             self.present[w] &= !mask;
         }
@@ -330,6 +359,7 @@ impl Message {
         })?;
         let mut out = Message::new(self.spec, mti);
         out.frame = self.frame.clone();
+        out.wire_body = false;
         // Room for the echoed fields and the few a response then sets (RC, auth code, RRN): one
         // allocation instead of one per doubling.
         out.slots.reserve(echo.len() + EXTRA_FIELDS);
@@ -356,6 +386,7 @@ impl Message {
         }
         let mut out = Message::new(to, self.mti);
         out.frame = self.frame.clone();
+        out.wire_body = false;
         out.present = self.present;
         out.slots.reserve(self.slots.len() + EXTRA_FIELDS);
         // Room for the whole message, plus the few fields a switch sets after translating it: one

@@ -185,6 +185,7 @@ fn padded<'a>(fs: &FieldSpec, value: &'a [u8], short: usize) -> Padded<'a> {
 
 /// Checks a logical value against the field's layout and appends its wire form to `out`. Returns the
 /// length in logical units. On error nothing is appended.
+#[inline(always)]
 pub(crate) fn encode(
     fs: &FieldSpec,
     number: u8,
@@ -248,6 +249,7 @@ fn disallowed(kind: FieldType, value: &[u8]) -> Option<u8> {
     match kind {
         FieldType::An | FieldType::Ans | FieldType::B => None,
         FieldType::N if crate::layout::all_digits(value) => None,
+        FieldType::Z if crate::layout::all_track(value) => None,
         _ => value
             .iter()
             .enumerate()
