@@ -1,9 +1,10 @@
 //! Reading the journal back: every segment in order, every record checked.
 //!
 //! A record that fails its checksum at the very end of the last segment, with nothing valid after it, is
-//! a torn write from a crash: recovery cuts it off (it was never durable, so nothing acted on it). Any
-//! other bad record is corruption in the middle: recovery stops and names the segment and offset,
-//! unless told to skip (see [`OnCorrupt`]).
+//! a torn write from a crash: recovery cuts it off (it was never durable, so nothing acted on it). Zeros
+//! to the end of a segment are what the writer wrote ahead of its records: the segment ends there,
+//! cleanly. Any other bad record is corruption in the middle: recovery stops and names the segment and
+//! offset, unless told to skip (see [`OnCorrupt`]).
 
 use std::path::{Path, PathBuf};
 
@@ -113,6 +114,14 @@ pub fn scan(
             };
             let frame = match frame::decode(&bytes[offset..]) {
                 Ok(frame) => frame,
+                // Written ahead by the writer and not reached: the segment's records end here.
+                Err(_) if bytes[offset..].iter().all(|&b| b == 0) => {
+                    if mode.repair {
+                        cut(path, offset as u64)?;
+                    }
+                    seg.bytes = offset as u64;
+                    break;
+                }
                 Err(bad) => {
                     let next = resync(&bytes, offset + 1, found.last_seq);
                     match next {

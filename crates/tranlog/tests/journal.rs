@@ -223,3 +223,77 @@ fn retention_deletes_old_segments_but_never_one_recovery_still_needs() {
         "over the limit only because of what must be kept: {total} bytes"
     );
 }
+
+#[test]
+fn the_writer_writes_zeros_ahead_of_its_records_and_cuts_them_off_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (scanned, _) = read(dir.path(), RECOVER).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut writer = Writer::start(dir.path(), Options::default(), &scanned, move |batch| {
+        let _ = tx.send(batch.expect("write ok"));
+    })
+    .unwrap();
+    writer.append_all((1..11).map(record).collect());
+    let (mut written, mut records) = (0, 16); // a segment's header, then the records
+    while written < 10 {
+        let batch = rx.recv().unwrap();
+        (written, records) = (written + batch.records, records + batch.bytes);
+    }
+    let seg = last_segment(dir.path());
+    let len = std::fs::metadata(&seg).unwrap().len() as usize;
+    assert!(
+        len >= records + (256 << 10),
+        "{len} bytes for {records} of records"
+    );
+    writer.close();
+    assert_eq!(std::fs::metadata(&seg).unwrap().len() as usize, records);
+}
+
+#[test]
+fn zeros_after_the_records_end_a_segment_cleanly_and_a_partial_record_before_them_is_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), small_segments(), 1..100);
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    let (first, last) = (segments[0].clone(), segments[segments.len() - 1].clone());
+    let full = std::fs::read(&last).unwrap();
+    // A crash left the zeros written ahead: after the last segment's records, and after a closed
+    // segment's (its cut to size was not yet on disk).
+    for seg in [&first, &last] {
+        let mut ahead = std::fs::read(seg).unwrap();
+        ahead.resize(ahead.len() + 5000, 0);
+        std::fs::write(seg, &ahead).unwrap();
+    }
+    let verify = Mode {
+        repair: false,
+        ..RECOVER
+    };
+    let (scanned, records) = read(dir.path(), verify).unwrap();
+    assert_eq!(records, (1..100).map(record).collect::<Vec<_>>());
+    assert!(scanned.problems.is_empty(), "{:?}", scanned.problems);
+    assert_eq!(scanned.torn, None);
+    let (_, _) = read(dir.path(), RECOVER).unwrap();
+    assert_eq!(
+        std::fs::read(&last).unwrap(),
+        full,
+        "recovery cut the zeros off"
+    );
+    write(dir.path(), small_segments(), 100..120);
+    let (scanned, records) = read(dir.path(), RECOVER).unwrap();
+    assert_eq!(records, (1..120).map(record).collect::<Vec<_>>());
+    assert!(scanned.problems.is_empty() && scanned.torn.is_none());
+
+    // A record whose first bytes reached the disk, in the zeros: a torn tail, as without them.
+    let last = last_segment(dir.path());
+    let mut torn = std::fs::read(&last).unwrap();
+    let end = torn.len() as u64;
+    torn.extend_from_slice(&[0x2a, 0, 0, 0, 1, 2, 3, 4]);
+    torn.resize(torn.len() + 5000, 0);
+    std::fs::write(&last, &torn).unwrap();
+    let (scanned, _) = read(dir.path(), verify).unwrap();
+    assert_eq!(scanned.torn.map(|at| at.offset), Some(end));
+}
