@@ -106,7 +106,14 @@ impl Layout {
     /// size and encoding say it all: LL takes one byte in binary and BCD, two as text, and so on.
     #[inline]
     pub(crate) fn write_prefix(&self, len: usize, out: &mut impl BufMut) {
-        out.put_slice(&self.prefix_bytes(len)[4 - self.prefix_len()..]);
+        // Each size a copy of its own (see `put_prefix`); a fixed field has nothing to write.
+        match self.prefix {
+            0 => {}
+            1 => out.put_u8(self.prefix_bytes(len)[3]),
+            2 => out.put_slice(&self.prefix_bytes(len)[2..]),
+            3 => out.put_slice(&self.prefix_bytes(len)[1..]),
+            _ => out.put_slice(&self.prefix_bytes(len)),
+        }
     }
 
     /// Writes the length prefix for a value of `len` units into `to`, the [`Layout::prefix_len`] bytes
