@@ -103,7 +103,7 @@ impl Message {
     #[inline(always)]
     pub fn number(&self, field: u8) -> Option<u64> {
         match self.digits_or_field(field)? {
-            Ok((buf, start, end)) => crate::layout::digits_value(buf, start, end),
+            Ok((buf, start, end)) => crate::words::digits_value(buf, start, end),
             Err(field) => number_of(field),
         }
     }

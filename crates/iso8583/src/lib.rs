@@ -19,6 +19,7 @@ mod spec;
 pub mod tlv;
 mod types;
 mod value;
+mod words;
 
 pub use error::{Error, Location, Reason};
 pub use field::{Field, Unmasked};

@@ -123,7 +123,7 @@ enum Digits<'a> {
 impl<'a> Pan<'a> {
     /// A PAN from its ASCII digits (at most 19).
     pub fn new(digits: &'a [u8]) -> Option<Pan<'a>> {
-        if !crate::layout::all_digits(digits) {
+        if !crate::words::all_digits(digits) {
             return None;
         }
         Pan::of_digits(digits)
@@ -148,7 +148,7 @@ impl<'a> Pan<'a> {
             .iter_mut()
             .zip(field.bytes())
             .for_each(|(slot, d)| *slot = d);
-        if !crate::layout::all_digits(&digits[..len]) {
+        if !crate::words::all_digits(&digits[..len]) {
             return None;
         }
         Some(Pan(Digits::Unpacked {

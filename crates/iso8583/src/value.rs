@@ -248,8 +248,8 @@ pub(crate) fn encode(
 fn disallowed(kind: FieldType, value: &[u8]) -> Option<u8> {
     match kind {
         FieldType::An | FieldType::Ans | FieldType::B => None,
-        FieldType::N if crate::layout::all_digits(value) => None,
-        FieldType::Z if crate::layout::all_track(value) => None,
+        FieldType::N if crate::words::all_digits(value) => None,
+        FieldType::Z if crate::words::all_track(value) => None,
         _ => value
             .iter()
             .enumerate()
