@@ -133,13 +133,14 @@ impl Message {
             while bits != 0 {
                 let number = (word as u32 * 64 + bits.trailing_zeros() + 1) as u8;
                 bits &= bits - 1;
-                let span = match layout::scan(spec.layout(number), buf, pos) {
+                let layout = spec.layout(number);
+                let span = match layout::scan(layout, buf, pos) {
                     Some(span) => span,
                     None => decode_precisely(spec, number, buf, pos)?,
                 };
                 slots.push(Slot {
                     number,
-                    flags: Slot::flags(false, spec.layout(number).ascii_digits()),
+                    flags: Slot::flags(false, layout.ascii_digits()),
                     len: span.len as u16,
                     start: span.start as u32,
                     wire_len: span.wire_len as u32,
