@@ -6,7 +6,10 @@
 //!
 //! all little-endian. `crc` is CRC-32C over `prev`, `seq` and the payload; `prev` is the previous
 //! record's `crc` (across segments), so records form a chain: a record lost, reordered or spliced in
-//! breaks it. `seq` numbers records from 1 without gaps.
+//! breaks it. `seq` numbers records from 1 without gaps. Zeros may follow a segment's last record, to
+//! the end of the file: the writer writes them ahead of its records (see `writer`), and every reader
+//! takes them as the segment's end (a release before they were written reads them as a torn tail of
+//! the last segment, which it cuts off).
 
 use engine::Record;
 
