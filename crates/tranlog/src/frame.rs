@@ -8,8 +8,9 @@
 //! record's `crc` (across segments), so records form a chain: a record lost, reordered or spliced in
 //! breaks it. `seq` numbers records from 1 without gaps. Zeros may follow a segment's last record, to
 //! the end of the file: the writer writes them ahead of its records (see `writer`), and every reader
-//! takes them as the segment's end (a release before they were written reads them as a torn tail of
-//! the last segment, which it cuts off).
+//! takes them as the segment's end. (A release from before them reads them as a torn tail, and cuts
+//! them off, when they end the last segment; a closed segment has them only after a crash that came
+//! before its cut to size reached the disk.)
 
 use engine::Record;
 
