@@ -374,3 +374,43 @@ fn text(m: &Message, n: u8) -> String {
         .map(|f| f.unmasked().to_string())
         .unwrap_or_default()
 }
+
+/// This release's writer goes on after a journal release 0.1.0 wrote (it writes in place, with zeros
+/// ahead of its records, where that release appended): recovery repairs nothing, the new records
+/// follow the old in one chain, and the segment ends at its records once the writer stops.
+#[test]
+fn this_release_writes_on_after_a_journal_release_0_1_0_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments: Vec<PathBuf> = std::fs::read_dir(fixture())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for from in &segments {
+        std::fs::copy(from, dir.path().join(from.file_name().unwrap())).unwrap();
+    }
+    let mut old = Vec::new();
+    let scanned = tranlog::scan(dir.path(), RECOVER, |_, r| old.push(r)).unwrap();
+    assert!(scanned.torn.is_none() && scanned.problems.is_empty());
+    let more: Vec<Record> = traffic().into_iter().take(8).collect();
+    let mut writer =
+        tranlog::Writer::start(dir.path(), Options::default(), &scanned, |_| {}).unwrap();
+    writer.append_all(more.clone());
+    writer.close();
+
+    let verify = Mode {
+        repair: false,
+        on_corrupt: OnCorrupt::Stop,
+    };
+    let mut all = Vec::new();
+    let again = tranlog::scan(dir.path(), verify, |_, r| all.push(r)).unwrap();
+    assert!(again.problems.is_empty(), "{:?}", again.problems);
+    assert!(again.torn.is_none());
+    assert_eq!(all, [old.clone(), more].concat());
+    assert_eq!(again.last_seq, old.len() as u64 + 8);
+    let last = again.segments.last().unwrap();
+    assert_eq!(
+        std::fs::metadata(&last.path).unwrap().len(),
+        last.bytes,
+        "no zeros left"
+    );
+}
