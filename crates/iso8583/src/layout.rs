@@ -110,28 +110,14 @@ impl Layout {
     /// size and encoding say it all: LL takes one byte in binary and BCD, two as text, and so on.
     #[inline]
     pub(crate) fn write_prefix(&self, len: usize, out: &mut impl BufMut) {
-        // Each size a copy of its own (see `put_prefix`); a fixed field has nothing to write.
+        // Each size a copy of its own: a copy of a size known only at run time is a call to `memcpy`,
+        // whose narrow stores stall the wider loads that read them next. A fixed field writes nothing.
         match self.prefix {
             0 => {}
             1 => out.put_u8(self.prefix_bytes(len)[3]),
             2 => out.put_slice(&self.prefix_bytes(len)[2..]),
             3 => out.put_slice(&self.prefix_bytes(len)[1..]),
             _ => out.put_slice(&self.prefix_bytes(len)),
-        }
-    }
-
-    /// Writes the length prefix for a value of `len` units into `to`, the [`Layout::prefix_len`] bytes
-    /// kept for it. A copy of each possible size on its own: one of a size known only at run time is a
-    /// call to `memcpy`, and its narrow stores stall the wider loads that read them next.
-    #[inline(always)]
-    pub(crate) fn put_prefix(&self, len: usize, to: &mut [u8]) {
-        let b = self.prefix_bytes(len);
-        match to {
-            [] => {}
-            [x] => *x = b[3],
-            [x, y] => [*x, *y] = [b[2], b[3]],
-            [x, y, z] => [*x, *y, *z] = [b[1], b[2], b[3]],
-            _ => to.copy_from_slice(&b),
         }
     }
 

@@ -308,7 +308,7 @@ impl Message {
             });
         };
         if self.wire_body {
-            layout.put_prefix(len, &mut self.owned[prefix_at..start]);
+            layout.write_prefix(len, &mut &mut self.owned[prefix_at..start]);
         }
         self.put_slot(Slot {
             number,
