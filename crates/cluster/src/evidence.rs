@@ -30,11 +30,19 @@ pub async fn timelines(client: &Client, named: &Named) -> Result<Vec<(String, Re
     };
     let rows = client
         .query(
-            "WITH hit AS (
-                 SELECT node, txn FROM records WHERE rrn = $1
-                 UNION SELECT node, txn FROM records WHERE terminal = $2 AND stan = $3
-                 UNION SELECT node, txn FROM records
-                     WHERE last4 = $4 AND at >= coalesce($5::timestamptz, '-infinity') AND at < coalesce($6::timestamptz, 'infinity'))
+            // The indexed copy up to each node's mark, and the rows past it read as they are (the
+            // same snapshot: nothing is counted twice or missed while the marks move).
+            "WITH tail AS (
+                 SELECT r.node, r.txn, r.at, r.terminal, r.stan, r.last4, r.rrn FROM evidence_marks m
+                     CROSS JOIN LATERAL (SELECT * FROM records r WHERE r.node = m.node AND r.seq > m.seq) r
+             ), hit AS (
+                 SELECT node, txn FROM evidence WHERE rrn = $1
+                 UNION SELECT node, txn FROM evidence WHERE terminal = $2 AND stan = $3
+                 UNION SELECT node, txn FROM evidence
+                     WHERE last4 = $4 AND at >= coalesce($5::timestamptz, '-infinity') AND at < coalesce($6::timestamptz, 'infinity')
+                 UNION SELECT node, txn FROM tail
+                     WHERE rrn = $1 OR (terminal = $2 AND stan = $3)
+                        OR (last4 = $4 AND at >= coalesce($5::timestamptz, '-infinity') AND at < coalesce($6::timestamptz, 'infinity')))
              SELECT r.node, r.seq, r.first, r.body FROM records r JOIN hit USING (node, txn)
              ORDER BY r.node, r.txn, r.seq",
             &[
@@ -116,7 +124,8 @@ pub struct Verified {
     pub problems: Vec<String>,
 }
 
-/// Every record decodes; each node's sequence has no gap; every claim names a received request.
+/// Every record decodes; each node's sequence has no gap; the indexed evidence is whole up to each
+/// node's mark; every claim names a received request.
 pub async fn verify(client: &Client) -> Result<Verified, Error> {
     let mut found = Verified::default();
     let nodes = client
@@ -160,6 +169,25 @@ pub async fn verify(client: &Client) -> Result<Verified, Error> {
         )
         .await?
         .get(0);
+    // Up to each node's mark, one row of `evidence` for each of its rows with something to search by.
+    let unindexed = client
+        .query(
+            "SELECT m.node,
+                    (SELECT count(*) FROM records r WHERE r.node = m.node AND r.seq <= m.seq
+                        AND (r.terminal IS NOT NULL OR r.last4 IS NOT NULL OR r.rrn IS NOT NULL))
+                    - (SELECT count(*) FROM evidence e WHERE e.node = m.node)
+             FROM evidence_marks m ORDER BY m.node",
+            &[],
+        )
+        .await?;
+    for r in &unindexed {
+        let (node, missing): (String, i64) = (r.get(0), r.get(1));
+        if missing != 0 {
+            found.problems.push(format!(
+                "node {node}: the evidence searched by RRN, terminal and card is {missing} row(s) short of its journal"
+            ));
+        }
+    }
     if orphans > 0 {
         found
             .problems

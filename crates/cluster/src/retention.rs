@@ -1,5 +1,6 @@
 //! Retention: the journal is partitioned by day (the `at` of each row, its first record's), and whole
-//! days are dropped.
+//! days are dropped; the copy of the journal's evidence columns that disputes search (`evidence`) is
+//! partitioned the same way, and its days go with the journal's.
 //!
 //! Partitions are made ahead (today and the next two days) by whichever node gets there first; a
 //! record whose day has no partition (a copy of an old record, say) lands in the default one, which
@@ -20,14 +21,16 @@ pub async fn maintain(client: &Client, retain: Option<Duration>) -> Result<Vec<S
     client
         .batch_execute(
             "DO $$
-             DECLARE d date;
+             DECLARE d date; t text;
              BEGIN
                  PERFORM pg_advisory_xact_lock(8584);
                  FOR d IN SELECT generate_series(current_date, current_date + 2, '1 day')::date LOOP
-                     IF to_regclass('records_' || to_char(d, 'YYYYMMDD')) IS NULL THEN
-                         EXECUTE format('CREATE TABLE %I PARTITION OF records FOR VALUES FROM (%L) TO (%L)',
-                                        'records_' || to_char(d, 'YYYYMMDD'), d, d + 1);
-                     END IF;
+                     FOREACH t IN ARRAY ARRAY['records', 'evidence'] LOOP
+                         IF to_regclass(t || '_' || to_char(d, 'YYYYMMDD')) IS NULL THEN
+                             EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                                            t || '_' || to_char(d, 'YYYYMMDD'), t, d, d + 1);
+                         END IF;
+                     END LOOP;
                  END LOOP;
              END $$",
         )
@@ -40,8 +43,9 @@ pub async fn maintain(client: &Client, retain: Option<Duration>) -> Result<Vec<S
         .query(
             "SELECT c.relname FROM pg_inherits i
                  JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
-             WHERE p.relname = 'records' AND c.relname ~ '^records_[0-9]{8}$'
-               AND to_date(substr(c.relname, 9), 'YYYYMMDD') + 1 <= $1::timestamptz::date
+             WHERE (p.relname = 'records' AND c.relname ~ '^records_[0-9]{8}$'
+                    OR p.relname = 'evidence' AND c.relname ~ '^evidence_[0-9]{8}$')
+               AND to_date(right(c.relname, 8), 'YYYYMMDD') + 1 <= $1::timestamptz::date
              ORDER BY c.relname",
             &[&before],
         )

@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         3,
         include_str!("../migrations/0003_rows_per_transaction.sql"),
     ),
+    (4, include_str!("../migrations/0004_evidence_behind.sql")),
 ];
 
 /// The schema version this release writes.

@@ -157,6 +157,13 @@ impl Store {
             )
             .await?;
         let (epoch, after): (i64, i64) = (row.get(0), row.get(1));
+        // Before this node's first record: a search reads the rows past each node's mark.
+        client
+            .execute(
+                "INSERT INTO evidence_marks (node, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+                &[&node],
+            )
+            .await?;
         let store = Store {
             commit: client.prepare(COMMIT).await?,
             client,
@@ -380,6 +387,16 @@ impl Store {
     /// Makes the coming days' partitions and drops the days older than `retain` (see `retention`).
     pub async fn maintain(&self, retain: Option<Duration>) -> Result<Vec<String>, Error> {
         crate::retention::maintain(&self.client, retain).await
+    }
+
+    /// Copies the evidence columns of up to `most` rows of each node past its mark into the indexed
+    /// `evidence` (schema version 4), skipping nodes another node is indexing; the rows read.
+    pub async fn index_evidence(&self, most: i32) -> Result<i64, Error> {
+        let row = self
+            .client
+            .query_one("SELECT acquiro_index_evidence($1)", &[&most])
+            .await?;
+        Ok(row.get(0))
     }
 
     /// Another connection for the same node and epoch (the lease is renewed on its own connection, so

@@ -1,6 +1,7 @@
 //! The database is a contract: a database written at each schema version (`fixtures/schema-vN.sql`, a
 //! `pg_dump` of two nodes' records, claims and leases: version 1 by release 0.1.0, version 2 with a
-//! provisional forward withdrawn, version 3 with a row per transaction and batch) must be read by every
+//! provisional forward withdrawn, version 3 with a row per transaction and batch, version 4 with the
+//! evidence of one node copied to its indexes and the other's not yet) must be read by every
 //! later release, migrated in place by its embedded migrations, and then take that release's commits.
 
 use std::path::PathBuf;
@@ -200,6 +201,29 @@ fn read_back_whole(version: i32) {
         let verified = cluster::evidence::verify(&client).await.unwrap();
         assert!(verified.problems.is_empty(), "{:?}", verified.problems);
         assert_eq!(verified.records, 9);
+        // Searched by RRN and by terminal and STAN, whether its evidence is indexed or not.
+        let search = |named: cluster::evidence::Named| {
+            let client = &client;
+            async move {
+                let found = cluster::evidence::timelines(client, &named).await.unwrap();
+                found
+                    .into_iter()
+                    .map(|(node, r)| (node, r.txn))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let rrn = cluster::evidence::Named {
+            rrn: Some(format!("{:012}", 1)),
+            ..Default::default()
+        };
+        assert_eq!(search(rrn).await, vec![("a".to_owned(), TxnId(1)); 4]);
+        let terminal = cluster::evidence::Named {
+            terminal: Some(("TERM0001".into(), 1)),
+            ..Default::default()
+        };
+        let mut both = vec![("a".to_owned(), TxnId(1)); 4];
+        both.extend(vec![("b".to_owned(), TxnId(5)); 2]);
+        assert_eq!(search(terminal).await, both);
     });
 }
 
@@ -211,6 +235,11 @@ fn the_database_schema_version_2_wrote_is_read_back_whole() {
 #[test]
 fn the_database_schema_version_3_wrote_is_read_back_whole() {
     read_back_whole(3);
+}
+
+#[test]
+fn the_database_schema_version_4_wrote_is_read_back_whole() {
+    read_back_whole(4);
 }
 
 /// Writes the fixture of this release's schema version; run by hand, once, by the release that defines
@@ -239,6 +268,8 @@ fn write_fixture() {
             .commit(&numbered, &[claim(1, 1), claim(2, 2)], &[])
             .await
             .unwrap();
+        // a's evidence copied to its indexes, b's not yet (version 4).
+        a.store.index_evidence(100).await.unwrap();
         let b = Store::join(&pg.url(), "b", Duration::from_secs(5), &KEY)
             .await
             .unwrap();

@@ -213,6 +213,76 @@ fn a_provisional_forward_stands_only_if_its_claim_is_won() {
     });
 }
 
+/// The evidence disputes search by is copied to its indexes behind the commits (schema version 4): a
+/// search finds a transaction before the copy reaches it (in the rows past the node's mark) and after
+/// (in the indexed copy alone), and the copy moves in steps of at most `most` rows a node.
+#[test]
+fn a_search_finds_a_transaction_before_and_after_its_evidence_is_indexed() {
+    let Some(pg) = Server::start("store::evidence") else {
+        return;
+    };
+    rt().block_on(async {
+        let a = Store::join(&pg.url(), "a", LEASE, &KEY)
+            .await
+            .unwrap()
+            .store;
+        let purchase = [(1, received(1, 31)), (2, forwarded(1, 31))];
+        a.commit(&purchase, &[claim(1, 31, 42)], &[]).await.unwrap();
+        let later = received(2, 32);
+        a.commit(&[(3, later.clone())], &[claim(2, 32, 43)], &[])
+            .await
+            .unwrap();
+        let client = cluster::connect(&pg.url()).await.unwrap();
+        let count = |sql: &'static str| {
+            let client = &client;
+            async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+        };
+        let by_rrn = cluster::evidence::Named {
+            rrn: Some(format!("{:012}", 31)),
+            ..Default::default()
+        };
+        let by_terminal = cluster::evidence::Named {
+            terminal: Some(("T0000001".into(), 32)),
+            ..Default::default()
+        };
+        let search = |named: &cluster::evidence::Named| {
+            let (client, named) = (&client, named.clone());
+            async move {
+                let found = cluster::evidence::timelines(client, &named).await.unwrap();
+                found.into_iter().map(|(_, r)| r).collect::<Vec<_>>()
+            }
+        };
+        let first = vec![purchase[0].1.clone(), purchase[1].1.clone()];
+        let second = vec![later];
+
+        assert_eq!(count("SELECT count(*) FROM evidence").await, 0);
+        assert_eq!(search(&by_rrn).await, first, "found past the mark");
+        assert_eq!(search(&by_terminal).await, second);
+
+        assert_eq!(a.index_evidence(1).await.unwrap(), 1, "one row at most");
+        assert_eq!(count("SELECT count(*) FROM evidence").await, 1);
+        assert_eq!(search(&by_rrn).await, first, "found in the copy");
+        assert_eq!(search(&by_terminal).await, second, "found past the mark");
+        assert_eq!(a.index_evidence(100).await.unwrap(), 1);
+        assert_eq!(a.index_evidence(100).await.unwrap(), 0, "nothing left");
+        let verified = cluster::evidence::verify(&client).await.unwrap();
+        assert!(verified.problems.is_empty(), "{:?}", verified.problems);
+
+        // The journal's own columns are no longer what is searched: the copy alone finds both.
+        client
+            .batch_execute(
+                "UPDATE records SET terminal = NULL, stan = NULL, last4 = NULL, rrn = NULL",
+            )
+            .await
+            .unwrap();
+        assert_eq!(search(&by_rrn).await, first);
+        assert_eq!(search(&by_terminal).await, second);
+        // ... and verify sees the copy and the journal disagree.
+        let verified = cluster::evidence::verify(&client).await.unwrap();
+        assert_eq!(verified.problems.len(), 1, "{:?}", verified.problems);
+    });
+}
+
 #[test]
 fn a_newer_schema_and_a_different_card_key_are_refused_by_name() {
     let Some(pg) = Server::start("store::refusals") else {
@@ -259,6 +329,8 @@ fn retention_drops_whole_days_past_it_and_keeps_the_rest() {
         client
             .batch_execute(
                 "CREATE TABLE records_20200101 PARTITION OF records
+                     FOR VALUES FROM ('2020-01-01') TO ('2020-01-02');
+                 CREATE TABLE evidence_20200101 PARTITION OF evidence
                      FOR VALUES FROM ('2020-01-01') TO ('2020-01-02')",
             )
             .await
@@ -269,8 +341,15 @@ fn retention_drops_whole_days_past_it_and_keeps_the_rest() {
         a.commit(&batch, &[claim(2, 32, 42)], &[]).await.unwrap();
 
         let month = Duration::from_secs(30 * 24 * 3600);
+        assert_eq!(a.index_evidence(100).await.unwrap(), 2);
         let dropped = a.maintain(Some(month)).await.unwrap();
-        assert_eq!(dropped, ["records_20200101"]);
+        assert_eq!(dropped, ["evidence_20200101", "records_20200101"]);
+        let searched: i64 = client
+            .query_one("SELECT count(*) FROM evidence", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(searched, 1, "today's evidence stays");
         let left: Vec<i64> = client
             .query("SELECT seq FROM records ORDER BY seq", &[])
             .await
