@@ -5,7 +5,7 @@
 -- Sequence numbers come from a sequence, and transaction numbers and RRNs rise with them as a node's
 -- do (the engine numbers its transactions in order; an RRN ends in its link's STAN); keys have random
 -- STANs and terminals.
-SELECT count(*) FROM acquiro_commit('bench', 1,
+SELECT count(*) FROM acquiro_commit('bench' || :client_id, 1,
   array(SELECT nextval('bench_seq') FROM generate_series(1, 2 * :b)),
   array(SELECT currval('bench_seq') - 2 * :b + i FROM generate_series(1, 2 * :b) i),
   array(SELECT (currval('bench_seq') - 2 * :b + i) / 2 FROM generate_series(1, 2 * :b) i),

@@ -48,6 +48,8 @@ DROP INDEX records_rrn, records_terminal, records_last4;
 
 -- Copies the evidence of up to `most` rows of each node past its mark, and moves the mark; a node
 -- whose mark another transaction holds is skipped (it is being indexed). Returns the rows read.
+-- The scan is planned with the mark's value each time (EXECUTE): a plan made for any mark may read
+-- the whole journal, where the rows past a mark are its last fraction of a second.
 CREATE FUNCTION acquiro_index_evidence(most integer) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     m record;
@@ -58,13 +60,16 @@ BEGIN
     -- A node of an earlier release makes no mark when it joins.
     INSERT INTO evidence_marks (node, seq) SELECT node, 0 FROM nodes ON CONFLICT DO NOTHING;
     FOR m IN SELECT node, seq FROM evidence_marks ORDER BY node FOR UPDATE SKIP LOCKED LOOP
-        SELECT max(seq), count(*) INTO upto, n
-            FROM (SELECT seq FROM records WHERE node = m.node AND seq > m.seq ORDER BY seq LIMIT most) s;
+        EXECUTE 'WITH batch AS (
+                     SELECT * FROM records WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT $3
+                 ), copied AS (
+                     INSERT INTO evidence (node, txn, at, terminal, stan, last4, rrn)
+                         SELECT node, txn, at, terminal, stan, last4, rrn FROM batch
+                         WHERE terminal IS NOT NULL OR last4 IS NOT NULL OR rrn IS NOT NULL
+                 )
+                 SELECT max(seq), count(*) FROM batch'
+            INTO upto, n USING m.node, m.seq, most;
         CONTINUE WHEN upto IS NULL;
-        INSERT INTO evidence (node, txn, at, terminal, stan, last4, rrn)
-            SELECT node, txn, at, terminal, stan, last4, rrn FROM records
-            WHERE node = m.node AND seq > m.seq AND seq <= upto
-              AND (terminal IS NOT NULL OR last4 IS NOT NULL OR rrn IS NOT NULL);
         UPDATE evidence_marks SET seq = upto WHERE node = m.node;
         total := total + n;
     END LOOP;
