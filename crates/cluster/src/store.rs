@@ -93,6 +93,8 @@ pub struct NodeStatus {
     pub taking_over: bool,
     pub retired_seq: i64,
     pub last_seq: i64,
+    /// The node's rows up to this one are in the indexed evidence copy (see `evidence`).
+    pub indexed_seq: i64,
 }
 
 /// Connects, with the connection driven on its own task.
@@ -547,7 +549,8 @@ pub async fn status(client: &Client) -> Result<Vec<NodeStatus>, Error> {
             "SELECT n.node, n.epoch, n.lease_until, n.lease_until > now(), n.in_flight, n.reversals,
                     n.taken_by, n.retired_seq,
                     coalesce((SELECT max(seq) FROM records r WHERE r.node = n.node), 0),
-                    n.retired_seq < n.taken_through
+                    n.retired_seq < n.taken_through,
+                    coalesce((SELECT seq FROM evidence_marks m WHERE m.node = n.node), 0)
              FROM nodes n ORDER BY n.node",
             &[],
         )
@@ -565,6 +568,7 @@ pub async fn status(client: &Client) -> Result<Vec<NodeStatus>, Error> {
             retired_seq: r.get(7),
             last_seq: r.get(8),
             taking_over: r.get(9),
+            indexed_seq: r.get(10),
         })
         .collect())
 }

@@ -263,8 +263,14 @@ fn a_search_finds_a_transaction_before_and_after_its_evidence_is_indexed() {
         assert_eq!(count("SELECT count(*) FROM evidence").await, 1);
         assert_eq!(search(&by_rrn).await, first, "found in the copy");
         assert_eq!(search(&by_terminal).await, second, "found past the mark");
+        let searchable = || {
+            let client = &client;
+            async move { cluster::status(client).await.unwrap()[0].indexed_seq }
+        };
+        assert_eq!(searchable().await, 2, "a's first row, keyed by its record 2");
         assert_eq!(a.index_evidence(100).await.unwrap(), 1);
         assert_eq!(a.index_evidence(100).await.unwrap(), 0, "nothing left");
+        assert_eq!(searchable().await, 3);
         let verified = cluster::evidence::verify(&client).await.unwrap();
         assert!(verified.problems.is_empty(), "{:?}", verified.problems);
 

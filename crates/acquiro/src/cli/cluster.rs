@@ -9,7 +9,8 @@ use clap::{Args, Subcommand};
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterCommand {
     /// Every node: its epoch and lease, what it has in flight and in its reversal queue (as its last
-    /// renewal said), its last record, and who took its work over.
+    /// renewal said), its last record, how far its records are copied to the search indexes, and who
+    /// took its work over.
     Status(StatusArgs),
 }
 
@@ -26,8 +27,8 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
         Ok(cluster::status(client).await?)
     })?;
     println!(
-        "{:<16} {:>6}  {:<22} {:>9} {:>9} {:>10} {:>10}  taken over by",
-        "node", "epoch", "lease", "in flight", "reversals", "last seq", "handed on"
+        "{:<16} {:>6}  {:<22} {:>9} {:>9} {:>10} {:>10} {:>10}  taken over by",
+        "node", "epoch", "lease", "in flight", "reversals", "last seq", "searchable", "handed on"
     );
     let now = SystemTime::now();
     for n in &nodes {
@@ -45,8 +46,15 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
             (None, _) => "-".into(),
         };
         println!(
-            "{:<16} {:>6}  {:<22} {:>9} {:>9} {:>10} {:>10}  {taken}",
-            n.node, n.epoch, lease, n.in_flight, n.reversals, n.last_seq, n.retired_seq
+            "{:<16} {:>6}  {:<22} {:>9} {:>9} {:>10} {:>10} {:>10}  {taken}",
+            n.node,
+            n.epoch,
+            lease,
+            n.in_flight,
+            n.reversals,
+            n.last_seq,
+            n.indexed_seq,
+            n.retired_seq
         );
     }
     Ok(ExitCode::SUCCESS)
