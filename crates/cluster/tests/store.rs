@@ -267,7 +267,11 @@ fn a_search_finds_a_transaction_before_and_after_its_evidence_is_indexed() {
             let client = &client;
             async move { cluster::status(client).await.unwrap()[0].indexed_seq }
         };
-        assert_eq!(searchable().await, 2, "a's first row, keyed by its record 2");
+        assert_eq!(
+            searchable().await,
+            2,
+            "a's first row, keyed by its record 2"
+        );
         assert_eq!(a.index_evidence(100).await.unwrap(), 1);
         assert_eq!(a.index_evidence(100).await.unwrap(), 0, "nothing left");
         assert_eq!(searchable().await, 3);

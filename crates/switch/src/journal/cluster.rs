@@ -1,7 +1,8 @@
 //! The journal on PostgreSQL: cluster mode. Records and claims appended during a burst of events go to
 //! a writer task; it commits everything that arrived while its last commit was out as one transaction
 //! (group commit: one statement, one round trip, fenced by the node's epoch), then reports it durable
-//! and answers the claims. A second task renews the node's lease on its own connection.
+//! and answers the claims. A second task renews the node's lease on its own connection, and a third
+//! copies the evidence disputes search by to its indexes, behind the commits, on a third.
 //!
 //! The database going away is not a failure: the writer says the journal is unwritable (new requests
 //! are refused at once), reconnects with backoff, finds out whether the commit in flight went through,
@@ -88,6 +89,7 @@ impl ClusterJournal {
         }
         tracing::info!(node = settings.node, epoch = joined.store.epoch(), records, last_seq = joined.last_seq, took = ?started.elapsed(), "journal read back from the database");
         let lease = joined.store.twin(&settings.database).await?;
+        let copier = joined.store.twin(&settings.database).await?;
         let (writer, batches) = mpsc::unbounded_channel();
         let (reports_tx, reports) = mpsc::unbounded_channel();
         let progress = Arc::new(watch::Sender::new(Progress {
@@ -99,6 +101,11 @@ impl ClusterJournal {
             joined.store,
             settings.database.clone(),
             batches,
+            reports_tx.clone(),
+        ));
+        tokio::spawn(copy_evidence(
+            copier,
+            settings.database.clone(),
             reports_tx.clone(),
         ));
         tokio::spawn(keep_lease(
@@ -299,9 +306,29 @@ async fn looked_up(store: &Store, keys: &[Claim]) -> Vec<(TxnId, Option<Holder>)
     answers
 }
 
+/// Copies the evidence disputes search by to its indexes behind the commits (schema version 4), every
+/// [`INDEX_EVERY`], until the journal is dropped. On a connection of its own: a long copy (a backlog
+/// after an outage, rows of many nodes) must never hold up a lease renewal.
+async fn copy_evidence(mut store: Store, url: String, reports: mpsc::UnboundedSender<Report>) {
+    let mut every = tokio::time::interval(INDEX_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = reports.closed() => return,
+        }
+        if let Err(error) = store.index_evidence(INDEX_MOST).await {
+            // While the database is away the writer and the lease say so; a search still finds what
+            // is not copied yet, more slowly.
+            tracing::debug!(%error, "evidence not copied to its indexes; connecting again");
+            let _ = store.reconnect(&url).await;
+        }
+    }
+}
+
 /// Renews the lease a third of its length before it would lapse, until the journal is dropped, and
 /// takes over the work of any node whose lease lapsed; a renewal refused by the fence is reported as the
-/// journal's failure. Between renewals it maintains the partitions and indexes the evidence.
+/// journal's failure. Between renewals it maintains the partitions.
 async fn keep_lease(
     mut store: Store,
     settings: ClusterSettings,
@@ -311,18 +338,9 @@ async fn keep_lease(
     let mut every = tokio::time::interval(settings.lease / 3);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
-    let mut index = tokio::time::interval(INDEX_EVERY);
-    index.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = every.tick() => {}
-            _ = index.tick() => {
-                // Failing while the database is away: the lease renewal says so.
-                if let Err(error) = store.index_evidence(INDEX_MOST).await {
-                    tracing::debug!(%error, "evidence not indexed");
-                }
-                continue;
-            }
             _ = maintain.tick() => {
                 match store.maintain(settings.retain).await {
                     Ok(dropped) if !dropped.is_empty() => tracing::info!(?dropped, "journal days past retention dropped"),
