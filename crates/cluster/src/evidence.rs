@@ -182,11 +182,14 @@ pub async fn verify(client: &Client) -> Result<Verified, Error> {
         .await?;
     for r in &unindexed {
         let (node, missing): (String, i64) = (r.get(0), r.get(1));
-        if missing != 0 {
-            found.problems.push(format!(
-                "node {node}: the evidence searched by RRN, terminal and card is {missing} row(s) short of its journal"
-            ));
-        }
+        let gap = match missing {
+            0 => continue,
+            1.. => format!("{missing} row(s) short of"),
+            _ => format!("{} row(s) more than", -missing),
+        };
+        found.problems.push(format!(
+            "node {node}: the evidence searched by RRN, terminal and card holds {gap} its journal"
+        ));
     }
     if orphans > 0 {
         found

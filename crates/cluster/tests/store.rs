@@ -290,6 +290,11 @@ fn a_search_finds_a_transaction_before_and_after_its_evidence_is_indexed() {
         // ... and verify sees the copy and the journal disagree.
         let verified = cluster::evidence::verify(&client).await.unwrap();
         assert_eq!(verified.problems.len(), 1, "{:?}", verified.problems);
+        assert!(
+            verified.problems[0].contains("2 row(s) more than"),
+            "{:?}",
+            verified.problems
+        );
     });
 }
 
