@@ -61,7 +61,8 @@ BEGIN
     INSERT INTO evidence_marks (node, seq) SELECT node, 0 FROM nodes ON CONFLICT DO NOTHING;
     FOR m IN SELECT node, seq FROM evidence_marks ORDER BY node FOR UPDATE SKIP LOCKED LOOP
         EXECUTE 'WITH batch AS (
-                     SELECT * FROM records WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT $3
+                     SELECT node, seq, txn, at, terminal, stan, last4, rrn FROM records
+                     WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT $3
                  ), copied AS (
                      INSERT INTO evidence (node, txn, at, terminal, stan, last4, rrn)
                          SELECT node, txn, at, terminal, stan, last4, rrn FROM batch

@@ -34,7 +34,8 @@ pub async fn timelines(client: &Client, named: &Named) -> Result<Vec<(String, Re
             // same snapshot: nothing is counted twice or missed while the marks move).
             "WITH tail AS (
                  SELECT r.node, r.txn, r.at, r.terminal, r.stan, r.last4, r.rrn FROM evidence_marks m
-                     CROSS JOIN LATERAL (SELECT * FROM records r WHERE r.node = m.node AND r.seq > m.seq) r
+                     CROSS JOIN LATERAL (SELECT r.node, r.txn, r.at, r.terminal, r.stan, r.last4, r.rrn
+                                         FROM records r WHERE r.node = m.node AND r.seq > m.seq) r
              ), hit AS (
                  SELECT node, txn FROM evidence WHERE rrn = $1
                  UNION SELECT node, txn FROM evidence WHERE terminal = $2 AND stan = $3
