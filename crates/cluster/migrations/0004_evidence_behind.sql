@@ -38,16 +38,9 @@ BEGIN
     END LOOP;
 END $$;
 
-INSERT INTO evidence (node, txn, at, terminal, stan, last4, rrn)
-    SELECT node, txn, at, terminal, stan, last4, rrn FROM records
-    WHERE terminal IS NOT NULL OR last4 IS NOT NULL OR rrn IS NOT NULL;
-INSERT INTO evidence_marks (node, seq) SELECT node, 0 FROM nodes;
-UPDATE evidence_marks m SET seq = r.seq FROM (SELECT node, max(seq) AS seq FROM records GROUP BY node) r
-    WHERE r.node = m.node;
-DROP INDEX records_rrn, records_terminal, records_last4;
-
--- Copies the evidence of up to `most` rows of each node past its mark, and moves the mark; a node
--- whose mark another transaction holds is skipped (it is being indexed). Returns the rows read.
+-- Copies the evidence of up to `most` rows (all: NULL) of each node past its mark, and moves the mark,
+-- made here for a node that has none (it has copied nothing); a node whose mark another transaction
+-- holds is skipped (it is being copied). Returns the rows read.
 -- The scan is planned with the mark's value each time (EXECUTE): a plan made for any mark may read
 -- the whole journal, where the rows past a mark are its last fraction of a second.
 CREATE FUNCTION acquiro_index_evidence(most integer) RETURNS bigint LANGUAGE plpgsql AS $$
@@ -57,7 +50,6 @@ DECLARE
     n bigint;
     total bigint := 0;
 BEGIN
-    -- A node of an earlier release makes no mark when it joins.
     INSERT INTO evidence_marks (node, seq) SELECT node, 0 FROM nodes ON CONFLICT DO NOTHING;
     FOR m IN SELECT node, seq FROM evidence_marks ORDER BY node FOR UPDATE SKIP LOCKED LOOP
         EXECUTE 'WITH batch AS (
@@ -76,3 +68,7 @@ BEGIN
     END LOOP;
     RETURN total;
 END $$;
+
+-- What is already in the journal, copied by the same function; then the indexes it replaces go.
+SELECT acquiro_index_evidence(NULL);
+DROP INDEX records_rrn, records_terminal, records_last4;

@@ -32,10 +32,12 @@ pub async fn timelines(client: &Client, named: &Named) -> Result<Vec<(String, Re
         .query(
             // The indexed copy up to each node's mark, and the rows past it read as they are (the
             // same snapshot: nothing is counted twice or missed while the marks move).
+            // A node without a mark has copied nothing.
             "WITH tail AS (
-                 SELECT r.node, r.txn, r.at, r.terminal, r.stan, r.last4, r.rrn FROM evidence_marks m
+                 SELECT r.node, r.txn, r.at, r.terminal, r.stan, r.last4, r.rrn
+                 FROM nodes n LEFT JOIN evidence_marks m USING (node)
                      CROSS JOIN LATERAL (SELECT r.node, r.txn, r.at, r.terminal, r.stan, r.last4, r.rrn
-                                         FROM records r WHERE r.node = m.node AND r.seq > m.seq) r
+                                         FROM records r WHERE r.node = n.node AND r.seq > coalesce(m.seq, 0)) r
              ), hit AS (
                  SELECT node, txn FROM evidence WHERE rrn = $1
                  UNION SELECT node, txn FROM evidence WHERE terminal = $2 AND stan = $3

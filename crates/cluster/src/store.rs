@@ -159,13 +159,6 @@ impl Store {
             )
             .await?;
         let (epoch, after): (i64, i64) = (row.get(0), row.get(1));
-        // Before this node's first record: a search reads the rows past each node's mark.
-        client
-            .execute(
-                "INSERT INTO evidence_marks (node, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING",
-                &[&node],
-            )
-            .await?;
         let store = Store {
             commit: client.prepare(COMMIT).await?,
             client,
@@ -392,7 +385,7 @@ impl Store {
     }
 
     /// Copies the evidence columns of up to `most` rows of each node past its mark into the indexed
-    /// `evidence` (schema version 4), skipping nodes another node is indexing; the rows read.
+    /// `evidence` (schema version 4), skipping nodes another node is copying; the rows read.
     pub async fn index_evidence(&self, most: i32) -> Result<i64, Error> {
         let row = self
             .client
