@@ -15,6 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use iso8583::{Message, Mti, Spec};
 use tokio::net::TcpStream;
+use tokio::sync::Barrier;
 use tokio_util::codec::Framed;
 use wire::{Frame, FrameCodec};
 
@@ -106,6 +107,9 @@ pub async fn run(load: Load, progress: Arc<Progress>) -> Run {
     let load = Arc::new(load);
     let started = Instant::now();
     let budget = Arc::new(AtomicU64::new(load.count.unwrap_or(u64::MAX)));
+    // Every terminal waits until all are spawned: a terminal spawned first must not use up a shared
+    // `count` while the spawning thread is descheduled, leaving the rest without a transaction.
+    let start = Arc::new(Barrier::new(load.terminals + 1));
     let links: Vec<_> = (0..load.connections.unwrap_or(0))
         .map(|_| Arc::new(Shared::new(load.addr, load.spec, load.codec)))
         .collect();
@@ -113,9 +117,14 @@ pub async fn run(load: Load, progress: Arc<Progress>) -> Run {
         .map(|i| {
             let mut term = Terminal::new(i, load.clone(), progress.clone(), started);
             term.shared = (!links.is_empty()).then(|| links[i % links.len()].clone());
-            tokio::spawn(term.run(budget.clone()))
+            let (budget, start) = (budget.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                term.run(budget).await
+            })
         })
         .collect();
+    start.wait().await;
     let mut outcomes = Vec::new();
     let mut latency = histogram();
     for task in tasks {
