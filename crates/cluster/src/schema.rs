@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../migrations/0003_rows_per_transaction.sql"),
     ),
     (4, include_str!("../migrations/0004_evidence_behind.sql")),
+    (5, include_str!("../migrations/0005_claims_by_day.sql")),
 ];
 
 /// The schema version this release writes.

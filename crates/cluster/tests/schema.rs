@@ -1,7 +1,8 @@
 //! The database is a contract: a database written at each schema version (`fixtures/schema-vN.sql`, a
 //! `pg_dump` of two nodes' records, claims and leases: version 1 by release 0.1.0, version 2 with a
 //! provisional forward withdrawn, version 3 with a row per transaction and batch, version 4 with the
-//! evidence of one node copied to its indexes and the other's not yet) must be read by every
+//! evidence of one node copied to its indexes and the other's not yet, version 5 with the claims keyed
+//! by day first) must be read by every
 //! later release, migrated in place by its embedded migrations, and then take that release's commits.
 
 use std::path::PathBuf;
@@ -197,7 +198,25 @@ fn read_back_whole(version: i32) {
         };
         let b = joined.store.records_of("b", TxnId(5)).await.unwrap();
         assert_eq!(b, [received, withdrawn]);
+        // The claims kept their keys: a's purchase 1 still holds its own.
+        let holder = joined
+            .store
+            .holder(&claim(9, 1))
+            .await
+            .unwrap()
+            .expect("claimed");
+        assert_eq!((holder.node.as_str(), holder.txn), ("a", TxnId(1)));
         let client = cluster::connect(&pg.url()).await.unwrap();
+        // Keyed by day and STAN first (version 5).
+        let key: String = client
+            .query_one("SELECT pg_get_indexdef('claims_pkey'::regclass)", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            key.ends_with("(day, stan, terminal, merchant, reversal)"),
+            "{key}"
+        );
         let verified = cluster::evidence::verify(&client).await.unwrap();
         assert!(verified.problems.is_empty(), "{:?}", verified.problems);
         assert_eq!(verified.records, 9);
@@ -240,6 +259,11 @@ fn the_database_schema_version_3_wrote_is_read_back_whole() {
 #[test]
 fn the_database_schema_version_4_wrote_is_read_back_whole() {
     read_back_whole(4);
+}
+
+#[test]
+fn the_database_schema_version_5_wrote_is_read_back_whole() {
+    read_back_whole(5);
 }
 
 /// Writes the fixture of this release's schema version; run by hand, once, by the release that defines
