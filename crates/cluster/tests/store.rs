@@ -137,6 +137,52 @@ fn a_key_is_claimed_once_across_nodes_and_the_loser_learns_who_holds_it() {
     });
 }
 
+/// A key whose holder ended without being forwarded is taken over from that holder only: a second
+/// taker, which still names the first holder, loses it.
+#[test]
+fn a_key_is_taken_over_only_from_the_holder_the_taker_names() {
+    let Some(pg) = Server::start("store::take") else {
+        return;
+    };
+    rt().block_on(async {
+        let a = Store::join(&pg.url(), "a", LEASE, &KEY)
+            .await
+            .unwrap()
+            .store;
+        let b = Store::join(&pg.url(), "b", LEASE, &KEY)
+            .await
+            .unwrap()
+            .store;
+        let done = a
+            .commit(&[(1, received(1, 41))], &[claim(1, 41, 42)], &[])
+            .await;
+        assert!(done.unwrap().lost.is_empty());
+        let replacing = |txn, holder: &str, held| Claim {
+            replacing: Some((holder.into(), TxnId(held))),
+            ..claim(txn, 41, 42)
+        };
+        // b takes a's key over, beside a new key of its own in the same batch: both won.
+        let batch = [(1, received(7, 41)), (2, received(8, 42))];
+        let claims = [replacing(7, "a", 1), claim(8, 42, 43)];
+        assert!(
+            b.commit(&batch, &claims, &[])
+                .await
+                .unwrap()
+                .lost
+                .is_empty()
+        );
+        let holder = a.holder(&claims[0]).await.unwrap().expect("held");
+        assert_eq!((holder.node.as_str(), holder.txn), ("b", TxnId(7)));
+        // a, still naming its own transaction as the holder, loses it.
+        let late = a
+            .commit(&[(2, received(9, 41))], &[replacing(9, "a", 1)], &[])
+            .await;
+        assert_eq!(late.unwrap().lost, [TxnId(9)]);
+        let holder = a.holder(&claims[0]).await.unwrap().expect("held");
+        assert_eq!((holder.node.as_str(), holder.txn), ("b", TxnId(7)));
+    });
+}
+
 fn forwarded(txn: u64, stan: u32) -> Record {
     Record {
         txn: TxnId(txn),
