@@ -15,8 +15,10 @@ ALTER TABLE claims DROP CONSTRAINT claims_pkey,
 -- each claim a lock and one more WAL record (at the floor, 2 µs of the database's CPU a purchase, 8 %
 -- of one writer's purchases a second), for a conflict that almost never comes (a node's own
 -- duplicates never get here). A key already held, or claimed by another node meanwhile, fails the
--- plain insert; the block undoes it, and the batch's claims go the careful way. The same body serves
--- the nodes of versions 3 and 4 during a rolling upgrade (same arguments, same results).
+-- plain insert; the block undoes it, and the batch's claims go the careful way. The statements a
+-- batch needs only in rare cases (a key held or taken over, another node's work retired, claims
+-- lost) run only then: each statement costs its start-up, every commit. The same body serves the
+-- nodes of versions 3 and 4 during a rolling upgrade (same arguments, same results).
 CREATE OR REPLACE FUNCTION acquiro_commit(
     n text, e bigint,
     seqs bigint[], firsts bigint[], txns bigint[], ats timestamptz[], bodies bytea[], alts bytea[],
@@ -26,9 +28,12 @@ CREATE OR REPLACE FUNCTION acquiro_commit(
     r_nodes text[], r_seqs bigint[]
 ) RETURNS SETOF bigint LANGUAGE plpgsql AS $$
 DECLARE
+    -- NULL while every new key of the batch is won (the plain insert went through).
     won bigint[];
-    taken bigint[];
-    lost bigint[];
+    taken bigint[] := '{}';
+    lost bigint[] := '{}';
+    -- Some claim takes a key over (rare): only then the statements for it run.
+    taking boolean := array_remove(c_old_nodes, NULL) <> '{}';
 BEGIN
     PERFORM 1 FROM nodes WHERE node = n AND epoch = e FOR SHARE;
     IF NOT FOUND THEN
@@ -40,8 +45,6 @@ BEGIN
             FROM unnest(c_txns, c_terminals, c_merchants, c_stans, c_days, c_reversals, c_fingerprints,
                         c_old_nodes) AS w(txn, terminal, merchant, stan, day, reversal, fingerprint, old_node)
             WHERE w.old_node IS NULL;
-        won := ARRAY(SELECT w.txn FROM unnest(c_txns, c_old_nodes) AS w(txn, old_node)
-                     WHERE w.old_node IS NULL);
     EXCEPTION WHEN unique_violation THEN
         WITH inserted AS (
             INSERT INTO claims (terminal, merchant, stan, day, reversal, node, txn, fingerprint, at)
@@ -55,19 +58,26 @@ BEGIN
         )
         SELECT coalesce(array_agg(txn), '{}') INTO won FROM inserted;
     END;
-    -- A key taken over from a transaction that ended without being forwarded: only from that one.
-    WITH updated AS (
-        UPDATE claims c SET node = n, txn = w.txn, fingerprint = w.fingerprint, at = now()
-            FROM unnest(c_txns, c_terminals, c_merchants, c_stans, c_days, c_reversals, c_fingerprints,
-                        c_old_nodes, c_old_txns)
-                AS w(txn, terminal, merchant, stan, day, reversal, fingerprint, old_node, old_txn)
-            WHERE w.old_node IS NOT NULL AND c.terminal = w.terminal AND c.merchant = w.merchant
-              AND c.stan = w.stan AND c.day = w.day AND c.reversal = w.reversal
-              AND c.node = w.old_node AND c.txn = w.old_txn
-            RETURNING c.txn
-    )
-    SELECT coalesce(array_agg(txn), '{}') INTO taken FROM updated;
-    SELECT coalesce(array_agg(t), '{}') INTO lost FROM unnest(c_txns) AS t WHERE t <> ALL (won || taken);
+    IF taking THEN
+        -- A key taken over from a transaction that ended without being forwarded: only from that one.
+        WITH updated AS (
+            UPDATE claims c SET node = n, txn = w.txn, fingerprint = w.fingerprint, at = now()
+                FROM unnest(c_txns, c_terminals, c_merchants, c_stans, c_days, c_reversals,
+                            c_fingerprints, c_old_nodes, c_old_txns)
+                    AS w(txn, terminal, merchant, stan, day, reversal, fingerprint, old_node, old_txn)
+                WHERE w.old_node IS NOT NULL AND c.terminal = w.terminal AND c.merchant = w.merchant
+                  AND c.stan = w.stan AND c.day = w.day AND c.reversal = w.reversal
+                  AND c.node = w.old_node AND c.txn = w.old_txn
+                RETURNING c.txn
+        )
+        SELECT coalesce(array_agg(txn), '{}') INTO taken FROM updated;
+    END IF;
+    IF won IS NOT NULL OR taking THEN
+        won := coalesce(won, ARRAY(SELECT w.txn FROM unnest(c_txns, c_old_nodes) AS w(txn, old_node)
+                                   WHERE w.old_node IS NULL));
+        SELECT coalesce(array_agg(t), '{}') INTO lost FROM unnest(c_txns) AS t
+            WHERE t <> ALL (won || taken);
+    END IF;
     INSERT INTO records (node, seq, first, txn, at, body, terminal, stan, day, last4, rrn)
         SELECT n, r.seq, r.first, r.txn, r.at,
                CASE WHEN r.alt IS NOT NULL AND r.txn = ANY (lost) THEN r.alt ELSE r.body END,
@@ -75,8 +85,12 @@ BEGIN
                CASE WHEN r.alt IS NOT NULL AND r.txn = ANY (lost) THEN NULL ELSE r.rrn END
         FROM unnest(seqs, firsts, txns, ats, bodies, alts, terminals, stans, days, last4s, rrns)
             AS r(seq, first, txn, at, body, alt, terminal, stan, day, last4, rrn);
-    UPDATE nodes y SET retired_seq = greatest(y.retired_seq, r.seq)
-        FROM unnest(r_nodes, r_seqs) AS r(node, seq)
-        WHERE y.node = r.node AND y.taken_by = n;
-    RETURN QUERY SELECT unnest(lost);
+    IF cardinality(r_nodes) > 0 THEN
+        UPDATE nodes y SET retired_seq = greatest(y.retired_seq, r.seq)
+            FROM unnest(r_nodes, r_seqs) AS r(node, seq)
+            WHERE y.node = r.node AND y.taken_by = n;
+    END IF;
+    IF cardinality(lost) > 0 THEN
+        RETURN QUERY SELECT unnest(lost);
+    END IF;
 END $$;

@@ -490,6 +490,14 @@ fn every_lapsed_node_is_taken_over_in_turn_not_only_the_first_by_name() {
             ["a", "b"],
             "a finished takeover hid the next lapsed node"
         );
+        // c's commits handed both on: neither is still being taken over.
+        let nodes = cluster::status(&cluster::connect(&pg.url()).await.unwrap())
+            .await
+            .unwrap();
+        let handed: Vec<_> = (nodes.iter().filter(|n| n.node != "c"))
+            .map(|n| (n.node.as_str(), n.retired_seq, n.taking_over))
+            .collect();
+        assert_eq!(handed, [("a", 1, false), ("b", 1, false)]);
     });
 }
 
