@@ -101,6 +101,16 @@ fn claim(txn: u64, stan: u32) -> Claim {
     }
 }
 
+/// Who holds the key of STAN `stan`.
+async fn holder_of(store: &Store, stan: u32) -> (String, TxnId) {
+    let holder = store
+        .holder(&claim(9, stan))
+        .await
+        .unwrap()
+        .expect("claimed");
+    (holder.node.to_string(), holder.txn)
+}
+
 #[test]
 fn the_database_release_0_1_0_wrote_is_read_back_whole() {
     let Some(pg) = Server::start("schema::v1") else {
@@ -113,13 +123,7 @@ fn the_database_release_0_1_0_wrote_is_read_back_whole() {
             .expect("this release joins a version 1 database");
         assert_eq!(joined.records, records());
         assert_eq!((joined.last_seq, joined.last_txn), (6, Some(TxnId(2))));
-        let holder = joined
-            .store
-            .holder(&claim(9, 1))
-            .await
-            .unwrap()
-            .expect("claimed");
-        assert_eq!((holder.node.as_str(), holder.txn), ("a", TxnId(1)));
+        assert_eq!(holder_of(&joined.store, 1).await, ("a".into(), TxnId(1)));
         // b's lease and record are there too.
         let nodes = cluster::status(&cluster::connect(&pg.url()).await.unwrap())
             .await
@@ -199,13 +203,7 @@ fn read_back_whole(version: i32) {
         let b = joined.store.records_of("b", TxnId(5)).await.unwrap();
         assert_eq!(b, [received, withdrawn]);
         // The claims kept their keys: a's purchase 1 still holds its own.
-        let holder = joined
-            .store
-            .holder(&claim(9, 1))
-            .await
-            .unwrap()
-            .expect("claimed");
-        assert_eq!((holder.node.as_str(), holder.txn), ("a", TxnId(1)));
+        assert_eq!(holder_of(&joined.store, 1).await, ("a".into(), TxnId(1)));
         let client = cluster::connect(&pg.url()).await.unwrap();
         // Keyed by day and STAN first (version 5).
         let key: String = client

@@ -45,6 +45,14 @@ fn received(txn: u64, stan: u32) -> Record {
     }
 }
 
+/// Node `node`'s store, joined with the usual lease.
+async fn joined(pg: &Server, node: &str) -> Store {
+    Store::join(&pg.url(), node, LEASE, &KEY)
+        .await
+        .unwrap()
+        .store
+}
+
 fn claim(txn: u64, stan: u32, fingerprint: u64) -> Claim {
     Claim {
         txn: TxnId(txn),
@@ -110,14 +118,8 @@ fn a_key_is_claimed_once_across_nodes_and_the_loser_learns_who_holds_it() {
         return;
     };
     rt().block_on(async {
-        let a = Store::join(&pg.url(), "a", LEASE, &KEY)
-            .await
-            .unwrap()
-            .store;
-        let b = Store::join(&pg.url(), "b", LEASE, &KEY)
-            .await
-            .unwrap()
-            .store;
+        let a = joined(&pg, "a").await;
+        let b = joined(&pg, "b").await;
         let first = received(1, 21);
         let won = a
             .commit(&[(1, first.clone())], &[claim(1, 21, 42)], &[])
@@ -145,14 +147,8 @@ fn a_key_is_taken_over_only_from_the_holder_the_taker_names() {
         return;
     };
     rt().block_on(async {
-        let a = Store::join(&pg.url(), "a", LEASE, &KEY)
-            .await
-            .unwrap()
-            .store;
-        let b = Store::join(&pg.url(), "b", LEASE, &KEY)
-            .await
-            .unwrap()
-            .store;
+        let a = joined(&pg, "a").await;
+        let b = joined(&pg, "b").await;
         let done = a
             .commit(&[(1, received(1, 41))], &[claim(1, 41, 42)], &[])
             .await;
@@ -268,10 +264,7 @@ fn a_search_finds_a_transaction_before_and_after_its_evidence_is_indexed() {
         return;
     };
     rt().block_on(async {
-        let a = Store::join(&pg.url(), "a", LEASE, &KEY)
-            .await
-            .unwrap()
-            .store;
+        let a = joined(&pg, "a").await;
         let purchase = [(1, received(1, 31)), (2, forwarded(1, 31))];
         a.commit(&purchase, &[claim(1, 31, 42)], &[]).await.unwrap();
         let later = received(2, 32);
@@ -382,10 +375,7 @@ fn retention_drops_whole_days_past_it_and_keeps_the_rest() {
         return;
     };
     rt().block_on(async {
-        let a = Store::join(&pg.url(), "a", LEASE, &KEY)
-            .await
-            .unwrap()
-            .store;
+        let a = joined(&pg, "a").await;
         let client = cluster::connect(&pg.url()).await.unwrap();
         client
             .batch_execute(
@@ -438,10 +428,7 @@ fn a_restart_reads_back_only_what_recovery_still_needs() {
         return;
     };
     rt().block_on(async {
-        let a = Store::join(&pg.url(), "a", LEASE, &KEY)
-            .await
-            .unwrap()
-            .store;
+        let a = joined(&pg, "a").await;
         let batch: Vec<_> = (1..=3).map(|t| (t, received(t, t as u32))).collect();
         a.commit(&batch, &[], &[]).await.unwrap();
         // Transactions 1 and 2 are finished for good: only 3 on is needed.
@@ -470,10 +457,7 @@ fn every_lapsed_node_is_taken_over_in_turn_not_only_the_first_by_name() {
             let record = [(1, received(1, stan))];
             joined.store.commit(&record, &[], &[]).await.unwrap();
         }
-        let mut c = Store::join(&pg.url(), "c", LEASE, &KEY)
-            .await
-            .unwrap()
-            .store;
+        let mut c = joined(&pg, "c").await;
         let mut taken = Vec::new();
         while let Some(t) = c.take_over().await.unwrap() {
             assert_eq!(t.records.len(), 1, "{t:?}");
@@ -510,10 +494,7 @@ fn interleaved_transactions_of_one_batch_read_back_in_order_everywhere() {
         return;
     };
     rt().block_on(async {
-        let a = Store::join(&pg.url(), "a", LEASE, &KEY)
-            .await
-            .unwrap()
-            .store;
+        let a = joined(&pg, "a").await;
         let batch = [
             (1, received(1, 41)),
             (2, received(2, 42)),
