@@ -179,6 +179,61 @@ fn a_key_is_taken_over_only_from_the_holder_the_taker_names() {
     });
 }
 
+/// A key another node claims while this node's commit is on its way: the commit's plain insert waits
+/// for that node's transaction, fails once it commits, and the batch's claims go the careful way: the
+/// key is lost, the other new key of the batch still won.
+#[test]
+fn a_key_claimed_by_another_node_meanwhile_is_lost_and_the_rest_of_the_batch_won() {
+    let Some(pg) = Server::start("store::race") else {
+        return;
+    };
+    rt().block_on(async {
+        let _a = joined(&pg, "a").await;
+        let b = joined(&pg, "b").await;
+        // a's commit of key 51, open.
+        let a_commit = cluster::connect(&pg.url()).await.unwrap();
+        a_commit
+            .batch_execute(
+                "BEGIN;
+                 INSERT INTO claims (terminal, merchant, stan, day, reversal, node, txn, fingerprint, at)
+                     VALUES ('T0000001', 'M00000000000001', 51, 1202, false, 'a', 1, 42, now())",
+            )
+            .await
+            .unwrap();
+        let watch = cluster::connect(&pg.url()).await.unwrap();
+        let batch = [(1, received(7, 51)), (2, received(8, 52))];
+        let claims = [claim(7, 51, 42), claim(8, 52, 43)];
+        let (committed, ()) = tokio::join!(b.commit(&batch, &claims, &[]), async {
+            // Once b's commit waits for a's transaction, a's commits.
+            loop {
+                let waiting: i64 = watch
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if waiting > 0 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            a_commit.batch_execute("COMMIT").await.unwrap();
+        });
+        assert_eq!(committed.unwrap().lost, [TxnId(7)]);
+        let held = |c| {
+            let b = &b;
+            async move {
+                let h = b.holder(c).await.unwrap().expect("held");
+                (h.node.to_string(), h.txn)
+            }
+        };
+        assert_eq!(held(&claims[0]).await, ("a".into(), TxnId(1)));
+        assert_eq!(held(&claims[1]).await, ("b".into(), TxnId(8)));
+    });
+}
+
 fn forwarded(txn: u64, stan: u32) -> Record {
     Record {
         txn: TxnId(txn),
