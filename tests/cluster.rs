@@ -44,6 +44,14 @@ async fn a_retransmit_on_another_node_is_replayed_or_waited_for_never_forwarded_
     let mut held = held_on(&a, &issuer, "TERM0002", 2).await;
     let mut retransmit = terminal(&b, "TERM0002").await;
     retransmit.send(&retransmit.purchase(2, 555)).await;
+    // Released once b found the key held (its provisional forward withdrawn): b then asks again until
+    // a's outcome is in, and those claims, with no forward, withdraw nothing.
+    within("b's forward withdrawn", async {
+        while withdrawn(&b).await < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     issuer.release();
     let on_a = held.answer().await;
     let on_b = retransmit.answer().await;

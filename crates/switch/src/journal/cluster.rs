@@ -185,9 +185,15 @@ async fn write(
         // must be withdrawn before the gate would let it out, and only where the claim is really lost
         // (after a lost connection, `lost` names every claim of the batch, its own among them).
         let answers = claimed(&store, &batch.claims, &lost).await;
-        // Lost for good: not found to be this node's own, whether its holder could be read or not.
+        // Lost for good (not found to be this node's own, whether its holder could be read or not),
+        // where the batch carried the transaction's forward: a claim asked again while its holder
+        // finishes has no forward to withdraw.
         let withdrawn: Vec<TxnId> = (lost.iter().copied())
             .filter(|txn| !answers.iter().any(|(t, h)| t == txn && h.is_none()))
+            .filter(|txn| {
+                (batch.records.iter())
+                    .any(|(_, r)| r.txn == *txn && engine::withdrawn(r, &batch.claims).is_some())
+            })
             .collect();
         if !withdrawn.is_empty() {
             let _ = reports.send(Report::Withdrawn(withdrawn));
