@@ -34,8 +34,7 @@ pub async fn timelines(client: &Client, named: &Named) -> Result<Vec<(String, Re
             // same snapshot: nothing is counted twice or missed while the marks move).
             // A node without a mark has copied nothing.
             "WITH tail AS (
-                 SELECT r.node, r.txn, r.at, r.terminal, r.stan, r.last4, r.rrn
-                 FROM nodes n LEFT JOIN evidence_marks m USING (node)
+                 SELECT r.* FROM nodes n LEFT JOIN evidence_marks m USING (node)
                      CROSS JOIN LATERAL (SELECT r.node, r.txn, r.at, r.terminal, r.stan, r.last4, r.rrn
                                          FROM records r WHERE r.node = n.node AND r.seq > coalesce(m.seq, 0)) r
              ), hit AS (

@@ -53,6 +53,12 @@ async fn joined(pg: &Server, node: &str) -> Store {
         .store
 }
 
+/// Who holds `claim`'s key, as `store` reads it.
+async fn holder_of(store: &Store, claim: &Claim) -> (String, TxnId) {
+    let holder = store.holder(claim).await.unwrap().expect("held");
+    (holder.node.to_string(), holder.txn)
+}
+
 fn claim(txn: u64, stan: u32, fingerprint: u64) -> Claim {
     Claim {
         txn: TxnId(txn),
@@ -167,15 +173,13 @@ fn a_key_is_taken_over_only_from_the_holder_the_taker_names() {
                 .lost
                 .is_empty()
         );
-        let holder = a.holder(&claims[0]).await.unwrap().expect("held");
-        assert_eq!((holder.node.as_str(), holder.txn), ("b", TxnId(7)));
+        assert_eq!(holder_of(&a, &claims[0]).await, ("b".into(), TxnId(7)));
         // a, still naming its own transaction as the holder, loses it.
         let late = a
             .commit(&[(2, received(9, 41))], &[replacing(9, "a", 1)], &[])
             .await;
         assert_eq!(late.unwrap().lost, [TxnId(9)]);
-        let holder = a.holder(&claims[0]).await.unwrap().expect("held");
-        assert_eq!((holder.node.as_str(), holder.txn), ("b", TxnId(7)));
+        assert_eq!(holder_of(&a, &claims[0]).await, ("b".into(), TxnId(7)));
     });
 }
 
@@ -222,15 +226,8 @@ fn a_key_claimed_by_another_node_meanwhile_is_lost_and_the_rest_of_the_batch_won
             a_commit.batch_execute("COMMIT").await.unwrap();
         });
         assert_eq!(committed.unwrap().lost, [TxnId(7)]);
-        let held = |c| {
-            let b = &b;
-            async move {
-                let h = b.holder(c).await.unwrap().expect("held");
-                (h.node.to_string(), h.txn)
-            }
-        };
-        assert_eq!(held(&claims[0]).await, ("a".into(), TxnId(1)));
-        assert_eq!(held(&claims[1]).await, ("b".into(), TxnId(8)));
+        assert_eq!(holder_of(&b, &claims[0]).await, ("a".into(), TxnId(1)));
+        assert_eq!(holder_of(&b, &claims[1]).await, ("b".into(), TxnId(8)));
     });
 }
 
