@@ -17,6 +17,7 @@
 
 use std::fs::File;
 use std::hash::Hasher;
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -227,7 +228,13 @@ fn build_with(segment: &Path, needles: Option<&[Finder]>) -> Result<Vec<u8>, Err
 pub(crate) fn write(segment: &Path, index: &[u8]) -> std::io::Result<()> {
     let target = path(segment);
     let tmp = target.with_extension(format!("idx.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, index)?;
+    // In pieces: one write of a whole index (about 5 MB for a full segment) cost the kernel 1 to
+    // 47 ms of CPU on a virtual machine, pieces of 64 KiB about 1 ms every time.
+    let mut file = File::create(&tmp)?;
+    for piece in index.chunks(64 << 10) {
+        file.write_all(piece)?;
+    }
+    drop(file);
     std::fs::rename(&tmp, &target).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
