@@ -194,6 +194,27 @@ async fn sigterm_times_out_and_reverses_what_the_grace_period_cuts_off() {
 }
 
 #[tokio::test]
+async fn the_runtime_has_the_workers_configured_else_one_fewer_than_the_cores() {
+    let spec = dialects::builtin("iso87ascii").unwrap();
+    let issuer = Issuer::start(spec, Duration::from_secs(60)).await;
+    let upstream = issuer.addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("acquiro.toml");
+    std::fs::write(&config, "workers = 3\n").unwrap();
+    let workers = |switch: &Switch| {
+        let line = switch.log.seen("runtime started").unwrap();
+        line.split("workers=").nth(1).unwrap().trim().to_string()
+    };
+    let configured = serve(&upstream, &["--config", config.to_str().unwrap()]).await;
+    assert_eq!(workers(&configured), "3");
+    let default = serve(&upstream, &[]).await;
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let expected =
+        std::env::var("TOKIO_WORKER_THREADS").unwrap_or_else(|_| (cores - 1).max(1).to_string());
+    assert_eq!(workers(&default), expected);
+}
+
+#[tokio::test]
 async fn the_switch_goes_on_when_its_log_is_closed() {
     let spec = dialects::builtin("iso87ascii").unwrap();
     let issuer = Issuer::start(spec, Duration::from_secs(60)).await;

@@ -33,6 +33,9 @@ pub struct File {
     pub journal: JournalFile,
     /// Cluster mode: several nodes on one PostgreSQL (no `journal.dir` needed).
     pub cluster: Option<ClusterFile>,
+    /// Worker threads of the runtime; none: `TOKIO_WORKER_THREADS` if set, else one fewer than the
+    /// cores, at least one (see `acquiro serve`).
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,6 +221,7 @@ impl Default for File {
             reversals: ReversalsFile::default(),
             journal: JournalFile::default(),
             cluster: None,
+            workers: None,
         }
     }
 }

@@ -61,6 +61,7 @@ mod tests {
         acquirer_id = "12345"
         grace_period = "5s"
         default_issuer = "visa"
+        workers = 3
         [[listeners]]
         address = "127.0.0.1:0"
         dialect = "iso87bcd"
@@ -96,6 +97,7 @@ mod tests {
         assert_eq!(s.engine.default_route, Some(0));
         assert_eq!(s.listeners[0].spec.name(), "iso87bcd");
         assert_eq!(s.engine.reversal.expiry, Duration::from_secs(86400));
+        assert_eq!(s.workers, Some(3));
     }
 
     fn error(text: &str) -> String {
@@ -133,6 +135,10 @@ mod tests {
             (
                 &FULL.replace("max_attempts = 10", "max_attempts = 0"),
                 "reversals.max_attempts",
+            ),
+            (
+                &FULL.replace("workers = 3", "workers = 0"),
+                "workers: must be at least 1",
             ),
             (
                 &FULL.replace("acquirer_id = \"12345\"", "acquirer_id = \"ACQ\""),

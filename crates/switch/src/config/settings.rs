@@ -145,6 +145,8 @@ pub struct Settings {
     pub journal: JournalSettings,
     /// Cluster mode: the journal is on PostgreSQL instead.
     pub cluster: Option<ClusterSettings>,
+    /// Worker threads of the runtime, if configured.
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -389,6 +391,10 @@ impl File {
             grace_period: self.grace_period,
             journal,
             cluster,
+            workers: self
+                .workers
+                .map(|n| positive("workers".into(), n))
+                .transpose()?,
         })
     }
 }
