@@ -206,9 +206,7 @@ impl Store {
         for (seq, record) in records {
             rows.push(*seq, record, claims);
         }
-        for claim in claims {
-            rows.claim(claim);
-        }
+        rows.claims(claims);
         if rows.is_empty() && retire.is_empty() {
             return Ok(Committed::default());
         }

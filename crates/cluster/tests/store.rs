@@ -209,25 +209,75 @@ fn a_key_claimed_by_another_node_meanwhile_is_lost_and_the_rest_of_the_batch_won
         let claims = [claim(7, 51, 42), claim(8, 52, 43)];
         let (committed, ()) = tokio::join!(b.commit(&batch, &claims, &[]), async {
             // Once b's commit waits for a's transaction, a's commits.
-            loop {
-                let waiting: i64 = watch
-                    .query_one(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .get(0);
-                if waiting > 0 {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
+            until_a_session_waits_on_a_lock(&watch).await;
             a_commit.batch_execute("COMMIT").await.unwrap();
         });
         assert_eq!(committed.unwrap().lost, [TxnId(7)]);
         assert_eq!(holder_of(&b, &claims[0]).await, ("a".into(), TxnId(1)));
         assert_eq!(holder_of(&b, &claims[1]).await, ("b".into(), TxnId(8)));
+    });
+}
+
+/// Returns once some session of the database waits for a lock.
+async fn until_a_session_waits_on_a_lock(watch: &tokio_postgres::Client) {
+    loop {
+        let waiting: i64 = watch
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Two nodes whose batches claim the same two keys: each commit inserts its claims in the order of
+/// their key, so a commit waits for the other's first key before it holds its second, and the two
+/// never wait for each other (a deadlock, which PostgreSQL breaks after a second by failing one).
+#[test]
+fn two_commits_claiming_the_same_keys_never_deadlock() {
+    let Some(pg) = Server::start("store::order") else {
+        return;
+    };
+    rt().block_on(async {
+        let _a = joined(&pg, "a").await;
+        let b = joined(&pg, "b").await;
+        // a's commit, open, holding key 61.
+        let a_commit = cluster::connect(&pg.url()).await.unwrap();
+        a_commit
+            .batch_execute(
+                "BEGIN;
+                 INSERT INTO claims (terminal, merchant, stan, day, reversal, node, txn, fingerprint, at)
+                     VALUES ('T0000001', 'M00000000000001', 61, 1202, false, 'a', 1, 42, now())",
+            )
+            .await
+            .unwrap();
+        let watch = cluster::connect(&pg.url()).await.unwrap();
+        // b's batch names key 62 before key 61.
+        let batch = [(1, received(8, 62)), (2, received(7, 61))];
+        let claims = [claim(8, 62, 43), claim(7, 61, 42)];
+        let (committed, ()) = tokio::join!(b.commit(&batch, &claims, &[]), async {
+            // b waits for key 61; a's commit goes on to key 62, which b must not hold yet.
+            until_a_session_waits_on_a_lock(&watch).await;
+            a_commit
+                .batch_execute(
+                    "INSERT INTO claims (terminal, merchant, stan, day, reversal, node, txn, fingerprint, at)
+                         VALUES ('T0000001', 'M00000000000001', 62, 1202, false, 'a', 2, 43, now());
+                     COMMIT",
+                )
+                .await
+                .unwrap();
+        });
+        let mut lost = committed.unwrap().lost;
+        lost.sort();
+        assert_eq!(lost, [TxnId(7), TxnId(8)]);
+        assert_eq!(holder_of(&b, &claims[0]).await, ("a".into(), TxnId(2)));
+        assert_eq!(holder_of(&b, &claims[1]).await, ("a".into(), TxnId(1)));
     });
 }
 
