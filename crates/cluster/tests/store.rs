@@ -192,19 +192,7 @@ fn a_key_claimed_by_another_node_meanwhile_is_lost_and_the_rest_of_the_batch_won
         return;
     };
     rt().block_on(async {
-        let _a = joined(&pg, "a").await;
-        let b = joined(&pg, "b").await;
-        // a's commit of key 51, open.
-        let a_commit = cluster::connect(&pg.url()).await.unwrap();
-        a_commit
-            .batch_execute(
-                "BEGIN;
-                 INSERT INTO claims (terminal, merchant, stan, day, reversal, node, txn, fingerprint, at)
-                     VALUES ('T0000001', 'M00000000000001', 51, 1202, false, 'a', 1, 42, now())",
-            )
-            .await
-            .unwrap();
-        let watch = cluster::connect(&pg.url()).await.unwrap();
+        let (b, a_commit, watch) = b_beside_an_open_commit_of_a(&pg, 51).await;
         let batch = [(1, received(7, 51)), (2, received(8, 52))];
         let claims = [claim(7, 51, 42), claim(8, 52, 43)];
         let (committed, ()) = tokio::join!(b.commit(&batch, &claims, &[]), async {
@@ -216,6 +204,30 @@ fn a_key_claimed_by_another_node_meanwhile_is_lost_and_the_rest_of_the_batch_won
         assert_eq!(holder_of(&b, &claims[0]).await, ("a".into(), TxnId(1)));
         assert_eq!(holder_of(&b, &claims[1]).await, ("b".into(), TxnId(8)));
     });
+}
+
+/// Node a's insert of its claim of key `stan` (the helpers' terminal, merchant and day), as its
+/// commit makes it.
+fn a_claims(stan: u32, txn: u64, fingerprint: u64) -> String {
+    format!(
+        "INSERT INTO claims (terminal, merchant, stan, day, reversal, node, txn, fingerprint, at)
+             VALUES ('T0000001', 'M00000000000001', {stan}, 1202, false, 'a', {txn}, {fingerprint}, now())"
+    )
+}
+
+/// Nodes a and b joined; a commit of node a open, holding key `stan` (transaction 1, fingerprint
+/// 42); and a connection to watch the database with. Returns b, a's commit and the watcher.
+async fn b_beside_an_open_commit_of_a(
+    pg: &Server,
+    stan: u32,
+) -> (Store, tokio_postgres::Client, tokio_postgres::Client) {
+    joined(pg, "a").await;
+    let b = joined(pg, "b").await;
+    let a_commit = cluster::connect(&pg.url()).await.unwrap();
+    let first = format!("BEGIN; {}", a_claims(stan, 1, 42));
+    a_commit.batch_execute(&first).await.unwrap();
+    let watch = cluster::connect(&pg.url()).await.unwrap();
+    (b, a_commit, watch)
 }
 
 /// Returns once some session of the database waits for a lock.
@@ -245,33 +257,15 @@ fn two_commits_claiming_the_same_keys_never_deadlock() {
         return;
     };
     rt().block_on(async {
-        let _a = joined(&pg, "a").await;
-        let b = joined(&pg, "b").await;
-        // a's commit, open, holding key 61.
-        let a_commit = cluster::connect(&pg.url()).await.unwrap();
-        a_commit
-            .batch_execute(
-                "BEGIN;
-                 INSERT INTO claims (terminal, merchant, stan, day, reversal, node, txn, fingerprint, at)
-                     VALUES ('T0000001', 'M00000000000001', 61, 1202, false, 'a', 1, 42, now())",
-            )
-            .await
-            .unwrap();
-        let watch = cluster::connect(&pg.url()).await.unwrap();
+        let (b, a_commit, watch) = b_beside_an_open_commit_of_a(&pg, 61).await;
         // b's batch names key 62 before key 61.
         let batch = [(1, received(8, 62)), (2, received(7, 61))];
         let claims = [claim(8, 62, 43), claim(7, 61, 42)];
         let (committed, ()) = tokio::join!(b.commit(&batch, &claims, &[]), async {
             // b waits for key 61; a's commit goes on to key 62, which b must not hold yet.
             until_a_session_waits_on_a_lock(&watch).await;
-            a_commit
-                .batch_execute(
-                    "INSERT INTO claims (terminal, merchant, stan, day, reversal, node, txn, fingerprint, at)
-                         VALUES ('T0000001', 'M00000000000001', 62, 1202, false, 'a', 2, 43, now());
-                     COMMIT",
-                )
-                .await
-                .unwrap();
+            let second = format!("{}; COMMIT", a_claims(62, 2, 43));
+            a_commit.batch_execute(&second).await.unwrap();
         });
         let mut lost = committed.unwrap().lost;
         lost.sort();
