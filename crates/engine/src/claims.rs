@@ -75,13 +75,17 @@ impl Claim {
 /// provisional one (a request otherwise forwards only once its claim was won, in a later commit), and
 /// gives way to [`Step::Withdrawn`]. `None`: the record stands whatever the claims.
 pub fn withdrawn(record: &Record, claims: &[Claim]) -> Option<Record> {
-    let provisional =
-        matches!(record.step, Step::Forwarded { .. }) && claims.iter().any(|c| c.txn == record.txn);
-    provisional.then(|| Record {
+    provisional(record, claims).then(|| Record {
         txn: record.txn,
         at: record.at,
         step: Step::Withdrawn,
     })
+}
+
+/// Whether `record`, committed with `claims`, is a provisional forward: one that [`withdrawn`] replaces
+/// when its transaction's claim is lost.
+pub fn provisional(record: &Record, claims: &[Claim]) -> bool {
+    matches!(record.step, Step::Forwarded { .. }) && claims.iter().any(|c| c.txn == record.txn)
 }
 
 /// Who holds a key, and what that transaction's records say.

@@ -192,7 +192,7 @@ async fn write(
             .filter(|txn| !answers.iter().any(|(t, h)| t == txn && h.is_none()))
             .filter(|txn| {
                 (batch.records.iter())
-                    .any(|(_, r)| r.txn == *txn && engine::withdrawn(r, &batch.claims).is_some())
+                    .any(|(_, r)| r.txn == *txn && engine::provisional(r, &batch.claims))
             })
             .collect();
         if !withdrawn.is_empty() {
