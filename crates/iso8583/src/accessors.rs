@@ -103,7 +103,8 @@ impl Message {
     #[inline(always)]
     pub fn number(&self, field: u8) -> Option<u64> {
         match self.digits_or_field(field)? {
-            Ok((buf, start, end)) => crate::words::digits_value(buf, start, end),
+            // Digits of an `n` field, checked when they entered the message.
+            Ok((buf, start, end)) => crate::words::digits_value::<false>(buf, start, end),
             Err(field) => number_of(field),
         }
     }

@@ -74,7 +74,7 @@ impl<'a> Field<'a> {
     pub fn to_u64(&self) -> Option<u64> {
         if self.spec.encoding == Encoding::Ascii {
             // The wire bytes are the digits: read them eight at a time.
-            return crate::words::digits_value(self.wire, 0, self.wire.len());
+            return crate::words::digits_value::<true>(self.wire, 0, self.wire.len());
         }
         if self.len > 19 || self.len == 0 {
             return None;

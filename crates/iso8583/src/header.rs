@@ -2,10 +2,11 @@
 
 use bytes::BufMut;
 
-use crate::charset::{HEX_DIGITS, from_latin1, hex_value, nibbles, to_latin1};
+use crate::charset::{HEX_DIGITS, from_latin1, nibbles, to_latin1};
 use crate::error::{Error, Location, Reason};
 use crate::spec::{BitmapEncoding, Encoding};
 use crate::types::Mti;
+use crate::words::hex8_value;
 
 pub(crate) fn mti_len(encoding: Encoding) -> usize {
     if encoding == Encoding::Bcd { 2 } else { 4 }
@@ -85,19 +86,25 @@ pub(crate) fn read_bitmap(
     }
     let bytes = &buf[*pos..*pos + need];
     let word = match encoding {
-        BitmapEncoding::Binary => bytes.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b)),
+        BitmapEncoding::Binary => u64::from_be_bytes(bytes.try_into().expect("8 bytes")),
         BitmapEncoding::Hex => {
-            if let Some(i) = bytes.iter().position(|b| !b.is_ascii_hexdigit()) {
-                let reason = Reason::BadHex { byte: bytes[i] };
-                return Err(Error::Decode {
-                    at,
-                    offset: *pos + i,
-                    reason,
-                });
+            let half = |at: usize| hex8_value(bytes[at..at + 8].try_into().expect("8 bytes"));
+            match (half(0), half(8)) {
+                (Some(high), Some(low)) => u64::from(high) << 32 | u64::from(low),
+                // The word check is exact (its tests hold it to `is_ascii_hexdigit`): a byte is bad.
+                _ => {
+                    let i = bytes
+                        .iter()
+                        .position(|b| !b.is_ascii_hexdigit())
+                        .unwrap_or_default();
+                    let reason = Reason::BadHex { byte: bytes[i] };
+                    return Err(Error::Decode {
+                        at,
+                        offset: *pos + i,
+                        reason,
+                    });
+                }
             }
-            bytes
-                .iter()
-                .fold(0u64, |acc, &b| acc << 4 | u64::from(hex_value(b)))
         }
     };
     *pos += need;

@@ -33,6 +33,21 @@ fn hex_bad(x: u64) -> u64 {
     !(bytes_within(x, b'0', b'9') | bytes_within(x | (ONES * 0x20), b'a', b'f')) & HIGH_BITS
 }
 
+/// The value of eight ASCII hex digits (either case), or `None` if a byte is not one. Each byte's
+/// value is its low nibble, plus 9 for a letter (bit 6 set); the nibbles, first digit the most
+/// significant, are then paired, the pairs paired and the fours paired.
+#[inline]
+pub(crate) fn hex8_value(text: [u8; 8]) -> Option<u32> {
+    let x = u64::from_le_bytes(text);
+    if hex_bad(x) != 0 {
+        return None;
+    }
+    let nibbles = ((x & LOW_NIBBLES) + ((x >> 6) & ONES) * 9).swap_bytes();
+    let pairs = ((nibbles >> 4) | nibbles) & 0x00FF_00FF_00FF_00FF;
+    let fours = ((pairs >> 8) | pairs) & 0x0000_FFFF_0000_FFFF;
+    Some(((fours >> 16) | fours) as u32)
+}
+
 /// Whether every byte of `text` is an ASCII digit, eight at a time.
 #[inline]
 pub(crate) fn all_digits(text: &[u8]) -> bool {
@@ -77,9 +92,10 @@ pub(crate) fn track_bad(x: u64, zeros: u64, [equals, d]: [u64; 2]) -> u64 {
 /// first four) are read as one word too: the eight bytes of `buf` that end with them, whatever comes
 /// before them there (the bitmap, another field) replaced by zeros; one by one only when `buf` has
 /// fewer than eight bytes up to there. Checking and reading share one pass; a bad byte makes the sum
-/// garbage, hence the wrapping arithmetic, and the result `None`.
+/// garbage, hence the wrapping arithmetic, and the result `None`. `CHECK` false skips the check, for
+/// digits that were checked when they entered a message (a typed read of an `n` field).
 #[inline(always)]
-pub(crate) fn digits_value(buf: &[u8], start: usize, end: usize) -> Option<u64> {
+pub(crate) fn digits_value<const CHECK: bool>(buf: &[u8], start: usize, end: usize) -> Option<u64> {
     let len = end.checked_sub(start)?;
     if len == 0 || len > 19 || end > buf.len() {
         return None;
@@ -113,7 +129,7 @@ pub(crate) fn digits_value(buf: &[u8], start: usize, end: usize) -> Option<u64> 
             .wrapping_mul(100_000_000)
             .wrapping_add(eight_digits(x));
     }
-    (bad == 0).then_some(value)
+    (!CHECK || bad == 0).then_some(value)
 }
 
 /// The value of eight ASCII digits loaded little-endian (the first digit in the lowest byte).
@@ -294,11 +310,33 @@ mod tests {
         ) {
             let digits = text.bytes().all(|b| b.is_ascii_digit());
             let expected = (digits && text.len() <= 19).then(|| text.parse::<u64>().ok()).flatten();
-            proptest::prop_assert_eq!(digits_value(text.as_bytes(), 0, text.len()), expected);
+            proptest::prop_assert_eq!(digits_value::<true>(text.as_bytes(), 0, text.len()), expected);
             // Whatever bytes come before the digits in their buffer changes nothing.
             let buf = [&before[..], text.as_bytes()].concat();
-            proptest::prop_assert_eq!(digits_value(&buf, before.len(), buf.len()), expected);
+            proptest::prop_assert_eq!(digits_value::<true>(&buf, before.len(), buf.len()), expected);
             proptest::prop_assert_eq!(all_digits(text.as_bytes()), digits);
+        }
+    }
+
+    proptest::proptest! {
+        /// Eight hex digits read at once are what `u32::from_str_radix` reads; anything else is no
+        /// number (a leading `+` too, which `from_str_radix` takes).
+        #[test]
+        fn hex_read_as_from_str_radix_reads_it(
+            text in proptest::collection::vec(
+                proptest::prop_oneof![
+                    16 => proptest::sample::select(&b"0123456789abcdefABCDEF"[..]),
+                    1 => proptest::num::u8::ANY,
+                ],
+                8,
+            ),
+        ) {
+            let digits = text.iter().all(u8::is_ascii_hexdigit);
+            let expected = std::str::from_utf8(&text)
+                .ok()
+                .filter(|_| digits)
+                .and_then(|t| u32::from_str_radix(t, 16).ok());
+            proptest::prop_assert_eq!(hex8_value(text.try_into().expect("8 bytes")), expected);
         }
     }
 
