@@ -287,7 +287,15 @@ impl Message {
         self.wire_body &= self.slots.last().is_none_or(|last| last.number < number);
         let prefix_at = self.owned.len();
         if self.wire_body {
-            self.owned.resize(prefix_at + layout.prefix_len(), 0);
+            // Room for the prefix, written once the length is known. Each size a copy of its own: a
+            // `resize` by a length known only at run time is a call to `memset`.
+            match layout.prefix_len() {
+                0 => {}
+                1 => self.owned.push(0),
+                2 => self.owned.extend_from_slice(&[0; 2]),
+                3 => self.owned.extend_from_slice(&[0; 3]),
+                _ => self.owned.extend_from_slice(&[0; 4]),
+            }
         }
         let start = self.owned.len();
         let len = match value::encode(fs, number, value.as_ref(), &mut self.owned) {

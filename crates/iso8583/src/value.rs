@@ -244,18 +244,26 @@ pub(crate) fn encode(
     Ok(len)
 }
 
-/// The first byte of `value` that a field of `kind` does not allow, if any.
+/// The first byte of `value` that a field of `kind` does not allow, if any. Inlined into `set` for
+/// the word-at-a-time checks; finding the bad byte is out of line.
+#[inline(always)]
 fn disallowed(kind: FieldType, value: &[u8]) -> Option<u8> {
     match kind {
         FieldType::An | FieldType::Ans | FieldType::B => None,
         FieldType::N if crate::words::all_digits(value) => None,
         FieldType::Z if crate::words::all_track(value) => None,
-        _ => value
-            .iter()
-            .enumerate()
-            .find(|&(i, &b)| !kind.allows(i, b))
-            .map(|(_, &b)| b),
+        _ => first_disallowed(kind, value),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn first_disallowed(kind: FieldType, value: &[u8]) -> Option<u8> {
+    value
+        .iter()
+        .enumerate()
+        .find(|&(i, &b)| !kind.allows(i, b))
+        .map(|(_, &b)| b)
 }
 
 /// Appends the wire form of a logical value already known to fit the field: `len` units.
