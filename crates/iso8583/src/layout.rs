@@ -153,17 +153,14 @@ pub(crate) fn scan(layout: Layout, buf: &[u8], pos: usize) -> Option<Span> {
     if end > buf.len() {
         return None;
     }
-    let zeros = ONES * u64::from(layout.zero);
     let ok = match layout.check {
         Check::Nothing => true,
-        Check::Digits => words_ok(buf, start, end, |x| digits_bad(x, zeros)),
-        Check::Track => {
-            let separators = layout.separators.map(|c| ONES * u64::from(c));
-            words_ok(buf, start, end, |x| track_bad(x, zeros, separators))
+        Check::Digits => {
+            let zeros = ONES * u64::from(layout.zero);
+            words_ok(buf, start, end, |x| digits_bad(x, zeros))
         }
         Check::Packed => packed_ok(buf, start, end, layout.filler, len, packed_bad),
-        Check::PackedTrack => packed_ok(buf, start, end, layout.filler, len, packed_track_bad),
-        Check::Hex => len.is_multiple_of(2) && hex_ok(buf, start, end),
+        Check::Track | Check::PackedTrack | Check::Hex => other_ok(layout, buf, start, end, len),
         Check::Precise => false,
     };
     ok.then_some(Span {
@@ -171,6 +168,23 @@ pub(crate) fn scan(layout: Layout, buf: &[u8], pos: usize) -> Option<Span> {
         wire_len,
         len,
     })
+}
+
+/// The checks other than text and digits, ASCII or packed (track data, hex), out of line: a decode
+/// loop that inlined them all kept less in registers for the fields that need none of them.
+#[inline(never)]
+fn other_ok(layout: Layout, buf: &[u8], start: usize, end: usize, len: usize) -> bool {
+    match layout.check {
+        Check::Track => {
+            let zeros = ONES * u64::from(layout.zero);
+            let separators = layout.separators.map(|c| ONES * u64::from(c));
+            words_ok(buf, start, end, |x| track_bad(x, zeros, separators))
+        }
+        Check::PackedTrack => packed_ok(buf, start, end, layout.filler, len, packed_track_bad),
+        Check::Hex => len.is_multiple_of(2) && hex_ok(buf, start, end),
+        // Decided in `scan`; vouching for nothing is always safe (the precise path decides).
+        Check::Nothing | Check::Digits | Check::Packed | Check::Precise => false,
+    }
 }
 
 #[cfg(test)]

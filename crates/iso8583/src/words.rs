@@ -79,9 +79,13 @@ fn all_words(text: &[u8], bad: impl Fn(u64) -> u64, ok: impl Fn(&u8) -> bool) ->
 }
 
 /// Non-zero if a byte of `x` is neither a digit nor one of the two `separators` (each repeated in
-/// every byte): separators count as zeros.
+/// every byte): separators count as zeros. Most words of track data are all digits (track 2 has one
+/// `=` in 37 characters), and those take the digits' check alone.
 #[inline(always)]
 pub(crate) fn track_bad(x: u64, zeros: u64, [equals, d]: [u64; 2]) -> u64 {
+    if digits_bad(x, zeros) == 0 {
+        return 0;
+    }
     let separators = bytes_equal(x, equals) | bytes_equal(x, d);
     digits_bad((x & !separators) | (zeros & separators), zeros)
 }
@@ -154,8 +158,12 @@ pub(crate) fn packed_bad(x: u64) -> u64 {
     over_9(x & LOW_NIBBLES) | over_9((x >> 4) & LOW_NIBBLES)
 }
 
-/// Non-zero if a nibble of `x` is above 9 and not the separator D.
+/// Non-zero if a nibble of `x` is above 9 and not the separator D. A word of digits alone (most of
+/// track data) takes the digits' check alone.
 pub(crate) fn packed_track_bad(x: u64) -> u64 {
+    if packed_bad(x) == 0 {
+        return 0;
+    }
     let separators = ONES * 0x0D;
     let bad = |n: u64| {
         let over_9 = (n + ONES * 6) & HIGH_NIBBLES;
