@@ -138,7 +138,7 @@ impl Layout {
 /// Reads field data at `pos`: its span if the prefix, the bounds and the data are all valid, else
 /// `None` (the precise path then says why).
 #[inline]
-pub(crate) fn scan(layout: Layout, buf: &[u8], pos: usize) -> Option<Span> {
+pub(crate) fn scan(layout: &Layout, buf: &[u8], pos: usize) -> Option<Span> {
     let prefix = usize::from(layout.prefix);
     let start = pos + prefix;
     let (len, wire_len) = if prefix == 0 {
@@ -173,7 +173,7 @@ pub(crate) fn scan(layout: Layout, buf: &[u8], pos: usize) -> Option<Span> {
 /// The checks other than text and digits, ASCII or packed (track data, hex), out of line: a decode
 /// loop that inlined them all kept less in registers for the fields that need none of them.
 #[inline(never)]
-fn other_ok(layout: Layout, buf: &[u8], start: usize, end: usize, len: usize) -> bool {
+fn other_ok(layout: &Layout, buf: &[u8], start: usize, end: usize, len: usize) -> bool {
     match layout.check {
         Check::Track => {
             let zeros = ONES * u64::from(layout.zero);
@@ -301,7 +301,7 @@ mod tests {
                 _ => buf.extend(&prefix),
             }
             buf.extend(&data);
-            let fast = scan(Layout::of(fs), &buf, 10);
+            let fast = scan(&Layout::of(fs), &buf, 10);
             let precise = crate::value::decode(fs, 2, &buf, 10);
             if let Some(span) = fast {
                 let precise = precise.expect("the precise path accepts what the fast one does");

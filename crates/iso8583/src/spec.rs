@@ -406,8 +406,8 @@ impl Spec {
 
     /// What decoding field `number` needs ([`Layout::ABSENT`] if the dialect has no such field).
     #[inline]
-    pub(crate) fn layout(&self, number: u8) -> Layout {
-        self.layouts[usize::from(number)]
+    pub(crate) fn layout(&self, number: u8) -> &Layout {
+        &self.layouts[usize::from(number)]
     }
 
     /// Every described field, in number order.
