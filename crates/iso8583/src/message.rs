@@ -315,7 +315,8 @@ impl Message {
                 reason: Reason::MessageTooLarge,
             });
         };
-        if self.wire_body {
+        // A fixed field has no prefix: no call (most fields of a purchase are fixed).
+        if self.wire_body && prefix_at < start {
             layout.write_prefix(len, &mut &mut self.owned[prefix_at..start]);
         }
         self.put_slot(Slot {
