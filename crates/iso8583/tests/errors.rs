@@ -4,6 +4,7 @@ mod support;
 
 use bytes::Bytes;
 use iso8583::{Error, Location, Message, Reason};
+use proptest::prelude::*;
 use support::dialect;
 
 fn decode(spec: &str, bytes: Vec<u8>) -> Error {
@@ -159,4 +160,53 @@ fn non_digit_mti() {
         )
     );
     assert_eq!(err.reason().label(), "bad_char");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// `set` takes a value exactly when every byte is one its type allows, names the first that is
+    /// not, and leaves a message it refused as it was. Whatever the message holds before the value
+    /// (nothing, or fields whose bytes make up a short value's word) changes none of that.
+    #[test]
+    fn set_takes_exactly_the_allowed_bytes_and_a_refusal_changes_nothing(
+        before in proptest::sample::subsequence(&[2u8, 3][..], 0..=2),
+        (number, track, value) in prop_oneof![
+            // (field, is track data, length): n fixed, n variable, z variable.
+            Just((4u8, false, 12usize..=12)),
+            Just((11, false, 6..=6)),
+            Just((32, false, 1..=11)),
+            Just((35, true, 1..=37)),
+        ]
+        .prop_flat_map(|(n, track, len)| {
+            let byte = prop_oneof![
+                12 => proptest::sample::select(&b"0123456789"[..]),
+                1 => proptest::sample::select(&b"=D/:d"[..]),
+                1 => any::<u8>(),
+            ];
+            (
+                Just(n),
+                Just(track),
+                proptest::collection::vec(byte, len),
+            )
+        }),
+    ) {
+        let mut msg = Message::new(dialect("iso87ascii"), iso8583::Mti::FINANCIAL);
+        for n in before {
+            msg.set(n, if n == 2 { "4761739001010010" } else { "000000" }).unwrap();
+        }
+        let was = msg.to_bytes();
+        let allowed = |b: &u8| b.is_ascii_digit() || (track && (*b == b'=' || *b == b'D'));
+        let first_bad = value.iter().find(|b| !allowed(b)).copied();
+        match (msg.set(number, &value), first_bad) {
+            (Ok(_), None) => {
+                prop_assert_eq!(msg.get(number).map(|f| f.to_vec()), Some(value));
+            }
+            (Err(Error::Encode { at, reason: Reason::BadChar { byte, .. } }), Some(bad)) => {
+                prop_assert_eq!((at, byte), (Location::Field(number), bad));
+                prop_assert_eq!(msg.to_bytes(), was);
+            }
+            (got, expected) => prop_assert!(false, "{got:?} for first bad byte {expected:?}"),
+        }
+    }
 }
