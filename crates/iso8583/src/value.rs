@@ -215,28 +215,12 @@ pub(crate) fn encode(
         })
     };
     if short == 0 {
-        // Nothing to pad, as with almost every value a switch sets: copied as a slice and checked.
-        if let Encoding::Ascii | Encoding::Binary = fs.encoding {
-            // Checked where it now lies, a word at a time, the bytes before it making up a short
-            // value's word (no byte-by-byte tail).
-            let start = out.len();
-            out.extend_from_slice(value);
-            let in_place = match fs.kind {
-                FieldType::An | FieldType::Ans | FieldType::B => true,
-                FieldType::N => crate::words::ascii_in_place(out, start, out.len(), false),
-                FieldType::Z => crate::words::ascii_in_place(out, start, out.len(), true),
-                FieldType::Xn => false,
-            };
-            if !in_place && let Some(byte) = disallowed(fs.kind, value) {
-                out.truncate(start);
-                return Err(bad_char(byte));
-            }
-            return Ok(len);
-        }
+        // Nothing to pad, as with almost every value a switch sets: checked and copied as a slice.
         if let Some(byte) = disallowed(fs.kind, value) {
             return Err(bad_char(byte));
         }
         match fs.encoding {
+            Encoding::Ascii | Encoding::Binary => out.extend_from_slice(value),
             Encoding::Hex => {
                 // Two digits a byte, written in place (SIMD for EMV data's hundreds).
                 let start = out.len();

@@ -67,21 +67,6 @@ pub(crate) fn all_track(text: &[u8]) -> bool {
     )
 }
 
-/// Whether `buf[start..end]` is ASCII digits (`track`: or the separators `=` and `D`), read in place
-/// as decode reads a field: a short one as the word that ends where it ends. `false` also when fewer
-/// than eight bytes end there; [`all_digits`] and [`all_track`] then decide.
-#[inline]
-pub(crate) fn ascii_in_place(buf: &[u8], start: usize, end: usize, track: bool) -> bool {
-    let zeros = ONES * u64::from(b'0');
-    match track {
-        false => words_ok(buf, start, end, |x| digits_bad(x, zeros)),
-        true => {
-            let separators = [ONES * u64::from(b'='), ONES * u64::from(b'D')];
-            words_ok(buf, start, end, |x| track_bad(x, zeros, separators))
-        }
-    }
-}
-
 /// Whether `bad` finds nothing in `text`'s whole words and `ok` takes each byte after them.
 #[inline(always)]
 fn all_words(text: &[u8], bad: impl Fn(u64) -> u64, ok: impl Fn(&u8) -> bool) -> bool {
