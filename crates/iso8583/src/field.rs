@@ -72,9 +72,17 @@ impl<'a> Field<'a> {
     /// The value as a number, when it is made of at most 19 digits.
     #[inline]
     pub fn to_u64(&self) -> Option<u64> {
-        if self.spec.encoding == Encoding::Ascii {
+        match self.spec.encoding {
             // The wire bytes are the digits: read them eight at a time.
-            return crate::words::digits_value::<true>(self.wire, 0, self.wire.len());
+            Encoding::Ascii => {
+                return crate::words::digits_value::<true>(self.wire, 0, self.wire.len());
+            }
+            // Two digits a byte, a byte at a time (not a nibble at a time through `bytes`).
+            Encoding::Bcd if self.spec.kind == FieldType::N => {
+                let left = self.spec.filler.is_left();
+                return crate::words::packed_value(self.wire, self.len, left);
+            }
+            _ => {}
         }
         if self.len > 19 || self.len == 0 {
             return None;

@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::error::{Error, Location, Reason};
 use crate::field::{Field, write_masked_pan};
-use crate::spec::Encoding;
+use crate::spec::{Encoding, FieldType};
 
 /// A message type indicator: four ASCII digits (version, class, function, origin).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -144,11 +144,23 @@ impl<'a> Pan<'a> {
         if len > digits.len() {
             return None;
         }
-        digits
-            .iter_mut()
-            .zip(field.bytes())
-            .for_each(|(slot, d)| *slot = d);
-        if !crate::words::all_digits(&digits[..len]) {
+        let spec = field.spec();
+        let valid = if spec.encoding == Encoding::Bcd && spec.kind == FieldType::N {
+            // Two digits a byte, a byte at a time.
+            let mut slots = digits.iter_mut();
+            crate::words::packed_each(field.wire(), len, spec.filler.is_left(), |d| {
+                if let Some(slot) = slots.next() {
+                    *slot = b'0' + d;
+                }
+            })
+        } else {
+            digits
+                .iter_mut()
+                .zip(field.bytes())
+                .for_each(|(slot, d)| *slot = d);
+            crate::words::all_digits(&digits[..len])
+        };
+        if !valid {
             return None;
         }
         Some(Pan(Digits::Unpacked {

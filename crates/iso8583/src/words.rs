@@ -136,6 +136,57 @@ pub(crate) fn digits_value<const CHECK: bool>(buf: &[u8], start: usize, end: usi
     (!CHECK || bad == 0).then_some(value)
 }
 
+/// The value of `digits` packed digits (1 to 19) at the start of `wire`; `None` if a nibble is not a
+/// digit. See [`packed_each`].
+#[inline]
+pub(crate) fn packed_value(wire: &[u8], digits: usize, left: bool) -> Option<u64> {
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    let mut value = 0u64;
+    packed_each(wire, digits, left, |d| {
+        value = value.wrapping_mul(10).wrapping_add(u64::from(d))
+    })
+    .then_some(value)
+}
+
+/// Hands each of the first `digits` packed digits of `wire` to `each`, in order, two a byte (not a
+/// nibble at a time); an odd count has its filler nibble first (`left`) or last, which is skipped.
+/// Whether there were that many and every one was a digit (0–9).
+#[inline]
+pub(crate) fn packed_each(
+    wire: &[u8],
+    digits: usize,
+    left: bool,
+    mut each: impl FnMut(u8),
+) -> bool {
+    let Some(bytes) = wire.get(..digits.div_ceil(2)) else {
+        return false;
+    };
+    let mut bad = false;
+    let mut digit = |d: u8| {
+        bad |= d > 9;
+        each(d);
+    };
+    let odd = digits % 2 == 1;
+    let whole = match (odd, bytes) {
+        (true, [first, rest @ ..]) if left => {
+            digit(first & 0xF);
+            rest
+        }
+        (true, [rest @ .., _]) => rest,
+        _ => bytes,
+    };
+    for &b in whole {
+        digit(b >> 4);
+        digit(b & 0xF);
+    }
+    if let (true, false, Some(last)) = (odd, left, bytes.last()) {
+        digit(last >> 4);
+    }
+    !bad
+}
+
 /// The value of eight ASCII digits loaded little-endian (the first digit in the lowest byte).
 #[inline]
 fn eight_digits(x: u64) -> u64 {
@@ -241,6 +292,7 @@ pub(crate) fn words_ok(buf: &[u8], start: usize, end: usize, bad: impl Fn(u64) -
 mod tests {
     use super::*;
     use crate::spec::FieldType;
+    use proptest::strategy::Strategy as _;
 
     const ASCII_ZEROS: u64 = ONES * b'0' as u64;
 
@@ -323,6 +375,31 @@ mod tests {
             let buf = [&before[..], text.as_bytes()].concat();
             proptest::prop_assert_eq!(digits_value::<true>(&buf, before.len(), buf.len()), expected);
             proptest::prop_assert_eq!(all_digits(text.as_bytes()), digits);
+        }
+    }
+
+    proptest::proptest! {
+        /// Packed digits read a byte at a time are what reading them a nibble at a time gives, the
+        /// filler nibble of an odd count skipped on either side.
+        #[test]
+        fn packed_read_as_nibble_by_nibble(
+            wire in proptest::collection::vec(
+                proptest::prop_oneof![
+                    8 => (0u8..=9, 0u8..=9).prop_map(|(h, l)| h << 4 | l),
+                    1 => proptest::num::u8::ANY,
+                ],
+                0..12,
+            ),
+            digits in 0usize..=21,
+            left: bool,
+        ) {
+            let nibbles: Vec<u8> = wire.iter().flat_map(|b| [b >> 4, b & 0xF]).collect();
+            let skip = usize::from(digits % 2 == 1 && left);
+            let expected = nibbles
+                .get(skip..skip + digits)
+                .filter(|n| (1..=19).contains(&n.len()) && n.iter().all(|&d| d <= 9))
+                .map(|n| n.iter().fold(0u64, |v, &d| v * 10 + u64::from(d)));
+            proptest::prop_assert_eq!(packed_value(&wire, digits, left), expected);
         }
     }
 

@@ -71,6 +71,29 @@ fn check_roundtrip(msg: &Message) -> Result<(), TestCaseError> {
     prop_assert_eq!(&back, msg);
     // Re-encoding what was decoded gives the same bytes.
     prop_assert_eq!(back.to_bytes(), wire);
+    check_typed_reads(&back)
+}
+
+/// The typed reads (each dialect's fast paths) agree with the field's logical value, read the slow way.
+fn check_typed_reads(msg: &Message) -> Result<(), TestCaseError> {
+    for field in msg.fields() {
+        let value = field.to_vec();
+        if field.spec().kind == iso8583::FieldType::N {
+            let parsed = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok());
+            let expected = parsed.filter(|_| (1..=19).contains(&value.len()));
+            prop_assert_eq!(
+                msg.number(field.number()),
+                expected,
+                "field {}",
+                field.number()
+            );
+        }
+    }
+    if let Some(pan) = msg.get(2).filter(|f| f.len() <= 19) {
+        prop_assert_eq!(msg.pan().map(|p| p.expose().to_vec()), Some(pan.to_vec()));
+    }
     Ok(())
 }
 
