@@ -9,7 +9,7 @@ use cluster::throwaway::Server;
 use support::cluster::*;
 use support::issuer::Issuer;
 use support::process::{Switch, serve_with};
-use support::settlement::{idle, lifecycle_rules, reconciles};
+use support::settlement::{idle, lifecycle_rules, quick_repeats, reconciles};
 use support::terminal::text;
 use support::{http_get, within};
 use wire::{FrameCodec, LengthHeader};
@@ -247,16 +247,8 @@ async fn through_haproxy_a_node_killed_mid_load_loses_nothing_and_charges_nothin
     let codec = FrameCodec::new(LengthHeader::Binary2);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = sim::IssuerSim::start(listener, spec(), codec, lifecycle_rules());
-    // The issuer refuses 5 % of advices and reversals with 96; at the default schedule (5 s, doubling)
-    // one refused three times in a row is repeated 35 s later, past the wait for the books below.
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("repeats.toml");
-    std::fs::write(
-        &config,
-        "[reversals]\nbackoff = \"100ms\"\nmax_backoff = \"1s\"\n",
-    )
-    .unwrap();
-    let config = config.to_str().unwrap().to_owned();
+    let config = quick_repeats(dir.path());
     let flags = ["--lease", "1s", "--response-timeout", "1s"];
     let upstream = issuer.addr.to_string();
     let start = |name: &'static str| {

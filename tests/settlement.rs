@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use support::process::serve;
-use support::settlement::{idle, lifecycle_rules, reconciles};
+use support::settlement::{idle, lifecycle_rules, quick_repeats, reconciles};
 use wire::{FrameCodec, LengthHeader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,7 +19,16 @@ async fn every_merchant_is_owed_what_the_issuer_settled() {
     let issuer = sim::IssuerSim::start(listener, spec, codec, lifecycle_rules());
     let journal = tempfile::tempdir().unwrap();
     let dir = journal.path().to_str().unwrap();
-    let flags = ["--journal-dir", dir, "--response-timeout", "1s"];
+    let repeats = tempfile::tempdir().unwrap();
+    let config = quick_repeats(repeats.path());
+    let flags = [
+        "--journal-dir",
+        dir,
+        "--response-timeout",
+        "1s",
+        "--config",
+        &config,
+    ];
     let switch = serve(&issuer.addr.to_string(), &flags).await;
 
     let mut load = sim::Load::new(switch.addr, spec, codec);

@@ -13,6 +13,19 @@ pub fn lifecycle_rules() -> sim::Rules {
         .unwrap()
 }
 
+/// A configuration file in `dir` that repeats refused advices and reversals from 100 ms, for a switch
+/// in front of the issuer of [`lifecycle_rules`]: at the default schedule (5 s, doubling) one refused
+/// three times in a row is repeated 35 s later, past what [`idle`] waits. Its path, for `--config`.
+pub fn quick_repeats(dir: &std::path::Path) -> String {
+    let path = dir.join("repeats.toml");
+    std::fs::write(
+        &path,
+        "[reversals]\nbackoff = \"100ms\"\nmax_backoff = \"1s\"\n",
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
 /// Waits until the switch at `admin` has nothing in flight and owes issuers nothing: what the books
 /// are read after.
 pub async fn idle(admin: SocketAddr) {
