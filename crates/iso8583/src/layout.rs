@@ -161,7 +161,8 @@ pub(crate) fn scan(layout: &Layout, buf: &[u8], pos: usize) -> Option<Span> {
         }
         Check::Packed => packed_ok(buf, start, end, layout.filler, len, packed_bad),
         Check::PackedTrack => packed_ok(buf, start, end, layout.filler, len, packed_track_bad),
-        Check::Track | Check::Hex => other_ok(layout, buf, start, end, len),
+        Check::Track => track_ok(layout, buf, start, end),
+        Check::Hex => len.is_multiple_of(2) && hex_ok(buf, start, end),
         Check::Precise => false,
     };
     ok.then_some(Span {
@@ -171,22 +172,13 @@ pub(crate) fn scan(layout: &Layout, buf: &[u8], pos: usize) -> Option<Span> {
     })
 }
 
-/// Text track data and hex, out of line: a decode loop that inlined them kept less in registers for
-/// the fields that need neither (packed track data inline measured faster in both dialects).
+/// Text track data, out of line (as the hex check is): a decode loop that inlined them kept less in
+/// registers for the fields that need neither (packed track data inline measured faster in both dialects).
 #[inline(never)]
-fn other_ok(layout: &Layout, buf: &[u8], start: usize, end: usize, len: usize) -> bool {
-    match layout.check {
-        Check::Track => {
-            let zeros = ONES * u64::from(layout.zero);
-            let separators = layout.separators.map(|c| ONES * u64::from(c));
-            words_ok(buf, start, end, |x| track_bad(x, zeros, separators))
-        }
-        Check::Hex => len.is_multiple_of(2) && hex_ok(buf, start, end),
-        // Decided in `scan`; vouching for nothing is always safe (the precise path decides).
-        Check::Nothing | Check::Digits | Check::Packed | Check::PackedTrack | Check::Precise => {
-            false
-        }
-    }
+fn track_ok(layout: &Layout, buf: &[u8], start: usize, end: usize) -> bool {
+    let zeros = ONES * u64::from(layout.zero);
+    let separators = layout.separators.map(|c| ONES * u64::from(c));
+    words_ok(buf, start, end, |x| track_bad(x, zeros, separators))
 }
 
 #[cfg(test)]

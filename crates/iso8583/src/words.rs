@@ -252,8 +252,9 @@ pub(crate) fn packed_ok(
 }
 
 /// Whether `buf[start..end]` is all hex digits: by faster-hex's SIMD check where the data is long
-/// enough for it to pay (EMV data in DE55 is a few hundred digits), eight at a time below that.
-#[inline]
+/// enough for it to pay (EMV data in DE55 is a few hundred digits), eight at a time below that. Out of
+/// decode's field loop, as the text track check is (`layout::scan`).
+#[inline(never)]
 pub(crate) fn hex_ok(buf: &[u8], start: usize, end: usize) -> bool {
     if end - start >= 32 {
         return faster_hex::hex_check(&buf[start..end]);
