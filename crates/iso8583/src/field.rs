@@ -72,17 +72,13 @@ impl<'a> Field<'a> {
     /// The value as a number, when it is made of at most 19 digits.
     #[inline]
     pub fn to_u64(&self) -> Option<u64> {
-        match self.spec.encoding {
+        if self.spec.encoding == Encoding::Ascii {
             // The wire bytes are the digits: read them eight at a time.
-            Encoding::Ascii => {
-                return crate::words::digits_value::<true>(self.wire, 0, self.wire.len());
-            }
-            // Two digits a byte, a byte at a time (not a nibble at a time through `bytes`).
-            Encoding::Bcd if self.spec.kind == FieldType::N => {
-                let left = self.spec.filler.is_left();
-                return crate::words::packed_value(self.wire, self.len, left);
-            }
-            _ => {}
+            return crate::words::digits_value::<true>(self.wire, 0, self.wire.len());
+        }
+        if let Some(left) = self.packed_digits() {
+            // Two digits a byte (not a nibble at a time through `bytes`).
+            return crate::words::packed_value(self.wire, self.len, left);
         }
         if self.len > 19 || self.len == 0 {
             return None;
@@ -90,6 +86,13 @@ impl<'a> Field<'a> {
         self.bytes().try_fold(0u64, |acc, c| {
             c.is_ascii_digit().then(|| acc * 10 + u64::from(c - b'0'))
         })
+    }
+
+    /// For packed (BCD) digits, an `n` field: whether the filler nibble of an odd count comes first.
+    /// Such a field's digits are read two a byte ([`crate::words::packed_each`]).
+    pub(crate) fn packed_digits(&self) -> Option<bool> {
+        (self.spec.encoding == Encoding::Bcd && self.spec.kind == FieldType::N)
+            .then(|| self.spec.filler.is_left())
     }
 
     /// Whether the logical value equals `other`.

@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::error::{Error, Location, Reason};
 use crate::field::{Field, write_masked_pan};
-use crate::spec::{Encoding, FieldType};
+use crate::spec::Encoding;
 
 /// A message type indicator: four ASCII digits (version, class, function, origin).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -144,11 +144,9 @@ impl<'a> Pan<'a> {
         if len > digits.len() {
             return None;
         }
-        let spec = field.spec();
-        let valid = if spec.encoding == Encoding::Bcd && spec.kind == FieldType::N {
-            // Two digits a byte, a byte at a time.
+        let valid = if let Some(left) = field.packed_digits() {
             let mut slots = digits.iter_mut();
-            crate::words::packed_each(field.wire(), len, spec.filler.is_left(), |d| {
+            crate::words::packed_each(field.wire(), len, left, |d| {
                 if let Some(slot) = slots.next() {
                     *slot = b'0' + d;
                 }
