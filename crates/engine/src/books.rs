@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 use compact_str::CompactString;
+use griddle::hash_map::Entry as Slot;
 use iso8583::Class;
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +83,43 @@ struct Entry {
 }
 
 impl Entry {
+    /// Whether `add` reads `step` at all. Every step is named, so that a new one is placed on one
+    /// side or the other.
+    fn reads(step: &Step) -> bool {
+        match step {
+            Step::Received(_)
+            | Step::Forwarded { .. }
+            | Step::AdviceQueued { .. }
+            | Step::ApprovedAmount { .. }
+            | Step::Told { .. }
+            | Step::ReversalQueued
+            | Step::ReversalReplaces { .. }
+            | Step::Adopted { .. } => true,
+            Step::Rejected { .. }
+            | Step::Joined
+            | Step::Disconnected
+            | Step::Replayed { .. }
+            | Step::Answered { .. }
+            | Step::TimedOut
+            | Step::LateAnswer { .. }
+            | Step::Undeliverable { .. }
+            | Step::InDoubt
+            | Step::ReversalSent { .. }
+            | Step::ReversalAcknowledged { .. }
+            | Step::ReversalExpired { .. }
+            | Step::HeldElsewhere { .. }
+            | Step::ReversalRefused { .. }
+            | Step::AdviceSent { .. }
+            | Step::AdviceAcknowledged { .. }
+            | Step::AdviceRefused { .. }
+            | Step::AdviceExpired { .. }
+            | Step::BatchOutOfBalance { .. }
+            | Step::BatchUploaded { .. }
+            | Step::BatchClosed { .. }
+            | Step::Withdrawn => false,
+        }
+    }
+
     fn add(&mut self, record: &Record) {
         let original = |o: &Original, entry: &mut Entry| {
             entry.processing = o.field(3).map(CompactString::from);
@@ -319,33 +357,40 @@ impl Books {
     /// only if it can reach the books: a financial request or advice, or one that took over another.
     pub fn add(&mut self, node: &str, record: &Record) {
         self.settlement(record);
-        let place = (CompactString::from(node), record.txn);
+        // Records the books do not read (the issuer's answer, a reversal's attempts, ...) are not
+        // looked up. A new transaction is found missing and added in one lookup.
+        if !Entry::reads(&record.step) {
+            return;
+        }
         let starts = match &record.step {
             Step::Received(r) => r.mti.class() == Class::FINANCIAL,
             Step::Adopted { .. } => true,
             _ => false,
         };
-        match self.entries.get_mut(&place) {
-            Some(entry) => {
-                entry.add(record);
-                // Declined (or never approved): it can never settle, so nothing of it is kept.
-                let refused = matches!(record.step, Step::Told { rc } if !rc.is_approval());
-                if refused && !entry.advised && entry.adopted.is_none() {
-                    self.forget(&place);
-                    return;
-                }
-            }
-            None if starts => {
-                self.entries.entry(place.clone()).or_default().add(record);
-                self.order.push_back(place.clone());
-            }
-            None => return,
+        let place = (CompactString::from(node), record.txn);
+        let (entry, new) = match self.entries.entry(place.clone()) {
+            Slot::Occupied(found) => (found.into_mut(), false),
+            Slot::Vacant(room) if starts => (room.insert(Entry::default()), true),
+            Slot::Vacant(_) => return,
+        };
+        entry.add(record);
+        // Declined (or never approved): it can never settle, so nothing of it is kept.
+        let refused = matches!(record.step, Step::Told { rc } if !rc.is_approval());
+        if refused && !entry.advised && entry.adopted.is_none() {
+            self.forget(&place);
+            return;
         }
         if let Step::Received(r) = &record.step {
             let batch = (r.terminal.clone(), r.merchant.clone());
-            self.by_batch.entry(batch).or_default().insert(place);
+            self.by_batch
+                .entry(batch)
+                .or_default()
+                .insert(place.clone());
         }
-        self.evict();
+        if new {
+            self.order.push_back(place);
+            self.evict();
+        }
     }
 
     /// Drops the entry at `place`; returns whether there was one.
