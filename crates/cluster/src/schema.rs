@@ -20,6 +20,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (4, include_str!("../migrations/0004_evidence_behind.sql")),
     (5, include_str!("../migrations/0005_claims_by_day.sql")),
+    (
+        6,
+        include_str!("../migrations/0006_claims_by_time_brin.sql"),
+    ),
 ];
 
 /// The schema version this release writes.

@@ -264,6 +264,11 @@ fn the_database_schema_version_5_wrote_is_read_back_whole() {
     read_back_whole(5);
 }
 
+#[test]
+fn the_database_schema_version_6_wrote_is_read_back_whole() {
+    read_back_whole(6);
+}
+
 /// Writes the fixture of this release's schema version; run by hand, once, by the release that defines
 /// that version: `cargo test -p cluster --test schema -- --ignored write_fixture`. It refuses to
 /// overwrite.

@@ -485,7 +485,17 @@ fn retention_drops_whole_days_past_it_and_keeps_the_rest() {
         let mut old = received(1, 31);
         old.at = UNIX_EPOCH + Duration::from_secs(1_577_880_000); // 2020-01-01T12:00Z
         let batch = [(1, old), (2, received(2, 32))];
-        a.commit(&batch, &[claim(2, 32, 42)], &[]).await.unwrap();
+        a.commit(&batch, &[claim(1, 31, 41), claim(2, 32, 42)], &[])
+            .await
+            .unwrap();
+        // A claim is stamped with its commit's time: the first one made old, as if claimed then.
+        client
+            .execute(
+                "UPDATE claims SET at = '2020-01-01T12:00:00Z' WHERE txn = 1",
+                &[],
+            )
+            .await
+            .unwrap();
 
         let month = Duration::from_secs(30 * 24 * 3600);
         assert_eq!(a.index_evidence(100).await.unwrap(), 2);
@@ -505,6 +515,14 @@ fn retention_drops_whole_days_past_it_and_keeps_the_rest() {
             .map(|r| r.get(0))
             .collect();
         assert_eq!(left, [2], "today's record stays");
+        let claimed: Vec<i64> = client
+            .query("SELECT txn FROM claims", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(claimed, [2], "the old claim goes, today's stays");
         let today: bool = client
             .query_one(
                 "SELECT to_regclass('records_' || to_char(current_date, 'YYYYMMDD')) IS NOT NULL",
