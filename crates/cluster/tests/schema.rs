@@ -2,8 +2,8 @@
 //! `pg_dump` of two nodes' records, claims and leases: version 1 by release 0.1.0, version 2 with a
 //! provisional forward withdrawn, version 3 with a row per transaction and batch, version 4 with the
 //! evidence of one node copied to its indexes and the other's not yet, version 5 with the claims keyed
-//! by day first) must be read by every
-//! later release, migrated in place by its embedded migrations, and then take that release's commits.
+//! by day first, version 6 with their index by time a BRIN index) must be read by every later
+//! release, migrated in place by its embedded migrations, and then take that release's commits.
 
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
