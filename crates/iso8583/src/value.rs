@@ -328,12 +328,20 @@ pub(crate) fn reencode(field: &Field<'_>, into: &FieldSpec, out: &mut Vec<u8>) {
 fn unpack_bcd(fs: &FieldSpec, wire: &[u8], len: usize, out: &mut Vec<u8>) {
     let text = |n: u8| if n <= 9 { b'0' + n } else { b'=' };
     let start = out.len();
-    out.reserve(wire.len() * 2);
-    for &b in wire {
-        out.extend_from_slice(&[text(b >> 4), text(b & 0xF)]);
-    }
-    if len % 2 == 1 && fs.filler.is_left() {
-        out.remove(start);
+    // An odd count filled on the left: the first byte gives only its low digit.
+    let pairs = match wire.split_first() {
+        Some((&first, rest)) if len % 2 == 1 && fs.filler.is_left() => {
+            out.push(text(first & 0xF));
+            rest
+        }
+        _ => wire,
+    };
+    // Room made once, then two digits written a byte: no capacity check per digit.
+    let at = out.len();
+    out.resize(at + pairs.len() * 2, 0);
+    for (digits, &b) in out[at..].chunks_exact_mut(2).zip(pairs) {
+        digits[0] = text(b >> 4);
+        digits[1] = text(b & 0xF);
     }
     out.truncate(start + len);
 }
