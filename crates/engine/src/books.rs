@@ -15,8 +15,8 @@ use iso8583::Class;
 use serde::{Deserialize, Serialize};
 
 use crate::event::TxnId;
-use crate::fifo::Fifo;
 use crate::journal::{Original, Record, Step};
+use crate::places::Places;
 use crate::{GrowingMap, GrowingSet};
 
 /// A transaction's place in the books: the node that recorded it (empty for a single node) and its id.
@@ -228,8 +228,8 @@ pub struct Books {
     /// The places of each terminal's transactions: a batch is read, and closed, without a look at
     /// every other terminal's.
     by_batch: HashMap<Batch, GrowingSet<Place>>,
-    /// Places in the order their entries began, for eviction (some already gone: skipped).
-    order: Fifo<Place>,
+    /// Places in the order their entries began, for eviction.
+    places: Places,
     /// The most entries kept; beyond, the oldest go first.
     cap: usize,
     /// Entries dropped to stay within `cap` while their batch was open.
@@ -246,7 +246,7 @@ impl Default for Books {
         Books {
             entries: GrowingMap::default(),
             by_batch: HashMap::new(),
-            order: Fifo::default(),
+            places: Places::default(),
             cap: usize::MAX,
             evicted: 0,
             forget_closed: false,
@@ -279,7 +279,8 @@ impl Books {
 
     fn evict(&mut self) {
         while self.entries.len() > self.cap {
-            let Some(place) = self.order.pop_front() else {
+            let entries = &self.entries;
+            let Some(place) = self.places.pop_front(|p| entries.contains_key(p)) else {
                 return;
             };
             if self.forget(&place) {
@@ -287,12 +288,13 @@ impl Books {
             }
         }
         // Places whose entries are gone (closed, declined) leave the front as they reach it.
+        let entries = &self.entries;
         while self
-            .order
+            .places
             .front()
-            .is_some_and(|p| !self.entries.contains_key(p))
+            .is_some_and(|p| !entries.contains_key(p))
         {
-            self.order.pop_front();
+            self.places.pop_front(|_| false);
         }
     }
 
@@ -378,6 +380,7 @@ impl Books {
         let refused = matches!(record.step, Step::Told { rc } if !rc.is_approval());
         if refused && !entry.advised && entry.adopted.is_none() {
             self.forget(&place);
+            self.places.forgotten(1);
             return;
         }
         if let Step::Received(r) = &record.step {
@@ -388,12 +391,14 @@ impl Books {
                 .insert(place.clone());
         }
         if new {
-            self.order.push_back(place);
+            let entries = &self.entries;
+            (self.places).push(place, entries.len(), |p| entries.contains_key(p));
             self.evict();
         }
     }
 
-    /// Drops the entry at `place`; returns whether there was one.
+    /// Drops the entry at `place`; returns whether there was one. Its place in the eviction queue is
+    /// the caller's to account for.
     fn forget(&mut self, place: &Place) -> bool {
         let Some(entry) = self.entries.remove(place) else {
             return false;
@@ -411,9 +416,11 @@ impl Books {
     /// Forgets every transaction of `terminal` at `merchant`: its batch is closed.
     pub fn close(&mut self, terminal: &str, merchant: &str) {
         let batch = (CompactString::from(terminal), CompactString::from(merchant));
+        let mut forgotten = 0;
         for place in self.by_batch.remove(&batch).unwrap_or_default() {
-            self.entries.remove(&place);
+            forgotten += usize::from(self.entries.remove(&place).is_some());
         }
+        self.places.forgotten(forgotten);
     }
 
     /// The open batch of `terminal` at `merchant`: its transactions as they stand.
@@ -526,6 +533,24 @@ mod tests {
                 step,
             })
             .collect()
+    }
+
+    /// One approval that stays open (its terminal does not settle), then a stream of declines: the
+    /// eviction queue keeps no trail of them.
+    #[test]
+    fn declines_behind_an_open_approval_leave_no_trail_in_the_eviction_queue() {
+        let mut books = Books::open_batches();
+        books.limit(1_000_000);
+        for (txn, rc) in std::iter::once((1, "00")).chain((2..100_000).map(|t| (t, "51"))) {
+            records(txn, rc).iter().for_each(|r| books.add("", r));
+        }
+        assert!(
+            books.places.len() < 3_000,
+            "{} places queued for one transaction kept",
+            books.places.len()
+        );
+        let stans: Vec<u32> = books.batch("T1", "M1").iter().map(|s| s.stan).collect();
+        assert_eq!(stans, [1]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub(crate) struct Fifo<T> {
     chunks: VecDeque<VecDeque<T>>,
     /// An emptied chunk, kept for reuse.
     spare: Option<VecDeque<T>>,
+    len: usize,
 }
 
 impl<T> Default for Fifo<T> {
@@ -22,6 +23,7 @@ impl<T> Default for Fifo<T> {
         Fifo {
             chunks: VecDeque::new(),
             spare: None,
+            len: 0,
         }
     }
 }
@@ -33,6 +35,7 @@ impl<T> Fifo<T> {
             self.chunks.push_back(chunk);
         }
         self.chunks.back_mut().expect("a chunk").push_back(item);
+        self.len += 1;
     }
 
     pub(crate) fn push_front(&mut self, item: T) {
@@ -41,6 +44,15 @@ impl<T> Fifo<T> {
             self.chunks.push_front(chunk);
         }
         self.chunks.front_mut().expect("a chunk").push_front(item);
+        self.len += 1;
+    }
+
+    /// Puts all of `older` in front, in its order: its chunks move, their items do not.
+    pub(crate) fn prepend(&mut self, older: Fifo<T>) {
+        self.len += older.len;
+        for chunk in older.chunks.into_iter().rev() {
+            self.chunks.push_front(chunk);
+        }
     }
 
     pub(crate) fn front(&self) -> Option<&T> {
@@ -53,7 +65,16 @@ impl<T> Fifo<T> {
         if chunk.is_empty() {
             self.spare = self.chunks.pop_front();
         }
+        self.len -= usize::from(item.is_some());
         item
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Oldest first.
@@ -96,6 +117,7 @@ mod tests {
                 }
             }
             assert_eq!(ours.front(), model.front());
+            assert_eq!(ours.len(), model.len());
             if round % 4096 == 0 {
                 assert!(ours.iter().eq(model.iter()), "at round {round}");
             }
@@ -106,6 +128,21 @@ mod tests {
         }
         assert_eq!(ours.pop_front(), None);
         assert_eq!(ours.iter().count(), 0);
+    }
+
+    #[test]
+    fn prepending_puts_the_older_queue_in_front_in_its_order() {
+        let (mut older, mut newer) = (Fifo::default(), Fifo::default());
+        // Partly filled chunks on both sides, and more than one chunk in front.
+        (0..CHUNK + 10).for_each(|i| older.push_back(i));
+        older.pop_front();
+        (CHUNK + 10..CHUNK + 20).for_each(|i| newer.push_back(i));
+        newer.prepend(older);
+        assert_eq!(newer.len(), CHUNK + 19);
+        assert!(newer.iter().copied().eq(1..CHUNK + 20));
+        newer.push_back(CHUNK + 20);
+        assert!(std::iter::from_fn(|| newer.pop_front()).eq(1..CHUNK + 21));
+        assert!(newer.is_empty());
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod journal;
 mod links;
 mod outbox;
 mod owed;
+mod places;
 mod recovery;
 mod reversal;
 mod routes;
