@@ -277,6 +277,8 @@ impl Books {
         self.evicted
     }
 
+    /// Drops the oldest entries beyond the cap. The places of entries already gone (declined,
+    /// closed) are the queue's to sweep out ([`Places`]).
     fn evict(&mut self) {
         while self.entries.len() > self.cap {
             let entries = &self.entries;
@@ -286,15 +288,6 @@ impl Books {
             if self.forget(&place) {
                 self.evicted += 1;
             }
-        }
-        // Places whose entries are gone (closed, declined) leave the front as they reach it.
-        let entries = &self.entries;
-        while self
-            .places
-            .front()
-            .is_some_and(|p| !entries.contains_key(p))
-        {
-            self.places.pop_front(|_| false);
         }
     }
 
@@ -391,8 +384,8 @@ impl Books {
                 .insert(place.clone());
         }
         if new {
-            let entries = &self.entries;
-            (self.places).push(place, entries.len(), |p| entries.contains_key(p));
+            let (entries, places) = (&self.entries, &mut self.places);
+            places.push(place, entries.len(), |p| entries.contains_key(p));
             self.evict();
         }
     }
