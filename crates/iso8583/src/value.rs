@@ -324,7 +324,10 @@ pub(crate) fn reencode(field: &Field<'_>, into: &FieldSpec, out: &mut Vec<u8>) {
 }
 
 /// Packed digits (`n` or `z`, not `x+n`) as ASCII text: what [`LogicalBytes`] yields, a byte at a time
-/// rather than a nibble.
+/// rather than a nibble. Its own walk, not [`crate::words::packed_each`]'s: it checks nothing (the
+/// field was checked when it came in) and writes whole pairs, and through `packed_each` a purchase
+/// from a BCD terminal took 2 515 or 3 042 instructions here instead of 2 057 (callgrind,
+/// `engine_tail`).
 fn unpack_bcd(fs: &FieldSpec, wire: &[u8], len: usize, out: &mut Vec<u8>) {
     let text = |n: u8| if n <= 9 { b'0' + n } else { b'=' };
     let start = out.len();
