@@ -20,6 +20,9 @@ secs=${1:-10}
 terminals=${2:-200}
 rate=${3:-20000}
 pg_rate=${4:-5000}
+# Every run's logs and reports stay in target/e2e/<UTC time> (see tests/support/run.sh): a row that
+# stalls (a p99.9 far above its neighbours) is read from its switch's and PostgreSQL's logs there.
+ACQUIRO_KEEP=${ACQUIRO_KEEP:-target/e2e/$(date -u +%Y%m%dT%H%M%SZ)}
 source tests/support/run.sh
 # The allocator as deploy/ runs the switch: freed memory kept, not handed back to the kernel.
 export MIMALLOC_PURGE_DELAY=-1

@@ -29,7 +29,9 @@ pg_start() { # starts the server (made on the first call)
 }
 pg_kill() { "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null; }
 pg_psql() { "$pg_bin/psql" -h "$work/pg" -p "$pg_port" -U postgres -qAt "$@"; }
-trap 'kill -9 $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; pg_kill 2>/dev/null || true; rm -rf "$work"' EXIT
+# keep_work: see tests/support/run.sh (a script that makes its own $work has none).
+trap 'kill -9 $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; pg_kill 2>/dev/null || true
+      if declare -F keep_work >/dev/null; then keep_work; fi; rm -rf "$work"' EXIT
 
 # Node N of the cluster: terminals on 127.0.0.1:$((front + N)), admin on $((admin + N)); its pid in
 # node_pid[N]. The configuration is $work/acquiro.toml (switch_config) with the node's own addresses.

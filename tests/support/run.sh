@@ -4,7 +4,18 @@
 cargo build --release -q
 bin=$PWD/target/release/acquiro
 work=$(mktemp -d)
-trap 'kill -9 $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$work"' EXIT
+# ACQUIRO_KEEP=DIR: before the work directory goes, what is worth reading after the run (every process's
+# log, PostgreSQL's among them, each load's report, the configurations, a bench's table) is copied to
+# DIR, so that a stall or a failure seen in a bench, chaos or soak run can still be looked into.
+keep_work() {
+  [[ -n ${ACQUIRO_KEEP:-} && -d $work ]] || return 0
+  local to
+  to=$(mkdir -p "$ACQUIRO_KEEP" && cd "$ACQUIRO_KEEP" && pwd)
+  (cd "$work" && find . -maxdepth 3 -type f \( -name '*.log' -o -name log -o -name '*.report' \
+    -o -name '*.toml' -o -name '*.cfg' -o -name table \) -exec cp --parents {} "$to" \;)
+  echo "logs and reports kept in $ACQUIRO_KEEP" >&2
+}
+trap 'kill -9 $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; keep_work; rm -rf "$work"' EXIT
 export RUST_LOG=warn
 
 # A switch configuration in FILE: the admin endpoint on $admin; one listener on $front that takes the
