@@ -8,6 +8,7 @@ mod config;
 mod driver;
 mod journal;
 mod link;
+mod listen;
 mod metrics;
 mod recorder;
 mod slots;
@@ -32,6 +33,7 @@ pub use config::{
     Listener, ListenerFile, NODE_ENV, ReversalsFile, RouteFile, Settings,
 };
 pub use journal::{Journal, MemoryJournal, OpenError, Progress, Report, open_journal};
+pub use listen::listen;
 pub use metrics::Metrics;
 pub use status::{LinkStatus, Status};
 pub use tls::{Acceptor, Connector, IssuerTlsFile, ListenerTlsFile};
@@ -156,7 +158,8 @@ pub async fn start(
     }
     let mut bound = Vec::new();
     for l in &settings.listeners {
-        let listener = TcpListener::bind(l.address).await?;
+        // Room for every terminal the listener takes to be connecting at once.
+        let listener = listen(l.address, l.max_connections)?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, dialect = l.spec.name(), header = %l.codec.header(), max_connections = l.max_connections, "listening for terminals");
         bound.push((listener, Arc::new(l.clone())));

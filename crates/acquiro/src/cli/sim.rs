@@ -11,8 +11,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use sim::{IssuerSim, Ledger, Load, Outcome, Progress, Rules, reconcile};
-use tokio::net::TcpListener;
 use wire::{FrameCodec, LengthHeader};
+
+/// Connections the simulators' listeners queue before accepting them: a load of hundreds of terminals
+/// connects at once, straight to the issuer simulator or through the relay (see `switch::listen`).
+const SIM_BACKLOG: usize = 4096;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SimCommand {
@@ -134,8 +137,7 @@ pub(crate) fn run(command: SimCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn relay(args: RelayArgs) -> anyhow::Result<ExitCode> {
-    let listener = TcpListener::bind(args.listen)
-        .await
+    let listener = switch::listen(args.listen, SIM_BACKLOG)
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, upstream = %args.upstream, "relay listening");
     tokio::select! {
@@ -157,8 +159,7 @@ async fn issuer(args: IssuerArgs) -> anyhow::Result<ExitCode> {
         )?,
         None => Rules::default(),
     };
-    let listener = TcpListener::bind(args.listen)
-        .await
+    let listener = switch::listen(args.listen, SIM_BACKLOG)
         .with_context(|| format!("listening on {}", args.listen))?;
     let sim = IssuerSim::start(listener, spec, codec, rules);
     tracing::info!(addr = %sim.addr, "issuer simulator listening");
