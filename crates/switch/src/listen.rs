@@ -23,11 +23,22 @@ pub fn listen(addr: SocketAddr, backlog: usize) -> io::Result<TcpListener> {
     // still in TIME_WAIT.
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
+    if let Some(cap) = kernel_cap().filter(|cap| *cap < backlog) {
+        tracing::warn!(%addr, backlog, cap, "the kernel caps this listen queue (net.core.somaxconn): \
+            connections past it that arrive at once wait a second for their handshake to be retried; \
+            raise it with sysctl");
+    }
     socket.listen(
         u32::try_from(backlog)
             .unwrap_or(u32::MAX)
             .min(i32::MAX as u32),
     )
+}
+
+/// The kernel's cap on every listen queue, where it can be read (Linux).
+fn kernel_cap() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok()?;
+    text.trim().parse().ok()
 }
 
 #[cfg(test)]
@@ -46,9 +57,7 @@ mod tests {
     async fn a_burst_of_connections_larger_than_the_default_queue_completes_before_any_is_accepted()
     {
         // The kernel's own cap: under 300, no queue this process asks for can hold the burst.
-        let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok());
+        let cap = kernel_cap();
         if cap.is_some_and(|cap| cap < 300) {
             eprintln!(
                 "SKIPPED: net.core.somaxconn is {cap:?}, under the 300 connections of this test"
