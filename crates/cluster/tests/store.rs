@@ -59,6 +59,12 @@ async fn holder_of(store: &Store, claim: &Claim) -> (String, TxnId) {
     (holder.node.to_string(), holder.txn)
 }
 
+/// The first column of `sql`'s rows, numbers.
+async fn numbers(client: &tokio_postgres::Client, sql: &str) -> Vec<i64> {
+    let rows = client.query(sql, &[]).await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
 fn claim(txn: u64, stan: u32, fingerprint: u64) -> Claim {
     Claim {
         txn: TxnId(txn),
@@ -507,21 +513,9 @@ fn retention_drops_whole_days_past_it_and_keeps_the_rest() {
             .unwrap()
             .get(0);
         assert_eq!(searched, 1, "today's evidence stays");
-        let left: Vec<i64> = client
-            .query("SELECT seq FROM records ORDER BY seq", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let left = numbers(&client, "SELECT seq FROM records ORDER BY seq").await;
         assert_eq!(left, [2], "today's record stays");
-        let claimed: Vec<i64> = client
-            .query("SELECT txn FROM claims", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let claimed = numbers(&client, "SELECT txn FROM claims").await;
         assert_eq!(claimed, [2], "the old claim goes, today's stays");
         let today: bool = client
             .query_one(
