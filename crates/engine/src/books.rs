@@ -84,7 +84,7 @@ struct Entry {
 
 impl Entry {
     /// Whether `add` reads `step` at all. Every step is named, so that a new one is placed on one
-    /// side or the other.
+    /// side or the other; `add` checks that it folds every step said to be read.
     fn reads(step: &Step) -> bool {
         match step {
             Step::Received(_)
@@ -147,7 +147,8 @@ impl Entry {
                 self.replaced = amounts.get(..12).and_then(|a| a.parse().ok());
             }
             Step::Adopted { node, txn } => self.adopted = Some((node.clone(), *txn)),
-            _ => {}
+            // `reads` names the steps folded above, so that the rest are never looked up.
+            step => debug_assert!(!Entry::reads(step), "{step:?} is read but not folded"),
         }
     }
 
