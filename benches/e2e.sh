@@ -16,11 +16,9 @@
 #                  [cluster fixed rate, default 5000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# HAProxy and PostgreSQL (Debian's `haproxy` and `postgresql`) have rows of their own: said before the
-# first run, not in the middle of the bench.
+# HAProxy (Debian's `haproxy`) has rows of its own: said before the first run, not in the middle of the
+# bench (tests/support/cluster.sh says the same of PostgreSQL).
 command -v haproxy >/dev/null || { echo "benches/e2e.sh needs HAProxy: apt-get install haproxy" >&2; exit 1; }
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 ||
-  { echo "benches/e2e.sh needs PostgreSQL: apt-get install postgresql" >&2; exit 1; }
 secs=${1:-10}
 terminals=${2:-200}
 rate=${3:-20000}

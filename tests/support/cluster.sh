@@ -2,7 +2,7 @@
 # throw-away PostgreSQL from Debian's binaries in $work (as root, run as the `postgres` user), nodes of
 # `acquiro serve` on it, and HAProxy in TCP mode in front of them. Needs $work (tests/support/run.sh makes it).
 
-pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 pg_as=()
 [[ $(id -u) == 0 ]] && pg_as=(runuser -u postgres --)
 pg_port=${pg_port:-25432}
@@ -32,6 +32,7 @@ pg_psql() { "$pg_bin/psql" -h "$work/pg" -p "$pg_port" -U postgres -qAt "$@"; }
 # keep_work: see tests/support/run.sh (a script that makes its own $work has none).
 trap 'kill -9 $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; pg_kill 2>/dev/null || true
       if declare -F keep_work >/dev/null; then keep_work; fi; rm -rf "$work"' EXIT
+[[ -x $pg_bin/initdb ]] || { echo "$0 needs PostgreSQL's server: apt-get install postgresql" >&2; exit 1; }
 
 # Node N of the cluster: terminals on 127.0.0.1:$((front + N)), admin on $((admin + N)); its pid in
 # node_pid[N]. The configuration is $work/acquiro.toml (switch_config) with the node's own addresses.
