@@ -2,8 +2,10 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("database: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    /// With what the server or the connection said (tokio-postgres's own message is only its kind,
+    /// "db error", with the reason in its source): an operator reads the reason in the log line.
+    #[error("database: {}", with_causes(.0))]
+    Db(tokio_postgres::Error),
     /// The node's epoch is no longer current: another node took its work over, or it joined again
     /// elsewhere. It may commit nothing more.
     #[error("node {node} is fenced: epoch {epoch} is no longer current")]
@@ -16,8 +18,29 @@ pub enum Error {
         "the card key differs from the cluster's (check {ours} here, {theirs} in the database): every node needs the same journal.card_key (or ACQUIRO_CARD_KEY)"
     )]
     CardKeyMismatch { ours: String, theirs: String },
+    /// The connection string's TLS settings (see `tls`) cannot be used.
+    #[error("database connection settings: {0}")]
+    Settings(String),
     #[error("record {seq} of node {node} does not decode: {why}")]
     Corrupt { node: String, seq: i64, why: String },
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Error::Db(e)
+    }
+}
+
+/// `e`, then each of its causes, after colons.
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 impl Error {
