@@ -10,7 +10,8 @@
 //! - `schema`: the embedded, versioned migrations;
 //! - `store`: the node's connection, its lease and its commits;
 //! - `row`: how a record is laid out in the `records` table;
-//! - `throwaway`: a private PostgreSQL server from Debian's binaries, for tests and scripts.
+//! - `throwaway`: a private PostgreSQL server from Debian's binaries, for tests and scripts;
+//! - `tls`: TLS to the database, set in the connection string as libpq sets it.
 
 mod error;
 pub mod evidence;
@@ -19,8 +20,12 @@ mod row;
 mod schema;
 mod store;
 pub mod throwaway;
+mod tls;
 
 pub use engine::{Claim, Holder};
 pub use error::Error;
 pub use schema::{SCHEMA_VERSION, migrate};
-pub use store::{Committed, Joined, NodeStatus, Store, Takeover, card_key_check, connect, status};
+pub use store::{
+    Committed, Joined, NodeStatus, Store, Takeover, card_key_check, check_connection_string,
+    connect, status,
+};

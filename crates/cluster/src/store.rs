@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use engine::{Claim, Holder, Record, TxnId};
 use siphasher::sip128::{Hasher128, SipHasher13};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_postgres::{Client, Connection, NoTls, Socket, Statement};
 
 use crate::row::{self, Rows};
 use crate::{Error, schema};
@@ -97,15 +98,31 @@ pub struct NodeStatus {
     pub indexed_seq: i64,
 }
 
-/// Connects, with the connection driven on its own task.
+/// Connects, over TLS if `url` says so (see `tls`), with the connection driven on its own task.
 pub async fn connect(url: &str) -> Result<Client, Error> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (config, tls) = crate::tls::settings(url)?;
+    Ok(match tls {
+        Some(tls) => drive(config.connect(tls).await?),
+        None => drive(config.connect(NoTls).await?),
+    })
+}
+
+/// Whether `url` can be connected with (its syntax, and its TLS settings and files), without
+/// connecting.
+pub fn check_connection_string(url: &str) -> Result<(), Error> {
+    crate::tls::settings(url).map(drop)
+}
+
+fn drive<T>((client, connection): (Client, Connection<Socket, T>)) -> Client
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(%error, "database connection closed");
         }
     });
-    Ok(client)
+    client
 }
 
 /// A keyed hash of a fixed text: equal on two nodes exactly when their card keys are, and useless for

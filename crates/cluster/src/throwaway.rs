@@ -5,6 +5,7 @@
 //! [`Server::start`] gives `None` when no server binaries are installed: a test then says SKIPPED,
 //! unless `ACQUIRO_REQUIRE_POSTGRES` is set (as in CI), where it fails.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -87,8 +88,58 @@ impl Server {
 
     /// Starts the server (again, after [`Server::kill`]) and waits until it accepts connections.
     pub fn start_again(&self) {
+        self.start_with("-c listen_addresses=''");
+    }
+
+    /// Restarts the server with TLS on 127.0.0.1, at [`Server::port`], beside its socket: `cert` and
+    /// `key` (PEM) are its own, and TCP connections must be TLS (`hostssl`). They are trusted as they
+    /// are, or with `client_ca` (PEM) only with a certificate it issued naming the user (`cert`
+    /// authentication). The socket stays trusted, for the suite's own clients.
+    pub fn serve_tls(&self, cert: &str, key: &str, client_ca: Option<&str>) {
+        self.run(
+            self.command("pg_ctl")
+                .arg("-D")
+                .arg(self.data())
+                .args(["-m", "fast", "stop"]),
+        );
+        let data = self.data();
+        let files = [
+            ("server.crt", cert),
+            ("server.key", key),
+            ("client-ca.crt", client_ca.unwrap_or("")),
+        ];
+        for (name, pem) in files {
+            let path = data.join(name);
+            std::fs::write(&path, pem).expect("a file in the data directory");
+            // The server refuses a key others can read.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .expect("its mode");
+            if self.as_postgres {
+                self.run(Command::new("chown").arg("postgres").arg(&path));
+            }
+        }
+        let method = if client_ca.is_some() { "cert" } else { "trust" };
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            format!("local all all trust\nhostssl all all 127.0.0.1/32 {method}\n"),
+        )
+        .expect("pg_hba.conf");
+        let mut options = String::from(
+            "-c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key",
+        );
+        if client_ca.is_some() {
+            options.push_str(" -c ssl_ca_file=client-ca.crt");
+        }
+        self.start_with(&options);
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn start_with(&self, listen: &str) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses='' -c synchronous_commit=on -c fsync=on",
+            "-p {} -k {} {listen} -c synchronous_commit=on -c fsync=on",
             self.port,
             self.dir.display()
         );

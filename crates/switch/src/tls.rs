@@ -5,15 +5,14 @@
 //! peer that never completes one holds nothing for long.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::ServerConfig;
+use rustls::pki_types::ServerName;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use serde::Deserialize;
+use tlsfiles::{certs, key, provider, roots};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tokio_util::either::Either;
@@ -68,34 +67,6 @@ impl fmt::Debug for Connector {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate", path.display()));
-    }
-    Ok(certs)
-}
-
-fn key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn roots(path: &Path) -> Result<Arc<RootCertStore>, String> {
-    let mut roots = RootCertStore::empty();
-    for cert in certs(path)? {
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(Arc::new(roots))
-}
-
 impl ListenerTlsFile {
     pub(crate) fn check(&self) -> Result<Acceptor, String> {
         let builder = ServerConfig::builder_with_provider(provider())
@@ -119,17 +90,12 @@ impl ListenerTlsFile {
 impl IssuerTlsFile {
     /// The connector for `host` (`name:port`).
     pub(crate) fn check(&self, host: &str) -> Result<Connector, String> {
-        let builder = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots(&self.ca)?);
-        let config = match (&self.cert, &self.key) {
-            (Some(cert), Some(key_path)) => builder
-                .with_client_auth_cert(certs(cert)?, key(key_path)?)
-                .map_err(|e| e.to_string())?,
-            (None, None) => builder.with_no_client_auth(),
+        let identity = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
             _ => return Err("cert and key go together".into()),
         };
+        let config = tlsfiles::client(&self.ca, identity)?;
         let name = match &self.server_name {
             Some(name) => name.clone(),
             None => host

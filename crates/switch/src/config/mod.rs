@@ -192,5 +192,12 @@ mod tests {
         );
         let e = error(&format!("{FULL}{cluster}"));
         assert!(e.contains("journal.card_key"), "{e}");
+        // TLS settings that cannot work are found here, not at the first connection.
+        let tls = "[cluster]\nnode = \"a\"\ndatabase = \"host=db sslmode=verify-full\"\n";
+        let e = error(&format!("{FULL}{key}{tls}"));
+        assert!(
+            e.contains("cluster.database") && e.contains("needs sslrootcert"),
+            "{e}"
+        );
     }
 }

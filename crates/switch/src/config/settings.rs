@@ -96,6 +96,10 @@ impl ClusterFile {
                 format!("required (or {DATABASE_ENV}, or --database)"),
             ));
         };
+        // Its TLS settings and files, here rather than at the first connection.
+        if let Err(e) = cluster::check_connection_string(&database) {
+            return Err(invalid("cluster.database", e.to_string()));
+        }
         let Some(card_key) = card_key else {
             return Err(invalid(
                 "journal.card_key",
