@@ -110,6 +110,42 @@ async fn with_the_database_down_new_requests_get_91_at_once_and_the_node_resumes
 }
 
 #[tokio::test]
+async fn a_database_that_stops_answering_is_counted_lost_and_the_node_resumes_when_it_answers() {
+    let Some(pg) = Server::start("cluster::database_dark") else {
+        return;
+    };
+    let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
+    let dark = Dark::start(&pg).await;
+    let mut a = node_at(&dark.url(), "a", &issuer, &["--response-timeout", "1h"]).await;
+    assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
+
+    dark.go_dark(true);
+    // Its commit goes unanswered, not refused: the request is told 91 once the commit has waited
+    // `cluster.timeout` (2 s), rather than held until the kernel gives up on the connection.
+    assert_eq!(text(&purchase(&a, "TERM0002", 2, 100).await, 39), "91");
+    a.log.until("no answer within 2s").await;
+    assert_eq!(text(&purchase(&a, "TERM0003", 3, 100).await, 39), "91");
+    let (code, body) = http_get(a.admin, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no answer within 2s"), "{body}");
+
+    // Lit again, the commit held on the old connection reaches the database late, beside the node's
+    // own settling of it on a new one: one of the two stands.
+    dark.go_dark(false);
+    a.log.until("journal writable again").await;
+    assert_eq!(text(&purchase(&a, "TERM0004", 4, 100).await, 39), "00");
+    assert_eq!(text(&purchase(&a, "TERM0003", 3, 100).await, 39), "00");
+    // TERM0002's provisional forward never left; the others went once each.
+    assert_eq!(withdrawn(&a).await, 1);
+    assert_eq!(forwards(&issuer), 3);
+    let verified = acquiro(&["tranlog", "verify", "--database", &pg.url()]);
+    assert!(
+        verified.contains("every node's sequence is whole"),
+        "{verified}"
+    );
+}
+
+#[tokio::test]
 async fn kill_9_then_a_restart_under_the_same_name_reverses_what_was_in_doubt() {
     let Some(pg) = Server::start("cluster::restart") else {
         return;

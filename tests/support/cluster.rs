@@ -3,6 +3,9 @@
 
 use cluster::throwaway::Server;
 use iso8583::{Message, Spec};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixStream};
+use tokio::sync::watch;
 use wire::{FrameCodec, LengthHeader};
 
 use super::issuer::Issuer;
@@ -19,8 +22,12 @@ pub async fn node(pg: &Server, name: &str, issuer: &Issuer) -> Switch {
 }
 
 pub async fn node_with(pg: &Server, name: &str, issuer: &Issuer, more: &[&str]) -> Switch {
-    let url = pg.url();
-    let mut extra = vec!["--node", name, "--database", &url];
+    node_at(&pg.url(), name, issuer, more).await
+}
+
+/// Node `name` on the database at `url`.
+pub async fn node_at(url: &str, name: &str, issuer: &Issuer, more: &[&str]) -> Switch {
+    let mut extra = vec!["--node", name, "--database", url];
     extra.extend(more);
     serve_with(
         &issuer.addr.to_string(),
@@ -72,4 +79,57 @@ pub fn acquiro(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     text
+}
+
+/// A way over TCP to a throw-away server that can go dark: while dark it holds whatever either side
+/// sends, closing nothing (a database host lost, a network partition); once lit again it lets through
+/// what it held, late.
+pub struct Dark {
+    port: u16,
+    dark: watch::Sender<bool>,
+}
+
+impl Dark {
+    pub async fn start(pg: &Server) -> Dark {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let socket = pg.dir().join(format!(".s.PGSQL.{}", pg.port()));
+        let (dark, lit) = watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(unix) = UnixStream::connect(&socket).await else {
+                    continue;
+                };
+                let ((tcp_in, tcp_out), (pg_in, pg_out)) = (tcp.into_split(), unix.into_split());
+                tokio::spawn(pass(tcp_in, pg_out, lit.clone()));
+                tokio::spawn(pass(pg_in, tcp_out, lit.clone()));
+            }
+        });
+        Dark { port, dark }
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    pub fn go_dark(&self, dark: bool) {
+        self.dark.send_replace(dark);
+    }
+}
+
+/// `from` to `to`, each piece held while the way is dark.
+async fn pass(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    mut dark: watch::Receiver<bool>,
+) {
+    let mut piece = vec![0; 64 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut piece).await {
+        if dark.wait_for(|dark| !dark).await.is_err() || to.write_all(&piece[..n]).await.is_err() {
+            return;
+        }
+    }
 }

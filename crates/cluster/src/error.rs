@@ -18,6 +18,10 @@ pub enum Error {
         "the card key differs from the cluster's (check {ours} here, {theirs} in the database): every node needs the same journal.card_key (or ACQUIRO_CARD_KEY)"
     )]
     CardKeyMismatch { ours: String, theirs: String },
+    /// A call the database did not answer in time: the connection counts as lost (a connection that
+    /// stopped answering fails no other way until the kernel gives up on it, many minutes later).
+    #[error("database: no answer within {0:?}; the connection counts as lost")]
+    NoAnswer(std::time::Duration),
     /// The connection string's TLS settings (see `tls`) cannot be used.
     #[error("database connection settings: {0}")]
     Settings(String),

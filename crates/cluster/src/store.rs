@@ -98,9 +98,16 @@ pub struct NodeStatus {
     pub indexed_seq: i64,
 }
 
+/// How long a connection may take to open, unless the connection string says (`connect_timeout`):
+/// without a bound, a database host that went dark holds a connection attempt for minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Connects, over TLS if `url` says so (see `tls`), with the connection driven on its own task.
 pub async fn connect(url: &str) -> Result<Client, Error> {
-    let (config, tls) = crate::tls::settings(url)?;
+    let (mut config, tls) = crate::tls::settings(url)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
     Ok(match tls {
         Some(tls) => drive(config.connect(tls).await?),
         None => drive(config.connect(NoTls).await?),

@@ -51,6 +51,10 @@ pub struct ClusterFile {
     /// Days of records older than this are dropped (whole partitions); none: kept for ever.
     #[serde(with = "humantime_serde")]
     pub retain: Option<Duration>,
+    /// How long a commit, a lease renewal or a lookup may go unanswered before the connection counts
+    /// as lost.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 /// The environment variable that may hold the cluster's database URL.
@@ -65,6 +69,7 @@ impl Default for ClusterFile {
             database: None,
             lease: Duration::from_secs(5),
             retain: None,
+            timeout: Duration::from_secs(2),
         }
     }
 }

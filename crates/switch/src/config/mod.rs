@@ -184,6 +184,9 @@ mod tests {
             .unwrap();
         let c = s.cluster.unwrap();
         assert_eq!((c.node.as_str(), c.lease), ("a", Duration::from_secs(5)));
+        assert_eq!(c.timeout, Duration::from_secs(2));
+        let e = error(&format!("{FULL}{key}{cluster}timeout = \"0s\""));
+        assert!(e.contains("cluster.timeout"), "{e}");
         // FULL keeps answers for an hour and reversals for a day: a day more than that, at least.
         let e = error(&format!("{FULL}{key}{cluster}retain = \"1d\""));
         assert!(

@@ -67,6 +67,9 @@ pub struct ClusterSettings {
     pub lease: Duration,
     /// Records older than this are dropped by day.
     pub retain: Option<Duration>,
+    /// A database call on the path of a transaction or of the lease unanswered for this long: the
+    /// connection counts as lost.
+    pub timeout: Duration,
     /// The same on every node (the database refuses a node whose key differs).
     pub card_key: [u8; 16],
 }
@@ -121,6 +124,7 @@ impl ClusterFile {
             database,
             lease: nonzero("cluster.lease".into(), self.lease)?,
             retain: self.retain,
+            timeout: nonzero("cluster.timeout".into(), self.timeout)?,
             card_key,
         })
     }

@@ -26,6 +26,10 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(3600);
 /// without an index, so the copy stays a fraction of a second behind.
 const INDEX_EVERY: Duration = Duration::from_millis(100);
 const INDEX_MOST: i32 = 50_000;
+/// The bound on the database's bulk work, off every transaction's path (an evidence copy, a takeover's
+/// reading of a lapsed node's records, the partitions' upkeep): long, since a backlog takes time, but
+/// finite, since a connection that stopped answering would hold the task for good.
+const BULK_TIMEOUT: Duration = Duration::from_secs(60);
 /// The first wait before connecting again; doubled up to [`MAX_BACKOFF`].
 const BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -99,7 +103,7 @@ impl ClusterJournal {
         }));
         tokio::spawn(write(
             joined.store,
-            settings.database.clone(),
+            settings.clone(),
             batches,
             reports_tx.clone(),
         ));
@@ -168,23 +172,24 @@ impl Journal for ClusterJournal {
 /// The writer task: group commits, in order, until the journal is dropped or the node is fenced.
 async fn write(
     mut store: Store,
-    url: String,
+    settings: ClusterSettings,
     mut batches: mpsc::UnboundedReceiver<Batch>,
     reports: mpsc::UnboundedSender<Report>,
 ) {
+    let limit = settings.timeout;
     while let Some(mut batch) = batches.recv().await {
         // Everything that came while the last commit was out goes in this one.
         while let Ok(more) = batches.try_recv() {
             batch.extend(more);
         }
         let started = Instant::now();
-        let Some(lost) = commit(&mut store, &url, &batch, &reports).await else {
+        let Some(lost) = commit(&mut store, &settings, &batch, &reports).await else {
             return;
         };
         // Who holds each lost key is read before the commit is reported durable: a provisional forward
         // must be withdrawn before the gate would let it out, and only where the claim is really lost
         // (after a lost connection, `lost` names every claim of the batch, its own among them).
-        let answers = claimed(&store, &batch.claims, &lost).await;
+        let answers = claimed(&store, limit, &batch.claims, &lost).await;
         // Lost for good (not found to be this node's own, whether its holder could be read or not),
         // where the batch carried the transaction's forward: a claim asked again while its holder
         // finishes has no forward to withdraw.
@@ -214,7 +219,9 @@ async fn write(
             }));
         }
         if !batch.lookups.is_empty() {
-            let _ = reports.send(Report::Claimed(looked_up(&store, &batch.lookups).await));
+            let _ = reports.send(Report::Claimed(
+                looked_up(&store, limit, &batch.lookups).await,
+            ));
         }
     }
 }
@@ -223,17 +230,16 @@ async fn write(
 /// is fenced (reported).
 async fn commit(
     store: &mut Store,
-    url: &str,
+    settings: &ClusterSettings,
     batch: &Batch,
     reports: &mpsc::UnboundedSender<Report>,
 ) -> Option<Vec<TxnId>> {
+    let (url, limit) = (&settings.database, settings.timeout);
     let mut backoff = BACKOFF;
     let mut down = false;
     loop {
-        let error = match store
-            .commit(&batch.records, &batch.claims, &batch.retire)
-            .await
-        {
+        let committed = store.commit(&batch.records, &batch.claims, &batch.retire);
+        let error = match bounded(limit, committed).await {
             Ok(done) => break finish(down, reports, done.lost),
             Err(e) => e,
         };
@@ -253,10 +259,10 @@ async fn commit(
         loop {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
-            if store.reconnect(url).await.is_err() {
+            if bounded(limit, store.reconnect(url)).await.is_err() {
                 continue;
             }
-            match store.settle(&batch.records, &batch.claims).await {
+            match bounded(limit, store.settle(&batch.records, &batch.claims)).await {
                 Ok(Some(done)) => return finish(down, reports, done.lost),
                 Ok(None) => break,
                 Err(_) => continue,
@@ -279,14 +285,19 @@ fn finish(
 
 /// Each claim's answer: won, or who holds the key. A holder that cannot be read now goes unanswered,
 /// and its request is refused when its claim times out.
-async fn claimed(store: &Store, claims: &[Claim], lost: &[TxnId]) -> Vec<(TxnId, Option<Holder>)> {
+async fn claimed(
+    store: &Store,
+    limit: Duration,
+    claims: &[Claim],
+    lost: &[TxnId],
+) -> Vec<(TxnId, Option<Holder>)> {
     let mut answers = Vec::with_capacity(claims.len());
     for claim in claims {
         if !lost.contains(&claim.txn) {
             answers.push((claim.txn, None));
             continue;
         }
-        match store.holder(claim).await {
+        match bounded(limit, store.holder(claim)).await {
             // Its own claim, from a commit whose outcome was lost with the connection: won.
             Ok(Some(h)) if h.node == store.node() && h.txn == claim.txn => {
                 answers.push((claim.txn, None))
@@ -301,10 +312,10 @@ async fn claimed(store: &Store, claims: &[Claim], lost: &[TxnId]) -> Vec<(TxnId,
 
 /// Who holds each key looked up. One that cannot be read now goes unanswered: its request is refused
 /// when it times out.
-async fn looked_up(store: &Store, keys: &[Claim]) -> Vec<(TxnId, Option<Holder>)> {
+async fn looked_up(store: &Store, limit: Duration, keys: &[Claim]) -> Vec<(TxnId, Option<Holder>)> {
     let mut answers = Vec::with_capacity(keys.len());
     for key in keys {
-        match store.holder(key).await {
+        match bounded(limit, store.holder(key)).await {
             Ok(holder) => answers.push((key.txn, holder)),
             Err(error) => tracing::warn!(?key.txn, %error, "key not looked up"),
         }
@@ -323,11 +334,11 @@ async fn copy_evidence(mut store: Store, url: String, reports: mpsc::UnboundedSe
             _ = every.tick() => {}
             () = reports.closed() => return,
         }
-        if let Err(error) = store.index_evidence(INDEX_MOST).await {
+        if let Err(error) = bounded(BULK_TIMEOUT, store.index_evidence(INDEX_MOST)).await {
             // While the database is away the writer and the lease say so; a search still finds what
             // is not copied yet, more slowly.
             tracing::debug!(%error, "evidence not copied to its indexes; connecting again");
-            let _ = store.reconnect(&url).await;
+            let _ = bounded(BULK_TIMEOUT, store.reconnect(&url)).await;
         }
     }
 }
@@ -348,7 +359,7 @@ async fn keep_lease(
         tokio::select! {
             _ = every.tick() => {}
             _ = maintain.tick() => {
-                match store.maintain(settings.retain).await {
+                match bounded(BULK_TIMEOUT, store.maintain(settings.retain)).await {
                     Ok(dropped) if !dropped.is_empty() => tracing::info!(?dropped, "journal days past retention dropped"),
                     Ok(_) => {}
                     Err(error) => tracing::warn!(%error, "journal partitions not maintained"),
@@ -358,11 +369,9 @@ async fn keep_lease(
             () = reports.closed() => return,
         }
         let p = *progress.borrow();
-        let renewed = store
-            .renew(settings.lease, p.in_flight, p.reversals, p.oldest_needed)
-            .await;
-        let renewed = match renewed {
-            Ok(()) => store.take_over().await,
+        let renewed = store.renew(settings.lease, p.in_flight, p.reversals, p.oldest_needed);
+        let renewed = match bounded(settings.timeout, renewed).await {
+            Ok(()) => bounded(BULK_TIMEOUT, store.take_over()).await,
             Err(e) => Err(e),
         };
         match renewed {
@@ -381,8 +390,23 @@ async fn keep_lease(
             }
             Err(error) => {
                 tracing::warn!(%error, "lease not renewed or takeover not checked; connecting again");
-                let _ = store.reconnect(&settings.database).await;
+                let _ = bounded(settings.timeout, store.reconnect(&settings.database)).await;
             }
         }
     }
+}
+
+/// `call`, or [`cluster::Error::NoAnswer`] once the database has not answered it within `limit`: a
+/// connection that stopped answering (the database's host gone, a network partition, a failover whose
+/// old address went dark) fails no other way until the kernel gives up on it, a quarter of an hour
+/// later. The caller treats it as any lost connection: it connects again, and a commit is settled
+/// before it is repeated (a commit that reaches the database late meets the copy made since, and one
+/// of the two fails on the records' key).
+async fn bounded<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, cluster::Error>>,
+) -> Result<T, cluster::Error> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(cluster::Error::NoAnswer(limit)))
 }
