@@ -26,9 +26,9 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(3600);
 /// without an index, so the copy stays a fraction of a second behind.
 const INDEX_EVERY: Duration = Duration::from_millis(100);
 const INDEX_MOST: i32 = 50_000;
-/// The bound on the database's bulk work, off every transaction's path (an evidence copy, a takeover's
-/// reading of a lapsed node's records, the partitions' upkeep): long, since a backlog takes time, but
-/// finite, since a connection that stopped answering would hold the task for good.
+/// The bound on the database's bulk work, off every transaction's path (an evidence copy, the
+/// partitions' upkeep): long, since a backlog takes time, but finite, since a connection that stopped
+/// answering would hold the task for good. Either is one transaction: cut, it is done again later.
 const BULK_TIMEOUT: Duration = Duration::from_secs(60);
 /// The first wait before connecting again; doubled up to [`MAX_BACKOFF`].
 const BACKOFF: Duration = Duration::from_millis(100);
@@ -371,7 +371,11 @@ async fn keep_lease(
         let p = *progress.borrow();
         let renewed = store.renew(settings.lease, p.in_flight, p.reversals, p.oldest_needed);
         let renewed = match bounded(settings.timeout, renewed).await {
-            Ok(()) => bounded(BULK_TIMEOUT, store.take_over()).await,
+            // Not bounded: a takeover cut after it has marked the node taken, while it reads that
+            // node's records, would leave the work marked as this live node's and in nobody's hands.
+            // Held by a connection gone dark, it stops this node's renewals instead, and another node
+            // takes over both.
+            Ok(()) => store.take_over().await,
             Err(e) => Err(e),
         };
         match renewed {
