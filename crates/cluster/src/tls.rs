@@ -55,18 +55,21 @@ fn connector(wanted: Wanted) -> Result<Option<MakeRustlsConnect>, String> {
             ));
         }
     };
-    let mode = wanted.mode.as_deref().unwrap_or("verify-full");
+    let mode = match wanted.mode.as_deref() {
+        Some(mode) => format!("sslmode={mode}"),
+        None => "a connection string without sslmode or sslrootcert".into(),
+    };
     if !tls {
         if wanted.root.is_some() || wanted.cert.is_some() || wanted.key.is_some() {
             return Err(format!(
-                "sslmode={mode} connects in the clear: sslrootcert, sslcert and sslkey need sslmode=verify-full"
+                "{mode} connects in the clear: sslrootcert, sslcert and sslkey need sslmode=verify-full"
             ));
         }
         return Ok(None);
     }
     let Some(root) = &wanted.root else {
         return Err(format!(
-            "sslmode={mode} needs sslrootcert=FILE (the PEM certificates of the CA the database's certificate must chain to): acquiro verifies every TLS connection"
+            "{mode} needs sslrootcert=FILE (the PEM certificates of the CA the database's certificate must chain to): acquiro verifies every TLS connection"
         ));
     };
     let identity = match (&wanted.cert, &wanted.key) {
@@ -297,6 +300,14 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(error.contains("connects in the clear"), "{error}");
+        let error = settings("host=db sslcert=c.pem sslkey=k.pem")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains("without sslmode or sslrootcert connects in the clear"),
+            "{error}"
+        );
         let error = settings("host=db sslmode=bogus").err().unwrap().to_string();
         assert!(error.contains("sslmode=bogus"), "{error}");
     }
