@@ -65,6 +65,16 @@ async fn a_retransmit_on_another_node_is_replayed_or_waited_for_never_forwarded_
 }
 
 /// What a node's `acquiro_forwards_withdrawn_total` says.
+/// Until `node`'s /readyz says ready (it is asked again: readiness has no signal to wait on).
+async fn ready(node: &Switch) {
+    within("ready", async {
+        while http_get(node.admin, "/readyz").await.0 != 200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
 async fn withdrawn(n: &Switch) -> u64 {
     let (_, body) = http_get(n.admin, "/metrics").await;
     body.lines()
@@ -83,6 +93,14 @@ async fn with_the_database_down_new_requests_get_91_at_once_and_the_node_resumes
     assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
 
     pg.kill();
+    // Idle, the node finds it out at its next lease renewal: not ready for terminals.
+    a.log.until("lease not renewed").await;
+    let (code, body) = http_get(a.admin, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("journal: FAILED (lease not renewed"),
+        "{body}"
+    );
     // The first request after the loss finds it out; every one after it is refused at once.
     assert_eq!(text(&purchase(&a, "TERM0002", 2, 100).await, 39), "91");
     a.log.until("database unavailable").await;
@@ -99,10 +117,9 @@ async fn with_the_database_down_new_requests_get_91_at_once_and_the_node_resumes
     assert_eq!(forwards(&issuer), 1);
 
     pg.start_again();
-    // Logged once readiness says so.
     a.log.until("journal writable again").await;
-    let (code, body) = http_get(a.admin, "/readyz").await;
-    assert_eq!(code, 200, "{body}");
+    // Ready once the lease is renewed as well.
+    ready(&a).await;
     assert_eq!(text(&purchase(&a, "TERM0004", 4, 100).await, 39), "00");
     // A request refused while the database was down is a first attempt when it comes again.
     assert_eq!(text(&purchase(&a, "TERM0003", 3, 100).await, 39), "00");
@@ -120,6 +137,14 @@ async fn a_database_that_stops_answering_is_counted_lost_and_the_node_resumes_wh
     assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
 
     dark.go_dark(true);
+    // Idle, the node finds it out when a lease renewal goes unanswered: not ready for terminals.
+    a.log.until("lease not renewed").await;
+    let (code, body) = http_get(a.admin, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("lease not renewed: database: no answer within 2s"),
+        "{body}"
+    );
     // Its commit goes unanswered, not refused: the request is told 91 once the commit has waited
     // `cluster.timeout` (2 s), rather than held until the kernel gives up on the connection.
     assert_eq!(text(&purchase(&a, "TERM0002", 2, 100).await, 39), "91");
@@ -133,6 +158,7 @@ async fn a_database_that_stops_answering_is_counted_lost_and_the_node_resumes_wh
     // own settling of it on a new one: one of the two stands.
     dark.go_dark(false);
     a.log.until("journal writable again").await;
+    ready(&a).await;
     assert_eq!(text(&purchase(&a, "TERM0004", 4, 100).await, 39), "00");
     assert_eq!(text(&purchase(&a, "TERM0003", 3, 100).await, 39), "00");
     // TERM0002's provisional forward never left; the others went once each.

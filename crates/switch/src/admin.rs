@@ -79,7 +79,13 @@ fn readiness(status: &Status) -> (bool, String) {
     // Each check with why it failed, if it did.
     let checks = [
         ("listeners", status.draining.then(|| "draining".to_string())),
-        ("journal", status.journal_failed.clone()),
+        // The lease is the cluster journal's too: unrenewed, the node's work is soon another's.
+        (
+            "journal",
+            (status.journal_failed.clone()).or_else(|| {
+                (status.lease_failed.as_ref()).map(|why| format!("lease not renewed: {why}"))
+            }),
+        ),
         (
             "issuers",
             (!down.is_empty()).then(|| format!("no link up for {}", down.join(", "))),

@@ -302,6 +302,12 @@ impl Driver {
                     tracing::info!("journal writable again: new requests are taken");
                 }
             }
+            Report::LeaseUnrenewed(why) => {
+                if why.is_none() && self.status.borrow().lease_failed.is_some() {
+                    tracing::info!("lease renewed again");
+                }
+                self.status.send_modify(|s| s.lease_failed = why);
+            }
             Report::Fenced(error) => {
                 tracing::error!(%error, held = self.outbox.held(), "fenced: this node stops; started again, it joins anew and resumes what was not taken over");
                 self.status.send_modify(|s| s.fenced = true);

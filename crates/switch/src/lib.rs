@@ -208,6 +208,7 @@ pub async fn start(
         links,
         draining: false,
         journal_failed: None,
+        lease_failed: None,
         fenced: false,
     });
     let admin = match settings.admin_listen {

@@ -10,6 +10,8 @@ pub struct Status {
     pub draining: bool,
     /// Why the journal cannot write (it stopped, or its database is unavailable), if it cannot.
     pub journal_failed: Option<String>,
+    /// Cluster mode: why the lease's last renewal failed, if it did.
+    pub lease_failed: Option<String>,
     /// Cluster mode: the node lost its epoch and stops.
     pub fenced: bool,
 }
@@ -59,6 +61,7 @@ mod tests {
             ],
             draining: false,
             journal_failed: None,
+            lease_failed: None,
             fenced: false,
         };
         assert_eq!(status.issuers_down(), ["amex"]);

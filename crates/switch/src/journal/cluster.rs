@@ -93,6 +93,7 @@ impl ClusterJournal {
         }
         tracing::info!(node = settings.node, epoch = joined.store.epoch(), records, last_seq = joined.last_seq, took = ?started.elapsed(), "journal read back from the database");
         let lease = joined.store.twin(&settings.database).await?;
+        let taker = joined.store.twin(&settings.database).await?;
         let copier = joined.store.twin(&settings.database).await?;
         let (writer, batches) = mpsc::unbounded_channel();
         let (reports_tx, reports) = mpsc::unbounded_channel();
@@ -110,6 +111,11 @@ impl ClusterJournal {
         tokio::spawn(copy_evidence(
             copier,
             settings.database.clone(),
+            reports_tx.clone(),
+        ));
+        tokio::spawn(take_over_lapsed(
+            taker,
+            settings.clone(),
             reports_tx.clone(),
         ));
         tokio::spawn(keep_lease(
@@ -343,9 +349,10 @@ async fn copy_evidence(mut store: Store, url: String, reports: mpsc::UnboundedSe
     }
 }
 
-/// Renews the lease a third of its length before it would lapse, until the journal is dropped, and
-/// takes over the work of any node whose lease lapsed; a renewal refused by the fence is reported as the
-/// journal's failure. Between renewals it maintains the partitions.
+/// Renews the lease a third of its length before it would lapse, until the journal is dropped; a
+/// renewal refused by the fence is reported as the journal's failure, and one that fails otherwise as
+/// the lease's (readiness fails until a renewal goes through). Between renewals it maintains the
+/// partitions.
 async fn keep_lease(
     mut store: Store,
     settings: ClusterSettings,
@@ -355,6 +362,8 @@ async fn keep_lease(
     let mut every = tokio::time::interval(settings.lease / 3);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
+    // Why the last renewal failed, as last reported.
+    let mut unrenewed: Option<String> = None;
     loop {
         tokio::select! {
             _ = every.tick() => {}
@@ -369,16 +378,49 @@ async fn keep_lease(
             () = reports.closed() => return,
         }
         let p = *progress.borrow();
-        let renewed = store.renew(settings.lease, p.in_flight, p.reversals, p.oldest_needed);
-        let renewed = match bounded(settings.timeout, renewed).await {
-            // Not bounded: a takeover cut after it has marked the node taken, while it reads that
-            // node's records, would leave the work marked as this live node's and in nobody's hands.
-            // Held by a connection gone dark, it stops this node's renewals instead, and another node
-            // takes over both.
-            Ok(()) => store.take_over().await,
-            Err(e) => Err(e),
+        let renewal = store.renew(settings.lease, p.in_flight, p.reversals, p.oldest_needed);
+        let renewal = bounded(settings.timeout, renewal).await;
+        let failure = match &renewal {
+            Err(error) if !error.is_fenced() => Some(error.to_string()),
+            _ => None,
         };
-        match renewed {
+        if failure != unrenewed {
+            unrenewed.clone_from(&failure);
+            let _ = reports.send(Report::LeaseUnrenewed(failure));
+        }
+        match renewal {
+            Ok(()) => {}
+            Err(error) if error.is_fenced() => {
+                tracing::error!(%error, "lease lost");
+                let _ = reports.send(Report::Fenced(error.to_string()));
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "lease not renewed; connecting again");
+                let _ = bounded(settings.timeout, store.reconnect(&settings.database)).await;
+            }
+        }
+    }
+}
+
+/// Takes over the work of any node whose lease lapsed, every third of the lease, until the journal is
+/// dropped. On a connection of its own and not bounded: a takeover cut after it has marked the node
+/// taken, while it reads that node's records, would leave the work marked as this live node's and in
+/// nobody's hands; held by a connection gone dark, it holds up no renewal (which would have this node
+/// taken over in turn), only this node's next takeover.
+async fn take_over_lapsed(
+    mut store: Store,
+    settings: ClusterSettings,
+    reports: mpsc::UnboundedSender<Report>,
+) {
+    let mut every = tokio::time::interval(settings.lease / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = reports.closed() => return,
+        }
+        match store.take_over().await {
             Ok(None) => {}
             Ok(Some(t)) => {
                 let _ = reports.send(Report::TakeOver {
@@ -387,13 +429,10 @@ async fn keep_lease(
                     records: t.records,
                 });
             }
-            Err(error) if error.is_fenced() => {
-                tracing::error!(%error, "lease lost");
-                let _ = reports.send(Report::Fenced(error.to_string()));
-                return;
-            }
+            // The lease's renewal finds the fence too, and reports it.
+            Err(error) if error.is_fenced() => return,
             Err(error) => {
-                tracing::warn!(%error, "lease not renewed or takeover not checked; connecting again");
+                tracing::warn!(%error, "lapsed nodes not checked for takeover; connecting again");
                 let _ = bounded(settings.timeout, store.reconnect(&settings.database)).await;
             }
         }

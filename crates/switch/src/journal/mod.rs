@@ -27,6 +27,10 @@ pub enum Report {
     Claimed(Vec<(TxnId, Option<Holder>)>),
     /// Whether records can be made durable now; `Some` says why they cannot (it may pass).
     Unwritable(Option<String>),
+    /// Cluster mode: whether the last renewal of the lease failed, and why (it may pass). A node that
+    /// cannot renew it is taken over once it lapses, so it is not ready for new terminals, even
+    /// before a commit of its own finds the database gone.
+    LeaseUnrenewed(Option<String>),
     /// Cluster mode: this node took over a lapsed node's work (its records up to `through`); it is this
     /// node's once the engine's records of it commit with [`Journal::retire`].
     TakeOver {
