@@ -298,9 +298,14 @@ async fn claimed(
     lost: &[TxnId],
 ) -> Vec<(TxnId, Option<Holder>)> {
     let mut answers = Vec::with_capacity(claims.len());
+    // A lookup went unanswered: the others would wait as long each, on the same connection.
+    let mut dark = false;
     for claim in claims {
         if !lost.contains(&claim.txn) {
             answers.push((claim.txn, None));
+            continue;
+        }
+        if dark {
             continue;
         }
         match bounded(limit, store.holder(claim)).await {
@@ -310,7 +315,10 @@ async fn claimed(
             }
             Ok(Some(holder)) => answers.push((claim.txn, Some(holder))),
             Ok(None) => tracing::error!(?claim.txn, "a lost claim has no holder"),
-            Err(error) => tracing::warn!(?claim.txn, %error, "holder of a lost claim not read"),
+            Err(error) => {
+                tracing::warn!(?claim.txn, %error, "holder of a lost claim not read");
+                dark = matches!(error, cluster::Error::NoAnswer(_));
+            }
         }
     }
     answers
@@ -323,7 +331,13 @@ async fn looked_up(store: &Store, limit: Duration, keys: &[Claim]) -> Vec<(TxnId
     for key in keys {
         match bounded(limit, store.holder(key)).await {
             Ok(holder) => answers.push((key.txn, holder)),
-            Err(error) => tracing::warn!(?key.txn, %error, "key not looked up"),
+            Err(error) => {
+                tracing::warn!(?key.txn, %error, "key not looked up");
+                // The others would wait as long each, on the same connection.
+                if matches!(error, cluster::Error::NoAnswer(_)) {
+                    break;
+                }
+            }
         }
     }
     answers
