@@ -656,3 +656,57 @@ fn interleaved_transactions_of_one_batch_read_back_in_order_everywhere() {
         assert_eq!((again.last_seq, again.last_txn), (5, Some(TxnId(3))));
     });
 }
+
+/// A commit held by a connection gone dark can reach the database after the node, counting it lost,
+/// has settled it on another connection (`switch`'s writer, under `cluster.timeout`): whichever of the
+/// two copies lands second fails on the records' key, and settling finds the batch in.
+#[test]
+fn a_batch_committed_twice_stands_once_whichever_copy_lands_first() {
+    let Some(pg) = Server::start("store::committed_twice") else {
+        return;
+    };
+    rt().block_on(async {
+        let a = joined(&pg, "a").await;
+        // The connection the first copy was held on.
+        let held = a.twin(&pg.url()).await.unwrap();
+
+        // Settled as not in, committed again, then the held copy lands: refused.
+        let first = [(1, received(1, 41)), (2, forwarded(1, 41))];
+        let claims = [claim(1, 41, 1)];
+        assert!(a.settle(&first, &claims).await.unwrap().is_none());
+        assert!(
+            a.commit(&first, &claims, &[])
+                .await
+                .unwrap()
+                .lost
+                .is_empty()
+        );
+        let late = held.commit(&first, &claims, &[]).await.unwrap_err();
+        assert!(!late.is_fenced(), "{late}");
+        assert!(late.to_string().contains("duplicate key"), "{late}");
+
+        // The held copy lands first: the node's repeat is refused, and settling finds the batch in.
+        let second = [(3, received(2, 42)), (4, forwarded(2, 42))];
+        let claims = [claim(2, 42, 2)];
+        assert!(
+            held.commit(&second, &claims, &[])
+                .await
+                .unwrap()
+                .lost
+                .is_empty()
+        );
+        let repeat = a.commit(&second, &claims, &[]).await.unwrap_err();
+        assert!(repeat.to_string().contains("duplicate key"), "{repeat}");
+        assert!(a.settle(&second, &claims).await.unwrap().is_some());
+
+        // Each record once, each forward as sent (neither replaced by its stand-in).
+        let client = cluster::connect(&pg.url()).await.unwrap();
+        let verified = cluster::evidence::verify(&client).await.unwrap();
+        assert!(verified.problems.is_empty(), "{:?}", verified.problems);
+        assert_eq!(verified.records, 4);
+        assert_eq!(
+            a.records_of("a", TxnId(2)).await.unwrap(),
+            [second[0].1.clone(), second[1].1.clone()]
+        );
+    });
+}
