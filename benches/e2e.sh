@@ -23,8 +23,9 @@ secs=${1:-10}
 terminals=${2:-200}
 rate=${3:-20000}
 pg_rate=${4:-5000}
-# Every run's logs and reports stay in target/e2e/<UTC time> (see tests/support/run.sh): a row that
-# stalls (a p99.9 far above its neighbours) is read from its switch's and PostgreSQL's logs there.
+# Every run's logs, reports and each switch's metrics at the end of its row stay in
+# target/e2e/<UTC time> (see tests/support/run.sh): a row that stalls (a p99.9 far above its
+# neighbours) is read from its switch's and PostgreSQL's logs and its switch's histograms there.
 ACQUIRO_KEEP=${ACQUIRO_KEEP:-target/e2e/$(date -u +%Y%m%dT%H%M%SZ)}
 source tests/support/run.sh
 # The allocator as deploy/ runs the switch: freed memory kept, not handed back to the kernel.
@@ -120,6 +121,9 @@ TOML
   local pid=$!
   until_ready "http://127.0.0.1:$admin/readyz"
   load "$name" $front $pid "$@"
+  # Its metrics as the row ends, kept with the logs: a stall's stage shows in the histograms (a
+  # journal sync, an issuer's answer, a turn of the driver).
+  curl -fs "http://127.0.0.1:$admin/metrics" >"$work/$name.metrics" || true
   kill -TERM $pid
   wait $pid || true
 }
@@ -128,8 +132,8 @@ TOML
 # on one connection): commits a second, records a commit, time a commit, and the share of the run the
 # writer had a commit out. The counters start with the node, a moment before the run: close enough for
 # a line under the row, which is why it is not in the table. A node that cannot be asked prints nothing.
-commits() { # name, N
-  { curl -fs "http://127.0.0.1:$((admin + $2))/metrics" || true; } | awk -v name="$1" -v n="$2" -v secs="$secs" '
+commits() { # name, N (the metrics kept too, as for the file journal's rows)
+  { curl -fs "http://127.0.0.1:$((admin + $2))/metrics" || true; } | tee "$work/$1-node$2.metrics" | awk -v name="$1" -v n="$2" -v secs="$secs" '
     /^acquiro_journal_sync_seconds_sum/ { busy = $2 }
     /^acquiro_journal_sync_seconds_count/ { commits = $2 }
     /^acquiro_journal_batch_records_sum/ { records = $2 }

@@ -12,7 +12,7 @@ keep_work() {
   local to
   to=$(mkdir -p "$ACQUIRO_KEEP" && cd "$ACQUIRO_KEEP" && pwd)
   (cd "$work" && find . -maxdepth 3 -type f \( -name '*.log' -o -name log -o -name '*.report' \
-    -o -name '*.toml' -o -name '*.cfg' -o -name table \) -exec cp --parents {} "$to" \;)
+    -o -name '*.toml' -o -name '*.cfg' -o -name '*.metrics' -o -name table \) -exec cp --parents {} "$to" \;)
   echo "logs and reports kept in $ACQUIRO_KEEP" >&2
 }
 trap 'kill -9 $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; keep_work; rm -rf "$work"' EXIT
