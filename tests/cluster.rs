@@ -145,6 +145,11 @@ async fn a_database_that_stops_answering_is_counted_lost_and_the_node_resumes_wh
         body.contains("lease not renewed: database: no answer within 2s"),
         "{body}"
     );
+    let (_, metrics) = http_get(a.admin, "/metrics").await;
+    let failures = (metrics.lines())
+        .find_map(|l| l.strip_prefix("acquiro_lease_renewal_failures_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(failures.is_some_and(|n| n > 0), "{metrics}");
     // Its commit goes unanswered, not refused: the request is told 91 once the commit has waited
     // `cluster.timeout` (2 s), rather than held until the kernel gives up on the connection.
     assert_eq!(text(&purchase(&a, "TERM0002", 2, 100).await, 39), "91");

@@ -303,7 +303,9 @@ impl Driver {
                 }
             }
             Report::LeaseUnrenewed(why) => {
-                if why.is_none() && self.status.borrow().lease_failed.is_some() {
+                if why.is_some() {
+                    self.recorder.metrics().lease_failed();
+                } else if self.status.borrow().lease_failed.is_some() {
                     tracing::info!("lease renewed again");
                 }
                 self.status.send_modify(|s| s.lease_failed = why);

@@ -68,6 +68,7 @@ pub struct Metrics {
     journal_batch_records: prometheus::Histogram,
     journal_bytes: IntCounter,
     journal_failures: IntCounter,
+    lease_failures: IntCounter,
     pub(crate) in_doubt: IntCounter,
     pub(crate) adopted: IntCounter,
 }
@@ -393,6 +394,11 @@ impl Metrics {
                 "acquiro_journal_write_failures_total",
                 "Journal writes that failed, or the database becoming unavailable (new requests get RC 91 until it is back).",
             ),
+            lease_failures: counter(
+                &r,
+                "acquiro_lease_renewal_failures_total",
+                "Cluster mode: lease renewals that failed (the database down or not answering); /readyz fails until one goes through, and a node that renews none for its lease is taken over.",
+            ),
             in_doubt: counter(
                 &r,
                 "acquiro_in_doubt_total",
@@ -418,6 +424,10 @@ impl Metrics {
 
     pub(crate) fn journal_failed(&self) {
         self.journal_failures.inc();
+    }
+
+    pub(crate) fn lease_failed(&self) {
+        self.lease_failures.inc();
     }
 
     /// The text exposition of every metric.

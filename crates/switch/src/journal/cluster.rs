@@ -113,11 +113,7 @@ impl ClusterJournal {
             settings.database.clone(),
             reports_tx.clone(),
         ));
-        tokio::spawn(take_over_lapsed(
-            taker,
-            settings.clone(),
-            reports_tx.clone(),
-        ));
+        tokio::spawn(upkeep(taker, settings.clone(), reports_tx.clone()));
         tokio::spawn(keep_lease(
             lease,
             settings.clone(),
@@ -365,8 +361,8 @@ async fn copy_evidence(mut store: Store, url: String, reports: mpsc::UnboundedSe
 
 /// Renews the lease a third of its length before it would lapse, until the journal is dropped; a
 /// renewal refused by the fence is reported as the journal's failure, and one that fails otherwise as
-/// the lease's (readiness fails until a renewal goes through). Between renewals it maintains the
-/// partitions.
+/// the lease's (readiness fails until a renewal goes through). Nothing else runs on its connection, so
+/// that nothing slow holds up a renewal.
 async fn keep_lease(
     mut store: Store,
     settings: ClusterSettings,
@@ -375,20 +371,11 @@ async fn keep_lease(
 ) {
     let mut every = tokio::time::interval(settings.lease / 3);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
-    // Why the last renewal failed, as last reported.
+    // Why the last renewal failed, if it did.
     let mut unrenewed: Option<String> = None;
     loop {
         tokio::select! {
             _ = every.tick() => {}
-            _ = maintain.tick() => {
-                match bounded(BULK_TIMEOUT, store.maintain(settings.retain)).await {
-                    Ok(dropped) if !dropped.is_empty() => tracing::info!(?dropped, "journal days past retention dropped"),
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!(%error, "journal partitions not maintained"),
-                }
-                continue;
-            }
             () = reports.closed() => return,
         }
         let p = *progress.borrow();
@@ -398,7 +385,8 @@ async fn keep_lease(
             Err(error) if !error.is_fenced() => Some(error.to_string()),
             _ => None,
         };
-        if failure != unrenewed {
+        // Every failure (each is counted), and the first success after one.
+        if failure.is_some() || unrenewed.is_some() {
             unrenewed.clone_from(&failure);
             let _ = reports.send(Report::LeaseUnrenewed(failure));
         }
@@ -417,21 +405,31 @@ async fn keep_lease(
     }
 }
 
-/// Takes over the work of any node whose lease lapsed, every third of the lease, until the journal is
-/// dropped. On a connection of its own and not bounded: a takeover cut after it has marked the node
-/// taken, while it reads that node's records, would leave the work marked as this live node's and in
-/// nobody's hands; held by a connection gone dark, it holds up no renewal (which would have this node
-/// taken over in turn), only this node's next takeover.
-async fn take_over_lapsed(
+/// Takes over the work of any node whose lease lapsed, every third of the lease, and maintains the
+/// partitions between, until the journal is dropped. On a connection of its own, off the lease's: a
+/// takeover is not bounded (cut after it has marked the node taken, while it reads that node's
+/// records, it would leave the work marked as this live node's and in nobody's hands), and either,
+/// held by a connection gone dark, must not hold up a renewal (which would have this node taken over
+/// in turn); it holds up only this task.
+async fn upkeep(
     mut store: Store,
     settings: ClusterSettings,
     reports: mpsc::UnboundedSender<Report>,
 ) {
     let mut every = tokio::time::interval(settings.lease / 3);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
     loop {
         tokio::select! {
             _ = every.tick() => {}
+            _ = maintain.tick() => {
+                match bounded(BULK_TIMEOUT, store.maintain(settings.retain)).await {
+                    Ok(dropped) if !dropped.is_empty() => tracing::info!(?dropped, "journal days past retention dropped"),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "journal partitions not maintained"),
+                }
+                continue;
+            }
             () = reports.closed() => return,
         }
         match store.take_over().await {
