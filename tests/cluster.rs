@@ -65,6 +65,13 @@ async fn a_retransmit_on_another_node_is_replayed_or_waited_for_never_forwarded_
 }
 
 /// What a node's `acquiro_forwards_withdrawn_total` says.
+/// `node`'s /readyz says it is not ready, naming `why`.
+async fn not_ready(node: &Switch, why: &str) {
+    let (code, body) = http_get(node.admin, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains(why), "{body}");
+}
+
 /// Until `node`'s /readyz says ready (it is asked again: readiness has no signal to wait on).
 async fn ready(node: &Switch) {
     within("ready", async {
@@ -95,23 +102,13 @@ async fn with_the_database_down_new_requests_get_91_at_once_and_the_node_resumes
     pg.kill();
     // Idle, the node finds it out at its next lease renewal: not ready for terminals.
     a.log.until("lease not renewed").await;
-    let (code, body) = http_get(a.admin, "/readyz").await;
-    assert_eq!(code, 503, "{body}");
-    assert!(
-        body.contains("journal: FAILED (lease not renewed"),
-        "{body}"
-    );
+    not_ready(&a, "journal: FAILED (lease not renewed").await;
     // The first request after the loss finds it out; every one after it is refused at once.
     assert_eq!(text(&purchase(&a, "TERM0002", 2, 100).await, 39), "91");
     a.log.until("database unavailable").await;
     assert_eq!(withdrawn(&a).await, 1, "its provisional forward withdrawn");
     assert_eq!(text(&purchase(&a, "TERM0003", 3, 100).await, 39), "91");
-    let (code, body) = http_get(a.admin, "/readyz").await;
-    assert_eq!(code, 503, "{body}");
-    assert!(
-        body.contains("journal: FAILED (database unavailable"),
-        "{body}"
-    );
+    not_ready(&a, "journal: FAILED (database unavailable").await;
     // Answers already committed are still replayed.
     assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
     assert_eq!(forwards(&issuer), 1);
@@ -139,12 +136,7 @@ async fn a_database_that_stops_answering_is_counted_lost_and_the_node_resumes_wh
     dark.go_dark(true);
     // Idle, the node finds it out when a lease renewal goes unanswered: not ready for terminals.
     a.log.until("lease not renewed").await;
-    let (code, body) = http_get(a.admin, "/readyz").await;
-    assert_eq!(code, 503, "{body}");
-    assert!(
-        body.contains("lease not renewed: database: no answer within 2s"),
-        "{body}"
-    );
+    not_ready(&a, "lease not renewed: database: no answer within 2s").await;
     let (_, metrics) = http_get(a.admin, "/metrics").await;
     let failures = (metrics.lines())
         .find_map(|l| l.strip_prefix("acquiro_lease_renewal_failures_total "))
@@ -155,9 +147,7 @@ async fn a_database_that_stops_answering_is_counted_lost_and_the_node_resumes_wh
     assert_eq!(text(&purchase(&a, "TERM0002", 2, 100).await, 39), "91");
     a.log.until("no answer within 2s").await;
     assert_eq!(text(&purchase(&a, "TERM0003", 3, 100).await, 39), "91");
-    let (code, body) = http_get(a.admin, "/readyz").await;
-    assert_eq!(code, 503, "{body}");
-    assert!(body.contains("no answer within 2s"), "{body}");
+    not_ready(&a, "no answer within 2s").await;
 
     // Lit again, the commit held on the old connection reaches the database late, beside the node's
     // own settling of it on a new one: one of the two stands.
