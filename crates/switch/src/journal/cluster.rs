@@ -293,28 +293,24 @@ async fn claimed(
     claims: &[Claim],
     lost: &[TxnId],
 ) -> Vec<(TxnId, Option<Holder>)> {
+    let is_lost = |claim: &&Claim| lost.contains(&claim.txn);
+    let mut holders = looked_up(store, limit, claims.iter().filter(is_lost)).await;
     let mut answers = Vec::with_capacity(claims.len());
-    // A lookup went unanswered: the others would wait as long each, on the same connection.
-    let mut dark = false;
     for claim in claims {
-        if !lost.contains(&claim.txn) {
+        if !is_lost(&claim) {
             answers.push((claim.txn, None));
             continue;
         }
-        if dark {
+        let Some(i) = holders.iter().position(|(txn, _)| *txn == claim.txn) else {
             continue;
-        }
-        match bounded(limit, store.holder(claim)).await {
+        };
+        match holders.swap_remove(i).1 {
             // Its own claim, from a commit whose outcome was lost with the connection: won.
-            Ok(Some(h)) if h.node == store.node() && h.txn == claim.txn => {
+            Some(h) if h.node == store.node() && h.txn == claim.txn => {
                 answers.push((claim.txn, None))
             }
-            Ok(Some(holder)) => answers.push((claim.txn, Some(holder))),
-            Ok(None) => tracing::error!(?claim.txn, "a lost claim has no holder"),
-            Err(error) => {
-                tracing::warn!(?claim.txn, %error, "holder of a lost claim not read");
-                dark = matches!(error, cluster::Error::NoAnswer(_));
-            }
+            Some(holder) => answers.push((claim.txn, Some(holder))),
+            None => tracing::error!(?claim.txn, "a lost claim has no holder"),
         }
     }
     answers
@@ -322,13 +318,17 @@ async fn claimed(
 
 /// Who holds each key looked up. One that cannot be read now goes unanswered: its request is refused
 /// when it times out.
-async fn looked_up(store: &Store, limit: Duration, keys: &[Claim]) -> Vec<(TxnId, Option<Holder>)> {
-    let mut answers = Vec::with_capacity(keys.len());
+async fn looked_up(
+    store: &Store,
+    limit: Duration,
+    keys: impl IntoIterator<Item = &Claim>,
+) -> Vec<(TxnId, Option<Holder>)> {
+    let mut answers = Vec::new();
     for key in keys {
         match bounded(limit, store.holder(key)).await {
             Ok(holder) => answers.push((key.txn, holder)),
             Err(error) => {
-                tracing::warn!(?key.txn, %error, "key not looked up");
+                tracing::warn!(?key.txn, %error, "holder of a key not read");
                 // The others would wait as long each, on the same connection.
                 if matches!(error, cluster::Error::NoAnswer(_)) {
                     break;
