@@ -216,6 +216,11 @@ impl<'a> Pairs<'a> {
 mod tests {
     use super::*;
 
+    /// Why `url` is refused.
+    fn refusal(url: &str) -> String {
+        settings(url).err().expect("refused").to_string()
+    }
+
     fn wanted(mode: &str, root: &str) -> Wanted {
         Wanted {
             mode: Some(mode.into()),
@@ -288,27 +293,21 @@ mod tests {
             "host=db sslmode=require",
             "postgres://db/a?sslmode=verify-full",
         ] {
-            let error = settings(url).err().unwrap().to_string();
+            let error = refusal(url);
             assert!(error.contains("needs sslrootcert"), "{url}: {error}");
         }
     }
 
     #[test]
     fn tls_files_with_a_mode_in_the_clear_are_refused_rather_than_ignored() {
-        let error = settings("host=db sslmode=prefer sslrootcert=ca.pem")
-            .err()
-            .unwrap()
-            .to_string();
+        let error = refusal("host=db sslmode=prefer sslrootcert=ca.pem");
         assert!(error.contains("connects in the clear"), "{error}");
-        let error = settings("host=db sslcert=c.pem sslkey=k.pem")
-            .err()
-            .unwrap()
-            .to_string();
+        let error = refusal("host=db sslcert=c.pem sslkey=k.pem");
         assert!(
             error.contains("without sslmode or sslrootcert connects in the clear"),
             "{error}"
         );
-        let error = settings("host=db sslmode=bogus").err().unwrap().to_string();
+        let error = refusal("host=db sslmode=bogus");
         assert!(error.contains("sslmode=bogus"), "{error}");
     }
 
@@ -325,10 +324,7 @@ mod tests {
 
     #[test]
     fn a_missing_ca_file_is_named() {
-        let error = settings("host=db sslmode=verify-full sslrootcert=/nonexistent/ca.pem")
-            .err()
-            .unwrap()
-            .to_string();
+        let error = refusal("host=db sslmode=verify-full sslrootcert=/nonexistent/ca.pem");
         assert!(error.contains("/nonexistent/ca.pem"), "{error}");
     }
 }

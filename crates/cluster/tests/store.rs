@@ -674,13 +674,7 @@ fn a_batch_committed_twice_stands_once_whichever_copy_lands_first() {
         let first = [(1, received(1, 41)), (2, forwarded(1, 41))];
         let claims = [claim(1, 41, 1)];
         assert!(a.settle(&first, &claims).await.unwrap().is_none());
-        assert!(
-            a.commit(&first, &claims, &[])
-                .await
-                .unwrap()
-                .lost
-                .is_empty()
-        );
+        assert_eq!(a.commit(&first, &claims, &[]).await.unwrap().lost, []);
         let late = held.commit(&first, &claims, &[]).await.unwrap_err();
         assert!(!late.is_fenced(), "{late}");
         assert!(late.to_string().contains("duplicate key"), "{late}");
@@ -688,13 +682,7 @@ fn a_batch_committed_twice_stands_once_whichever_copy_lands_first() {
         // The held copy lands first: the node's repeat is refused, and settling finds the batch in.
         let second = [(3, received(2, 42)), (4, forwarded(2, 42))];
         let claims = [claim(2, 42, 2)];
-        assert!(
-            held.commit(&second, &claims, &[])
-                .await
-                .unwrap()
-                .lost
-                .is_empty()
-        );
+        assert_eq!(held.commit(&second, &claims, &[]).await.unwrap().lost, []);
         let repeat = a.commit(&second, &claims, &[]).await.unwrap_err();
         assert!(repeat.to_string().contains("duplicate key"), "{repeat}");
         assert!(a.settle(&second, &claims).await.unwrap().is_some());

@@ -54,6 +54,23 @@ impl Ca {
     }
 }
 
+/// A throw-away server serving TLS with a certificate for `localhost` from a CA made here (the CA's
+/// certificate file is returned); with `clients`, also a CA whose certificates the server takes for
+/// `cert` authentication.
+fn serving_tls(test: &str, clients: bool) -> Option<(Server, PathBuf, Option<Ca>)> {
+    let pg = Server::start(test)?;
+    let ca = Ca::new(pg.dir(), "database CA");
+    let (cert, key) = ca.issue(&["localhost"], "localhost");
+    let clients = clients.then(|| Ca::new(pg.dir(), "clients CA"));
+    pg.serve_tls(
+        &cert,
+        &key,
+        clients.as_ref().map(|c| c.cert.pem()).as_deref(),
+    );
+    let root = ca.file("ca.pem");
+    Some((pg, root, clients))
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -82,13 +99,9 @@ async fn over_tls(url: &str) -> Result<bool, cluster::Error> {
 
 #[test]
 fn a_node_joins_over_tls_verifying_the_databases_certificate_and_name() {
-    let Some(pg) = Server::start("tls::verify") else {
+    let Some((pg, root, _)) = serving_tls("tls::verify", false) else {
         return;
     };
-    let ca = Ca::new(pg.dir(), "database CA");
-    let (cert, key) = ca.issue(&["localhost"], "localhost");
-    pg.serve_tls(&cert, &key, None);
-    let root = ca.file("ca.pem");
     let other = Ca::new(pg.dir(), "another CA").file("other.pem");
     rt().block_on(async {
         let tls = format!("sslmode=verify-full sslrootcert={}", root.display());
@@ -129,20 +142,15 @@ fn a_node_joins_over_tls_verifying_the_databases_certificate_and_name() {
 
 #[test]
 fn a_database_that_requires_a_client_certificate_gets_the_nodes() {
-    let Some(pg) = Server::start("tls::client_certificate") else {
+    let Some((pg, root, Some(clients))) = serving_tls("tls::client_certificate", true) else {
         return;
     };
-    let ca = Ca::new(pg.dir(), "database CA");
-    let (cert, key) = ca.issue(&["localhost"], "localhost");
-    let clients = Ca::new(pg.dir(), "clients CA");
-    pg.serve_tls(&cert, &key, Some(&clients.cert.pem()));
     // `cert` authentication: the certificate names the database user.
     let (cert, key) = clients.issue(&[], "postgres");
     let (cert, key) = (
         clients.write("node.crt", &cert),
         clients.write("node.key", &key),
     );
-    let root = ca.file("ca.pem");
     rt().block_on(async {
         let tls = format!(
             "sslmode=verify-full sslrootcert={} sslcert={} sslkey={}",
