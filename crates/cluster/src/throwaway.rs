@@ -96,18 +96,10 @@ impl Server {
     /// are, or with `client_ca` (PEM) only with a certificate it issued naming the user (`cert`
     /// authentication). The socket stays trusted, for the suite's own clients.
     pub fn serve_tls(&self, cert: &str, key: &str, client_ca: Option<&str>) {
-        self.run(
-            self.command("pg_ctl")
-                .arg("-D")
-                .arg(self.data())
-                .args(["-m", "fast", "stop"]),
-        );
+        self.kill();
         let data = self.data();
-        let files = [
-            ("server.crt", cert),
-            ("server.key", key),
-            ("client-ca.crt", client_ca.unwrap_or("")),
-        ];
+        let mut files = vec![("server.crt", cert), ("server.key", key)];
+        files.extend(client_ca.map(|ca| ("client-ca.crt", ca)));
         for (name, pem) in files {
             let path = data.join(name);
             std::fs::write(&path, pem).expect("a file in the data directory");
