@@ -167,6 +167,49 @@ async fn a_database_that_stops_answering_is_counted_lost_and_the_node_resumes_wh
 }
 
 #[tokio::test]
+async fn a_failover_to_the_synchronous_standby_loses_nothing_told_and_the_node_resumes_on_it() {
+    let Some((primary, standby)) = Server::start_pair("cluster::failover") else {
+        return;
+    };
+    let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
+    // Both servers in the node's connection string: it connects to whichever takes writes.
+    let url = Server::url_of_primary(&[&primary, &standby]);
+    let mut a = node_at(&url, "a", &issuer, &["--response-timeout", "1h"]).await;
+    let first = purchase(&a, "TERM0001", 1, 100).await;
+    assert_eq!(text(&first, 39), "00");
+    // Forwarded before the failover, answered after it.
+    let mut held = held_on(&a, &issuer, "TERM0002", 2).await;
+
+    primary.kill();
+    assert_eq!(text(&purchase(&a, "TERM0003", 3, 100).await, 39), "91");
+    a.log.until("database unavailable").await;
+    not_ready(&a, "journal: FAILED").await;
+
+    standby.promote();
+    a.log.until("journal writable again").await;
+    ready(&a).await;
+    issuer.release();
+    assert_eq!(text(&held.answer().await, 39), "00");
+    assert_eq!(text(&purchase(&a, "TERM0004", 4, 100).await, 39), "00");
+
+    // What the lost primary acknowledged is on the promoted standby: a node that never saw TERM0001's
+    // purchase replays its answer from there, and does not forward it again.
+    let b = node(&standby, "b", &issuer).await;
+    let again = purchase(&b, "TERM0001", 1, 100).await;
+    for field in [39, 38, 37] {
+        assert_eq!(text(&again, field), text(&first, field), "DE{field}");
+    }
+    // TERM0001, TERM0002 and TERM0004 once each; TERM0003's provisional forward never left.
+    assert_eq!(forwards(&issuer), 3);
+    assert_eq!(withdrawn(&a).await, 1);
+    let verified = acquiro(&["tranlog", "verify", "--database", &standby.url()]);
+    assert!(
+        verified.contains("every node's sequence is whole"),
+        "{verified}"
+    );
+}
+
+#[tokio::test]
 async fn kill_9_then_a_restart_under_the_same_name_reverses_what_was_in_doubt() {
     let Some(pg) = Server::start("cluster::restart") else {
         return;

@@ -44,19 +44,7 @@ impl Server {
             eprintln!("SKIPPED {test}: no PostgreSQL server installed (Debian package postgresql)");
             return None;
         };
-        let dir =
-            std::env::temp_dir().join(format!("acquiro-pg-{}-{}", std::process::id(), sequence()));
-        std::fs::create_dir_all(&dir).expect("temporary directory");
-        let as_postgres = is_root();
-        let server = Server {
-            port: free_port(),
-            dir,
-            bin,
-            as_postgres,
-        };
-        if as_postgres {
-            server.run(Command::new("chown").args(["postgres"]).arg(&server.dir));
-        }
+        let server = Server::made(bin);
         server.run(server.command("initdb").arg("-D").arg(server.data()).args([
             "-A",
             "trust",
@@ -66,6 +54,73 @@ impl Server {
         ]));
         server.start_again();
         Some(server)
+    }
+
+    /// A primary and its standby, streaming, the standby synchronous (`synchronous_standby_names`):
+    /// the primary acknowledges a commit once the standby has it on disk, as in the deployment the
+    /// README describes. [`Server::promote`] makes the standby the primary after the first is lost.
+    pub fn start_pair(test: &str) -> Option<(Server, Server)> {
+        let primary = Server::start(test)?;
+        let standby = Server::made(primary.bin.clone());
+        // A copy of the running primary, set to follow it (`-R`).
+        standby.run(
+            standby
+                .command("pg_basebackup")
+                .arg("-h")
+                .arg(&primary.dir)
+                .args(["-p", &primary.port.to_string(), "-U", "postgres", "-D"])
+                .arg(standby.data())
+                .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"]),
+        );
+        standby.start_again();
+        // Synchronous from here on. Given at the primary's start, not in its configuration files, so
+        // that the copy does not have it: promoted, it would wait for a standby of its own forever.
+        primary.kill();
+        primary.start_with("-c listen_addresses='' -c synchronous_standby_names='*'");
+        Some((primary, standby))
+    }
+
+    /// A standby becomes the primary (`pg_ctl promote`, waiting until it takes writes).
+    pub fn promote(&self) {
+        self.run(
+            self.command("pg_ctl")
+                .arg("-D")
+                .arg(self.data())
+                .args(["-w", "promote"]),
+        );
+    }
+
+    /// A connection string for the database `postgres` on the first of `servers` that takes writes
+    /// (`target_session_attrs=read-write`): a client that connects again after its primary was lost
+    /// finds the promoted standby.
+    pub fn url_of_primary(servers: &[&Server]) -> String {
+        let hosts: Vec<String> = servers
+            .iter()
+            .map(|s| s.dir.display().to_string())
+            .collect();
+        let ports: Vec<String> = servers.iter().map(|s| s.port.to_string()).collect();
+        format!(
+            "host={} port={} user=postgres dbname=postgres target_session_attrs=read-write",
+            hosts.join(","),
+            ports.join(",")
+        )
+    }
+
+    /// A server's directory and port, its data not made yet.
+    fn made(bin: PathBuf) -> Server {
+        let dir =
+            std::env::temp_dir().join(format!("acquiro-pg-{}-{}", std::process::id(), sequence()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let server = Server {
+            port: free_port(),
+            dir,
+            bin,
+            as_postgres: is_root(),
+        };
+        if server.as_postgres {
+            server.run(Command::new("chown").args(["postgres"]).arg(&server.dir));
+        }
+        server
     }
 
     /// A connection string for the database `postgres`.
