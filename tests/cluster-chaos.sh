@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cluster chaos: load through HAProxy (TCP mode) to several `acquiro serve` nodes on one PostgreSQL, while
-# nodes are killed with SIGKILL at random moments and restarted a little later under their names, and the
-# database is restarted once; then every terminal's outcome is reconciled against the issuer's ledger.
+# nodes are killed with SIGKILL at random moments and restarted a little later under their names; the
+# database is restarted once, and later fails over to its synchronous standby (the primary killed, the
+# standby promoted); then every terminal's outcome is reconciled against the issuer's ledger.
 # Exits non-zero on any mismatch or any transaction charged twice (the simulator approves everything,
 # so a request forwarded twice would be charged twice).
 #
@@ -29,6 +30,7 @@ metric() { # node name: the metric's value on the node's admin endpoint
 }
 
 pg_start
+pg_standby_start
 $bin sim issuer --listen "127.0.0.1:$issuer" --ledger "$work/ledger.json" 2>"$work/issuer.log" &
 issuer_pid=$!
 until_listening $issuer
@@ -42,6 +44,7 @@ $bin sim terminals --connect "127.0.0.1:$front" --terminals "$terminals" --rate 
 terminals_pid=$!
 
 db_restart_at=$(( (kills + 1) / 2 ))
+failover_at=$(( (3 * kills + 3) / 4 ))
 for i in $(seq "$kills"); do
   # A random moment in the next 0.5 to 3 s: the chaos itself, not a synchronisation.
   sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.5 + 2.5 * r / 32768 }')"
@@ -56,6 +59,12 @@ for i in $(seq "$kills"); do
     sleep 1
     pg_start
     echo "        and started again" >&2
+  elif (( i == failover_at )); then
+    pg_kill
+    echo "        and the PostgreSQL primary killed" >&2
+    sleep 1
+    pg_promote
+    echo "        and its standby promoted" >&2
   fi
   # Back after a random 0.2 to 4 s: sometimes before its lease lapses, sometimes after a takeover.
   sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.2 + 3.8 * r / 32768 }')"
@@ -88,4 +97,4 @@ verdict=$($bin sim reconcile --outcomes "$work/outcomes.json" --ledger "$work/le
 }
 echo "$verdict"
 echo "$verdict" | tail -1 | grep -q ", 0 charged twice$"
-echo "cluster chaos: $kills kills of $nodes nodes and a database restart, reconciliation holds"
+echo "cluster chaos: $kills kills of $nodes nodes, a database restart and a failover, reconciliation holds"

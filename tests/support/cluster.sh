@@ -25,12 +25,33 @@ pg_start() { # starts the server (made on the first call)
     if [[ -n $pg_wal_segment ]]; then sync "$work"/pg/data/pg_wal/0*; fi
   fi
   "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
-    -o "-p $pg_port -k $work/pg -c listen_addresses='' -c synchronous_commit=on -c fsync=on -c max_connections=200" start >/dev/null
+    -o "-p $pg_port -k $work/pg -c listen_addresses='' -c synchronous_commit=on -c fsync=on -c max_connections=200 ${pg_standby:+-c synchronous_standby_names='*'}" start >/dev/null
 }
 pg_kill() { "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null; }
 pg_psql() { "$pg_bin/psql" -h "$work/pg" -p "$pg_port" -U postgres -qAt "$@"; }
+
+# A standby of the running server in $work/pg-standby, on the next port, streaming and synchronous
+# from here on (the server is restarted with synchronous_standby_names): a commit returns once the
+# standby has it on disk. $database then names both, and a node connects to whichever takes writes.
+# Call before the nodes start. After pg_kill, pg_promote makes the standby the primary (a failover).
+pg_standby_start() {
+  pg_standby=$work/pg-standby
+  mkdir -p "$pg_standby"
+  [[ $(id -u) == 0 ]] && chown postgres "$pg_standby"
+  "${pg_as[@]}" "$pg_bin/pg_basebackup" -h "$work/pg" -p "$pg_port" -U postgres -D "$pg_standby/data" \
+    -R -X stream -c fast --no-sync
+  "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$pg_standby/data" -l "$pg_standby/log" -w \
+    -o "-p $((pg_port + 1)) -k $pg_standby -c listen_addresses='' -c synchronous_commit=on -c fsync=on -c max_connections=200" start >/dev/null
+  pg_kill
+  pg_start
+  database="host=$work/pg,$pg_standby port=$pg_port,$((pg_port + 1)) user=postgres dbname=postgres target_session_attrs=read-write"
+}
+pg_promote() {
+  "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$pg_standby/data" -w promote >/dev/null
+}
 # keep_work: see tests/support/run.sh (a script that makes its own $work has none).
 trap 'kill -9 $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; pg_kill 2>/dev/null || true
+      [[ -n ${pg_standby:-} ]] && { "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$pg_standby/data" -m immediate stop >/dev/null 2>&1 || true; }
       if declare -F keep_work >/dev/null; then keep_work; fi; rm -rf "$work"' EXIT
 [[ -x $pg_bin/initdb ]] || { echo "$0 needs PostgreSQL's server: apt-get install postgresql" >&2; exit 1; }
 
