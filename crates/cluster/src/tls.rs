@@ -4,7 +4,8 @@
 //!
 //! acquiro never uses a connection whose certificate it did not verify. With `sslmode` `require`,
 //! `verify-ca` or `verify-full` (or `sslrootcert` given alone) the connection must be TLS, and the
-//! server's certificate must chain to `sslrootcert` and name the host connected to (as libpq's
+//! server's certificate must chain to `sslrootcert` (`system`: the system's trusted CAs, as in libpq
+//! 16) and name the host connected to (as libpq's
 //! `verify-full` does, whichever of the three is given). With `disable`, `allow`, `prefer` or nothing,
 //! the connection is in the clear, as before TLS was supported (libpq's `prefer` would try TLS
 //! without verifying it; acquiro does not).
@@ -77,7 +78,12 @@ fn connector(wanted: Wanted) -> Result<Option<MakeRustlsConnect>, String> {
         (None, None) => None,
         _ => return Err("sslcert and sslkey go together".into()),
     };
-    let config = tlsfiles::client(root, identity)?;
+    // libpq's `system`: the system's trusted CAs, for a database whose certificate a public CA issued.
+    let root = match root.to_str() {
+        Some("system") => tlsfiles::system_roots_file()?,
+        _ => root.clone(),
+    };
+    let config = tlsfiles::client(&root, identity)?;
     Ok(Some(MakeRustlsConnect::new(config)))
 }
 

@@ -166,3 +166,35 @@ fn a_database_that_requires_a_client_certificate_gets_the_nodes() {
         assert!(format!("{error:?}").contains("certificate"), "{error:?}");
     });
 }
+
+/// `sslrootcert=system`: the system's trusted CAs. They do not include the CA made here, so the
+/// server's certificate is refused; with `SSL_CERT_FILE` naming that CA, it is taken. That second half
+/// runs in a child process of this test (the environment is the whole process's).
+#[test]
+fn sslrootcert_system_verifies_against_the_systems_trusted_cas() {
+    const CHILD: &str = "ACQUIRO_TEST_SYSTEM_ROOTS_URL";
+    if let Some(url) = std::env::var_os(CHILD) {
+        assert!(rt().block_on(over_tls(url.to_str().unwrap())).unwrap());
+        return;
+    }
+    let Some((pg, root, _)) = serving_tls("tls::system", false) else {
+        return;
+    };
+    let system = url("localhost", &pg, "sslmode=verify-full sslrootcert=system");
+    let error = rt().block_on(over_tls(&system)).unwrap_err();
+    assert!(format!("{error:?}").contains("UnknownIssuer"), "{error:?}");
+
+    let test = "sslrootcert_system_verifies_against_the_systems_trusted_cas";
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture"])
+        .env(CHILD, &system)
+        .env("SSL_CERT_FILE", &root)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success() && out.contains("1 passed"),
+        "{out}{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+}

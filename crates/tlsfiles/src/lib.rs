@@ -2,7 +2,7 @@
 //! certificates and keys, for its terminal listeners, its issuer links and its database connections.
 //! Errors name the file.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
@@ -27,6 +27,32 @@ pub fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 pub fn key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Where Linux distributions keep the system's trusted CA certificates, in one PEM bundle (Debian and
+/// Ubuntu, Red Hat and Fedora, Alpine): OpenSSL's default file on each.
+const SYSTEM_BUNDLES: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// The file of the system's trusted CA certificates (what libpq's `sslrootcert=system` reads, through
+/// OpenSSL): the one `SSL_CERT_FILE` names, else the first of the distributions' bundles found.
+pub fn system_roots_file() -> Result<PathBuf, String> {
+    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+        return Ok(file.into());
+    }
+    SYSTEM_BUNDLES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            format!(
+                "no system certificate bundle ({}): install ca-certificates or set SSL_CERT_FILE",
+                SYSTEM_BUNDLES.join(", ")
+            )
+        })
 }
 
 /// The CA certificates in `path`, as the roots a peer's certificate must chain to.
