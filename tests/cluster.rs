@@ -62,6 +62,17 @@ async fn a_retransmit_on_another_node_is_replayed_or_waited_for_never_forwarded_
     // Each of b's three was forwarded provisionally with its claim, and withdrawn when it lost it.
     assert_eq!(withdrawn(&b).await, 3);
     assert_eq!(withdrawn(&a).await, 0);
+
+    // Its log at `RUST_LOG=debug` holds no card number, and not the database client's lines that
+    // print each commit's records.
+    let Switch { mut child, log, .. } = b;
+    child.start_kill().unwrap();
+    for line in log.all().await {
+        assert!(
+            !line.contains(support::terminal::PAN) && !line.contains("with parameters"),
+            "{line}"
+        );
+    }
 }
 
 /// What a node's `acquiro_forwards_withdrawn_total` says.

@@ -12,8 +12,21 @@ pub(crate) enum Format {
     Json,
 }
 
+/// The PostgreSQL client's debug lines print every statement's parameters: in cluster mode, each
+/// commit's journal records. They hold no card number, track, PIN block or EMV data, but they are
+/// the journal's whole content, on every line, so `RUST_LOG=debug` leaves them out; a `RUST_LOG`
+/// that names `tokio_postgres` gets them.
+const DATABASE_CLIENT: &str = "tokio_postgres";
+
 pub(crate) fn init(format: Format) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if !std::env::var("RUST_LOG").is_ok_and(|spec| spec.contains(DATABASE_CLIENT)) {
+        filter = filter.add_directive(
+            format!("{DATABASE_CLIENT}=info")
+                .parse()
+                .expect("a valid directive"),
+        );
+    }
     // A closed stderr (a log collector gone) loses lines, nothing more: reporting the failed write
     // would itself write to stderr, and panic.
     let builder = tracing_subscriber::fmt()
