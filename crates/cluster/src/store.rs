@@ -323,8 +323,19 @@ impl Store {
     /// then its records after what earlier takeovers handed on are read. The work is this node's once
     /// its own records of it commit with `retire` naming the node (see [`Store::commit`]); if this node
     /// dies first, the takeover lapses with it and another node (or the node itself) does it again.
-    pub async fn take_over(&mut self) -> Result<Option<Takeover>, Error> {
+    ///
+    /// The transaction holds the lapsed node's row locked from the statement that picks it to the
+    /// commit, and other nodes pass a locked row by. If this node stops between two of its statements
+    /// (paused, or its connection gone dark) for longer than `idle`, the database ends the transaction
+    /// and closes the session, so that another node takes the work over; otherwise the lock would stay
+    /// until TCP gave up on the connection, hours later for a frozen host.
+    pub async fn take_over(&mut self, idle: Duration) -> Result<Option<Takeover>, Error> {
         let tx = self.client.transaction().await?;
+        tx.batch_execute(&format!(
+            "SET LOCAL idle_in_transaction_session_timeout = {}",
+            idle.as_millis().max(1)
+        ))
+        .await?;
         let me = tx
             .query_opt(
                 "SELECT lease_until > now() FROM nodes WHERE node = $1 AND epoch = $2",

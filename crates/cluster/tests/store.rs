@@ -567,7 +567,7 @@ fn every_lapsed_node_is_taken_over_in_turn_not_only_the_first_by_name() {
         }
         let mut c = joined(&pg, "c").await;
         let mut taken = Vec::new();
-        while let Some(t) = c.take_over().await.unwrap() {
+        while let Some(t) = c.take_over(LEASE).await.unwrap() {
             assert_eq!(t.records.len(), 1, "{t:?}");
             taken.push(t.node.clone());
             // The work is c's once its own records of it commit, handing it on.
@@ -591,6 +591,67 @@ fn every_lapsed_node_is_taken_over_in_turn_not_only_the_first_by_name() {
             .collect();
         assert_eq!(handed, [("a", 1, false), ("b", 1, false)]);
     });
+}
+
+/// A node stopped in the middle of a takeover (paused, or its connection gone dark), holding the
+/// lapsed node's row locked, holds no other node up for longer than the takeover's `idle`: the
+/// database ends its transaction, and another node takes the work over.
+#[test]
+fn a_takeover_stopped_half_way_is_ended_by_the_database_and_another_node_takes_the_work() {
+    let Some(pg) = Server::start("store::takeover_stopped") else {
+        return;
+    };
+    rt().block_on(async {
+        let lapsed = Store::join(&pg.url(), "a", Duration::ZERO, &KEY)
+            .await
+            .unwrap();
+        (lapsed.store.commit(&[(1, received(1, 51))], &[], &[]).await).unwrap();
+        let (mut b, mut c) = (joined(&pg, "b").await, joined(&pg, "c").await);
+        let watch = cluster::connect(&pg.url()).await.unwrap();
+
+        // b's takeover runs until its statement that marks a taken waits behind this lock (it holds
+        // a's row by then); it is not run further, as if b froze there.
+        let mut lock = cluster::connect(&pg.url()).await.unwrap();
+        let held = lock.transaction().await.unwrap();
+        held.batch_execute("LOCK TABLE nodes IN SHARE MODE")
+            .await
+            .unwrap();
+        let idle = Duration::from_millis(500);
+        let mut b_takes = std::pin::pin!(b.take_over(idle));
+        tokio::select! {
+            taken = &mut b_takes => panic!("b's takeover went by the lock: {taken:?}"),
+            () = until_a_session_waits_on_a_lock(&watch) => {}
+        }
+        held.rollback().await.unwrap();
+        // b's session then sits idle in its transaction, a's row locked, until the database ends it.
+        until_idle_in_transaction(&watch, 1).await;
+        assert_eq!(c.take_over(idle).await.unwrap().map(|t| t.node), None);
+        until_idle_in_transaction(&watch, 0).await;
+        let taken = c.take_over(idle).await.unwrap().expect("a's work");
+        assert_eq!((taken.node.as_str(), taken.records.len()), ("a", 1));
+        // b, woken, finds its takeover ended.
+        assert!(b_takes.await.is_err());
+    });
+}
+
+/// Returns once `sessions` sessions of the database are idle in a transaction; fails after 30 s.
+async fn until_idle_in_transaction(watch: &tokio_postgres::Client, sessions: i64) {
+    let count = async {
+        while numbers(
+            watch,
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'",
+        )
+        .await
+            != [sessions]
+        {
+            tokio::task::yield_now().await;
+        }
+    };
+    let waited = tokio::time::timeout(Duration::from_secs(30), count).await;
+    assert!(
+        waited.is_ok(),
+        "never {sessions} session(s) idle in a transaction"
+    );
 }
 
 /// The records of a batch are stored a row per transaction (schema version 3), so a batch's rows
