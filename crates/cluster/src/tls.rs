@@ -5,10 +5,9 @@
 //! acquiro never uses a connection whose certificate it did not verify. With `sslmode` `require`,
 //! `verify-ca` or `verify-full` (or `sslrootcert` given alone) the connection must be TLS, and the
 //! server's certificate must chain to `sslrootcert` (`system`: the system's trusted CAs, as in libpq
-//! 16) and name the host connected to (as libpq's
-//! `verify-full` does, whichever of the three is given). With `disable`, `allow`, `prefer` or nothing,
-//! the connection is in the clear, as before TLS was supported (libpq's `prefer` would try TLS
-//! without verifying it; acquiro does not).
+//! 16) and name the host connected to (as libpq's `verify-full` does, whichever of the three is
+//! given). With `disable`, `allow`, `prefer` or nothing, the connection is in the clear, as before
+//! TLS was supported (libpq's `prefer` would try TLS without verifying it; acquiro does not).
 //!
 //! tokio-postgres does not know these keys (nor `verify-ca`/`verify-full`): they are taken out of the
 //! string here and the rest is parsed by tokio-postgres.
