@@ -25,6 +25,9 @@ pub enum Error {
     /// The connection string's TLS settings (see `tls`) cannot be used.
     #[error("database connection settings: {0}")]
     Settings(String),
+    /// The TLS files the connection string names cannot be used.
+    #[error("database connection settings: {0}")]
+    Tls(#[from] tlsfiles::Error),
     #[error("record {seq} of node {node} does not decode: {why}")]
     Corrupt { node: String, seq: i64, why: String },
 }

@@ -35,7 +35,7 @@ pub(crate) fn settings(
 ) -> Result<(tokio_postgres::Config, Option<MakeRustlsConnect>), Error> {
     let (rest, wanted) = split(url).map_err(Error::Settings)?;
     let mut config = tokio_postgres::Config::from_str(&rest)?;
-    let tls = connector(wanted).map_err(Error::Settings)?;
+    let tls = connector(wanted)?;
     config.ssl_mode(if tls.is_some() {
         SslMode::Require
     } else {
@@ -44,15 +44,15 @@ pub(crate) fn settings(
     Ok((config, tls))
 }
 
-fn connector(wanted: Wanted) -> Result<Option<MakeRustlsConnect>, String> {
+fn connector(wanted: Wanted) -> Result<Option<MakeRustlsConnect>, Error> {
     let tls = match wanted.mode.as_deref() {
         Some("require" | "verify-ca" | "verify-full") => true,
         None => wanted.root.is_some(),
         Some("disable" | "allow" | "prefer") => false,
         Some(other) => {
-            return Err(format!(
+            return Err(Error::Settings(format!(
                 "sslmode={other} is not one of disable, allow, prefer, require, verify-ca, verify-full"
-            ));
+            )));
         }
     };
     let mode = match wanted.mode.as_deref() {
@@ -61,21 +61,21 @@ fn connector(wanted: Wanted) -> Result<Option<MakeRustlsConnect>, String> {
     };
     if !tls {
         if wanted.root.is_some() || wanted.cert.is_some() || wanted.key.is_some() {
-            return Err(format!(
+            return Err(Error::Settings(format!(
                 "{mode} connects in the clear: sslrootcert, sslcert and sslkey need sslmode=verify-full"
-            ));
+            )));
         }
         return Ok(None);
     }
     let Some(root) = &wanted.root else {
-        return Err(format!(
+        return Err(Error::Settings(format!(
             "{mode} needs sslrootcert=FILE (the PEM certificates of the CA the database's certificate must chain to): acquiro verifies every TLS connection"
-        ));
+        )));
     };
     let identity = match (&wanted.cert, &wanted.key) {
         (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
         (None, None) => None,
-        _ => return Err("sslcert and sslkey go together".into()),
+        _ => return Err(Error::Settings("sslcert and sslkey go together".into())),
     };
     // libpq's `system`: the system's trusted CAs, for a database whose certificate a public CA issued.
     let root = match root.to_str() {
@@ -324,7 +324,10 @@ mod tests {
         })
         .err()
         .unwrap();
-        assert_eq!(error, "sslcert and sslkey go together");
+        assert_eq!(
+            error.to_string(),
+            "database connection settings: sslcert and sslkey go together"
+        );
     }
 
     #[test]

@@ -17,6 +17,21 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tokio_util::either::Either;
 
+/// Why a listener's or a link's TLS settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TlsError {
+    #[error(transparent)]
+    Files(#[from] tlsfiles::Error),
+    #[error(transparent)]
+    Config(#[from] rustls::Error),
+    #[error("client_ca: {0}")]
+    ClientCa(#[from] rustls::server::VerifierBuilderError),
+    #[error("server name {0:?} is not a DNS name or an IP address")]
+    ServerName(String),
+    #[error("cert and key go together")]
+    Halves,
+}
+
 /// A connection, in the clear or over TLS.
 pub(crate) type Stream = Either<TcpStream, TlsStream<TcpStream>>;
 
@@ -68,32 +83,27 @@ impl fmt::Debug for Connector {
 }
 
 impl ListenerTlsFile {
-    pub(crate) fn check(&self) -> Result<Acceptor, String> {
+    pub(crate) fn check(&self) -> Result<Acceptor, TlsError> {
         let builder = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
+            .with_safe_default_protocol_versions()?;
         let builder = match &self.client_ca {
             Some(ca) => builder.with_client_cert_verifier(
-                WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
-                    .build()
-                    .map_err(|e| e.to_string())?,
+                WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider()).build()?,
             ),
             None => builder.with_no_client_auth(),
         };
-        let config = builder
-            .with_single_cert(certs(&self.cert)?, key(&self.key)?)
-            .map_err(|e| e.to_string())?;
+        let config = builder.with_single_cert(certs(&self.cert)?, key(&self.key)?)?;
         Ok(Acceptor(TlsAcceptor::from(Arc::new(config))))
     }
 }
 
 impl IssuerTlsFile {
     /// The connector for `host` (`name:port`).
-    pub(crate) fn check(&self, host: &str) -> Result<Connector, String> {
+    pub(crate) fn check(&self, host: &str) -> Result<Connector, TlsError> {
         let identity = match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
             (None, None) => None,
-            _ => return Err("cert and key go together".into()),
+            _ => return Err(TlsError::Halves),
         };
         let config = tlsfiles::client(&self.ca, identity)?;
         let name = match &self.server_name {
@@ -106,7 +116,7 @@ impl IssuerTlsFile {
         };
         Ok(Connector {
             connector: TlsConnector::from(Arc::new(config)),
-            name: ServerName::try_from(name).map_err(|e| e.to_string())?,
+            name: ServerName::try_from(name.clone()).map_err(|_| TlsError::ServerName(name))?,
         })
     }
 }

@@ -6,27 +6,58 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
+
+/// Why a TLS configuration could not be made: the file and what is wrong with it, or what rustls
+/// refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file that cannot be read, or holds no PEM object of the kind wanted.
+    #[error("{}: {why}", .path.display())]
+    Read { path: PathBuf, why: pem::Error },
+    #[error("{}: no certificate", .path.display())]
+    NoCertificate { path: PathBuf },
+    /// A CA certificate that cannot serve as a root.
+    #[error("{}: {why}", .path.display())]
+    Root { path: PathBuf, why: rustls::Error },
+    /// rustls refused the configuration: a key that does not fit its certificate, for one.
+    #[error(transparent)]
+    Config(#[from] rustls::Error),
+    #[error(
+        "no system certificate bundle ({}): install ca-certificates or set SSL_CERT_FILE",
+        SYSTEM_BUNDLES.join(", ")
+    )]
+    NoSystemBundle,
+}
 
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// A certificate chain, leaf first (at least one certificate).
-pub fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|why| read(path, why))?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate", path.display()));
+        return Err(Error::NoCertificate {
+            path: path.to_owned(),
+        });
     }
     Ok(certs)
 }
 
-pub fn key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))
+pub fn key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    PrivateKeyDer::from_pem_file(path).map_err(|why| read(path, why))
+}
+
+fn read(path: &Path, why: pem::Error) -> Error {
+    Error::Read {
+        path: path.to_owned(),
+        why,
+    }
 }
 
 /// Where Linux distributions keep the system's trusted CA certificates, in one PEM bundle (Debian and
@@ -39,44 +70,35 @@ const SYSTEM_BUNDLES: [&str; 3] = [
 
 /// The file of the system's trusted CA certificates (what libpq's `sslrootcert=system` reads, through
 /// OpenSSL): the one `SSL_CERT_FILE` names, else the first of the distributions' bundles found.
-pub fn system_roots_file() -> Result<PathBuf, String> {
+pub fn system_roots_file() -> Result<PathBuf, Error> {
     if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
         return Ok(file.into());
     }
-    SYSTEM_BUNDLES
-        .iter()
-        .map(PathBuf::from)
+    (SYSTEM_BUNDLES.iter().map(PathBuf::from))
         .find(|p| p.exists())
-        .ok_or_else(|| {
-            format!(
-                "no system certificate bundle ({}): install ca-certificates or set SSL_CERT_FILE",
-                SYSTEM_BUNDLES.join(", ")
-            )
-        })
+        .ok_or(Error::NoSystemBundle)
 }
 
 /// The CA certificates in `path`, as the roots a peer's certificate must chain to.
-pub fn roots(path: &Path) -> Result<Arc<RootCertStore>, String> {
+pub fn roots(path: &Path) -> Result<Arc<RootCertStore>, Error> {
     let mut roots = RootCertStore::empty();
     for cert in certs(path)? {
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        roots.add(cert).map_err(|why| Error::Root {
+            path: path.to_owned(),
+            why,
+        })?;
     }
     Ok(Arc::new(roots))
 }
 
 /// A client whose servers' certificates must chain to `ca` (and name the server, checked by rustls
 /// at each connection); with `identity` (certificate chain and key), it presents them (mutual TLS).
-pub fn client(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<ClientConfig, String> {
+pub fn client(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<ClientConfig, Error> {
     let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots(ca)?);
-    match identity {
-        Some((cert, key_path)) => builder
-            .with_client_auth_cert(certs(cert)?, key(key_path)?)
-            .map_err(|e| e.to_string()),
-        None => Ok(builder.with_no_client_auth()),
-    }
+    Ok(match identity {
+        Some((cert, key_path)) => builder.with_client_auth_cert(certs(cert)?, key(key_path)?)?,
+        None => builder.with_no_client_auth(),
+    })
 }
