@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::journal::Fault;
 use crate::metrics::Metrics;
 use crate::status::Status;
 
@@ -82,7 +83,7 @@ fn readiness(status: &Status) -> (bool, String) {
         // The lease is the cluster journal's too: unrenewed, the node's work is soon another's.
         (
             "journal",
-            (status.journal_failed.clone()).or_else(|| {
+            (status.journal_failed.as_ref().map(Fault::to_string)).or_else(|| {
                 (status.lease_failed.as_ref()).map(|why| format!("lease not renewed: {why}"))
             }),
         ),

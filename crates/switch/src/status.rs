@@ -1,17 +1,19 @@
 //! What the switch tells about itself while it runs: which links are up and whether it is draining. The
 //! driver publishes it after every event that changes it; readiness checks and tests wait on it.
 
+use crate::journal::Fault;
+
 /// A snapshot of the switch's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Status {
     /// Every upstream link, in configuration order.
     pub links: Vec<LinkStatus>,
     /// Shutting down: no new requests are read.
     pub draining: bool,
     /// Why the journal cannot write (it stopped, or its database is unavailable), if it cannot.
-    pub journal_failed: Option<String>,
+    pub journal_failed: Option<Fault>,
     /// Cluster mode: why the lease's last renewal failed, if it did.
-    pub lease_failed: Option<String>,
+    pub lease_failed: Option<Fault>,
     /// Cluster mode: the node lost its epoch and stops.
     pub fenced: bool,
 }

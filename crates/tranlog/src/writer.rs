@@ -104,7 +104,7 @@ impl Writer {
         dir: &Path,
         options: Options,
         scanned: &Scanned,
-        on_batch: impl FnMut(Result<Batch, &std::io::Error>) + Send + 'static,
+        on_batch: impl FnMut(Result<Batch, std::io::Error>) + Send + 'static,
     ) -> std::io::Result<Writer> {
         std::fs::create_dir_all(dir)?;
         let mut segments = scanned.segments.clone();
@@ -232,7 +232,7 @@ impl Thread {
     fn run(
         &mut self,
         rx: mpsc::Receiver<Vec<Record>>,
-        mut on_batch: impl FnMut(Result<Batch, &std::io::Error>),
+        mut on_batch: impl FnMut(Result<Batch, std::io::Error>),
     ) {
         while let Ok(mut records) = rx.recv() {
             self.gather(&rx, &mut records);
@@ -246,7 +246,7 @@ impl Thread {
                     Ok(batch) => on_batch(Ok(batch)),
                     Err(error) => {
                         tracing::error!(%error, "journal write failed; nothing more is durable");
-                        on_batch(Err(&error));
+                        on_batch(Err(error));
                         return;
                     }
                 }

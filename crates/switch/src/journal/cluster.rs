@@ -16,7 +16,7 @@ use cluster::Store;
 use engine::{Claim, Holder, Record, Recovery, TxnId};
 use tokio::sync::{mpsc, watch};
 
-use super::{Journal, Progress, Report};
+use super::{Fault, Journal, Progress, Report};
 use crate::config::ClusterSettings;
 
 /// How often partitions are made ahead and days past retention dropped.
@@ -247,14 +247,13 @@ async fn commit(
         };
         if error.is_fenced() {
             tracing::error!(%error, "fenced: this node's work belongs to another node now; nothing more is made durable");
-            let _ = reports.send(Report::Fenced(error.to_string()));
+            let _ = reports.send(Report::Fenced(Fault::Database(Arc::new(error))));
             return None;
         }
         if !down {
             tracing::error!(%error, "database unavailable: new requests are refused until it is back");
-            let _ = reports.send(Report::Unwritable(Some(format!(
-                "database unavailable: {error}"
-            ))));
+            let fault = Fault::Unavailable(Arc::new(error));
+            let _ = reports.send(Report::Unwritable(Some(fault)));
             down = true;
         }
         // The commit may have gone through before the connection broke: find out before repeating it.
@@ -371,8 +370,9 @@ async fn keep_lease(
 ) {
     let mut every = tokio::time::interval(settings.lease / 3);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Why the last renewal failed, if it did.
-    let mut unrenewed: Option<String> = None;
+    // Whether the last renewal failed: every failure is reported (each is counted), and the first
+    // success after one.
+    let mut unrenewed = false;
     loop {
         tokio::select! {
             _ = every.tick() => {}
@@ -380,25 +380,22 @@ async fn keep_lease(
         }
         let p = *progress.borrow();
         let renewal = store.renew(settings.lease, p.in_flight, p.reversals, p.oldest_needed);
-        let renewal = bounded(settings.timeout, renewal).await;
-        let failure = match &renewal {
-            Err(error) if !error.is_fenced() => Some(error.to_string()),
-            _ => None,
-        };
-        // Every failure (each is counted), and the first success after one.
-        if failure.is_some() || unrenewed.is_some() {
-            unrenewed.clone_from(&failure);
-            let _ = reports.send(Report::LeaseUnrenewed(failure));
-        }
-        match renewal {
-            Ok(()) => {}
+        match bounded(settings.timeout, renewal).await {
+            Ok(()) => {
+                if std::mem::take(&mut unrenewed) {
+                    let _ = reports.send(Report::LeaseUnrenewed(None));
+                }
+            }
             Err(error) if error.is_fenced() => {
                 tracing::error!(%error, "lease lost");
-                let _ = reports.send(Report::Fenced(error.to_string()));
+                let _ = reports.send(Report::Fenced(Fault::Database(Arc::new(error))));
                 return;
             }
             Err(error) => {
                 tracing::warn!(%error, "lease not renewed; connecting again");
+                unrenewed = true;
+                let fault = Fault::Database(Arc::new(error));
+                let _ = reports.send(Report::LeaseUnrenewed(Some(fault)));
                 let _ = bounded(settings.timeout, store.reconnect(&settings.database)).await;
             }
         }

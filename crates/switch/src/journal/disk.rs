@@ -2,11 +2,12 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use engine::{Record, Recovery};
 use tokio::sync::mpsc;
 
-use super::{Journal, Progress, Report};
+use super::{Fault, Journal, Progress, Report};
 use crate::config::JournalSettings;
 
 /// The journal on disk ([`tranlog`]).
@@ -47,7 +48,7 @@ impl DiskJournal {
         let writer = tranlog::Writer::start(dir, settings.options.clone(), &scanned, move |r| {
             let report = match r {
                 Ok(batch) => Report::Durable(batch),
-                Err(error) => Report::Failed(error.to_string()),
+                Err(error) => Report::Failed(Fault::Disk(Arc::new(error))),
             };
             let _ = tx.send(report);
         })?;

@@ -26,11 +26,11 @@ pub enum Report {
     /// key is the transaction's.
     Claimed(Vec<(TxnId, Option<Holder>)>),
     /// Whether records can be made durable now; `Some` says why they cannot (it may pass).
-    Unwritable(Option<String>),
+    Unwritable(Option<Fault>),
     /// Cluster mode: whether the last renewal of the lease failed, and why (it may pass). A node that
     /// cannot renew it is taken over once it lapses, so it is not ready for new terminals, even
     /// before a commit of its own finds the database gone.
-    LeaseUnrenewed(Option<String>),
+    LeaseUnrenewed(Option<Fault>),
     /// Cluster mode: this node took over a lapsed node's work (its records up to `through`); it is this
     /// node's once the engine's records of it commit with [`Journal::retire`].
     TakeOver {
@@ -39,11 +39,26 @@ pub enum Report {
         records: Vec<Record>,
     },
     /// The journal cannot write any more: nothing after this becomes durable.
-    Failed(String),
+    Failed(Fault),
     /// Cluster mode: the node lost its epoch (another node took its work over, or the same name joined
     /// elsewhere). Nothing after this becomes durable; the process ends, so that its supervisor starts
     /// it again and it joins anew.
-    Fenced(String),
+    Fenced(Fault),
+}
+
+/// Why records cannot be made durable, as the disk or the database said it. Shared: the status keeps
+/// it for readiness while the log has it too.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Fault {
+    /// The journal's disk: its writer stopped.
+    #[error("{0}")]
+    Disk(Arc<std::io::Error>),
+    /// Cluster mode: the database did not take a commit (it may pass).
+    #[error("database unavailable: {0}")]
+    Unavailable(Arc<::cluster::Error>),
+    /// Cluster mode: what the database answered otherwise (a lease not renewed, the node fenced).
+    #[error("{0}")]
+    Database(Arc<::cluster::Error>),
 }
 
 /// What the driver tells the journal every second.
