@@ -5,8 +5,8 @@
 
 use iso8583::{Message, Mti, OriginalData, ResponseCode};
 
-use crate::engine::Engine;
-use crate::event::{Action, ConnId, Now, TxnId};
+use crate::engine::{Engine, Request};
+use crate::event::{Action, Now, TxnId};
 use crate::fields;
 use crate::idempotency::{Key, State};
 use crate::journal::{Original, Step};
@@ -20,16 +20,15 @@ const ADVICE_FIELDS: &[u8] = &[3, 4, 12, 13, 15, 22, 25, 32, 37, 38, 41, 42, 49,
 const NOT_FORWARDED: &[u8] = &[35, 45, 52];
 
 impl Engine {
-    /// Queues a new advice for its issuer and tells `waiters` it was accepted.
+    /// Queues a new advice for its issuer and tells its waiters it was accepted.
     pub(crate) fn accept_advice(
         &mut self,
         now: Now,
         txn: TxnId,
-        key: Key,
-        waiters: Vec<ConnId>,
-        msg: Message,
+        req: Request,
         out: &mut Vec<Action>,
     ) {
+        let Request { key, msg, waiters } = req;
         let issuer = msg.pan().and_then(|pan| self.routes.issuer(pan.expose()));
         let Some(issuer) = issuer else {
             self.stats.unavailable += 1;

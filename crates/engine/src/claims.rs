@@ -30,9 +30,9 @@ use compact_str::CompactString;
 use iso8583::{Message, ResponseCode};
 
 use crate::FastMap;
-use crate::engine::Engine;
+use crate::engine::{Engine, Request};
 use crate::event::{Action, ConnId, Now, TimerId, TxnId};
-use crate::idempotency::{Done, Key};
+use crate::idempotency::Done;
 use crate::journal::{Received, Record, Step};
 use crate::recovery::Trail;
 
@@ -115,11 +115,8 @@ pub(crate) enum Purpose {
 #[derive(Debug)]
 struct Claiming {
     purpose: Purpose,
-    key: Key,
-    msg: Message,
+    req: Request,
     claim: Claim,
-    /// The request's connection and those of retransmits that joined it.
-    waiters: Vec<ConnId>,
     /// When the request is answered RC 91 if its claim is still not settled, unless `held`.
     deadline: Instant,
     /// The store's last answer: another node's transaction holds the key, in flight, may still move
@@ -163,7 +160,7 @@ impl Claims {
     pub(crate) fn join(&mut self, txn: TxnId, conn: ConnId) -> bool {
         self.waiting
             .get_mut(&txn)
-            .map(|c| c.waiters.push(conn))
+            .map(|c| c.req.waiters.push(conn))
             .is_some()
     }
 
@@ -171,8 +168,8 @@ impl Claims {
     pub(crate) fn closed(&mut self, conn: ConnId) -> Vec<TxnId> {
         let mut waited = Vec::new();
         for (&txn, c) in &mut self.waiting {
-            if c.waiters.contains(&conn) {
-                c.waiters.retain(|&w| w != conn);
+            if c.req.waiters.contains(&conn) {
+                c.req.waiters.retain(|&w| w != conn);
                 waited.push(txn);
             }
         }
@@ -226,14 +223,11 @@ fn verdict(trail: &Trail, fenced: bool) -> Verdict {
 impl Engine {
     /// Records a new request and claims its key. A request that can be routed now is forwarded
     /// provisionally in the same commit (see the module documentation); any other waits for the claim.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn claim_first(
         &mut self,
         now: Now,
         txn: TxnId,
-        key: Key,
-        conn: ConnId,
-        msg: Message,
+        req: Request,
         received: Received,
         out: &mut Vec<Action>,
     ) {
@@ -241,17 +235,16 @@ impl Engine {
         Self::journal(now, txn, Step::Received(received), out);
         out.push(Action::Claim(claim.clone()));
         // A request (not an advice) with a route and a link up to it.
-        let request = msg.mti().function() != 2;
-        let route = msg.pan().and_then(|pan| self.route(pan.expose()).ok());
+        let request = req.msg.mti().function() != 2;
+        let route = req.msg.pan().and_then(|pan| self.route(pan.expose()).ok());
         if let (true, Some(route)) = (request, route) {
-            self.forward(now, txn, key, vec![conn], msg, route, out);
+            self.forward(now, txn, req, route, out);
             if let Some(t) = self.txns.get_mut(&txn) {
                 t.claim = Some(claim);
             }
             return;
         }
-        let purpose = Purpose::Forward;
-        self.wait_for_store(now, txn, purpose, key, vec![conn], msg, claim);
+        self.wait_for_store(now, txn, Purpose::Forward, req, claim);
     }
 
     /// The provisional forward of `txn` lost its claim: it never left (the gate withdrew it, the store
@@ -268,31 +261,30 @@ impl Engine {
         self.links.request_answered(t.pending);
         self.links.release(t.pending);
         self.stats.forwarded = self.stats.forwarded.saturating_sub(1);
-        let purpose = Purpose::Forward;
-        self.wait_for_store(now, txn, purpose, t.key, t.waiters, t.request, claim);
+        let req = Request {
+            key: t.key,
+            msg: t.request,
+            waiters: t.waiters,
+        };
+        self.wait_for_store(now, txn, Purpose::Forward, req, claim);
     }
 
     /// `txn` waits for the store's answer about `claim` (asked already), until the longest issuer
     /// timeout has passed.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn wait_for_store(
         &mut self,
         now: Now,
         txn: TxnId,
         purpose: Purpose,
-        key: Key,
-        waiters: Vec<ConnId>,
-        msg: Message,
+        req: Request,
         claim: Claim,
     ) {
         let deadline = now.mono + self.claim_timeout();
         self.arm(TimerId::Claim(txn), deadline);
         let waiting = Claiming {
             purpose,
-            key,
-            msg,
+            req,
             claim,
-            waiters,
             deadline,
             held: false,
         };
@@ -337,14 +329,14 @@ impl Engine {
                 }
                 (holder, _) => {
                     self.cancel(TimerId::Claim(txn));
-                    self.reverse_held(now, txn, holder, &c.msg, out);
-                    self.reversal_acted_on(now, txn, c.key, &c.waiters, c.msg, out);
+                    self.reverse_held(now, txn, holder, &c.req.msg, out);
+                    self.reversal_acted_on(now, txn, c.req.key, &c.req.waiters, c.req.msg, out);
                 }
             };
         }
         let Some(holder) = holder else {
             self.cancel(TimerId::Claim(txn));
-            return self.proceed(now, txn, c.key, c.waiters, c.msg, out);
+            return self.proceed(now, txn, c.req, out);
         };
         let held = Step::HeldElsewhere {
             node: holder.node.clone(),
@@ -354,8 +346,15 @@ impl Engine {
             self.stats.duplicates_rejected += 1;
             self.cancel(TimerId::Claim(txn));
             Self::journal(now, txn, held, out);
-            self.idempotency.release(&c.key, txn);
-            return self.refuse(now, txn, &c.waiters, &c.msg, ResponseCode::DUPLICATE, out);
+            self.idempotency.release(&c.req.key, txn);
+            return self.refuse(
+                now,
+                txn,
+                &c.req.waiters,
+                &c.req.msg,
+                ResponseCode::DUPLICATE,
+                out,
+            );
         }
         let trail = Trail::of(holder.records);
         match verdict(&trail, holder.fenced) {
@@ -365,8 +364,8 @@ impl Engine {
                 let answer = trail.answer(holder.txn, rc);
                 Self::journal(now, txn, held, out);
                 Self::journal(now, txn, Step::Replayed { rc }, out);
-                for &conn in &c.waiters {
-                    let msg = self.replay(answer.clone(), &c.msg);
+                for &conn in &c.req.waiters {
+                    let msg = self.replay(answer.clone(), &c.req.msg);
                     out.push(Action::Answer {
                         conn,
                         txn: Some(txn),
@@ -376,14 +375,14 @@ impl Engine {
                 // An approval that stands may still be reversed by its terminal, here: the holder's
                 // records know what to reverse, so the store is asked again (see `look_up_original`).
                 if rc.is_approval() {
-                    return self.idempotency.release(&c.key, txn);
+                    return self.idempotency.release(&c.req.key, txn);
                 }
                 let done = Done {
                     txn,
                     answer,
                     approved: None,
                 };
-                self.idempotency.complete(&c.key, done);
+                self.idempotency.complete(&c.req.key, done);
             }
             Verdict::Take => {
                 c.held = false;
@@ -443,10 +442,10 @@ impl Engine {
         let c = self.claims.waiting.remove(&txn)?;
         self.cancel(TimerId::Claim(txn));
         self.stats.unavailable += 1;
-        self.idempotency.release(&c.key, txn);
+        self.idempotency.release(&c.req.key, txn);
         let rc = ResponseCode::ISSUER_UNAVAILABLE;
-        self.refuse(now, txn, &c.waiters, &c.msg, rc, out);
-        (!c.waiters.is_empty()).then_some(c.msg)
+        self.refuse(now, txn, &c.req.waiters, &c.req.msg, rc, out);
+        (!c.req.waiters.is_empty()).then_some(c.req.msg)
     }
 
     /// The journal cannot write, or a shutdown's grace period is over: every forward still provisional

@@ -23,6 +23,18 @@ use crate::saf::{Kind, Saf};
 use crate::stats::Stats;
 use crate::timers::Timers;
 
+/// A terminal's request admitted as a transaction, on its way to being forwarded, queued (an advice),
+/// looked up in the store, or refused.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) key: Key,
+    /// As the terminal sent it.
+    pub(crate) msg: Message,
+    /// Terminal connections to answer: the request's own and those of retransmits that joined it
+    /// (none for a reversal the switch admits in a terminal's name).
+    pub(crate) waiters: Vec<ConnId>,
+}
+
 /// A request forwarded to an issuer and not yet answered or timed out.
 #[derive(Debug)]
 pub(crate) struct Txn {

@@ -6,9 +6,9 @@
 use iso8583::{Message, Mti};
 
 use crate::claims::{Claim, Holder, Purpose};
-use crate::engine::Engine;
-use crate::event::{Action, ConnId, Now, TxnId};
-use crate::idempotency::{Key, Lookup, fingerprint};
+use crate::engine::{Engine, Request};
+use crate::event::{Action, Now, TxnId};
+use crate::idempotency::{Lookup, fingerprint};
 use crate::journal::{Record, Step};
 use crate::recovery::Trail;
 
@@ -16,18 +16,15 @@ impl Engine {
     /// A terminal's reversal whose original is not in this node's memory: the store is asked who holds
     /// each key the original may have (`originals`: its STAN and date), and the holder's records decide
     /// what is reversed. The reversal is answered once that is known.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn look_up_original(
         &mut self,
         now: Now,
         txn: TxnId,
-        key: Key,
-        waiters: Vec<ConnId>,
-        msg: Message,
+        req: Request,
         originals: [(u32, u16); 2],
         out: &mut Vec<Action>,
     ) {
-        let received = self.received(&msg, &key, 0);
+        let received = self.received(&req.msg, &req.key, 0);
         let mut lookups: Vec<Claim> = Vec::new();
         for (stan, date) in originals {
             let claim = Claim {
@@ -46,7 +43,7 @@ impl Engine {
         };
         out.push(Action::Lookup(first.clone()));
         let purpose = Purpose::Reverse { lookups };
-        self.wait_for_store(now, txn, purpose, key, waiters, msg, first);
+        self.wait_for_store(now, txn, purpose, req, first);
     }
 
     /// `refused` was told RC 91 before the store said whose its key is: the store was unreachable, or
@@ -91,7 +88,12 @@ impl Engine {
             "told 91 before the store said whose the key is: whatever holds it is reversed"
         );
         self.stats.refused_unknowing += 1;
-        self.act_on_reversal(now, txn, key, fingerprint, Vec::new(), reversal, out);
+        let req = Request {
+            key,
+            msg: reversal,
+            waiters: Vec::new(),
+        };
+        self.act_on_reversal(now, txn, req, fingerprint, out);
     }
 
     /// A terminal's reversal of `holder`'s transaction (another node's, or this node's from before a

@@ -4,7 +4,7 @@
 
 use iso8583::{Class, ECHO_FIELDS, Message, ResponseCode};
 
-use crate::engine::{Engine, Txn};
+use crate::engine::{Engine, Request, Txn};
 use crate::event::{Action, ConnId, LinkId, Now, TimerId, TxnId, Unanswered};
 use crate::fields::{self, set_rc};
 use crate::idempotency::{Answer, Done, Key, Lookup, State};
@@ -59,37 +59,35 @@ impl Engine {
             return;
         };
         let received = self.received(&msg, &key, fingerprint);
+        let req = Request {
+            key,
+            msg,
+            waiters: vec![conn],
+        };
         if self.config.shared_keys {
-            return self.claim_first(now, txn, key, conn, msg, received, out);
+            return self.claim_first(now, txn, req, received, out);
         }
         Self::journal(now, txn, Step::Received(received), out);
-        self.proceed(now, txn, key, vec![conn], msg, out);
+        self.proceed(now, txn, req, out);
     }
 
     /// A new request or advice whose key is this transaction's: a request is forwarded, an advice
     /// queued for its issuer.
-    pub(crate) fn proceed(
-        &mut self,
-        now: Now,
-        txn: TxnId,
-        key: Key,
-        waiters: Vec<ConnId>,
-        msg: Message,
-        out: &mut Vec<Action>,
-    ) {
-        if msg.mti().function() == 2 {
-            return self.accept_advice(now, txn, key, waiters, msg, out);
+    pub(crate) fn proceed(&mut self, now: Now, txn: TxnId, req: Request, out: &mut Vec<Action>) {
+        if req.msg.mti().function() == 2 {
+            return self.accept_advice(now, txn, req, out);
         }
         // It had a card number when it was checked.
-        let Some(pan) = msg.pan() else {
-            return self.refuse(now, txn, &waiters, &msg, ResponseCode::FORMAT_ERROR, out);
+        let Some(pan) = req.msg.pan() else {
+            let rc = ResponseCode::FORMAT_ERROR;
+            return self.refuse(now, txn, &req.waiters, &req.msg, rc, out);
         };
         match self.route(pan.expose()) {
-            Ok(route) => self.forward(now, txn, key, waiters, msg, route, out),
+            Ok(route) => self.forward(now, txn, req, route, out),
             Err(rc) => {
                 self.stats.unavailable += 1;
-                self.idempotency.forget(&key);
-                self.refuse(now, txn, &waiters, &msg, rc, out)
+                self.idempotency.forget(&req.key);
+                self.refuse(now, txn, &req.waiters, &req.msg, rc, out)
             }
         }
     }
@@ -103,18 +101,16 @@ impl Engine {
     }
 
     /// Renumbers and sends a new request upstream on `route` (see [`Engine::route`]), journaling it
-    /// first; `waiters` are the connections to answer.
-    #[allow(clippy::too_many_arguments)]
+    /// first.
     pub(crate) fn forward(
         &mut self,
         now: Now,
         txn: TxnId,
-        key: Key,
-        waiters: Vec<ConnId>,
-        msg: Message,
+        req: Request,
         (issuer, link): (usize, LinkId),
         out: &mut Vec<Action>,
     ) {
+        let Request { key, msg, waiters } = req;
         let pending = self
             .links
             .claim(link, msg.mti().class(), Pending::Request(txn));
@@ -240,23 +236,26 @@ impl Engine {
             }
             Some((Lookup::New, fingerprint)) => fingerprint,
         };
-        self.act_on_reversal(now, txn, key, fingerprint, vec![conn], msg, out);
+        let req = Request {
+            key,
+            msg,
+            waiters: vec![conn],
+        };
+        self.act_on_reversal(now, txn, req, fingerprint, out);
     }
 
     /// A reversal admitted as `txn`: whatever stands at the issuer for the original it names is
     /// reversed (looked up in the store first when this node does not know it), then each of
-    /// `waiters` is answered.
-    #[allow(clippy::too_many_arguments)]
+    /// its waiters is answered.
     pub(crate) fn act_on_reversal(
         &mut self,
         now: Now,
         txn: TxnId,
-        key: Key,
+        req: Request,
         fingerprint: u64,
-        waiters: Vec<ConnId>,
-        msg: Message,
         out: &mut Vec<Action>,
     ) {
+        let Request { key, msg, waiters } = req;
         let received = self.received(&msg, &key, fingerprint);
         Self::journal(now, txn, Step::Received(received), out);
         // The original is named by DE90 when present (its DE7 date, or the reversal's date when the
@@ -290,7 +289,8 @@ impl Engine {
                     // This reversal is the one that acts on whatever holds the key.
                     let _refused = self.withdraw(now, in_flight, out);
                     let originals = candidates.map(|c| (c.stan, c.date));
-                    return self.look_up_original(now, txn, key, waiters, msg, originals, out);
+                    let req = Request { key, msg, waiters };
+                    return self.look_up_original(now, txn, req, originals, out);
                 }
             },
             Some(Ok(Some((original_txn, (source, issuer), (rrn, amount), fingerprint)))) => {
@@ -315,7 +315,8 @@ impl Engine {
             // Cluster mode: the original may be another node's; its records say.
             None if self.config.shared_keys => {
                 let originals = candidates.map(|c| (c.stan, c.date));
-                return self.look_up_original(now, txn, key, waiters, msg, originals, out);
+                let req = Request { key, msg, waiters };
+                return self.look_up_original(now, txn, req, originals, out);
             }
             // Never forwarded, declined, or already reversed: nothing stands at the issuer.
             Some(Ok(None)) | None => {}
