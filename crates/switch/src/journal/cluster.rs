@@ -463,3 +463,59 @@ async fn bounded<T>(
         .await
         .unwrap_or(Err(cluster::Error::NoAnswer(limit)))
 }
+
+#[cfg(test)]
+mod tests {
+    use cluster::throwaway::Server;
+    use engine::Claim;
+
+    use super::*;
+
+    fn key(txn: u64, stan: u32) -> Claim {
+        Claim {
+            txn: TxnId(txn),
+            terminal: "T0000001".into(),
+            merchant: "M00000000000001".into(),
+            stan,
+            date: 1207,
+            reversal: false,
+            fingerprint: 42,
+            replacing: None,
+        }
+    }
+
+    /// Holders are looked up one after another on one connection: once one goes unanswered, the rest
+    /// are not asked (each would wait as long, behind it). The database is kept from answering by a
+    /// lock on the claims; the clock is paused, so each unanswered lookup moves it by the limit.
+    #[tokio::test]
+    async fn holder_lookups_stop_at_the_first_left_unanswered() {
+        let Some(pg) = Server::start("journal::lookups") else {
+            return;
+        };
+        let store = Store::join(&pg.url(), "a", Duration::from_secs(5), &[7; 16])
+            .await
+            .unwrap()
+            .store;
+        let mut lock = cluster::connect(&pg.url()).await.unwrap();
+        let held = lock.transaction().await.unwrap();
+        held.batch_execute("LOCK TABLE claims IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+
+        tokio::time::pause();
+        let limit = Duration::from_secs(2);
+        let keys = [key(1, 1), key(2, 2), key(3, 3)];
+        let start = tokio::time::Instant::now();
+        let answers = looked_up(&store, limit, &keys).await;
+        let waited = start.elapsed();
+        tokio::time::resume();
+
+        assert!(answers.is_empty(), "{answers:?}");
+        // One limit (to the timer wheel's millisecond); three, had each key been asked.
+        assert!(
+            waited >= limit && waited < 2 * limit,
+            "waited {waited:?}: lookups went on after the first went unanswered"
+        );
+        held.rollback().await.unwrap();
+    }
+}
