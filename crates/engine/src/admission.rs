@@ -69,7 +69,7 @@ impl Engine {
         self.stats.duplicates_joined += 1;
         // One answer per request: a retransmit on the same connection is answered too.
         match self.txns.get_mut(&original) {
-            Some(t) => t.waiters.push(conn),
+            Some(t) => t.req.waiters.push(conn),
             None if self.claims.join(original, conn) => {}
             None => {
                 // An entry in flight always has its transaction; if that ever broke, the terminal is

@@ -261,12 +261,7 @@ impl Engine {
         self.links.request_answered(t.pending);
         self.links.release(t.pending);
         self.stats.forwarded = self.stats.forwarded.saturating_sub(1);
-        let req = Request {
-            key: t.key,
-            msg: t.request,
-            waiters: t.waiters,
-        };
-        self.wait_for_store(now, txn, Purpose::Forward, req, claim);
+        self.wait_for_store(now, txn, Purpose::Forward, t.req, claim);
     }
 
     /// `txn` waits for the store's answer about `claim` (asked already), until the longest issuer

@@ -23,12 +23,12 @@ use crate::saf::{Kind, Saf};
 use crate::stats::Stats;
 use crate::timers::Timers;
 
-/// A terminal's request admitted as a transaction, on its way to being forwarded, queued (an advice),
-/// looked up in the store, or refused.
+/// A terminal's request admitted as a transaction: forwarded (held in its [`Txn`]), waiting for the
+/// store (cluster mode), queued (an advice), or refused.
 #[derive(Debug)]
 pub(crate) struct Request {
     pub(crate) key: Key,
-    /// As the terminal sent it.
+    /// As the terminal sent it (terminal dialect): answers are built from it.
     pub(crate) msg: Message,
     /// Terminal connections to answer: the request's own and those of retransmits that joined it
     /// (none for a reversal the switch admits in a terminal's name).
@@ -38,15 +38,11 @@ pub(crate) struct Request {
 /// A request forwarded to an issuer and not yet answered or timed out.
 #[derive(Debug)]
 pub(crate) struct Txn {
-    pub(crate) key: Key,
-    /// As the terminal sent it (terminal dialect): answers are built from it.
-    pub(crate) request: Message,
+    pub(crate) req: Request,
     /// As the issuer got it (issuer dialect): a reversal is built from it.
     pub(crate) forwarded: Message,
     pub(crate) issuer: usize,
     pub(crate) pending: PendingKey,
-    /// Terminal connections to answer: the original one and those of retransmits that joined.
-    pub(crate) waiters: Vec<ConnId>,
     /// The terminal reversed it while in flight: an approval is reversed as soon as it arrives.
     pub(crate) reverse_on_answer: bool,
     /// Cluster mode: forwarded in the same commit as this claim of its key, and provisional until the
@@ -255,8 +251,8 @@ impl Engine {
             Event::ConnClosed(conn) => {
                 let mut waited: Vec<TxnId> = self.claims.closed(conn);
                 for (&id, txn) in self.txns.iter_mut() {
-                    if txn.waiters.contains(&conn) {
-                        txn.waiters.retain(|&c| c != conn);
+                    if txn.req.waiters.contains(&conn) {
+                        txn.req.waiters.retain(|&c| c != conn);
                         waited.push(id);
                     }
                 }

@@ -110,19 +110,18 @@ impl Engine {
         (issuer, link): (usize, LinkId),
         out: &mut Vec<Action>,
     ) {
-        let Request { key, msg, waiters } = req;
         let pending = self
             .links
-            .claim(link, msg.mti().class(), Pending::Request(txn));
+            .claim(link, req.msg.mti().class(), Pending::Request(txn));
         let stan = pending.stan;
-        let forwarded = match self.upstream_request(now, &msg, issuer, stan) {
+        let forwarded = match self.upstream_request(now, &req.msg, issuer, stan) {
             Ok(m) => m,
             Err(error) => {
                 tracing::warn!(%error, "request cannot be put into the issuer's dialect");
                 self.links.release(pending);
-                self.idempotency.forget(&key);
+                self.idempotency.forget(&req.key);
                 let rc = ResponseCode::SYSTEM_ERROR;
-                return self.refuse(now, txn, &waiters, &msg, rc, out);
+                return self.refuse(now, txn, &req.waiters, &req.msg, rc, out);
             }
         };
         let issuer_cfg = &self.config.issuers[issuer];
@@ -149,12 +148,10 @@ impl Engine {
         self.txns.insert(
             txn,
             Txn {
-                key,
-                request: msg,
+                req,
                 forwarded,
                 issuer,
                 pending,
-                waiters,
                 reverse_on_answer: false,
                 claim: None,
             },

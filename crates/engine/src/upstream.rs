@@ -98,15 +98,15 @@ impl Engine {
                 tracing::warn!(%error, "approved amount cannot be kept for a reversal");
             }
         }
-        let answer = self.terminal_answer(&t.request, &forwarded, msg, rc);
-        let told = self.tell(now, txn, &t.waiters, &answer, out);
+        let answer = self.terminal_answer(&t.req.msg, &forwarded, msg, rc);
+        let told = self.tell(now, txn, &t.req.waiters, &answer, out);
         // An approval of what moves no money (an inquiry) leaves nothing to reverse.
         let approved = rc.is_approval() && self.moves_money(t.issuer, &forwarded);
         // A retransmit must learn what stands at the issuer: an approval the terminal never learned of, or
         // reversed itself, is undone at the issuer and replays as 91.
         let (answer, approved) = if approved && (!told || t.reverse_on_answer) {
             self.queue_reversal(now, txn, forwarded, t.issuer, out);
-            (self.unavailable_answer(&t.request), None)
+            (self.unavailable_answer(&t.req.msg), None)
         } else {
             (
                 answer,
@@ -114,7 +114,7 @@ impl Engine {
             )
         };
         self.idempotency.complete(
-            &t.key,
+            &t.req.key,
             Done {
                 txn,
                 answer: Answer::of(&answer),
@@ -179,13 +179,13 @@ impl Engine {
         self.stats.timeouts += 1;
         self.links.request_timed_out(t.pending, txn, now.mono);
         Self::journal(now, txn, Step::TimedOut, out);
-        let answer = self.unavailable_answer(&t.request);
-        self.tell(now, txn, &t.waiters, &answer, out);
+        let answer = self.unavailable_answer(&t.req.msg);
+        self.tell(now, txn, &t.req.waiters, &answer, out);
         if self.moves_money(t.issuer, &t.forwarded) {
             self.queue_reversal(now, txn, t.forwarded, t.issuer, out);
         }
         self.idempotency.complete(
-            &t.key,
+            &t.req.key,
             Done {
                 txn,
                 answer: Answer::of(&answer),
