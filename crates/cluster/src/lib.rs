@@ -8,24 +8,27 @@
 //! - `evidence`: timelines, export and verification across every node's records;
 //! - `retention`: daily partitions made ahead, and whole days dropped;
 //! - `schema`: the embedded, versioned migrations;
-//! - `store`: the node's connection, its lease and its commits;
+//! - `connect`: connections to the database, over TLS when the connection string says so;
+//! - `status`: every node as `acquiro cluster status` shows it;
+//! - `store`: the node's lease, its commits, and the takeover of lapsed nodes' work;
 //! - `row`: how a record is laid out in the `records` table;
 //! - `throwaway`: a private PostgreSQL server from Debian's binaries, for tests and scripts;
 //! - `tls`: TLS to the database, set in the connection string as libpq sets it.
 
+mod connect;
 mod error;
 pub mod evidence;
 pub mod retention;
 mod row;
 mod schema;
+mod status;
 mod store;
 pub mod throwaway;
 mod tls;
 
+pub use connect::{check_connection_string, connect};
 pub use engine::{Claim, Holder};
 pub use error::Error;
 pub use schema::{SCHEMA_VERSION, migrate};
-pub use store::{
-    Committed, Joined, NodeStatus, Store, Takeover, card_key_check, check_connection_string,
-    connect, status,
-};
+pub use status::{NodeStatus, status};
+pub use store::{Committed, Joined, Store, Takeover, card_key_check};

@@ -1,13 +1,18 @@
 //! One node's view of the cluster: its connection, its lease under an epoch, its fenced commits, and
-//! what it reads back of its own and other nodes' records.
+//! what it reads back of its own and other nodes' records; `takeover`, the work of lapsed nodes.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use engine::{Claim, Holder, Record, TxnId};
 use siphasher::sip128::{Hasher128, SipHasher13};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_postgres::{Client, Connection, NoTls, Socket, Statement};
+use tokio_postgres::{Client, Statement};
 
+mod takeover;
+
+pub use takeover::Takeover;
+use takeover::wait_for_takeover;
+
+use crate::connect::connect;
 use crate::row::{self, Rows};
 use crate::{Error, schema};
 
@@ -44,92 +49,6 @@ pub struct Joined {
 pub struct Committed {
     /// Claims another node (or an earlier transaction) already held.
     pub lost: Vec<TxnId>,
-}
-
-/// A lapsed node's work, taken over: its records after what earlier takeovers handed on, up to
-/// `through`.
-#[derive(Debug)]
-pub struct Takeover {
-    pub node: String,
-    pub through: u64,
-    pub records: Vec<Record>,
-}
-
-/// Waits while a live node is taking `node`'s work over, so that the node and its taker never act on
-/// the same work.
-async fn wait_for_takeover(client: &Client, node: &str) -> Result<(), Error> {
-    loop {
-        let taker: Option<String> = client
-            .query_opt(
-                "SELECT y.taken_by FROM nodes y JOIN nodes t ON t.node = y.taken_by
-                 WHERE y.node = $1 AND y.retired_seq < y.taken_through
-                   AND t.lease_until > now() AND t.epoch = y.taken_epoch",
-                &[&node],
-            )
-            .await?
-            .map(|r| r.get(0));
-        let Some(taker) = taker else {
-            return Ok(());
-        };
-        tracing::info!(
-            node,
-            taker,
-            "waiting for the takeover of this node's work to end"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// A node as `acquiro cluster status` shows it.
-#[derive(Debug, Clone)]
-pub struct NodeStatus {
-    pub node: String,
-    pub epoch: i64,
-    pub lease_until: SystemTime,
-    pub lease_live: bool,
-    pub in_flight: i32,
-    pub reversals: i32,
-    pub taken_by: Option<String>,
-    /// A takeover of its work is under way (the taker's records of it are not committed yet).
-    pub taking_over: bool,
-    pub retired_seq: i64,
-    pub last_seq: i64,
-    /// The node's rows up to this one are in the indexed evidence copy (see `evidence`).
-    pub indexed_seq: i64,
-}
-
-/// How long a connection may take to open, unless the connection string says (`connect_timeout`):
-/// without a bound, a database host that went dark holds a connection attempt for minutes.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Connects, over TLS if `url` says so (see `tls`), with the connection driven on its own task.
-pub async fn connect(url: &str) -> Result<Client, Error> {
-    let (mut config, tls) = crate::tls::settings(url)?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
-    Ok(match tls {
-        Some(tls) => drive(config.connect(tls).await?),
-        None => drive(config.connect(NoTls).await?),
-    })
-}
-
-/// Whether `url` can be connected with (its syntax, and its TLS settings and files), without
-/// connecting.
-pub fn check_connection_string(url: &str) -> Result<(), Error> {
-    crate::tls::settings(url).map(drop)
-}
-
-fn drive<T>((client, connection): (Client, Connection<Socket, T>)) -> Client
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::warn!(%error, "database connection closed");
-        }
-    });
-    client
 }
 
 /// A keyed hash of a fixed text: equal on two nodes exactly when their card keys are, and useless for
@@ -318,100 +237,6 @@ impl Store {
         Ok(())
     }
 
-    /// Takes over the work of one node whose lease lapsed, if there is one no live node is taking over
-    /// already: its epoch is raised in the same transaction (it is fenced: nothing more of it commits),
-    /// then its records after what earlier takeovers handed on are read. The work is this node's once
-    /// its own records of it commit with `retire` naming the node (see [`Store::commit`]); if this node
-    /// dies first, the takeover lapses with it and another node (or the node itself) does it again.
-    ///
-    /// The transaction holds the lapsed node's row locked from the statement that picks it to the
-    /// commit, and other nodes pass a locked row by. If this node stops between two of its statements
-    /// (paused, or its connection gone dark) for longer than `idle`, the database ends the transaction
-    /// and closes the session, so that another node takes the work over; otherwise the lock would stay
-    /// until TCP gave up on the connection, hours later for a frozen host.
-    pub async fn take_over(&mut self, idle: Duration) -> Result<Option<Takeover>, Error> {
-        let tx = self.client.transaction().await?;
-        tx.batch_execute(&format!(
-            "SET LOCAL idle_in_transaction_session_timeout = {}",
-            idle.as_millis().max(1)
-        ))
-        .await?;
-        let me = tx
-            .query_opt(
-                "SELECT lease_until > now() FROM nodes WHERE node = $1 AND epoch = $2",
-                &[&self.node, &self.epoch],
-            )
-            .await?;
-        match me.map(|r| r.get::<_, bool>(0)) {
-            None => {
-                drop(tx);
-                return Err(self.fenced());
-            }
-            // A node whose own lease lapsed takes nothing over: it may be the one taken over next.
-            Some(false) => return Ok(None),
-            Some(true) => {}
-        }
-        // SKIP LOCKED: a node committing now holds its row; it is looked at again next time. Only a
-        // node with records not yet handed on: one whose work is all another's would come first by
-        // name every time and hide the lapsed nodes after it.
-        let Some(row) = tx
-            .query_opt(
-                "SELECT y.node, y.retired_seq, greatest(y.retired_seq, y.needed_seq - 1)
-                 FROM nodes y LEFT JOIN nodes t ON t.node = y.taken_by
-                 WHERE y.node <> $1 AND y.lease_until < now()
-                   AND EXISTS (SELECT 1 FROM records r WHERE r.node = y.node AND r.seq > y.retired_seq)
-                   AND (y.taken_by IS NULL OR y.retired_seq >= y.taken_through
-                        OR t.lease_until < now() OR t.epoch <> y.taken_epoch)
-                 ORDER BY y.node LIMIT 1
-                 FOR UPDATE OF y SKIP LOCKED",
-                &[&self.node],
-            )
-            .await?
-        else {
-            return Ok(None);
-        };
-        let (node, retired, after): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
-        // Read after the lock, in a statement of its own: every commit of the node is in, and no more
-        // can come (a commit of it waits for this transaction, then finds its epoch gone).
-        let last: i64 = tx
-            .query_one(
-                "SELECT coalesce(max(seq), 0) FROM records WHERE node = $1",
-                &[&node],
-            )
-            .await?
-            .get(0);
-        if last <= retired {
-            return Ok(None);
-        }
-        tx.execute(
-            "UPDATE nodes SET epoch = epoch + 1, taken_by = $2, taken_epoch = $3, taken_at = now(),
-                              taken_through = $4
-             WHERE node = $1",
-            &[&node, &self.node, &self.epoch, &last],
-        )
-        .await?;
-        tx.commit().await?;
-        let rows = self
-            .client
-            .query(
-                "SELECT seq, first, body FROM records WHERE node = $1 AND seq > $2 AND seq <= $3",
-                &[&node, &after, &last],
-            )
-            .await?;
-        let records = in_order_after(&node, &rows, after)?;
-        tracing::warn!(
-            node,
-            records = records.len(),
-            through = last,
-            "taking over a node whose lease lapsed"
-        );
-        Ok(Some(Takeover {
-            node,
-            through: last as u64,
-            records,
-        }))
-    }
-
     /// Makes the coming days' partitions and drops the days older than `retain` (see `retention`).
     pub async fn maintain(&self, retain: Option<Duration>) -> Result<Vec<String>, Error> {
         crate::retention::maintain(&self.client, retain).await
@@ -566,35 +391,4 @@ fn in_order_after(
     numbered.retain(|(seq, _)| *seq as i64 > after);
     numbered.sort_unstable_by_key(|(seq, _)| *seq);
     Ok(numbered.into_iter().map(|(_, record)| record).collect())
-}
-
-/// Every node, for `acquiro cluster status`.
-pub async fn status(client: &Client) -> Result<Vec<NodeStatus>, Error> {
-    let rows = client
-        .query(
-            "SELECT n.node, n.epoch, n.lease_until, n.lease_until > now(), n.in_flight, n.reversals,
-                    n.taken_by, n.retired_seq,
-                    coalesce((SELECT max(seq) FROM records r WHERE r.node = n.node), 0),
-                    n.retired_seq < n.taken_through,
-                    coalesce((SELECT seq FROM evidence_marks m WHERE m.node = n.node), 0)
-             FROM nodes n ORDER BY n.node",
-            &[],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| NodeStatus {
-            node: r.get(0),
-            epoch: r.get(1),
-            lease_until: r.get(2),
-            lease_live: r.get(3),
-            in_flight: r.get(4),
-            reversals: r.get(5),
-            taken_by: r.get(6),
-            retired_seq: r.get(7),
-            last_seq: r.get(8),
-            taking_over: r.get(9),
-            indexed_seq: r.get(10),
-        })
-        .collect())
 }

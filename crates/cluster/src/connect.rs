@@ -1,0 +1,43 @@
+//! Connections to the database: over TLS when the connection string says so (see `tls`), opened within
+//! a bound, each driven on a task of its own.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_postgres::{Client, Connection, NoTls, Socket};
+
+use crate::Error;
+
+/// How long a connection may take to open, unless the connection string says (`connect_timeout`):
+/// without a bound, a database host that went dark holds a connection attempt for minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects, over TLS if `url` says so (see `tls`), with the connection driven on its own task.
+pub async fn connect(url: &str) -> Result<Client, Error> {
+    let (mut config, tls) = crate::tls::settings(url)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    Ok(match tls {
+        Some(tls) => drive(config.connect(tls).await?),
+        None => drive(config.connect(NoTls).await?),
+    })
+}
+
+/// Whether `url` can be connected with (its syntax, and its TLS settings and files), without
+/// connecting.
+pub fn check_connection_string(url: &str) -> Result<(), Error> {
+    crate::tls::settings(url).map(drop)
+}
+
+fn drive<T>((client, connection): (Client, Connection<Socket, T>)) -> Client
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "database connection closed");
+        }
+    });
+    client
+}
