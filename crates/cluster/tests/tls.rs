@@ -137,6 +137,13 @@ fn a_node_joins_over_tls_verifying_the_databases_certificate_and_name() {
             format!("{error:?}").contains("NotValidForName"),
             "{error:?}"
         );
+        // A failover's multi-host string connects over TLS too, past a host the certificate does
+        // not name.
+        let port = pg.port();
+        let both = format!(
+            "host=127.0.0.1,localhost port={port},{port} user=postgres dbname=postgres target_session_attrs=read-write {tls}"
+        );
+        assert!(over_tls(&both).await.unwrap());
     });
 }
 
