@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use cluster::SCHEMA_VERSION;
 use cluster::throwaway::Server;
 use support::cluster::*;
 use support::issuer::Issuer;
@@ -188,6 +189,14 @@ async fn a_failover_to_the_synchronous_standby_loses_nothing_told_and_the_node_r
     let mut a = node_at(&url, "a", &issuer, &["--response-timeout", "1h"]).await;
     let first = purchase(&a, "TERM0001", 1, 100).await;
     assert_eq!(text(&first, 39), "00");
+    // What an SRE sees: every commit waits for the standby.
+    let status = acquiro(&["cluster", "status", "--database", &url]);
+    assert!(
+        status.contains(&format!(
+            "schema version {SCHEMA_VERSION}; 1 synchronous standby(s) streaming"
+        )),
+        "{status}"
+    );
     // Forwarded before the failover, answered after it.
     let mut held = held_on(&a, &issuer, "TERM0002", 2).await;
 
@@ -217,6 +226,12 @@ async fn a_failover_to_the_synchronous_standby_loses_nothing_told_and_the_node_r
     assert!(
         verified.contains("every node's sequence is whole"),
         "{verified}"
+    );
+    // The promoted standby has no standby of its own, and says so.
+    let status = acquiro(&["cluster", "status", "--database", &url]);
+    assert!(
+        status.contains("NO SYNCHRONOUS STANDBY: a lost primary"),
+        "{status}"
     );
 }
 

@@ -330,6 +330,7 @@ async fn a_node_lost_for_good_has_its_in_doubt_requests_reversed_by_another_with
         "{export}"
     );
     let status = acquiro(&["cluster", "status", "--database", &url]);
+    assert!(status.contains("NO SYNCHRONOUS STANDBY: "), "{status}");
     let a_line = status
         .lines()
         .find(|l| l.starts_with("a "))

@@ -9,7 +9,7 @@
 //! - `retention`: daily partitions made ahead, and whole days dropped;
 //! - `schema`: the embedded, versioned migrations;
 //! - `connect`: connections to the database, over TLS when the connection string says so;
-//! - `status`: every node as `acquiro cluster status` shows it;
+//! - `status`: the database and every node as `acquiro cluster status` shows them;
 //! - `store`: the node's lease, its commits, and the takeover of lapsed nodes' work;
 //! - `row`: how a record is laid out in the `records` table;
 //! - `throwaway`: a private PostgreSQL server from Debian's binaries, for tests and scripts;
@@ -30,5 +30,5 @@ pub use connect::{check_connection_string, connect};
 pub use engine::{Claim, Holder};
 pub use error::Error;
 pub use schema::{SCHEMA_VERSION, migrate};
-pub use status::{NodeStatus, status};
+pub use status::{DatabaseStatus, NodeStatus, database, status};
 pub use store::{Committed, Joined, Store, Takeover, card_key_check};

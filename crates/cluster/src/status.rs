@@ -1,5 +1,6 @@
-//! Every node as `acquiro cluster status` shows it: its lease, what it has in flight and to reverse,
-//! any takeover of its work, and how far its records and their indexed evidence go.
+//! What `acquiro cluster status` shows: the database (its version, schema and synchronous standbys),
+//! and every node (its lease, what it has in flight and to reverse, any takeover of its work, and how
+//! far its records and their indexed evidence go).
 
 use std::time::SystemTime;
 
@@ -54,4 +55,40 @@ pub async fn status(client: &Client) -> Result<Vec<NodeStatus>, Error> {
             indexed_seq: r.get(10),
         })
         .collect())
+}
+
+/// The database itself, as `acquiro cluster status` shows it above the nodes.
+#[derive(Debug, Clone)]
+pub struct DatabaseStatus {
+    pub server_version: String,
+    /// The schema version its migrations reached.
+    pub schema_version: i32,
+    /// `synchronous_standby_names`: empty when a commit waits for no standby, so that a lost primary
+    /// can take its last commits (and what terminals were told of them) with it.
+    pub synchronous_standby_names: String,
+    /// Standbys streaming as synchronous ones now (`pg_stat_replication`).
+    pub synchronous_standbys: i64,
+    /// Standbys whose state this role may not read (it lacks `pg_monitor`).
+    pub standbys_unreadable: i64,
+}
+
+/// The database's version, schema and synchronous standbys, for `acquiro cluster status`.
+pub async fn database(client: &Client) -> Result<DatabaseStatus, Error> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'),
+                    (SELECT coalesce(max(version), 0) FROM acquiro_schema),
+                    current_setting('synchronous_standby_names'),
+                    (SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')),
+                    (SELECT count(*) FROM pg_stat_replication WHERE sync_state IS NULL)",
+            &[],
+        )
+        .await?;
+    Ok(DatabaseStatus {
+        server_version: row.get(0),
+        schema_version: row.get(1),
+        synchronous_standby_names: row.get(2),
+        synchronous_standbys: row.get(3),
+        standbys_unreadable: row.get(4),
+    })
 }

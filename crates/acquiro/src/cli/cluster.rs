@@ -1,5 +1,5 @@
-//! `acquiro cluster status`: the nodes on one database, their leases, what each holds, and any
-//! takeover under way.
+//! `acquiro cluster status`: the database (whether a synchronous standby keeps what it commits), the
+//! nodes on it, their leases, what each holds, and any takeover under way.
 
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -23,9 +23,18 @@ pub(crate) struct StatusArgs {
 
 pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
     let ClusterCommand::Status(args) = command;
-    let nodes = super::tranlog::with_database(&args.database, async |client| {
-        Ok(cluster::status(client).await?)
+    let (database, nodes) = super::tranlog::with_database(&args.database, async |client| {
+        Ok((
+            cluster::database(client).await?,
+            cluster::status(client).await?,
+        ))
     })?;
+    println!(
+        "database: PostgreSQL {}, schema version {}; {}",
+        database.server_version,
+        database.schema_version,
+        standbys(&database)
+    );
     println!(
         "{:<16} {:>6}  {:<22} {:>9} {:>9} {:>10} {:>10} {:>10}  taken over by",
         "node", "epoch", "lease", "in flight", "reversals", "last seq", "searchable", "handed on"
@@ -58,4 +67,53 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a commit the nodes were told of survives the loss of the primary: a commit waits for a
+/// synchronous standby only when `synchronous_standby_names` names one, and goes through only while
+/// one streams.
+fn standbys(d: &cluster::DatabaseStatus) -> String {
+    let names = &d.synchronous_standby_names;
+    match (
+        names.is_empty(),
+        d.synchronous_standbys,
+        d.standbys_unreadable,
+    ) {
+        (true, _, _) => {
+            "NO SYNCHRONOUS STANDBY: a lost primary may take its last commits with it".into()
+        }
+        (false, 0, 0) => format!(
+            "NO SYNCHRONOUS STANDBY STREAMING: commits wait for one (synchronous_standby_names = '{names}')"
+        ),
+        (false, 0, _) => format!(
+            "synchronous standbys not readable by this role (grant it pg_monitor); synchronous_standby_names = '{names}'"
+        ),
+        (false, n, _) => format!("{n} synchronous standby(s) streaming"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database(names: &str, streaming: i64, unreadable: i64) -> cluster::DatabaseStatus {
+        cluster::DatabaseStatus {
+            server_version: "15.14".into(),
+            schema_version: 6,
+            synchronous_standby_names: names.into(),
+            synchronous_standbys: streaming,
+            standbys_unreadable: unreadable,
+        }
+    }
+
+    #[test]
+    fn a_missing_or_stalled_synchronous_standby_is_said_in_capitals() {
+        assert!(standbys(&database("", 0, 0)).starts_with("NO SYNCHRONOUS STANDBY:"));
+        assert!(standbys(&database("*", 0, 0)).starts_with("NO SYNCHRONOUS STANDBY STREAMING"));
+        assert!(standbys(&database("*", 0, 1)).contains("grant it pg_monitor"));
+        assert_eq!(
+            standbys(&database("ANY 1 (s1, s2)", 2, 0)),
+            "2 synchronous standby(s) streaming"
+        );
+    }
 }
