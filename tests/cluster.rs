@@ -94,6 +94,22 @@ async fn ready(node: &Switch) {
     .await;
 }
 
+/// Until `node`'s gauge of synchronous standbys says `n` (it reads them every third of its lease).
+async fn standbys_read(node: &Switch, n: i64) {
+    let line = format!("acquiro_database_synchronous_standbys {n}");
+    within(&line.clone(), async {
+        while !http_get(node.admin, "/metrics")
+            .await
+            .1
+            .lines()
+            .any(|l| l == line)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
 async fn withdrawn(n: &Switch) -> u64 {
     let (_, body) = http_get(n.admin, "/metrics").await;
     body.lines()
@@ -190,6 +206,7 @@ async fn a_failover_to_the_synchronous_standby_loses_nothing_told_and_the_node_r
     let first = purchase(&a, "TERM0001", 1, 100).await;
     assert_eq!(text(&first, 39), "00");
     // What an SRE sees: every commit waits for the standby.
+    standbys_read(&a, 1).await;
     let status = acquiro(&["cluster", "status", "--database", &url]);
     assert!(
         status.contains(&format!(
@@ -228,6 +245,7 @@ async fn a_failover_to_the_synchronous_standby_loses_nothing_told_and_the_node_r
         "{verified}"
     );
     // The promoted standby has no standby of its own, and says so.
+    standbys_read(&a, 0).await;
     let status = acquiro(&["cluster", "status", "--database", &url]);
     assert!(
         status.contains("NO SYNCHRONOUS STANDBY: a lost primary"),

@@ -30,5 +30,5 @@ pub use connect::{check_connection_string, connect};
 pub use engine::{Claim, Holder};
 pub use error::Error;
 pub use schema::{SCHEMA_VERSION, migrate};
-pub use status::{DatabaseStatus, NodeStatus, database, status};
+pub use status::{DatabaseStatus, NodeStatus, Standbys, database, status};
 pub use store::{Committed, Joined, Store, Takeover, card_key_check};

@@ -72,6 +72,33 @@ pub struct DatabaseStatus {
     pub standbys_unreadable: i64,
 }
 
+/// What keeps a commit through the loss of the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standbys {
+    /// `synchronous_standby_names` is empty: a lost primary may take its last commits with it.
+    NoneConfigured,
+    /// One is configured and none streams: every commit waits.
+    NotStreaming,
+    /// The role may not read the standbys' state (it lacks `pg_monitor`).
+    Unreadable,
+    /// This many stream as synchronous standbys.
+    Streaming(i64),
+}
+
+impl DatabaseStatus {
+    pub fn standbys(&self) -> Standbys {
+        match (
+            self.synchronous_standby_names.is_empty(),
+            self.synchronous_standbys,
+        ) {
+            (true, _) => Standbys::NoneConfigured,
+            (false, 0) if self.standbys_unreadable > 0 => Standbys::Unreadable,
+            (false, 0) => Standbys::NotStreaming,
+            (false, n) => Standbys::Streaming(n),
+        }
+    }
+}
+
 /// The database's version, schema and synchronous standbys, for `acquiro cluster status`.
 pub async fn database(client: &Client) -> Result<DatabaseStatus, Error> {
     let row = client

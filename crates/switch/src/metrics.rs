@@ -69,6 +69,8 @@ pub struct Metrics {
     journal_bytes: IntCounter,
     journal_failures: IntCounter,
     lease_failures: IntCounter,
+    /// Cluster mode: synchronous standbys streaming (see `standbys`).
+    standbys: IntGauge,
     pub(crate) in_doubt: IntCounter,
     pub(crate) adopted: IntCounter,
 }
@@ -399,6 +401,15 @@ impl Metrics {
                 "acquiro_lease_renewal_failures_total",
                 "Cluster mode: lease renewals that failed (the database down or not answering); /readyz fails until one goes through, and a node that renews none for its lease is taken over.",
             ),
+            standbys: {
+                let standbys = gauge(
+                    &r,
+                    "acquiro_database_synchronous_standbys",
+                    "Cluster mode: standbys streaming synchronously from the database's primary, as the node last read them: 0 when none is configured (a lost primary may take its last commits with it) or none streams (every commit waits); -1 when not known (single-node mode, or the node's role lacks pg_monitor).",
+                );
+                standbys.set(-1);
+                standbys
+            },
             in_doubt: counter(
                 &r,
                 "acquiro_in_doubt_total",
@@ -428,6 +439,15 @@ impl Metrics {
 
     pub(crate) fn lease_failed(&self) {
         self.lease_failures.inc();
+    }
+
+    pub(crate) fn standbys(&self, standbys: cluster::Standbys) {
+        use cluster::Standbys::*;
+        self.standbys.set(match standbys {
+            NoneConfigured | NotStreaming => 0,
+            Unreadable => -1,
+            Streaming(n) => n,
+        });
     }
 
     /// The text exposition of every metric.

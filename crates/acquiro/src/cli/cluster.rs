@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use clap::{Args, Subcommand};
+use cluster::Standbys;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterCommand {
@@ -74,21 +75,17 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
 /// one streams.
 fn standbys(d: &cluster::DatabaseStatus) -> String {
     let names = &d.synchronous_standby_names;
-    match (
-        names.is_empty(),
-        d.synchronous_standbys,
-        d.standbys_unreadable,
-    ) {
-        (true, _, _) => {
+    match d.standbys() {
+        Standbys::NoneConfigured => {
             "NO SYNCHRONOUS STANDBY: a lost primary may take its last commits with it".into()
         }
-        (false, 0, 0) => format!(
+        Standbys::NotStreaming => format!(
             "NO SYNCHRONOUS STANDBY STREAMING: commits wait for one (synchronous_standby_names = '{names}')"
         ),
-        (false, 0, _) => format!(
+        Standbys::Unreadable => format!(
             "synchronous standbys not readable by this role (grant it pg_monitor); synchronous_standby_names = '{names}'"
         ),
-        (false, n, _) => format!("{n} synchronous standby(s) streaming"),
+        Standbys::Streaming(n) => format!("{n} synchronous standby(s) streaming"),
     }
 }
 

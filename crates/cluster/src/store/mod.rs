@@ -252,6 +252,11 @@ impl Store {
         Ok(row.get(0))
     }
 
+    /// The database's version, schema and synchronous standbys (see `status`).
+    pub async fn database(&self) -> Result<crate::DatabaseStatus, Error> {
+        crate::status::database(&self.client).await
+    }
+
     /// Another connection for the same node and epoch (the lease is renewed on its own connection, so
     /// that a slow commit never delays it).
     pub async fn twin(&self, url: &str) -> Result<Store, Error> {

@@ -402,8 +402,8 @@ async fn keep_lease(
     }
 }
 
-/// Takes over the work of any node whose lease lapsed, every third of the lease, and maintains the
-/// partitions between, until the journal is dropped. On a connection of its own, off the lease's: a
+/// Takes over the work of any node whose lease lapsed and reads the database's synchronous standbys,
+/// every third of the lease, and maintains the partitions between, until the journal is dropped. On a connection of its own, off the lease's: a
 /// takeover is not bounded here (cut after it has marked the node taken, while it reads that node's
 /// records, it would leave the work marked as this live node's and in nobody's hands), and either,
 /// held by a connection gone dark, must not hold up a renewal (which would have this node taken over
@@ -429,6 +429,11 @@ async fn upkeep(
                 continue;
             }
             () = reports.closed() => return,
+        }
+        // Read beside the takeovers (an SRE's gauge: whether a synchronous standby keeps what the
+        // nodes commit); the lease's renewal reports a database that does not answer.
+        if let Ok(database) = bounded(settings.timeout, store.database()).await {
+            let _ = reports.send(Report::Standbys(database.standbys()));
         }
         match store.take_over(settings.timeout).await {
             Ok(None) => {}

@@ -38,6 +38,8 @@ pub enum Report {
         through: u64,
         records: Vec<Record>,
     },
+    /// Cluster mode: what keeps a commit through the loss of the database's primary, as last read.
+    Standbys(::cluster::Standbys),
     /// The journal cannot write any more: nothing after this becomes durable.
     Failed(Fault),
     /// Cluster mode: the node lost its epoch (another node took its work over, or the same name joined
