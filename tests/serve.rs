@@ -72,6 +72,14 @@ async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
         );
     }
 
+    // A second terminal, with nothing in flight.
+    let mut idle = Terminal::connect(
+        addr,
+        spec,
+        FrameCodec::new(LengthHeader::Binary2),
+        "TERM0002",
+    )
+    .await;
     let pid = child.id().unwrap().to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -83,6 +91,14 @@ async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
     let (code, body) = http_get(admin, "/readyz").await;
     assert_eq!(code, 503, "not ready while draining");
     assert!(body.contains("listeners: FAILED (draining)"), "{body}");
+    // The idle connection is closed at once, so that its terminal goes elsewhere, while the purchase
+    // is still held at the issuer (its answer, below, is the issuer's, not a timeout's 91).
+    assert!(idle.closed().await);
+    let (_, metrics) = http_get(admin, "/metrics").await;
+    assert!(
+        metrics.contains(r#"acquiro_terminal_closed_total{reason="draining"} 1"#),
+        "{metrics}"
+    );
     issuer.release();
     let answer = t.answer().await;
     assert_eq!(
@@ -90,6 +106,8 @@ async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
         "00",
         "the in-flight purchase finished during the grace period"
     );
+    // Its connection, too, is closed once its last answer is out.
+    assert!(t.closed().await);
     let status = within("exit", child.wait()).await.unwrap();
     assert!(status.success(), "exit status {status}");
     let log = log.all().await;

@@ -231,6 +231,9 @@ impl Connection<'_> {
                             return "write_failed";
                         }
                     }
+                    if !reading && in_flight == 0 {
+                        return "draining";
+                    }
                 }
                 () = &mut check => {
                     // Bytes left unread while the connection is throttled or draining are not a slow frame.
@@ -251,8 +254,15 @@ impl Connection<'_> {
                     }
                     evicted.set(slot.evicted());
                 }
-                // Draining: no new requests, but answers still go out.
-                () = &mut draining, if reading => reading = false,
+                // Draining: no new requests, but answers still go out; a connection with nothing
+                // in flight is closed at once (and any other after its last answer), so that its
+                // terminal reconnects to another node rather than wait, unread, for the grace period.
+                () = &mut draining, if reading => {
+                    reading = false;
+                    if in_flight == 0 {
+                        return "draining";
+                    }
+                }
             }
         }
     }
