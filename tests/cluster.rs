@@ -13,6 +13,7 @@ use support::process::{Switch, serve_with};
 use support::settlement::{idle, lifecycle_rules, quick_repeats, reconciles};
 use support::terminal::text;
 use support::{http_get, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wire::{FrameCodec, LengthHeader};
 
 #[tokio::test]
@@ -355,10 +356,12 @@ fn balance(
         .local_addr()
         .unwrap();
     let mut cfg = format!(
-        "defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1h\n  timeout server 1h\n\
+        "global\n  stats socket {}\n\
+         defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1h\n  timeout server 1h\n\
          frontend terminals\n  bind {front}\n  default_backend nodes\n\
-         backend nodes\n  balance roundrobin\n  option httpchk GET /readyz\n\
-         default-server inter 200ms fall 1 rise 1 on-marked-down shutdown-sessions\n"
+         backend nodes\n  balance roundrobin\n  option httpchk GET /readyz\n  http-check disable-on-404\n\
+         default-server inter 200ms fall 1 rise 1 on-marked-down shutdown-sessions\n",
+        dir.join("haproxy.sock").display()
     );
     for (i, n) in nodes.iter().enumerate() {
         cfg += &format!(
@@ -378,6 +381,75 @@ fn balance(
         .spawn()
         .unwrap();
     (child, front)
+}
+
+/// Each server's state as HAProxy (started by [`balance`] in `dir`) has it: `UP`, `DOWN`, `NOLB` (the
+/// check answered 404: no new connection, its sessions kept), in the order of `nodes`.
+async fn states(dir: &std::path::Path) -> Vec<String> {
+    let mut socket = tokio::net::UnixStream::connect(dir.join("haproxy.sock"))
+        .await
+        .unwrap();
+    socket.write_all(b"show stat\n").await.unwrap();
+    let mut csv = String::new();
+    socket.read_to_string(&mut csv).await.unwrap();
+    // The servers' rows of the backend; the 18th column is the state.
+    (csv.lines())
+        .filter(|l| l.starts_with("nodes,node"))
+        .filter_map(|l| l.split(',').nth(17).map(str::to_owned))
+        .collect()
+}
+
+/// A node drained behind HAProxy (SIGTERM) answers 404 on /readyz, which HAProxy takes as "drain": no
+/// new terminal, and its sessions kept, so an answer still coming reaches its terminal. A 503 would
+/// have HAProxy mark it down and cut the session, and the approval would be reversed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_drained_behind_haproxy_keeps_the_sessions_whose_answers_are_coming() {
+    let Some(pg) = Server::start("cluster::drain") else {
+        return;
+    };
+    let Some(binary) = haproxy("cluster::drain") else {
+        return;
+    };
+    let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
+    let mut a = node(&pg, "a", &issuer).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_haproxy, front) = balance(binary, dir.path(), &[&a]);
+    within("HAProxy listening", async {
+        while tokio::net::TcpStream::connect(front).await.is_err() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let codec = FrameCodec::new(LengthHeader::Binary2);
+    let mut t = support::terminal::Terminal::connect(front, spec(), codec, "TERM0001").await;
+    t.send(&t.purchase(1, 555)).await;
+    within(
+        "the held purchase at the issuer",
+        issuer.wait_for(|r| r.iter().any(|m| m.amount() == Some(555))),
+    )
+    .await;
+
+    let pid = a.child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(killed.unwrap().success());
+    a.log.until("draining in_flight").await;
+    within("HAProxy draining node a", async {
+        while states(dir.path()).await != ["NOLB"] {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    issuer.release();
+    assert_eq!(text(&t.answer().await, 39), "00");
+    assert!(t.closed().await, "closed once its last answer is out");
+    assert!(
+        within("node a's exit", a.child.wait())
+            .await
+            .unwrap()
+            .success()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

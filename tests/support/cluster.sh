@@ -91,6 +91,7 @@ haproxy_start() { # N
 backend nodes
   balance roundrobin
   option httpchk GET /readyz
+  http-check disable-on-404
   default-server inter 500ms fall 1 rise 1 on-marked-down shutdown-sessions
 CFG
     for n in $(seq "$1"); do

@@ -62,20 +62,18 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, status: &Status) -> Respons
         }
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" => {
-            let (ready, body) = readiness(status);
-            let code = if ready {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
+            let (code, body) = readiness(status);
             text(code, body)
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }
 
-/// Whether the switch takes traffic, and one line per check.
-fn readiness(status: &Status) -> (bool, String) {
+/// Whether the switch takes traffic, and one line per check: 200 when it does; 503 when it cannot
+/// serve; 404 when it only drains, so that a balancer that reads 404 as "drain" (HAProxy's
+/// `http-check disable-on-404`) sends it no new terminal but keeps the sessions it has, whose answers
+/// are still coming (each is closed once its last answer is out), where 503 would have it cut them.
+fn readiness(status: &Status) -> (StatusCode, String) {
     let down = status.issuers_down();
     // Each check with why it failed, if it did.
     let checks = [
@@ -99,7 +97,12 @@ fn readiness(status: &Status) -> (bool, String) {
             Some(why) => body.push_str(&format!("{name}: FAILED ({why})\n")),
         }
     }
-    (checks.iter().all(|(_, f)| f.is_none()), body)
+    let code = match checks.iter().filter(|(_, f)| f.is_some()).count() {
+        0 => StatusCode::OK,
+        1 if status.draining => StatusCode::NOT_FOUND,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (code, body)
 }
 
 fn text(code: StatusCode, body: String) -> Response<Full<Bytes>> {
