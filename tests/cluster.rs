@@ -345,8 +345,8 @@ fn haproxy(test: &str) -> Option<&'static str> {
     None
 }
 
-/// HAProxy in TCP mode on a free port, to `nodes`, each checked through its /readyz.
-fn balance(
+/// HAProxy in TCP mode on a free port, to `nodes`, each checked through its /readyz; once it listens.
+async fn balance(
     binary: &str,
     dir: &std::path::Path,
     nodes: &[&Switch],
@@ -380,6 +380,12 @@ fn balance(
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    within("HAProxy listening", async {
+        while tokio::net::TcpStream::connect(front).await.is_err() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
     (child, front)
 }
 
@@ -413,13 +419,7 @@ async fn a_node_drained_behind_haproxy_keeps_the_sessions_whose_answers_are_comi
     let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
     let mut a = node(&pg, "a", &issuer).await;
     let dir = tempfile::tempdir().unwrap();
-    let (_haproxy, front) = balance(binary, dir.path(), &[&a]);
-    within("HAProxy listening", async {
-        while tokio::net::TcpStream::connect(front).await.is_err() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    let (_haproxy, front) = balance(binary, dir.path(), &[&a]).await;
     let codec = FrameCodec::new(LengthHeader::Binary2);
     let mut t = support::terminal::Terminal::connect(front, spec(), codec, "TERM0001").await;
     t.send(&t.purchase(1, 555)).await;
@@ -483,13 +483,7 @@ async fn through_haproxy_a_node_killed_mid_load_loses_nothing_and_charges_nothin
     };
     let mut a = start("a").await;
     let b = start("b").await;
-    let (_haproxy, front) = balance(binary, dir.path(), &[&a, &b]);
-    within("HAProxy listening", async {
-        while tokio::net::TcpStream::connect(front).await.is_err() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    let (_haproxy, front) = balance(binary, dir.path(), &[&a, &b]).await;
 
     let mut load = sim::Load::new(front, spec(), codec);
     load.terminals = 10;
