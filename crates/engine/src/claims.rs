@@ -325,7 +325,7 @@ impl Engine {
                 (holder, _) => {
                     self.cancel(TimerId::Claim(txn));
                     self.reverse_held(now, txn, holder, &c.req.msg, out);
-                    self.reversal_acted_on(now, txn, c.req.key, &c.req.waiters, c.req.msg, out);
+                    self.reversal_acted_on(now, txn, c.req, out);
                 }
             };
         }

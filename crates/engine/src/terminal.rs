@@ -252,8 +252,8 @@ impl Engine {
         fingerprint: u64,
         out: &mut Vec<Action>,
     ) {
-        let Request { key, msg, waiters } = req;
-        let received = self.received(&msg, &key, fingerprint);
+        let (key, msg) = (&req.key, &req.msg);
+        let received = self.received(msg, key, fingerprint);
         Self::journal(now, txn, Step::Received(received), out);
         // The original is named by DE90 when present (its DE7 date, or the reversal's date when the
         // original was keyed on a local date), else by the reversal's own STAN and date.
@@ -286,22 +286,16 @@ impl Engine {
                     // This reversal is the one that acts on whatever holds the key.
                     let _refused = self.withdraw(now, in_flight, out);
                     let originals = candidates.map(|c| (c.stan, c.date));
-                    let req = Request { key, msg, waiters };
                     return self.look_up_original(now, txn, req, originals, out);
                 }
             },
             Some(Ok(Some((original_txn, (source, issuer), (rrn, amount), fingerprint)))) => {
                 let rrn = rrn.as_ref().map(|r| r.as_str());
                 let told = (rrn, amount);
-                match self.reversed_original(source, issuer, &msg, told, fingerprint) {
-                    Ok(forwarded) => self.queue_terminal_reversal(
-                        now,
-                        original_txn,
-                        forwarded,
-                        issuer,
-                        &msg,
-                        out,
-                    ),
+                match self.reversed_original(source, issuer, msg, told, fingerprint) {
+                    Ok(forwarded) => {
+                        self.queue_terminal_reversal(now, original_txn, forwarded, issuer, msg, out)
+                    }
                     Err(error) => tracing::error!(
                         ?original_txn,
                         %error,
@@ -312,28 +306,25 @@ impl Engine {
             // Cluster mode: the original may be another node's; its records say.
             None if self.config.shared_keys => {
                 let originals = candidates.map(|c| (c.stan, c.date));
-                let req = Request { key, msg, waiters };
                 return self.look_up_original(now, txn, req, originals, out);
             }
             // Never forwarded, declined, or already reversed: nothing stands at the issuer.
             Some(Ok(None)) | None => {}
         }
-        self.reversal_acted_on(now, txn, key, &waiters, msg, out);
+        self.reversal_acted_on(now, txn, req, out);
     }
 
-    /// A terminal's reversal, acted on: answered approved to each of `waiters` (recorded undeliverable
+    /// A terminal's reversal, acted on: answered approved to each of its waiters (recorded undeliverable
     /// when none is left), and its answer kept for its repeats.
     pub(crate) fn reversal_acted_on(
         &mut self,
         now: Now,
         txn: TxnId,
-        key: Key,
-        waiters: &[ConnId],
-        msg: Message,
+        req: Request,
         out: &mut Vec<Action>,
     ) {
-        let answer = self.local_answer(&msg, ECHO_FIELDS, ResponseCode::APPROVED);
-        self.answer_kept(now, txn, key, waiters, answer, out);
+        let answer = self.local_answer(&req.msg, ECHO_FIELDS, ResponseCode::APPROVED);
+        self.answer_kept(now, txn, req.key, &req.waiters, answer, out);
     }
 
     /// Ends a transaction the switch answers itself (a terminal's reversal, an advice, a settlement
