@@ -15,6 +15,8 @@ pub struct Server {
     bin: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// A primary whose commits wait for a synchronous standby (see [`Server::start_pair`]).
+    synchronous: bool,
 }
 
 /// The newest installed server's binaries.
@@ -60,7 +62,7 @@ impl Server {
     /// the primary acknowledges a commit once the standby has it on disk, as in the deployment the
     /// README describes. [`Server::promote`] makes the standby the primary after the first is lost.
     pub fn start_pair(test: &str) -> Option<(Server, Server)> {
-        let primary = Server::start(test)?;
+        let mut primary = Server::start(test)?;
         let standby = Server::made(primary.bin.clone());
         // A copy of the running primary, set to follow it (`-R`).
         standby.run(
@@ -75,8 +77,9 @@ impl Server {
         standby.start_again();
         // Synchronous from here on. Given at the primary's start, not in its configuration files, so
         // that the copy does not have it: promoted, it would wait for a standby of its own forever.
+        primary.synchronous = true;
         primary.kill();
-        primary.start_with("-c listen_addresses='' -c synchronous_standby_names='*'");
+        primary.start_again();
         Some((primary, standby))
     }
 
@@ -116,6 +119,7 @@ impl Server {
             dir,
             bin,
             as_postgres: is_root(),
+            synchronous: false,
         };
         if server.as_postgres {
             server.run(Command::new("chown").args(["postgres"]).arg(&server.dir));
@@ -143,7 +147,10 @@ impl Server {
 
     /// Starts the server (again, after [`Server::kill`]) and waits until it accepts connections.
     pub fn start_again(&self) {
-        self.start_with("-c listen_addresses=''");
+        match self.synchronous {
+            true => self.start_with("-c listen_addresses='' -c synchronous_standby_names='*'"),
+            false => self.start_with("-c listen_addresses=''"),
+        }
     }
 
     /// Restarts the server with TLS on 127.0.0.1, at [`Server::port`], beside its socket: `cert` and

@@ -663,7 +663,7 @@ fn interleaved_transactions_of_one_batch_read_back_in_order_everywhere() {
         return;
     };
     rt().block_on(async {
-        let a = joined(&pg, "a").await;
+        let mut a = joined(&pg, "a").await;
         let batch = [
             (1, received(1, 41)),
             (2, received(2, 42)),
@@ -718,6 +718,44 @@ fn interleaved_transactions_of_one_batch_read_back_in_order_everywhere() {
     });
 }
 
+/// A commit on a primary whose synchronous standby is away waits for it. If the primary crashes then,
+/// its recovery makes the batch visible, though the standby never had it: settling must not take it
+/// as durable before the standby has it, or a failover would lose it with what the terminals were told.
+#[test]
+fn a_batch_is_settled_as_in_only_once_the_synchronous_standby_has_it() {
+    let Some((primary, standby)) = Server::start_pair("store::settled_on_the_standby") else {
+        return;
+    };
+    rt().block_on(async {
+        let url = Server::url_of_primary(&[&primary, &standby]);
+        let mut a = Store::join(&url, "a", LEASE, &KEY).await.unwrap().store;
+        standby.kill();
+        let batch = [(1, received(1, 61))];
+        let wait = Duration::from_millis(500);
+        let waited = tokio::time::timeout(wait, a.commit(&batch, &[], &[])).await;
+        assert!(waited.is_err(), "committed without its standby");
+        primary.kill();
+        primary.start_again();
+
+        // The primary's recovery made the batch visible; the standby has not got it.
+        a.reconnect(&url).await.unwrap();
+        let settled = tokio::time::timeout(wait, a.settle(&batch, &[])).await;
+        assert!(
+            settled.is_err(),
+            "settled as in without the standby: {settled:?}"
+        );
+        standby.start_again();
+        a.reconnect(&url).await.unwrap();
+        assert!(a.settle(&batch, &[]).await.unwrap().is_some());
+
+        // What was settled as in survives the loss of the primary.
+        primary.kill();
+        standby.promote();
+        let again = Store::join(&standby.url(), "a", LEASE, &KEY).await.unwrap();
+        assert_eq!(again.last_seq, 1);
+    });
+}
+
 /// A commit held by a connection gone dark can reach the database after the node, counting it lost,
 /// has settled it on another connection (`switch`'s writer, under `cluster.timeout`): whichever of the
 /// two copies lands second fails on the records' key, and settling finds the batch in.
@@ -727,7 +765,7 @@ fn a_batch_committed_twice_stands_once_whichever_copy_lands_first() {
         return;
     };
     rt().block_on(async {
-        let a = joined(&pg, "a").await;
+        let mut a = joined(&pg, "a").await;
         // The connection the first copy was held on.
         let held = a.twin(&pg.url()).await.unwrap();
 

@@ -280,15 +280,27 @@ impl Store {
     /// After a commit whose outcome was lost with the connection: what it decided if it went through,
     /// `None` if it did not (the batch is committed again). Every claim is reported lost and settles as
     /// won when its holder turns out to be itself.
+    ///
+    /// A batch found in is durable where its own commit would have been: on the synchronous standby
+    /// too. A primary that crashed while its commit waited for the standby makes it visible again at
+    /// its recovery, though the standby may not have it yet, and a failover then would lose it with
+    /// what the terminals were told. So the lookup runs in a transaction that writes (its node's row,
+    /// unchanged: a transaction that writes nothing commits without waiting), whose commit waits for
+    /// the standby as any commit does, and the standby then has everything before it.
     pub async fn settle(
-        &self,
+        &mut self,
         records: &[(u64, Record)],
         claims: &[Claim],
     ) -> Result<Option<Committed>, Error> {
+        let tx = self.client.transaction().await?;
+        tx.execute(
+            "UPDATE nodes SET epoch = epoch WHERE node = $1",
+            &[&self.node],
+        )
+        .await?;
         // The batch's last record is the last of its row (a row is keyed by its last record).
         let committed = match records.last() {
-            Some((seq, _)) => self
-                .client
+            Some((seq, _)) => tx
                 .query_one(
                     "SELECT EXISTS (SELECT 1 FROM records WHERE node = $1 AND seq = $2)",
                     &[&self.node, &(*seq as i64)],
@@ -298,6 +310,7 @@ impl Store {
             // Claims alone: committing them again is harmless.
             None => false,
         };
+        tx.commit().await?;
         Ok(committed.then(|| Committed {
             lost: claims.iter().map(|c| c.txn).collect(),
         }))
