@@ -24,10 +24,17 @@ pg_start() { # starts the server (made on the first call)
     # would be flushed half a minute later, in the middle of a run.
     if [[ -n $pg_wal_segment ]]; then sync "$work"/pg/data/pg_wal/0*; fi
   fi
-  "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
-    -o "-p $pg_port -k $work/pg -c listen_addresses='' -c synchronous_commit=on -c fsync=on -c max_connections=200 ${pg_standby:+-c synchronous_standby_names='*'}" start >/dev/null
+  pg_ctl_start "$work/pg" "$pg_port" ${pg_standby:+"-c synchronous_standby_names='*'"}
 }
-pg_kill() { "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null; }
+pg_kill() { pg_ctl_stop "$work/pg"; }
+# The server with its data in DIR/data and its socket in DIR, on PORT (more server options after).
+pg_ctl_start() { # DIR PORT [options...]
+  local dir=$1 port=$2
+  shift 2
+  "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
+    -o "-p $port -k $dir -c listen_addresses='' -c synchronous_commit=on -c fsync=on -c max_connections=200 $*" start >/dev/null
+}
+pg_ctl_stop() { "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$1/data" -m immediate stop >/dev/null; } # DIR
 pg_psql() { "$pg_bin/psql" -h "$work/pg" -p "$pg_port" -U postgres -qAt "$@"; }
 
 # A standby of the running server in $work/pg-standby, on the next port, streaming and synchronous
@@ -40,8 +47,7 @@ pg_standby_start() {
   [[ $(id -u) == 0 ]] && chown postgres "$pg_standby"
   "${pg_as[@]}" "$pg_bin/pg_basebackup" -h "$work/pg" -p "$pg_port" -U postgres -D "$pg_standby/data" \
     -R -X stream -c fast --no-sync
-  "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$pg_standby/data" -l "$pg_standby/log" -w \
-    -o "-p $((pg_port + 1)) -k $pg_standby -c listen_addresses='' -c synchronous_commit=on -c fsync=on -c max_connections=200" start >/dev/null
+  pg_ctl_start "$pg_standby" $((pg_port + 1))
   pg_kill
   pg_start
   database="host=$work/pg,$pg_standby port=$pg_port,$((pg_port + 1)) user=postgres dbname=postgres target_session_attrs=read-write"
@@ -51,7 +57,7 @@ pg_promote() {
 }
 # keep_work: see tests/support/run.sh (a script that makes its own $work has none).
 trap 'kill -9 $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; pg_kill 2>/dev/null || true
-      [[ -n ${pg_standby:-} ]] && { "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$pg_standby/data" -m immediate stop >/dev/null 2>&1 || true; }
+      [[ -n ${pg_standby:-} ]] && { pg_ctl_stop "$pg_standby" 2>/dev/null || true; }
       if declare -F keep_work >/dev/null; then keep_work; fi; rm -rf "$work"' EXIT
 [[ -x $pg_bin/initdb ]] || { echo "$0 needs PostgreSQL's server: apt-get install postgresql" >&2; exit 1; }
 
