@@ -9,7 +9,7 @@ use cluster::SCHEMA_VERSION;
 use cluster::throwaway::Server;
 use support::cluster::*;
 use support::issuer::Issuer;
-use support::process::{Switch, serve_with};
+use support::process::{Switch, serve_with, sigterm};
 use support::settlement::{idle, lifecycle_rules, quick_repeats, reconciles};
 use support::terminal::text;
 use support::{http_get, within};
@@ -98,7 +98,7 @@ async fn ready(node: &Switch) {
 /// Until `node`'s gauge of synchronous standbys says `n` (it reads them every third of its lease).
 async fn standbys_read(node: &Switch, n: i64) {
     let line = format!("acquiro_database_synchronous_standbys {n}");
-    within(&line.clone(), async {
+    within(&line, async {
         while !http_get(node.admin, "/metrics")
             .await
             .1
@@ -420,20 +420,9 @@ async fn a_node_drained_behind_haproxy_keeps_the_sessions_whose_answers_are_comi
     let mut a = node(&pg, "a", &issuer).await;
     let dir = tempfile::tempdir().unwrap();
     let (_haproxy, front) = balance(binary, dir.path(), &[&a]).await;
-    let codec = FrameCodec::new(LengthHeader::Binary2);
-    let mut t = support::terminal::Terminal::connect(front, spec(), codec, "TERM0001").await;
-    t.send(&t.purchase(1, 555)).await;
-    within(
-        "the held purchase at the issuer",
-        issuer.wait_for(|r| r.iter().any(|m| m.amount() == Some(555))),
-    )
-    .await;
+    let mut t = held_at(front, &issuer, "TERM0001", 1).await;
 
-    let pid = a.child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status();
-    assert!(killed.unwrap().success());
+    sigterm(&a.child);
     a.log.until("draining in_flight").await;
     within("HAProxy draining node a", async {
         while states(dir.path()).await != ["NOLB"] {

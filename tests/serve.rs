@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::issuer::Issuer;
-use support::process::{Switch, serve, timeline_steps, tranlog};
+use support::process::{Switch, serve, sigterm, timeline_steps, tranlog};
 use support::terminal::{Terminal, text};
 use support::{http_get, within};
 use wire::{FrameCodec, LengthHeader};
@@ -80,12 +80,7 @@ async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
         "TERM0002",
     )
     .await;
-    let pid = child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&child);
     // The driver's line (not the signal handler's): the switch is draining by then.
     log.until("draining in_flight").await;
     let (code, body) = http_get(admin, "/readyz").await;
@@ -154,11 +149,7 @@ async fn sigterm_times_out_and_reverses_what_the_grace_period_cuts_off() {
         issuer.wait_for(|r| r.iter().any(|m| m.mti().class().digit() == 2)),
     )
     .await;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().unwrap().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&child);
 
     let answer = t.answer().await;
     assert_eq!(text(&answer, 11), "000001");

@@ -1,6 +1,8 @@
 //! Cluster mode's real nodes for the end-to-end tests: `acquiro serve --node` on a throw-away
 //! PostgreSQL, and what the tests send them.
 
+use std::net::SocketAddr;
+
 use cluster::throwaway::Server;
 use iso8583::{Message, Spec};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -52,7 +54,13 @@ pub async fn purchase(s: &Switch, tid: &str, stan: u32, amount: u64) -> Message 
 
 /// A purchase (amount 555) sent on `node` that `issuer` holds unanswered until released.
 pub async fn held_on(node: &Switch, issuer: &Issuer, tid: &str, stan: u32) -> Terminal {
-    let mut t = terminal(node, tid).await;
+    held_at(node.addr, issuer, tid, stan).await
+}
+
+/// The same, sent to `addr` (a node, or a balancer in front of nodes).
+pub async fn held_at(addr: SocketAddr, issuer: &Issuer, tid: &str, stan: u32) -> Terminal {
+    let codec = FrameCodec::new(LengthHeader::Binary2);
+    let mut t = Terminal::connect(addr, spec(), codec, tid).await;
     t.send(&t.purchase(stan, 555)).await;
     within(
         "the held purchase at the issuer",

@@ -124,6 +124,16 @@ pub async fn serve_with(upstream: &str, extra: &[&str], env: &[(&str, &str)]) ->
 }
 
 /// `acquiro tranlog <args>`, run to its end.
+/// Sends SIGTERM to `child`: it drains (tokio's `start_kill` would send SIGKILL).
+pub fn sigterm(child: &Child) {
+    let pid = child.id().expect("still running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 pub fn tranlog(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_acquiro"))
         .arg("tranlog")

@@ -236,22 +236,25 @@ async fn b_beside_an_open_commit_of_a(
     (b, a_commit, watch)
 }
 
+/// Returns once the database's sessions matching `condition` (on `pg_stat_activity`) number `wanted`;
+/// fails after 30 s.
+async fn until_sessions(watch: &tokio_postgres::Client, condition: &str, wanted: fn(i64) -> bool) {
+    let count = format!("SELECT count(*) FROM pg_stat_activity WHERE {condition}");
+    let sessions = async {
+        while !wanted(numbers(watch, &count).await[0]) {
+            tokio::task::yield_now().await;
+        }
+    };
+    let waited = tokio::time::timeout(Duration::from_secs(30), sessions).await;
+    assert!(
+        waited.is_ok(),
+        "never the sessions wanted where {condition}"
+    );
+}
+
 /// Returns once some session of the database waits for a lock.
 async fn until_a_session_waits_on_a_lock(watch: &tokio_postgres::Client) {
-    loop {
-        let waiting: i64 = watch
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
+    until_sessions(watch, "wait_event_type = 'Lock'", |n| n > 0).await;
 }
 
 /// Two nodes whose batches claim the same two keys: each commit inserts its claims in the order of
@@ -624,34 +627,15 @@ fn a_takeover_stopped_half_way_is_ended_by_the_database_and_another_node_takes_t
         }
         held.rollback().await.unwrap();
         // b's session then sits idle in its transaction, a's row locked, until the database ends it.
-        until_idle_in_transaction(&watch, 1).await;
+        let idle_in_transaction = "state = 'idle in transaction'";
+        until_sessions(&watch, idle_in_transaction, |n| n == 1).await;
         assert_eq!(c.take_over(idle).await.unwrap().map(|t| t.node), None);
-        until_idle_in_transaction(&watch, 0).await;
+        until_sessions(&watch, idle_in_transaction, |n| n == 0).await;
         let taken = c.take_over(idle).await.unwrap().expect("a's work");
         assert_eq!((taken.node.as_str(), taken.records.len()), ("a", 1));
         // b, woken, finds its takeover ended.
         assert!(b_takes.await.is_err());
     });
-}
-
-/// Returns once `sessions` sessions of the database are idle in a transaction; fails after 30 s.
-async fn until_idle_in_transaction(watch: &tokio_postgres::Client, sessions: i64) {
-    let count = async {
-        while numbers(
-            watch,
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'",
-        )
-        .await
-            != [sessions]
-        {
-            tokio::task::yield_now().await;
-        }
-    };
-    let waited = tokio::time::timeout(Duration::from_secs(30), count).await;
-    assert!(
-        waited.is_ok(),
-        "never {sessions} session(s) idle in a transaction"
-    );
 }
 
 /// The records of a batch are stored a row per transaction (schema version 3), so a batch's rows
