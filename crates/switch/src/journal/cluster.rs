@@ -403,12 +403,13 @@ async fn keep_lease(
 }
 
 /// Takes over the work of any node whose lease lapsed and reads the database's synchronous standbys,
-/// every third of the lease, and maintains the partitions between, until the journal is dropped. On a connection of its own, off the lease's: a
-/// takeover is not bounded here (cut after it has marked the node taken, while it reads that node's
-/// records, it would leave the work marked as this live node's and in nobody's hands), and either,
-/// held by a connection gone dark, must not hold up a renewal (which would have this node taken over
-/// in turn); it holds up only this task. The database ends a takeover's transaction left idle for
-/// `cluster.timeout` (see `Store::take_over`), so a takeover held in the dark holds no other node up.
+/// every third of the lease, and maintains the partitions between, until the journal is dropped. On
+/// a connection of its own, off the lease's: a takeover is not bounded here (cut after it has marked
+/// the node taken, while it reads that node's records, it would leave the work marked as this live
+/// node's and in nobody's hands), and either, held by a connection gone dark, must not hold up a
+/// renewal (which would have this node taken over in turn); it holds up only this task. The database
+/// ends a takeover's transaction left idle for `cluster.timeout` (see `Store::take_over`), so a
+/// takeover held in the dark holds no other node up.
 async fn upkeep(
     mut store: Store,
     settings: ClusterSettings,
