@@ -5,14 +5,21 @@
 # standby promoted); then every terminal's outcome is reconciled against the issuer's ledger.
 # Exits non-zero on any mismatch or any transaction charged twice (the simulator approves everything,
 # so a request forwarded twice would be charged twice).
+# With `lifecycle`, the terminals send every message of the life cycle (refunds, completions, partial
+# reversals, offline sales, a settlement each at the end), the issuer refuses a share of the advices and
+# reversals for a while and approves a share of the requests in part, and the merchants' settlement read
+# from every node's records must also reconcile with the issuer's, RRN by RRN: every advice a terminal was
+# told was accepted reached the issuer exactly once.
 #
-#   tests/cluster-chaos.sh [kills, default 10] [nodes, default 2] [terminals, default 20] [requests/s, default 200]
+#   tests/cluster-chaos.sh [kills, default 10] [nodes, default 2] [terminals, default 20] [requests/s, default 200] [lifecycle]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kills=${1:-10}
 nodes=${2:-2}
 terminals=${3:-20}
 rate=${4:-200}
+lifecycle=${5:-}
+[[ -z $lifecycle || $lifecycle == lifecycle ]] || { echo "the fifth argument is lifecycle, or nothing" >&2; exit 2; }
 source tests/support/run.sh
 issuer=29583 front=28583 admin=28590
 source tests/support/cluster.sh
@@ -21,6 +28,7 @@ switch_config "$work/acquiro.toml" <<TOML
 response_timeout = "2s"
 [reversals]
 backoff = "500ms"
+max_backoff = "2s"
 [cluster]
 lease = "2s"
 TOML
@@ -31,7 +39,13 @@ metric() { # node name: the metric's value on the node's admin endpoint
 
 pg_start
 pg_standby_start
-$bin sim issuer --listen "127.0.0.1:$issuer" --ledger "$work/ledger.json" 2>"$work/issuer.log" &
+issuer_flags=() terminal_flags=()
+if [[ -n $lifecycle ]]; then
+  printf 'refuse_share = 0.05\n[[rules]]\nshare = 0.1\naction = "partial"\n' >"$work/rules.toml"
+  issuer_flags=(--rules "$work/rules.toml" --settlement "$work/issuer.csv")
+  terminal_flags=(--lifecycle)
+fi
+$bin sim issuer --listen "127.0.0.1:$issuer" --ledger "$work/ledger.json" "${issuer_flags[@]}" 2>"$work/issuer.log" &
 issuer_pid=$!
 until_listening $issuer
 for n in $(seq "$nodes"); do node_start "$n"; done
@@ -40,7 +54,7 @@ haproxy_start "$nodes"
 until_listening $front
 duration=$((kills * 3 + 5))
 $bin sim terminals --connect "127.0.0.1:$front" --terminals "$terminals" --rate "$rate" \
-  --duration "${duration}s" --timeout 3s --outcomes "$work/outcomes.json" >"$work/terminals.report" 2>/dev/null &
+  --duration "${duration}s" --timeout 3s --outcomes "$work/outcomes.json" "${terminal_flags[@]}" >"$work/terminals.report" 2>/dev/null &
 terminals_pid=$!
 
 db_restart_at=$(( (kills + 1) / 2 ))
@@ -79,10 +93,12 @@ for n in $(seq "$nodes"); do
     node_start "$n"
   fi
 done
-# The last reversals: wait until no node has anything in flight or queued, then stop everything.
+# The last reversals and advices: wait until no node has anything in flight or queued, then stop
+# everything.
 for n in $(seq "$nodes"); do
   until_listening $((admin + n))
-  until [ "$(metric "$n" acquiro_saf_depth)" = 0 ] && [ "$(metric "$n" acquiro_in_flight)" = 0 ]; do sleep 0.2; done
+  until [ "$(metric "$n" acquiro_saf_depth)" = 0 ] && [ "$(metric "$n" acquiro_in_flight)" = 0 ] &&
+    [ "$(metric "$n" acquiro_advice_queue_depth)" = 0 ]; do sleep 0.2; done
 done
 for n in $(seq "$nodes"); do kill -TERM "${node_pid[$n]}"; wait "${node_pid[$n]}" || true; done
 kill -TERM "$issuer_pid" && wait "$issuer_pid" || true
@@ -97,4 +113,11 @@ verdict=$($bin sim reconcile --outcomes "$work/outcomes.json" --ledger "$work/le
 }
 echo "$verdict"
 echo "$verdict" | tail -1 | grep -q ", 0 charged twice$"
-echo "cluster chaos: $kills kills of $nodes nodes, a database restart and a failover, reconciliation holds"
+if [[ -n $lifecycle ]]; then
+  # Every RRN the issuer settled is in the merchants' settlement with the same amount, and the reverse.
+  $bin settlement reconcile --database "$database" --issuer-file "$work/issuer.csv" >"$work/differences.csv" || {
+    head -20 "$work/differences.csv"
+    exit 1
+  }
+fi
+echo "cluster chaos: $kills kills of $nodes nodes, a database restart and a failover, reconciliation holds${lifecycle:+ (the life cycle, and the settlement with the issuer)}"
