@@ -6,8 +6,8 @@
 # Exits non-zero on any mismatch or any transaction charged twice (the simulator approves everything,
 # so a request forwarded twice would be charged twice).
 # With `lifecycle`, the terminals send every message of the life cycle (refunds, completions, partial
-# reversals, offline sales, a settlement each at the end), the issuer refuses a share of the advices and
-# reversals for a while and approves a share of the requests in part, and the merchants' settlement read
+# reversals, offline sales, a settlement each at the end), the issuer answers 5 % of the advices and reversals it
+# gets with 96 (the switch repeats them) and approves a share of the requests in part, and the merchants' settlement read
 # from every node's records must also reconcile with the issuer's, RRN by RRN: every advice a terminal was
 # told was accepted reached the issuer exactly once.
 #
