@@ -4,13 +4,18 @@
 # journal; then every terminal's outcome is reconciled against the issuer's ledger. Exits non-zero on
 # any mismatch or any transaction charged twice (the simulator approves everything, so a request
 # forwarded twice would be charged twice).
+# With `lifecycle`, the terminals send every message of the life cycle and the issuer refuses some
+# advices and reversals and approves some requests in part (see `lifecycle_flags` in
+# tests/support/run.sh), and the merchants' settlement read from the journal must also match the
+# issuer's, RRN by RRN: every advice a terminal was told was accepted reached the issuer exactly once.
 #
-#   tests/chaos.sh [kills, default 20] [terminals, default 20] [requests/s, default 300]
+#   tests/chaos.sh [kills, default 20] [terminals, default 20] [requests/s, default 300] [lifecycle]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kills=${1:-20}
 terminals=${2:-20}
 rate=${3:-300}
+lifecycle=${4:-}
 source tests/support/run.sh
 issuer=29583 front=28583 admin=28590
 
@@ -32,14 +37,15 @@ serve() {
   switch=$!
 }
 
-$bin sim issuer --listen "127.0.0.1:$issuer" --ledger "$work/ledger.json" 2>"$work/issuer.log" &
+lifecycle_flags "$lifecycle"
+$bin sim issuer --listen "127.0.0.1:$issuer" --ledger "$work/ledger.json" "${issuer_flags[@]}" 2>"$work/issuer.log" &
 issuer_pid=$!
 until_listening $issuer
 serve
 until_listening $front
 duration=$((kills * 2 + 5))
 $bin sim terminals --connect "127.0.0.1:$front" --terminals "$terminals" --rate "$rate" \
-  --duration "${duration}s" --timeout 3s --outcomes "$work/outcomes.json" >"$work/terminals.report" 2>/dev/null &
+  --duration "${duration}s" --timeout 3s --outcomes "$work/outcomes.json" "${terminal_flags[@]}" >"$work/terminals.report" 2>/dev/null &
 terminals_pid=$!
 
 for i in $(seq "$kills"); do
@@ -52,9 +58,10 @@ for i in $(seq "$kills"); do
 done
 
 wait "$terminals_pid" || true
-# The last reversals: wait until nothing is in flight or queued, then stop both.
+# The last reversals and advices: wait until nothing is in flight or queued, then stop both.
 until_listening $front
-until [ "$(metric acquiro_saf_depth)" = 0 ] && [ "$(metric acquiro_in_flight)" = 0 ]; do sleep 0.2; done
+until [ "$(metric acquiro_saf_depth)" = 0 ] && [ "$(metric acquiro_in_flight)" = 0 ] &&
+  [ "$(metric acquiro_advice_queue_depth)" = 0 ]; do sleep 0.2; done
 kill -TERM "$switch" && wait "$switch" || true
 kill -TERM "$issuer_pid" && wait "$issuer_pid" || true
 
@@ -66,4 +73,5 @@ verdict=$($bin sim reconcile --outcomes "$work/outcomes.json" --ledger "$work/le
 }
 echo "$verdict"
 echo "$verdict" | tail -1 | grep -q ", 0 charged twice$"
-echo "chaos: $kills kills, reconciliation holds"
+settlement_reconciles --journal-dir "$work/journal"
+echo "chaos: $kills kills, reconciliation holds${lifecycle:+ (the life cycle, and the settlement with the issuer)}"

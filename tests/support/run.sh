@@ -44,3 +44,29 @@ until_listening() { # port: waits (30 s at most) until something listens on it
     sleep 0.02
   done
 }
+
+# A chaos script's `lifecycle` argument (or nothing, for purchases and authorizations only): sets the
+# extra flags of the issuer simulator (`issuer_flags`: 96 to 5 % of the advices and reversals it gets,
+# 10 % of the requests approved in part, its settlement written to $work/issuer.csv) and of the
+# terminals (`terminal_flags`: every message of the life cycle, a settlement each at the end).
+lifecycle_flags() { # "" or lifecycle
+  issuer_flags=() terminal_flags=()
+  case $1 in
+    "") ;;
+    lifecycle)
+      printf 'refuse_share = 0.05\n[[rules]]\nshare = 0.1\naction = "partial"\n' >"$work/rules.toml"
+      issuer_flags=(--rules "$work/rules.toml" --settlement "$work/issuer.csv")
+      terminal_flags=(--lifecycle) ;;
+    *) echo "the last argument is lifecycle, or nothing" >&2; exit 2 ;;
+  esac
+}
+
+# With `lifecycle`: the merchants' settlement read from the journal (SOURCE: --journal-dir DIR or
+# --database URL) must match the issuer's, RRN by RRN; exits 1 on any difference.
+settlement_reconciles() { # SOURCE...
+  [[ -f $work/issuer.csv ]] || return 0
+  $bin settlement reconcile "$@" --issuer-file "$work/issuer.csv" >"$work/differences.csv" || {
+    head -20 "$work/differences.csv"
+    exit 1
+  }
+}
