@@ -1,8 +1,15 @@
 # Sourced by the scripts that run the real binaries (tests/chaos.sh, tests/soak.sh, benches/e2e.sh), from
 # the repository's root: builds them, makes a work directory that is removed on exit with every process
 # the script started, writes the switch configuration and waits for ports.
-cargo build --release -q
-bin=$PWD/target/release/acquiro
+# ACQUIRO_PROFILE=dev: the test build's binary (what CI's short smoke of the chaos scripts runs, after
+# `cargo test` built it) instead of a release build.
+if [[ ${ACQUIRO_PROFILE:-release} == dev ]]; then
+  cargo build -q
+  bin=$PWD/target/debug/acquiro
+else
+  cargo build --release -q
+  bin=$PWD/target/release/acquiro
+fi
 work=$(mktemp -d)
 # ACQUIRO_KEEP=DIR: before the work directory goes, what is worth reading after the run (every process's
 # log, PostgreSQL's among them, each load's report, the configurations, a bench's table) is copied to
