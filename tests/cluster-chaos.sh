@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# Cluster chaos: load through HAProxy (TCP mode) to several `acquiro serve` nodes on one PostgreSQL, while
-# nodes are killed with SIGKILL at random moments and restarted a little later under their names; the
-# database is restarted once, and later fails over to its synchronous standby (the primary killed, the
-# standby promoted); then every terminal's outcome is reconciled against the issuer's ledger.
-# Exits non-zero on any mismatch or any transaction charged twice (the simulator approves everything,
-# so a request forwarded twice would be charged twice).
+# Cluster chaos: load through HAProxy (TCP mode) to several `acquiro serve` nodes on one PostgreSQL. At
+# random moments a node is killed with SIGKILL and restarted a little later under its name, or (every
+# third round) paused with SIGSTOP, past its lease or not; the database is restarted once, and later
+# fails over to its synchronous standby (the primary killed, the standby promoted); then every
+# terminal's outcome is reconciled against the issuer's ledger. Exits non-zero on any mismatch or any
+# transaction charged twice (a request forwarded twice would be charged twice).
 # With `lifecycle`, the terminals send every message of the life cycle (refunds, completions, partial
-# reversals, offline sales, a settlement each at the end), the issuer answers 5 % of the advices and reversals it
-# gets with 96 (the switch repeats them) and approves a share of the requests in part, and the merchants' settlement read
-# from every node's records must also reconcile with the issuer's, RRN by RRN: every advice a terminal was
-# told was accepted reached the issuer exactly once.
+# reversals, offline sales, a settlement each at the end), the issuer answers 5 % of the advices and
+# reversals it gets with 96 (the switch repeats them) and approves a share of the requests in part, and
+# the merchants' settlement read from every node's records must also reconcile with the issuer's, RRN by
+# RRN: every advice a terminal was told was accepted reached the issuer exactly once.
 #
-#   tests/cluster-chaos.sh [kills, default 10] [nodes, default 2] [terminals, default 20] [requests/s, default 200] [lifecycle]
+#   tests/cluster-chaos.sh [rounds, default 10] [nodes, default 2] [terminals, default 20] [requests/s, default 200] [lifecycle]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-kills=${1:-10}
+rounds=${1:-10}
 nodes=${2:-2}
 terminals=${3:-20}
 rate=${4:-200}
@@ -46,21 +46,42 @@ for n in $(seq "$nodes"); do node_start "$n"; done
 for n in $(seq "$nodes"); do until_listening $((front + n)); done
 haproxy_start "$nodes"
 until_listening $front
-duration=$((kills * 3 + 5))
+duration=$((rounds * 3 + 5))
 $bin sim terminals --connect "127.0.0.1:$front" --terminals "$terminals" --rate "$rate" \
   --duration "${duration}s" --timeout 3s --outcomes "$work/outcomes.json" "${terminal_flags[@]}" >"$work/terminals.report" 2>/dev/null &
 terminals_pid=$!
 
-db_restart_at=$(( (kills + 1) / 2 ))
-failover_at=$(( (3 * kills + 3) / 4 ))
-for i in $(seq "$kills"); do
+db_restart_at=$(( (rounds + 1) / 2 ))
+failover_at=$(( (3 * rounds + 3) / 4 ))
+# A node that stopped by itself (fenced: its lease lapsed while it was paused or starved of CPU, exit 3)
+# is started again, as its supervisor would.
+supervise() {
+  for n in $(seq "$nodes"); do
+    if ! kill -0 "${node_pid[$n]}" 2>/dev/null; then
+      wait "${node_pid[$n]}" 2>/dev/null || true
+      echo "        node$n had stopped by itself: started again" >&2
+      node_start "$n"
+    fi
+  done
+}
+for i in $(seq "$rounds"); do
   # A random moment in the next 0.5 to 3 s: the chaos itself, not a synchronisation.
   sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.5 + 2.5 * r / 32768 }')"
+  supervise
   n=$(( RANDOM % nodes + 1 ))
-  # It may have stopped by itself: fenced (its lease lapsed while it was starved of CPU), exit 3.
+  if (( i % 3 == 0 && i != db_restart_at && i != failover_at )); then
+    # Every third round a pause instead (SIGSTOP, as a long GC pause, a VM migration or a partition
+    # would hold it) for 0.2 to 4 s against a lease of 2 s: sometimes it wakes still holding its
+    # lease, sometimes after another node took its work over, when its commits must be refused.
+    kill -STOP "${node_pid[$n]}" 2>/dev/null || true
+    echo "round $i: node$n paused at $(date +%T.%N | cut -c1-12)" >&2
+    sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.2 + 3.8 * r / 32768 }')"
+    kill -CONT "${node_pid[$n]}" 2>/dev/null || true
+    continue
+  fi
   kill -9 "${node_pid[$n]}" 2>/dev/null || true
   wait "${node_pid[$n]}" 2>/dev/null || true
-  echo "kill $i: node$n killed at $(date +%T.%N | cut -c1-12)" >&2
+  echo "round $i: node$n killed at $(date +%T.%N | cut -c1-12)" >&2
   if (( i == db_restart_at )); then
     pg_kill
     echo "        and PostgreSQL stopped" >&2
@@ -80,13 +101,8 @@ for i in $(seq "$kills"); do
 done
 
 wait "$terminals_pid" || true
-# A node that stopped by itself (fenced) is started again, as its supervisor would.
-for n in $(seq "$nodes"); do
-  if ! kill -0 "${node_pid[$n]}" 2>/dev/null; then
-    echo "node$n had stopped by itself ($(grep -c 'fenced: this node stops' "$work/node$n.log") fencing(s)): started again" >&2
-    node_start "$n"
-  fi
-done
+supervise
+echo "fencings: $(cat "$work"/node*.log | grep -c 'fenced: this node stops' || true)"
 # The last reversals and advices: wait until no node has anything in flight or queued, then stop
 # everything.
 for n in $(seq "$nodes"); do
@@ -108,4 +124,4 @@ verdict=$($bin sim reconcile --outcomes "$work/outcomes.json" --ledger "$work/le
 echo "$verdict"
 echo "$verdict" | tail -1 | grep -q ", 0 charged twice$"
 settlement_reconciles --database "$database"
-echo "cluster chaos: $kills kills of $nodes nodes, a database restart and a failover, reconciliation holds${lifecycle:+ (the life cycle, and the settlement with the issuer)}"
+echo "cluster chaos: $rounds rounds of kills and pauses of $nodes nodes, a database restart and a failover, reconciliation holds${lifecycle:+ (the life cycle, and the settlement with the issuer)}"
