@@ -17,6 +17,9 @@ pub struct Server {
     as_postgres: bool,
     /// A primary whose commits wait for a synchronous standby (see [`Server::start_pair`]).
     synchronous: bool,
+    /// What the server listens on besides its socket: nothing, or TLS on 127.0.0.1 (see
+    /// [`Server::serve_tls`]), as `postgres` options.
+    listen: String,
 }
 
 /// The newest installed server's binaries.
@@ -120,6 +123,7 @@ impl Server {
             bin,
             as_postgres: is_root(),
             synchronous: false,
+            listen: "-c listen_addresses=''".into(),
         };
         if server.as_postgres {
             server.run(Command::new("chown").args(["postgres"]).arg(&server.dir));
@@ -147,17 +151,32 @@ impl Server {
 
     /// Starts the server (again, after [`Server::kill`]) and waits until it accepts connections.
     pub fn start_again(&self) {
-        match self.synchronous {
-            true => self.start_with("-c listen_addresses='' -c synchronous_standby_names='*'"),
-            false => self.start_with("-c listen_addresses=''"),
-        }
+        let options = format!(
+            "-p {} -k {} {} -c synchronous_commit=on -c fsync=on{}",
+            self.port,
+            self.dir.display(),
+            self.listen,
+            match self.synchronous {
+                true => " -c synchronous_standby_names='*'",
+                false => "",
+            }
+        );
+        self.run(
+            self.command("pg_ctl")
+                .arg("-D")
+                .arg(self.data())
+                .arg("-l")
+                .arg(self.dir.join("log"))
+                .args(["-w", "-o", &options, "start"]),
+        );
     }
 
-    /// Restarts the server with TLS on 127.0.0.1, at [`Server::port`], beside its socket: `cert` and
-    /// `key` (PEM) are its own, and TCP connections must be TLS (`hostssl`). They are trusted as they
-    /// are, or with `client_ca` (PEM) only with a certificate it issued naming the user (`cert`
-    /// authentication). The socket stays trusted, for the suite's own clients.
-    pub fn serve_tls(&self, cert: &str, key: &str, client_ca: Option<&str>) {
+    /// Restarts the server with TLS on 127.0.0.1, at [`Server::port`], beside its socket (and so on
+    /// each start after this one): `cert` and `key` (PEM) are its own, and TCP connections must be TLS
+    /// (`hostssl`). They are trusted as they are, or with `client_ca` (PEM) only with a certificate it
+    /// issued naming the user (`cert` authentication). The socket stays trusted, for the suite's own
+    /// clients and a standby's replication.
+    pub fn serve_tls(&mut self, cert: &str, key: &str, client_ca: Option<&str>) {
         self.kill();
         let data = self.data();
         let mut files = vec![("server.crt", cert), ("server.key", key)];
@@ -175,36 +194,22 @@ impl Server {
         let method = if client_ca.is_some() { "cert" } else { "trust" };
         std::fs::write(
             data.join("pg_hba.conf"),
-            format!("local all all trust\nhostssl all all 127.0.0.1/32 {method}\n"),
+            format!(
+                "local all all trust\nlocal replication all trust\nhostssl all all 127.0.0.1/32 {method}\n"
+            ),
         )
         .expect("pg_hba.conf");
-        let mut options = String::from(
+        self.listen = String::from(
             "-c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key",
         );
         if client_ca.is_some() {
-            options.push_str(" -c ssl_ca_file=client-ca.crt");
+            self.listen.push_str(" -c ssl_ca_file=client-ca.crt");
         }
-        self.start_with(&options);
+        self.start_again();
     }
 
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    fn start_with(&self, listen: &str) {
-        let options = format!(
-            "-p {} -k {} {listen} -c synchronous_commit=on -c fsync=on",
-            self.port,
-            self.dir.display()
-        );
-        self.run(
-            self.command("pg_ctl")
-                .arg("-D")
-                .arg(self.data())
-                .arg("-l")
-                .arg(self.dir.join("log"))
-                .args(["-w", "-o", &options, "start"]),
-        );
     }
 
     /// Runs the SQL file `path` in the database (`psql`, stopping at the first error).

@@ -58,7 +58,7 @@ impl Ca {
 /// certificate file is returned); with `clients`, also a CA whose certificates the server takes for
 /// `cert` authentication.
 fn serving_tls(test: &str, clients: bool) -> Option<(Server, PathBuf, Option<Ca>)> {
-    let pg = Server::start(test)?;
+    let mut pg = Server::start(test)?;
     let ca = Ca::new(pg.dir(), "database CA");
     let (cert, key) = ca.issue(&["localhost"], "localhost");
     let clients = clients.then(|| Ca::new(pg.dir(), "clients CA"));
@@ -204,4 +204,62 @@ fn sslrootcert_system_verifies_against_the_systems_trusted_cas() {
         "{out}{}",
         String::from_utf8_lossy(&child.stderr)
     );
+}
+
+/// The deployment the README recommends, whole: the nodes reach the database over TLS, by a multi-host
+/// string naming a primary and its synchronous standby, the standby first (`target_session_attrs=
+/// read-write` passes it by, after the TLS handshake). After the primary is lost and the standby promoted, a node connecting
+/// again is on the promoted standby, over TLS, verifying its certificate, with every batch it
+/// committed before.
+#[test]
+fn over_tls_a_node_follows_a_failover_to_the_synchronous_standby() {
+    let Some((mut primary, mut standby)) = Server::start_pair("tls::failover") else {
+        return;
+    };
+    let ca = Ca::new(primary.dir(), "database CA");
+    let (cert, key) = ca.issue(&["localhost"], "localhost");
+    primary.serve_tls(&cert, &key, None);
+    standby.serve_tls(&cert, &key, None);
+    let root = ca.file("ca.pem");
+    let url = format!(
+        "host=localhost,localhost port={},{} user=postgres dbname=postgres target_session_attrs=read-write sslmode=verify-full sslrootcert={}",
+        standby.port(),
+        primary.port(),
+        root.display()
+    );
+    let record = |txn| engine::Record {
+        txn: engine::TxnId(txn),
+        at: std::time::SystemTime::now(),
+        step: engine::Step::Withdrawn,
+    };
+    // The port of the server `url` connects to, and whether over TLS.
+    let on = |url: String| async move {
+        let client = cluster::connect(&url).await.unwrap();
+        let row = client
+            .query_one(
+                "SELECT inet_server_port(), ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, i32>(0) as u16, row.get::<_, bool>(1))
+    };
+    rt().block_on(async {
+        assert_eq!(on(url.clone()).await, (primary.port(), true));
+        let mut a = Store::join(&url, "a", Duration::from_secs(5), &[7; 16])
+            .await
+            .unwrap()
+            .store;
+        a.commit(&[(1, record(1))], &[], &[]).await.unwrap();
+
+        primary.kill();
+        standby.promote();
+        a.reconnect(&url).await.unwrap();
+        a.commit(&[(2, record(2))], &[], &[]).await.unwrap();
+        assert_eq!(on(url.clone()).await, (standby.port(), true));
+        let again = Store::join(&url, "a", Duration::from_secs(5), &[7; 16])
+            .await
+            .unwrap();
+        assert_eq!(again.last_seq, 2, "both batches on the promoted standby");
+    });
 }
