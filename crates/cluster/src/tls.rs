@@ -78,11 +78,11 @@ fn connector(wanted: Wanted) -> Result<Option<MakeRustlsConnect>, Error> {
         _ => return Err(Error::Settings("sslcert and sslkey go together".into())),
     };
     // libpq's `system`: the system's trusted CAs, for a database whose certificate a public CA issued.
-    let root = match root.to_str() {
-        Some("system") => tlsfiles::system_roots_file()?,
-        _ => root.clone(),
+    let roots = match root.to_str() {
+        Some("system") => tlsfiles::system_roots()?,
+        _ => tlsfiles::roots(root)?,
     };
-    let config = tlsfiles::client(&root, identity)?;
+    let config = tlsfiles::client(roots, identity)?;
     Ok(Some(MakeRustlsConnect::new(config)))
 }
 

@@ -175,8 +175,9 @@ fn a_database_that_requires_a_client_certificate_gets_the_nodes() {
 }
 
 /// `sslrootcert=system`: the system's trusted CAs. They do not include the CA made here, so the
-/// server's certificate is refused; with `SSL_CERT_FILE` naming that CA, it is taken. That second half
-/// runs in a child process of this test (the environment is the whole process's).
+/// server's certificate is refused; with `SSL_CERT_FILE` naming that CA, or `SSL_CERT_DIR` a directory
+/// holding it, it is taken. Those halves run in child processes of this test (the environment is the
+/// whole process's).
 #[test]
 fn sslrootcert_system_verifies_against_the_systems_trusted_cas() {
     const CHILD: &str = "ACQUIRO_TEST_SYSTEM_ROOTS_URL";
@@ -191,19 +192,30 @@ fn sslrootcert_system_verifies_against_the_systems_trusted_cas() {
     let error = rt().block_on(over_tls(&system)).unwrap_err();
     assert!(format!("{error:?}").contains("UnknownIssuer"), "{error:?}");
 
+    // A directory as OpenSSL's `c_rehash` leaves it: the CA's file, a link to it by its hash, and a
+    // file that holds no certificate.
+    let dir = pg.dir().join("certs");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(&root, dir.join("database-ca.pem")).unwrap();
+    std::os::unix::fs::symlink(dir.join("database-ca.pem"), dir.join("1a2b3c4d.0")).unwrap();
+    std::fs::write(dir.join("README"), "not a certificate").unwrap();
     let test = "sslrootcert_system_verifies_against_the_systems_trusted_cas";
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture"])
-        .env(CHILD, &system)
-        .env("SSL_CERT_FILE", &root)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&child.stdout);
-    assert!(
-        child.status.success() && out.contains("1 passed"),
-        "{out}{}",
-        String::from_utf8_lossy(&child.stderr)
-    );
+    for (var, value) in [("SSL_CERT_FILE", &root), ("SSL_CERT_DIR", &dir)] {
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([test, "--exact", "--nocapture"])
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
+            .env(CHILD, &system)
+            .env(var, value)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&child.stdout);
+        assert!(
+            child.status.success() && out.contains("1 passed"),
+            "{var}: {out}{}",
+            String::from_utf8_lossy(&child.stderr)
+        );
+    }
 }
 
 /// The deployment the README recommends, whole: the nodes reach the database over TLS, by a multi-host

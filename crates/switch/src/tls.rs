@@ -105,7 +105,7 @@ impl IssuerTlsFile {
             (None, None) => None,
             _ => return Err(TlsError::Halves),
         };
-        let config = tlsfiles::client(&self.ca, identity)?;
+        let config = tlsfiles::client(roots(&self.ca)?, identity)?;
         let name = match &self.server_name {
             Some(name) => name.clone(),
             None => host

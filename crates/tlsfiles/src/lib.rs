@@ -26,10 +26,10 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] rustls::Error),
     #[error(
-        "no system certificate bundle ({}): install ca-certificates or set SSL_CERT_FILE",
+        "no system CA certificates (none in SSL_CERT_FILE or SSL_CERT_DIR, nor in {}): install ca-certificates or set SSL_CERT_FILE",
         SYSTEM_BUNDLES.join(", ")
     )]
-    NoSystemBundle,
+    NoSystemRoots,
 }
 
 pub fn provider() -> Arc<CryptoProvider> {
@@ -68,15 +68,35 @@ const SYSTEM_BUNDLES: [&str; 3] = [
     "/etc/ssl/cert.pem",
 ];
 
-/// The file of the system's trusted CA certificates (what libpq's `sslrootcert=system` reads, through
-/// OpenSSL): the one `SSL_CERT_FILE` names, else the first of the distributions' bundles found.
-pub fn system_roots_file() -> Result<PathBuf, Error> {
-    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
-        return Ok(file.into());
+/// The system's trusted CA certificates, where OpenSSL (and so libpq's `sslrootcert=system`) finds
+/// them: the bundle `SSL_CERT_FILE` names, else the first of the distributions' bundles found; and with
+/// `SSL_CERT_DIR` (directories separated by `:`, as a hashed certificate directory), the certificates
+/// of every file in them. A file there that holds none, or a certificate that cannot serve as a root,
+/// is passed over, as OpenSSL would never match it.
+pub fn system_roots() -> Result<Arc<RootCertStore>, Error> {
+    let bundle = match std::env::var_os("SSL_CERT_FILE") {
+        Some(file) => Some(PathBuf::from(file)),
+        None => (SYSTEM_BUNDLES.iter().map(PathBuf::from)).find(|p| p.exists()),
+    };
+    let mut roots = RootCertStore::empty();
+    if let Some(bundle) = bundle {
+        roots.add_parsable_certificates(certs(&bundle)?);
     }
-    (SYSTEM_BUNDLES.iter().map(PathBuf::from))
-        .find(|p| p.exists())
-        .ok_or(Error::NoSystemBundle)
+    let dirs = std::env::var_os("SSL_CERT_DIR").unwrap_or_default();
+    for dir in std::env::split_paths(&dirs).filter(|d| !d.as_os_str().is_empty()) {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let found = CertificateDer::pem_file_iter(entry.path())
+                .map(|i| i.filter_map(Result::ok).collect::<Vec<_>>());
+            roots.add_parsable_certificates(found.unwrap_or_default());
+        }
+    }
+    if roots.is_empty() {
+        return Err(Error::NoSystemRoots);
+    }
+    Ok(Arc::new(roots))
 }
 
 /// The CA certificates in `path`, as the roots a peer's certificate must chain to.
@@ -91,12 +111,15 @@ pub fn roots(path: &Path) -> Result<Arc<RootCertStore>, Error> {
     Ok(Arc::new(roots))
 }
 
-/// A client whose servers' certificates must chain to `ca` (and name the server, checked by rustls
+/// A client whose servers' certificates must chain to `roots` (and name the server, checked by rustls
 /// at each connection); with `identity` (certificate chain and key), it presents them (mutual TLS).
-pub fn client(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<ClientConfig, Error> {
+pub fn client(
+    roots: Arc<RootCertStore>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<ClientConfig, Error> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots(ca)?);
+        .with_root_certificates(roots);
     Ok(match identity {
         Some((cert, key_path)) => builder.with_client_auth_cert(certs(cert)?, key(key_path)?)?,
         None => builder.with_no_client_auth(),
