@@ -111,6 +111,32 @@ async fn standbys_read(node: &Switch, n: i64) {
     .await;
 }
 
+/// Until `node`'s connections to `pg`, by how each shows in `pg_stat_activity`, are its four: each says
+/// whose it is and what it is for.
+async fn connections_named(pg: &Server, node: &str) {
+    let client = cluster::connect(&pg.url()).await.unwrap();
+    let pattern = format!("acquiro {node} %");
+    let wanted = ["commits", "evidence", "lease", "upkeep"].map(|p| format!("acquiro {node} {p}"));
+    within("the node's four connections, named", async {
+        loop {
+            let rows = client
+                .query(
+                    "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE $1
+                     ORDER BY 1",
+                    &[&pattern],
+                )
+                .await
+                .unwrap();
+            let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            if names == wanted {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
 async fn withdrawn(n: &Switch) -> u64 {
     let (_, body) = http_get(n.admin, "/metrics").await;
     body.lines()
@@ -127,6 +153,7 @@ async fn with_the_database_down_new_requests_get_91_at_once_and_the_node_resumes
     let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
     let mut a = node(&pg, "a", &issuer).await;
     assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
+    connections_named(&pg, "a").await;
 
     pg.kill();
     // Idle, the node finds it out at its next lease renewal: not ready for terminals.
@@ -144,8 +171,9 @@ async fn with_the_database_down_new_requests_get_91_at_once_and_the_node_resumes
 
     pg.start_again();
     a.log.until("journal writable again").await;
-    // Ready once the lease is renewed as well.
+    // Ready once the lease is renewed as well; each connection made again is named as before.
     ready(&a).await;
+    connections_named(&pg, "a").await;
     assert_eq!(text(&purchase(&a, "TERM0004", 4, 100).await, 39), "00");
     // A request refused while the database was down is a first attempt when it comes again.
     assert_eq!(text(&purchase(&a, "TERM0003", 3, 100).await, 39), "00");

@@ -12,11 +12,21 @@ use crate::Error;
 /// without a bound, a database host that went dark holds a connection attempt for minutes.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connects, over TLS if `url` says so (see `tls`), with the connection driven on its own task.
+/// Connects, over TLS if `url` says so (see `tls`), with the connection driven on its own task. It
+/// shows in `pg_stat_activity` as `acquiro`, unless `url` names an `application_name`.
 pub async fn connect(url: &str) -> Result<Client, Error> {
+    connect_as(url, "acquiro").await
+}
+
+/// [`connect`], shown as `name` in `pg_stat_activity` unless `url` names an `application_name`: a
+/// node's connections say whose they are and what each is for.
+pub(crate) async fn connect_as(url: &str, name: &str) -> Result<Client, Error> {
     let (mut config, tls) = crate::tls::settings(url)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name(name);
     }
     Ok(match tls {
         Some(tls) => drive(config.connect(tls).await?),

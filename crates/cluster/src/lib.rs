@@ -31,4 +31,4 @@ pub use engine::{Claim, Holder};
 pub use error::Error;
 pub use schema::{SCHEMA_VERSION, migrate};
 pub use status::{DatabaseStatus, NodeStatus, Standbys, database, status};
-pub use store::{Committed, Joined, Store, Takeover, card_key_check};
+pub use store::{Committed, Joined, Purpose, Store, Takeover, card_key_check};

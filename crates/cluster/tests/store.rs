@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cluster::throwaway::Server;
-use cluster::{Claim, Error, SCHEMA_VERSION, Store};
+use cluster::{Claim, Error, Purpose, SCHEMA_VERSION, Store};
 use engine::{LinkId, Original, Received, Record, Step, TxnId};
 use iso8583::{Mti, ResponseCode};
 
@@ -751,7 +751,7 @@ fn a_batch_committed_twice_stands_once_whichever_copy_lands_first() {
     rt().block_on(async {
         let mut a = joined(&pg, "a").await;
         // The connection the first copy was held on.
-        let held = a.twin(&pg.url()).await.unwrap();
+        let held = a.twin(&pg.url(), Purpose::Commits).await.unwrap();
 
         // Settled as not in, committed again, then the held copy lands: refused.
         let first = [(1, received(1, 41)), (2, forwarded(1, 41))];

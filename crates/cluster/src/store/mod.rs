@@ -12,7 +12,7 @@ mod takeover;
 pub use takeover::Takeover;
 use takeover::wait_for_takeover;
 
-use crate::connect::connect;
+use crate::connect::connect_as;
 use crate::row::{self, Rows};
 use crate::{Error, schema};
 
@@ -25,6 +25,37 @@ pub struct Store {
     commit: Statement,
     node: String,
     epoch: i64,
+    purpose: Purpose,
+}
+
+/// What a node's connection is for: each of its connections shows in `pg_stat_activity` as
+/// `acquiro NODE PURPOSE` (unless the connection string names an `application_name`), so that an
+/// operator sees whose connection waits or holds a lock, and on what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The batches of records and claims (the connection a node joins on).
+    Commits,
+    Lease,
+    /// Takeovers, the partitions' upkeep and the standbys' state.
+    Upkeep,
+    /// The copy of the evidence to its indexes.
+    Evidence,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Commits => "commits",
+            Purpose::Lease => "lease",
+            Purpose::Upkeep => "upkeep",
+            Purpose::Evidence => "evidence",
+        }
+    }
+}
+
+/// How `node`'s connection for `purpose` shows in `pg_stat_activity`.
+fn name(node: &str, purpose: Purpose) -> String {
+    format!("acquiro {node} {}", purpose.as_str())
 }
 
 /// The statement [`Store::commit`] runs.
@@ -69,7 +100,7 @@ impl Store {
         lease: Duration,
         card_key: &[u8; 16],
     ) -> Result<Joined, Error> {
-        let mut client = connect(url).await?;
+        let mut client = connect_as(url, &name(node, Purpose::Commits)).await?;
         schema::migrate(&mut client).await?;
         let ours = card_key_check(card_key);
         let theirs: String = client
@@ -107,6 +138,7 @@ impl Store {
             client,
             node: node.to_owned(),
             epoch,
+            purpose: Purpose::Commits,
         };
         let records = store.records_after(node, after).await?;
         let row = store
@@ -257,21 +289,22 @@ impl Store {
         crate::status::database(&self.client).await
     }
 
-    /// Another connection for the same node and epoch (the lease is renewed on its own connection, so
-    /// that a slow commit never delays it).
-    pub async fn twin(&self, url: &str) -> Result<Store, Error> {
-        let client = connect(url).await?;
+    /// Another connection for the same node and epoch, for `purpose` (the lease is renewed on its own
+    /// connection, so that a slow commit never delays it).
+    pub async fn twin(&self, url: &str, purpose: Purpose) -> Result<Store, Error> {
+        let client = connect_as(url, &name(&self.node, purpose)).await?;
         Ok(Store {
             commit: client.prepare(COMMIT).await?,
             client,
             node: self.node.clone(),
             epoch: self.epoch,
+            purpose,
         })
     }
 
     /// Connects again after the connection failed.
     pub async fn reconnect(&mut self, url: &str) -> Result<(), Error> {
-        let client = connect(url).await?;
+        let client = connect_as(url, &name(&self.node, self.purpose)).await?;
         self.commit = client.prepare(COMMIT).await?;
         self.client = client;
         Ok(())

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster::Store;
+use cluster::{Purpose, Store};
 use engine::{Claim, Holder, Record, Recovery, TxnId};
 use tokio::sync::{mpsc, watch};
 
@@ -92,9 +92,10 @@ impl ClusterJournal {
             recovery.add(record);
         }
         tracing::info!(node = settings.node, epoch = joined.store.epoch(), records, last_seq = joined.last_seq, took = ?started.elapsed(), "journal read back from the database");
-        let lease = joined.store.twin(&settings.database).await?;
-        let taker = joined.store.twin(&settings.database).await?;
-        let copier = joined.store.twin(&settings.database).await?;
+        let (store, url) = (&joined.store, &settings.database);
+        let lease = store.twin(url, Purpose::Lease).await?;
+        let taker = store.twin(url, Purpose::Upkeep).await?;
+        let copier = store.twin(url, Purpose::Evidence).await?;
         let (writer, batches) = mpsc::unbounded_channel();
         let (reports_tx, reports) = mpsc::unbounded_channel();
         let progress = Arc::new(watch::Sender::new(Progress {
