@@ -180,6 +180,41 @@ async fn with_the_database_down_new_requests_get_91_at_once_and_the_node_resumes
     assert_eq!(forwards(&issuer), 3);
 }
 
+/// A lease connection lost alone (its backend ended by an operator, a proxy in between restarted) is
+/// made again and the lease renewed at once, not a third of the lease later: readiness fails only
+/// while the connection is made again.
+#[tokio::test]
+async fn a_lost_lease_connection_is_made_again_and_the_lease_renewed_at_once() {
+    let Some(pg) = Server::start("cluster::lease_connection_lost") else {
+        return;
+    };
+    let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
+    // Renewals every 4 s.
+    let mut a = node_with(&pg, "a", &issuer, &["--lease", "12s"]).await;
+    connections_named(&pg, "a").await;
+    let client = cluster::connect(&pg.url()).await.unwrap();
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = 'acquiro a lease'",
+            &[],
+        )
+        .await
+        .unwrap();
+    a.log.until("lease not renewed").await;
+    let failed = std::time::Instant::now();
+    a.log.until("lease renewed again").await;
+    // Renewed at the lease's pace instead, it would have taken 4 s.
+    let took = failed.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "renewed again after {took:?}"
+    );
+    ready(&a).await;
+    connections_named(&pg, "a").await;
+    assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
+}
+
 #[tokio::test]
 async fn a_database_that_stops_answering_is_counted_lost_and_the_node_resumes_when_it_answers() {
     let Some(pg) = Server::start("cluster::database_dark") else {

@@ -361,8 +361,10 @@ async fn copy_evidence(mut store: Store, url: String, reports: mpsc::UnboundedSe
 
 /// Renews the lease a third of its length before it would lapse, until the journal is dropped; a
 /// renewal refused by the fence is reported as the journal's failure, and one that fails otherwise as
-/// the lease's (readiness fails until a renewal goes through). Nothing else runs on its connection, so
-/// that nothing slow holds up a renewal.
+/// the lease's (readiness fails until a renewal goes through). After a failure the connection is made
+/// again, and if that works the lease is renewed at once rather than a third of the lease later: a
+/// connection lost alone (its backend ended, a proxy restarted) fails readiness only while it is made
+/// again. Nothing else runs on its connection, so that nothing slow holds up a renewal.
 async fn keep_lease(
     mut store: Store,
     settings: ClusterSettings,
@@ -374,10 +376,15 @@ async fn keep_lease(
     // Whether the last renewal failed: every failure is reported (each is counted), and the first
     // success after one.
     let mut unrenewed = false;
+    // A renewal tried again at once, after a failure and a new connection: at most once in a row, so
+    // that a renewal that fails on a working connection is tried at the lease's pace.
+    let mut again = false;
     loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            () = reports.closed() => return,
+        if !std::mem::take(&mut again) {
+            tokio::select! {
+                _ = every.tick() => {}
+                () = reports.closed() => return,
+            }
         }
         let p = *progress.borrow();
         let renewal = store.renew(settings.lease, p.in_flight, p.reversals, p.oldest_needed);
@@ -394,10 +401,11 @@ async fn keep_lease(
             }
             Err(error) => {
                 tracing::warn!(%error, "lease not renewed; connecting again");
-                unrenewed = true;
+                let failed_before = std::mem::replace(&mut unrenewed, true);
                 let fault = Fault::Database(Arc::new(error));
                 let _ = reports.send(Report::LeaseUnrenewed(Some(fault)));
-                let _ = bounded(settings.timeout, store.reconnect(&settings.database)).await;
+                let reconnected = bounded(settings.timeout, store.reconnect(&settings.database));
+                again = reconnected.await.is_ok() && !failed_before;
             }
         }
     }
