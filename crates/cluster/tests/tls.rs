@@ -220,9 +220,9 @@ fn sslrootcert_system_verifies_against_the_systems_trusted_cas() {
 
 /// The deployment the README recommends, whole: the nodes reach the database over TLS, by a multi-host
 /// string naming a primary and its synchronous standby, the standby first (`target_session_attrs=
-/// read-write` passes it by, after the TLS handshake). After the primary is lost and the standby promoted, a node connecting
-/// again is on the promoted standby, over TLS, verifying its certificate, with every batch it
-/// committed before.
+/// read-write` passes it by, after the TLS handshake). After the primary is lost and the standby
+/// promoted, a node connecting again is on the promoted standby, over TLS, verifying its
+/// certificate, with every batch it committed before.
 #[test]
 fn over_tls_a_node_follows_a_failover_to_the_synchronous_standby() {
     let Some((mut primary, mut standby)) = Server::start_pair("tls::failover") else {

@@ -376,11 +376,12 @@ async fn keep_lease(
     // Whether the last renewal failed: every failure is reported (each is counted), and the first
     // success after one.
     let mut unrenewed = false;
-    // A renewal tried again at once, after a failure and a new connection: at most once in a row, so
-    // that a renewal that fails on a working connection is tried at the lease's pace.
+    // The next renewal goes at once, not at the next tick: after a failure and a new connection. Never
+    // twice in a row, so that a renewal that fails on a working connection goes at the lease's pace.
     let mut again = false;
     loop {
-        if !std::mem::take(&mut again) {
+        let at_once = std::mem::take(&mut again);
+        if !at_once {
             tokio::select! {
                 _ = every.tick() => {}
                 () = reports.closed() => return,
@@ -401,11 +402,11 @@ async fn keep_lease(
             }
             Err(error) => {
                 tracing::warn!(%error, "lease not renewed; connecting again");
-                let failed_before = std::mem::replace(&mut unrenewed, true);
+                unrenewed = true;
                 let fault = Fault::Database(Arc::new(error));
                 let _ = reports.send(Report::LeaseUnrenewed(Some(fault)));
                 let reconnected = bounded(settings.timeout, store.reconnect(&settings.database));
-                again = reconnected.await.is_ok() && !failed_before;
+                again = reconnected.await.is_ok() && !at_once;
             }
         }
     }
