@@ -257,6 +257,12 @@ fn json(line: &str) -> serde_json::Value {
 
 /// Cluster mode: a node killed for good has its in-doubt requests reversed by another node within the
 /// lease and the response timeout.
+/// `node`'s line in the output of `acquiro cluster status`.
+fn node_line(status: &str, node: &str) -> String {
+    let found = status.lines().find(|l| l.starts_with(&format!("{node} ")));
+    found.expect("the node listed").to_owned()
+}
+
 #[tokio::test]
 async fn a_node_lost_for_good_has_its_in_doubt_requests_reversed_by_another_within_the_lease() {
     let Some(pg) = Server::start("cluster::takeover") else {
@@ -284,6 +290,16 @@ async fn a_node_lost_for_good_has_its_in_doubt_requests_reversed_by_another_with
     // that waited for anything else would miss it.
     assert!(took <= lease + timeout, "reversed {took:?} after the kill");
     assert_eq!(text(&issuer.of_class(4)[0], 37), format!("{:012}", 2));
+
+    // While a is gone, its lease lapsed and none of its database connections is left (a paused or
+    // cut-off node would still hold them); b holds all four.
+    let status = acquiro(&["cluster", "status", "--database", &pg.url()]);
+    let line = |node| node_line(&status, node);
+    assert!(
+        line("a").contains("LAPSED") && line("a").contains(" 0 of 4 "),
+        "{status}"
+    );
+    assert!(line("b").contains(" 4 of 4 "), "{status}");
 
     // Retransmits on b: what a would have answered; nothing is forwarded again.
     assert_eq!(text(&purchase(&b, "TERM0002", 2, 555).await, 39), "91");
@@ -331,12 +347,13 @@ async fn a_node_lost_for_good_has_its_in_doubt_requests_reversed_by_another_with
     );
     let status = acquiro(&["cluster", "status", "--database", &url]);
     assert!(status.contains("NO SYNCHRONOUS STANDBY: "), "{status}");
-    let a_line = status
-        .lines()
-        .find(|l| l.starts_with("a "))
-        .expect("node a listed");
+    let line = |node| node_line(&status, node);
     assert!(
-        a_line.contains("live") && a_line.trim_end().ends_with('b'),
+        line("a").contains("live") && line("a").trim_end().ends_with('b'),
+        "{status}"
+    );
+    assert!(
+        line("a").contains(" 4 of 4 ") && line("b").contains(" 4 of 4 "),
         "{status}"
     );
 }

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use tokio_postgres::Client;
 
 use crate::Error;
+use crate::store::{self, Purpose};
 
 /// A node as `acquiro cluster status` shows it.
 #[derive(Debug, Clone)]
@@ -24,10 +25,23 @@ pub struct NodeStatus {
     pub last_seq: i64,
     /// The node's rows up to this one are in the indexed evidence copy (see `evidence`).
     pub indexed_seq: i64,
+    /// How many of its connections ([`Purpose::ALL`]) the database holds now, found by their names in
+    /// `pg_stat_activity`: a node whose lease lapsed with its connections still there is paused or cut
+    /// off rather than gone. None are found for a node whose connection string sets its own
+    /// `application_name`.
+    pub connections: usize,
 }
 
 /// Every node, for `acquiro cluster status`.
 pub async fn status(client: &Client) -> Result<Vec<NodeStatus>, Error> {
+    let connected: Vec<String> = (client.query(
+        "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'acquiro %'",
+        &[],
+    ))
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
     let rows = client
         .query(
             "SELECT n.node, n.epoch, n.lease_until, n.lease_until > now(), n.in_flight, n.reversals,
@@ -42,6 +56,9 @@ pub async fn status(client: &Client) -> Result<Vec<NodeStatus>, Error> {
     Ok(rows
         .iter()
         .map(|r| NodeStatus {
+            connections: (Purpose::ALL.iter())
+                .filter(|p| connected.contains(&store::name(r.get(0), **p)))
+                .count(),
             node: r.get(0),
             epoch: r.get(1),
             lease_until: r.get(2),

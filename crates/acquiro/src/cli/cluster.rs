@@ -10,8 +10,8 @@ use cluster::Standbys;
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterCommand {
     /// Every node: its epoch and lease, what it has in flight and in its reversal queue (as its last
-    /// renewal said), its last record, how far its records are copied to the search indexes, and who
-    /// took its work over.
+    /// renewal said), its last record, how far its records are copied to the search indexes, how many
+    /// of its database connections are there, and who took its work over.
     Status(StatusArgs),
 }
 
@@ -37,8 +37,16 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
         standbys(&database)
     );
     println!(
-        "{:<16} {:>6}  {:<22} {:>9} {:>9} {:>10} {:>10} {:>10}  taken over by",
-        "node", "epoch", "lease", "in flight", "reversals", "last seq", "searchable", "handed on"
+        "{:<16} {:>6}  {:<22} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}  taken over by",
+        "node",
+        "epoch",
+        "lease",
+        "in flight",
+        "reversals",
+        "last seq",
+        "searchable",
+        "handed on",
+        "connected"
     );
     let now = SystemTime::now();
     for n in &nodes {
@@ -56,7 +64,7 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
             (None, _) => "-".into(),
         };
         println!(
-            "{:<16} {:>6}  {:<22} {:>9} {:>9} {:>10} {:>10} {:>10}  {taken}",
+            "{:<16} {:>6}  {:<22} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}  {taken}",
             n.node,
             n.epoch,
             lease,
@@ -64,7 +72,8 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
             n.reversals,
             n.last_seq,
             n.indexed_seq,
-            n.retired_seq
+            n.retired_seq,
+            format!("{} of {}", n.connections, cluster::Purpose::ALL.len())
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -43,6 +43,14 @@ pub enum Purpose {
 }
 
 impl Purpose {
+    /// Every connection a node holds.
+    pub const ALL: [Purpose; 4] = [
+        Purpose::Commits,
+        Purpose::Lease,
+        Purpose::Upkeep,
+        Purpose::Evidence,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             Purpose::Commits => "commits",
@@ -54,7 +62,7 @@ impl Purpose {
 }
 
 /// How `node`'s connection for `purpose` shows in `pg_stat_activity`.
-fn name(node: &str, purpose: Purpose) -> String {
+pub(crate) fn name(node: &str, purpose: Purpose) -> String {
     format!("acquiro {node} {}", purpose.as_str())
 }
 
