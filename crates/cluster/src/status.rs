@@ -34,14 +34,14 @@ pub struct NodeStatus {
 
 /// Every node, for `acquiro cluster status`.
 pub async fn status(client: &Client) -> Result<Vec<NodeStatus>, Error> {
-    let connected: Vec<String> = (client.query(
-        "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'acquiro %'",
-        &[],
-    ))
-    .await?
-    .iter()
-    .map(|r| r.get(0))
-    .collect();
+    let named =
+        "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'acquiro %'";
+    let connected: Vec<String> = client
+        .query(named, &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let rows = client
         .query(
             "SELECT n.node, n.epoch, n.lease_until, n.lease_until > now(), n.in_flight, n.reversals,
