@@ -101,15 +101,25 @@ for i in $(seq "$rounds"); do
 done
 
 wait "$terminals_pid" || true
-supervise
-echo "fencings: $(cat "$work"/node*.log | grep -c 'fenced: this node stops' || true)"
-# The last reversals and advices: wait until no node has anything in flight or queued, then stop
-# everything.
-for n in $(seq "$nodes"); do
-  until_listening $((admin + n))
-  until [ "$(metric "$n" acquiro_saf_depth)" = 0 ] && [ "$(metric "$n" acquiro_in_flight)" = 0 ] &&
-    [ "$(metric "$n" acquiro_advice_queue_depth)" = 0 ]; do sleep 0.2; done
+# The end: every lease live and no takeover under way (a node woken from the last pause may yet be
+# taken over, and then stop fenced and be started again), and no node with anything in flight or
+# queued (the last reversals and advices). Then everything stops.
+settled() {
+  local status
+  status=$($bin cluster status --database "$database" 2>/dev/null) || return 1
+  [[ $status != *LAPSED* && $status != *"TAKEOVER UNDER WAY"* ]] || return 1
+  for n in $(seq "$nodes"); do
+    [ "$(metric "$n" acquiro_saf_depth)" = 0 ] && [ "$(metric "$n" acquiro_in_flight)" = 0 ] &&
+      [ "$(metric "$n" acquiro_advice_queue_depth)" = 0 ] || return 1
+  done
+}
+deadline=$((SECONDS + 120))
+until settled; do
+  (( SECONDS < deadline )) || { echo "the cluster did not settle within 120 s" >&2; exit 1; }
+  supervise
+  sleep 0.2
 done
+echo "fencings: $(cat "$work"/node*.log | grep -c 'fenced: this node stops' || true)"
 for n in $(seq "$nodes"); do kill -TERM "${node_pid[$n]}"; wait "${node_pid[$n]}" || true; done
 kill -TERM "$issuer_pid" && wait "$issuer_pid" || true
 
