@@ -394,11 +394,13 @@ async fn a_paused_node_that_lost_its_lease_tells_nobody_approved_for_what_anothe
     assert_eq!(issuer.of_class(4).len(), 1);
 }
 
-/// HAProxy's binary, or `None` (the test says SKIPPED) unless ACQUIRO_REQUIRE_HAPROXY is set.
-fn haproxy(test: &str) -> Option<&'static str> {
+/// A throw-away PostgreSQL and HAProxy's binary, or `None` (the test says SKIPPED) without either,
+/// unless ACQUIRO_REQUIRE_POSTGRES or ACQUIRO_REQUIRE_HAPROXY is set.
+fn postgres_and_haproxy(test: &str) -> Option<(Server, &'static str)> {
+    let pg = Server::start(test)?;
     let path = "/usr/sbin/haproxy";
     if std::path::Path::new(path).exists() {
-        return Some(path);
+        return Some((pg, path));
     }
     assert!(
         std::env::var_os("ACQUIRO_REQUIRE_HAPROXY").is_none(),
@@ -473,10 +475,7 @@ async fn states(dir: &std::path::Path) -> Vec<String> {
 /// have HAProxy mark it down and cut the session, and the approval would be reversed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_drained_behind_haproxy_keeps_the_sessions_whose_answers_are_coming() {
-    let Some(pg) = Server::start("cluster::drain") else {
-        return;
-    };
-    let Some(binary) = haproxy("cluster::drain") else {
+    let Some((pg, binary)) = postgres_and_haproxy("cluster::drain") else {
         return;
     };
     let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
@@ -506,10 +505,7 @@ async fn a_node_drained_behind_haproxy_keeps_the_sessions_whose_answers_are_comi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_haproxy_a_node_killed_mid_load_loses_nothing_and_charges_nothing_twice() {
-    let Some(pg) = Server::start("cluster::haproxy") else {
-        return;
-    };
-    let Some(binary) = haproxy("cluster::haproxy") else {
+    let Some((pg, binary)) = postgres_and_haproxy("cluster::haproxy") else {
         return;
     };
     let codec = FrameCodec::new(LengthHeader::Binary2);
