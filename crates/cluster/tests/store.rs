@@ -781,3 +781,30 @@ fn a_batch_committed_twice_stands_once_whichever_copy_lands_first() {
         );
     });
 }
+
+/// `cluster status` counts a node's connections by their names, which PostgreSQL cuts to 63 bytes of
+/// printable ASCII: a node named longer, or in other characters, still has all four found.
+#[test]
+fn the_connections_of_a_node_with_a_long_or_non_ascii_name_are_all_found() {
+    let Some(pg) = Server::start("store::connections_named") else {
+        return;
+    };
+    rt().block_on(async {
+        let names = [format!("zürich-{}", "x".repeat(56)), "節點-1".to_string()];
+        let mut held = Vec::new();
+        for node in &names {
+            let store = joined(&pg, node).await;
+            for purpose in Purpose::ALL.into_iter().filter(|p| *p != Purpose::Commits) {
+                held.push(store.twin(&pg.url(), purpose).await.unwrap());
+            }
+            held.push(store);
+        }
+        let nodes = cluster::status(&cluster::connect(&pg.url()).await.unwrap())
+            .await
+            .unwrap();
+        let found: Vec<_> = (nodes.iter())
+            .map(|n| (n.node.as_str(), n.connections))
+            .collect();
+        assert_eq!(found, [(names[0].as_str(), 4), (names[1].as_str(), 4)]);
+    });
+}
