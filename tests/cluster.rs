@@ -9,7 +9,7 @@ use cluster::SCHEMA_VERSION;
 use cluster::throwaway::Server;
 use support::cluster::*;
 use support::issuer::Issuer;
-use support::process::{Switch, serve_with, sigterm};
+use support::process::{Log, Switch, serve_with, sigterm, spawn_with};
 use support::settlement::{idle, lifecycle_rules, quick_repeats, reconciles};
 use support::terminal::text;
 use support::{http_get, within};
@@ -213,6 +213,57 @@ async fn a_lost_lease_connection_is_made_again_and_the_lease_renewed_at_once() {
     );
     ready(&a).await;
     connections_named(&pg, "a").await;
+    assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
+}
+
+/// A second process started under a live node's name (two nodes configured alike) is refused, naming
+/// the name, instead of fencing the first (whose restart would fence it in turn); the first goes on.
+#[tokio::test]
+async fn a_second_process_under_a_live_nodes_name_is_refused_and_the_node_goes_on() {
+    let Some(pg) = Server::start("cluster::namesake") else {
+        return;
+    };
+    let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
+    // Renewals every second.
+    let a = node_with(&pg, "a", &issuer, &["--lease", "3s"]).await;
+    connections_named(&pg, "a").await;
+    let (url, upstream) = (pg.url(), issuer.addr.to_string());
+    let mut twin = spawn_with(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream,
+            "--node",
+            "a",
+            "--database",
+            &url,
+            "--lease",
+            "3s",
+        ],
+        &[("ACQUIRO_CARD_KEY", CARD_KEY)],
+    );
+    let mut log = Log::of(&mut twin);
+    let refused = log.until("running already").await;
+    assert!(
+        refused.contains("node a is running already") && refused.contains("a name of its own"),
+        "{refused}"
+    );
+    let status = within("the second process's end", twin.wait())
+        .await
+        .unwrap();
+    assert!(!status.success(), "{status}");
+    // a keeps the epoch it joined with, and still commits.
+    let client = cluster::connect(&url).await.unwrap();
+    let epoch: i64 = (client
+        .query_one("SELECT epoch FROM nodes WHERE node = 'a'", &[])
+        .await)
+        .unwrap()
+        .get(0);
+    assert_eq!(epoch, 1);
     assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
 }
 

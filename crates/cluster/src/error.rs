@@ -18,6 +18,12 @@ pub enum Error {
         "the card key differs from the cluster's (check {ours} here, {theirs} in the database): every node needs the same journal.card_key (or ACQUIRO_CARD_KEY)"
     )]
     CardKeyMismatch { ours: String, theirs: String },
+    /// Another live process runs under this node's name: its lease is renewed on a connection named
+    /// as this node's. Joining would fence it, and its restart this one, in turn.
+    #[error(
+        "node {node} is running already (its lease is renewed from {from}): every node needs a name of its own (cluster.node, or --node)"
+    )]
+    NameInUse { node: String, from: String },
     /// A call the database did not answer in time: the connection counts as lost (a connection that
     /// stopped answering fails no other way until the kernel gives up on it, many minutes later).
     #[error("database: no answer within {0:?}; the connection counts as lost")]

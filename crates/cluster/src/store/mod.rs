@@ -7,8 +7,10 @@ use engine::{Claim, Holder, Record, TxnId};
 use siphasher::sip128::{Hasher128, SipHasher13};
 use tokio_postgres::{Client, Statement};
 
+mod namesake;
 mod takeover;
 
+use namesake::refuse_a_live_namesake;
 pub use takeover::Takeover;
 use takeover::wait_for_takeover;
 
@@ -126,8 +128,9 @@ pub fn card_key_check(key: &[u8; 16]) -> String {
 
 impl Store {
     /// Migrates the schema, checks the card key against the cluster's, and joins as `node` under a new
-    /// epoch (fencing out any earlier process of the same name). Waits while a takeover of the node's work
-    /// by a live node is under way, so that the two never act on the same work.
+    /// epoch, fencing out an earlier process of the same name that is gone, paused or cut off; one that
+    /// is alive is refused instead ([`Error::NameInUse`], see `namesake`). Waits while a takeover of the
+    /// node's work by a live node is under way, so that the two never act on the same work.
     pub async fn join(
         url: &str,
         node: &str,
@@ -153,6 +156,7 @@ impl Store {
         if let Err(error) = crate::retention::maintain(&client, None).await {
             tracing::warn!(%error, "journal partitions not made ahead");
         }
+        refuse_a_live_namesake(&client, node).await?;
         wait_for_takeover(&client, node).await?;
         let lease_ms = lease.as_millis() as i64;
         let row = client
