@@ -9,6 +9,7 @@ use cluster::SCHEMA_VERSION;
 use cluster::throwaway::Server;
 use support::cluster::*;
 use support::issuer::Issuer;
+use support::pci;
 use support::process::{Log, Switch, serve_with, sigterm, spawn_with};
 use support::settlement::{idle, lifecycle_rules, quick_repeats, reconciles};
 use support::terminal::text;
@@ -214,6 +215,39 @@ async fn a_lost_lease_connection_is_made_again_and_the_lease_renewed_at_once() {
     ready(&a).await;
     connections_named(&pg, "a").await;
     assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
+}
+
+/// Nothing a card carries reaches the database: after a chip purchase approved and one timed out and
+/// reversed (each with track 2 and a PIN block), a dump of the whole database holds the card only as
+/// BIN and last four, and no track, PIN block or EMV data, as text or as bytes.
+#[tokio::test]
+async fn no_card_data_reaches_the_database() {
+    let Some(pg) = Server::start("cluster::pci") else {
+        return;
+    };
+    let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
+    let a = node_with(&pg, "a", &issuer, &["--response-timeout", "300ms"]).await;
+    let mut t = terminal(&a, "TERM0001").await;
+    let approved = t.exchange(&pci::chip(t.purchase(1, 100))).await;
+    assert_eq!(text(&approved, 39), "00");
+    // The issuer holds 555: the terminal is told 91, and the issuer gets a reversal, written ahead.
+    let mut held = held_on(&a, &issuer, "TERM0002", 2).await;
+    assert_eq!(text(&held.answer().await, 39), "91");
+    within(
+        "the reversal",
+        issuer.wait_for(|r| r.iter().any(|m| m.mti().class().digit() == 4)),
+    )
+    .await;
+    let client = cluster::connect(&pg.url()).await.unwrap();
+    let carded: i64 = (client.query_one("SELECT count(*) FROM records WHERE last4 = '0010'", &[]))
+        .await
+        .unwrap()
+        .get(0);
+    assert!(carded >= 2, "the purchases' records are in the dump");
+    let dump = pg.dir().join("pci.sql");
+    pg.dump(&dump);
+    let found = pci::card_data_in(&std::fs::read(&dump).unwrap());
+    assert!(found.is_empty(), "in the database: {found:?}");
 }
 
 /// A second process started under a live node's name (two nodes configured alike) is refused, naming

@@ -1,5 +1,5 @@
 //! The real `acquiro serve` process: flags without a config file, metrics checked by promtool, no card
-//! data in its logs, a real SIGTERM, `config check`.
+//! data in its logs or its journal's files, a real SIGTERM, `config check`.
 
 mod support;
 
@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::issuer::Issuer;
+use support::pci;
 use support::process::{Switch, serve, sigterm, timeline_steps, tranlog};
 use support::terminal::{Terminal, text};
 use support::{http_get, within};
@@ -115,6 +116,58 @@ async fn serve_with_flags_only_then_sigterm_drains_and_exits_zero() {
             "card data in the log: {line}"
         );
     }
+}
+
+/// Nothing a card carries reaches the journal's files: after a chip purchase approved and one timed
+/// out and reversed (each with track 2 and a PIN block), every byte of the journal directory (segments
+/// and their indexes) holds no card number, track, PIN block or EMV data, in any form.
+#[tokio::test]
+async fn no_card_data_reaches_the_journal_files() {
+    let spec = dialects::builtin("iso87ascii").unwrap();
+    let issuer = Issuer::start(spec, Duration::from_secs(60)).await;
+    let journal = tempfile::tempdir().unwrap();
+    let dir = journal.path().to_str().unwrap();
+    let Switch {
+        mut child, addr, ..
+    } = serve(
+        &issuer.addr.to_string(),
+        &["--response-timeout", "300ms", "--journal-dir", dir],
+    )
+    .await;
+    let codec = FrameCodec::new(LengthHeader::Binary2);
+    let mut t = Terminal::connect(addr, spec, codec, "TERM0001").await;
+    let approved = t.exchange(&pci::chip(t.purchase(1, 100))).await;
+    assert_eq!(text(&approved, 39), "00");
+    // 777: the issuer never answers; the terminal is told 91 and the issuer gets a reversal.
+    assert_eq!(text(&t.exchange(&t.purchase(2, 777)).await, 39), "91");
+    within(
+        "the reversal",
+        issuer.wait_for(|r| r.iter().any(|m| m.mti().class().digit() == 4)),
+    )
+    .await;
+    sigterm(&child);
+    let status = within("exit", child.wait()).await.unwrap();
+    assert!(status.success(), "exit status {status}");
+
+    let show = tranlog(&[
+        "show",
+        "--journal-dir",
+        dir,
+        "--terminal",
+        "TERM0001",
+        "--stan",
+        "2",
+    ]);
+    let timeline = String::from_utf8(show.stdout).unwrap();
+    assert!(timeline.contains("ReversalSent"), "{timeline}");
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let found = pci::card_data_in(&std::fs::read(&path).unwrap());
+        assert!(found.is_empty(), "in {}: {found:?}", path.display());
+        files += 1;
+    }
+    assert!(files > 0);
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod issuer;
+pub mod pci;
 pub mod process;
 pub mod settlement;
 pub mod terminal;
