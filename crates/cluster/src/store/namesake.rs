@@ -19,13 +19,16 @@ const POLL: Duration = Duration::from_millis(100);
 /// moments; one paused or cut off stops renewing, and its lease lapses (joining then fences it, as
 /// before). A holder that renews its lease meanwhile is alive. A connection string that sets its own
 /// `application_name` hides the lease connection, and joining goes on as it would without this check.
+/// A session's `application_name` is shown to every role, its address only to the same role (or
+/// `pg_read_all_stats`).
 pub(super) async fn refuse_a_live_namesake(client: &Client, node: &str) -> Result<(), Error> {
     let mut first_seen: Option<i64> = None;
     loop {
         let row = client
             .query_opt(
                 "SELECT (extract(epoch FROM n.lease_until) * 1000)::bigint,
-                        coalesce(host(a.client_addr), 'a Unix socket')
+                        CASE WHEN a.client_port = -1 THEN 'a Unix socket'
+                             ELSE coalesce(host(a.client_addr), 'an address hidden from this role') END
                  FROM nodes n
                  JOIN pg_stat_activity a ON a.application_name = $2 AND a.pid <> pg_backend_pid()
                  WHERE n.node = $1 AND n.lease_until > now()
