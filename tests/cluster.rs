@@ -233,11 +233,7 @@ async fn no_card_data_reaches_the_database() {
     // The issuer holds 555: the terminal is told 91, and the issuer gets a reversal, written ahead.
     let mut held = held_on(&a, &issuer, "TERM0002", 2).await;
     assert_eq!(text(&held.answer().await, 39), "91");
-    within(
-        "the reversal",
-        issuer.wait_for(|r| r.iter().any(|m| m.mti().class().digit() == 4)),
-    )
-    .await;
+    issuer.until_reversed().await;
     let client = cluster::connect(&pg.url()).await.unwrap();
     let carded: i64 = (client.query_one("SELECT count(*) FROM records WHERE last4 = '0010'", &[]))
         .await
@@ -252,6 +248,7 @@ async fn no_card_data_reaches_the_database() {
 
 /// A second process started under a live node's name (two nodes configured alike) is refused, naming
 /// the name, instead of fencing the first (whose restart would fence it in turn); the first goes on.
+/// Under the name of a paused node, one waits for its lease to lapse, then joins and fences it.
 #[tokio::test]
 async fn a_second_process_under_a_live_nodes_name_is_refused_and_the_node_goes_on() {
     let Some(pg) = Server::start("cluster::namesake") else {
@@ -259,7 +256,7 @@ async fn a_second_process_under_a_live_nodes_name_is_refused_and_the_node_goes_o
     };
     let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
     // Renewals every second.
-    let a = node_with(&pg, "a", &issuer, &["--lease", "3s"]).await;
+    let mut a = node_with(&pg, "a", &issuer, &["--lease", "3s"]).await;
     connections_named(&pg, "a").await;
     let (url, upstream) = (pg.url(), issuer.addr.to_string());
     let mut twin = spawn_with(
@@ -299,6 +296,29 @@ async fn a_second_process_under_a_live_nodes_name_is_refused_and_the_node_goes_o
         .get(0);
     assert_eq!(epoch, 1);
     assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
+
+    // Paused (a frozen host), a renews nothing: a process under its name waits until a's lease has
+    // lapsed, then joins and fences it; woken, a finds itself fenced and stops.
+    let signal = |name: &str| {
+        let pid = a.child.id().unwrap().to_string();
+        let ok = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status();
+        assert!(ok.unwrap().success(), "kill {name}");
+    };
+    signal("-STOP");
+    let b = node_with(&pg, "a", &issuer, &["--lease", "3s"]).await;
+    assert!(
+        b.log
+            .seen("waiting for the process last under this name")
+            .is_some()
+    );
+    signal("-CONT");
+    let status = within("the paused process's end", a.child.wait())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(3), "exit code of a fenced node");
+    assert_eq!(text(&purchase(&b, "TERM0001", 2, 100).await, 39), "00");
 }
 
 #[tokio::test]
@@ -419,11 +439,7 @@ async fn kill_9_then_a_restart_under_the_same_name_reverses_what_was_in_doubt() 
     issuer.release();
 
     let a = node(&pg, "a", &issuer).await;
-    within(
-        "the in-doubt purchase reversed",
-        issuer.wait_for(|r| r.iter().any(|m| m.mti().class().digit() == 4)),
-    )
-    .await;
+    issuer.until_reversed().await;
     let reversal = &issuer.of_class(4)[0];
     assert_eq!(text(reversal, 37), format!("{:012}", 2));
     // Retransmits, on either node: what the terminal would have been told (91), and no new forward.
@@ -461,11 +477,7 @@ async fn a_paused_node_that_lost_its_lease_tells_nobody_approved_for_what_anothe
     };
     // a stops in its tracks (a long GC pause, a frozen VM): its lease lapses and b takes its work over.
     signal("-STOP");
-    within(
-        "b's reversal of a's purchase",
-        issuer.wait_for(|r| r.iter().any(|m| m.mti().class().digit() == 4)),
-    )
-    .await;
+    issuer.until_reversed().await;
     // The issuer's approval reaches a, which wakes up and writes it ahead: the commit is refused.
     issuer.release();
     signal("-CONT");

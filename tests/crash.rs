@@ -279,11 +279,7 @@ async fn a_node_lost_for_good_has_its_in_doubt_requests_reversed_by_another_with
     a.child.start_kill().unwrap();
     within("node a killed", a.child.wait()).await.unwrap();
     let killed = std::time::Instant::now();
-    within(
-        "the in-doubt purchase reversed by b",
-        issuer.wait_for(|r| r.iter().any(|m| m.mti().class().digit() == 4)),
-    )
-    .await;
+    issuer.until_reversed().await;
     let took = killed.elapsed();
     eprintln!("reversed by the other node {took:?} after the kill");
     // The protocol's bound (the lease, then the reversal at once), not a speed figure: a takeover

@@ -140,11 +140,7 @@ async fn no_card_data_reaches_the_journal_files() {
     assert_eq!(text(&approved, 39), "00");
     // 777: the issuer never answers; the terminal is told 91 and the issuer gets a reversal.
     assert_eq!(text(&t.exchange(&t.purchase(2, 777)).await, 39), "91");
-    within(
-        "the reversal",
-        issuer.wait_for(|r| r.iter().any(|m| m.mti().class().digit() == 4)),
-    )
-    .await;
+    issuer.until_reversed().await;
     sigterm(&child);
     let status = within("exit", child.wait()).await.unwrap();
     assert!(status.success(), "exit status {status}");
@@ -216,11 +212,7 @@ async fn sigterm_times_out_and_reverses_what_the_grace_period_cuts_off() {
         .into_iter()
         .find(|m| m.mti().class().digit() == 2)
         .unwrap();
-    within(
-        "the reversal",
-        issuer.wait_for(|r| r.iter().any(|m| m.mti().class().digit() == 4)),
-    )
-    .await;
+    issuer.until_reversed().await;
     let reversal = issuer
         .received()
         .into_iter()

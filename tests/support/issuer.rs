@@ -163,6 +163,12 @@ impl Issuer {
             .collect()
     }
 
+    /// Waits until a reversal (MTI class 4) has come in.
+    pub async fn until_reversed(&self) {
+        let reversed = self.wait_for(|r| r.iter().any(|m| m.mti().class().digit() == 4));
+        super::within("a reversal at the issuer", reversed).await;
+    }
+
     /// Waits until the messages received satisfy `done`.
     pub async fn wait_for(&self, mut done: impl FnMut(&[Message]) -> bool) {
         let mut changes = self.changed.subscribe();
