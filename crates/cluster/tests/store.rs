@@ -83,8 +83,11 @@ fn a_restart_under_the_same_name_reads_its_records_back_and_fences_the_old_proce
     let Some(pg) = Server::start("store::restart") else {
         return;
     };
+    // Each restart below comes while the process before is still connected, as a paused one is: it
+    // waits for that one's lease to lapse (see `Store::join`), a second here.
+    let brief = Duration::from_secs(1);
     rt().block_on(async {
-        let first = Store::join(&pg.url(), "a", LEASE, &KEY).await.unwrap();
+        let first = Store::join(&pg.url(), "a", brief, &KEY).await.unwrap();
         assert_eq!((first.records.len(), first.last_seq), (0, 0));
         let told = Record {
             txn: TxnId(1),
@@ -101,7 +104,7 @@ fn a_restart_under_the_same_name_reads_its_records_back_and_fences_the_old_proce
             .unwrap();
         assert!(done.lost.is_empty());
 
-        let second = Store::join(&pg.url(), "a", LEASE, &KEY).await.unwrap();
+        let second = Store::join(&pg.url(), "a", brief, &KEY).await.unwrap();
         assert_eq!(second.store.epoch(), first.store.epoch() + 1);
         assert_eq!(second.records, vec![batch[0].1.clone(), told]);
         assert_eq!((second.last_seq, second.last_txn), (2, Some(TxnId(1))));
@@ -544,12 +547,15 @@ fn a_restart_reads_back_only_what_recovery_still_needs() {
         a.commit(&batch, &[], &[]).await.unwrap();
         // Transactions 1 and 2 are finished for good: only 3 on is needed.
         a.renew(LEASE, 1, 0, TxnId(3)).await.unwrap();
+        // Restarted: the process before has ended (one still connected would be waited for).
+        drop(a);
         let again = Store::join(&pg.url(), "a", LEASE, &KEY).await.unwrap();
         let txns: Vec<TxnId> = again.records.iter().map(|r| r.txn).collect();
         assert_eq!(txns, [TxnId(3)]);
         assert_eq!((again.last_seq, again.last_txn), (3, Some(TxnId(3))));
         // Nothing needed at all: the next restart reads nothing back.
         again.store.renew(LEASE, 0, 0, TxnId(4)).await.unwrap();
+        drop(again);
         let last = Store::join(&pg.url(), "a", LEASE, &KEY).await.unwrap();
         assert!(last.records.is_empty());
     });
@@ -696,6 +702,7 @@ fn interleaved_transactions_of_one_batch_read_back_in_order_everywhere() {
 
         // Recovery from transaction 2 on starts at its first record, inside transaction 1's row.
         a.renew(LEASE, 2, 0, TxnId(2)).await.unwrap();
+        drop(a);
         let again = Store::join(&pg.url(), "a", LEASE, &KEY).await.unwrap();
         assert_eq!(again.records, all[1..]);
         assert_eq!((again.last_seq, again.last_txn), (5, Some(TxnId(3))));

@@ -1,7 +1,7 @@
 //! Two processes under one node name (configured alike by mistake) would fence each other in turn: each
 //! join raises the epoch, the other exits fenced, its supervisor starts it again, and so on, each time
 //! cutting the other's terminals. A joining process therefore tells a live namesake from a predecessor
-//! going away, by the namesake's lease connection and whether it renews.
+//! going away, by the namesake's connections and whether it renews its lease.
 
 use std::time::Duration;
 
@@ -14,14 +14,15 @@ use crate::Error;
 const POLL: Duration = Duration::from_millis(100);
 
 /// Returns once no other process holds `node`'s name, or [`Error::NameInUse`] once one shows it is
-/// alive. A holder counts while its lease is live and its lease connection (named as `node`'s, see
-/// [`name`]) is in `pg_stat_activity`. A predecessor killed or stopped closes its connections within
-/// moments; one paused or cut off stops renewing, and its lease lapses (joining then fences it, as
-/// before). A holder that renews its lease meanwhile is alive. A connection string that sets its own
-/// `application_name` hides the lease connection, and joining goes on as it would without this check.
-/// A session's `application_name` is shown to every role, its address only to the same role (or
-/// `pg_read_all_stats`).
+/// alive. A holder counts while its lease is live and one of its connections (named as `node`'s, see
+/// [`name`]; the first, for commits, from the start of its own join) is in `pg_stat_activity`. A
+/// predecessor killed or stopped closes its connections within moments; one paused or cut off stops
+/// renewing, and its lease lapses (joining then fences it, as before). A holder that renews its lease
+/// meanwhile is alive. A connection string that sets its own `application_name` hides the holder's
+/// connections, and joining goes on as it would without this check. A session's `application_name` is
+/// shown to every role, its address only to the same role (or `pg_read_all_stats`).
 pub(super) async fn refuse_a_live_namesake(client: &Client, node: &str) -> Result<(), Error> {
+    let names: Vec<String> = Purpose::ALL.iter().map(|p| name(node, *p)).collect();
     let mut first_seen: Option<i64> = None;
     loop {
         let row = client
@@ -30,10 +31,10 @@ pub(super) async fn refuse_a_live_namesake(client: &Client, node: &str) -> Resul
                         CASE WHEN a.client_port = -1 THEN 'a Unix socket'
                              ELSE coalesce(host(a.client_addr), 'an address hidden from this role') END
                  FROM nodes n
-                 JOIN pg_stat_activity a ON a.application_name = $2 AND a.pid <> pg_backend_pid()
+                 JOIN pg_stat_activity a ON a.application_name = ANY ($2) AND a.pid <> pg_backend_pid()
                  WHERE n.node = $1 AND n.lease_until > now()
                  LIMIT 1",
-                &[&node, &name(node, Purpose::Lease)],
+                &[&node, &names],
             )
             .await?;
         let Some(row) = row else {
