@@ -19,12 +19,37 @@ pub struct Config {
     pub echo_interval: Duration,
     /// Key of the keyed hashes of card numbers: the journal's card hash and the duplicate fingerprint.
     /// It must stay the same across restarts for recovery to recognise retransmits.
-    pub card_key: [u8; 16],
+    pub card_key: CardKey,
     /// Cluster mode: a new request's key is claimed in the store every node shares before it is
     /// forwarded (see `claims.rs`).
     pub shared_keys: bool,
     /// When the business date turns: DE15 (settlement date) is set from it when a request lacks one.
     pub cutover: crate::Cutover,
+}
+
+/// The key of the card's keyed hashes. Key material: `Debug` never shows it, so that settings printed
+/// for a diagnosis cannot leak it; the bytes are read through `Deref`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CardKey(pub [u8; 16]);
+
+impl std::fmt::Debug for CardKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CardKey([redacted])")
+    }
+}
+
+impl std::ops::Deref for CardKey {
+    type Target = [u8; 16];
+
+    fn deref(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl From<[u8; 16]> for CardKey {
+    fn from(key: [u8; 16]) -> CardKey {
+        CardKey(key)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -55,7 +55,7 @@ fn config() -> Config {
         },
         acquirer_id: "12345".into(),
         echo_interval: Duration::from_secs(3600),
-        card_key: [7; 16],
+        card_key: engine::CardKey([7; 16]),
         shared_keys: false,
         cutover: Default::default(),
     }

@@ -50,7 +50,7 @@ pub fn config(terminal: &str, issuer: &str) -> (Config, &'static Spec) {
         },
         acquirer_id: "12345".into(),
         echo_interval: ECHO,
-        card_key: [7; 16],
+        card_key: engine::CardKey([7; 16]),
         shared_keys: false,
         cutover: Default::default(),
     };

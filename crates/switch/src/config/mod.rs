@@ -203,4 +203,21 @@ mod tests {
             "{e}"
         );
     }
+
+    /// Settings printed for a diagnosis show neither the card key (as hex or as bytes) nor the
+    /// database's password.
+    #[test]
+    fn the_settings_debug_shows_no_key_and_no_password() {
+        let key = "[journal]\ncard_key = \"00112233445566778899aabbccddeeff\"\n";
+        let cluster = "[cluster]\nnode = \"a\"\ndatabase = \"host=db password=s3cret\"\n";
+        let s = File::parse("t", &format!("{FULL}{key}{cluster}"))
+            .unwrap()
+            .check()
+            .unwrap();
+        let shown = format!("{s:?}");
+        assert!(shown.contains("ClusterSettings"), "{shown}");
+        for secret in ["s3cret", "00112233", "0, 17, 34, 51", "[0, 17, 34"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
 }

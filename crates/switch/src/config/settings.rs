@@ -19,7 +19,7 @@ pub struct JournalSettings {
     pub options: tranlog::Options,
     pub on_corrupt: tranlog::OnCorrupt,
     /// As configured; see [`crate::open_journal`] for where it comes from otherwise.
-    pub card_key: Option<[u8; 16]>,
+    pub card_key: Option<engine::CardKey>,
 }
 
 impl JournalFile {
@@ -60,9 +60,10 @@ impl JournalFile {
 }
 
 /// Cluster mode's checked settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClusterSettings {
     pub node: String,
+    /// The connection string: it may hold a password, so `Debug` does not show it.
     pub database: String,
     pub lease: Duration,
     /// Records older than this are dropped by day.
@@ -71,14 +72,27 @@ pub struct ClusterSettings {
     /// connection counts as lost.
     pub timeout: Duration,
     /// The same on every node (the database refuses a node whose key differs).
-    pub card_key: [u8; 16],
+    pub card_key: engine::CardKey,
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("node", &self.node)
+            .field("database", &"[not shown: it may hold a password]")
+            .field("lease", &self.lease)
+            .field("retain", &self.retain)
+            .field("timeout", &self.timeout)
+            .field("card_key", &self.card_key)
+            .finish()
+    }
 }
 
 impl ClusterFile {
     /// `needed`: how long recovery may need a record (the idempotency window, a reversal's expiry).
     fn check(
         &self,
-        card_key: Option<[u8; 16]>,
+        card_key: Option<engine::CardKey>,
         needed: Duration,
     ) -> Result<ClusterSettings, ConfigError> {
         let node = self.node.clone().or_else(|| std::env::var(NODE_ENV).ok());
@@ -131,15 +145,15 @@ impl ClusterFile {
 }
 
 /// A key for a switch whose journal does not outlive it.
-fn random_key() -> [u8; 16] {
-    std::array::from_fn(|_| fastrand::u8(..))
+fn random_key() -> engine::CardKey {
+    engine::CardKey(std::array::from_fn(|_| fastrand::u8(..)))
 }
 
-fn parse_key(key: &str, hex: &str) -> Result<[u8; 16], ConfigError> {
+fn parse_key(key: &str, hex: &str) -> Result<engine::CardKey, ConfigError> {
     let mut out = [0u8; 16];
     hex::decode_to_slice(hex.trim(), &mut out)
         .map_err(|_| invalid(key, "must be 32 hex digits"))?;
-    Ok(out)
+    Ok(engine::CardKey(out))
 }
 
 /// A checked configuration.

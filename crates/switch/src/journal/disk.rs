@@ -27,7 +27,7 @@ pub(super) struct Opened {
     pub(super) recovery: Recovery,
     pub(super) scanned: tranlog::Scanned,
     /// The card key: configured, or kept in the journal directory.
-    pub(super) card_key: [u8; 16],
+    pub(super) card_key: engine::CardKey,
 }
 
 impl DiskJournal {
@@ -36,7 +36,7 @@ impl DiskJournal {
         std::fs::create_dir_all(dir)?;
         let card_key = match settings.card_key {
             Some(key) => key,
-            None => stored_key(dir)?,
+            None => engine::CardKey(stored_key(dir)?),
         };
         let mut recovery = Recovery::default();
         let mode = tranlog::Mode {
