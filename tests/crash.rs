@@ -286,6 +286,13 @@ async fn a_node_lost_for_good_has_its_in_doubt_requests_reversed_by_another_with
     // that waited for anything else would miss it.
     assert!(took <= lease + timeout, "reversed {took:?} after the kill");
     assert_eq!(text(&issuer.of_class(4)[0], 37), format!("{:012}", 2));
+    let (_, metrics) = http_get(b.admin, "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "acquiro_cluster_takeovers_total 1"),
+        "{metrics}"
+    );
 
     // While a is gone, its lease lapsed and none of its database connections is left (a paused or
     // cut-off node would still hold them); b holds all four.

@@ -279,6 +279,7 @@ impl Driver {
                 through,
                 records,
             } => {
+                self.recorder.metrics().took_over();
                 let found = self.engine.adopt(now(), &node, records, out);
                 tracing::warn!(
                     node,
