@@ -303,6 +303,21 @@ async fn a_node_lost_for_good_has_its_in_doubt_requests_reversed_by_another_with
         "{status}"
     );
     assert!(line("b").contains(" 4 of 4 "), "{status}");
+    // The same for scripts.
+    let json = acquiro(&["cluster", "status", "--database", &pg.url(), "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let a_now = &json["nodes"][0];
+    assert_eq!(a_now["node"], "a", "{json}");
+    assert_eq!(
+        (
+            &a_now["lease_live"],
+            &a_now["connections"],
+            &a_now["taken_over_by"]
+        ),
+        (&false.into(), &0.into(), &"b".into()),
+        "{json}"
+    );
+    assert!(a_now["lease_left_ms"].as_i64().unwrap() < 0, "{json}");
 
     // Retransmits on b: what a would have answered; nothing is forwarded again.
     assert_eq!(text(&purchase(&b, "TERM0002", 2, 555).await, 39), "91");

@@ -20,6 +20,10 @@ pub(crate) struct StatusArgs {
     /// The database every node writes to (cluster.database; also ACQUIRO_DATABASE_URL).
     #[arg(long, env = "ACQUIRO_DATABASE_URL")]
     database: String,
+    /// One JSON document instead of the table, for scripts: the same facts, with each lease's time
+    /// left in milliseconds (negative once it lapsed).
+    #[arg(long)]
+    json: bool,
 }
 
 pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
@@ -30,6 +34,11 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
             cluster::status(client).await?,
         ))
     })?;
+    let now = SystemTime::now();
+    if args.json {
+        println!("{}", as_json(&database, &nodes, now));
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "database: PostgreSQL {}, schema version {}; {}",
         database.server_version,
@@ -48,15 +57,12 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
         "handed on",
         "connected"
     );
-    let now = SystemTime::now();
     for n in &nodes {
-        let lease = match (n.lease_live, n.lease_until.duration_since(now)) {
-            (true, Ok(left)) => format!("live, {}ms left", left.as_millis()),
-            (true, Err(_)) => "live".into(),
-            (false, _) => {
-                let ago = now.duration_since(n.lease_until).unwrap_or_default();
-                format!("LAPSED {}s ago", ago.as_secs())
-            }
+        let left = lease_left_ms(n, now);
+        let lease = match (n.lease_live, left) {
+            (true, 0..) => format!("live, {left}ms left"),
+            (true, _) => "live".into(),
+            (false, _) => format!("LAPSED {}s ago", (-left).max(0) / 1000),
         };
         let taken = match (&n.taken_by, n.taking_over) {
             (Some(by), true) => format!("{by} (TAKEOVER UNDER WAY)"),
@@ -77,6 +83,57 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The time left on `n`'s lease by this machine's clock, in milliseconds; negative once it lapsed.
+/// (Whether it is live is the database's word, by the database's clock.)
+fn lease_left_ms(n: &cluster::NodeStatus, now: SystemTime) -> i64 {
+    match n.lease_until.duration_since(now) {
+        Ok(left) => left.as_millis() as i64,
+        Err(ago) => -(ago.duration().as_millis() as i64),
+    }
+}
+
+/// The status as one JSON document, for scripts.
+fn as_json(
+    database: &cluster::DatabaseStatus,
+    nodes: &[cluster::NodeStatus],
+    now: SystemTime,
+) -> serde_json::Value {
+    let standbys = match database.standbys() {
+        Standbys::NoneConfigured => "none configured",
+        Standbys::NotStreaming => "none streaming",
+        Standbys::Unreadable => "not readable by this role",
+        Standbys::Streaming(_) => "streaming",
+    };
+    let nodes: Vec<serde_json::Value> = (nodes.iter())
+        .map(|n| {
+            serde_json::json!({
+                "node": n.node,
+                "epoch": n.epoch,
+                "lease_live": n.lease_live,
+                "lease_left_ms": lease_left_ms(n, now),
+                "in_flight": n.in_flight,
+                "reversals": n.reversals,
+                "last_seq": n.last_seq,
+                "searchable_seq": n.indexed_seq,
+                "handed_on_seq": n.retired_seq,
+                "connections": n.connections,
+                "taken_over_by": n.taken_by,
+                "takeover_under_way": n.taking_over,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "database": {
+            "server_version": database.server_version,
+            "schema_version": database.schema_version,
+            "synchronous_standby_names": database.synchronous_standby_names,
+            "synchronous_standbys": standbys,
+            "synchronous_standbys_streaming": database.synchronous_standbys,
+        },
+        "nodes": nodes,
+    })
 }
 
 /// Whether a commit the nodes were told of survives the loss of the primary: a commit waits for a
@@ -109,6 +166,54 @@ mod tests {
             synchronous_standby_names: names.into(),
             synchronous_standbys: streaming,
             standbys_unreadable: unreadable,
+        }
+    }
+
+    #[test]
+    fn the_json_status_gives_each_nodes_lease_and_work() {
+        let now = SystemTime::now();
+        let node = |name: &str, until: SystemTime, live: bool, taken_by: Option<&str>| {
+            cluster::NodeStatus {
+                node: name.into(),
+                epoch: 2,
+                lease_until: until,
+                lease_live: live,
+                in_flight: 3,
+                reversals: 1,
+                taken_by: taken_by.map(Into::into),
+                taking_over: false,
+                retired_seq: 7,
+                last_seq: 9,
+                indexed_seq: 8,
+                connections: 4,
+            }
+        };
+        let second = std::time::Duration::from_secs(1);
+        let nodes = [
+            node("a", now - 5 * second, false, Some("b")),
+            node("b", now + 2 * second, true, None),
+        ];
+        let json = as_json(&database("*", 1, 0), &nodes, now);
+        assert_eq!(json["database"]["synchronous_standbys"], "streaming");
+        assert_eq!(json["database"]["schema_version"], 6);
+        let (a, b) = (&json["nodes"][0], &json["nodes"][1]);
+        assert_eq!(
+            (a["node"].as_str(), a["lease_live"].as_bool()),
+            (Some("a"), Some(false))
+        );
+        assert_eq!(a["lease_left_ms"], -5000);
+        assert_eq!(a["taken_over_by"], "b");
+        assert_eq!(b["lease_left_ms"], 2000);
+        assert!(b["taken_over_by"].is_null());
+        for (key, value) in [
+            ("in_flight", 3),
+            ("reversals", 1),
+            ("last_seq", 9),
+            ("searchable_seq", 8),
+            ("handed_on_seq", 7),
+            ("connections", 4),
+        ] {
+            assert_eq!(b[key], value, "{key}");
         }
     }
 
