@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::issuer::Issuer;
 use support::pci;
-use support::process::{Switch, serve, sigterm, timeline_steps, tranlog};
+use support::process::{Log, Switch, serve, sigterm, spawn, timeline_steps, tranlog};
 use support::terminal::{Terminal, text};
 use support::{http_get, within};
 use wire::{FrameCodec, LengthHeader};
@@ -164,6 +164,53 @@ async fn no_card_data_reaches_the_journal_files() {
         files += 1;
     }
     assert!(files > 0);
+}
+
+/// A second switch started on a journal directory another one writes (a unit started twice, a copied
+/// configuration) is refused, naming the process that holds it, before it reads or cuts anything; the
+/// first goes on. Once the first has stopped, the directory is free again.
+#[tokio::test]
+async fn a_second_switch_on_the_same_journal_directory_is_refused() {
+    let spec = dialects::builtin("iso87ascii").unwrap();
+    let issuer = Issuer::start(spec, Duration::from_secs(60)).await;
+    let upstream = issuer.addr.to_string();
+    let journal = tempfile::tempdir().unwrap();
+    let dir = journal.path().to_str().unwrap();
+    let Switch {
+        mut child, addr, ..
+    } = serve(&upstream, &["--journal-dir", dir]).await;
+    let pid = child.id().unwrap();
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream,
+        "--journal-dir",
+        dir,
+    ];
+    let mut second = spawn(&args);
+    let mut log = Log::of(&mut second);
+    let refused = log.until("in use").await;
+    assert!(
+        refused.contains(&format!("in use by another process (pid {pid})")),
+        "{refused}"
+    );
+    let status = within("the second switch's end", second.wait())
+        .await
+        .unwrap();
+    assert!(!status.success(), "{status}");
+
+    let codec = FrameCodec::new(LengthHeader::Binary2);
+    let mut t = Terminal::connect(addr, spec, codec, "TERM0001").await;
+    assert_eq!(text(&t.exchange(&t.purchase(1, 100)).await, 39), "00");
+    sigterm(&child);
+    assert!(within("exit", child.wait()).await.unwrap().success());
+    let again = serve(&upstream, &["--journal-dir", dir]).await;
+    let mut t = Terminal::connect(again.addr, spec, codec, "TERM0001").await;
+    // The approval the first switch journaled is replayed, not forwarded again.
+    assert_eq!(text(&t.exchange(&t.purchase(1, 100)).await, 39), "00");
+    assert_eq!(issuer.of_class(2).len(), 1);
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 
 mod frame;
 mod index;
+mod lock;
 mod query;
 mod scan;
 mod segment;
@@ -15,6 +16,7 @@ mod writer;
 use std::path::PathBuf;
 
 pub use index::Key;
+pub use lock::DirLock;
 pub use query::{Query, lookup, verify_indexes};
 pub use scan::{Mode, OnCorrupt, Position, Problem, Scanned, scan};
 pub use segment::Segment;
@@ -54,4 +56,10 @@ pub enum Error {
     NotASegment(PathBuf),
     #[error("corrupt journal record in {at}: {what}")]
     Corrupt { at: Position, what: String },
+    /// Another process repairs or writes this journal (see `lock.rs`).
+    #[error(
+        "journal directory {} is in use by another process (pid {holder}): one switch per journal directory",
+        dir.display()
+    )]
+    InUse { dir: PathBuf, holder: String },
 }

@@ -80,6 +80,9 @@ pub fn scan(
     mode: Mode,
     mut each: impl FnMut(&Position, Record),
 ) -> Result<Scanned, Error> {
+    // Held while the scan repairs: a repair cuts what another writer may be appending. (Two processes
+    // that both scan before either writes cut the same torn tail; the second writer is refused.)
+    let _held = mode.repair.then(|| crate::lock::acquire(dir)).transpose()?;
     let paths = segment::list(dir)?;
     let mut found = Scanned::default();
     for (i, path) in paths.iter().enumerate() {

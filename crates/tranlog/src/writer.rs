@@ -106,7 +106,8 @@ impl Writer {
         scanned: &Scanned,
         on_batch: impl FnMut(Result<Batch, std::io::Error>) + Send + 'static,
     ) -> std::io::Result<Writer> {
-        std::fs::create_dir_all(dir)?;
+        // Held by both threads until each ends.
+        let lock = crate::lock::acquire(dir).map_err(std::io::Error::other)?;
         let mut segments = scanned.segments.clone();
         let next_seq = scanned.last_seq + 1;
         let file = match segments.last() {
@@ -124,10 +125,15 @@ impl Writer {
         for closed in &segments[..segments.len() - 1] {
             let _ = index_tx.send((closed.path.clone(), None));
         }
+        let held = lock.clone();
         let indexer = std::thread::Builder::new()
             .name("tranlog-index".into())
-            .spawn(move || index_closed(index_rx))?;
+            .spawn(move || {
+                let _held = held;
+                index_closed(index_rx)
+            })?;
         let mut thread = Thread {
+            _lock: lock,
             dir: dir.to_path_buf(),
             options,
             zeroed: file.metadata()?.len(),
@@ -210,6 +216,8 @@ impl Drop for Writer {
 }
 
 struct Thread {
+    /// The directory, held for as long as this thread writes it.
+    _lock: crate::DirLock,
     dir: PathBuf,
     options: Options,
     file: File,

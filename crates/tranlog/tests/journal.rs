@@ -102,13 +102,19 @@ fn batch_mode_covers_many_records_with_one_sync_and_always_syncs_each() {
     assert_eq!(write(dir.path(), always, 1..51).len(), 50);
 }
 
-fn last_segment(dir: &Path) -> std::path::PathBuf {
+/// The segment files in `dir`, in order (the directory also holds their indexes and its lock).
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
         .collect();
     paths.sort();
-    paths.pop().unwrap()
+    paths
+}
+
+fn last_segment(dir: &Path) -> std::path::PathBuf {
+    segments(dir).pop().unwrap()
 }
 
 #[test]
@@ -253,12 +259,7 @@ fn the_writer_writes_zeros_ahead_of_its_records_and_cuts_them_off_when_it_stops(
 fn zeros_after_the_records_end_a_segment_cleanly_and_a_partial_record_before_them_is_torn() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), small_segments(), 1..100);
-    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segments.sort();
+    let segments = segments(dir.path());
     let (first, last) = (segments[0].clone(), segments[segments.len() - 1].clone());
     let full = std::fs::read(&last).unwrap();
     // A crash left the zeros written ahead: after the last segment's records, and after a closed

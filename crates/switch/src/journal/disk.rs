@@ -33,17 +33,18 @@ pub(super) struct Opened {
 impl DiskJournal {
     /// Reads the journal in `settings.dir` back (cutting off a torn tail) and starts writing after it.
     pub(super) fn open(settings: &JournalSettings, dir: &Path) -> Result<Opened, tranlog::Error> {
-        std::fs::create_dir_all(dir)?;
-        let card_key = match settings.card_key {
-            Some(key) => key,
-            None => engine::CardKey(stored_key(dir)?),
-        };
         let mut recovery = Recovery::default();
         let mode = tranlog::Mode {
             repair: true,
             on_corrupt: settings.on_corrupt,
         };
+        // First: the scan that repairs holds the directory against a second switch writing it (made if
+        // absent), before the card key kept there is read or made; the writer then holds it.
         let scanned = tranlog::scan(dir, mode, |_, record| recovery.add(record))?;
+        let card_key = match settings.card_key {
+            Some(key) => key,
+            None => engine::CardKey(stored_key(dir)?),
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = tranlog::Writer::start(dir, settings.options.clone(), &scanned, move |r| {
             let report = match r {
