@@ -815,3 +815,59 @@ fn the_connections_of_a_node_with_a_long_or_non_ascii_name_are_all_found() {
         assert_eq!(found, [(names[0].as_str(), 4), (names[1].as_str(), 4)]);
     });
 }
+
+/// Two processes started under one name at the same moment both find it free. The database lets one
+/// join and not the other over it (its lease live, its connections there): the other waits, and is
+/// refused once the first renews, rather than fencing it.
+#[test]
+fn of_two_namesakes_started_at_once_one_joins_and_the_other_is_refused() {
+    let Some(pg) = Server::start("store::namesakes_at_once") else {
+        return;
+    };
+    rt().block_on(async {
+        // The schema and the day's partitions made: the two stop only where the test holds them.
+        let _other = joined(&pg, "other").await;
+        // With the nodes table held, both pass the check for a live namesake and wait to join.
+        let mut holder = cluster::connect(&pg.url()).await.unwrap();
+        let hold = holder.transaction().await.unwrap();
+        hold.batch_execute("LOCK TABLE nodes IN EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let start = || {
+            let url = pg.url();
+            tokio::spawn(async move { Store::join(&url, "x", LEASE, &KEY).await })
+        };
+        let (mut first, mut second) = (start(), start());
+        let watcher = cluster::connect(&pg.url()).await.unwrap();
+        let waiting = "SELECT count(*) FROM pg_stat_activity
+                       WHERE application_name = 'acquiro x commits' AND wait_event_type = 'Lock'";
+        while watcher
+            .query_one(waiting, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            < 2
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        hold.commit().await.unwrap();
+
+        let (winner, mut loser) = tokio::select! {
+            joined = &mut first => (joined.unwrap().unwrap(), second),
+            joined = &mut second => (joined.unwrap().unwrap(), first),
+        };
+        assert_eq!(winner.store.epoch(), 1);
+        // The winner is alive: it renews its lease, as its lease task would.
+        let refused = loop {
+            tokio::select! {
+                ended = &mut loser => break ended.unwrap(),
+                () = tokio::time::sleep(Duration::from_millis(100)) => {
+                    winner.store.renew(LEASE, 0, 0, TxnId(0)).await.unwrap();
+                }
+            }
+        };
+        let error = refused.unwrap_err();
+        assert!(matches!(error, Error::NameInUse { .. }), "{error}");
+        winner.store.renew(LEASE, 0, 0, TxnId(0)).await.unwrap();
+    });
+}

@@ -96,20 +96,32 @@ impl Store {
         if let Err(error) = crate::retention::maintain(&client, None).await {
             tracing::warn!(%error, "journal partitions not made ahead");
         }
-        refuse_a_live_namesake(&client, node).await?;
-        wait_for_takeover(&client, node).await?;
         let lease_ms = lease.as_millis() as i64;
-        let row = client
-            .query_one(
-                "INSERT INTO nodes (node, epoch, lease_until, joined_at)
-                 VALUES ($1, 1, now() + $2::bigint * interval '1 millisecond', now())
-                 ON CONFLICT (node) DO UPDATE
-                     SET epoch = nodes.epoch + 1, lease_until = excluded.lease_until,
-                         joined_at = excluded.joined_at
-                 RETURNING epoch, greatest(retired_seq, needed_seq - 1)",
-                &[&node, &lease_ms],
-            )
-            .await?;
+        let names = names::of(node);
+        let row = loop {
+            refuse_a_live_namesake(&client, node).await?;
+            wait_for_takeover(&client, node).await?;
+            // Not over a namesake that joined since the check (two started at once): its lease is
+            // live and its connections are there. The check then waits for it, and refuses it once
+            // it renews.
+            let joined = client
+                .query_opt(
+                    "INSERT INTO nodes (node, epoch, lease_until, joined_at)
+                     VALUES ($1, 1, now() + $2::bigint * interval '1 millisecond', now())
+                     ON CONFLICT (node) DO UPDATE
+                         SET epoch = nodes.epoch + 1, lease_until = excluded.lease_until,
+                             joined_at = excluded.joined_at
+                         WHERE nodes.lease_until <= now() OR NOT EXISTS (
+                             SELECT 1 FROM pg_stat_activity
+                             WHERE application_name = ANY ($3) AND pid <> pg_backend_pid())
+                     RETURNING epoch, greatest(retired_seq, needed_seq - 1)",
+                    &[&node, &lease_ms, &names],
+                )
+                .await?;
+            if let Some(row) = joined {
+                break row;
+            }
+        };
         let (epoch, after): (i64, i64) = (row.get(0), row.get(1));
         let store = Store {
             commit: client.prepare(COMMIT).await?,

@@ -55,6 +55,11 @@ pub(crate) fn name(node: &str, purpose: Purpose) -> String {
     format!("acquiro {kept}{hash} {purpose}")
 }
 
+/// The names of all of `node`'s connections.
+pub(crate) fn of(node: &str) -> Vec<String> {
+    Purpose::ALL.iter().map(|p| name(node, *p)).collect()
+}
+
 /// FNV-1a, folded to 32 bits: stable across releases and platforms (the standard library's hasher
 /// is not), so that every release names a node's connections alike.
 fn fnv1a(bytes: &[u8]) -> u32 {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use super::{Purpose, name};
 use crate::Error;
 
 /// How often the namesake's lease is read while it may be going away.
@@ -15,14 +14,14 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// Returns once no other process holds `node`'s name, or [`Error::NameInUse`] once one shows it is
 /// alive. A holder counts while its lease is live and one of its connections (named as `node`'s, see
-/// [`name`]; the first, for commits, from the start of its own join) is in `pg_stat_activity`. A
+/// `names`; the first, for commits, from the start of its own join) is in `pg_stat_activity`. A
 /// predecessor killed or stopped closes its connections within moments; one paused or cut off stops
 /// renewing, and its lease lapses (joining then fences it, as before). A holder that renews its lease
 /// meanwhile is alive. A connection string that sets its own `application_name` hides the holder's
 /// connections, and joining goes on as it would without this check. A session's `application_name` is
 /// shown to every role, its address only to the same role (or `pg_read_all_stats`).
 pub(super) async fn refuse_a_live_namesake(client: &Client, node: &str) -> Result<(), Error> {
-    let names: Vec<String> = Purpose::ALL.iter().map(|p| name(node, *p)).collect();
+    let names = super::names::of(node);
     let mut first_seen: Option<i64> = None;
     loop {
         let row = client
