@@ -33,7 +33,7 @@ fn config() -> Config {
         reversal: Reversal::default(),
         acquirer_id: "12345".into(),
         echo_interval: Duration::from_secs(60),
-        card_key: [7; 16],
+        card_key: engine::CardKey([7; 16]),
         shared_keys: false,
         cutover: Default::default(),
     }
