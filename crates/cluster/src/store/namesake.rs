@@ -16,7 +16,7 @@ const POLL: Duration = Duration::from_millis(100);
 /// alive. A holder counts while its lease is live and one of its connections (named as `node`'s, see
 /// `names`; the first, for commits, from the start of its own join) is in `pg_stat_activity`. A
 /// predecessor killed or stopped closes its connections within moments; one paused or cut off stops
-/// renewing, and its lease lapses (joining then fences it, as before). A holder that renews its lease
+/// renewing, and its lease lapses (joining then fences it). A holder that renews its lease
 /// meanwhile is alive. A connection string that sets its own `application_name` hides the holder's
 /// connections, and joining goes on as it would without this check. A session's `application_name` is
 /// shown to every role, its address only to the same role (or `pg_read_all_stats`).
