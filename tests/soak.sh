@@ -4,28 +4,41 @@
 # idempotency table fills to its cap (1 000 000 keys by default) in the first minutes; after that both
 # must stay flat. Prints the samples, then the growth over the second half of the run, and fails if RSS
 # grew more than 5 % or the descriptors at all, or if the reconciliation does not hold.
+# With `cluster`, the switch is one cluster node on a throw-away PostgreSQL (Debian's) instead, and the
+# end also prints what the database holds a transaction.
 #
 #   tests/soak.sh [minutes, default 10] [requests/s, default 15000: half the batch maximum measured by
-#                 benches/e2e.sh] [terminals, default 200]
+#                 benches/e2e.sh] [terminals, default 200] [cluster]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-10}
 rate=${2:-15000}
 terminals=${3:-200}
+mode=${4:-}
 source tests/support/run.sh
 issuer=39583 front=38583 admin=38590
 
-switch_config "$work/acquiro.toml" <<TOML
+if [[ $mode == cluster ]]; then
+  pg_port=35432
+  source tests/support/cluster.sh
+  pg_start
+  switch_config "$work/acquiro.toml" </dev/null
+  serve_flags=(--node soak --database "$database")
+  serve_env=(ACQUIRO_CARD_KEY=00112233445566778899aabbccddeeff)
+else
+  switch_config "$work/acquiro.toml" <<TOML
 [journal]
 dir = "$work/journal"
 sync = "batch"
 retain_bytes = 1073741824
 TOML
+  serve_flags=() serve_env=()
+fi
 
 $bin sim issuer --listen "127.0.0.1:$issuer" --ledger "$work/ledger.json" 2>"$work/issuer.log" &
 issuer_pid=$!
 until_listening $issuer
-$bin serve --config "$work/acquiro.toml" 2>"$work/switch.log" &
+env "${serve_env[@]}" $bin serve --config "$work/acquiro.toml" "${serve_flags[@]}" 2>"$work/switch.log" &
 switch=$!
 until_listening $front
 $bin sim terminals --connect "127.0.0.1:$front" --terminals "$terminals" --rate "$rate" \
@@ -47,6 +60,12 @@ kill -TERM "$issuer_pid" && wait "$issuer_pid" || true
 
 grep -E "^(throughput|latency|answers|terminals)" "$work/terminals.report"
 $bin sim reconcile --outcomes "$work/outcomes.json" --ledger "$work/ledger.json" | tail -1
+if [[ $mode == cluster ]]; then
+  # What the database keeps a transaction (its rows and indexes, and the evidence copied behind),
+  # for sizing a cluster's disk.
+  pg_psql -c "SELECT pg_database_size(current_database()), (SELECT count(*) FROM claims)" |
+    awk -F'|' '{ printf "database: %.0f MiB for %d transactions, %.0f bytes a transaction\n", $1 / 1048576, $2, $1 / $2 }'
+fi
 # The second half against its first sample: memory and descriptors must not creep.
 awk 'NR > 1 { s[++n] = $0 } END {
   h = int(n / 2) + 1; split(s[h], a); split(s[n], b)
