@@ -38,8 +38,9 @@ impl DiskJournal {
             repair: true,
             on_corrupt: settings.on_corrupt,
         };
-        // First: the scan that repairs holds the directory against a second switch writing it (made if
-        // absent), before the card key kept there is read or made; the writer then holds it.
+        // The scan that repairs holds the directory (made if absent) against a second switch while it
+        // reads and cuts, and the writer from its start; the card key kept there is read between them
+        // (made at most once: a racing second switch fails to make it again, and is refused).
         let scanned = tranlog::scan(dir, mode, |_, record| recovery.add(record))?;
         let card_key = match settings.card_key {
             Some(key) => key,
