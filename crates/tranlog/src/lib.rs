@@ -16,7 +16,6 @@ mod writer;
 use std::path::PathBuf;
 
 pub use index::Key;
-pub use lock::DirLock;
 pub use query::{Query, lookup, verify_indexes};
 pub use scan::{Mode, OnCorrupt, Position, Problem, Scanned, scan};
 pub use segment::Segment;

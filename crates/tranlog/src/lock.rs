@@ -8,7 +8,6 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::Error;
 
@@ -16,11 +15,10 @@ use crate::Error;
 /// segment (so an earlier release reads a directory a later one locked).
 const FILE: &str = "lock";
 
-/// The directory held: released when the last clone is dropped (the writer's two threads each hold
-/// one).
-#[derive(Debug, Clone)]
-pub struct DirLock {
-    _file: Arc<File>,
+/// The directory held: released when dropped.
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _file: File,
 }
 
 /// Locks `dir` (made if absent) for this process, or [`Error::InUse`] if another holds it.
@@ -48,9 +46,7 @@ pub(crate) fn acquire(dir: &Path) -> Result<DirLock, Error> {
     file.set_len(0)?;
     file.rewind()?;
     writeln!(file, "{}", std::process::id())?;
-    Ok(DirLock {
-        _file: Arc::new(file),
-    })
+    Ok(DirLock { _file: file })
 }
 
 #[cfg(test)]
@@ -61,7 +57,6 @@ mod tests {
     fn a_directory_is_held_by_one_until_it_lets_go() {
         let dir = tempfile::tempdir().unwrap();
         let held = acquire(dir.path()).unwrap();
-        let again = held.clone();
         let refused = acquire(dir.path()).unwrap_err();
         let said = refused.to_string();
         assert!(matches!(refused, Error::InUse { .. }), "{said}");
@@ -70,8 +65,16 @@ mod tests {
             "{said}"
         );
         drop(held);
-        assert!(acquire(dir.path()).is_err(), "a clone still holds it");
-        drop(again);
+        // A writer holds it until it is closed, its threads joined.
+        let writer = crate::Writer::start(
+            dir.path(),
+            crate::Options::default(),
+            &crate::Scanned::default(),
+            |_| {},
+        )
+        .unwrap();
+        assert!(acquire(dir.path()).is_err(), "the writer still holds it");
+        writer.close();
         acquire(dir.path()).unwrap();
     }
 }

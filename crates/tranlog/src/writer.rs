@@ -95,6 +95,8 @@ pub struct Writer {
     indexer: Option<JoinHandle<()>>,
     next_seq: u64,
     keep_from: Arc<AtomicU64>,
+    /// The directory, held until both threads are joined (`stop`, then the fields drop).
+    _lock: crate::lock::DirLock,
 }
 
 impl Writer {
@@ -106,7 +108,6 @@ impl Writer {
         scanned: &Scanned,
         on_batch: impl FnMut(Result<Batch, std::io::Error>) + Send + 'static,
     ) -> std::io::Result<Writer> {
-        // Held by both threads until each ends.
         let lock = crate::lock::acquire(dir).map_err(std::io::Error::other)?;
         let mut segments = scanned.segments.clone();
         let next_seq = scanned.last_seq + 1;
@@ -125,15 +126,10 @@ impl Writer {
         for closed in &segments[..segments.len() - 1] {
             let _ = index_tx.send((closed.path.clone(), None));
         }
-        let held = lock.clone();
         let indexer = std::thread::Builder::new()
             .name("tranlog-index".into())
-            .spawn(move || {
-                let _held = held;
-                index_closed(index_rx)
-            })?;
+            .spawn(move || index_closed(index_rx))?;
         let mut thread = Thread {
-            _lock: lock,
             dir: dir.to_path_buf(),
             options,
             zeroed: file.metadata()?.len(),
@@ -157,6 +153,7 @@ impl Writer {
             indexer: Some(indexer),
             next_seq,
             keep_from,
+            _lock: lock,
         })
     }
 
@@ -216,8 +213,6 @@ impl Drop for Writer {
 }
 
 struct Thread {
-    /// The directory, held for as long as this thread writes it.
-    _lock: crate::DirLock,
     dir: PathBuf,
     options: Options,
     file: File,
