@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use tokio_postgres::Client;
 
 use crate::Error;
-use crate::store::{self, Purpose};
+use crate::store;
 
 /// A node as `acquiro cluster status` shows it.
 #[derive(Debug, Clone)]
@@ -25,7 +25,7 @@ pub struct NodeStatus {
     pub last_seq: i64,
     /// The node's rows up to this one are in the indexed evidence copy (see `evidence`).
     pub indexed_seq: i64,
-    /// How many of its connections ([`Purpose::ALL`]) the database holds now, found by their names in
+    /// How many of its connections ([`crate::Purpose::ALL`]) the database holds now, found by their names in
     /// `pg_stat_activity`: a node whose lease lapsed with its connections still there is paused or cut
     /// off rather than gone. None are found for a node whose connection string sets its own
     /// `application_name`.
@@ -56,8 +56,8 @@ pub async fn status(client: &Client) -> Result<Vec<NodeStatus>, Error> {
     Ok(rows
         .iter()
         .map(|r| NodeStatus {
-            connections: (Purpose::ALL.iter())
-                .filter(|p| connected.contains(&store::name(r.get(0), **p)))
+            connections: (store::names_of(r.get(0)).iter())
+                .filter(|name| connected.contains(name))
                 .count(),
             node: r.get(0),
             epoch: r.get(1),

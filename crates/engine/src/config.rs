@@ -46,12 +46,6 @@ impl std::ops::Deref for CardKey {
     }
 }
 
-impl From<[u8; 16]> for CardKey {
-    fn from(key: [u8; 16]) -> CardKey {
-        CardKey(key)
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Issuer {
     pub name: String,

@@ -13,7 +13,8 @@ mod namesake;
 mod takeover;
 
 pub use names::Purpose;
-pub(crate) use names::name;
+use names::name;
+pub(crate) use names::of as names_of;
 use namesake::refuse_a_live_namesake;
 pub use takeover::Takeover;
 use takeover::wait_for_takeover;
@@ -99,11 +100,10 @@ impl Store {
         let lease_ms = lease.as_millis() as i64;
         let names = names::of(node);
         let row = loop {
-            refuse_a_live_namesake(&client, node).await?;
             wait_for_takeover(&client, node).await?;
-            // Not over a namesake that joined since the check (two started at once): its lease is
-            // live and its connections are there. The check then waits for it, and refuses it once
-            // it renews.
+            // Not over a process of this name whose lease is live and whose connections are there
+            // (one statement, so that of two started at once only one joins): the namesake check
+            // then tells one going away from a live one, and refuses the latter.
             let joined = client
                 .query_opt(
                     "INSERT INTO nodes (node, epoch, lease_until, joined_at)
@@ -121,6 +121,7 @@ impl Store {
             if let Some(row) = joined {
                 break row;
             }
+            refuse_a_live_namesake(&client, node).await?;
         };
         let (epoch, after): (i64, i64) = (row.get(0), row.get(1));
         let store = Store {

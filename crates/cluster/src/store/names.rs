@@ -83,7 +83,7 @@ mod tests {
         let long = "x".repeat(64);
         let other = format!("{}y", "x".repeat(63));
         for node in [long.as_str(), &other, "zürich-1", "節點"] {
-            let names: Vec<String> = Purpose::ALL.iter().map(|p| name(node, *p)).collect();
+            let names = of(node);
             for n in &names {
                 assert!(n.len() <= NAME_MOST, "{n}");
                 assert!(n.bytes().all(|b| b == b' ' || b.is_ascii_graphic()), "{n}");
