@@ -13,20 +13,36 @@ use crate::Error;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connects, over TLS if `url` says so (see `tls`), with the connection driven on its own task. It
-/// shows in `pg_stat_activity` as `acquiro`, unless `url` names an `application_name`.
+/// shows in `pg_stat_activity` as `acquiro`, unless `url` names an `application_name` (a command's
+/// connection, for tools and scripts).
 pub async fn connect(url: &str) -> Result<Client, Error> {
-    connect_as(url, "acquiro").await
+    let (mut config, tls) = crate::tls::settings(url)?;
+    if config.get_application_name().is_none() {
+        config.application_name("acquiro");
+    }
+    connect_with(config, tls).await
 }
 
-/// [`connect`], shown as `name` in `pg_stat_activity` unless `url` names an `application_name`: a
-/// node's connections say whose they are and what each is for.
+/// The `application_name` `url` names, which a node's connections do not take (see [`connect_as`]).
+pub(crate) fn named_application(url: &str) -> Result<Option<String>, Error> {
+    let (config, _) = crate::tls::settings(url)?;
+    Ok(config.get_application_name().map(str::to_owned))
+}
+
+/// [`connect`], shown as `name` in `pg_stat_activity` whatever `url` says: a node's connections say
+/// whose they are and what each is for, and a joining process finds a live namesake by them.
 pub(crate) async fn connect_as(url: &str, name: &str) -> Result<Client, Error> {
     let (mut config, tls) = crate::tls::settings(url)?;
+    config.application_name(name);
+    connect_with(config, tls).await
+}
+
+async fn connect_with(
+    mut config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+) -> Result<Client, Error> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
-    }
-    if config.get_application_name().is_none() {
-        config.application_name(name);
     }
     Ok(match tls {
         Some(tls) => drive(config.connect(tls).await?),

@@ -27,8 +27,7 @@ pub struct NodeStatus {
     pub indexed_seq: i64,
     /// How many of its connections ([`crate::Purpose::ALL`]) the database holds now, found by their names in
     /// `pg_stat_activity`: a node whose lease lapsed with its connections still there is paused or cut
-    /// off rather than gone. None are found for a node whose connection string sets its own
-    /// `application_name`.
+    /// off rather than gone.
     pub connections: usize,
 }
 

@@ -871,3 +871,46 @@ fn of_two_namesakes_started_at_once_one_joins_and_the_other_is_refused() {
         winner.store.renew(LEASE, 0, 0, TxnId(0)).await.unwrap();
     });
 }
+
+/// A connection string that names its own `application_name` does not hide a node's connections: a
+/// second process under a live node's name, with the same connection string, is still refused.
+#[test]
+fn a_namesake_is_refused_when_the_connection_string_names_an_application() {
+    let Some(pg) = Server::start("store::namesake_application_name") else {
+        return;
+    };
+    rt().block_on(async {
+        let url = format!("{} application_name=payments", pg.url());
+        let first = Store::join(&url, "x", LEASE, &KEY).await.unwrap();
+        let watcher = cluster::connect(&url).await.unwrap();
+        let names: Vec<String> = (watcher.query(
+            "SELECT application_name FROM pg_stat_activity WHERE pid <> pg_backend_pid()
+             AND application_name <> '' ORDER BY 1",
+            &[],
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+        assert_eq!(names, ["acquiro x commits"]);
+        // A command's connection keeps the name it is given.
+        let own: String = (watcher.query_one("SELECT current_setting('application_name')", &[]))
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(own, "payments");
+        let mut second = tokio::spawn(async move { Store::join(&url, "x", LEASE, &KEY).await });
+        let refused = loop {
+            tokio::select! {
+                ended = &mut second => break ended.unwrap(),
+                () = tokio::time::sleep(Duration::from_millis(100)) => {
+                    first.store.renew(LEASE, 0, 0, TxnId(0)).await.unwrap();
+                }
+            }
+        };
+        let error = refused.unwrap_err();
+        assert!(matches!(error, Error::NameInUse { .. }), "{error}");
+        first.store.renew(LEASE, 0, 0, TxnId(0)).await.unwrap();
+    });
+}

@@ -19,7 +19,7 @@ use namesake::refuse_a_live_namesake;
 pub use takeover::Takeover;
 use takeover::wait_for_takeover;
 
-use crate::connect::connect_as;
+use crate::connect::{connect_as, named_application};
 use crate::row::{self, Rows};
 use crate::{Error, schema};
 
@@ -78,6 +78,13 @@ impl Store {
         lease: Duration,
         card_key: &[u8; 16],
     ) -> Result<Joined, Error> {
+        if let Some(application) = named_application(url)? {
+            tracing::warn!(
+                application,
+                "the connection string's application_name is not used for a node's connections: \
+                 they are named `acquiro NODE PURPOSE`, by which a second process under this name is found"
+            );
+        }
         let mut client = connect_as(url, &name(node, Purpose::Commits)).await?;
         schema::migrate(&mut client).await?;
         let ours = card_key_check(card_key);

@@ -1,7 +1,7 @@
 //! How a node's connections show in `pg_stat_activity`: what each is for, and its name there.
 
 /// What a node's connection is for: each of its connections shows in `pg_stat_activity` as
-/// `acquiro NODE PURPOSE` (unless the connection string names an `application_name`), so that an
+/// `acquiro NODE PURPOSE` (whatever `application_name` the connection string names), so that an
 /// operator sees whose connection waits or holds a lock, and on what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {

@@ -17,9 +17,9 @@ const POLL: Duration = Duration::from_millis(100);
 /// `names`; the first, for commits, from the start of its own join) is in `pg_stat_activity`. A
 /// predecessor killed or stopped closes its connections within moments; one paused or cut off stops
 /// renewing, and its lease lapses (joining then fences it). A holder that renews its lease
-/// meanwhile is alive. A connection string that sets its own `application_name` hides the holder's
-/// connections, and joining goes on as it would without this check. A session's `application_name` is
-/// shown to every role, its address only to the same role (or `pg_read_all_stats`).
+/// meanwhile is alive. A node's connections take their names whatever the connection string says, so
+/// that none hides them. A session's `application_name` is shown to every role, its address only to
+/// the same role (or `pg_read_all_stats`).
 pub(super) async fn refuse_a_live_namesake(client: &Client, node: &str) -> Result<(), Error> {
     let names = super::names::of(node);
     let mut first_seen: Option<i64> = None;
