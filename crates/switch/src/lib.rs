@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 pub use config::{
     CARD_KEY_ENV, ClusterFile, ClusterSettings, ConfigError, DATABASE_ENV, DEFAULT_DIALECT,
     DEFAULT_HEADER, File, IdempotencyFile, IssuerFile, JournalFile, JournalSettings, Link,
-    Listener, ListenerFile, NODE_ENV, ReversalsFile, RouteFile, Settings,
+    Listener, ListenerFile, NODE_ENV, ReversalsFile, RouteFile, Secret, Settings,
 };
 pub use journal::{Journal, MemoryJournal, OpenError, Progress, Report, open_journal};
 pub use listen::listen;

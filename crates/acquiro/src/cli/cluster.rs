@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use clap::{Args, Subcommand};
 use cluster::Standbys;
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub(crate) enum ClusterCommand {
     /// Every node: its epoch and lease, what it has in flight and in its reversal queue (as its last
     /// renewal said), its last record, how far its records are copied to the search indexes, how many
@@ -15,7 +15,7 @@ pub(crate) enum ClusterCommand {
     Status(StatusArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct StatusArgs {
     /// The database every node writes to (cluster.database; also ACQUIRO_DATABASE_URL).
     #[arg(long, env = "ACQUIRO_DATABASE_URL")]

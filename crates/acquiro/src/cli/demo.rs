@@ -22,7 +22,7 @@ const ISSUER: &str = include_str!("../../demo/issuer.toml");
 /// How long the switch gets, after the terminals stop, to settle every reversal.
 const SETTLE: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct DemoArgs {
     /// How long the terminals send traffic.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]

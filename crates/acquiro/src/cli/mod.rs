@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use wire::{LengthHeader, Tpdu};
 
-#[derive(Debug, Parser)]
+/// The command line's types do not derive `Debug`: they hold connection strings, which may carry a
+/// password, and nothing should ever print them.
+#[derive(Parser)]
 #[command(name = "acquiro", version, about = "Acquirer-side ISO 8583 switch")]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -30,7 +32,7 @@ pub(crate) struct Cli {
     log_format: crate::logging::Format,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum Command {
     /// Run the switch against an issuer simulator with terminals that retransmit and reverse, show live
     /// figures, and check at the end that every terminal's outcome matches the issuer's books.
@@ -58,14 +60,14 @@ enum Command {
     Settlement(settlement::SettlementArgs),
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Check a configuration file: every error names the key and the reason.
     Check(serve::CheckArgs),
 }
 
 /// How frames are laid out: the dialect and the framing around each message.
-#[derive(Debug, Args)]
+#[derive(Args)]
 struct FrameArgs {
     /// Dialect: a built-in name (iso87ascii, iso87ascii-hexbitmap, iso87bcd, iso87ebcdic) or a .toml file.
     #[arg(long, default_value = "iso87ascii")]
@@ -75,7 +77,7 @@ struct FrameArgs {
     header: LengthHeader,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 struct DecodeArgs {
     #[command(flatten)]
     frame: FrameArgs,
@@ -96,7 +98,7 @@ struct DecodeArgs {
     unmasked: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 struct EncodeArgs {
     #[command(flatten)]
     frame: FrameArgs,

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use switch::{File, IssuerFile, ListenerFile};
+use switch::{File, IssuerFile, ListenerFile, Secret};
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct ServeArgs {
     /// Configuration file (TOML); the options below override it, and work without it.
     #[arg(long)]
@@ -56,7 +56,7 @@ pub(crate) struct ServeArgs {
     lease: Option<Duration>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct CheckArgs {
     /// The configuration file to check.
     file: PathBuf,
@@ -116,8 +116,8 @@ fn apply(args: &ServeArgs, mut file: File) -> File {
         if args.node.is_some() {
             cluster.node.clone_from(&args.node);
         }
-        if args.database.is_some() {
-            cluster.database.clone_from(&args.database);
+        if let Some(database) = &args.database {
+            cluster.database = Some(Secret(database.clone()));
         }
         if let Some(lease) = args.lease {
             cluster.lease = lease;

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::tranlog::{DirArgs, each_record};
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub(crate) struct SettlementArgs {
     #[command(subcommand)]
@@ -27,13 +27,13 @@ pub(crate) struct SettlementArgs {
     report: ReportArgs,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum SettlementCommand {
     /// Every difference, by RRN, between the settlement and the issuer's file; exit 1 if any.
     Reconcile(ReconcileArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 struct ReportArgs {
     #[command(flatten)]
     dir: DirArgs,
@@ -47,7 +47,7 @@ struct ReportArgs {
     format: Format,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 struct ReconcileArgs {
     #[command(flatten)]
     report: ReportArgs,

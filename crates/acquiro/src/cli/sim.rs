@@ -17,7 +17,7 @@ use wire::{FrameCodec, LengthHeader};
 /// connects at once, straight to the issuer simulator or through the relay (see `switch::listen`).
 const SIM_BACKLOG: usize = 4096;
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub(crate) enum SimCommand {
     /// An issuer host: answers by rules (approve-all without them) and keeps a ledger of net debits.
     Issuer(IssuerArgs),
@@ -30,7 +30,7 @@ pub(crate) enum SimCommand {
     Relay(RelayArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct RelayArgs {
     #[arg(long, default_value = "127.0.0.1:8583")]
     listen: SocketAddr,
@@ -39,7 +39,7 @@ pub(crate) struct RelayArgs {
     upstream: SocketAddr,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 struct Wire {
     /// Dialect: a built-in name or a .toml file.
     #[arg(long, default_value = "iso87ascii")]
@@ -57,7 +57,7 @@ impl Wire {
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct IssuerArgs {
     #[arg(long, default_value = "127.0.0.1:9583")]
     listen: SocketAddr,
@@ -75,7 +75,7 @@ pub(crate) struct IssuerArgs {
     settlement: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct TerminalsArgs {
     /// The switch's terminal listener.
     #[arg(long, default_value = "127.0.0.1:8583")]
@@ -117,7 +117,7 @@ pub(crate) struct TerminalsArgs {
     outcomes: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct ReconcileArgs {
     /// The outcomes file of `sim terminals`.
     #[arg(long)]

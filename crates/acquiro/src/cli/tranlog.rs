@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tranlog::{Mode, OnCorrupt};
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub(crate) enum TranlogCommand {
     /// The full timeline of each matching transaction: every step, with times, codes, issuer and link,
     /// and every reversal attempt.
@@ -33,7 +33,7 @@ pub(crate) enum TranlogCommand {
     Verify(DirArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 #[group(required = true, multiple = false)]
 pub(crate) struct DirArgs {
     /// The journal directory (journal.dir of the switch).
@@ -71,7 +71,7 @@ pub(crate) fn with_database<T>(
 }
 
 /// A time range, RFC 3339 (`2026-11-21T09:00:00Z`).
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct Range {
     #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
     from: Option<SystemTime>,
@@ -85,7 +85,7 @@ impl Range {
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct ShowArgs {
     #[command(flatten)]
     dir: DirArgs,
@@ -113,7 +113,7 @@ enum Format {
     Csv,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub(crate) struct ExportArgs {
     #[command(flatten)]
     dir: DirArgs,

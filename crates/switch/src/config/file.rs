@@ -44,7 +44,7 @@ pub struct ClusterFile {
     /// Unique and stable per node: a restart under the same name resumes its work (also ACQUIRO_NODE).
     pub node: Option<String>,
     /// PostgreSQL connection string (also from ACQUIRO_DATABASE_URL).
-    pub database: Option<String>,
+    pub database: Option<Secret>,
     /// A node not heard from for this long is taken over.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
@@ -55,6 +55,18 @@ pub struct ClusterFile {
     /// as lost.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+/// A value that may be secret (a connection string with its password, the card key): read as text, and
+/// never shown by `Debug`, so that a configuration printed whole leaves it out.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[not shown]")
+    }
 }
 
 /// The environment variable that may hold the cluster's database URL.
@@ -94,7 +106,7 @@ pub struct JournalFile {
     pub on_corrupt: String,
     /// 32 hex digits: key of the card hashes (also from ACQUIRO_CARD_KEY). Without one, a key is made
     /// and kept in `card.key` in the journal directory.
-    pub card_key: Option<String>,
+    pub card_key: Option<Secret>,
 }
 
 /// The environment variable that may hold the card key.

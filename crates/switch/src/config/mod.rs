@@ -10,6 +10,7 @@ use std::path::Path;
 pub use file::{
     CARD_KEY_ENV, ClusterFile, DATABASE_ENV, DEFAULT_DIALECT, DEFAULT_HEADER, File,
     IdempotencyFile, IssuerFile, JournalFile, ListenerFile, NODE_ENV, ReversalsFile, RouteFile,
+    Secret,
 };
 pub use settings::{ClusterSettings, JournalSettings, Link, Listener, Settings};
 
@@ -204,20 +205,22 @@ mod tests {
         );
     }
 
-    /// Settings printed for a diagnosis show neither the card key (as hex or as bytes) nor the
-    /// database's password.
+    /// The file as read and the settings checked from it, printed for a diagnosis, show neither the
+    /// card key (as hex or as bytes) nor the database's password.
     #[test]
     fn the_settings_debug_shows_no_key_and_no_password() {
         let key = "[journal]\ncard_key = \"00112233445566778899aabbccddeeff\"\n";
         let cluster = "[cluster]\nnode = \"a\"\ndatabase = \"host=db password=s3cret\"\n";
-        let s = File::parse("t", &format!("{FULL}{key}{cluster}"))
-            .unwrap()
-            .check()
-            .unwrap();
-        let shown = format!("{s:?}");
-        assert!(shown.contains("ClusterSettings"), "{shown}");
-        for secret in ["s3cret", "00112233", "0, 17, 34, 51", "[0, 17, 34"] {
-            assert!(!shown.contains(secret), "{secret} in {shown}");
+        let file = File::parse("t", &format!("{FULL}{key}{cluster}")).unwrap();
+        let read = format!("{file:?}");
+        let s = file.check().unwrap();
+        let checked = format!("{s:?}");
+        assert!(read.contains("ClusterFile"), "{read}");
+        assert!(checked.contains("ClusterSettings"), "{checked}");
+        for shown in [read, checked] {
+            for secret in ["s3cret", "00112233", "0, 17, 34, 51", "[0, 17, 34"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
         }
     }
 }

@@ -40,7 +40,7 @@ impl JournalFile {
         }
         let from_env = std::env::var(CARD_KEY_ENV).ok();
         let card_key = match (&self.card_key, from_env) {
-            (Some(hex), _) => Some(parse_key("journal.card_key", hex)?),
+            (Some(hex), _) => Some(parse_key("journal.card_key", &hex.0)?),
             (None, Some(hex)) => Some(parse_key(CARD_KEY_ENV, &hex)?),
             (None, None) => None,
         };
@@ -105,7 +105,8 @@ impl ClusterFile {
         };
         let database = self
             .database
-            .clone()
+            .as_ref()
+            .map(|d| d.0.clone())
             .or_else(|| std::env::var(DATABASE_ENV).ok());
         let Some(database) = database else {
             return Err(invalid(
