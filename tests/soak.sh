@@ -55,11 +55,18 @@ while kill -0 "$terminals_pid" 2>/dev/null; do
   sleep 15
 done
 wait "$terminals_pid" || true
+# How long the journal's syncs (in cluster mode, its commits) took, before the switch stops: whether
+# the slowest purchases waited on the disk (or the database) or on the switch.
+curl -fs "http://127.0.0.1:$admin/metrics" >"$work/switch.metrics" || true
 kill -TERM "$switch" && wait "$switch" || true
 kill -TERM "$issuer_pid" && wait "$issuer_pid" || true
 
 grep -E "^(throughput|latency|answers|terminals)" "$work/terminals.report"
 $bin sim reconcile --outcomes "$work/outcomes.json" --ledger "$work/ledger.json" | tail -1
+awk -F'[{}" ]+' '$1 == "acquiro_journal_sync_seconds_bucket" { n[$3] = $4 } END {
+  printf "journal syncs %d: over 100 ms %d, over 250 ms %d, over 1 s %d\n", n["+Inf"],
+    n["+Inf"] - n["0.1"], n["+Inf"] - n["0.25"], n["+Inf"] - n["1"]
+}' "$work/switch.metrics"
 if [[ $mode == cluster ]]; then
   # What the database keeps a transaction (its rows and indexes, and the evidence copied behind),
   # for sizing a cluster's disk.

@@ -369,7 +369,7 @@ impl Metrics {
                 prometheus::Histogram::with_opts(
                     HistogramOpts::new(
                         "acquiro_journal_sync_seconds",
-                        "Time of each journal fdatasync (one per batch).",
+                        "Time of each journal fdatasync (one per batch); in cluster mode, of each commit to PostgreSQL.",
                     )
                     .buckets(vec![
                         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
