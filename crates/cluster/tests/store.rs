@@ -4,9 +4,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cluster::throwaway::Server;
-use cluster::{Claim, Error, Purpose, SCHEMA_VERSION, Store};
+use cluster::{Claim, Error, Joined, Purpose, SCHEMA_VERSION, Store};
 use engine::{LinkId, Original, Received, Record, Step, TxnId};
 use iso8583::{Mti, ResponseCode};
+use tokio::task::JoinHandle;
 
 const KEY: [u8; 16] = [7; 16];
 const LEASE: Duration = Duration::from_secs(5);
@@ -852,24 +853,29 @@ fn of_two_namesakes_started_at_once_one_joins_and_the_other_is_refused() {
         }
         hold.commit().await.unwrap();
 
-        let (winner, mut loser) = tokio::select! {
+        let (winner, loser) = tokio::select! {
             joined = &mut first => (joined.unwrap().unwrap(), second),
             joined = &mut second => (joined.unwrap().unwrap(), first),
         };
         assert_eq!(winner.store.epoch(), 1);
-        // The winner is alive: it renews its lease, as its lease task would.
-        let refused = loop {
-            tokio::select! {
-                ended = &mut loser => break ended.unwrap(),
-                () = tokio::time::sleep(Duration::from_millis(100)) => {
-                    winner.store.renew(LEASE, 0, 0, TxnId(0)).await.unwrap();
-                }
-            }
-        };
-        let error = refused.unwrap_err();
-        assert!(matches!(error, Error::NameInUse { .. }), "{error}");
-        winner.store.renew(LEASE, 0, 0, TxnId(0)).await.unwrap();
+        refused_while_alive(&winner.store, loser).await;
     });
+}
+
+/// Renews `live`'s lease, as its lease task would, until `joining` ends; `joining` must have been
+/// refused as a namesake, and `live` must still hold its lease.
+async fn refused_while_alive(live: &Store, mut joining: JoinHandle<Result<Joined, Error>>) {
+    let refused = loop {
+        tokio::select! {
+            ended = &mut joining => break ended.unwrap(),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                live.renew(LEASE, 0, 0, TxnId(0)).await.unwrap();
+            }
+        }
+    };
+    let error = refused.unwrap_err();
+    assert!(matches!(error, Error::NameInUse { .. }), "{error}");
+    live.renew(LEASE, 0, 0, TxnId(0)).await.unwrap();
 }
 
 /// A connection string that names its own `application_name` does not hide a node's connections: a
@@ -900,17 +906,7 @@ fn a_namesake_is_refused_when_the_connection_string_names_an_application() {
             .unwrap()
             .get(0);
         assert_eq!(own, "payments");
-        let mut second = tokio::spawn(async move { Store::join(&url, "x", LEASE, &KEY).await });
-        let refused = loop {
-            tokio::select! {
-                ended = &mut second => break ended.unwrap(),
-                () = tokio::time::sleep(Duration::from_millis(100)) => {
-                    first.store.renew(LEASE, 0, 0, TxnId(0)).await.unwrap();
-                }
-            }
-        };
-        let error = refused.unwrap_err();
-        assert!(matches!(error, Error::NameInUse { .. }), "{error}");
-        first.store.renew(LEASE, 0, 0, TxnId(0)).await.unwrap();
+        let second = tokio::spawn(async move { Store::join(&url, "x", LEASE, &KEY).await });
+        refused_while_alive(&first.store, second).await;
     });
 }
