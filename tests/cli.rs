@@ -205,3 +205,28 @@ fn the_demo_reconciles_every_transaction_under_faults() {
         "{settlement}"
     );
 }
+
+/// Output cut short by its reader (`acquiro tranlog verify … | head -1`) ends the command quietly, with
+/// the code of a tool SIGPIPE stopped: no panic, no error message. Both ways the commands write are
+/// covered: a line at a time (`verify`) and through a buffer (`export`).
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    let journal = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tranlog/tests/fixtures/journal-v1"
+    );
+    for command in ["verify", "export"] {
+        // The reading end is closed before the command starts: its first write finds no reader.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_acquiro"))
+            .args(["tranlog", command, "--journal-dir", journal])
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run acquiro");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{command}: {stderr}");
+        assert!(stderr.is_empty(), "{command}: {stderr}");
+    }
+}

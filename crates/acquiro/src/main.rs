@@ -19,9 +19,24 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,
+        // The reader of the output went away (`acquiro tranlog show … | head`): the output ends there,
+        // quietly, with the code of a tool that SIGPIPE stopped. (The process ignores SIGPIPE, as Rust
+        // programs do, so that a switch writing to a closed socket gets an error, not a signal.)
+        Err(err) if broken_pipe(&err) => ExitCode::from(141),
         Err(err) => {
             eprintln!("acquiro: {err:#}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether `err` comes of writing to a closed pipe (directly, or through JSON written to it).
+fn broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        let kind = (cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind))
+        .or_else(|| cause.downcast_ref::<serde_json::Error>()?.io_error_kind());
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -36,16 +36,16 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
     })?;
     let now = SystemTime::now();
     if args.json {
-        println!("{}", as_json(&database, &nodes, now));
+        outln!("{}", as_json(&database, &nodes, now))?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "database: PostgreSQL {}, schema version {}; {}",
         database.server_version,
         database.schema_version,
         standbys(&database)
-    );
-    println!(
+    )?;
+    outln!(
         "{:<16} {:>6}  {:<22} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}  taken over by",
         "node",
         "epoch",
@@ -56,7 +56,7 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
         "searchable",
         "handed on",
         "connected"
-    );
+    )?;
     for n in &nodes {
         let left = lease_left_ms(n, now);
         let lease = match (n.lease_live, left) {
@@ -69,7 +69,7 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
             (Some(by), false) => by.clone(),
             (None, _) => "-".into(),
         };
-        println!(
+        outln!(
             "{:<16} {:>6}  {:<22} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}  {taken}",
             n.node,
             n.epoch,
@@ -80,7 +80,7 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
             n.indexed_seq,
             n.retired_seq,
             format!("{} of {}", n.connections, cluster::Purpose::ALL.len())
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -63,15 +63,18 @@ async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         })?;
     switch.ready().await;
     let admin = switch.admin.expect("the demo configures an admin endpoint");
-    println!(
+    outln!(
         "acquiro demo: {} terminals, {} transactions/s for {:?}",
-        args.terminals, args.rate, args.duration
-    );
-    println!(
+        args.terminals,
+        args.rate,
+        args.duration
+    )?;
+    outln!(
         "  switch on {}, issuer simulator on {}",
-        switch.listeners[0], issuer.addr
-    );
-    println!("  metrics on http://{admin}/metrics\n");
+        switch.listeners[0],
+        issuer.addr
+    )?;
+    outln!("  metrics on http://{admin}/metrics\n")?;
 
     let mut load = Load::new(switch.listeners[0], spec, codec);
     load.terminals = args.terminals;
@@ -88,10 +91,10 @@ async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     while !run.is_finished() {
         tick.tick().await;
         let sent = Progress::get(&progress.sent);
-        println!(
+        outln!(
             "{}",
             live(started, sent - last_sent, &progress, switch.metrics())
-        );
+        )?;
         last_sent = sent;
     }
     let run = run.await?;
@@ -112,12 +115,12 @@ async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         tick.tick().await;
     }
     let verdict = reconcile(&run.outcomes, &issuer.ledger());
-    println!("\n{}", run.summary());
-    println!("{}", switch_summary(m));
+    outln!("\n{}", run.summary())?;
+    outln!("{}", switch_summary(m))?;
     for mismatch in &verdict.mismatches {
-        println!("MISMATCH {mismatch:?}");
+        outln!("MISMATCH {mismatch:?}")?;
     }
-    println!(
+    outln!(
         "reconciliation: {} transactions, {} mismatches, {} charged twice: {}",
         verdict.checked,
         verdict.mismatches.len(),
@@ -127,7 +130,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         } else {
             "FAILED"
         }
-    );
+    )?;
     // The merchants' settlement, folded from the journal as `acquiro settlement` does, against what the
     // issuer settled.
     let mut books = Books::default();
@@ -138,10 +141,10 @@ async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let ours = engine::net_by_rrn(&settled);
     let differences = sim::settlement::differences(&ours, &issuer.ledger().settlement());
     for d in &differences {
-        println!("DIFFERENCE {d:?}");
+        outln!("DIFFERENCE {d:?}")?;
     }
     let owed: i64 = ours.values().sum();
-    println!(
+    outln!(
         "settlement: {} financial transactions, {} owed to merchants (minor units), {} batches closed, {} differences with the issuer: {}",
         ours.len(),
         owed,
@@ -152,7 +155,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         } else {
             "FAILED"
         }
-    );
+    )?;
     switch.shutdown();
     switch.stopped().await;
     Ok(if verdict.holds() && differences.is_empty() {

@@ -1,5 +1,25 @@
 //! Command-line interface.
 
+/// `println!` that returns the write's error instead of panicking: the reader of the output may be gone
+/// (`acquiro tranlog show … | head`), which `main` then treats as the end of the output.
+macro_rules! outln {
+    () => {
+        std::io::Write::write_all(&mut std::io::stdout(), b"\n")
+    };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
+}
+
+/// `print!`, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($arg)*)
+    }};
+}
+
 mod cluster;
 mod codec;
 mod demo;

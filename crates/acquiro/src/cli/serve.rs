@@ -193,13 +193,13 @@ pub(crate) async fn stop_signal() -> std::io::Result<()> {
 
 pub(crate) fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let settings = File::read(&args.file)?.check()?;
-    println!(
+    outln!(
         "{}: ok ({} listener(s), {} issuer(s), {} link(s), {} route(s))",
         args.file.display(),
         settings.listeners.len(),
         settings.engine.issuers.len(),
         settings.links.len(),
         settings.engine.routes.len()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -216,7 +216,7 @@ async fn terminals(args: TerminalsArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let run = run.await?;
-    print!("{}", run.summary());
+    out!("{}", run.summary())?;
     if let Some(path) = &args.outcomes {
         let mut out = std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| path.display().to_string())?,
@@ -240,14 +240,14 @@ fn reconcile_files(args: &ReconcileArgs) -> anyhow::Result<ExitCode> {
         .context("the outcomes")?;
     let verdict = reconcile(&outcomes, &ledger);
     for m in &verdict.mismatches {
-        println!("{}", serde_json::to_string(m)?);
+        outln!("{}", serde_json::to_string(m)?)?;
     }
-    println!(
+    outln!(
         "{} transactions, {} mismatches, {} charged twice",
         verdict.checked,
         verdict.mismatches.len(),
         verdict.double_debits
-    );
+    )?;
     Ok(if verdict.holds() {
         ExitCode::SUCCESS
     } else {

@@ -342,41 +342,39 @@ fn verify(args: DirArgs) -> anyhow::Result<ExitCode> {
         let found = with_database(url, async |client| {
             Ok(cluster::evidence::verify(client).await?)
         })?;
-        println!("{} node(s), {} record(s)", found.nodes, found.records);
+        outln!("{} node(s), {} record(s)", found.nodes, found.records)?;
         for p in &found.problems {
-            println!("PROBLEM {p}");
+            outln!("PROBLEM {p}")?;
         }
         if found.problems.is_empty() {
-            println!(
+            outln!(
                 "every record decodes, every node's sequence is whole, the search indexes hold every copied row, every claim is recorded"
-            );
+            )?;
             return Ok(ExitCode::SUCCESS);
         }
-        println!("{} problem(s)", found.problems.len());
+        outln!("{} problem(s)", found.problems.len())?;
         return Ok(ExitCode::from(1));
     }
     let scanned = read(&args, |_, _| {})?;
-    println!(
+    outln!(
         "{} segment(s), {} record(s), last sequence number {}",
         scanned.segments.len(),
         scanned.records,
         scanned.last_seq
-    );
+    )?;
     if let Some(at) = &scanned.torn {
-        println!(
-            "torn record at the end ({at}): a crash during a write; cut off at the next start"
-        );
+        outln!("torn record at the end ({at}): a crash during a write; cut off at the next start")?;
     }
     let indexes = tranlog::verify_indexes(args.path()?).context("checking the indexes")?;
     let problems: Vec<_> = scanned.problems.iter().chain(&indexes).collect();
     for p in &problems {
-        println!("PROBLEM {}: {}", p.at, p.what);
+        outln!("PROBLEM {}: {}", p.at, p.what)?;
     }
     if problems.is_empty() {
-        println!("every checksum, the chain of records and every index are intact");
+        outln!("every checksum, the chain of records and every index are intact")?;
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("{} problem(s)", problems.len());
+        outln!("{} problem(s)", problems.len())?;
         Ok(ExitCode::from(1))
     }
 }
