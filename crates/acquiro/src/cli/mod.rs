@@ -3,9 +3,6 @@
 /// `println!` that returns the write's error instead of panicking: the reader of the output may be gone
 /// (`acquiro tranlog show … | head`), which `main` then treats as the end of the output.
 macro_rules! outln {
-    () => {
-        std::io::Write::write_all(&mut std::io::stdout(), b"\n")
-    };
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         writeln!(std::io::stdout(), $($arg)*)
