@@ -402,7 +402,7 @@ impl Metrics {
             lease_failures: counter(
                 &r,
                 "acquiro_lease_renewal_failures_total",
-                "Cluster mode: lease renewals that failed (the database down or not answering); /readyz fails until one goes through, and a node that renews none for its lease is taken over.",
+                "Cluster mode: lease renewals that failed (the database down or not answering; a connection lost alone and renewed at once on a new one is not counted); /readyz fails until one goes through, and a node that renews none for its lease is taken over.",
             ),
             standbys: {
                 let standbys = gauge(

@@ -362,9 +362,13 @@ async fn copy_evidence(mut store: Store, url: String, reports: mpsc::UnboundedSe
 /// Renews the lease a third of its length before it would lapse, until the journal is dropped; a
 /// renewal refused by the fence is reported as the journal's failure, and one that fails otherwise as
 /// the lease's (readiness fails until a renewal goes through). After a failure the connection is made
-/// again, and if that works the lease is renewed at once rather than a third of the lease later: a
-/// connection lost alone (its backend ended, a proxy restarted) fails readiness only while it is made
-/// again. Nothing else runs on its connection, so that nothing slow holds up a renewal.
+/// again, and if that works the lease is renewed at once rather than a third of the lease later.
+/// A renewal that failed with an error rather than silence may be its connection's alone (its backend
+/// ended, a proxy between restarted): it is reported only if the connection cannot be made again or
+/// the renewal at once fails too, so that a lost connection does not fail readiness while the database
+/// answers. Silence is reported at once: the database may be gone, and waiting for a reconnection
+/// would hide it for one more `cluster.timeout`. Nothing else runs on the lease's connection, so that
+/// nothing slow holds up a renewal.
 async fn keep_lease(
     mut store: Store,
     settings: ClusterSettings,
@@ -373,8 +377,8 @@ async fn keep_lease(
 ) {
     let mut every = tokio::time::interval(settings.lease / 3);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Whether the last renewal failed: every failure is reported (each is counted), and the first
-    // success after one.
+    // Whether the last renewal failed and was reported: every failure reported is counted, and the
+    // first success after one is reported too.
     let mut unrenewed = false;
     // The next renewal goes at once, not at the next tick: after a failure and a new connection. Never
     // twice in a row, so that a renewal that fails on a working connection goes at the lease's pace.
@@ -393,6 +397,8 @@ async fn keep_lease(
             Ok(()) => {
                 if std::mem::take(&mut unrenewed) {
                     let _ = reports.send(Report::LeaseUnrenewed(None));
+                } else if at_once {
+                    tracing::info!("lease renewed on a new connection");
                 }
             }
             Err(error) if error.is_fenced() => {
@@ -401,12 +407,27 @@ async fn keep_lease(
                 return;
             }
             Err(error) => {
-                tracing::warn!(%error, "lease not renewed; connecting again");
-                unrenewed = true;
+                let connection_only = !at_once && !matches!(error, cluster::Error::NoAnswer(_));
                 let fault = Fault::Database(Arc::new(error));
-                let _ = reports.send(Report::LeaseUnrenewed(Some(fault)));
+                let unrenewed_with = |fault: Fault| {
+                    tracing::warn!(error = %fault, "lease not renewed; connecting again");
+                    let _ = reports.send(Report::LeaseUnrenewed(Some(fault)));
+                };
+                if connection_only {
+                    tracing::warn!(error = %fault, "lease renewal failed; connecting again to renew at once");
+                } else {
+                    unrenewed = true;
+                    unrenewed_with(fault.clone());
+                }
                 let reconnected = bounded(settings.timeout, store.reconnect(&settings.database));
-                again = reconnected.await.is_ok() && !at_once;
+                match reconnected.await {
+                    Ok(()) => again = !at_once,
+                    Err(_) if connection_only => {
+                        unrenewed = true;
+                        unrenewed_with(fault);
+                    }
+                    Err(_) => {}
+                }
             }
         }
     }
