@@ -910,3 +910,36 @@ fn a_namesake_is_refused_when_the_connection_string_names_an_application() {
         refused_while_alive(&first.store, second).await;
     });
 }
+
+/// A node whose records retention dropped, every one (idle for longer than `retain`), numbers on past
+/// them when it joins again, whether its lease renewals or the evidence copy last saw how far it got:
+/// numbers used again would sit below the marks recovery, the takeovers and the evidence copy read
+/// from, and its new records would be missed by them.
+#[test]
+fn a_node_joining_after_retention_dropped_all_its_records_numbers_on_past_them() {
+    let Some(pg) = Server::start("store::numbered_on") else {
+        return;
+    };
+    rt().block_on(async {
+        let b = joined(&pg, "b").await;
+        b.commit(&[(1, received(1, 71)), (2, received(2, 72))], &[], &[])
+            .await
+            .unwrap();
+        assert_eq!(b.index_evidence(100).await.unwrap(), 2, "b's copied");
+        let a = joined(&pg, "a").await;
+        a.commit(&[(1, received(1, 61)), (2, received(2, 62))], &[], &[])
+            .await
+            .unwrap();
+        // Nothing needed any more: recovery would start after record 2.
+        a.renew(LEASE, 0, 0, TxnId(3)).await.unwrap();
+        drop((a, b));
+        // As retention drops whole days.
+        let client = cluster::connect(&pg.url()).await.unwrap();
+        client.execute("DELETE FROM records", &[]).await.unwrap();
+
+        for node in ["a", "b"] {
+            let again = Store::join(&pg.url(), node, LEASE, &KEY).await.unwrap();
+            assert_eq!(again.last_seq, 2, "node {node}");
+        }
+    });
+}

@@ -35,6 +35,14 @@ pub struct Store {
     purpose: Purpose,
 }
 
+/// The last record node `$1` made, by what the database holds of it: its records, and the marks that
+/// recovery (`needed_seq`), the takeovers (`retired_seq`) and the evidence copy read from. The marks
+/// count too because retention may have dropped every record (a node idle for longer than `retain`):
+/// numbers used again would sit below the marks, and the node's new records would be missed by them.
+const LAST_SEQ: &str = "greatest((SELECT coalesce(max(seq), 0) FROM records WHERE node = $1),
+                                 (SELECT greatest(retired_seq, needed_seq - 1) FROM nodes WHERE node = $1),
+                                 (SELECT seq FROM evidence_marks WHERE node = $1))";
+
 /// The statement [`Store::commit`] runs.
 const COMMIT: &str = "SELECT * FROM acquiro_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
                                                    $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23,
@@ -142,7 +150,7 @@ impl Store {
         let row = store
             .client
             .query_one(
-                "SELECT coalesce(max(seq), 0), max(txn) FROM records WHERE node = $1",
+                &format!("SELECT {LAST_SEQ}, (SELECT max(txn) FROM records WHERE node = $1)"),
                 &[&node],
             )
             .await?;
