@@ -431,6 +431,38 @@ async fn a_failover_to_the_synchronous_standby_loses_nothing_told_and_the_node_r
     );
 }
 
+/// A failover to an asynchronous standby that lacks commits the node made (the deployment the README
+/// warns against) is found when the node connects to it: it stops (exit 3), naming what the database
+/// lost, instead of going on beside records that terminals were told of and the database no longer holds.
+#[tokio::test]
+async fn a_failover_that_lost_commits_stops_the_node_naming_it() {
+    let Some((primary, standby)) = Server::start_asynchronous_pair("cluster::went_back") else {
+        return;
+    };
+    let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
+    let url = Server::url_of_primary(&[&primary, &standby]);
+    // Stopping, it drains for its grace period: a short one keeps the test short.
+    let mut a = node_at(&url, "a", &issuer, &["--grace-period", "1s"]).await;
+    assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
+    standby.until_replayed(&primary);
+    standby.kill();
+    // Approved, on the primary's word alone.
+    assert_eq!(text(&purchase(&a, "TERM0002", 2, 100).await, 39), "00");
+
+    primary.kill();
+    assert_eq!(text(&purchase(&a, "TERM0003", 3, 100).await, 39), "91");
+    standby.start_again();
+    standby.promote();
+    let stopped = a.log.until("the database lost commits of node a").await;
+    assert!(stopped.contains("this node stops"), "{stopped}");
+    let status = within("the node's end", a.child.wait()).await.unwrap();
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "exit code of a node that may commit nothing more"
+    );
+}
+
 #[tokio::test]
 async fn kill_9_then_a_restart_under_the_same_name_reverses_what_was_in_doubt() {
     let Some(pg) = Server::start("cluster::restart") else {

@@ -34,6 +34,16 @@ pub enum Error {
     /// The TLS files the connection string names cannot be used.
     #[error("database connection settings: {0}")]
     Tls(#[from] tlsfiles::Error),
+    /// The database holds fewer of the node's records than it committed: it went back in time (an
+    /// asynchronous standby promoted, a restore from a backup), losing what terminals were told.
+    #[error(
+        "the database lost commits of node {node}: its records end at {holds}, but {acknowledged} was committed (an asynchronous standby promoted, or a restore from a backup?); terminals were told of transactions it no longer holds"
+    )]
+    WentBack {
+        node: String,
+        acknowledged: u64,
+        holds: u64,
+    },
     #[error("record {seq} of node {node} does not decode: {why}")]
     Corrupt { node: String, seq: i64, why: String },
 }

@@ -65,6 +65,16 @@ impl Server {
     /// the primary acknowledges a commit once the standby has it on disk, as in the deployment the
     /// README describes. [`Server::promote`] makes the standby the primary after the first is lost.
     pub fn start_pair(test: &str) -> Option<(Server, Server)> {
+        Server::pair(test, true)
+    }
+
+    /// A primary and its standby, streaming asynchronously: a commit returns before the standby has
+    /// it, so a failover may lose it (the deployment the README warns against).
+    pub fn start_asynchronous_pair(test: &str) -> Option<(Server, Server)> {
+        Server::pair(test, false)
+    }
+
+    fn pair(test: &str, synchronous: bool) -> Option<(Server, Server)> {
         let mut primary = Server::start(test)?;
         let standby = Server::made(primary.bin.clone());
         // A copy of the running primary, set to follow it (`-R`).
@@ -80,9 +90,11 @@ impl Server {
         standby.start_again();
         // Synchronous from here on. Given at the primary's start, not in its configuration files, so
         // that the copy does not have it: promoted, it would wait for a standby of its own forever.
-        primary.synchronous = true;
-        primary.kill();
-        primary.start_again();
+        if synchronous {
+            primary.synchronous = true;
+            primary.kill();
+            primary.start_again();
+        }
         Some((primary, standby))
     }
 
@@ -219,6 +231,32 @@ impl Server {
                 .args(["-q", "-v", "ON_ERROR_STOP=1", "-f"])
                 .arg(path),
         );
+    }
+
+    /// Returns once this standby has replayed everything `primary` had written when called (asked
+    /// again every 10 ms, for at most 30 s: replay has no signal to wait on).
+    pub fn until_replayed(&self, primary: &Server) {
+        let written = primary.query("SELECT pg_current_wal_lsn()");
+        let caught_up = format!("SELECT pg_last_wal_replay_lsn() >= '{written}'");
+        for _ in 0..3000 {
+            if self.query(&caught_up) == "t" {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("the standby never replayed {written}");
+    }
+
+    /// The one value `sql` selects, as `psql` prints it.
+    fn query(&self, sql: &str) -> String {
+        let out = self.client("psql").args(["-qAtc", sql]).output();
+        let out = out.unwrap_or_else(|e| panic!("psql: {e}"));
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// Writes the whole database (schema and rows) to `path` as SQL (`pg_dump`).

@@ -684,9 +684,9 @@ fn interleaved_transactions_of_one_batch_read_back_in_order_everywhere() {
             [record(1), record(4)]
         );
         // After a lost connection: the batch is found committed, and one never sent is not.
-        assert!(a.settle(&batch, &claims).await.unwrap().is_some());
+        assert!(a.settle(0, &batch, &claims).await.unwrap().is_some());
         let unsent = [(6, received(4, 44))];
-        assert!(a.settle(&unsent, &[]).await.unwrap().is_none());
+        assert!(a.settle(5, &unsent, &[]).await.unwrap().is_none());
 
         let mut exported = Vec::new();
         cluster::evidence::export(&client, None, None, |_, r| {
@@ -731,14 +731,14 @@ fn a_batch_is_settled_as_in_only_once_the_synchronous_standby_has_it() {
 
         // The primary's recovery made the batch visible; the standby has not got it.
         a.reconnect(&url).await.unwrap();
-        let settled = tokio::time::timeout(wait, a.settle(&batch, &[])).await;
+        let settled = tokio::time::timeout(wait, a.settle(0, &batch, &[])).await;
         assert!(
             settled.is_err(),
             "settled as in without the standby: {settled:?}"
         );
         standby.start_again();
         a.reconnect(&url).await.unwrap();
-        assert!(a.settle(&batch, &[]).await.unwrap().is_some());
+        assert!(a.settle(0, &batch, &[]).await.unwrap().is_some());
 
         // What was settled as in survives the loss of the primary.
         primary.kill();
@@ -764,7 +764,7 @@ fn a_batch_committed_twice_stands_once_whichever_copy_lands_first() {
         // Settled as not in, committed again, then the held copy lands: refused.
         let first = [(1, received(1, 41)), (2, forwarded(1, 41))];
         let claims = [claim(1, 41, 1)];
-        assert!(a.settle(&first, &claims).await.unwrap().is_none());
+        assert!(a.settle(0, &first, &claims).await.unwrap().is_none());
         assert_eq!(a.commit(&first, &claims, &[]).await.unwrap().lost, []);
         let late = held.commit(&first, &claims, &[]).await.unwrap_err();
         assert!(!late.is_fenced(), "{late}");
@@ -776,7 +776,7 @@ fn a_batch_committed_twice_stands_once_whichever_copy_lands_first() {
         assert_eq!(held.commit(&second, &claims, &[]).await.unwrap().lost, []);
         let repeat = a.commit(&second, &claims, &[]).await.unwrap_err();
         assert!(repeat.to_string().contains("duplicate key"), "{repeat}");
-        assert!(a.settle(&second, &claims).await.unwrap().is_some());
+        assert!(a.settle(2, &second, &claims).await.unwrap().is_some());
 
         // Each record once, each forward as sent (neither replaced by its stand-in).
         let client = cluster::connect(&pg.url()).await.unwrap();
@@ -908,6 +908,48 @@ fn a_namesake_is_refused_when_the_connection_string_names_an_application() {
         assert_eq!(own, "payments");
         let second = tokio::spawn(async move { Store::join(&url, "x", LEASE, &KEY).await });
         refused_while_alive(&first.store, second).await;
+    });
+}
+
+/// A database that went back in time (an asynchronous standby promoted without the last commits) is
+/// found when the node settles on it after its connection was lost: it holds fewer of the node's
+/// records than were committed, and the node may commit nothing more there.
+#[test]
+fn a_database_that_lost_acknowledged_commits_is_found_when_settling() {
+    let Some((primary, standby)) = Server::start_asynchronous_pair("store::went_back") else {
+        return;
+    };
+    rt().block_on(async {
+        let url = Server::url_of_primary(&[&primary, &standby]);
+        let mut a = Store::join(&url, "a", LEASE, &KEY).await.unwrap().store;
+        a.commit(&[(1, received(1, 51))], &[claim(1, 51, 1)], &[])
+            .await
+            .unwrap();
+        standby.until_replayed(&primary);
+        standby.kill();
+        // Acknowledged by the primary alone.
+        a.commit(&[(2, received(2, 52))], &[claim(2, 52, 2)], &[])
+            .await
+            .unwrap();
+        let third = [(3, received(3, 53))];
+        assert!(a.settle(2, &third, &[]).await.unwrap().is_none());
+
+        primary.kill();
+        standby.start_again();
+        standby.promote();
+        a.reconnect(&url).await.unwrap();
+        let error = a.settle(2, &third, &[]).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::WentBack {
+                    acknowledged: 2,
+                    holds: 1,
+                    ..
+                }
+            ),
+            "{error}"
+        );
     });
 }
 

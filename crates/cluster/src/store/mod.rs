@@ -326,8 +326,15 @@ impl Store {
     /// what the terminals were told. So the lookup runs in a transaction that writes (its node's row,
     /// unchanged: a transaction that writes nothing commits without waiting), whose commit waits for
     /// the standby as any commit does, and the standby then has everything before it.
+    ///
+    /// `acknowledged` is the node's last record a commit made durable: a database whose records of
+    /// the node end before it went back in time (an asynchronous standby promoted, a restore from a
+    /// backup) and lost what terminals were told, and the node may commit nothing more on it
+    /// ([`Error::WentBack`]). Where they end is read as a join reads it ([`LAST_SEQ`]), so a node whose
+    /// records retention dropped is not taken for one.
     pub async fn settle(
         &mut self,
+        acknowledged: u64,
         records: &[(u64, Record)],
         claims: &[Claim],
     ) -> Result<Option<Committed>, Error> {
@@ -337,6 +344,17 @@ impl Store {
             &[&self.node],
         )
         .await?;
+        let holds: i64 = tx
+            .query_one(&format!("SELECT {LAST_SEQ}"), &[&self.node])
+            .await?
+            .get(0);
+        if holds < acknowledged as i64 {
+            return Err(Error::WentBack {
+                node: self.node.clone(),
+                acknowledged,
+                holds: holds.max(0) as u64,
+            });
+        }
         // The batch's last record is the last of its row (a row is keyed by its last record).
         let committed = match records.last() {
             Some((seq, _)) => tx

@@ -105,6 +105,7 @@ impl ClusterJournal {
         }));
         tokio::spawn(write(
             joined.store,
+            joined.last_seq,
             settings.clone(),
             batches,
             reports_tx.clone(),
@@ -173,8 +174,10 @@ impl Journal for ClusterJournal {
 }
 
 /// The writer task: group commits, in order, until the journal is dropped or the node is fenced.
+/// `acknowledged` is the node's last record made durable (at the start, the last the database holds).
 async fn write(
     mut store: Store,
+    mut acknowledged: u64,
     settings: ClusterSettings,
     mut batches: mpsc::UnboundedReceiver<Batch>,
     reports: mpsc::UnboundedSender<Report>,
@@ -186,9 +189,12 @@ async fn write(
             batch.extend(more);
         }
         let started = Instant::now();
-        let Some(lost) = commit(&mut store, &settings, &batch, &reports).await else {
+        let Some(lost) = commit(&mut store, &settings, acknowledged, &batch, &reports).await else {
             return;
         };
+        if let Some((last_seq, _)) = batch.records.last() {
+            acknowledged = *last_seq;
+        }
         // Who holds each lost key is read before the commit is reported durable: a provisional forward
         // must be withdrawn before the gate would let it out, and only where the claim is really lost
         // (after a lost connection, `lost` names every claim of the batch, its own among them).
@@ -230,10 +236,12 @@ async fn write(
 }
 
 /// Commits `batch`, through any number of lost connections; the claims it lost, or `None` once the node
-/// is fenced (reported).
+/// is fenced, or finds the database went back past `acknowledged` (reported as the fence: the node may
+/// commit nothing more on it).
 async fn commit(
     store: &mut Store,
     settings: &ClusterSettings,
+    acknowledged: u64,
     batch: &Batch,
     reports: &mpsc::UnboundedSender<Report>,
 ) -> Option<Vec<TxnId>> {
@@ -264,9 +272,15 @@ async fn commit(
             if bounded(limit, store.reconnect(url)).await.is_err() {
                 continue;
             }
-            match bounded(limit, store.settle(&batch.records, &batch.claims)).await {
+            let settled = store.settle(acknowledged, &batch.records, &batch.claims);
+            match bounded(limit, settled).await {
                 Ok(Some(done)) => return finish(down, reports, done.lost),
                 Ok(None) => break,
+                Err(error @ cluster::Error::WentBack { .. }) => {
+                    tracing::error!(%error, "this node stops: started again, it goes on from what the database holds; reconcile the transactions after the last it holds with the issuers");
+                    let _ = reports.send(Report::Fenced(Fault::Database(Arc::new(error))));
+                    return None;
+                }
                 Err(_) => continue,
             }
         }
