@@ -87,6 +87,9 @@ pub(crate) struct Driver {
     pub(crate) outbox: Outbox,
     /// Effects the gate released, reused between reports.
     pub(crate) released: Vec<Action>,
+    /// The journal failed for good (its disk, or the node fenced): nothing it holds back will be
+    /// released, so a shutdown has nothing to wait for.
+    pub(crate) journal_dead: bool,
 }
 
 impl Driver {
@@ -236,8 +239,10 @@ impl Driver {
     }
 
     /// Nothing in flight and nothing waiting for the journal.
+    /// Whether a shutdown has nothing more to wait for: nothing in flight and nothing held back, or a
+    /// journal that will make nothing durable again (an answer or reversal held back stays so).
     fn drained(&self) -> bool {
-        self.engine.in_flight() == 0 && self.outbox.held() == 0
+        self.journal_dead || (self.engine.in_flight() == 0 && self.outbox.held() == 0)
     }
 
     /// Journals records (and claims) and carries out the effects the gate lets through.
@@ -319,6 +324,7 @@ impl Driver {
                 self.on_report(Report::Failed(error), out);
             }
             Report::Failed(error) => {
+                self.journal_dead = true;
                 tracing::error!(%error, held = self.outbox.held(), "journal failed: nothing more is forwarded or answered");
                 self.recorder.metrics().journal_failed();
                 self.on_event(Event::JournalWritable(false), out);

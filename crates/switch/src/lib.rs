@@ -234,6 +234,7 @@ pub async fn start(
         conns: Default::default(),
         outbox: Default::default(),
         released: Vec::new(),
+        journal_dead: false,
     };
     Ok(Running {
         listeners,
