@@ -194,15 +194,7 @@ async fn a_lost_lease_connection_is_made_again_and_the_lease_renewed_at_once() {
     // machine.
     let mut a = node_with(&pg, "a", &issuer, &["--lease", "30s"]).await;
     connections_named(&pg, "a").await;
-    let client = cluster::connect(&pg.url()).await.unwrap();
-    client
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE application_name = 'acquiro a lease'",
-            &[],
-        )
-        .await
-        .unwrap();
+    end_backend(&pg, "acquiro a lease").await;
     a.log.until("lease renewal failed; connecting again").await;
     let failed = std::time::Instant::now();
     a.log.until("lease renewed on a new connection").await;
@@ -223,6 +215,62 @@ async fn a_lost_lease_connection_is_made_again_and_the_lease_renewed_at_once() {
     ready(&a).await;
     connections_named(&pg, "a").await;
     assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
+}
+
+/// A commits connection lost alone (its backend ended by an operator, a proxy in between restarted)
+/// is made again and the commit settled at once: the request that finds it out is answered, not
+/// refused with 91, and the database is never reported unavailable.
+#[tokio::test]
+async fn a_lost_commits_connection_is_made_again_and_the_request_answered() {
+    let Some(pg) = Server::start("cluster::commits_connection_lost") else {
+        return;
+    };
+    let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
+    let mut a = node(&pg, "a", &issuer).await;
+    connections_named(&pg, "a").await;
+    end_backend(&pg, "acquiro a commits").await;
+    assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
+    a.log
+        .until("commit failed; connecting again to settle it at once")
+        .await;
+    assert!(a.log.seen("database unavailable").is_none());
+    let metrics = http_get(a.admin, "/metrics").await.1;
+    assert!(
+        metrics.contains("acquiro_journal_write_failures_total 0"),
+        "{metrics}"
+    );
+    connections_named(&pg, "a").await;
+    assert_eq!(forwards(&issuer), 1);
+}
+
+/// Ends the backend of the connection named `application` (as an operator's `pg_terminate_backend`
+/// does), and returns once it is gone.
+async fn end_backend(pg: &Server, application: &str) {
+    let client = cluster::connect(&pg.url()).await.unwrap();
+    let ended = client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&application],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, 1, "{application}");
+    within("the backend's end", async {
+        loop {
+            let left: i64 = (client.query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&application],
+            ))
+            .await
+            .unwrap()
+            .get(0);
+            if left == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
 }
 
 /// Nothing a card carries reaches the database: after a chip purchase approved and one timed out and

@@ -238,6 +238,12 @@ async fn write(
 /// Commits `batch`, through any number of lost connections; the claims it lost, or `None` once the node
 /// is fenced, or finds the database went back past `acknowledged` (reported as the fence: the node may
 /// commit nothing more on it).
+///
+/// A commit that failed with an error rather than silence may have lost its connection alone (its
+/// backend ended, a proxy between restarted): the connection is made again and the commit settled at
+/// once, and only if that fails too is the database reported unavailable, so that a lost connection
+/// refuses no request while the database answers (they wait for the commit meanwhile). Silence is
+/// reported at once: the database may be gone, and requests would wait one more `cluster.timeout`.
 async fn commit(
     store: &mut Store,
     settings: &ClusterSettings,
@@ -248,6 +254,15 @@ async fn commit(
     let (url, limit) = (&settings.database, settings.timeout);
     let mut backoff = BACKOFF;
     let mut down = false;
+    // One quiet try a batch: a commit that fails again once settled is reported.
+    let mut quiet = true;
+    let unavailable = |error: cluster::Error, down: &mut bool| {
+        if !std::mem::replace(down, true) {
+            tracing::error!(%error, "database unavailable: new requests are refused until it is back");
+            let fault = Fault::Unavailable(Arc::new(error));
+            let _ = reports.send(Report::Unwritable(Some(fault)));
+        }
+    };
     loop {
         let committed = store.commit(&batch.records, &batch.claims, &batch.retire);
         let error = match bounded(limit, committed).await {
@@ -259,21 +274,28 @@ async fn commit(
             let _ = reports.send(Report::Fenced(Fault::Database(Arc::new(error))));
             return None;
         }
-        if !down {
-            tracing::error!(%error, "database unavailable: new requests are refused until it is back");
-            let fault = Fault::Unavailable(Arc::new(error));
-            let _ = reports.send(Report::Unwritable(Some(fault)));
-            down = true;
+        if down || matches!(error, cluster::Error::NoAnswer(_)) || !std::mem::take(&mut quiet) {
+            unavailable(error, &mut down);
+        } else {
+            tracing::warn!(%error, "commit failed; connecting again to settle it at once");
         }
         // The commit may have gone through before the connection broke: find out before repeating it.
         loop {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-            if bounded(limit, store.reconnect(url)).await.is_err() {
-                continue;
+            if down {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
-            let settled = store.settle(acknowledged, &batch.records, &batch.claims);
-            match bounded(limit, settled).await {
+            let settled = match bounded(limit, store.reconnect(url)).await {
+                Ok(()) => {
+                    bounded(
+                        limit,
+                        store.settle(acknowledged, &batch.records, &batch.claims),
+                    )
+                    .await
+                }
+                Err(error) => Err(error),
+            };
+            match settled {
                 Ok(Some(done)) => return finish(down, reports, done.lost),
                 Ok(None) => break,
                 Err(error @ cluster::Error::WentBack { .. }) => {
@@ -281,7 +303,7 @@ async fn commit(
                     let _ = reports.send(Report::Fenced(Fault::Database(Arc::new(error))));
                     return None;
                 }
-                Err(_) => continue,
+                Err(error) => unavailable(error, &mut down),
             }
         }
     }
