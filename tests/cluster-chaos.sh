@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cluster chaos: load through HAProxy (TCP mode) to several `acquiro serve` nodes on one PostgreSQL. At
 # random moments a node is killed with SIGKILL and restarted a little later under its name, or (every
-# third round) paused with SIGSTOP, past its lease or not; the database is restarted once, and later
+# third round) paused with SIGSTOP, past its lease or not, or (every fourth) has its database
+# connections cut; the database is restarted once, and later
 # fails over to its synchronous standby (the primary killed, the standby promoted); then every
 # terminal's outcome is reconciled against the issuer's ledger. Exits non-zero on any mismatch or any
 # transaction charged twice (a request forwarded twice would be charged twice).
@@ -77,6 +78,14 @@ for i in $(seq "$rounds"); do
     echo "round $i: node$n paused at $(date +%T.%N | cut -c1-12)" >&2
     sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.2 + 3.8 * r / 32768 }')"
     kill -CONT "${node_pid[$n]}" 2>/dev/null || true
+    continue
+  fi
+  if (( i % 4 == 0 && i != db_restart_at && i != failover_at )); then
+    # Every fourth round the node's database connections are cut instead, as an operator's
+    # pg_terminate_backend or a proxy restarting between would cut them, with the database up.
+    cut=$("$pg_bin/psql" "$database" -qAt -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                                              WHERE application_name LIKE 'acquiro node$n %'" 2>/dev/null) || cut=0
+    echo "round $i: node$n's $cut database connections cut at $(date +%T.%N | cut -c1-12)" >&2
     continue
   fi
   kill -9 "${node_pid[$n]}" 2>/dev/null || true

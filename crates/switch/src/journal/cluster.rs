@@ -399,8 +399,8 @@ async fn copy_evidence(mut store: Store, url: String, reports: mpsc::UnboundedSe
 /// renewal refused by the fence is reported as the journal's failure, and one that fails otherwise as
 /// the lease's (readiness fails until a renewal goes through). After a failure the connection is made
 /// again, and if that works the lease is renewed at once rather than a third of the lease later.
-/// A renewal that failed with an error rather than silence may be its connection's alone (its backend
-/// ended, a proxy between restarted): it is reported only if the connection cannot be made again or
+/// A renewal that failed with an error rather than silence, after one that went through, may be its
+/// connection's alone (its backend ended, a proxy between restarted): it is reported only if the connection cannot be made again or
 /// the renewal at once fails too, so that a lost connection does not fail readiness while the database
 /// answers. Silence is reported at once: the database may be gone, and waiting for a reconnection
 /// would hide it for one more `cluster.timeout`. Nothing else runs on the lease's connection, so that
@@ -443,7 +443,10 @@ async fn keep_lease(
                 return;
             }
             Err(error) => {
-                let connection_only = !at_once && !matches!(error, cluster::Error::NoAnswer(_));
+                // Once a failure is reported, the next ones are too: the connection is down with
+                // the database, not alone.
+                let connection_only =
+                    !at_once && !unrenewed && !matches!(error, cluster::Error::NoAnswer(_));
                 let fault = Fault::Database(Arc::new(error));
                 let unrenewed_with = |fault: Fault| {
                     tracing::warn!(error = %fault, "lease not renewed; connecting again");
