@@ -129,6 +129,7 @@ fn config() -> Config {
         card_key: engine::CardKey([7; 16]),
         shared_keys: false,
         cutover: Default::default(),
+        stans: engine::Stans::ALL,
     }
 }
 

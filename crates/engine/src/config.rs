@@ -25,6 +25,57 @@ pub struct Config {
     pub shared_keys: bool,
     /// When the business date turns: DE15 (settlement date) is set from it when a request lacks one.
     pub cutover: crate::Cutover,
+    /// The STANs (DE11) this switch numbers its upstream messages with, on every link.
+    pub stans: Stans,
+}
+
+/// The STANs a switch numbers its upstream messages with: all of them (000001–999999) for a single
+/// switch, a block of its own for each node of a cluster, so that two nodes never send one issuer the
+/// same STAN in the same second of DE7 under the same DE32: an issuer that matches a reversal by DE90
+/// (original STAN, DE7, DE32) alone would apply one node's reversal to the other's purchase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stans {
+    pub first: u32,
+    pub last: u32,
+}
+
+impl Stans {
+    /// Every STAN, for a single switch.
+    pub const ALL: Stans = Stans {
+        first: 1,
+        last: 999_999,
+    };
+    /// How many blocks the STANs are cut into for a cluster's nodes: the most nodes live at once.
+    pub const BLOCKS: u32 = 10;
+    const BLOCK: u32 = 100_000;
+
+    /// Block `n` (0–9) of a cluster's: STANs `n`00000 to `n`99999, less 000000.
+    pub fn block(n: u32) -> Stans {
+        assert!(n < Stans::BLOCKS, "STAN block {n}");
+        Stans {
+            first: (n * Stans::BLOCK).max(1),
+            last: n * Stans::BLOCK + Stans::BLOCK - 1,
+        }
+    }
+
+    /// The STAN after `stan`, back to the first after the last (and the first for 0, none yet).
+    pub(crate) fn after(self, stan: u32) -> u32 {
+        if stan < self.first || stan >= self.last {
+            self.first
+        } else {
+            stan + 1
+        }
+    }
+
+    pub(crate) fn len(self) -> u32 {
+        self.last - self.first + 1
+    }
+}
+
+impl Default for Stans {
+    fn default() -> Self {
+        Stans::ALL
+    }
 }
 
 /// The key of the card's keyed hashes. Key material: `Debug` never shows it, so that settings printed

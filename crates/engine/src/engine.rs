@@ -77,6 +77,7 @@ impl Engine {
                 .iter()
                 .enumerate()
                 .flat_map(|(i, issuer)| std::iter::repeat_n(i, issuer.links)),
+            config.stans,
         );
         Engine {
             routes: Routes::new(&config.routes, config.default_route),

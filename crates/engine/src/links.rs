@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use iso8583::Class;
 
 use crate::FastMap;
+use crate::config::Stans;
 use crate::event::{LinkId, TxnId};
 
 /// How long after its timeout an answer still counts as late (rather than unmatched). Until then its
@@ -63,14 +64,15 @@ struct Link {
 #[derive(Debug)]
 pub(crate) struct Links {
     links: Vec<Link>,
+    stans: Stans,
     pending: FastMap<PendingKey, Pending>,
     /// Timed-out requests' keys, oldest first, with the end of their late window.
     late: VecDeque<(PendingKey, Instant)>,
 }
 
 impl Links {
-    /// `links[i]` is the issuer index of link `i`.
-    pub(crate) fn new(issuers: impl Iterator<Item = usize>) -> Links {
+    /// `links[i]` is the issuer index of link `i`; each numbers its messages with `stans`.
+    pub(crate) fn new(issuers: impl Iterator<Item = usize>, stans: Stans) -> Links {
         let links = issuers
             .map(|issuer| Link {
                 issuer,
@@ -83,6 +85,7 @@ impl Links {
             .collect();
         Links {
             links,
+            stans,
             pending: FastMap::default(),
             late: VecDeque::new(),
         }
@@ -137,8 +140,8 @@ impl Links {
     }
 
     /// Allocates the next STAN of `link` for a message of `class` and records what its answer will
-    /// answer. STANs run 000001–999999 and skip any still outstanding (bounded: with a million
-    /// outstanding, which per-link in-flight caps rule out, the next one is reused).
+    /// answer. STANs run through the switch's [`Stans`] and skip any still outstanding (bounded: with
+    /// the whole block outstanding, which per-link in-flight caps rule out, the next one is reused).
     pub(crate) fn claim(&mut self, link: LinkId, class: Class, what: Pending) -> PendingKey {
         let state = &mut self.links[link.0 as usize];
         let mut key = PendingKey {
@@ -146,8 +149,8 @@ impl Links {
             class,
             stan: 0,
         };
-        for _ in 0..999_999 {
-            state.next_stan = state.next_stan % 999_999 + 1;
+        for _ in 0..self.stans.len() {
+            state.next_stan = self.stans.after(state.next_stan);
             key.stan = state.next_stan;
             if !self.pending.contains_key(&key) {
                 break;
@@ -263,5 +266,45 @@ impl Links {
         if let Some(l) = self.get_mut(link) {
             l.state = LinkState::Ready;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stans_claimed(stans: Stans, n: usize) -> Vec<u32> {
+        let mut links = Links::new([0].into_iter(), stans);
+        (0..n)
+            .map(|_| {
+                let key = links.claim(LinkId(0), Class::FINANCIAL, Pending::Probe);
+                links.release(key);
+                key.stan
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_node_numbers_within_its_block_and_wraps_to_its_first() {
+        let block = Stans::block(3);
+        assert_eq!((block.first, block.last), (300_000, 399_999));
+        let stans = stans_claimed(block, 100_002);
+        assert_eq!(stans[..2], [300_000, 300_001]);
+        assert_eq!(stans[99_999..], [399_999, 300_000, 300_001]);
+        assert_eq!(Stans::block(0).first, 1, "000000 is no STAN");
+        assert_eq!(Stans::block(9).last, 999_999);
+    }
+
+    #[test]
+    fn a_single_switch_numbers_through_every_stan_skipping_those_outstanding() {
+        let mut links = Links::new([0].into_iter(), Stans::ALL);
+        let first = links.claim(LinkId(0), Class::FINANCIAL, Pending::Probe);
+        assert_eq!(first.stan, 1);
+        links.links[0].next_stan = 999_998;
+        let last = links.claim(LinkId(0), Class::FINANCIAL, Pending::Probe);
+        assert_eq!(last.stan, 999_999);
+        // Round again: 1 is still out, so 2.
+        let again = links.claim(LinkId(0), Class::FINANCIAL, Pending::Probe);
+        assert_eq!(again.stan, 2);
     }
 }

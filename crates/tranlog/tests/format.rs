@@ -58,6 +58,7 @@ fn config() -> Config {
         card_key: engine::CardKey([7; 16]),
         shared_keys: false,
         cutover: Default::default(),
+        stans: engine::Stans::ALL,
     }
 }
 

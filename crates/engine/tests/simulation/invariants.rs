@@ -61,6 +61,11 @@ pub(crate) fn broken(run: &Run) -> Vec<String> {
     for d in sim::settlement::differences(&ours, &run.ledger.settlement()) {
         broken.push(format!("(6) {d:?}"));
     }
+    // (8) No two nodes send the issuer one STAN in one second of DE7: an issuer matching a reversal
+    // by DE90 could apply one node's reversal to the other's purchase.
+    for clash in &run.stan_clashes {
+        broken.push(format!("(8) {clash}"));
+    }
     // (7) Every terminal's batch closes. On one node, whose records hold the whole batch, a terminal
     // that counted right is in balance, and one that counted a debit too many is out of balance and
     // closes after its upload with exactly that one discrepancy.

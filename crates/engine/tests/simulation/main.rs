@@ -42,6 +42,7 @@ const CLUSTER: Cluster = Cluster {
     lease: Duration::from_secs(2),
     fencing: true,
     answers_first: true,
+    stan_blocks: true,
 };
 
 /// Two or three nodes on one shared store; `fencing` off is the store the simulation must catch.
@@ -199,6 +200,26 @@ fn a_store_without_fencing_breaks_the_invariants_in_some_seed() {
         broken.len()
     );
     assert!(!broken.is_empty(), "no seed noticed the missing fence");
+}
+
+/// The cluster simulation finds what each node's block of STANs is for: with every node numbering
+/// from 000001, two nodes send the issuer one STAN in one second of DE7.
+#[test]
+fn nodes_numbering_from_the_same_stan_break_the_invariants_in_some_seed() {
+    let shared = Cluster {
+        stan_blocks: false,
+        ..CLUSTER
+    };
+    let broken: Vec<u64> = (0..300)
+        .filter(|&seed| {
+            !invariants::broken(&cluster_with::<engine::Outbox>(seed, shared).run()).is_empty()
+        })
+        .collect();
+    eprintln!(
+        "with every node numbering from 000001, {} seeds of 300 broke: {broken:?}",
+        broken.len()
+    );
+    assert!(!broken.is_empty(), "no seed noticed two nodes' STANs clash");
 }
 
 /// The order the switch's cluster writer keeps: a commit's claims are answered before its durable

@@ -13,7 +13,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use engine::{
-    Action, Config, ConnId, Engine, Event, Gate, Holder, LinkId, Now, Outbox, Record, TxnId,
+    Action, Config, ConnId, Engine, Event, Gate, Holder, LinkId, Now, Outbox, Record, Stans, TxnId,
 };
 use fastrand::Rng;
 use iso8583::{Class, Message, Spec};
@@ -104,6 +104,10 @@ pub(crate) struct Run {
     pub trace: u64,
     /// The trace itself, when asked for.
     pub lines: Option<Vec<String>>,
+    /// Each (STAN, DE7) the issuer received, with the node that sent it first.
+    pub stans: BTreeMap<(String, String), String>,
+    /// Messages that reached the issuer under a STAN and DE7 another node had sent.
+    pub stan_clashes: Vec<String>,
 }
 
 struct Link {
@@ -199,6 +203,8 @@ impl Journal {
 /// One switch process and what it owns.
 struct Node<G> {
     name: String,
+    /// The STANs its engine numbers upstream messages with.
+    stans: Stans,
     engine: Option<Engine>,
     gate: G,
     journal: Journal,
@@ -262,6 +268,9 @@ pub(crate) struct Cluster {
     /// Off: the writer reports a commit durable, letting its held effects out, before the store's
     /// answers to its claims, which come a while later (what the simulation must catch).
     pub answers_first: bool,
+    /// Off: every node numbers its upstream messages from 000001, not within a block of STANs of its
+    /// own (what the simulation must catch).
+    pub stan_blocks: bool,
 }
 
 impl<G: Gate + Default> World<G> {
@@ -303,6 +312,10 @@ impl<G: Gate + Default> World<G> {
         let nodes = (0..nodes)
             .map(|n| Node {
                 name: ((b'a' + n as u8) as char).to_string(),
+                stans: match cluster {
+                    Some(c) if c.stan_blocks => Stans::block(n as u32),
+                    _ => Stans::ALL,
+                },
                 engine: None,
                 gate: G::default(),
                 journal: match cluster {
@@ -369,6 +382,8 @@ impl<G: Gate + Default> World<G> {
                 outages: 0,
                 trace: 0,
                 lines: None,
+                stans: BTreeMap::new(),
+                stan_clashes: Vec::new(),
             },
             trace: DefaultHasher::new(),
         };
@@ -553,6 +568,7 @@ impl<G: Gate + Default> World<G> {
                 }
             }
             Ev::ToIssuer(n, link, epoch, msg) => {
+                self.numbered(n, &msg);
                 let faults = self.faults();
                 for (answer, delay) in self.issuer.on_message(&mut self.rng, &msg, faults) {
                     self.at(delay, Ev::FromIssuer(n, link, epoch, answer));
@@ -890,7 +906,7 @@ impl<G: Gate + Default> World<G> {
             let later = self.ms(200..1_000);
             return self.at(later, Ev::Restart(n));
         };
-        let mut engine = Engine::new(self.config.clone());
+        let mut engine = Engine::new(self.config_of(n));
         let mut out = Vec::new();
         engine.recover(self.clock(), recovery, &mut out);
         self.nodes[n].engine = Some(engine);
@@ -902,6 +918,33 @@ impl<G: Gate + Default> World<G> {
         self.keep_lease(n);
     }
 
+    /// Notes the STAN and DE7 of a message node `n` sent the issuer, and a clash with another node's.
+    /// (A node's own, after a restart within the same second, is not the clash blocks prevent.)
+    fn numbered(&mut self, n: usize, msg: &Message) {
+        let (Some(stan), Some(sent)) = (msg.get(11), msg.get(7)) else {
+            return;
+        };
+        let key = (stan.unmasked().to_string(), sent.unmasked().to_string());
+        let node = &self.nodes[n].name;
+        let first = self
+            .run
+            .stans
+            .entry(key.clone())
+            .or_insert_with(|| node.clone());
+        if first != node {
+            let clash = format!("STAN {} at {} from {first} and {node}", key.0, key.1);
+            self.run.stan_clashes.push(clash);
+        }
+    }
+
+    /// The engine configuration of node `n`: the world's, with the node's STANs.
+    fn config_of(&self, n: usize) -> Config {
+        Config {
+            stans: self.nodes[n].stans,
+            ..self.config.clone()
+        }
+    }
+
     /// A node's first start: nothing to recover, and its links connect at once.
     fn start_node(&mut self, n: usize) {
         if self.store.is_some() {
@@ -911,7 +954,7 @@ impl<G: Gate + Default> World<G> {
                 "nobody takes a node over before it starts"
             );
         }
-        self.nodes[n].engine = Some(Engine::new(self.config.clone()));
+        self.nodes[n].engine = Some(Engine::new(self.config_of(n)));
         for link in 0..self.nodes[n].links.len() {
             self.at(Duration::ZERO, Ev::LinkUp(n, LinkId(link as u32)));
         }

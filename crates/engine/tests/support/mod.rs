@@ -53,6 +53,7 @@ pub fn config(terminal: &str, issuer: &str) -> (Config, &'static Spec) {
         card_key: engine::CardKey([7; 16]),
         shared_keys: false,
         cutover: Default::default(),
+        stans: engine::Stans::ALL,
     };
     (config, spec(terminal))
 }

@@ -409,6 +409,8 @@ impl File {
                     .cutover
                     .parse()
                     .map_err(|e: String| invalid("settlement.cutover".to_string(), e))?,
+                // A cluster node's own block, given when it joins.
+                stans: engine::Stans::ALL,
             },
             admin_listen: self.admin_listen,
             grace_period: self.grace_period,
