@@ -181,6 +181,31 @@ async fn with_the_database_down_new_requests_get_91_at_once_and_the_node_resumes
     assert_eq!(forwards(&issuer), 3);
 }
 
+/// Each node numbers what it forwards within its own block of STANs: the issuer never gets the same
+/// STAN from two nodes (within one second of DE7, an issuer matching a reversal by DE90 alone could not
+/// tell their purchases apart).
+#[tokio::test]
+async fn two_nodes_forward_under_stans_of_blocks_of_their_own() {
+    let Some(pg) = Server::start("cluster::stan_blocks") else {
+        return;
+    };
+    let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
+    let a = node(&pg, "a", &issuer).await;
+    let b = node(&pg, "b", &issuer).await;
+    assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
+    assert_eq!(text(&purchase(&b, "TERM0002", 1, 100).await, 39), "00");
+    // After each node's sign-on, which took the first of its block.
+    let mut stans: Vec<(String, u32)> = (issuer.of_class(2).iter())
+        .map(|m| (text(m, 41), text(m, 11).parse().unwrap()))
+        .collect();
+    stans.sort();
+    assert_eq!(
+        stans,
+        [("TERM0001".into(), 2), ("TERM0002".into(), 100_001)],
+        "a in block 0, b in block 1"
+    );
+}
+
 /// A lease connection lost alone (its backend ended by an operator, a proxy in between restarted) is
 /// made again and the lease renewed at once, not a third of the lease later, and readiness never hears
 /// of it: the database answered all along.

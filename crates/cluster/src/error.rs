@@ -44,6 +44,11 @@ pub enum Error {
         acknowledged: u64,
         holds: u64,
     },
+    /// Every block of STANs is held by a node whose lease is live.
+    #[error(
+        "every block of STANs ({blocks}) is held by a live node: a cluster has at most {blocks} nodes live at once"
+    )]
+    NoStanBlock { blocks: u32 },
     #[error("record {seq} of node {node} does not decode: {why}")]
     Corrupt { node: String, seq: i64, why: String },
 }

@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         6,
         include_str!("../migrations/0006_claims_by_time_brin.sql"),
     ),
+    (7, include_str!("../migrations/0007_stan_blocks.sql")),
 ];
 
 /// The schema version this release writes.

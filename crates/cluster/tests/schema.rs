@@ -2,7 +2,8 @@
 //! `pg_dump` of two nodes' records, claims and leases: version 1 by release 0.1.0, version 2 with a
 //! provisional forward withdrawn, version 3 with a row per transaction and batch, version 4 with the
 //! evidence of one node copied to its indexes and the other's not yet, version 5 with the claims keyed
-//! by day first, version 6 with their index by time a BRIN index) must be read by every later
+//! by day first, version 6 with their index by time a BRIN index, version 7 with each node's block of
+//! STANs) must be read by every later
 //! release, migrated in place by its embedded migrations, and then take that release's commits.
 
 use std::path::PathBuf;
@@ -195,6 +196,8 @@ fn read_back_whole(version: i32) {
             .await
             .unwrap_or_else(|e| panic!("this release joins a version {version} database: {e}"));
         assert_eq!(joined.records, records());
+        // Its own block (version 7), or the first when the database had none.
+        assert_eq!(joined.stan_block, 0);
         let [(_, received), (_, forward)] = retransmit_on_b();
         let withdrawn = Record {
             step: Step::Withdrawn,
@@ -267,6 +270,11 @@ fn the_database_schema_version_5_wrote_is_read_back_whole() {
 #[test]
 fn the_database_schema_version_6_wrote_is_read_back_whole() {
     read_back_whole(6);
+}
+
+#[test]
+fn the_database_schema_version_7_wrote_is_read_back_whole() {
+    read_back_whole(7);
 }
 
 /// Writes the fixture of this release's schema version; run by hand, once, by the release that defines

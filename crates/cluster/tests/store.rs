@@ -985,3 +985,48 @@ fn a_node_joining_after_retention_dropped_all_its_records_numbers_on_past_them()
         }
     });
 }
+
+/// Each node numbers its upstream messages within a block of STANs of its own: the one it held, when
+/// it joins again; a block no node ever held before one a lapsed node holds; and a lapsed node's once
+/// every other is held by a live one, the lapsed node fenced with it (woken, it would number with it
+/// beside the newcomer). With every block held by a live node, a join is refused, saying so.
+#[test]
+fn every_live_node_numbers_its_stans_in_a_block_of_its_own() {
+    let Some(pg) = Server::start("store::stan_blocks") else {
+        return;
+    };
+    rt().block_on(async {
+        let join = |node: &'static str| {
+            let url = pg.url();
+            async move { Store::join(&url, node, LEASE, &KEY).await }
+        };
+        let a = join("a").await.unwrap();
+        assert_eq!(a.stan_block, 0);
+        assert_eq!(join("b").await.unwrap().stan_block, 1);
+        drop(a);
+        let a = join("a").await.unwrap();
+        assert_eq!(a.stan_block, 0, "its own again");
+
+        // a's lease lapses: a newcomer takes a block never held first.
+        let client = cluster::connect(&pg.url()).await.unwrap();
+        let lapse = "UPDATE nodes SET lease_until = now() - interval '1 second' WHERE node = 'a'";
+        client.execute(lapse, &[]).await.unwrap();
+        let mut live = Vec::new();
+        for node in ["c", "d", "e", "f", "g", "h", "i", "j"] {
+            live.push(join(node).await.unwrap());
+        }
+        let blocks: Vec<u32> = live.iter().map(|j| j.stan_block).collect();
+        assert_eq!(blocks, [2, 3, 4, 5, 6, 7, 8, 9]);
+        // Then a's: a is fenced.
+        let k = join("k").await.unwrap();
+        assert_eq!(k.stan_block, 0);
+        let renewal = a.store.renew(LEASE, 0, 0, TxnId(1)).await.unwrap_err();
+        assert!(renewal.is_fenced(), "{renewal}");
+        // Every block held by a live node.
+        let refused = join("l").await.unwrap_err();
+        assert!(
+            matches!(refused, Error::NoStanBlock { blocks: 10 }),
+            "{refused}"
+        );
+    });
+}

@@ -58,6 +58,8 @@ pub struct Joined {
     pub last_seq: u64,
     /// The highest transaction id the node ever used (its numbering resumes after it).
     pub last_txn: Option<TxnId>,
+    /// The block of STANs the node numbers its upstream messages with (see [`engine::Stans::block`]).
+    pub stan_block: u32,
 }
 
 /// What a commit decided beyond making the batch durable.
@@ -139,6 +141,7 @@ impl Store {
             refuse_a_live_namesake(&client, node).await?;
         };
         let (epoch, after): (i64, i64) = (row.get(0), row.get(1));
+        let stan_block = stan_block(&mut client, node).await?;
         let store = Store {
             commit: client.prepare(COMMIT).await?,
             client,
@@ -156,12 +159,19 @@ impl Store {
             .await?;
         let last_seq: i64 = row.get(0);
         let last_txn: Option<i64> = row.get(1);
-        tracing::info!(node, epoch, records = records.len(), "joined the cluster");
+        tracing::info!(
+            node,
+            epoch,
+            records = records.len(),
+            stan_block,
+            "joined the cluster"
+        );
         Ok(Joined {
             store,
             records,
             last_seq: last_seq as u64,
             last_txn: last_txn.map(|t| TxnId(t as u64)),
+            stan_block,
         })
     }
 
@@ -466,4 +476,51 @@ fn in_order_after(
     numbered.retain(|(seq, _)| *seq as i64 > after);
     numbered.sort_unstable_by_key(|(seq, _)| *seq);
     Ok(numbered.into_iter().map(|(_, record)| record).collect())
+}
+
+/// The block of STANs node `node` (joined: its lease live) numbers with: the one it holds, else the
+/// lowest no node with a live lease holds, never held first. A lapsed node that held it gives it up and
+/// is fenced (its epoch raised), so that, woken from a pause, it cannot number with it beside this one:
+/// its renewal and commits fail, and it joins again for a block of its own.
+async fn stan_block(client: &mut tokio_postgres::Client, node: &str) -> Result<u32, Error> {
+    let tx = client.transaction().await?;
+    // Two nodes joining at once must not both find the same block free.
+    tx.execute("SELECT pg_advisory_xact_lock(8586)", &[])
+        .await?;
+    let held: Option<i16> = tx
+        .query_one("SELECT stan_block FROM nodes WHERE node = $1", &[&node])
+        .await?
+        .get(0);
+    let block = match held {
+        Some(block) => block,
+        None => {
+            let free = tx
+                .query_opt(
+                    "SELECT b::smallint FROM generate_series(0, 9) b
+                     WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.stan_block = b AND n.lease_until > now())
+                     ORDER BY EXISTS (SELECT 1 FROM nodes n WHERE n.stan_block = b), b
+                     LIMIT 1",
+                    &[],
+                )
+                .await?;
+            let Some(block) = free.map(|row| row.get::<_, i16>(0)) else {
+                return Err(Error::NoStanBlock {
+                    blocks: engine::Stans::BLOCKS,
+                });
+            };
+            tx.execute(
+                "UPDATE nodes SET stan_block = NULL, epoch = epoch + 1 WHERE stan_block = $1",
+                &[&block],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE nodes SET stan_block = $2 WHERE node = $1",
+                &[&node, &block],
+            )
+            .await?;
+            block
+        }
+    };
+    tx.commit().await?;
+    Ok(block as u32)
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::{Purpose, Store};
-use engine::{Claim, Holder, Record, Recovery, TxnId};
+use engine::{Claim, Holder, Record, Recovery, Stans, TxnId};
 use tokio::sync::{mpsc, watch};
 
 use super::{Fault, Journal, Progress, Report};
@@ -71,10 +71,11 @@ pub(super) struct ClusterJournal {
 }
 
 impl ClusterJournal {
-    /// Joins the cluster as `settings.node` and reads back what recovery needs.
+    /// Joins the cluster as `settings.node` and reads back what recovery needs, with the STANs the
+    /// node numbers its upstream messages with.
     pub(super) async fn open(
         settings: &ClusterSettings,
-    ) -> Result<(ClusterJournal, Recovery), cluster::Error> {
+    ) -> Result<(ClusterJournal, Recovery, Stans), cluster::Error> {
         let started = Instant::now();
         let joined = Store::join(
             &settings.database,
@@ -91,7 +92,8 @@ impl ClusterJournal {
         for record in joined.records {
             recovery.add(record);
         }
-        tracing::info!(node = settings.node, epoch = joined.store.epoch(), records, last_seq = joined.last_seq, took = ?started.elapsed(), "journal read back from the database");
+        let stans = Stans::block(joined.stan_block);
+        tracing::info!(node = settings.node, epoch = joined.store.epoch(), records, last_seq = joined.last_seq, stans = format!("{:06}-{:06}", stans.first, stans.last), took = ?started.elapsed(), "journal read back from the database");
         let (store, url) = (&joined.store, &settings.database);
         let lease = store.twin(url, Purpose::Lease).await?;
         let taker = store.twin(url, Purpose::Upkeep).await?;
@@ -129,7 +131,7 @@ impl ClusterJournal {
             reports: Some(reports),
             progress,
         };
-        Ok((journal, recovery))
+        Ok((journal, recovery, stans))
     }
 }
 

@@ -181,9 +181,10 @@ pub async fn open_journal(
     settings: &mut crate::Settings,
 ) -> Result<(Box<dyn Journal>, Recovery), OpenError> {
     if let Some(cluster) = settings.cluster.clone() {
-        let (journal, recovery) = cluster::ClusterJournal::open(&cluster).await?;
+        let (journal, recovery, stans) = cluster::ClusterJournal::open(&cluster).await?;
         settings.engine.card_key = cluster.card_key;
         settings.engine.shared_keys = true;
+        settings.engine.stans = stans;
         return Ok((Box::new(journal), recovery));
     }
     let Some(dir) = settings.journal.dir.clone() else {
