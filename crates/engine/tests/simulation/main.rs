@@ -148,22 +148,25 @@ fn a_seed_replays_exactly() {
     }
 }
 
+/// Asserts that some seed of 300 of the worlds `make` builds breaks the invariants: with `without`
+/// missing, the simulation must notice.
+fn some_seed_breaks<G: engine::Gate + Default>(without: &str, make: impl Fn(u64) -> World<G>) {
+    let broken: Vec<u64> = (0..300)
+        .filter(|&seed| !invariants::broken(&make(seed).run()).is_empty())
+        .collect();
+    eprintln!(
+        "without {without}, {} seeds of 300 broke: {broken:?}",
+        broken.len()
+    );
+    assert!(!broken.is_empty(), "no seed noticed the missing {without}");
+}
+
 /// The simulation finds the bug it exists for: with a gate that lets a message out before the journal
 /// holds its record in place of the shipped one, some crash forwards twice or leaves a debit nobody was
 /// told of.
 #[test]
 fn a_gate_releasing_effects_early_breaks_the_invariants_in_some_seed() {
-    let broken: Vec<u64> = (0..300)
-        .filter(|&seed| !invariants::broken(&world_with::<Leaky>(seed).run()).is_empty())
-        .collect();
-    eprintln!(
-        "with a gate releasing effects early, {} seeds of 300 broke: {broken:?}",
-        broken.len()
-    );
-    assert!(
-        !broken.is_empty(),
-        "no seed noticed the missing write-ahead"
-    );
+    some_seed_breaks("write-ahead", world_with::<Leaky>);
 }
 
 /// The cluster simulation finds what withdrawing a provisional forward is for: with a gate that lets a
@@ -171,20 +174,9 @@ fn a_gate_releasing_effects_early_breaks_the_invariants_in_some_seed() {
 /// node is charged twice.
 #[test]
 fn a_gate_that_does_not_withdraw_breaks_the_invariants_in_some_seed() {
-    let broken: Vec<u64> = (0..300)
-        .filter(|&seed| {
-            let world = cluster_with::<Unwithdrawn>(seed, CLUSTER);
-            !invariants::broken(&world.run()).is_empty()
-        })
-        .collect();
-    eprintln!(
-        "with a gate that forgets withdrawals, {} seeds of 300 broke: {broken:?}",
-        broken.len()
-    );
-    assert!(
-        !broken.is_empty(),
-        "no seed noticed a withdrawn forward going out"
-    );
+    some_seed_breaks("withdrawals", |seed| {
+        cluster_with::<Unwithdrawn>(seed, CLUSTER)
+    });
 }
 
 /// The cluster simulation finds what the fence exists for: with a store that ignores epochs, a paused
@@ -192,14 +184,7 @@ fn a_gate_that_does_not_withdraw_breaks_the_invariants_in_some_seed() {
 /// node reversed, or both act on the same work.
 #[test]
 fn a_store_without_fencing_breaks_the_invariants_in_some_seed() {
-    let broken: Vec<u64> = (0..300)
-        .filter(|&seed| !invariants::broken(&cluster(seed, false).run()).is_empty())
-        .collect();
-    eprintln!(
-        "with a store ignoring epochs, {} seeds of 300 broke: {broken:?}",
-        broken.len()
-    );
-    assert!(!broken.is_empty(), "no seed noticed the missing fence");
+    some_seed_breaks("fence", |seed| cluster(seed, false));
 }
 
 /// The cluster simulation finds what each node's block of STANs is for: with every node numbering
@@ -210,16 +195,9 @@ fn nodes_numbering_from_the_same_stan_break_the_invariants_in_some_seed() {
         stan_blocks: false,
         ..CLUSTER
     };
-    let broken: Vec<u64> = (0..300)
-        .filter(|&seed| {
-            !invariants::broken(&cluster_with::<engine::Outbox>(seed, shared).run()).is_empty()
-        })
-        .collect();
-    eprintln!(
-        "with every node numbering from 000001, {} seeds of 300 broke: {broken:?}",
-        broken.len()
-    );
-    assert!(!broken.is_empty(), "no seed noticed two nodes' STANs clash");
+    some_seed_breaks("blocks of STANs", |seed| {
+        cluster_with::<engine::Outbox>(seed, shared)
+    });
 }
 
 /// The order the switch's cluster writer keeps: a commit's claims are answered before its durable
@@ -231,17 +209,7 @@ fn a_writer_reporting_durability_before_the_claims_breaks_the_invariants_in_some
         answers_first: false,
         ..CLUSTER
     };
-    let broken: Vec<u64> = (0..300)
-        .filter(|&seed| {
-            !invariants::broken(&cluster_with::<engine::Outbox>(seed, late).run()).is_empty()
-        })
-        .collect();
-    eprintln!(
-        "with the claims answered after durability, {} seeds of 300 broke: {broken:?}",
-        broken.len()
-    );
-    assert!(
-        !broken.is_empty(),
-        "no seed noticed the claims answered late"
-    );
+    some_seed_breaks("claims answered before durability", |seed| {
+        cluster_with::<engine::Outbox>(seed, late)
+    });
 }
