@@ -402,11 +402,11 @@ async fn copy_evidence(mut store: Store, url: String, reports: mpsc::UnboundedSe
 /// the lease's (readiness fails until a renewal goes through). After a failure the connection is made
 /// again, and if that works the lease is renewed at once rather than a third of the lease later.
 /// A renewal that failed with an error rather than silence, after one that went through, may be its
-/// connection's alone (its backend ended, a proxy between restarted): it is reported only if the connection cannot be made again or
-/// the renewal at once fails too, so that a lost connection does not fail readiness while the database
-/// answers. Silence is reported at once: the database may be gone, and waiting for a reconnection
-/// would hide it for one more `cluster.timeout`. Nothing else runs on the lease's connection, so that
-/// nothing slow holds up a renewal.
+/// connection's alone (its backend ended, a proxy between restarted): it is reported only if the
+/// connection cannot be made again or the renewal at once fails too, so that a lost connection does
+/// not fail readiness while the database answers. Silence is reported at once: the database may be
+/// gone, and waiting for a reconnection would hide it for one more `cluster.timeout`. Nothing else runs
+/// on the lease's connection, so that nothing slow holds up a renewal.
 async fn keep_lease(
     mut store: Store,
     settings: ClusterSettings,
