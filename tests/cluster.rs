@@ -204,6 +204,16 @@ async fn two_nodes_forward_under_stans_of_blocks_of_their_own() {
         [("TERM0001".into(), 2), ("TERM0002".into(), 100_001)],
         "a in block 0, b in block 1"
     );
+    // What an SRE matching an issuer's log to a node reads.
+    let status = acquiro(&["cluster", "status", "--database", &pg.url()]);
+    assert!(
+        node_line(&status, "a").contains(" 000001-099999 "),
+        "{status}"
+    );
+    assert!(
+        node_line(&status, "b").contains(" 100000-199999 "),
+        "{status}"
+    );
 }
 
 /// A lease connection lost alone (its backend ended by an operator, a proxy in between restarted) is

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cluster::throwaway::Server;
 use iso8583::Message;
-use support::cluster::{acquiro, forwards, held_on, node_with, purchase, spec};
+use support::cluster::{acquiro, forwards, held_on, node_line, node_with, purchase, spec};
 use support::issuer::Issuer;
 use support::process::{Log, timeline_steps, tranlog};
 use support::terminal::{Terminal, text};
@@ -257,12 +257,6 @@ fn json(line: &str) -> serde_json::Value {
 
 /// Cluster mode: a node killed for good has its in-doubt requests reversed by another node within the
 /// lease and the response timeout.
-/// `node`'s line in the output of `acquiro cluster status`.
-fn node_line(status: &str, node: &str) -> String {
-    let found = status.lines().find(|l| l.starts_with(&format!("{node} ")));
-    found.expect("the node listed").to_owned()
-}
-
 #[tokio::test]
 async fn a_node_lost_for_good_has_its_in_doubt_requests_reversed_by_another_within_the_lease() {
     let Some(pg) = Server::start("cluster::takeover") else {

@@ -141,3 +141,9 @@ async fn pass(
         }
     }
 }
+
+/// `node`'s line in the output of `acquiro cluster status`.
+pub fn node_line(status: &str, node: &str) -> String {
+    let found = status.lines().find(|l| l.starts_with(&format!("{node} ")));
+    found.expect("the node listed").to_owned()
+}

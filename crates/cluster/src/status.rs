@@ -29,6 +29,9 @@ pub struct NodeStatus {
     /// `pg_stat_activity`: a node whose lease lapsed with its connections still there is paused or cut
     /// off rather than gone.
     pub connections: usize,
+    /// The STANs it numbers its upstream messages with (schema version 7; none before its first join
+    /// there, or once a newcomer took its block after its lease lapsed).
+    pub stans: Option<engine::Stans>,
 }
 
 /// Every node, for `acquiro cluster status`.
@@ -47,7 +50,9 @@ pub async fn status(client: &Client) -> Result<Vec<NodeStatus>, Error> {
                     n.taken_by, n.retired_seq,
                     coalesce((SELECT max(seq) FROM records r WHERE r.node = n.node), 0),
                     n.retired_seq < n.taken_through,
-                    coalesce((SELECT seq FROM evidence_marks m WHERE m.node = n.node), 0)
+                    coalesce((SELECT seq FROM evidence_marks m WHERE m.node = n.node), 0),
+                    -- Read by name from the row: a database not yet migrated to version 7 has none.
+                    (to_jsonb(n) ->> 'stan_block')::integer
              FROM nodes n ORDER BY n.node",
             &[],
         )
@@ -69,6 +74,7 @@ pub async fn status(client: &Client) -> Result<Vec<NodeStatus>, Error> {
             last_seq: r.get(8),
             taking_over: r.get(9),
             indexed_seq: r.get(10),
+            stans: (r.get::<_, Option<i32>>(11)).map(|b| engine::Stans::block(b as u32)),
         })
         .collect())
 }

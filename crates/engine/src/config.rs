@@ -78,6 +78,13 @@ impl Default for Stans {
     }
 }
 
+/// `100000-199999`: as the node's log and `acquiro cluster status` show a block.
+impl std::fmt::Display for Stans {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:06}-{:06}", self.first, self.last)
+    }
+}
+
 /// The key of the card's keyed hashes. Key material: `Debug` never shows it, so that settings printed
 /// for a diagnosis cannot leak it; the bytes are read through `Deref`.
 #[derive(Clone, Copy, PartialEq, Eq)]

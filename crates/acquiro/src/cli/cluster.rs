@@ -46,7 +46,7 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
         standbys(&database)
     )?;
     outln!(
-        "{:<16} {:>6}  {:<22} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}  taken over by",
+        "{:<16} {:>6}  {:<22} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}  {:<13}  taken over by",
         "node",
         "epoch",
         "lease",
@@ -55,7 +55,8 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
         "last seq",
         "searchable",
         "handed on",
-        "connected"
+        "connected",
+        "stans"
     )?;
     for n in &nodes {
         let left = lease_left_ms(n, now);
@@ -69,8 +70,9 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
             (Some(by), false) => by.clone(),
             (None, _) => "-".into(),
         };
+        let stans = n.stans.map_or_else(|| "-".into(), |s| s.to_string());
         outln!(
-            "{:<16} {:>6}  {:<22} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}  {taken}",
+            "{:<16} {:>6}  {:<22} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}  {stans:<13}  {taken}",
             n.node,
             n.epoch,
             lease,
@@ -120,6 +122,7 @@ fn as_json(
                 "handed_on_seq": n.retired_seq,
                 "connections": n.connections,
                 "taken_over_by": n.taken_by,
+                "stans": n.stans.map(|s| serde_json::json!({"first": s.first, "last": s.last})),
                 "takeover_under_way": n.taking_over,
             })
         })
@@ -186,6 +189,7 @@ mod tests {
                 last_seq: 9,
                 indexed_seq: 8,
                 connections: 4,
+                stans: live.then(|| engine::Stans::block(1)),
             }
         };
         let second = std::time::Duration::from_secs(1);
@@ -205,6 +209,11 @@ mod tests {
         assert_eq!(a["taken_over_by"], "b");
         assert_eq!(b["lease_left_ms"], 2000);
         assert!(b["taken_over_by"].is_null());
+        assert!(a["stans"].is_null(), "its block taken");
+        assert_eq!(
+            b["stans"],
+            serde_json::json!({"first": 100_000, "last": 199_999})
+        );
         for (key, value) in [
             ("in_flight", 3),
             ("reversals", 1),

@@ -93,7 +93,7 @@ impl ClusterJournal {
             recovery.add(record);
         }
         let stans = Stans::block(joined.stan_block);
-        tracing::info!(node = settings.node, epoch = joined.store.epoch(), records, last_seq = joined.last_seq, stans = format!("{:06}-{:06}", stans.first, stans.last), took = ?started.elapsed(), "journal read back from the database");
+        tracing::info!(node = settings.node, epoch = joined.store.epoch(), records, last_seq = joined.last_seq, %stans, took = ?started.elapsed(), "journal read back from the database");
         let (store, url) = (&joined.store, &settings.database);
         let lease = store.twin(url, Purpose::Lease).await?;
         let taker = store.twin(url, Purpose::Upkeep).await?;
