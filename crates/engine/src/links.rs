@@ -54,7 +54,6 @@ pub(crate) struct PendingKey {
 struct Link {
     issuer: usize,
     state: LinkState,
-    next_stan: u32,
     /// Requests forwarded and not yet answered or timed out: the load used to pick a link.
     in_flight: u32,
     last_traffic: Option<Instant>,
@@ -65,6 +64,10 @@ struct Link {
 pub(crate) struct Links {
     links: Vec<Link>,
     stans: Stans,
+    /// The last STAN given, on any link: one sequence for them all, since an issuer reached over
+    /// several links (or their hosts, under one DE32) takes them as one sender, and one STAN twice in
+    /// a second of DE7 would make a reversal's DE90 name two requests.
+    last_stan: u32,
     pending: FastMap<PendingKey, Pending>,
     /// Timed-out requests' keys, oldest first, with the end of their late window.
     late: VecDeque<(PendingKey, Instant)>,
@@ -77,7 +80,6 @@ impl Links {
             .map(|issuer| Link {
                 issuer,
                 state: LinkState::Down,
-                next_stan: 0,
                 in_flight: 0,
                 last_traffic: None,
                 probe: None,
@@ -86,6 +88,7 @@ impl Links {
         Links {
             links,
             stans,
+            last_stan: 0,
             pending: FastMap::default(),
             late: VecDeque::new(),
         }
@@ -139,19 +142,19 @@ impl Links {
             .map(|(i, _)| LinkId(i as u32))
     }
 
-    /// Allocates the next STAN of `link` for a message of `class` and records what its answer will
-    /// answer. STANs run through the switch's [`Stans`] and skip any still outstanding (bounded: with
-    /// the whole block outstanding, which per-link in-flight caps rule out, the next one is reused).
+    /// Allocates the next STAN for a message of `class` on `link` and records what its answer will
+    /// answer. STANs run through the switch's [`Stans`], one sequence for every link, and skip any
+    /// still outstanding (bounded: with the whole block outstanding, which in-flight caps rule out, the
+    /// next one is reused).
     pub(crate) fn claim(&mut self, link: LinkId, class: Class, what: Pending) -> PendingKey {
-        let state = &mut self.links[link.0 as usize];
         let mut key = PendingKey {
             link,
             class,
             stan: 0,
         };
         for _ in 0..self.stans.len() {
-            state.next_stan = self.stans.after(state.next_stan);
-            key.stan = state.next_stan;
+            self.last_stan = self.stans.after(self.last_stan);
+            key.stan = self.last_stan;
             if !self.pending.contains_key(&key) {
                 break;
             }
@@ -296,11 +299,24 @@ mod tests {
     }
 
     #[test]
+    fn every_link_takes_its_stans_from_one_sequence() {
+        let mut links = Links::new([0, 0, 1].into_iter(), Stans::ALL);
+        let stans: Vec<u32> = [0, 1, 2, 0]
+            .map(|l| {
+                links
+                    .claim(LinkId(l), Class::FINANCIAL, Pending::Probe)
+                    .stan
+            })
+            .to_vec();
+        assert_eq!(stans, [1, 2, 3, 4]);
+    }
+
+    #[test]
     fn a_single_switch_numbers_through_every_stan_skipping_those_outstanding() {
         let mut links = Links::new([0].into_iter(), Stans::ALL);
         let first = links.claim(LinkId(0), Class::FINANCIAL, Pending::Probe);
         assert_eq!(first.stan, 1);
-        links.links[0].next_stan = 999_998;
+        links.last_stan = 999_998;
         let last = links.claim(LinkId(0), Class::FINANCIAL, Pending::Probe);
         assert_eq!(last.stan, 999_999);
         // Round again: 1 is still out, so 2.

@@ -104,9 +104,10 @@ pub(crate) struct Run {
     pub trace: u64,
     /// The trace itself, when asked for.
     pub lines: Option<Vec<String>>,
-    /// Each (STAN, DE7) the issuer received, with the node that sent it first.
-    pub stans: BTreeMap<(String, String), String>,
-    /// Messages that reached the issuer under a STAN and DE7 another node had sent.
+    /// Each (STAN, DE7) the issuer received, with the node, which of its engines and which link sent
+    /// it first.
+    pub stans: BTreeMap<(String, String), (String, u32, u32)>,
+    /// Messages that reached the issuer under a STAN and DE7 another node or link had sent.
     pub stan_clashes: Vec<String>,
 }
 
@@ -205,6 +206,8 @@ struct Node<G> {
     name: String,
     /// The STANs its engine numbers upstream messages with.
     stans: Stans,
+    /// Its engines so far: each start or restart is a new one.
+    incarnation: u32,
     engine: Option<Engine>,
     gate: G,
     journal: Journal,
@@ -316,6 +319,7 @@ impl<G: Gate + Default> World<G> {
                     Some(c) if c.stan_blocks => Stans::block(n as u32),
                     _ => Stans::ALL,
                 },
+                incarnation: 0,
                 engine: None,
                 gate: G::default(),
                 journal: match cluster {
@@ -568,7 +572,7 @@ impl<G: Gate + Default> World<G> {
                 }
             }
             Ev::ToIssuer(n, link, epoch, msg) => {
-                self.numbered(n, &msg);
+                self.numbered(n, link, &msg);
                 let faults = self.faults();
                 for (answer, delay) in self.issuer.on_message(&mut self.rng, &msg, faults) {
                     self.at(delay, Ev::FromIssuer(n, link, epoch, answer));
@@ -918,27 +922,31 @@ impl<G: Gate + Default> World<G> {
         self.keep_lease(n);
     }
 
-    /// Notes the STAN and DE7 of a message node `n` sent the issuer, and a clash with another node's.
-    /// (A node's own, after a restart within the same second, is not the clash blocks prevent.)
-    fn numbered(&mut self, n: usize, msg: &Message) {
+    /// Notes the STAN and DE7 of a message node `n` sent the issuer on `link`, and a clash with another
+    /// node's, or with another link's of the same engine. (One engine's with its predecessor's, after
+    /// a restart within the same second, is not the clash the numbering prevents: a real restart takes
+    /// longer.)
+    fn numbered(&mut self, n: usize, link: LinkId, msg: &Message) {
         let (Some(stan), Some(sent)) = (msg.get(11), msg.get(7)) else {
             return;
         };
         let key = (stan.unmasked().to_string(), sent.unmasked().to_string());
-        let node = &self.nodes[n].name;
-        let first = self
-            .run
-            .stans
-            .entry(key.clone())
-            .or_insert_with(|| node.clone());
-        if first != node {
-            let clash = format!("STAN {} at {} from {first} and {node}", key.0, key.1);
-            self.run.stan_clashes.push(clash);
+        let node = &self.nodes[n];
+        let sender = (node.name.clone(), node.incarnation, link.0);
+        let first = self.run.stans.entry(key.clone()).or_insert(sender.clone());
+        let clash = first.0 != sender.0 || (first.1 == sender.1 && first.2 != sender.2);
+        if clash {
+            let (a, b) = (&first, &sender);
+            self.run.stan_clashes.push(format!(
+                "STAN {} at {} from {} #{} link {} and {} #{} link {}",
+                key.0, key.1, a.0, a.1, a.2, b.0, b.1, b.2
+            ));
         }
     }
 
-    /// The engine configuration of node `n`: the world's, with the node's STANs.
-    fn config_of(&self, n: usize) -> Config {
+    /// The engine configuration of node `n`'s next engine: the world's, with the node's STANs.
+    fn config_of(&mut self, n: usize) -> Config {
+        self.nodes[n].incarnation += 1;
         Config {
             stans: self.nodes[n].stans,
             ..self.config.clone()
