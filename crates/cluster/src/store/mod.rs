@@ -496,11 +496,11 @@ async fn stan_block(client: &mut tokio_postgres::Client, node: &str) -> Result<u
         None => {
             let free = tx
                 .query_opt(
-                    "SELECT b::smallint FROM generate_series(0, 9) b
+                    "SELECT b::smallint FROM generate_series(0, $1 - 1) b
                      WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.stan_block = b AND n.lease_until > now())
                      ORDER BY EXISTS (SELECT 1 FROM nodes n WHERE n.stan_block = b), b
                      LIMIT 1",
-                    &[],
+                    &[&(engine::Stans::BLOCKS as i32)],
                 )
                 .await?;
             let Some(block) = free.map(|row| row.get::<_, i16>(0)) else {
