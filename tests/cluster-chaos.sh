@@ -143,4 +143,4 @@ verdict=$($bin sim reconcile --outcomes "$work/outcomes.json" --ledger "$work/le
 echo "$verdict"
 echo "$verdict" | tail -1 | grep -q ", 0 charged twice$"
 settlement_reconciles --database "$database"
-echo "cluster chaos: $rounds rounds of kills and pauses of $nodes nodes, a database restart and a failover, reconciliation holds${lifecycle:+ (the life cycle, and the settlement with the issuer)}"
+echo "cluster chaos: $rounds rounds of kills, pauses and connection cuts of $nodes nodes, a database restart and a failover, reconciliation holds${lifecycle:+ (the life cycle, and the settlement with the issuer)}"
