@@ -247,6 +247,11 @@ async fn a_lost_lease_connection_is_made_again_and_the_lease_renewed_at_once() {
         metrics.contains("acquiro_lease_renewal_failures_total 0"),
         "{metrics}"
     );
+    // What shows it to an SRE instead.
+    assert!(
+        metrics.contains(r#"acquiro_database_reconnections_total{connection="lease"} 1"#),
+        "{metrics}"
+    );
     ready(&a).await;
     connections_named(&pg, "a").await;
     assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
@@ -272,6 +277,10 @@ async fn a_lost_commits_connection_is_made_again_and_the_request_answered() {
     let metrics = http_get(a.admin, "/metrics").await.1;
     assert!(
         metrics.contains("acquiro_journal_write_failures_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"acquiro_database_reconnections_total{connection="commits"} 1"#),
         "{metrics}"
     );
     connections_named(&pg, "a").await;

@@ -317,6 +317,7 @@ impl Driver {
                 self.status.send_modify(|s| s.lease_failed = why);
             }
             Report::Standbys(standbys) => self.recorder.metrics().standbys(standbys),
+            Report::Reconnected(purpose) => self.recorder.metrics().reconnected(purpose.as_str()),
             Report::Fenced(error) => {
                 tracing::error!(%error, held = self.outbox.held(), "fenced: this node stops; started again, it joins anew and resumes what was not taken over");
                 self.status.send_modify(|s| s.fenced = true);

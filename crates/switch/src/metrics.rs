@@ -69,6 +69,8 @@ pub struct Metrics {
     journal_bytes: IntCounter,
     journal_failures: IntCounter,
     lease_failures: IntCounter,
+    /// Cluster mode: database connections lost and made again, by what each is for.
+    reconnections: IntCounterVec,
     /// Cluster mode: synchronous standbys streaming (see `standbys`).
     standbys: IntGauge,
     pub(crate) in_doubt: IntCounter,
@@ -404,6 +406,12 @@ impl Metrics {
                 "acquiro_lease_renewal_failures_total",
                 "Cluster mode: lease renewals that failed (the database down or not answering; a connection lost alone and renewed at once on a new one is not counted); /readyz fails until one goes through, and a node that renews none for its lease is taken over.",
             ),
+            reconnections: counters(
+                &r,
+                "acquiro_database_reconnections_total",
+                "Cluster mode: database connections lost and made again, by what each is for (commits, lease, upkeep, evidence). One lost alone, with the database answering, fails nothing else: this count is what shows it.",
+                &["connection"],
+            ),
             standbys: {
                 let standbys = gauge(
                     &r,
@@ -447,6 +455,11 @@ impl Metrics {
 
     pub(crate) fn lease_failed(&self) {
         self.lease_failures.inc();
+    }
+
+    /// Cluster mode: the node's `connection` (commits, lease, upkeep, evidence) was made again.
+    pub(crate) fn reconnected(&self, connection: &str) {
+        self.reconnections.with_label_values(&[connection]).inc();
     }
 
     /// This node took over the work of a node whose lease lapsed.

@@ -183,6 +183,11 @@ impl Store {
         self.epoch
     }
 
+    /// What this connection is for.
+    pub fn purpose(&self) -> Purpose {
+        self.purpose
+    }
+
     /// Makes a batch durable in one transaction behind the fence: its records (numbered by `seq`), its
     /// claims, and the work of nodes taken over that the records carry on (`retire`: each node's records
     /// up to that sequence number are handed on). Fails with [`Error::Fenced`] once the node's epoch is

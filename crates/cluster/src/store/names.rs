@@ -23,7 +23,8 @@ impl Purpose {
         Purpose::Evidence,
     ];
 
-    fn as_str(self) -> &'static str {
+    /// `commits`, `lease`, `upkeep` or `evidence`: in the connection's name, and a metric's label.
+    pub fn as_str(self) -> &'static str {
         match self {
             Purpose::Commits => "commits",
             Purpose::Lease => "lease",

@@ -287,7 +287,7 @@ async fn commit(
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
-            let settled = match bounded(limit, store.reconnect(url)).await {
+            let settled = match reconnect(store, url, limit, reports).await {
                 Ok(()) => {
                     bounded(
                         limit,
@@ -392,7 +392,7 @@ async fn copy_evidence(mut store: Store, url: String, reports: mpsc::UnboundedSe
             // While the database is away the writer and the lease say so; a search still finds what
             // is not copied yet, more slowly.
             tracing::debug!(%error, "evidence not copied to its indexes; connecting again");
-            let _ = bounded(BULK_TIMEOUT, store.reconnect(&url)).await;
+            let _ = reconnect(&mut store, &url, BULK_TIMEOUT, &reports).await;
         }
     }
 }
@@ -460,7 +460,8 @@ async fn keep_lease(
                     unrenewed = true;
                     unrenewed_with(fault.clone());
                 }
-                let reconnected = bounded(settings.timeout, store.reconnect(&settings.database));
+                let reconnected =
+                    reconnect(&mut store, &settings.database, settings.timeout, &reports);
                 match reconnected.await {
                     Ok(()) => again = !at_once,
                     Err(_) if connection_only => {
@@ -521,10 +522,23 @@ async fn upkeep(
             Err(error) if error.is_fenced() => return,
             Err(error) => {
                 tracing::warn!(%error, "lapsed nodes not checked for takeover; connecting again");
-                let _ = bounded(settings.timeout, store.reconnect(&settings.database)).await;
+                let _ = reconnect(&mut store, &settings.database, settings.timeout, &reports).await;
             }
         }
     }
+}
+
+/// Makes `store`'s connection again (within `limit`), and reports it once made: a connection lost
+/// alone is made again without failing readiness, so the count is what shows it to an SRE.
+async fn reconnect(
+    store: &mut Store,
+    url: &str,
+    limit: Duration,
+    reports: &mpsc::UnboundedSender<Report>,
+) -> Result<(), cluster::Error> {
+    bounded(limit, store.reconnect(url)).await?;
+    let _ = reports.send(Report::Reconnected(store.purpose()));
+    Ok(())
 }
 
 /// `call`, or [`cluster::Error::NoAnswer`] once the database has not answered it within `limit`: a

@@ -40,6 +40,8 @@ pub enum Report {
     },
     /// Cluster mode: what keeps a commit through the loss of the database's primary, as last read.
     Standbys(::cluster::Standbys),
+    /// Cluster mode: one of the node's database connections was lost and made again.
+    Reconnected(::cluster::Purpose),
     /// The journal cannot write any more: nothing after this becomes durable.
     Failed(Fault),
     /// Cluster mode: the node lost its epoch (another node took its work over, or the same name joined
