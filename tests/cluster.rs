@@ -242,16 +242,12 @@ async fn a_lost_lease_connection_is_made_again_and_the_lease_renewed_at_once() {
     // Not reported: readiness failed at no point (a reported failure is counted before readiness
     // hears of it).
     assert!(a.log.seen("lease not renewed").is_none());
-    let metrics = http_get(a.admin, "/metrics").await.1;
-    assert!(
-        metrics.contains("acquiro_lease_renewal_failures_total 0"),
-        "{metrics}"
-    );
-    // What shows it to an SRE instead.
-    assert!(
-        metrics.contains(r#"acquiro_database_reconnections_total{connection="lease"} 1"#),
-        "{metrics}"
-    );
+    // What shows it to an SRE instead: the reconnection's count.
+    let lines = [
+        "acquiro_lease_renewal_failures_total 0",
+        r#"acquiro_database_reconnections_total{connection="lease"} 1"#,
+    ];
+    metrics_have(&a, &lines).await;
     ready(&a).await;
     connections_named(&pg, "a").await;
     assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
@@ -274,17 +270,21 @@ async fn a_lost_commits_connection_is_made_again_and_the_request_answered() {
         .until("commit failed; connecting again to settle it at once")
         .await;
     assert!(a.log.seen("database unavailable").is_none());
-    let metrics = http_get(a.admin, "/metrics").await.1;
-    assert!(
-        metrics.contains("acquiro_journal_write_failures_total 0"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"acquiro_database_reconnections_total{connection="commits"} 1"#),
-        "{metrics}"
-    );
+    let lines = [
+        "acquiro_journal_write_failures_total 0",
+        r#"acquiro_database_reconnections_total{connection="commits"} 1"#,
+    ];
+    metrics_have(&a, &lines).await;
     connections_named(&pg, "a").await;
     assert_eq!(forwards(&issuer), 1);
+}
+
+/// Asserts that `node`'s /metrics has each of `lines` (a sample as the text format writes it).
+async fn metrics_have(node: &Switch, lines: &[&str]) {
+    let metrics = http_get(node.admin, "/metrics").await.1;
+    for line in lines {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
 }
 
 /// Ends the backend of the connection named `application` (as an operator's `pg_terminate_backend`
