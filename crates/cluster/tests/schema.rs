@@ -277,6 +277,28 @@ fn the_database_schema_version_7_wrote_is_read_back_whole() {
     read_back_whole(7);
 }
 
+/// `acquiro cluster status` of this release reads a database not migrated yet (its nodes of the
+/// previous release still running): the STAN blocks of version 7 show as none, then as given once a
+/// node of this release joins.
+#[test]
+fn the_status_reads_a_database_of_version_6_before_its_migration() {
+    let Some(pg) = Server::start("schema::status_v6") else {
+        return;
+    };
+    pg.load(&fixture(6));
+    rt().block_on(async {
+        let client = cluster::connect(&pg.url()).await.unwrap();
+        let nodes = cluster::status(&client).await.expect("read at version 6");
+        let blocks: Vec<_> = nodes.iter().map(|n| (n.node.as_str(), n.stans)).collect();
+        assert_eq!(blocks, [("a", None), ("b", None)]);
+        Store::join(&pg.url(), "a", Duration::from_secs(5), &KEY)
+            .await
+            .unwrap();
+        let nodes = cluster::status(&client).await.unwrap();
+        assert_eq!(nodes[0].stans, Some(engine::Stans::block(0)));
+    });
+}
+
 /// Writes the fixture of this release's schema version; run by hand, once, by the release that defines
 /// that version: `cargo test -p cluster --test schema -- --ignored write_fixture`. It refuses to
 /// overwrite.
