@@ -1,0 +1,197 @@
+//! The journal on PostgreSQL: cluster mode. Records and claims appended during a burst of events go to
+//! a writer task; it commits everything that arrived while its last commit was out as one transaction
+//! (group commit: one statement, one round trip, fenced by the node's epoch), then reports it durable
+//! and answers the claims. A second task renews the node's lease on its own connection; a third takes
+//! over lapsed nodes and keeps the partitions, and a fourth copies the evidence disputes search by to
+//! its indexes behind the commits, each on a connection of its own too.
+//!
+//! The database going away is not a failure: the writer says the journal is unwritable (new requests
+//! are refused at once), reconnects with backoff, finds out whether the commit in flight went through,
+//! and goes on with everything that waited. Only the fence ends it: a node that lost its epoch can make
+//! nothing durable again.
+//!
+//! Each task is a module of its own: `writer` (the group commits), `lease` (the renewals) and
+//! `upkeep` (takeovers, partitions and the evidence copy); what they share is here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cluster::{Purpose, Store};
+use engine::{Claim, Record, Recovery, Stans, TxnId};
+use tokio::sync::{mpsc, watch};
+
+use super::{Journal, Progress, Report};
+use crate::config::ClusterSettings;
+
+mod lease;
+mod upkeep;
+mod writer;
+
+/// What one commit carries.
+#[derive(Debug, Default)]
+struct Batch {
+    records: Vec<(u64, Record)>,
+    claims: Vec<Claim>,
+    /// Keys to look up once the batch is committed.
+    lookups: Vec<Claim>,
+    /// Nodes whose work these records carry on, with the last record of theirs handed on.
+    retire: Vec<(String, u64)>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.claims.is_empty()
+            && self.lookups.is_empty()
+            && self.retire.is_empty()
+    }
+
+    fn extend(&mut self, more: Batch) {
+        self.records.extend(more.records);
+        self.claims.extend(more.claims);
+        self.lookups.extend(more.lookups);
+        self.retire.extend(more.retire);
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct ClusterJournal {
+    next_seq: u64,
+    pending: Batch,
+    writer: mpsc::UnboundedSender<Batch>,
+    reports: Option<mpsc::UnboundedReceiver<Report>>,
+    progress: Arc<watch::Sender<Progress>>,
+}
+
+impl ClusterJournal {
+    /// Joins the cluster as `settings.node` and reads back what recovery needs, with the STANs the
+    /// node numbers its upstream messages with.
+    pub(super) async fn open(
+        settings: &ClusterSettings,
+    ) -> Result<(ClusterJournal, Recovery, Stans), cluster::Error> {
+        let started = Instant::now();
+        let joined = Store::join(
+            &settings.database,
+            &settings.node,
+            settings.lease,
+            &settings.card_key,
+        )
+        .await?;
+        let mut recovery = Recovery::default();
+        if let Some(last) = joined.last_txn {
+            recovery.numbered_after(last);
+        }
+        let records = joined.records.len();
+        for record in joined.records {
+            recovery.add(record);
+        }
+        let stans = Stans::block(joined.stan_block);
+        tracing::info!(node = settings.node, epoch = joined.store.epoch(), records, last_seq = joined.last_seq, %stans, took = ?started.elapsed(), "journal read back from the database");
+        let (store, url) = (&joined.store, &settings.database);
+        let lease = store.twin(url, Purpose::Lease).await?;
+        let taker = store.twin(url, Purpose::Upkeep).await?;
+        let copier = store.twin(url, Purpose::Evidence).await?;
+        let (writer, batches) = mpsc::unbounded_channel();
+        let (reports_tx, reports) = mpsc::unbounded_channel();
+        let progress = Arc::new(watch::Sender::new(Progress {
+            oldest_needed: TxnId(0),
+            in_flight: 0,
+            reversals: 0,
+        }));
+        tokio::spawn(writer::write(
+            joined.store,
+            joined.last_seq,
+            settings.clone(),
+            batches,
+            reports_tx.clone(),
+        ));
+        tokio::spawn(upkeep::copy_evidence(
+            copier,
+            settings.database.clone(),
+            reports_tx.clone(),
+        ));
+        tokio::spawn(upkeep::upkeep(taker, settings.clone(), reports_tx.clone()));
+        tokio::spawn(lease::keep_lease(
+            lease,
+            settings.clone(),
+            progress.subscribe(),
+            reports_tx,
+        ));
+        let journal = ClusterJournal {
+            next_seq: joined.last_seq + 1,
+            pending: Batch::default(),
+            writer,
+            reports: Some(reports),
+            progress,
+        };
+        Ok((journal, recovery, stans))
+    }
+}
+
+impl Journal for ClusterJournal {
+    fn append(&mut self, record: Record) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.records.push((seq, record));
+        seq
+    }
+
+    fn claim(&mut self, claim: Claim) {
+        self.pending.claims.push(claim);
+    }
+
+    fn look_up(&mut self, key: Claim) {
+        self.pending.lookups.push(key);
+    }
+
+    fn retire(&mut self, node: String, through: u64) {
+        self.pending.retire.push((node, through));
+    }
+
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            // The writer ends only with the process (or fenced, when nothing matters any more).
+            let _ = self.writer.send(std::mem::take(&mut self.pending));
+        }
+    }
+
+    fn reports(&mut self) -> Option<mpsc::UnboundedReceiver<Report>> {
+        self.reports.take()
+    }
+
+    fn progress(&mut self, progress: Progress) {
+        self.progress.send_replace(progress);
+    }
+
+    fn close(mut self: Box<Self>) {
+        self.flush();
+    }
+}
+
+/// Makes `store`'s connection again (within `limit`), and reports it once made: a connection lost
+/// alone is made again without failing readiness, so the count is what shows it to an SRE.
+async fn reconnect(
+    store: &mut Store,
+    url: &str,
+    limit: Duration,
+    reports: &mpsc::UnboundedSender<Report>,
+) -> Result<(), cluster::Error> {
+    bounded(limit, store.reconnect(url)).await?;
+    let _ = reports.send(Report::Reconnected(store.purpose()));
+    Ok(())
+}
+
+/// `call`, or [`cluster::Error::NoAnswer`] once the database has not answered it within `limit`: a
+/// connection that stopped answering (the database's host gone, a network partition, a failover whose
+/// old address went dark) fails no other way until the kernel gives up on it, a quarter of an hour
+/// later. The caller treats it as any lost connection: it connects again, and a commit is settled
+/// before it is repeated (a commit that reaches the database late meets the copy made since, and one
+/// of the two fails on the records' key).
+async fn bounded<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, cluster::Error>>,
+) -> Result<T, cluster::Error> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(cluster::Error::NoAnswer(limit)))
+}

@@ -1,0 +1,101 @@
+//! Work on the database off every transaction's path: takeovers of lapsed nodes, the standbys' state,
+//! the partitions, and the evidence copied to its indexes.
+
+use std::time::Duration;
+
+use cluster::Store;
+use tokio::sync::mpsc;
+
+use super::{bounded, reconnect};
+use crate::config::ClusterSettings;
+use crate::journal::Report;
+
+/// The bound on the database's bulk work, off every transaction's path (an evidence copy, the
+/// partitions' upkeep): long, since a backlog takes time, but finite, since a connection that stopped
+/// answering would hold the task for good. Either is one transaction: cut, it is done again later.
+const BULK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often partitions are made ahead and days past retention dropped.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(3600);
+/// How often the evidence disputes search by is copied to its indexes, behind the commits (schema
+/// version 4), and how many rows of a node at most each time: a search reads the rows past the copy
+/// without an index, so the copy stays a fraction of a second behind.
+const INDEX_EVERY: Duration = Duration::from_millis(100);
+const INDEX_MOST: i32 = 50_000;
+
+/// Copies the evidence disputes search by to its indexes behind the commits (schema version 4), every
+/// [`INDEX_EVERY`], until the journal is dropped. On a connection of its own: a long copy (a backlog
+/// after an outage, rows of many nodes) must never hold up a lease renewal.
+pub(super) async fn copy_evidence(
+    mut store: Store,
+    url: String,
+    reports: mpsc::UnboundedSender<Report>,
+) {
+    let mut every = tokio::time::interval(INDEX_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = reports.closed() => return,
+        }
+        if let Err(error) = bounded(BULK_TIMEOUT, store.index_evidence(INDEX_MOST)).await {
+            // While the database is away the writer and the lease say so; a search still finds what
+            // is not copied yet, more slowly.
+            tracing::debug!(%error, "evidence not copied to its indexes; connecting again");
+            let _ = reconnect(&mut store, &url, BULK_TIMEOUT, &reports).await;
+        }
+    }
+}
+
+/// Takes over the work of any node whose lease lapsed and reads the database's synchronous standbys,
+/// every third of the lease, and maintains the partitions between, until the journal is dropped. On
+/// a connection of its own, off the lease's: a takeover is not bounded here (cut after it has marked
+/// the node taken, while it reads that node's records, it would leave the work marked as this live
+/// node's and in nobody's hands), and either, held by a connection gone dark, must not hold up a
+/// renewal (which would have this node taken over in turn); it holds up only this task. The database
+/// ends a takeover's transaction left idle for `cluster.timeout` (see `Store::take_over`), so a
+/// takeover held in the dark holds no other node up.
+pub(super) async fn upkeep(
+    mut store: Store,
+    settings: ClusterSettings,
+    reports: mpsc::UnboundedSender<Report>,
+) {
+    let mut every = tokio::time::interval(settings.lease / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = maintain.tick() => {
+                match bounded(BULK_TIMEOUT, store.maintain(settings.retain)).await {
+                    Ok(dropped) if !dropped.is_empty() => tracing::info!(?dropped, "journal days past retention dropped"),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "journal partitions not maintained"),
+                }
+                continue;
+            }
+            () = reports.closed() => return,
+        }
+        // Read beside the takeovers (an SRE's gauge: whether a synchronous standby keeps what the
+        // nodes commit); the lease's renewal reports a database that does not answer.
+        if let Ok(database) = bounded(settings.timeout, store.database()).await {
+            let _ = reports.send(Report::Standbys(database.standbys()));
+        }
+        match store.take_over(settings.timeout).await {
+            Ok(None) => {}
+            Ok(Some(t)) => {
+                let _ = reports.send(Report::TakeOver {
+                    node: t.node,
+                    through: t.through,
+                    records: t.records,
+                });
+            }
+            // The lease's renewal finds the fence too, and reports it.
+            Err(error) if error.is_fenced() => return,
+            Err(error) => {
+                tracing::warn!(%error, "lapsed nodes not checked for takeover; connecting again");
+                let _ = reconnect(&mut store, &settings.database, settings.timeout, &reports).await;
+            }
+        }
+    }
+}
