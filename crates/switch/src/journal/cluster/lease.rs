@@ -33,6 +33,11 @@ pub(super) async fn keep_lease(
     // The next renewal goes at once, not at the next tick: after a failure and a new connection. Never
     // twice in a row, so that a renewal that fails on a working connection goes at the lease's pace.
     let mut again = false;
+    let report = |fault: Fault, unrenewed: &mut bool| {
+        *unrenewed = true;
+        tracing::warn!(error = %fault, "lease not renewed; connecting again");
+        let _ = reports.send(Report::LeaseUnrenewed(Some(fault)));
+    };
     loop {
         let at_once = std::mem::take(&mut again);
         if !at_once {
@@ -62,24 +67,16 @@ pub(super) async fn keep_lease(
                 let connection_only =
                     !at_once && !unrenewed && !matches!(error, cluster::Error::NoAnswer(_));
                 let fault = Fault::Database(Arc::new(error));
-                let unrenewed_with = |fault: Fault| {
-                    tracing::warn!(error = %fault, "lease not renewed; connecting again");
-                    let _ = reports.send(Report::LeaseUnrenewed(Some(fault)));
-                };
                 if connection_only {
                     tracing::warn!(error = %fault, "lease renewal failed; connecting again to renew at once");
                 } else {
-                    unrenewed = true;
-                    unrenewed_with(fault.clone());
+                    report(fault.clone(), &mut unrenewed);
                 }
                 let reconnected =
                     reconnect(&mut store, &settings.database, settings.timeout, &reports);
                 match reconnected.await {
                     Ok(()) => again = !at_once,
-                    Err(_) if connection_only => {
-                        unrenewed = true;
-                        unrenewed_with(fault);
-                    }
+                    Err(_) if connection_only => report(fault, &mut unrenewed),
                     Err(_) => {}
                 }
             }
