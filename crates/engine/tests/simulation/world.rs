@@ -910,7 +910,7 @@ impl<G: Gate + Default> World<G> {
             let later = self.ms(200..1_000);
             return self.at(later, Ev::Restart(n));
         };
-        let mut engine = Engine::new(self.config_of(n));
+        let mut engine = self.new_engine(n);
         let mut out = Vec::new();
         engine.recover(self.clock(), recovery, &mut out);
         self.nodes[n].engine = Some(engine);
@@ -944,13 +944,14 @@ impl<G: Gate + Default> World<G> {
         }
     }
 
-    /// The engine configuration of node `n`'s next engine: the world's, with the node's STANs.
-    fn config_of(&mut self, n: usize) -> Config {
-        self.nodes[n].incarnation += 1;
-        Config {
-            stans: self.nodes[n].stans,
+    /// Node `n`'s next engine (a start or a restart): the world's configuration, with the node's STANs.
+    fn new_engine(&mut self, n: usize) -> Engine {
+        let node = &mut self.nodes[n];
+        node.incarnation += 1;
+        Engine::new(Config {
+            stans: node.stans,
             ..self.config.clone()
-        }
+        })
     }
 
     /// A node's first start: nothing to recover, and its links connect at once.
@@ -962,7 +963,7 @@ impl<G: Gate + Default> World<G> {
                 "nobody takes a node over before it starts"
             );
         }
-        self.nodes[n].engine = Some(Engine::new(self.config_of(n)));
+        self.nodes[n].engine = Some(self.new_engine(n));
         for link in 0..self.nodes[n].links.len() {
             self.at(Duration::ZERO, Ev::LinkUp(n, LinkId(link as u32)));
         }
