@@ -59,14 +59,71 @@ pub async fn timelines(client: &Client, named: &Named) -> Result<Vec<(String, Re
         .await?;
     // A transaction's rows are one per batch, and batches do not interleave: in key order, their
     // records are in order.
+    decoded(&rows)
+}
+
+/// The records of every node's transactions at `terminal` since its batch at `merchant` last closed
+/// (a minute before, so that the closing request's own records come too), each with its node, row by
+/// row in the order they were recorded: a settlement message folds them into the terminal's open
+/// batch. Transactions of the same terminal id at another merchant come too (the evidence has no
+/// merchant); the fold keeps each batch apart.
+pub async fn batch(
+    client: &Client,
+    terminal: &str,
+    merchant: &str,
+) -> Result<Vec<(String, Record)>, Error> {
+    let rows = client
+        .query(
+            // The indexed copy up to each node's mark and the rows past it, as `timelines` reads them.
+            "WITH since AS (
+                 SELECT coalesce((SELECT at - interval '1 minute' FROM batch_closes
+                                  WHERE terminal = $1 AND merchant = $2), '-infinity') AS at
+             ), tail AS (
+                 SELECT r.* FROM nodes n LEFT JOIN evidence_marks m USING (node)
+                     CROSS JOIN LATERAL (SELECT r.node, r.txn, r.at, r.terminal
+                                         FROM records r WHERE r.node = n.node AND r.seq > coalesce(m.seq, 0)) r
+             ), hit AS (
+                 SELECT node, txn FROM evidence WHERE terminal = $1 AND at >= (SELECT at FROM since)
+                 UNION SELECT node, txn FROM tail WHERE terminal = $1 AND at >= (SELECT at FROM since))
+             -- A transaction's rows are no older than its first: the days before are not read (the
+             -- bound, a value the plan gets at its start, prunes the partitions).
+             SELECT r.node, r.seq, r.first, r.body FROM records r JOIN hit USING (node, txn)
+             WHERE r.at >= (SELECT at FROM since)
+             ORDER BY r.at, r.node, r.seq",
+            &[&terminal, &merchant],
+        )
+        .await?;
+    decoded(&rows)
+}
+
+/// The records of `rows` (`node, seq, first, body`), with their nodes, row by row.
+fn decoded(rows: &[tokio_postgres::Row]) -> Result<Vec<(String, Record)>, Error> {
     let mut found = Vec::new();
-    for r in &rows {
+    for r in rows {
         let node: String = r.get(0);
         for (_, record) in row::decode(&node, r.get(1), r.get(2), r.get(3))? {
             found.push((node.clone(), record));
         }
     }
     Ok(found)
+}
+
+/// Moves each terminal's last close (`terminal`, `merchant`, when) forward, once the records that
+/// closed its batch are committed: the bound [`batch`] reads from.
+pub async fn batches_closed(
+    client: &Client,
+    closed: &[(String, String, SystemTime)],
+) -> Result<(), Error> {
+    for (terminal, merchant, at) in closed {
+        client
+            .execute(
+                "INSERT INTO batch_closes (terminal, merchant, at) VALUES ($1, $2, $3)
+                 ON CONFLICT (terminal, merchant) DO UPDATE SET at = greatest(batch_closes.at, excluded.at)",
+                &[terminal, merchant, at],
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// Every record in `from..to` (by the time of its row's first record), by node and sequence.

@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../migrations/0006_claims_by_time_brin.sql"),
     ),
     (7, include_str!("../migrations/0007_stan_blocks.sql")),
+    (8, include_str!("../migrations/0008_batch_closes.sql")),
 ];
 
 /// The schema version this release writes.

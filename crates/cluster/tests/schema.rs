@@ -3,7 +3,7 @@
 //! provisional forward withdrawn, version 3 with a row per transaction and batch, version 4 with the
 //! evidence of one node copied to its indexes and the other's not yet, version 5 with the claims keyed
 //! by day first, version 6 with their index by time a BRIN index, version 7 with each node's block of
-//! STANs) must be read by every later
+//! STANs, version 8 with a terminal's last close) must be read by every later
 //! release, migrated in place by its embedded migrations, and then take that release's commits.
 
 use std::path::PathBuf;
@@ -244,6 +244,22 @@ fn read_back_whole(version: i32) {
         let mut both = vec![("a".to_owned(), TxnId(1)); 4];
         both.extend(vec![("b".to_owned(), TxnId(5)); 2]);
         assert_eq!(search(terminal).await, both);
+        // A settlement's read of the terminal's batch finds every node's transactions of it.
+        let batch = joined.store.batch("TERM0001", "MERCHANT0000001").await;
+        let mut read: Vec<(String, TxnId)> = (batch.unwrap().into_iter())
+            .map(|(node, r)| (node, r.txn))
+            .collect();
+        read.sort();
+        read.dedup();
+        let each = [("a", 1), ("a", 2), ("b", 2), ("b", 5)];
+        assert_eq!(read, each.map(|(n, t)| (n.to_owned(), TxnId(t))));
+        // Where a terminal's batch last closed (version 8).
+        let closes = client
+            .query("SELECT terminal FROM batch_closes", &[])
+            .await
+            .unwrap();
+        let closes: Vec<String> = closes.iter().map(|r| r.get(0)).collect();
+        assert_eq!(closes.len(), usize::from(version >= 8), "{closes:?}");
     });
 }
 
@@ -275,6 +291,11 @@ fn the_database_schema_version_6_wrote_is_read_back_whole() {
 #[test]
 fn the_database_schema_version_7_wrote_is_read_back_whole() {
     read_back_whole(7);
+}
+
+#[test]
+fn the_database_schema_version_8_wrote_is_read_back_whole() {
+    read_back_whole(8);
 }
 
 /// `acquiro cluster status` of this release reads a database not migrated yet (its nodes of the
@@ -339,6 +360,10 @@ fn write_fixture() {
             .commit(&retransmit_on_b(), &[claim(5, 1)], &[])
             .await;
         assert_eq!(lost.unwrap().lost, [TxnId(5)]);
+        // Another terminal's batch closed (version 8).
+        let closed = UNIX_EPOCH + Duration::from_secs(1_795_000_300);
+        let close = ("TERM0009".into(), "MERCHANT0000001".into(), closed);
+        a.store.batches_closed(&[close]).await.unwrap();
     });
     pg.dump(&path);
 }

@@ -2,7 +2,7 @@
 //! what it reads back of its own and other nodes' records; `takeover`, the work of lapsed nodes;
 //! `names`, how its connections show in the database; `namesake`, another process under its name.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use engine::{Claim, Holder, Record, TxnId};
 use siphasher::sip128::{Hasher128, SipHasher13};
@@ -303,6 +303,23 @@ impl Store {
             .query_one("SELECT acquiro_index_evidence($1)", &[&most])
             .await?;
         Ok(row.get(0))
+    }
+
+    /// A terminal's open batch, as every node recorded it (see [`crate::evidence::batch`]).
+    pub async fn batch(
+        &self,
+        terminal: &str,
+        merchant: &str,
+    ) -> Result<Vec<(String, Record)>, Error> {
+        crate::evidence::batch(&self.client, terminal, merchant).await
+    }
+
+    /// Moves terminals' last closes forward (see [`crate::evidence::batches_closed`]).
+    pub async fn batches_closed(
+        &self,
+        closed: &[(String, String, SystemTime)],
+    ) -> Result<(), Error> {
+        crate::evidence::batches_closed(&self.client, closed).await
     }
 
     /// The database's version, schema and synchronous standbys (see `status`).
