@@ -216,6 +216,42 @@ async fn two_nodes_forward_under_stans_of_blocks_of_their_own() {
     );
 }
 
+/// A terminal that connects for each transaction (behind a balancer) has its batch spread over the
+/// nodes; it settles in balance on either, which reads the batch as every node recorded it. The same
+/// settlement repeated on the other node (its answer lost) is told the same, and the batch closes once.
+#[tokio::test]
+async fn a_terminal_whose_purchases_went_through_both_nodes_settles_in_balance_on_either() {
+    let Some(pg) = Server::start("cluster::settlement") else {
+        return;
+    };
+    let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
+    let a = node(&pg, "a", &issuer).await;
+    let b = node(&pg, "b", &issuer).await;
+    assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "00");
+    assert_eq!(text(&purchase(&b, "TERM0001", 2, 250).await, 39), "00");
+    let like = sim::Purchase {
+        terminal: "TERM0001".into(),
+        ..sim::Purchase::example()
+    };
+    let settle = |stan, totals| sim::settlement(spec(), &like, stan, "920000", totals).unwrap();
+    let first = settle(3, [0, 2, 0, 350]);
+    let told = terminal(&a, "TERM0001").await.exchange(&first).await;
+    assert_eq!(
+        text(&told, 39),
+        "00",
+        "in balance with both nodes' purchases"
+    );
+    let again = terminal(&b, "TERM0001").await.exchange(&first).await;
+    assert_eq!(text(&again, 39), "00", "the repeat on b told what a told");
+    // Closed once, on a: the next batch holds only what came after.
+    assert_eq!(text(&purchase(&b, "TERM0001", 4, 40).await, 39), "00");
+    let next = terminal(&a, "TERM0001")
+        .await
+        .exchange(&settle(5, [0, 1, 0, 40]))
+        .await;
+    assert_eq!(text(&next, 39), "00");
+}
+
 /// A lease connection lost alone (its backend ended by an operator, a proxy in between restarted) is
 /// made again and the lease renewed at once, not a third of the lease later, and readiness never hears
 /// of it: the database answered all along.

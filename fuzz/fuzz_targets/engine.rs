@@ -34,7 +34,7 @@ fn config() -> Config {
         acquirer_id: "12345".into(),
         echo_interval: Duration::from_secs(60),
         card_key: engine::CardKey([7; 16]),
-        shared_keys: false,
+        shared_store: false,
         cutover: Default::default(),
         stans: engine::Stans::ALL,
     }

@@ -71,6 +71,7 @@ impl Engine {
         match self.txns.get_mut(&original) {
             Some(t) => t.req.waiters.push(conn),
             None if self.claims.join(original, conn) => {}
+            None if self.reads.join(original, conn) => {}
             None => {
                 // An entry in flight always has its transaction; if that ever broke, the terminal is
                 // still answered.

@@ -377,8 +377,12 @@ impl Books {
             self.places.forgotten(1);
             return;
         }
-        if let Step::Received(r) = &record.step {
-            let batch = (r.terminal.clone(), r.merchant.clone());
+        let batch = match &record.step {
+            Step::Received(r) => Some((r.terminal.clone(), r.merchant.clone())),
+            Step::Adopted { node, txn } => self.adopted_into(&place, (node.clone(), *txn)),
+            _ => None,
+        };
+        if let Some(batch) = batch {
             self.by_batch
                 .entry(batch)
                 .or_default()
@@ -389,6 +393,20 @@ impl Books {
             places.push(place, entries.len(), |p| entries.contains_key(p));
             self.evict();
         }
+    }
+
+    /// The batch of the transaction `root` that the transaction at `place` took over, which it joins:
+    /// what it did (a reversal) counts in that batch. A terminal's reversal of a transaction another
+    /// node holds carries no financial request of its own to place it. `None` if `root` is not in
+    /// these books (a takeover's copy of its records places it).
+    fn adopted_into(&mut self, place: &Place, root: Place) -> Option<Batch> {
+        let root = self.entries.get(&root).filter(|r| r.at.is_some())?;
+        let batch = (root.terminal.clone(), root.merchant.clone());
+        let adopter = self.entries.get_mut(place)?;
+        if adopter.at.is_none() {
+            (adopter.terminal, adopter.merchant) = batch.clone();
+        }
+        Some(batch)
     }
 
     /// Drops the entry at `place`; returns whether there was one. Its place in the eviction queue is

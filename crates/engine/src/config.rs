@@ -20,9 +20,10 @@ pub struct Config {
     /// Key of the keyed hashes of card numbers: the journal's card hash and the duplicate fingerprint.
     /// It must stay the same across restarts for recovery to recognise retransmits.
     pub card_key: CardKey,
-    /// Cluster mode: a new request's key is claimed in the store every node shares before it is
-    /// forwarded (see `claims.rs`).
-    pub shared_keys: bool,
+    /// Cluster mode: the engine is one of several sharing a store. A new request's key is claimed there
+    /// before it is forwarded (see `claims.rs`), and a terminal's settlement reads its batch from there,
+    /// as every node recorded it (see `settlement.rs`).
+    pub shared_store: bool,
     /// When the business date turns: DE15 (settlement date) is set from it when a request lacks one.
     pub cutover: crate::Cutover,
     /// The STANs (DE11) this switch numbers its upstream messages with, on every link.

@@ -20,6 +20,7 @@ use crate::links::{Links, PendingKey};
 use crate::reversal::Reversible;
 use crate::routes::Routes;
 use crate::saf::{Kind, Saf};
+use crate::settlement::Reads;
 use crate::stats::Stats;
 use crate::timers::Timers;
 
@@ -60,8 +61,11 @@ pub struct Engine {
     pub(crate) links: Links,
     pub(crate) saf: Saf,
     pub(crate) claims: Claims,
-    /// The terminals' open batches, fed with every record this engine writes or recovers.
+    /// The terminals' open batches, fed with every record this engine writes or recovers (not in
+    /// cluster mode, where a settlement reads its batch from the shared store).
     pub(crate) books: Books,
+    /// Cluster mode: settlement messages waiting for their batch from the store.
+    pub(crate) reads: Reads,
     /// Whether the journal can make records durable (see [`Event::JournalWritable`]).
     pub(crate) journal_writable: bool,
     timers: Timers,
@@ -91,6 +95,7 @@ impl Engine {
                 books.limit(config.idempotency.max_entries);
                 books
             },
+            reads: Reads::default(),
             journal_writable: true,
             timers: Timers::default(),
             next_txn: 0,
@@ -112,7 +117,7 @@ impl Engine {
 
     /// Requests forwarded and awaiting their answer, or waiting for their claim (cluster mode).
     pub fn in_flight(&self) -> usize {
-        self.txns.len() + self.claims.len()
+        self.txns.len() + self.claims.len() + self.reads.len()
     }
 
     /// Reversals queued and not yet acknowledged or expired.
@@ -179,6 +184,9 @@ impl Engine {
 
     /// Adds the records among `actions` to the books.
     pub(crate) fn book(&mut self, actions: &[Action]) {
+        if self.config.shared_store {
+            return;
+        }
         for action in actions {
             if let Action::Journal(record) = action {
                 self.books.add("", record);
@@ -236,9 +244,11 @@ impl Engine {
                 let _refused = self.give_up_claims(now, out);
                 // Not timed out as the rest: a provisional forward has not left, and will not now.
                 let _refused = self.withdraw_provisional(now, out);
+                self.give_up_reads(now, out);
                 self.on_grace_over(now, out)
             }
             Event::Claimed { txn, holder } => self.on_claimed(now, txn, holder, out),
+            Event::BatchRead { txn, records } => self.on_batch_read(now, txn, records, out),
             Event::JournalWritable(writable) => {
                 self.journal_writable = writable;
                 // Nothing waiting for a claim was forwarded, nor will a provisional forward be:
@@ -251,6 +261,7 @@ impl Engine {
             }
             Event::ConnClosed(conn) => {
                 let mut waited: Vec<TxnId> = self.claims.closed(conn);
+                waited.extend(self.reads.closed(conn));
                 for (&id, txn) in self.txns.iter_mut() {
                     if txn.req.waiters.contains(&conn) {
                         txn.req.waiters.retain(|&c| c != conn);

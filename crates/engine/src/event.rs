@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::claims::{Claim, Holder};
 use crate::journal::Record;
+use crate::settlement::OpenBatch;
 
 /// A terminal connection, numbered by the shell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,6 +81,13 @@ pub enum Event {
         txn: TxnId,
         holder: Option<Holder>,
     },
+    /// Cluster mode: the shared store's answer to an [`Action::ReadBatch`]: every record of every node's
+    /// transactions of that terminal since its last settlement closed (at least), each with the node
+    /// that recorded it, in the order they were recorded; `None` if they could not be read.
+    BatchRead {
+        txn: TxnId,
+        records: Option<Vec<(String, Record)>>,
+    },
     /// Whether the journal can make records durable. While it cannot, new requests are refused at once
     /// (RC 91): nothing they lead to could be made durable.
     JournalWritable(bool),
@@ -120,6 +128,9 @@ pub enum Action {
     /// Cluster mode: ask the shared store who holds a key (claiming nothing), after the records before
     /// it are committed; answered with [`Event::Claimed`] (`None`: nobody).
     Lookup(Claim),
+    /// Cluster mode: read a terminal's open batch from the shared store, after the records before it are
+    /// committed; answered with [`Event::BatchRead`].
+    ReadBatch(OpenBatch),
     /// Answer a terminal at once, ahead of held effects: an answer that needs no new record durable (a
     /// refusal of a request that was not forwarded, or a replay of a transaction's answer). Given
     /// while the journal cannot write. A replay names the transaction it `repeats`: it is held while

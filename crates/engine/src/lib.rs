@@ -55,4 +55,5 @@ pub use fields::Cutover;
 pub use journal::{Card, Original, Received, Record, Step, stored_micros};
 pub use outbox::{Gate, Outbox};
 pub use recovery::{Recovered, Recovery};
+pub use settlement::OpenBatch;
 pub use stats::{Owed, Stats};

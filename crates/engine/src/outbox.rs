@@ -37,9 +37,9 @@ pub trait Gate {
     fn held(&self) -> usize;
 
     /// Takes one of the engine's actions in order: a record goes to `append` (which returns its sequence
-    /// number); an effect is returned when it may go out now. These are never held: a claim or a lookup
-    /// (cluster mode), which the shell hands to the journal to go with the records before it, and an
-    /// answer that needs no new record durable.
+    /// number); an effect is returned when it may go out now. These are never held: a claim, a lookup
+    /// or a batch's read (cluster mode), which the shell hands to the journal to go with the records
+    /// before it, and an answer that needs no new record durable.
     fn admit(&mut self, action: Action, append: impl FnOnce(Record) -> u64) -> Option<Action>
     where
         Self: Sized,
@@ -54,7 +54,10 @@ pub trait Gate {
             Action::AnswerNow {
                 repeats: Some(txn), ..
             } => self.repeat(txn, action),
-            Action::Claim(_) | Action::Lookup(_) | Action::AnswerNow { .. } => Some(action),
+            Action::Claim(_)
+            | Action::Lookup(_)
+            | Action::ReadBatch(_)
+            | Action::AnswerNow { .. } => Some(action),
             Action::Withdraw(txn) => {
                 self.withdraw(&[txn]);
                 None

@@ -59,7 +59,7 @@ impl Engine {
         refused: impl IntoIterator<Item = Message>,
         out: &mut Vec<Action>,
     ) {
-        if !self.config.shared_keys {
+        if !self.config.shared_store {
             return;
         }
         for request in refused {

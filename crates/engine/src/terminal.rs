@@ -64,7 +64,7 @@ impl Engine {
             msg,
             waiters: vec![conn],
         };
-        if self.config.shared_keys {
+        if self.config.shared_store {
             return self.claim_first(now, txn, req, received, out);
         }
         Self::journal(now, txn, Step::Received(received), out);
@@ -304,7 +304,7 @@ impl Engine {
                 }
             }
             // Cluster mode: the original may be another node's; its records say.
-            None if self.config.shared_keys => {
+            None if self.config.shared_store => {
                 let originals = candidates.map(|c| (c.stan, c.date));
                 return self.look_up_original(now, txn, req, originals, out);
             }

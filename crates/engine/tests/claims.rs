@@ -14,7 +14,7 @@ use support::*;
 /// A node in cluster mode.
 fn node() -> Harness {
     let (mut config, terminal) = config("iso87ascii", "iso87ascii");
-    config.shared_keys = true;
+    config.shared_store = true;
     Harness::with((config, terminal))
 }
 

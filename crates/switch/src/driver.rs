@@ -279,6 +279,9 @@ impl Driver {
                     self.on_event(Event::Claimed { txn, holder }, out);
                 }
             }
+            Report::BatchRead { txn, records } => {
+                self.on_event(Event::BatchRead { txn, records }, out)
+            }
             Report::TakeOver {
                 node,
                 through,
@@ -358,6 +361,7 @@ impl Driver {
             // Committed with the records before it.
             Action::Claim(claim) => self.journal.claim(claim),
             Action::Lookup(key) => self.journal.look_up(key),
+            Action::ReadBatch(batch) => self.journal.read_batch(batch),
             // The gate keeps records, and takes withdrawals.
             Action::Journal(_) | Action::Withdraw(_) => {}
         }

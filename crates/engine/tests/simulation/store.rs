@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use engine::{Claim, Holder, Record, TxnId};
+use engine::{Claim, Holder, OpenBatch, Record, Step, TxnId};
 
 /// What one group commit of a node carries (the cluster journal's batch).
 #[derive(Debug, Default)]
@@ -17,6 +17,8 @@ pub(crate) struct Batch {
     pub lookups: Vec<Claim>,
     /// Nodes whose work these records carry on, with the last record of theirs handed on.
     pub retire: Vec<(String, u64)>,
+    /// Terminals' batches to read once the batch is committed.
+    pub reads: Vec<OpenBatch>,
 }
 
 impl Batch {
@@ -25,6 +27,7 @@ impl Batch {
             && self.claims.is_empty()
             && self.lookups.is_empty()
             && self.retire.is_empty()
+            && self.reads.is_empty()
     }
 }
 
@@ -289,6 +292,23 @@ impl Store {
     /// Whether everything `node` committed was handed on to another node.
     pub(crate) fn handed_on(&self, node: &str) -> bool {
         self.last_seq(node) <= self.nodes.get(node).map_or(0, |r| r.retired_seq)
+    }
+
+    /// Every node's records of the transactions `batch`'s terminal made there (its own, and the copies
+    /// of takeovers), in the order they were recorded: what `crates/cluster`'s read of a batch gives,
+    /// less its bound (the terminal's last close, before which nothing counts).
+    pub(crate) fn batch(&self, batch: &OpenBatch) -> Vec<(String, Record)> {
+        let mut found = Vec::new();
+        for (node, records) in &self.records {
+            let theirs: std::collections::BTreeSet<TxnId> = (records.iter())
+                .filter(|(_, r)| matches!(&r.step, Step::Received(r) if r.terminal == batch.terminal && r.merchant == batch.merchant))
+                .map(|(_, r)| r.txn)
+                .collect();
+            let mine = records.iter().filter(|(_, r)| theirs.contains(&r.txn));
+            found.extend(mine.map(|(seq, r)| (r.at, node.clone(), *seq, r.clone())));
+        }
+        found.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+        found.into_iter().map(|(_, node, _, r)| (node, r)).collect()
     }
 
     /// Every committed record, with its node.

@@ -441,6 +441,13 @@ impl Terminal {
                 }
                 return vec![Out::Wake(Duration::from_millis(rng.u64(0..500)))];
             }
+            // Refused (91: its batch could not be read, say): the same item again later.
+            State::Uploading { next, stan: sent }
+                if class == iso8583::Class::FILE_ACTION && stan == Some(sent) && !accepted =>
+            {
+                self.state = State::Uploading { next, stan: sent };
+                return vec![Out::Wake(Duration::from_millis(rng.u64(0..500)))];
+            }
             State::Uploading { next, stan: sent }
                 if class == iso8583::Class::FILE_ACTION && stan == Some(sent) =>
             {

@@ -69,6 +69,9 @@ enum Ev {
     /// Cluster, with [`Cluster::answers_first`] off: the store's answers to a commit's claims, for
     /// the node's incarnation of this lease generation.
     Answers(usize, u64, Vec<(TxnId, Option<Holder>)>),
+    /// Cluster: the store's answer to a settlement message's read of its batch, for the node's
+    /// incarnation of this lease generation (`None`: the read failed).
+    BatchRead(usize, u64, TxnId, Option<Vec<(String, Record)>>),
 }
 
 /// Everything a run leaves for the invariant checks.
@@ -228,10 +231,13 @@ struct Node<G> {
 }
 
 /// What a group commit made of a node's pending records.
+/// Batches read for settlement messages: each message's transaction and what the store gave.
+type Reads = Vec<(TxnId, Option<Vec<(String, Record)>>)>;
+
 enum Committed {
-    /// Durable through this record (none: nothing was appended), and the store's answers to claims
-    /// and lookups.
-    Durable(Option<u64>, Vec<(TxnId, Option<Holder>)>),
+    /// Durable through this record (none: nothing was appended), the store's answers to claims and
+    /// lookups, and the batches read after it.
+    Durable(Option<u64>, Vec<(TxnId, Option<Holder>)>, Reads),
     /// The store refused it: the node lost its epoch.
     Fenced,
 }
@@ -289,7 +295,7 @@ impl<G: Gate + Default> World<G> {
         terminal_spec: &'static Spec,
         cluster: Cluster,
     ) -> World<G> {
-        config.shared_keys = true;
+        config.shared_store = true;
         World::build(seed, config, terminal_spec, Some(cluster))
     }
 
@@ -531,6 +537,7 @@ impl<G: Gate + Default> World<G> {
             | Ev::LinkUp(n, _)
             | Ev::Lease(n, _)
             | Ev::Answers(n, ..)
+            | Ev::BatchRead(n, ..)
             | Ev::Closed(n, _) => Some(*n),
             _ => None,
         }
@@ -621,6 +628,12 @@ impl<G: Gate + Default> World<G> {
                 self.answered(n, answers)
             }
             Ev::Answers(..) => {}
+            Ev::BatchRead(n, generation, txn, records)
+                if self.nodes[n].lease_generation == generation =>
+            {
+                self.handle(n, Event::BatchRead { txn, records })
+            }
+            Ev::BatchRead(..) => {}
         }
     }
 
@@ -748,7 +761,13 @@ impl<G: Gate + Default> World<G> {
             return self.commit_waits(n, back);
         }
         match self.make_durable(n) {
-            Committed::Durable(seq, answers) => {
+            Committed::Durable(seq, answers, reads) => {
+                // Read on a connection of their own, after the commit: some time later.
+                let generation = self.nodes[n].lease_generation;
+                for (txn, records) in reads {
+                    let later = self.ms(0..500);
+                    self.at(later, Ev::BatchRead(n, generation, txn, records));
+                }
                 // As the switch's writer reports them: writable again, the claims' answers, then the
                 // durable mark that lets the held effects out, so that no provisional forward leaves
                 // while the engine still takes its claim for unsettled.
@@ -781,8 +800,8 @@ impl<G: Gate + Default> World<G> {
 
     fn make_durable(&mut self, n: usize) -> Committed {
         let node = &mut self.nodes[n];
-        let (seq, answers, lost) = match &mut node.journal {
-            Journal::Disk(disk) => (Some(disk.sync()), Vec::new(), Vec::new()),
+        let (seq, answers, lost, reads) = match &mut node.journal {
+            Journal::Disk(disk) => (Some(disk.sync()), Vec::new(), Vec::new(), Vec::new()),
             Journal::Shared { epoch, batch, .. } => {
                 let batch = std::mem::take(batch);
                 let store = self.store.as_mut().expect("a cluster's store");
@@ -794,14 +813,23 @@ impl<G: Gate + Default> World<G> {
                     .filter(|(_, holder)| holder.is_some())
                     .map(|(txn, _)| *txn)
                     .collect();
-                (batch.records.last().map(|(seq, _)| *seq), answers, lost)
+                // Each batch read after the commit; one in twenty fails (the database went away).
+                let reads = (batch.reads.iter())
+                    .map(|b| (b.txn, (self.rng.u32(0..20) != 0).then(|| store.batch(b))))
+                    .collect();
+                (
+                    batch.records.last().map(|(seq, _)| *seq),
+                    answers,
+                    lost,
+                    reads,
+                )
             }
         };
         if seq.is_some() {
             // Their provisional forwards never go out.
             node.gate.withdraw(&lost);
         }
-        Committed::Durable(seq, answers)
+        Committed::Durable(seq, answers, reads)
     }
 
     /// The effects the gate holds for records up to `seq` (none: nothing was appended), let out.
@@ -829,6 +857,7 @@ impl<G: Gate + Default> World<G> {
             // Committed with the records before it.
             Action::Claim(claim) => self.nodes[n].journal.batch().claims.push(claim),
             Action::Lookup(key) => self.nodes[n].journal.batch().lookups.push(key),
+            Action::ReadBatch(read) => self.nodes[n].journal.batch().reads.push(read),
             // The simulated terminals send only requests their dialect can answer.
             Action::NoAnswer { conn, why } => panic!("{conn:?} got no answer: {why:?}"),
             Action::CloseLink(link) => self.link_down(n, link),
@@ -860,7 +889,7 @@ impl<G: Gate + Default> World<G> {
         if self.rng.bool() && self.store_back_in().is_none() {
             // The commit went through; the process dies before the engine hears of it.
             let mut released = match self.make_durable(n) {
-                Committed::Durable(seq, _) => self.released(n, seq),
+                Committed::Durable(seq, ..) => self.released(n, seq),
                 Committed::Fenced => Vec::new(),
             };
             let done = self.rng.usize(0..=released.len());

@@ -51,7 +51,7 @@ pub fn config(terminal: &str, issuer: &str) -> (Config, &'static Spec) {
         acquirer_id: "12345".into(),
         echo_interval: ECHO,
         card_key: engine::CardKey([7; 16]),
-        shared_keys: false,
+        shared_store: false,
         cutover: Default::default(),
         stans: engine::Stans::ALL,
     };

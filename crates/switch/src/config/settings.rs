@@ -403,7 +403,7 @@ impl File {
                 echo_interval: self.echo_interval,
                 // Replaced when the journal is opened (the key must outlive the process).
                 card_key: journal.card_key.unwrap_or_else(random_key),
-                shared_keys: false,
+                shared_store: false,
                 cutover: self
                     .settlement
                     .cutover

@@ -12,7 +12,7 @@ mod disk;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use engine::{Claim, Holder, Record, Recovery, TxnId};
+use engine::{Claim, Holder, OpenBatch, Record, Recovery, TxnId};
 use tokio::sync::{mpsc, watch};
 
 /// What a durable journal reports, in order.
@@ -25,6 +25,12 @@ pub enum Report {
     /// The stores' answers to claims, after the batch that carried them is durable: `None` when the
     /// key is the transaction's.
     Claimed(Vec<(TxnId, Option<Holder>)>),
+    /// Cluster mode: a terminal's batch read for its settlement message (see `engine::OpenBatch`):
+    /// every node's records of it, or `None` if the database could not be read.
+    BatchRead {
+        txn: TxnId,
+        records: Option<Vec<(String, Record)>>,
+    },
     /// Whether records can be made durable now; `Some` says why they cannot (it may pass).
     Unwritable(Option<Fault>),
     /// Cluster mode: whether the last renewal of the lease failed, and why (it may pass). A node that
@@ -100,6 +106,11 @@ pub trait Journal: Send + 'static {
     /// Cluster mode: asks who holds a key, after the records appended before it are committed.
     fn look_up(&mut self, key: Claim) {
         tracing::error!(?key.txn, "a key was looked up, but this journal has no shared store");
+    }
+    /// Cluster mode: reads a terminal's open batch as every node recorded it, after the records
+    /// appended before it are committed.
+    fn read_batch(&mut self, batch: OpenBatch) {
+        tracing::error!(?batch.txn, "a batch was to be read, but this journal has no shared store");
     }
     /// Cluster mode: the records appended since the last flush carry on node `node`'s work up to its
     /// record `through`; the same commit hands that work on.
@@ -185,7 +196,7 @@ pub async fn open_journal(
     if let Some(cluster) = settings.cluster.clone() {
         let (journal, recovery, stans) = cluster::ClusterJournal::open(&cluster).await?;
         settings.engine.card_key = cluster.card_key;
-        settings.engine.shared_keys = true;
+        settings.engine.shared_store = true;
         settings.engine.stans = stans;
         return Ok((Box::new(journal), recovery));
     }

@@ -3,7 +3,8 @@
 //! (group commit: one statement, one round trip, fenced by the node's epoch), then reports it durable
 //! and answers the claims. A second task renews the node's lease on its own connection; a third takes
 //! over lapsed nodes and keeps the partitions, and a fourth copies the evidence disputes search by to
-//! its indexes behind the commits, each on a connection of its own too.
+//! its indexes behind the commits and reads terminals' batches for their settlements, each on a
+//! connection of its own too.
 //!
 //! The database going away is not a failure: the writer says the journal is unwritable (new requests
 //! are refused at once), reconnects with backoff, finds out whether the commit in flight went through,
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::{Purpose, Store};
-use engine::{Claim, Record, Recovery, Stans, TxnId};
+use engine::{Claim, OpenBatch, Record, Recovery, Stans, TxnId};
 use tokio::sync::{mpsc, watch};
 
 use super::{Journal, Progress, Report};
@@ -36,6 +37,8 @@ struct Batch {
     lookups: Vec<Claim>,
     /// Nodes whose work these records carry on, with the last record of theirs handed on.
     retire: Vec<(String, u64)>,
+    /// Terminals' batches to read once the batch is committed.
+    reads: Vec<OpenBatch>,
 }
 
 impl Batch {
@@ -44,6 +47,7 @@ impl Batch {
             && self.claims.is_empty()
             && self.lookups.is_empty()
             && self.retire.is_empty()
+            && self.reads.is_empty()
     }
 
     fn extend(&mut self, more: Batch) {
@@ -51,6 +55,7 @@ impl Batch {
         self.claims.extend(more.claims);
         self.lookups.extend(more.lookups);
         self.retire.extend(more.retire);
+        self.reads.extend(more.reads);
     }
 }
 
@@ -92,6 +97,7 @@ impl ClusterJournal {
         let taker = store.twin(url, Purpose::Upkeep).await?;
         let copier = store.twin(url, Purpose::Evidence).await?;
         let (writer, batches) = mpsc::unbounded_channel();
+        let (behind, work) = mpsc::unbounded_channel();
         let (reports_tx, reports) = mpsc::unbounded_channel();
         let progress = Arc::new(watch::Sender::new(Progress {
             oldest_needed: TxnId(0),
@@ -103,11 +109,13 @@ impl ClusterJournal {
             joined.last_seq,
             settings.clone(),
             batches,
+            behind,
             reports_tx.clone(),
         ));
-        tokio::spawn(upkeep::copy_evidence(
+        tokio::spawn(upkeep::behind_commits(
             copier,
             settings.database.clone(),
+            work,
             reports_tx.clone(),
         ));
         tokio::spawn(upkeep::upkeep(taker, settings.clone(), reports_tx.clone()));
@@ -142,6 +150,10 @@ impl Journal for ClusterJournal {
 
     fn look_up(&mut self, key: Claim) {
         self.pending.lookups.push(key);
+    }
+
+    fn read_batch(&mut self, batch: OpenBatch) {
+        self.pending.reads.push(batch);
     }
 
     fn retire(&mut self, node: String, through: u64) {

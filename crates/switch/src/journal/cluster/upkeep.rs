@@ -1,9 +1,11 @@
 //! Work on the database off every transaction's path: takeovers of lapsed nodes, the standbys' state,
-//! the partitions, and the evidence copied to its indexes.
+//! the partitions, the evidence copied to its indexes, and terminals' batches read for their
+//! settlements.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use cluster::Store;
+use engine::OpenBatch;
 use tokio::sync::mpsc;
 
 use super::{bounded, reconnect};
@@ -23,27 +25,72 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(3600);
 const INDEX_EVERY: Duration = Duration::from_millis(100);
 const INDEX_MOST: i32 = 50_000;
 
-/// Copies the evidence disputes search by to its indexes behind the commits (schema version 4), every
-/// [`INDEX_EVERY`], until the journal is dropped. On a connection of its own: a long copy (a backlog
-/// after an outage, rows of many nodes) must never hold up a lease renewal.
-pub(super) async fn copy_evidence(
+/// How long a settlement message's read of its terminal's batch may take: its terminal waits for the
+/// answer (typically 30 to 60 s), and a read cut short is refused with 91, which the terminal retries.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the writer hands on once a commit is done, to the task on the evidence's connection.
+#[derive(Debug)]
+pub(super) enum Behind {
+    /// A settlement message's batch to read (the records before it are committed).
+    Read(OpenBatch),
+    /// Terminals whose batch the commit closed, and when: the bound of their batches' reads moves.
+    Closed(Vec<(String, String, SystemTime)>),
+}
+
+/// On the evidence's connection, until the journal is dropped: copies the evidence disputes search by
+/// to its indexes behind the commits (schema version 4), every [`INDEX_EVERY`], and does what commits
+/// hand on ([`Behind`]), first. Off the writer's connection: a settlement's read (its terminal's whole
+/// batch) must not hold up the commits; and off the lease's, for a long copy (a backlog after an
+/// outage, rows of many nodes) must never hold up a renewal.
+pub(super) async fn behind_commits(
     mut store: Store,
     url: String,
+    mut work: mpsc::UnboundedReceiver<Behind>,
     reports: mpsc::UnboundedSender<Report>,
 ) {
     let mut every = tokio::time::interval(INDEX_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = every.tick() => {}
+        let done = tokio::select! {
+            biased;
+            Some(behind) = work.recv() => serve(&store, behind, &reports).await,
+            _ = every.tick() => bounded(BULK_TIMEOUT, store.index_evidence(INDEX_MOST)).await.map(drop),
             () = reports.closed() => return,
-        }
-        if let Err(error) = bounded(BULK_TIMEOUT, store.index_evidence(INDEX_MOST)).await {
+        };
+        if let Err(error) = done {
             // While the database is away the writer and the lease say so; a search still finds what
-            // is not copied yet, more slowly.
-            tracing::debug!(%error, "evidence not copied to its indexes; connecting again");
+            // is not copied yet, more slowly, and a terminal refused its batch asks again.
+            tracing::debug!(%error, "work behind the commits not done; connecting again");
             let _ = reconnect(&mut store, &url, BULK_TIMEOUT, &reports).await;
         }
+    }
+}
+
+/// Reads a batch and reports it (`None` if it could not be read), or moves terminals' bounds (a bound
+/// not moved stays older, which reads more and folds to the same batch).
+async fn serve(
+    store: &Store,
+    behind: Behind,
+    reports: &mpsc::UnboundedSender<Report>,
+) -> Result<(), cluster::Error> {
+    match behind {
+        Behind::Read(batch) => {
+            let read = bounded(READ_TIMEOUT, store.batch(&batch.terminal, &batch.merchant)).await;
+            let (records, failed) = match read {
+                Ok(records) => (Some(records), Ok(())),
+                Err(error) => {
+                    tracing::warn!(%error, txn = ?batch.txn, "a terminal's batch could not be read for its settlement");
+                    (None, Err(error))
+                }
+            };
+            let _ = reports.send(Report::BatchRead {
+                txn: batch.txn,
+                records,
+            });
+            failed
+        }
+        Behind::Closed(closed) => bounded(READ_TIMEOUT, store.batches_closed(&closed)).await,
     }
 }
 

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::Store;
-use engine::{Claim, Holder, TxnId};
+use engine::{Claim, Holder, Record, Step, TxnId};
 use tokio::sync::mpsc;
 
+use super::upkeep::Behind;
 use super::{Batch, bounded, reconnect};
 use crate::config::ClusterSettings;
 use crate::journal::{Fault, Report};
@@ -17,11 +18,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// The writer task: group commits, in order, until the journal is dropped or the node is fenced.
 /// `acknowledged` is the node's last record made durable (at the start, the last the database holds).
+/// What must wait for a commit but not hold up the next (a batch's read, a close's bound) goes
+/// `behind` it, to the evidence's connection.
 pub(super) async fn write(
     mut store: Store,
     mut acknowledged: u64,
     settings: ClusterSettings,
     mut batches: mpsc::UnboundedReceiver<Batch>,
+    behind: mpsc::UnboundedSender<Behind>,
     reports: mpsc::UnboundedSender<Report>,
 ) {
     let limit = settings.timeout;
@@ -74,7 +78,26 @@ pub(super) async fn write(
                 looked_up(&store, limit, &batch.lookups).await,
             ));
         }
+        let closed = closes(&batch.records);
+        if !closed.is_empty() {
+            let _ = behind.send(Behind::Closed(closed));
+        }
+        for read in batch.reads {
+            let _ = behind.send(Behind::Read(read));
+        }
     }
+}
+
+/// The terminals' batches `records` close: terminal, merchant, and when.
+fn closes(records: &[(u64, Record)]) -> Vec<(String, String, std::time::SystemTime)> {
+    (records.iter())
+        .filter_map(|(_, r)| match &r.step {
+            Step::BatchClosed {
+                terminal, merchant, ..
+            } => Some((terminal.to_string(), merchant.to_string(), r.at)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Commits `batch`, through any number of lost connections; the claims it lost, or `None` once the node
