@@ -43,6 +43,7 @@ const CLUSTER: Cluster = Cluster {
     fencing: true,
     answers_first: true,
     stan_blocks: true,
+    shared_batches: true,
 };
 
 /// Two or three nodes on one shared store; `fencing` off is the store the simulation must catch.
@@ -197,6 +198,20 @@ fn nodes_numbering_from_the_same_stan_break_the_invariants_in_some_seed() {
     };
     some_seed_breaks("blocks of STANs", |seed| {
         cluster_with::<engine::Outbox>(seed, shared)
+    });
+}
+
+/// The cluster simulation finds what reading a terminal's batch from the store is for: a node that
+/// compares a settlement with its own records finds a terminal whose transactions went through other
+/// nodes out of balance.
+#[test]
+fn nodes_settling_from_their_own_records_break_the_invariants_in_some_seed() {
+    let apart = Cluster {
+        shared_batches: false,
+        ..CLUSTER
+    };
+    some_seed_breaks("batches read from the store", |seed| {
+        cluster_with::<engine::Outbox>(seed, apart)
     });
 }
 

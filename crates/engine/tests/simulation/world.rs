@@ -253,6 +253,8 @@ pub(crate) struct World<G = Outbox> {
     outage: Option<Duration>,
     /// Cluster: see [`Cluster::answers_first`].
     answers_first: bool,
+    /// Cluster: see [`Cluster::shared_batches`].
+    shared_batches: bool,
     start: (Instant, std::time::SystemTime),
     now: Duration,
     queue: BinaryHeap<Reverse<(Duration, u64)>>,
@@ -280,6 +282,9 @@ pub(crate) struct Cluster {
     /// Off: every node numbers its upstream messages from 000001, not within a block of STANs of its
     /// own (what the simulation must catch).
     pub stan_blocks: bool,
+    /// Off: a settlement message reads its terminal's batch as only the node it reached recorded it
+    /// (what the simulation must catch).
+    pub shared_batches: bool,
 }
 
 impl<G: Gate + Default> World<G> {
@@ -359,6 +364,7 @@ impl<G: Gate + Default> World<G> {
             lease: cluster.map_or(Duration::ZERO, |c| c.lease),
             outage: None,
             answers_first: cluster.is_none_or(|c| c.answers_first),
+            shared_batches: cluster.is_none_or(|c| c.shared_batches),
             start: (
                 Instant::now(),
                 UNIX_EPOCH + Duration::from_secs(1_795_000_000),
@@ -814,8 +820,14 @@ impl<G: Gate + Default> World<G> {
                     .map(|(txn, _)| *txn)
                     .collect();
                 // Each batch read after the commit; one in twenty fails (the database went away).
+                let read = |b| match self.shared_batches {
+                    true => store.batch(b),
+                    false => (store.batch(b).into_iter())
+                        .filter(|(n, _)| *n == node.name)
+                        .collect(),
+                };
                 let reads = (batch.reads.iter())
-                    .map(|b| (b.txn, (self.rng.u32(0..20) != 0).then(|| store.batch(b))))
+                    .map(|b| (b.txn, (self.rng.u32(0..20) != 0).then(|| read(b))))
                     .collect();
                 (
                     batch.records.last().map(|(seq, _)| *seq),
