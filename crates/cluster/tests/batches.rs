@@ -115,3 +115,61 @@ fn a_terminals_batch_is_read_from_every_node_since_its_last_close() {
         assert_eq!(read(&a).await, everything[1..]);
     });
 }
+
+/// How long a settlement's read takes for a terminal with a long batch: 10 000 purchases (two rows of
+/// two records each) over two nodes, its evidence copied, read whole; then read from a close half-way.
+/// A measure, not a check: `cargo test -p cluster --test batches -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn a_long_batch_is_read_in() {
+    let pg = Server::start("batches::long").expect("a PostgreSQL server");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let nodes = [joined(&pg, "a").await, joined(&pg, "b").await];
+        let (purchases, per_commit) = (10_000u64, 500u64);
+        let mut seqs = [0u64; 2];
+        for first in (0..purchases).step_by(per_commit as usize) {
+            let n = (first / per_commit % 2) as usize;
+            let mut batch = Vec::new();
+            for txn in first + 1..=first + per_commit {
+                // Oldest first, a second apart, ending now.
+                let minutes = (purchases - txn) / 60;
+                let told = Step::Told {
+                    rc: iso8583::ResponseCode(*b"00"),
+                };
+                for record in [
+                    received(txn, minutes, "T1", b"0200"),
+                    record(txn, ago(minutes), told),
+                ] {
+                    seqs[n] += 1;
+                    batch.push((seqs[n], record));
+                }
+            }
+            nodes[n].commit(&batch, &[], &[]).await.unwrap();
+        }
+        while nodes[0].index_evidence(50_000).await.unwrap() > 0 {}
+        for (what, close) in [
+            ("whole", None),
+            ("from a close half-way", Some(purchases / 2 / 60)),
+        ] {
+            if let Some(minutes) = close {
+                nodes[0]
+                    .batches_closed(&[("T1".into(), MERCHANT.into(), ago(minutes))])
+                    .await
+                    .unwrap();
+            }
+            for _ in 0..3 {
+                let started = std::time::Instant::now();
+                let records = nodes[1].batch("T1", MERCHANT).await.unwrap();
+                println!(
+                    "{what}: {} records in {:?}",
+                    records.len(),
+                    started.elapsed()
+                );
+            }
+        }
+    });
+}
