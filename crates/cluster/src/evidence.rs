@@ -65,7 +65,8 @@ pub async fn timelines(client: &Client, named: &Named) -> Result<Vec<(String, Re
 /// The records of every node's transactions at `terminal` since its batch at `merchant` last closed
 /// (a minute before, so that the closing request's own records come too), each with its node, row by
 /// row in the order they were recorded: a settlement message folds them into the terminal's open
-/// batch. Transactions of the same terminal id at another merchant come too (the evidence has no
+/// batch. A terminal with no close recorded (its first settlement, or the first since schema version
+/// 8) is read back [`UNCLOSED`]: its whole history could take longer than the terminal waits. Transactions of the same terminal id at another merchant come too (the evidence has no
 /// merchant); the fold keeps each batch apart.
 pub async fn batch(
     client: &Client,
@@ -77,7 +78,7 @@ pub async fn batch(
             // The indexed copy up to each node's mark and the rows past it, as `timelines` reads them.
             "WITH since AS (
                  SELECT coalesce((SELECT at - interval '1 minute' FROM batch_closes
-                                  WHERE terminal = $1 AND merchant = $2), '-infinity') AS at
+                                  WHERE terminal = $1 AND merchant = $2), now() - $3::text::interval) AS at
              ), tail AS (
                  SELECT r.* FROM nodes n LEFT JOIN evidence_marks m USING (node)
                      CROSS JOIN LATERAL (SELECT r.node, r.txn, r.at, r.terminal
@@ -90,7 +91,7 @@ pub async fn batch(
              SELECT r.node, r.seq, r.first, r.body FROM records r JOIN hit USING (node, txn)
              WHERE r.at >= (SELECT at FROM since)
              ORDER BY r.at, r.node, r.seq",
-            &[&terminal, &merchant],
+            &[&terminal, &merchant, &UNCLOSED],
         )
         .await?;
     decoded(&rows)
@@ -107,6 +108,10 @@ fn decoded(rows: &[tokio_postgres::Row]) -> Result<Vec<(String, Record)>, Error>
     }
     Ok(found)
 }
+
+/// How far back [`batch`] reads a terminal with no close recorded: a batch left open longer than this
+/// is found out of balance, and closes after its upload with what is older counted as discrepancies.
+pub const UNCLOSED: &str = "30 days";
 
 /// Moves each terminal's last close (`terminal`, `merchant`, when) forward, once the records that
 /// closed its batch are committed: the bound [`batch`] reads from.

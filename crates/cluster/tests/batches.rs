@@ -72,14 +72,18 @@ fn a_terminals_batch_is_read_from_every_node_since_its_last_close() {
         .unwrap();
     rt.block_on(async {
         let (a, b) = (joined(&pg, "a").await, joined(&pg, "b").await);
-        // On a: a purchase of T1 ten minutes ago, then its settlement five minutes ago, which closed
-        // the batch; another terminal's purchase; copied to the evidence's indexes.
+        // On a: a purchase of T1 a month and a day ago, one ten minutes ago, then its settlement five
+        // minutes ago, which closed the batch; another terminal's purchase; copied to the evidence's
+        // indexes.
         let closed_at = ago(5);
+        a.commit(&[(1, received(9, 31 * 24 * 60, "T1", b"0200"))], &[], &[])
+            .await
+            .unwrap();
         let settled = [
-            (1, received(1, 10, "T1", b"0200")),
-            (2, received(2, 5, "T1", b"0500")),
+            (2, received(1, 10, "T1", b"0200")),
+            (3, received(2, 5, "T1", b"0500")),
             (
-                3,
+                4,
                 record(
                     2,
                     closed_at,
@@ -92,7 +96,7 @@ fn a_terminals_batch_is_read_from_every_node_since_its_last_close() {
                     },
                 ),
             ),
-            (4, received(3, 4, "T2", b"0200")),
+            (5, received(3, 4, "T2", b"0200")),
         ];
         a.commit(&settled, &[], &[]).await.unwrap();
         a.index_evidence(100).await.unwrap();
@@ -100,7 +104,8 @@ fn a_terminals_batch_is_read_from_every_node_since_its_last_close() {
         b.commit(&[(1, received(1, 3, "T1", b"0200"))], &[], &[])
             .await
             .unwrap();
-        // Before the close is known, the whole history: both nodes', oldest first.
+        // Before the close is known, the last 30 days (`cluster::evidence::UNCLOSED`): both nodes',
+        // oldest first.
         let everything = [("a", 1), ("a", 2), ("a", 2), ("b", 1)].map(|(n, t)| (n.to_owned(), t));
         assert_eq!(read(&a).await, everything);
         // Once it is, from a minute before it: the closing request's records, and what came after.
