@@ -336,10 +336,12 @@ impl Engine {
 /// it: a settlement closed (00) or found out of balance (95), an upload recorded (00). Settlement
 /// messages are not claimed in the store as financial ones are; the read finds them instead.
 fn outcome_elsewhere(records: &[(String, Record)], settling: &Settling) -> Option<ResponseCode> {
-    let mut same = None;
+    // Every transaction that received this request: it may have been repeated on several nodes
+    // before one of them answered.
+    let mut same = Vec::new();
     let mut outcome = None;
     for (node, record) in records {
-        let this = Some((node.as_str(), record.txn));
+        let this = (node.as_str(), record.txn);
         match &record.step {
             Step::Received(r)
                 if r.mti == settling.msg.mti()
@@ -347,12 +349,14 @@ fn outcome_elsewhere(records: &[(String, Record)], settling: &Settling) -> Optio
                     && r.fingerprint == settling.fingerprint
                     && (r.terminal == settling.terminal && r.merchant == settling.merchant) =>
             {
-                same = this;
+                same.push(this);
             }
-            Step::BatchClosed { .. } | Step::BatchUploaded { .. } if this == same => {
+            Step::BatchClosed { .. } | Step::BatchUploaded { .. } if same.contains(&this) => {
                 outcome = Some(ResponseCode::APPROVED);
             }
-            Step::BatchOutOfBalance { .. } if this == same => outcome = Some(OUT_OF_BALANCE),
+            Step::BatchOutOfBalance { .. } if same.contains(&this) => {
+                outcome = Some(OUT_OF_BALANCE)
+            }
             _ => {}
         }
     }
