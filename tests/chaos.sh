@@ -6,7 +6,8 @@
 # forwarded twice would be charged twice).
 # With `lifecycle`, the terminals send every message of the life cycle and the issuer refuses some
 # advices and reversals and approves some requests in part (see `lifecycle_flags` in
-# tests/support/run.sh), and the merchants' settlement read from the journal must also match the
+# tests/support/run.sh), a settlement is out of balance only where its terminal miscounted on purpose,
+# and the merchants' settlement read from the journal must also match the
 # issuer's, RRN by RRN: every advice a terminal was told was accepted reached the issuer exactly once.
 #
 #   tests/chaos.sh [kills, default 20] [terminals, default 20] [requests/s, default 300] [lifecycle]
@@ -74,4 +75,5 @@ verdict=$($bin sim reconcile --outcomes "$work/outcomes.json" --ledger "$work/le
 echo "$verdict"
 echo "$verdict" | tail -1 | grep -q ", 0 charged twice$"
 settlement_reconciles --journal-dir "$work/journal"
+settlements_balance "$work/switch.log"
 echo "chaos: $kills kills, reconciliation holds${lifecycle:+ (the life cycle, and the settlement with the issuer)}"
