@@ -166,14 +166,9 @@ impl Claims {
 
     /// Forgets `conn` as a waiter; returns the transactions it waited for.
     pub(crate) fn closed(&mut self, conn: ConnId) -> Vec<TxnId> {
-        let mut waited = Vec::new();
-        for (&txn, c) in &mut self.waiting {
-            if c.req.waiters.contains(&conn) {
-                c.req.waiters.retain(|&w| w != conn);
-                waited.push(txn);
-            }
-        }
-        waited
+        (self.waiting.iter_mut())
+            .filter_map(|(&txn, c)| c.req.left(conn).then_some(txn))
+            .collect()
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -436,11 +431,23 @@ impl Engine {
     ) -> Option<Message> {
         let c = self.claims.waiting.remove(&txn)?;
         self.cancel(TimerId::Claim(txn));
-        self.stats.unavailable += 1;
-        self.idempotency.release(&c.req.key, txn);
-        let rc = ResponseCode::ISSUER_UNAVAILABLE;
-        self.refuse(now, txn, &c.req.waiters, &c.req.msg, rc, out);
+        self.unavailable(now, txn, &c.req, out);
         (!c.req.waiters.is_empty()).then_some(c.req.msg)
+    }
+
+    /// Refuses `req` with RC 91 and lets its key go, so that the terminal's retry is admitted anew:
+    /// what it waited for from the store (its claim, its batch) did not come.
+    pub(crate) fn unavailable(
+        &mut self,
+        now: Now,
+        txn: TxnId,
+        req: &Request,
+        out: &mut Vec<Action>,
+    ) {
+        self.stats.unavailable += 1;
+        self.idempotency.release(&req.key, txn);
+        let rc = ResponseCode::ISSUER_UNAVAILABLE;
+        self.refuse(now, txn, &req.waiters, &req.msg, rc, out);
     }
 
     /// The journal cannot write, or a shutdown's grace period is over: every forward still provisional

@@ -36,6 +36,15 @@ pub(crate) struct Request {
     pub(crate) waiters: Vec<ConnId>,
 }
 
+impl Request {
+    /// Connection `conn` closed: it is no longer answered. Whether it was waiting for this request.
+    pub(crate) fn left(&mut self, conn: ConnId) -> bool {
+        let waited = self.waiters.contains(&conn);
+        self.waiters.retain(|&c| c != conn);
+        waited
+    }
+}
+
 /// A request forwarded to an issuer and not yet answered or timed out.
 #[derive(Debug)]
 pub(crate) struct Txn {
@@ -262,12 +271,10 @@ impl Engine {
             Event::ConnClosed(conn) => {
                 let mut waited: Vec<TxnId> = self.claims.closed(conn);
                 waited.extend(self.reads.closed(conn));
-                for (&id, txn) in self.txns.iter_mut() {
-                    if txn.req.waiters.contains(&conn) {
-                        txn.req.waiters.retain(|&c| c != conn);
-                        waited.push(id);
-                    }
-                }
+                waited.extend(
+                    (self.txns.iter_mut())
+                        .filter_map(|(&id, txn)| txn.req.left(conn).then_some(id)),
+                );
                 // In transaction order, not the hash map's: the same events give the same records.
                 waited.sort_unstable();
                 for id in waited {

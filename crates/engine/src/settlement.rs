@@ -16,9 +16,8 @@ use iso8583::{ECHO_FIELDS, Message, ResponseCode};
 
 use crate::FastMap;
 use crate::books::{Books, Settled, Totals, totals};
-use crate::engine::{Engine, span};
+use crate::engine::{Engine, Request, span};
 use crate::event::{Action, ConnId, Now, TxnId};
-use crate::idempotency::Key;
 use crate::journal::{Record, Step};
 
 /// RC 95: reconcile error — the terminal's totals differ from the switch's.
@@ -46,7 +45,7 @@ enum Asks {
 /// What a settlement message does with its terminal's batch.
 #[derive(Debug)]
 enum Use {
-    /// An 0500: compare it, or close it (`None`: the request could not be read).
+    /// An 0500: compare it, or close it (`None` only for one admission refuses as unreadable).
     Settle(Option<Asks>),
     /// An 0320: find one transaction in it.
     Upload,
@@ -55,11 +54,8 @@ enum Use {
 /// A settlement message admitted, with what it needs of its batch.
 #[derive(Debug)]
 struct Settling {
-    key: Key,
+    req: Request,
     fingerprint: u64,
-    msg: Message,
-    /// The request's connection and those of retransmits that joined it.
-    waiters: Vec<ConnId>,
     terminal: CompactString,
     merchant: CompactString,
     uses: Use,
@@ -92,19 +88,17 @@ impl Reads {
 
     /// A retransmit of `txn`'s request, if it waits for its batch: answered with it.
     pub(crate) fn join(&mut self, txn: TxnId, conn: ConnId) -> bool {
-        self.0.get_mut(&txn).map(|s| s.waiters.push(conn)).is_some()
+        self.0
+            .get_mut(&txn)
+            .map(|s| s.req.waiters.push(conn))
+            .is_some()
     }
 
     /// A connection closed: its answers can no longer be delivered. Returns the transactions it waited on.
     pub(crate) fn closed(&mut self, conn: ConnId) -> Vec<TxnId> {
-        let mut waited = Vec::new();
-        for (&txn, s) in self.0.iter_mut() {
-            if s.waiters.contains(&conn) {
-                s.waiters.retain(|&c| c != conn);
-                waited.push(txn);
-            }
-        }
-        waited
+        (self.0.iter_mut())
+            .filter_map(|(&txn, s)| s.req.left(conn).then_some(txn))
+            .collect()
     }
 }
 
@@ -157,10 +151,12 @@ impl Engine {
         let (terminal, merchant) = (received.terminal.clone(), received.merchant.clone());
         Self::journal(now, txn, Step::Received(received), out);
         let settling = Settling {
-            key,
+            req: Request {
+                key,
+                msg,
+                waiters: vec![conn],
+            },
             fingerprint,
-            msg,
-            waiters: vec![conn],
             terminal,
             merchant,
             uses,
@@ -193,12 +189,8 @@ impl Engine {
         };
         let _txn = span(txn);
         let Some(records) = records else {
-            // Refused, not answered: its key is let go, so that the terminal's retry is read again.
             tracing::warn!("the batch could not be read from the store; the terminal is told 91");
-            self.stats.unavailable += 1;
-            self.idempotency.release(&settling.key, txn);
-            let rc = ResponseCode::ISSUER_UNAVAILABLE;
-            return self.refuse(now, txn, &settling.waiters, &settling.msg, rc, out);
+            return self.unavailable(now, txn, &settling.req, out);
         };
         // A retransmit of a request another node took (its answer lost with that node, or the
         // connection): that node's outcome is repeated, not the batch compared or closed again.
@@ -217,10 +209,11 @@ impl Engine {
 
     /// The node ends: the settlement messages still waiting for their batch are told 91.
     pub(crate) fn give_up_reads(&mut self, now: Now, out: &mut Vec<Action>) {
-        let mut waiting: Vec<TxnId> = self.reads.0.keys().copied().collect();
-        waiting.sort_unstable();
-        for txn in waiting {
-            self.on_batch_read(now, txn, None, out);
+        let mut waiting: Vec<(TxnId, Settling)> = self.reads.0.drain().collect();
+        // In transaction order, not the hash map's: the same events give the same records.
+        waiting.sort_unstable_by_key(|(txn, _)| *txn);
+        for (txn, settling) in waiting {
+            self.unavailable(now, txn, &settling.req, out);
         }
     }
 
@@ -302,8 +295,10 @@ impl Engine {
         batch: &Batch,
         out: &mut Vec<Action>,
     ) {
-        let msg = &settling.msg;
-        let stan = msg.original_data().map_or(settling.key.stan, |o| o.stan);
+        let msg = &settling.req.msg;
+        let stan = msg
+            .original_data()
+            .map_or(settling.req.key.stan, |o| o.stan);
         let amount = msg.amount().unwrap_or(0);
         let found = (batch.settled.iter()).any(|s| s.stan == stan && s.stands == amount);
         let uploaded = Step::BatchUploaded {
@@ -326,8 +321,8 @@ impl Engine {
         rc: ResponseCode,
         out: &mut Vec<Action>,
     ) {
-        let answer = self.local_answer(&settling.msg, ECHO_FIELDS, rc);
-        let (key, waiters) = (settling.key, settling.waiters);
+        let answer = self.local_answer(&settling.req.msg, ECHO_FIELDS, rc);
+        let Request { key, waiters, .. } = settling.req;
         self.answer_kept(now, txn, key, &waiters, answer, out);
     }
 }
@@ -344,8 +339,8 @@ fn outcome_elsewhere(records: &[(String, Record)], settling: &Settling) -> Optio
         let this = (node.as_str(), record.txn);
         match &record.step {
             Step::Received(r)
-                if r.mti == settling.msg.mti()
-                    && (r.stan, r.date) == (settling.key.stan, settling.key.date)
+                if r.mti == settling.req.msg.mti()
+                    && (r.stan, r.date) == (settling.req.key.stan, settling.req.key.date)
                     && r.fingerprint == settling.fingerprint
                     && (r.terminal == settling.terminal && r.merchant == settling.merchant) =>
             {
