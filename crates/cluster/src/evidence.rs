@@ -21,6 +21,14 @@ pub struct Named {
     pub to: Option<SystemTime>,
 }
 
+/// The evidence columns of every node's rows past its mark in `evidence`, as a query's `tail`: a
+/// search reads the indexed copy up to each mark and these as they are (the same snapshot: nothing is
+/// counted twice or missed while the marks move). A node without a mark has copied nothing.
+const TAIL: &str = "tail AS (
+    SELECT r.* FROM nodes n LEFT JOIN evidence_marks m USING (node)
+        CROSS JOIN LATERAL (SELECT r.node, r.txn, r.at, r.terminal, r.stan, r.last4, r.rrn
+                            FROM records r WHERE r.node = n.node AND r.seq > coalesce(m.seq, 0)) r)";
+
 /// Every record of every transaction `named` names (candidates: the caller keeps the transactions
 /// whose own records match), grouped by node and transaction, oldest first.
 pub async fn timelines(client: &Client, named: &Named) -> Result<Vec<(String, Record)>, Error> {
@@ -30,14 +38,8 @@ pub async fn timelines(client: &Client, named: &Named) -> Result<Vec<(String, Re
     };
     let rows = client
         .query(
-            // The indexed copy up to each node's mark, and the rows past it read as they are (the
-            // same snapshot: nothing is counted twice or missed while the marks move).
-            // A node without a mark has copied nothing.
-            "WITH tail AS (
-                 SELECT r.* FROM nodes n LEFT JOIN evidence_marks m USING (node)
-                     CROSS JOIN LATERAL (SELECT r.node, r.txn, r.at, r.terminal, r.stan, r.last4, r.rrn
-                                         FROM records r WHERE r.node = n.node AND r.seq > coalesce(m.seq, 0)) r
-             ), hit AS (
+            &format!(
+                "WITH {TAIL}, hit AS (
                  SELECT node, txn FROM evidence WHERE rrn = $1
                  UNION SELECT node, txn FROM evidence WHERE terminal = $2 AND stan = $3
                  UNION SELECT node, txn FROM evidence
@@ -46,7 +48,8 @@ pub async fn timelines(client: &Client, named: &Named) -> Result<Vec<(String, Re
                      WHERE rrn = $1 OR (terminal = $2 AND stan = $3)
                         OR (last4 = $4 AND at >= coalesce($5::timestamptz, '-infinity') AND at < coalesce($6::timestamptz, 'infinity')))
              SELECT r.node, r.seq, r.first, r.body FROM records r JOIN hit USING (node, txn)
-             ORDER BY r.node, r.txn, r.seq",
+             ORDER BY r.node, r.txn, r.seq"
+            ),
             &[
                 &named.rrn,
                 &terminal,
@@ -66,8 +69,9 @@ pub async fn timelines(client: &Client, named: &Named) -> Result<Vec<(String, Re
 /// (a minute before, so that the closing request's own records come too), each with its node, row by
 /// row in the order they were recorded: a settlement message folds them into the terminal's open
 /// batch. A terminal with no close recorded (its first settlement, or the first since schema version
-/// 8) is read back [`UNCLOSED`]: its whole history could take longer than the terminal waits. Transactions of the same terminal id at another merchant come too (the evidence has no
-/// merchant); the fold keeps each batch apart.
+/// 8) is read back [`UNCLOSED`]: its whole history could take longer than the terminal waits.
+/// Transactions of the same terminal id at another merchant come too (the evidence has no merchant);
+/// the fold keeps each batch apart.
 pub async fn batch(
     client: &Client,
     terminal: &str,
@@ -75,22 +79,19 @@ pub async fn batch(
 ) -> Result<Vec<(String, Record)>, Error> {
     let rows = client
         .query(
-            // The indexed copy up to each node's mark and the rows past it, as `timelines` reads them.
-            "WITH since AS (
+            &format!(
+                "WITH since AS (
                  SELECT coalesce((SELECT at - interval '1 minute' FROM batch_closes
                                   WHERE terminal = $1 AND merchant = $2), now() - $3::text::interval) AS at
-             ), tail AS (
-                 SELECT r.* FROM nodes n LEFT JOIN evidence_marks m USING (node)
-                     CROSS JOIN LATERAL (SELECT r.node, r.txn, r.at, r.terminal
-                                         FROM records r WHERE r.node = n.node AND r.seq > coalesce(m.seq, 0)) r
-             ), hit AS (
+             ), {TAIL}, hit AS (
                  SELECT node, txn FROM evidence WHERE terminal = $1 AND at >= (SELECT at FROM since)
                  UNION SELECT node, txn FROM tail WHERE terminal = $1 AND at >= (SELECT at FROM since))
              -- A transaction's rows are no older than its first: the days before are not read (the
              -- bound, a value the plan gets at its start, prunes the partitions).
              SELECT r.node, r.seq, r.first, r.body FROM records r JOIN hit USING (node, txn)
              WHERE r.at >= (SELECT at FROM since)
-             ORDER BY r.at, r.node, r.seq",
+             ORDER BY r.at, r.node, r.seq"
+            ),
             &[&terminal, &merchant, &UNCLOSED],
         )
         .await?;
