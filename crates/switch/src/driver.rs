@@ -238,7 +238,6 @@ impl Driver {
         });
     }
 
-    /// Nothing in flight and nothing waiting for the journal.
     /// Whether a shutdown has nothing more to wait for: nothing in flight and nothing held back, or a
     /// journal that will make nothing durable again (an answer or reversal held back stays so).
     fn drained(&self) -> bool {

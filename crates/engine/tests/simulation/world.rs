@@ -230,10 +230,10 @@ struct Node<G> {
     unwritable: bool,
 }
 
-/// What a group commit made of a node's pending records.
 /// Batches read for settlement messages: each message's transaction and what the store gave.
 type Reads = Vec<(TxnId, Option<Vec<(String, Record)>>)>;
 
+/// What a group commit made of a node's pending records.
 enum Committed {
     /// Durable through this record (none: nothing was appended), the store's answers to claims and
     /// lookups, and the batches read after it.
