@@ -61,6 +61,14 @@ impl Settled {
     }
 }
 
+/// A terminal's upload of its batch: the totals its settlement request claimed (out of balance), and
+/// what it uploaded since, each transaction once: STAN, amount, found.
+#[derive(Debug, Default)]
+struct Round {
+    claimed: Option<Totals>,
+    uploads: Vec<(u32, u64, bool)>,
+}
+
 /// What the records of one transaction say, as far as the books care.
 #[derive(Debug, Clone, Default)]
 struct Entry {
@@ -237,8 +245,8 @@ pub struct Books {
     evicted: u64,
     /// The switch's own books: a closed batch is forgotten (see [`Books::open_batches`]).
     forget_closed: bool,
-    /// What each terminal uploaded since its last settlement request: STAN, amount, found.
-    uploads: HashMap<Batch, Vec<(u32, u64, bool)>>,
+    /// Each terminal's upload in progress.
+    uploads: HashMap<Batch, Round>,
     closed: Vec<Closed>,
 }
 
@@ -297,21 +305,35 @@ impl Books {
         &self.closed
     }
 
-    /// What `terminal` uploaded since its last settlement request.
+    /// What `terminal` uploaded since its settlement request was found out of balance.
     pub fn uploads(&self, terminal: &str, merchant: &str) -> &[(u32, u64, bool)] {
         let batch = (terminal.into(), merchant.into());
         self.uploads
             .get(&batch)
-            .map(Vec::as_slice)
+            .map(|round| round.uploads.as_slice())
             .unwrap_or_default()
     }
 
     fn settlement(&mut self, record: &Record) {
         match &record.step {
             Step::BatchOutOfBalance {
-                terminal, merchant, ..
+                terminal,
+                merchant,
+                theirs,
+                ..
             } => {
-                self.uploads.remove(&(terminal.clone(), merchant.clone()));
+                // A new round of uploads, unless it is the round in progress found out of balance
+                // again: in a cluster, one 0500 repeated on a second node while the first was still
+                // reading its batch, whose answer may be recorded after uploads that followed the
+                // other's.
+                let round = self.uploads.entry((terminal.clone(), merchant.clone()));
+                let round = round.or_default();
+                if round.claimed != Some(*theirs) {
+                    *round = Round {
+                        claimed: Some(*theirs),
+                        uploads: Vec::new(),
+                    };
+                }
             }
             Step::BatchUploaded {
                 terminal,
@@ -320,11 +342,15 @@ impl Books {
                 amount,
                 found,
             } => {
-                let batch = (terminal.clone(), merchant.clone());
-                self.uploads
-                    .entry(batch)
-                    .or_default()
-                    .push((*stan, *amount, *found));
+                // A set: in a cluster, one 0320 repeated on a second node while the first was
+                // still reading its batch is recorded by both, and counts once.
+                let round = (self.uploads)
+                    .entry((terminal.clone(), merchant.clone()))
+                    .or_default();
+                let upload = (*stan, *amount, *found);
+                if !round.uploads.contains(&upload) {
+                    round.uploads.push(upload);
+                }
             }
             Step::BatchClosed {
                 terminal,
@@ -581,5 +607,52 @@ mod tests {
         assert_eq!(books.evicted(), 1);
         books.close("T1", "M1");
         assert!(books.batch("T1", "M1").is_empty());
+    }
+
+    /// In a cluster one settlement message can be acted on by two nodes: a 0500 found out of balance
+    /// by both, the second answer recorded after uploads that followed the first; a 0320 recorded by
+    /// both. The round of uploads is the terminal's, each transaction once; a 0500 that claims other
+    /// totals starts a new one.
+    #[test]
+    fn an_upload_round_acted_on_by_two_nodes_holds_each_upload_once() {
+        let mut books = Books::open_batches();
+        let step = |step| Record {
+            txn: TxnId(1),
+            at: UNIX_EPOCH,
+            step,
+        };
+        let (terminal, merchant) = (CompactString::from("T1"), CompactString::from("M1"));
+        let out_of_balance = |debits| {
+            step(Step::BatchOutOfBalance {
+                terminal: terminal.clone(),
+                merchant: merchant.clone(),
+                ours: Totals::default(),
+                theirs: Totals {
+                    debits,
+                    ..Totals::default()
+                },
+            })
+        };
+        let uploaded = |stan| {
+            step(Step::BatchUploaded {
+                terminal: terminal.clone(),
+                merchant: merchant.clone(),
+                stan,
+                amount: 100,
+                found: true,
+            })
+        };
+        for (node, record) in [
+            ("a", out_of_balance(2)),
+            ("a", uploaded(7)),
+            ("b", uploaded(7)),
+            ("b", out_of_balance(2)),
+            ("a", uploaded(8)),
+        ] {
+            books.add(node, &record);
+        }
+        assert_eq!(books.uploads("T1", "M1"), [(7, 100, true), (8, 100, true)]);
+        books.add("a", &out_of_balance(3));
+        assert!(books.uploads("T1", "M1").is_empty(), "a new round");
     }
 }
