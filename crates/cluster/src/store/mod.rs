@@ -120,14 +120,21 @@ impl Store {
             wait_for_takeover(&client, node).await?;
             // Not over a process of this name whose lease is live and whose connections are there
             // (one statement, so that of two started at once only one joins): the namesake check
-            // then tells one going away from a live one, and refuses the latter.
+            // then tells one going away from a live one, and refuses the latter. A takeover of this
+            // node's work that its taker left unfinished (its lease lapsed before its records of the
+            // work committed) is abandoned: this node does that work itself, and the taker's records
+            // of it, should they commit later, retire none of it (a commit retires only the work of
+            // nodes it is still the taker of).
             let joined = client
                 .query_opt(
                     "INSERT INTO nodes (node, epoch, lease_until, joined_at)
                      VALUES ($1, 1, now() + $2::bigint * interval '1 millisecond', now())
                      ON CONFLICT (node) DO UPDATE
                          SET epoch = nodes.epoch + 1, lease_until = excluded.lease_until,
-                             joined_at = excluded.joined_at
+                             joined_at = excluded.joined_at,
+                             taken_by = CASE WHEN nodes.retired_seq < nodes.taken_through
+                                             THEN NULL ELSE nodes.taken_by END,
+                             taken_through = least(nodes.taken_through, nodes.retired_seq)
                          WHERE nodes.lease_until <= now() OR NOT EXISTS (
                              SELECT 1 FROM pg_stat_activity
                              WHERE application_name = ANY ($3) AND pid <> pg_backend_pid())

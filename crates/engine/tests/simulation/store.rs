@@ -134,6 +134,15 @@ impl Store {
         let lease = self.lease;
         let row = self.nodes.entry(node.to_string()).or_default();
         row.epoch += 1;
+        // A takeover left unfinished by a taker whose lease lapsed is abandoned: the node does its
+        // work itself, and the taker's records of it, committed late, retire nothing of it.
+        if row
+            .taken
+            .as_ref()
+            .is_some_and(|(.., through)| row.retired_seq < *through)
+        {
+            row.taken = None;
+        }
         row.lease_until = now + lease;
         let (epoch, after) = (
             row.epoch,
