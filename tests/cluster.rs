@@ -10,7 +10,7 @@ use cluster::throwaway::Server;
 use support::cluster::*;
 use support::issuer::Issuer;
 use support::pci;
-use support::process::{Log, Switch, serve_with, sigterm, spawn_with};
+use support::process::{Log, Switch, serve_with, signal, sigterm, spawn_with};
 use support::settlement::{idle, lifecycle_rules, quick_repeats, reconciles};
 use support::terminal::text;
 use support::{http_get, within};
@@ -435,21 +435,14 @@ async fn a_second_process_under_a_live_nodes_name_is_refused_and_the_node_goes_o
 
     // Paused (a frozen host), a renews nothing: a process under its name waits until a's lease has
     // lapsed, then joins and fences it; woken, a finds itself fenced and stops.
-    let signal = |name: &str| {
-        let pid = a.child.id().unwrap().to_string();
-        let ok = std::process::Command::new("kill")
-            .args([name, &pid])
-            .status();
-        assert!(ok.unwrap().success(), "kill {name}");
-    };
-    signal("-STOP");
+    signal(&a.child, "-STOP");
     let b = node_with(&pg, "a", &issuer, &["--lease", "3s"]).await;
     assert!(
         b.log
             .seen("waiting for the process last under this name")
             .is_some()
     );
-    signal("-CONT");
+    signal(&a.child, "-CONT");
     let status = within("the paused process's end", a.child.wait())
         .await
         .unwrap();
@@ -634,23 +627,14 @@ async fn a_paused_node_that_lost_its_lease_tells_nobody_approved_for_what_anothe
     let mut a = node_with(&pg, "a", &issuer, &flags).await;
     let _b = node_with(&pg, "b", &issuer, &flags).await;
     let mut held = held_on(&a, &issuer, "TERM0002", 2).await;
-    let pid = a.child.id().unwrap().to_string();
-    let signal = |name: &str| {
-        let ok = std::process::Command::new("kill")
-            .args([name, &pid])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {name}");
-    };
     // a stops in its tracks (a long GC pause, a frozen VM): its lease lapses and b takes its work over.
-    signal("-STOP");
+    signal(&a.child, "-STOP");
     issuer.until_reversed().await;
     // The issuer's approval reaches a, which wakes up: the commit that would write it ahead is
     // refused, or the lease's renewal finds the fence first, and a stops either way without waiting
     // out its grace period (nothing it holds back can go out).
     issuer.release();
-    signal("-CONT");
+    signal(&a.child, "-CONT");
     a.log.until("fenced: this node stops").await;
     // It stops by itself, for its supervisor to start it again (it then joins under a new epoch).
     let status = within("node a stopping", a.child.wait()).await.unwrap();
@@ -660,6 +644,62 @@ async fn a_paused_node_that_lost_its_lease_tells_nobody_approved_for_what_anothe
         "the terminal was told nothing by the node that lost its lease"
     );
     assert_eq!(issuer.of_class(4).len(), 1);
+}
+
+/// A request refused with 91 while the database was away may be the retransmit of a purchase another
+/// node approved, whose terminal heard nothing of it: the node that refused it admits a reversal in
+/// the terminal's name (a plea). Fenced before that reversal's records commit, it leaves the plea in
+/// the database as it stops, and the other node takes it on and reverses the approval.
+#[tokio::test]
+async fn a_node_fenced_holding_a_reversal_in_a_terminals_name_leaves_it_to_another_node() {
+    let Some(pg) = Server::start("cluster::pleas") else {
+        return;
+    };
+    let flags = ["--lease", "1s", "--grace-period", "1s"];
+    let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
+    let mut a = node_with(&pg, "a", &issuer, &flags).await;
+    let mut b = node_with(&pg, "b", &issuer, &flags).await;
+    // a has work of its own, so that b takes it over (and fences it) once its lease lapses.
+    assert_eq!(text(&purchase(&a, "TERM0003", 3, 100).await, 39), "00");
+    let approved = purchase(&b, "TERM0001", 1, 100).await;
+    assert_eq!(text(&approved, 39), "00");
+    pg.kill();
+    assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "91");
+    a.log.until("whatever holds it is reversed").await;
+
+    signal(&a.child, "-STOP");
+    pg.start_again();
+    b.log
+        .until("took over the work of a node whose lease lapsed")
+        .await;
+    signal(&a.child, "-CONT");
+    a.log.until("fenced: this node stops").await;
+    a.log.until("left for the other nodes").await;
+    let status = within("node a stopping", a.child.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(3), "exit code of a fenced node");
+
+    b.log
+        .until("taking on reversals other nodes admitted")
+        .await;
+    issuer.until_reversed().await;
+    let reversals = issuer.of_class(4);
+    assert_eq!(reversals.len(), 1);
+    assert_eq!(text(&reversals[0], 37), text(&approved, 37));
+    metrics_have(&b, &["acquiro_pleas_taken_total 1"]).await;
+    // Settled once the reversal's records are committed: no plea is left.
+    let client = cluster::connect(&pg.url()).await.unwrap();
+    within("the plea settled", async {
+        while client
+            .query_one("SELECT count(*) FROM pleas", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            > 0
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 }
 
 /// A throw-away PostgreSQL and HAProxy's binary, or `None` (the test says SKIPPED) without either,

@@ -126,12 +126,17 @@ pub async fn serve_with(upstream: &str, extra: &[&str], env: &[(&str, &str)]) ->
 /// `acquiro tranlog <args>`, run to its end.
 /// Sends SIGTERM to `child`: it drains (tokio's `start_kill` would send SIGKILL).
 pub fn sigterm(child: &Child) {
+    signal(child, "-TERM");
+}
+
+/// Sends `child` the signal `name` (`-STOP`: it stops in its tracks, as on a frozen host; `-CONT`).
+pub fn signal(child: &Child, name: &str) {
     let pid = child.id().expect("still running").to_string();
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
+        .args([name, &pid])
         .status()
         .unwrap();
-    assert!(status.success());
+    assert!(status.success(), "kill {name}");
 }
 
 pub fn tranlog(args: &[&str]) -> std::process::Output {

@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (7, include_str!("../migrations/0007_stan_blocks.sql")),
     (8, include_str!("../migrations/0008_batch_closes.sql")),
+    (9, include_str!("../migrations/0009_pleas.sql")),
 ];
 
 /// The schema version this release writes.

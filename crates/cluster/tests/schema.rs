@@ -3,8 +3,9 @@
 //! provisional forward withdrawn, version 3 with a row per transaction and batch, version 4 with the
 //! evidence of one node copied to its indexes and the other's not yet, version 5 with the claims keyed
 //! by day first, version 6 with their index by time a BRIN index, version 7 with each node's block of
-//! STANs, version 8 with a terminal's last close) must be read by every later
-//! release, migrated in place by its embedded migrations, and then take that release's commits.
+//! STANs, version 8 with a terminal's last close, version 9 with a plea a node left) must be read by
+//! every later release, migrated in place by its embedded migrations, and then take that release's
+//! commits.
 
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
@@ -260,7 +261,22 @@ fn read_back_whole(version: i32) {
             .unwrap();
         let closes: Vec<String> = closes.iter().map(|r| r.get(0)).collect();
         assert_eq!(closes.len(), usize::from(version >= 8), "{closes:?}");
+        // A plea a node left (version 9), taken on by the node that joined.
+        let pleas = joined.store.take_pleas(64).await.unwrap();
+        let left = (version >= 9).then(plea);
+        assert_eq!(pleas, Vec::from_iter(left));
     });
+}
+
+/// The plea the fixture of version 9 holds.
+fn plea() -> engine::Plea {
+    engine::Plea {
+        terminal: "TERM0009".into(),
+        merchant: "MERCHANT0000001".into(),
+        stan: 9,
+        date: 1202,
+        refused_at: UNIX_EPOCH + Duration::from_secs(1_795_000_400),
+    }
 }
 
 #[test]
@@ -296,6 +312,11 @@ fn the_database_schema_version_7_wrote_is_read_back_whole() {
 #[test]
 fn the_database_schema_version_8_wrote_is_read_back_whole() {
     read_back_whole(8);
+}
+
+#[test]
+fn the_database_schema_version_9_wrote_is_read_back_whole() {
+    read_back_whole(9);
 }
 
 /// `acquiro cluster status` of this release reads a database not migrated yet (its nodes of the
@@ -364,6 +385,8 @@ fn write_fixture() {
         let closed = UNIX_EPOCH + Duration::from_secs(1_795_000_300);
         let close = ("TERM0009".into(), "MERCHANT0000001".into(), closed);
         a.store.batches_closed(&[close]).await.unwrap();
+        // A plea left by a node that ended (version 9).
+        a.store.plead(&[plea()]).await.unwrap();
     });
     pg.dump(&path);
 }

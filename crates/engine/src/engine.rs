@@ -22,6 +22,7 @@ use crate::routes::Routes;
 use crate::saf::{Kind, Saf};
 use crate::settlement::Reads;
 use crate::stats::Stats;
+use crate::store_reversals::Plea;
 use crate::timers::Timers;
 
 /// A terminal's request admitted as a transaction: forwarded (held in its [`Txn`]), waiting for the
@@ -77,6 +78,8 @@ pub struct Engine {
     pub(crate) reads: Reads,
     /// Whether the journal can make records durable (see [`Event::JournalWritable`]).
     pub(crate) journal_writable: bool,
+    /// Cluster mode: the reversals this engine admitted in terminals' names, not settled yet.
+    pub(crate) pleas: FastMap<TxnId, Plea>,
     timers: Timers,
     next_txn: u64,
     pub(crate) stats: Stats,
@@ -106,6 +109,7 @@ impl Engine {
             },
             reads: Reads::default(),
             journal_writable: true,
+            pleas: FastMap::default(),
             timers: Timers::default(),
             next_txn: 0,
             stats: Stats::default(),
@@ -258,6 +262,7 @@ impl Engine {
             }
             Event::Claimed { txn, holder } => self.on_claimed(now, txn, holder, out),
             Event::BatchRead { txn, records } => self.on_batch_read(now, txn, records, out),
+            Event::Plea(plea) => self.on_plea(now, plea, out),
             Event::JournalWritable(writable) => {
                 self.journal_writable = writable;
                 // Nothing waiting for a claim was forwarded, nor will a provisional forward be:

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::claims::{Claim, Holder};
 use crate::journal::Record;
 use crate::settlement::OpenBatch;
+use crate::store_reversals::Plea;
 
 /// A terminal connection, numbered by the shell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,6 +92,8 @@ pub enum Event {
     /// Whether the journal can make records durable. While it cannot, new requests are refused at once
     /// (RC 91): nothing they lead to could be made durable.
     JournalWritable(bool),
+    /// Cluster mode: a plea another node left in the store (see [`Plea`]), for this node to act on.
+    Plea(Plea),
 }
 
 /// What the shell must do, in order: records to journal, and effects, each of which leaves only after
@@ -144,6 +147,13 @@ pub enum Action {
     /// Cluster mode: the provisional forward of this transaction, still held by the write-ahead gate
     /// behind its claim's commit, never goes out. The gate takes this; nothing else sees it.
     Withdraw(TxnId),
+    /// Cluster mode: the switch admitted a reversal in a terminal's name (see [`Plea`]). Not held: the
+    /// shell keeps the plea until [`Action::PleaSettled`], and leaves what it keeps in the store if the
+    /// node ends first.
+    Plead(Plea),
+    /// Cluster mode: the reversal of this plea has its outcome recorded. Held like any effect: once
+    /// those records are durable the plea is not needed any more, in the shell or in the store.
+    PleaSettled(Plea),
 }
 
 /// Why a terminal's message got no answer.

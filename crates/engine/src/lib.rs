@@ -57,3 +57,4 @@ pub use outbox::{Gate, Outbox};
 pub use recovery::{Recovered, Recovery};
 pub use settlement::OpenBatch;
 pub use stats::{Owed, Stats};
+pub use store_reversals::Plea;

@@ -39,7 +39,8 @@ pub trait Gate {
     /// Takes one of the engine's actions in order: a record goes to `append` (which returns its sequence
     /// number); an effect is returned when it may go out now. These are never held: a claim, a lookup
     /// or a batch's read (cluster mode), which the shell hands to the journal to go with the records
-    /// before it, and an answer that needs no new record durable.
+    /// before it, a plea (cluster mode), which the shell keeps at once, and an answer that needs no
+    /// new record durable.
     fn admit(&mut self, action: Action, append: impl FnOnce(Record) -> u64) -> Option<Action>
     where
         Self: Sized,
@@ -57,6 +58,7 @@ pub trait Gate {
             Action::Claim(_)
             | Action::Lookup(_)
             | Action::ReadBatch(_)
+            | Action::Plead(_)
             | Action::AnswerNow { .. } => Some(action),
             Action::Withdraw(txn) => {
                 self.withdraw(&[txn]);

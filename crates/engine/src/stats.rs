@@ -22,6 +22,8 @@ pub struct Stats {
     /// Cluster mode: requests told RC 91 before the store said whose their key is, whose key's holder
     /// is then reversed (see `Engine::reverse_unknowing`).
     pub refused_unknowing: u64,
+    /// Cluster mode: pleas other nodes left in the store, taken on (see `engine::Plea`).
+    pub pleas_taken: u64,
     /// Idempotency keys dropped before their window ended because the table was full.
     pub idempotency_evictions: u64,
     /// Transactions of open batches dropped because the switch's record of them was full (a terminal

@@ -3,14 +3,35 @@
 //! switch's own reversal, admitted in the terminal's name, of a request it refused RC 91 before the
 //! store said whose its key is.
 
+use std::time::SystemTime;
+
 use iso8583::{Message, Mti};
 
 use crate::claims::{Claim, Holder, Purpose};
 use crate::engine::{Engine, Request};
 use crate::event::{Action, Now, TxnId};
-use crate::idempotency::{Lookup, fingerprint};
+use crate::idempotency::{Key, Lookup, fingerprint};
 use crate::journal::{Record, Step};
 use crate::recovery::Trail;
+
+/// A reversal the switch admitted in a terminal's name (see [`Engine::reverse_unknowing`]), named by
+/// the key of the request it undoes. No terminal repeats it, and until its outcome is durable only
+/// this node's memory holds it: so the shell keeps each plea from [`Action::Plead`] to
+/// [`Action::PleaSettled`], and a node that ends in between (fenced, or at the end of a shutdown)
+/// leaves the pleas it holds in the store, where another node takes each one ([`Event::Plea`]) and
+/// reverses whatever holds the key, as this node would have.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Plea {
+    pub terminal: String,
+    pub merchant: String,
+    pub stan: u32,
+    /// MMDD, as the request was keyed.
+    pub date: u16,
+    /// When the terminal was told 91: what holds the key then is reversed, not a transaction received
+    /// after it (a retransmit the terminal sent because the 91 never reached it, whose own answer is
+    /// what the terminal hears).
+    pub refused_at: SystemTime,
+}
 
 impl Engine {
     /// A terminal's reversal whose original is not in this node's memory: the store is asked who holds
@@ -74,6 +95,75 @@ impl Engine {
         let Some(key) = self.key(now, &reversal) else {
             return;
         };
+        let text = |n| reversal.get(n).map(crate::fields::text).unwrap_or_default();
+        let plea = Plea {
+            terminal: text(41).into(),
+            merchant: text(42).into(),
+            stan: key.stan,
+            date: key.date,
+            refused_at: now.wall,
+        };
+        if self.reverse_for_terminal(now, key, reversal, plea, out) {
+            tracing::warn!(
+                "told 91 before the store said whose the key is: whatever holds it is reversed"
+            );
+            self.stats.refused_unknowing += 1;
+        }
+    }
+
+    /// A [`Plea`] another node left in the store: this node reverses whatever holds its key, as that
+    /// node would have. A plea whose key this node acts on already (its terminal's own reversal, or
+    /// the same plea taken before) is settled as soon as what this node recorded of it is durable.
+    pub(crate) fn on_plea(&mut self, now: Now, plea: Plea, out: &mut Vec<Action>) {
+        let key =
+            (self.carrier(&plea)).and_then(|reversal| Some((self.key(now, &reversal)?, reversal)));
+        let taken = match key {
+            Some((key, reversal)) => {
+                self.reverse_for_terminal(now, key, reversal, plea.clone(), out)
+            }
+            None => false,
+        };
+        if taken {
+            tracing::warn!(
+                terminal = plea.terminal,
+                stan = plea.stan,
+                "a reversal another node admitted in a terminal's name is taken on: whatever holds the key is reversed"
+            );
+            self.stats.pleas_taken += 1;
+        } else {
+            out.push(Action::PleaSettled(plea));
+        }
+    }
+
+    /// A message that carries a plea's key, in the dialect of the first issuer (any dialect keys a
+    /// message by the same fields). It stands for the terminal's reversal in the records, and is never
+    /// sent: no terminal waits for its answer, and the issuer gets a reversal rebuilt from the
+    /// holder's records. `None` without an issuer: there is nothing to reverse anywhere.
+    fn carrier(&self, plea: &Plea) -> Option<Message> {
+        let mut msg = Message::new(self.config.issuers.first()?.spec, Mti::REVERSAL);
+        let fields = [
+            (11, format!("{:06}", plea.stan)),
+            (13, format!("{:04}", plea.date)),
+            (41, plea.terminal.clone()),
+            (42, plea.merchant.clone()),
+        ];
+        for (n, value) in fields {
+            msg.set(n, &value).ok()?;
+        }
+        Some(msg)
+    }
+
+    /// Admits `reversal`, the switch's in a terminal's name, unless one under its key is acting on it
+    /// already; its plea is the shell's to keep until the reversal is settled ([`Action::Plead`]).
+    /// Whether it was admitted.
+    fn reverse_for_terminal(
+        &mut self,
+        now: Now,
+        key: Key,
+        reversal: Message,
+        plea: Plea,
+        out: &mut Vec<Action>,
+    ) -> bool {
         let txn = self.new_txn();
         let _txn = crate::engine::span(txn);
         let fingerprint = fingerprint(&reversal, &self.config.card_key);
@@ -82,18 +172,17 @@ impl Engine {
             self.idempotency.check(key, fingerprint, txn, now.mono),
             Ok(Lookup::New)
         ) {
-            return;
+            return false;
         }
-        tracing::warn!(
-            "told 91 before the store said whose the key is: whatever holds it is reversed"
-        );
-        self.stats.refused_unknowing += 1;
+        out.push(Action::Plead(plea.clone()));
+        self.pleas.insert(txn, plea);
         let req = Request {
             key,
             msg: reversal,
             waiters: Vec::new(),
         };
         self.act_on_reversal(now, txn, req, fingerprint, out);
+        true
     }
 
     /// A terminal's reversal of `holder`'s transaction (another node's, or this node's from before a
@@ -110,6 +199,19 @@ impl Engine {
         let Some(holder) = holder else {
             return;
         };
+        if let Some(plea) = self.pleas.get(&txn) {
+            let received = |r: &Record| matches!(r.step, Step::Received(_));
+            let later = holder
+                .records
+                .iter()
+                .any(|r| received(r) && r.at > plea.refused_at);
+            if later {
+                return tracing::info!(
+                    holder = ?holder.txn,
+                    "the key is held by a transaction received after the terminal was told 91: nothing to reverse"
+                );
+            }
+        }
         let forward = holder
             .records
             .iter()

@@ -325,6 +325,10 @@ impl Engine {
     ) {
         let answer = self.local_answer(&req.msg, ECHO_FIELDS, ResponseCode::APPROVED);
         self.answer_kept(now, txn, req.key, &req.waiters, answer, out);
+        // The switch's own reversal in a terminal's name: settled once these records are durable.
+        if let Some(plea) = self.pleas.remove(&txn) {
+            out.push(Action::PleaSettled(plea));
+        }
     }
 
     /// Ends a transaction the switch answers itself (a terminal's reversal, an advice, a settlement

@@ -5,10 +5,10 @@
 //! every journal record before it is durable, while the engine goes on with the next events. Timers are
 //! the engine's too: the driver keeps one sleep, until the engine's next deadline.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use engine::{Action, ConnId, Engine, Event, Gate, LinkId, Now, Outbox};
+use engine::{Action, ConnId, Engine, Event, Gate, LinkId, Now, Outbox, Plea};
 use iso8583::{Class, Message};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -56,6 +56,9 @@ const BURST: usize = 64;
 /// How long, after the grace period, the journal gets to make the last records durable so that the
 /// answers and reversals they cover go out.
 const LAST_SYNC: Duration = Duration::from_secs(2);
+/// How long a node that ends waits for its pleas to be left in the database (a connection lost with
+/// the database made again, then the insert).
+const LEAVE_PLEAS: Duration = Duration::from_secs(25);
 /// A deadline no timer reaches: the sleep of an engine with no timer armed.
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -90,6 +93,9 @@ pub(crate) struct Driver {
     /// The journal failed for good (its disk, or the node fenced): nothing it holds back will be
     /// released, so a shutdown has nothing to wait for.
     pub(crate) journal_dead: bool,
+    /// Cluster mode: the reversals the engine admitted in terminals' names whose outcomes are not
+    /// durable yet; left in the database for the other nodes if this one ends first.
+    pub(crate) pleas: HashSet<Plea>,
 }
 
 impl Driver {
@@ -182,7 +188,35 @@ impl Driver {
             held = self.outbox.held(),
             "engine stopped"
         );
+        self.leave_pleas().await;
         self.journal.close();
+    }
+
+    /// Cluster mode: the reversals admitted in terminals' names whose outcomes are not durable are
+    /// left in the database, where another node takes them on (see `engine::Plea`). Without that,
+    /// nothing would remember them: the terminals they are for were told 91 and repeat nothing.
+    async fn leave_pleas(&mut self) {
+        if self.pleas.is_empty() {
+            return;
+        }
+        let pleas: Vec<Plea> = self.pleas.drain().collect();
+        let left = self.journal.leave_pleas(pleas.clone());
+        let left = tokio::time::timeout(LEAVE_PLEAS, left).await;
+        if left.is_ok_and(|left| left.unwrap_or(false)) {
+            return tracing::warn!(
+                pleas = pleas.len(),
+                "reversals admitted in terminals' names and not settled are left for the other nodes"
+            );
+        }
+        for plea in pleas {
+            tracing::error!(
+                terminal = plea.terminal,
+                merchant = plea.merchant,
+                stan = plea.stan,
+                date = plea.date,
+                "a reversal admitted in a terminal's name could not be left for the other nodes: whatever holds this key needs manual action"
+            );
+        }
     }
 
     fn on_input(&mut self, input: Input, out: &mut Vec<Action>) {
@@ -318,6 +352,11 @@ impl Driver {
                 }
                 self.status.send_modify(|s| s.lease_failed = why);
             }
+            Report::Pleas(pleas) => {
+                for plea in pleas {
+                    self.on_event(Event::Plea(plea), out);
+                }
+            }
             Report::Standbys(standbys) => self.recorder.metrics().standbys(standbys),
             Report::Reconnected(purpose) => self.recorder.metrics().reconnected(purpose.as_str()),
             Report::Fenced(error) => {
@@ -361,6 +400,13 @@ impl Driver {
             Action::Claim(claim) => self.journal.claim(claim),
             Action::Lookup(key) => self.journal.look_up(key),
             Action::ReadBatch(batch) => self.journal.read_batch(batch),
+            Action::Plead(plea) => {
+                self.pleas.insert(plea);
+            }
+            Action::PleaSettled(plea) => {
+                self.pleas.remove(&plea);
+                self.journal.settle_pleas(vec![plea]);
+            }
             // The gate keeps records, and takes withdrawals.
             Action::Journal(_) | Action::Withdraw(_) => {}
         }

@@ -235,6 +235,7 @@ pub async fn start(
         outbox: Default::default(),
         released: Vec::new(),
         journal_dead: false,
+        pleas: Default::default(),
     };
     Ok(Running {
         listeners,

@@ -51,6 +51,7 @@ pub struct Metrics {
     pub(crate) settlement_discrepancies: IntCounter,
     pub(crate) batch_evictions: IntCounter,
     pub(crate) refused_unknowing: IntCounter,
+    pub(crate) pleas_taken: IntCounter,
     pub(crate) in_flight: IntGauge,
     pub(crate) link_up: IntGaugeVec,
     pub(crate) link_connect_failures: IntCounterVec,
@@ -305,6 +306,11 @@ impl Metrics {
                 &r,
                 "acquiro_refused_unknowing_total",
                 "Cluster mode: requests told RC 91 before the database said whose their key is (unreachable, or too slow); whatever another node holds under that key is then reversed.",
+            ),
+            pleas_taken: counter(
+                &r,
+                "acquiro_pleas_taken_total",
+                "Cluster mode: reversals another node admitted in terminals' names (see acquiro_refused_unknowing_total) and left in the database when it ended before their outcome was committed, taken on by this node.",
             ),
             settlement_discrepancies: counter(
                 &r,

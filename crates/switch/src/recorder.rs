@@ -293,6 +293,7 @@ impl Recorder {
         m.unmatched.inc_by(stats.unmatched - last.unmatched);
         m.refused_unknowing
             .inc_by(stats.refused_unknowing - last.refused_unknowing);
+        m.pleas_taken.inc_by(stats.pleas_taken - last.pleas_taken);
         for (probe, now, before) in [
             ("sign_on", stats.sign_on_failures, last.sign_on_failures),
             ("echo", stats.echo_failures, last.echo_failures),

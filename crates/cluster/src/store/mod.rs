@@ -1,6 +1,7 @@
 //! One node's view of the cluster: its connection, its lease under an epoch, its fenced commits, and
 //! what it reads back of its own and other nodes' records; `takeover`, the work of lapsed nodes;
-//! `names`, how its connections show in the database; `namesake`, another process under its name.
+//! `pleas`, the reversals in terminals' names nodes leave each other; `names`, how its connections
+//! show in the database; `namesake`, another process under its name.
 
 use std::time::{Duration, SystemTime};
 
@@ -10,6 +11,7 @@ use tokio_postgres::{Client, Statement};
 
 mod names;
 mod namesake;
+mod pleas;
 mod takeover;
 
 pub use names::Purpose;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use engine::{Claim, Holder, OpenBatch, Record, Step, TxnId};
+use engine::{Claim, Holder, OpenBatch, Plea, Record, Step, TxnId};
 
 /// What one group commit of a node carries (the cluster journal's batch).
 #[derive(Debug, Default)]
@@ -80,18 +80,24 @@ pub(crate) struct Store {
     nodes: BTreeMap<String, Row>,
     records: BTreeMap<String, Vec<(u64, Record)>>,
     claims: BTreeMap<Key, (String, TxnId, u64)>,
+    /// Pleas nodes left (see `engine::Plea`), each with the node that took it on, under which epoch.
+    pleas: BTreeMap<Plea, Option<(String, u64)>>,
     /// Off: commits, renewals and takeovers ignore the epoch, which is what the simulation must catch.
     fencing: bool,
+    /// Off: pleas left are dropped, which is what the simulation must catch.
+    keeps_pleas: bool,
 }
 
 impl Store {
-    pub(crate) fn new(lease: Duration, fencing: bool) -> Store {
+    pub(crate) fn new(lease: Duration, fencing: bool, keeps_pleas: bool) -> Store {
         Store {
             lease,
             nodes: BTreeMap::new(),
             records: BTreeMap::new(),
             claims: BTreeMap::new(),
+            pleas: BTreeMap::new(),
             fencing,
+            keeps_pleas,
         }
     }
 
@@ -159,6 +165,35 @@ impl Store {
             last_seq: self.last_seq(node),
             last_txn: all.iter().map(|(_, r)| r.txn).max(),
         })
+    }
+
+    /// A node leaves its pleas for the others: not behind the fence, which a node that leaves them has
+    /// usually lost. One already there stays as it is.
+    pub(crate) fn plead(&mut self, pleas: impl IntoIterator<Item = Plea>) {
+        for plea in pleas.into_iter().filter(|_| self.keeps_pleas) {
+            self.pleas.entry(plea).or_default();
+        }
+    }
+
+    /// The pleas no live node has taken on (none did, or the one that did lost its lease or epoch
+    /// since), taken on by `node` under `epoch`.
+    pub(crate) fn take_pleas(&mut self, node: &str, epoch: u64, now: Duration) -> Vec<Plea> {
+        let live = |(by, by_epoch): &(String, u64)| {
+            (self.nodes.get(by)).is_some_and(|r| r.epoch == *by_epoch && r.lease_until > now)
+        };
+        let free: Vec<Plea> = (self.pleas.iter())
+            .filter(|(_, taken)| !taken.as_ref().is_some_and(live))
+            .map(|(plea, _)| plea.clone())
+            .collect();
+        for plea in &free {
+            self.pleas
+                .insert(plea.clone(), Some((node.to_string(), epoch)));
+        }
+        free
+    }
+
+    pub(crate) fn settle_plea(&mut self, plea: &Plea) {
+        self.pleas.remove(plea);
     }
 
     /// One batch in one transaction behind the fence; returns the claims it lost.

@@ -12,8 +12,8 @@ mod disk;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use engine::{Claim, Holder, OpenBatch, Record, Recovery, TxnId};
-use tokio::sync::{mpsc, watch};
+use engine::{Claim, Holder, OpenBatch, Plea, Record, Recovery, TxnId};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// What a durable journal reports, in order.
 #[derive(Debug)]
@@ -31,6 +31,9 @@ pub enum Report {
         txn: TxnId,
         records: Option<Vec<(String, Record)>>,
     },
+    /// Cluster mode: pleas other nodes left in the database, taken on by this node (see
+    /// `engine::Plea`).
+    Pleas(Vec<Plea>),
     /// Whether records can be made durable now; `Some` says why they cannot (it may pass).
     Unwritable(Option<Fault>),
     /// Cluster mode: whether the last renewal of the lease failed, and why (it may pass). A node that
@@ -120,6 +123,23 @@ pub trait Journal: Send + 'static {
             through,
             "work handed on, but this journal has no shared store"
         );
+    }
+    /// Cluster mode: these pleas' reversals have their outcomes durable; the database's copies, if
+    /// they were left there, go.
+    fn settle_pleas(&mut self, pleas: Vec<Plea>) {
+        tracing::error!(
+            pleas = pleas.len(),
+            "pleas settled, but this journal has no shared store"
+        );
+    }
+    /// Cluster mode: leaves pleas in the database for the other nodes (this node is ending); the
+    /// answer says whether they are there.
+    fn leave_pleas(&mut self, pleas: Vec<Plea>) -> oneshot::Receiver<bool> {
+        tracing::error!(
+            pleas = pleas.len(),
+            "pleas to leave, but this journal has no shared store"
+        );
+        oneshot::channel().1
     }
     fn progress(&mut self, _progress: Progress) {}
     /// Writes out what is queued and stops.

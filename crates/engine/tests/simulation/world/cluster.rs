@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use engine::{Event, Gate, Holder, Recovery, TxnId};
+use engine::{Event, Gate, Holder, Plea, Recovery, TxnId};
 
 use super::{Ev, FAULTS, Journal, World};
 use crate::store::{Batch, Store};
@@ -52,7 +52,16 @@ impl<G: Gate + Default> World<G> {
             let pause = self.ms(lease / 2..lease * 3);
             self.at(at, Ev::Pause(n, pause));
         }
-        if self.rng.bool() {
+        if self.outages_past_lease {
+            // Every terminal drops its connection during it: a request of its in flight is repeated
+            // on whichever node it reaches next, which refuses it at once.
+            let (at, outage) = (self.ms(0..faults), self.ms(lease..lease * 3));
+            self.at(at, Ev::Outage(outage));
+            for t in 0..self.terminals.len() {
+                let during = at + self.ms(0..outage.as_millis() as u64);
+                self.at(during, Ev::Disconnect(t));
+            }
+        } else if self.rng.bool() {
             let (at, outage) = (self.ms(0..faults), self.ms(100..lease * 2));
             self.at(at, Ev::Outage(outage));
         }
@@ -161,14 +170,38 @@ impl<G: Gate + Default> World<G> {
             self.nodes[n].journal.batch().retire.push(retire);
             self.carry_out(n, out);
         }
+        // Then the pleas no live node has taken on, each for the engine to act on.
+        let (node, store) = (
+            &self.nodes[n],
+            self.store.as_mut().expect("a cluster's store"),
+        );
+        let Journal::Shared { epoch, .. } = &node.journal else {
+            unreachable!("a cluster node's journal is the store")
+        };
+        for plea in store.take_pleas(&node.name, *epoch, self.now) {
+            self.handle(n, Event::Plea(plea));
+        }
         self.at(self.lease / 3, Ev::Lease(n, generation));
     }
 
     /// The store refused the node's commit or renewal: the process ends (telling nobody anything more)
-    /// and its supervisor starts it again.
+    /// and its supervisor starts it again. The pleas it holds are left in the store first: it can
+    /// reach the store, which is how it learnt of the fence.
     pub(super) fn fenced(&mut self, n: usize) {
         self.run.fenced += 1;
+        let pleas = std::mem::take(&mut self.nodes[n].pleas);
+        (self.store.as_mut().expect("a cluster's store")).plead(pleas);
         self.down(n);
+    }
+
+    /// A plea's reversal has its outcome durable: the node forgets it, and the store's copy (if another
+    /// node left it there) goes too, unless the store cannot be reached: then it stays, and the node
+    /// that takes it next finds the work done.
+    pub(super) fn plea_settled(&mut self, n: usize, plea: &Plea) {
+        self.nodes[n].pleas.remove(plea);
+        if self.store_back_in().is_none() {
+            (self.store.as_mut().expect("a cluster's store")).settle_plea(plea);
+        }
     }
 
     pub(super) fn pause(&mut self, n: usize, pause: Duration) {

@@ -2,9 +2,9 @@
 //! a writer task; it commits everything that arrived while its last commit was out as one transaction
 //! (group commit: one statement, one round trip, fenced by the node's epoch), then reports it durable
 //! and answers the claims. A second task renews the node's lease on its own connection; a third takes
-//! over lapsed nodes and keeps the partitions, and a fourth copies the evidence disputes search by to
-//! its indexes behind the commits and reads terminals' batches for their settlements, each on a
-//! connection of its own too.
+//! over lapsed nodes, takes on the pleas they left and keeps the partitions, and a fourth copies the
+//! evidence disputes search by to its indexes behind the commits, reads terminals' batches for their
+//! settlements and settles or leaves pleas, each on a connection of its own too.
 //!
 //! The database going away is not a failure: the writer says the journal is unwritable (new requests
 //! are refused at once), reconnects with backoff, finds out whether the commit in flight went through,
@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::{Purpose, Store};
-use engine::{Claim, OpenBatch, Record, Recovery, Stans, TxnId};
-use tokio::sync::{mpsc, watch};
+use engine::{Claim, OpenBatch, Plea, Record, Recovery, Stans, TxnId};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Journal, Progress, Report};
 use crate::config::ClusterSettings;
@@ -64,6 +64,8 @@ pub(super) struct ClusterJournal {
     next_seq: u64,
     pending: Batch,
     writer: mpsc::UnboundedSender<Batch>,
+    /// To the task on the evidence's connection: pleas to settle or to leave.
+    behind: mpsc::UnboundedSender<upkeep::Behind>,
     reports: Option<mpsc::UnboundedReceiver<Report>>,
     progress: Arc<watch::Sender<Progress>>,
 }
@@ -109,7 +111,7 @@ impl ClusterJournal {
             joined.last_seq,
             settings.clone(),
             batches,
-            behind,
+            behind.clone(),
             reports_tx.clone(),
         ));
         tokio::spawn(upkeep::behind_commits(
@@ -129,6 +131,7 @@ impl ClusterJournal {
             next_seq: joined.last_seq + 1,
             pending: Batch::default(),
             writer,
+            behind,
             reports: Some(reports),
             progress,
         };
@@ -173,6 +176,17 @@ impl Journal for ClusterJournal {
 
     fn progress(&mut self, progress: Progress) {
         self.progress.send_replace(progress);
+    }
+
+    fn settle_pleas(&mut self, pleas: Vec<Plea>) {
+        // The task ends only with the process.
+        let _ = self.behind.send(upkeep::Behind::Settled(pleas));
+    }
+
+    fn leave_pleas(&mut self, pleas: Vec<Plea>) -> oneshot::Receiver<bool> {
+        let (left, answer) = oneshot::channel();
+        let _ = self.behind.send(upkeep::Behind::Leave(pleas, left));
+        answer
     }
 
     fn close(mut self: Box<Self>) {

@@ -1,12 +1,12 @@
-//! Work on the database off every transaction's path: takeovers of lapsed nodes, the standbys' state,
-//! the partitions, the evidence copied to its indexes, and terminals' batches read for their
-//! settlements.
+//! Work on the database off every transaction's path: takeovers of lapsed nodes, the pleas nodes leave
+//! each other, the standbys' state, the partitions, the evidence copied to its indexes, and terminals'
+//! batches read for their settlements.
 
 use std::time::{Duration, SystemTime};
 
 use cluster::Store;
-use engine::OpenBatch;
-use tokio::sync::mpsc;
+use engine::{OpenBatch, Plea};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{bounded, reconnect};
 use crate::config::ClusterSettings;
@@ -29,13 +29,23 @@ const INDEX_MOST: i32 = 50_000;
 /// answer (typically 30 to 60 s), and a read cut short is refused with 91, which the terminal retries.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the writer hands on once a commit is done, to the task on the evidence's connection.
+/// How many pleas a node takes on at each turn of its upkeep.
+const PLEAS_AT_ONCE: i64 = 64;
+
+/// What the task on the evidence's connection does besides the copy: what the writer hands on once a
+/// commit is done, and the pleas the driver settles or leaves.
 #[derive(Debug)]
 pub(super) enum Behind {
     /// A settlement message's batch to read (the records before it are committed).
     Read(OpenBatch),
     /// Terminals whose batch the commit closed, and when: the bound of their batches' reads moves.
     Closed(Vec<(String, String, SystemTime)>),
+    /// Pleas whose reversals' outcomes are durable: deleted, if they were left in the database (a plea
+    /// not deleted is taken on again later, and found settled).
+    Settled(Vec<Plea>),
+    /// Pleas to leave for the other nodes, and whether they were left. Not behind the fence: this task
+    /// goes on when the node is fenced.
+    Leave(Vec<Plea>, oneshot::Sender<bool>),
 }
 
 /// On the evidence's connection, until the journal is dropped: copies the evidence disputes search by
@@ -54,7 +64,7 @@ pub(super) async fn behind_commits(
     loop {
         let done = tokio::select! {
             biased;
-            Some(behind) = work.recv() => serve(&store, behind, &reports).await,
+            Some(behind) = work.recv() => serve(&mut store, &url, behind, &reports).await,
             _ = every.tick() => bounded(BULK_TIMEOUT, store.index_evidence(INDEX_MOST)).await.map(drop),
             () = reports.closed() => return,
         };
@@ -67,10 +77,11 @@ pub(super) async fn behind_commits(
     }
 }
 
-/// Reads a batch and reports it (`None` if it could not be read), or moves terminals' bounds (a bound
-/// not moved stays older, which reads more and folds to the same batch).
+/// Reads a batch and reports it (`None` if it could not be read), moves terminals' bounds (a bound
+/// not moved stays older, which reads more and folds to the same batch), or settles or leaves pleas.
 async fn serve(
-    store: &Store,
+    store: &mut Store,
+    url: &str,
     behind: Behind,
     reports: &mpsc::UnboundedSender<Report>,
 ) -> Result<(), cluster::Error> {
@@ -91,17 +102,28 @@ async fn serve(
             failed
         }
         Behind::Closed(closed) => bounded(READ_TIMEOUT, store.batches_closed(&closed)).await,
+        Behind::Settled(pleas) => bounded(READ_TIMEOUT, store.settle_pleas(&pleas)).await,
+        // The node is ending, perhaps just after the database came back: a connection lost meanwhile
+        // is made again, once, before the pleas are given up.
+        Behind::Leave(pleas, left) => {
+            let mut done = bounded(READ_TIMEOUT, store.plead(&pleas)).await;
+            if done.is_err() && reconnect(store, url, READ_TIMEOUT, reports).await.is_ok() {
+                done = bounded(READ_TIMEOUT, store.plead(&pleas)).await;
+            }
+            let _ = left.send(done.is_ok());
+            done
+        }
     }
 }
 
-/// Takes over the work of any node whose lease lapsed and reads the database's synchronous standbys,
-/// every third of the lease, and maintains the partitions between, until the journal is dropped. On
-/// a connection of its own, off the lease's: a takeover is not bounded here (cut after it has marked
-/// the node taken, while it reads that node's records, it would leave the work marked as this live
-/// node's and in nobody's hands), and either, held by a connection gone dark, must not hold up a
-/// renewal (which would have this node taken over in turn); it holds up only this task. The database
-/// ends a takeover's transaction left idle for `cluster.timeout` (see `Store::take_over`), so a
-/// takeover held in the dark holds no other node up.
+/// Takes over the work of any node whose lease lapsed, takes on the pleas nodes left, and reads the
+/// database's synchronous standbys, every third of the lease, and maintains the partitions between,
+/// until the journal is dropped. On a connection of its own, off the lease's: a takeover is not
+/// bounded here (cut after it has marked the node taken, while it reads that node's records, it would
+/// leave the work marked as this live node's and in nobody's hands), and either, held by a connection
+/// gone dark, must not hold up a renewal (which would have this node taken over in turn); it holds up
+/// only this task. The database ends a takeover's transaction left idle for `cluster.timeout` (see
+/// `Store::take_over`), so a takeover held in the dark holds no other node up.
 pub(super) async fn upkeep(
     mut store: Store,
     settings: ClusterSettings,
@@ -142,7 +164,19 @@ pub(super) async fn upkeep(
             Err(error) => {
                 tracing::warn!(%error, "lapsed nodes not checked for takeover; connecting again");
                 let _ = reconnect(&mut store, &settings.database, settings.timeout, &reports).await;
+                continue;
             }
+        }
+        match bounded(settings.timeout, store.take_pleas(PLEAS_AT_ONCE)).await {
+            Ok(pleas) if !pleas.is_empty() => {
+                tracing::warn!(
+                    pleas = pleas.len(),
+                    "taking on reversals other nodes admitted in terminals' names and left"
+                );
+                let _ = reports.send(Report::Pleas(pleas));
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "pleas left by other nodes not read"),
         }
     }
 }

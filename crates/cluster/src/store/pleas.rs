@@ -1,0 +1,84 @@
+//! Pleas (schema version 9): reversals a node admitted in terminals' names and left for the other
+//! nodes when it ended before their outcome was committed (see `engine::Plea`).
+
+use std::time::SystemTime;
+
+use engine::Plea;
+
+use super::Store;
+use crate::Error;
+
+/// The pleas' keys, column by column, for `unnest`.
+fn columns(pleas: &[Plea]) -> (Vec<&str>, Vec<&str>, Vec<i32>, Vec<i16>) {
+    let terminals = pleas.iter().map(|p| p.terminal.as_str()).collect();
+    let merchants = pleas.iter().map(|p| p.merchant.as_str()).collect();
+    let stans = pleas.iter().map(|p| p.stan as i32).collect();
+    let days = pleas.iter().map(|p| p.date as i16).collect();
+    (terminals, merchants, stans, days)
+}
+
+impl Store {
+    /// Leaves `pleas` for the other nodes. Not behind the fence: a node that leaves them has usually
+    /// lost its epoch, which is why it ends. A plea already there stays as it is.
+    pub async fn plead(&self, pleas: &[Plea]) -> Result<(), Error> {
+        let (terminals, merchants, stans, days) = columns(pleas);
+        let refused: Vec<SystemTime> = pleas.iter().map(|p| p.refused_at).collect();
+        self.client
+            .execute(
+                "INSERT INTO pleas (terminal, merchant, stan, day, refused_at, left_by)
+                 SELECT t, m, s, d, r, $6
+                 FROM unnest($1::text[], $2::text[], $3::integer[], $4::smallint[],
+                             $5::timestamptz[]) AS p(t, m, s, d, r)
+                 ON CONFLICT DO NOTHING",
+                &[&terminals, &merchants, &stans, &days, &refused, &self.node],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Takes on up to `most` pleas no live node has (none took them on, or the one that did lost its
+    /// lease or its epoch since), oldest first, while this node's own lease is live.
+    pub async fn take_pleas(&self, most: i64) -> Result<Vec<Plea>, Error> {
+        let rows = self
+            .client
+            .query(
+                "UPDATE pleas p SET taken_by = $1, taken_epoch = $2
+                 FROM (SELECT f.terminal, f.merchant, f.stan, f.day FROM pleas f
+                       LEFT JOIN nodes t ON t.node = f.taken_by
+                       WHERE f.taken_by IS NULL OR t.lease_until < now() OR t.epoch <> f.taken_epoch
+                       ORDER BY f.left_at LIMIT $3
+                       FOR UPDATE OF f SKIP LOCKED) free
+                 WHERE (p.terminal, p.merchant, p.stan, p.day)
+                       = (free.terminal, free.merchant, free.stan, free.day)
+                   AND EXISTS (SELECT 1 FROM nodes
+                               WHERE node = $1 AND epoch = $2 AND lease_until > now())
+                 RETURNING p.terminal, p.merchant, p.stan, p.day, p.refused_at",
+                &[&self.node, &self.epoch, &most],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Plea {
+                terminal: r.get(0),
+                merchant: r.get(1),
+                stan: r.get::<_, i32>(2) as u32,
+                date: r.get::<_, i16>(3) as u16,
+                refused_at: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Deletes `pleas`, whose reversals' outcomes are committed.
+    pub async fn settle_pleas(&self, pleas: &[Plea]) -> Result<(), Error> {
+        let (terminals, merchants, stans, days) = columns(pleas);
+        self.client
+            .execute(
+                "DELETE FROM pleas p
+                 USING unnest($1::text[], $2::text[], $3::integer[], $4::smallint[]) AS s(t, m, st, d)
+                 WHERE (p.terminal, p.merchant, p.stan, p.day) = (s.t, s.m, s.st, s.d)",
+                &[&terminals, &merchants, &stans, &days],
+            )
+            .await?;
+        Ok(())
+    }
+}

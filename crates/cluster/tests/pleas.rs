@@ -1,0 +1,78 @@
+//! Pleas on a real PostgreSQL (a throw-away server from Debian's binaries; SKIPPED without one,
+//! required in CI): reversals a node admitted in terminals' names, left for the other nodes when it
+//! ends before their outcome is committed, each taken on by one live node at a time.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use cluster::Store;
+use cluster::throwaway::Server;
+use engine::Plea;
+
+const KEY: [u8; 16] = [7; 16];
+const LEASE: Duration = Duration::from_secs(5);
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn plea(stan: u32) -> Plea {
+    Plea {
+        terminal: "T0000001".into(),
+        merchant: "M00000000000001".into(),
+        stan,
+        date: 1207,
+        // To the microsecond the database keeps.
+        refused_at: UNIX_EPOCH + Duration::from_secs(1_796_000_000 + u64::from(stan)),
+    }
+}
+
+async fn joined(pg: &Server, node: &str, lease: Duration) -> Store {
+    Store::join(&pg.url(), node, lease, &KEY)
+        .await
+        .unwrap()
+        .store
+}
+
+#[test]
+fn a_plea_left_by_one_node_is_taken_on_by_one_live_node_at_a_time_until_settled() {
+    let Some(pg) = Server::start("pleas::taken") else {
+        return;
+    };
+    rt().block_on(async {
+        // a is fenced (another node took its work over): its pleas still go in.
+        let a = joined(&pg, "a", Duration::ZERO).await;
+        let client = cluster::connect(&pg.url()).await.unwrap();
+        let fence = "UPDATE nodes SET epoch = epoch + 1 WHERE node = 'a'";
+        client.batch_execute(fence).await.unwrap();
+        a.plead(&[plea(1), plea(2)]).await.unwrap();
+        // Left again (a second end of the same node): nothing changes.
+        a.plead(&[plea(2)]).await.unwrap();
+
+        // A node whose own lease lapsed takes nothing on.
+        let lapsed = joined(&pg, "l", Duration::ZERO).await;
+        assert_eq!(lapsed.take_pleas(64).await.unwrap(), []);
+        let (b, c) = (joined(&pg, "b", LEASE).await, joined(&pg, "c", LEASE).await);
+        assert_eq!(b.take_pleas(64).await.unwrap(), [plea(1), plea(2)]);
+        assert_eq!(
+            c.take_pleas(64).await.unwrap(),
+            [],
+            "b has them, and is live"
+        );
+
+        // b stops (its lease lapses) before it settles them: c takes them on.
+        let lapse = "UPDATE nodes SET lease_until = now() - interval '1 second' WHERE node = 'b'";
+        client.batch_execute(lapse).await.unwrap();
+        let mut taken = c.take_pleas(64).await.unwrap();
+        taken.sort();
+        assert_eq!(taken, [plea(1), plea(2)]);
+        c.settle_pleas(&[plea(1)]).await.unwrap();
+        let left: Vec<i32> = (client.query("SELECT stan FROM pleas", &[]).await.unwrap())
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(left, [2]);
+    });
+}
