@@ -4,19 +4,11 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use cluster::Store;
 use cluster::throwaway::Server;
 use engine::Plea;
 
-const KEY: [u8; 16] = [7; 16];
-const LEASE: Duration = Duration::from_secs(5);
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+mod support;
+use support::{LEASE, joined, rt};
 
 fn plea(stan: u32) -> Plea {
     Plea {
@@ -27,13 +19,6 @@ fn plea(stan: u32) -> Plea {
         // To the microsecond the database keeps.
         refused_at: UNIX_EPOCH + Duration::from_secs(1_796_000_000 + u64::from(stan)),
     }
-}
-
-async fn joined(pg: &Server, node: &str, lease: Duration) -> Store {
-    Store::join(&pg.url(), node, lease, &KEY)
-        .await
-        .unwrap()
-        .store
 }
 
 #[test]

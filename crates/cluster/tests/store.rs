@@ -1,57 +1,20 @@
 //! The cluster store on a real PostgreSQL (a throw-away server from Debian's binaries; SKIPPED without
 //! one, required in CI).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use cluster::throwaway::Server;
 use cluster::{Claim, Error, Joined, Purpose, SCHEMA_VERSION, Store};
-use engine::{LinkId, Original, Received, Record, Step, TxnId};
+use engine::{LinkId, Original, Record, Step, TxnId};
 use iso8583::{Mti, ResponseCode};
 use tokio::task::JoinHandle;
 
-const KEY: [u8; 16] = [7; 16];
-const LEASE: Duration = Duration::from_secs(5);
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Now, to the microsecond a record keeps.
-fn now() -> SystemTime {
-    let us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros();
-    UNIX_EPOCH + Duration::from_micros(us as u64)
-}
-
-fn received(txn: u64, stan: u32) -> Record {
-    Record {
-        txn: TxnId(txn),
-        at: now(),
-        step: Step::Received(Received {
-            mti: Mti::new(*b"0200").unwrap(),
-            card: None,
-            amount: Some(1000),
-            currency: Some(978),
-            terminal: "T0000001".into(),
-            merchant: "M00000000000001".into(),
-            stan,
-            date: 1202,
-            fingerprint: 42,
-        }),
-    }
-}
+mod support;
+use support::{KEY, LEASE, now, received, rt};
 
 /// Node `node`'s store, joined with the usual lease.
 async fn joined(pg: &Server, node: &str) -> Store {
-    Store::join(&pg.url(), node, LEASE, &KEY)
-        .await
-        .unwrap()
-        .store
+    support::joined(pg, node, LEASE).await
 }
 
 /// Who holds `claim`'s key, as `store` reads it.

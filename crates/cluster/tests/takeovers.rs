@@ -1,44 +1,13 @@
 //! Takeovers on a real PostgreSQL (a throw-away server from Debian's binaries; SKIPPED without one,
 //! required in CI): a takeover its taker left unfinished, then the node joining again.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cluster::Store;
 use cluster::throwaway::Server;
-use engine::{Received, Record, Step, TxnId};
-use iso8583::Mti;
 
-const KEY: [u8; 16] = [7; 16];
-const LEASE: Duration = Duration::from_secs(5);
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn received(txn: u64, stan: u32) -> Record {
-    let us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros();
-    Record {
-        txn: TxnId(txn),
-        at: UNIX_EPOCH + Duration::from_micros(us as u64),
-        step: Step::Received(Received {
-            mti: Mti::new(*b"0200").unwrap(),
-            card: None,
-            amount: Some(1000),
-            currency: Some(978),
-            terminal: "T0000001".into(),
-            merchant: "M00000000000001".into(),
-            stan,
-            date: 1202,
-            fingerprint: 42,
-        }),
-    }
-}
+mod support;
+use support::{KEY, LEASE, received, rt};
 
 /// b takes a's work over, then stops (paused) past its own lease before its records of that work
 /// commit; a, started again meanwhile, joins (no live node is taking it over) and does the work
@@ -56,8 +25,7 @@ fn a_takeover_whose_taker_lapsed_is_abandoned_when_the_node_joins_again() {
             .commit(&[(1, received(1, 61))], &[], &[])
             .await)
             .unwrap();
-        let joined = Store::join(&pg.url(), "b", LEASE, &KEY).await.unwrap();
-        let mut b = joined.store;
+        let mut b = support::joined(&pg, "b", LEASE).await;
         let taken = b.take_over(LEASE).await.unwrap().expect("a's work");
         assert_eq!((taken.node.as_str(), taken.through), ("a", 1));
 
