@@ -686,16 +686,10 @@ async fn a_node_fenced_holding_a_reversal_in_a_terminals_name_leaves_it_to_anoth
     assert_eq!(reversals.len(), 1);
     assert_eq!(text(&reversals[0], 37), text(&approved, 37));
     metrics_have(&b, &["acquiro_pleas_taken_total 1"]).await;
-    // Settled once the reversal's records are committed: no plea is left.
+    // Settled once the reversal's records are committed: `cluster status` shows none waiting.
     let client = cluster::connect(&pg.url()).await.unwrap();
     within("the plea settled", async {
-        while client
-            .query_one("SELECT count(*) FROM pleas", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            > 0
-        {
+        while cluster::database(&client).await.unwrap().pleas > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })

@@ -92,6 +92,8 @@ pub struct DatabaseStatus {
     pub synchronous_standbys: i64,
     /// Standbys whose state this role may not read (it lacks `pg_monitor`).
     pub standbys_unreadable: i64,
+    /// Pleas nodes left as they ended, not settled yet (schema version 9; none before it).
+    pub pleas: i64,
 }
 
 /// What keeps a commit through the loss of the primary.
@@ -121,7 +123,7 @@ impl DatabaseStatus {
     }
 }
 
-/// The database's version, schema and synchronous standbys, for `acquiro cluster status`.
+/// The database's version, schema, synchronous standbys and pleas, for `acquiro cluster status`.
 pub async fn database(client: &Client) -> Result<DatabaseStatus, Error> {
     let row = client
         .query_one(
@@ -133,11 +135,22 @@ pub async fn database(client: &Client) -> Result<DatabaseStatus, Error> {
             &[],
         )
         .await?;
+    let schema_version: i32 = row.get(1);
+    // A database not yet migrated to version 9 (its nodes of the previous release still running) has
+    // no table to count.
+    let pleas = match schema_version {
+        9.. => client
+            .query_one("SELECT count(*) FROM pleas", &[])
+            .await?
+            .get(0),
+        _ => 0,
+    };
     Ok(DatabaseStatus {
         server_version: row.get(0),
-        schema_version: row.get(1),
+        schema_version,
         synchronous_standby_names: row.get(2),
         synchronous_standbys: row.get(3),
         standbys_unreadable: row.get(4),
+        pleas,
     })
 }

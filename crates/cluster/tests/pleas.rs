@@ -35,6 +35,7 @@ fn a_plea_left_by_one_node_is_taken_on_by_one_live_node_at_a_time_until_settled(
         a.plead(&[plea(1), plea(2)]).await.unwrap();
         // Left again (a second end of the same node): nothing changes.
         a.plead(&[plea(2)]).await.unwrap();
+        assert_eq!(cluster::database(&client).await.unwrap().pleas, 2);
 
         // A node whose own lease lapsed takes nothing on.
         let lapsed = joined(&pg, "l", Duration::ZERO).await;

@@ -115,14 +115,11 @@ impl Engine {
     /// node would have. A plea whose key this node acts on already (its terminal's own reversal, or
     /// the same plea taken before) is settled as soon as what this node recorded of it is durable.
     pub(crate) fn on_plea(&mut self, now: Now, plea: Plea, out: &mut Vec<Action>) {
-        let key =
+        let keyed =
             (self.carrier(&plea)).and_then(|reversal| Some((self.key(now, &reversal)?, reversal)));
-        let taken = match key {
-            Some((key, reversal)) => {
-                self.reverse_for_terminal(now, key, reversal, plea.clone(), out)
-            }
-            None => false,
-        };
+        let taken = keyed.is_some_and(|(key, reversal)| {
+            self.reverse_for_terminal(now, key, reversal, plea.clone(), out)
+        });
         if taken {
             tracing::warn!(
                 terminal = plea.terminal,

@@ -40,10 +40,11 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     outln!(
-        "database: PostgreSQL {}, schema version {}; {}",
+        "database: PostgreSQL {}, schema version {}; {}; {} plea(s) waiting",
         database.server_version,
         database.schema_version,
-        standbys(&database)
+        standbys(&database),
+        database.pleas
     )?;
     outln!(
         "{:<16} {:>6}  {:<22} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}  {:<13}  taken over by",
@@ -134,6 +135,7 @@ fn as_json(
             "synchronous_standby_names": database.synchronous_standby_names,
             "synchronous_standbys": standbys,
             "synchronous_standbys_streaming": database.synchronous_standbys,
+            "pleas": database.pleas,
         },
         "nodes": nodes,
     })
@@ -169,6 +171,7 @@ mod tests {
             synchronous_standby_names: names.into(),
             synchronous_standbys: streaming,
             standbys_unreadable: unreadable,
+            pleas: 2,
         }
     }
 
@@ -200,6 +203,7 @@ mod tests {
         let json = as_json(&database("*", 1, 0), &nodes, now);
         assert_eq!(json["database"]["synchronous_standbys"], "streaming");
         assert_eq!(json["database"]["schema_version"], 6);
+        assert_eq!(json["database"]["pleas"], 2);
         let (a, b) = (&json["nodes"][0], &json["nodes"][1]);
         assert_eq!(
             (a["node"].as_str(), a["lease_live"].as_bool()),
