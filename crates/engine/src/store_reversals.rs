@@ -103,7 +103,7 @@ impl Engine {
             date: key.date,
             refused_at: now.wall,
         };
-        if self.reverse_for_terminal(now, key, reversal, plea, out) {
+        if self.reverse_for_terminal(now, key, reversal, plea, false, out) {
             tracing::warn!(
                 "told 91 before the store said whose the key is: whatever holds it is reversed"
             );
@@ -118,7 +118,7 @@ impl Engine {
         let keyed =
             (self.carrier(&plea)).and_then(|reversal| Some((self.key(now, &reversal)?, reversal)));
         let taken = keyed.is_some_and(|(key, reversal)| {
-            self.reverse_for_terminal(now, key, reversal, plea.clone(), out)
+            self.reverse_for_terminal(now, key, reversal, plea.clone(), true, out)
         });
         if taken {
             tracing::warn!(
@@ -152,13 +152,16 @@ impl Engine {
 
     /// Admits `reversal`, the switch's in a terminal's name, unless one under its key is acting on it
     /// already; its plea is the shell's to keep until the reversal is settled ([`Action::Plead`]).
-    /// Whether it was admitted.
+    /// Whether it was admitted. A plea taken on from another node (`taken_on`) is decided by the
+    /// store's records, never this node's memory: what this node holds under the key may be a later
+    /// attempt, and only the records tell when each was received.
     fn reverse_for_terminal(
         &mut self,
         now: Now,
         key: Key,
         reversal: Message,
         plea: Plea,
+        taken_on: bool,
         out: &mut Vec<Action>,
     ) -> bool {
         let txn = self.new_txn();
@@ -178,7 +181,13 @@ impl Engine {
             msg: reversal,
             waiters: Vec::new(),
         };
-        self.act_on_reversal(now, txn, req, fingerprint, out);
+        if taken_on {
+            let received = self.received(&req.msg, &key, fingerprint);
+            Self::journal(now, txn, Step::Received(received), out);
+            self.look_up_original(now, txn, req, [(key.stan, key.date); 2], out);
+        } else {
+            self.act_on_reversal(now, txn, req, fingerprint, out);
+        }
         true
     }
 
