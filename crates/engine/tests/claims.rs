@@ -780,3 +780,55 @@ fn a_reversal_on_the_node_that_replayed_an_approval_held_elsewhere_reverses_it()
     let (_, rev) = one_sent(&out);
     assert_eq!(rev.mti(), iso8583::Mti::REVERSAL, "{out:#?}");
 }
+
+/// A plea another node left: the key, and when its terminal was told 91 (`ago` before `h`'s clock).
+fn plea(h: &Harness, stan: u32, ago: std::time::Duration) -> engine::Plea {
+    engine::Plea {
+        terminal: "TERM0001".into(),
+        merchant: "MERCHANT0000001".into(),
+        stan,
+        // DE13 of `Harness::purchase`.
+        date: 1121,
+        refused_at: h.now.wall - ago,
+    }
+}
+
+fn settled(out: &[Action]) -> bool {
+    out.iter().any(|a| matches!(a, Action::PleaSettled(_)))
+}
+
+#[test]
+fn a_plea_taken_on_reverses_what_held_the_key_when_its_terminal_was_told_91() {
+    let second = std::time::Duration::from_secs(1);
+    let mut a = node();
+    let approved = approved_on(&mut a, "TERM0001", 7, 2500);
+    a.advance(second);
+    let mut c = node();
+    c.now = a.now;
+    let out = c.step(Event::Plea(plea(&a, 7, second / 2)));
+    assert!(matches!(out[0], Action::Plead(_)), "{out:#?}");
+    let lookup = one_lookup(&out);
+    let out = claimed(&mut c, lookup.txn, Some(holder(&a, "a", approved, false)));
+    let (_, reversal) = one_sent(&out);
+    assert_eq!(reversal.mti().class(), iso8583::Class::REVERSAL);
+    assert!(settled(&out));
+    assert_eq!(c.engine.stats().pleas_taken, 1);
+}
+
+/// What holds the key now was received after the 91 (its terminal never got the 91 and sent the
+/// request again): its own answer is what the terminal hears, and nothing is reversed, not even when
+/// the node taking the plea on holds that approval in memory.
+#[test]
+fn a_plea_taken_on_leaves_an_attempt_received_after_the_91_alone() {
+    let second = std::time::Duration::from_secs(1);
+    let mut c = node();
+    let later = approved_on(&mut c, "TERM0001", 7, 2500);
+    let left = plea(&c, 7, second);
+    let out = c.step(Event::Plea(left));
+    assert_eq!(sent(&out).count(), 0, "decided from memory: {out:#?}");
+    let lookup = one_lookup(&out);
+    let held = holder(&c, "c", later, false);
+    let out = claimed(&mut c, lookup.txn, Some(held));
+    assert_eq!(sent(&out).count(), 0, "{out:#?}");
+    assert!(settled(&out));
+}
