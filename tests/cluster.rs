@@ -98,7 +98,17 @@ async fn ready(node: &Switch) {
 
 /// Until `node`'s gauge of synchronous standbys says `n` (it reads them every third of its lease).
 async fn standbys_read(node: &Switch, n: i64) {
-    let line = format!("acquiro_database_synchronous_standbys {n}");
+    gauge_reads(node, "acquiro_database_synchronous_standbys", n).await;
+}
+
+/// Until `node`'s `acquiro_pleas_waiting` reads `n`.
+async fn pleas_waiting_read(node: &Switch, n: i64) {
+    gauge_reads(node, "acquiro_pleas_waiting", n).await;
+}
+
+/// Until `node`'s gauge `name` reads `n`.
+async fn gauge_reads(node: &Switch, name: &str, n: i64) {
+    let line = format!("{name} {n}");
     within(&line, async {
         while !http_get(node.admin, "/metrics")
             .await
@@ -686,6 +696,8 @@ async fn a_node_fenced_holding_a_reversal_in_a_terminals_name_leaves_it_to_anoth
     assert_eq!(reversals.len(), 1);
     assert_eq!(text(&reversals[0], 37), text(&approved, 37));
     metrics_have(&b, &["acquiro_pleas_taken_total 1"]).await;
+    // Every node reads the pleas waiting beside its takeovers (-1 until its first read).
+    pleas_waiting_read(&b, 0).await;
     // Settled once the reversal's records are committed: `cluster status` shows none waiting.
     let client = cluster::connect(&pg.url()).await.unwrap();
     within("the plea settled", async {

@@ -357,7 +357,7 @@ impl Driver {
                     self.on_event(Event::Plea(plea), out);
                 }
             }
-            Report::Standbys(standbys) => self.recorder.metrics().standbys(standbys),
+            Report::Database(database) => self.recorder.metrics().database(&database),
             Report::Reconnected(purpose) => self.recorder.metrics().reconnected(purpose.as_str()),
             Report::Fenced(error) => {
                 tracing::error!(%error, held = self.outbox.held(), "fenced: this node stops; started again, it joins anew and resumes what was not taken over");

@@ -72,8 +72,9 @@ pub struct Metrics {
     lease_failures: IntCounter,
     /// Cluster mode: database connections lost and made again, by what each is for.
     reconnections: IntCounterVec,
-    /// Cluster mode: synchronous standbys streaming (see `standbys`).
+    /// Cluster mode: synchronous standbys streaming, and pleas waiting (see `database`).
     standbys: IntGauge,
+    pleas_waiting: IntGauge,
     pub(crate) in_doubt: IntCounter,
     pub(crate) adopted: IntCounter,
     /// Cluster mode: takeovers this node made. Not labelled by the node taken over: a series that
@@ -427,6 +428,15 @@ impl Metrics {
                 standbys.set(-1);
                 standbys
             },
+            pleas_waiting: {
+                let pleas = gauge(
+                    &r,
+                    "acquiro_pleas_waiting",
+                    "Cluster mode: pleas in the database, as the node last read them: reversals in terminals' names that nodes left as they ended, not settled yet (each is taken on by a live node within a third of a lease, and settled once its outcome is committed); -1 when not known (single-node mode).",
+                );
+                pleas.set(-1);
+                pleas
+            },
             in_doubt: counter(
                 &r,
                 "acquiro_in_doubt_total",
@@ -473,9 +483,11 @@ impl Metrics {
         self.takeovers.inc();
     }
 
-    pub(crate) fn standbys(&self, standbys: cluster::Standbys) {
+    /// The database as the node last read it.
+    pub(crate) fn database(&self, database: &cluster::DatabaseStatus) {
         use cluster::Standbys::*;
-        self.standbys.set(match standbys {
+        self.pleas_waiting.set(database.pleas);
+        self.standbys.set(match database.standbys() {
             NoneConfigured | NotStreaming => 0,
             Unreadable => -1,
             Streaming(n) => n,

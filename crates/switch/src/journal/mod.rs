@@ -47,8 +47,9 @@ pub enum Report {
         through: u64,
         records: Vec<Record>,
     },
-    /// Cluster mode: what keeps a commit through the loss of the database's primary, as last read.
-    Standbys(::cluster::Standbys),
+    /// Cluster mode: the database as last read: what keeps a commit through the loss of its primary,
+    /// and the pleas waiting.
+    Database(::cluster::DatabaseStatus),
     /// Cluster mode: one of the node's database connections was lost and made again.
     Reconnected(::cluster::Purpose),
     /// The journal cannot write any more: nothing after this becomes durable.

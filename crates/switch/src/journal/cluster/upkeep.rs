@@ -145,10 +145,11 @@ pub(super) async fn upkeep(
             }
             () = reports.closed() => return,
         }
-        // Read beside the takeovers (an SRE's gauge: whether a synchronous standby keeps what the
-        // nodes commit); the lease's renewal reports a database that does not answer.
+        // Read beside the takeovers (an SRE's gauges: whether a synchronous standby keeps what the
+        // nodes commit, and the pleas waiting); the lease's renewal reports a database that does not
+        // answer.
         if let Ok(database) = bounded(settings.timeout, store.database()).await {
-            let _ = reports.send(Report::Standbys(database.standbys()));
+            let _ = reports.send(Report::Database(database));
         }
         match store.take_over(settings.timeout).await {
             Ok(None) => {}
