@@ -252,11 +252,12 @@ impl Engine {
             Event::LinkUp(link) => self.on_link_up(now, link, out),
             Event::LinkDown(link) => self.on_link_down(link),
             Event::GraceOver => {
-                // The node is ending: a reversal admitted for these refusals could not be looked
-                // up any more (see `reverse_unknowing`).
-                let _refused = self.give_up_claims(now, out);
+                let mut refused = self.give_up_claims(now, out);
                 // Not timed out as the rest: a provisional forward has not left, and will not now.
-                let _refused = self.withdraw_provisional(now, out);
+                refused.extend(self.withdraw_provisional(now, out));
+                // The node is ending: a reversal admitted for these refusals could not be looked up
+                // any more, so they are pleas for the other nodes (see `reverse_unknowing`).
+                self.plead_for(now, refused, out);
                 self.give_up_reads(now, out);
                 self.on_grace_over(now, out)
             }

@@ -90,11 +90,29 @@ impl Engine {
         }
     }
 
-    fn reverse_unknowing_one(&mut self, now: Now, mut reversal: Message, out: &mut Vec<Action>) {
-        reversal.set_mti(Mti::REVERSAL);
-        let Some(key) = self.key(now, &reversal) else {
+    /// The same refusals as [`Engine::reverse_unknowing`]'s, when the node is ending (a shutdown's
+    /// grace period is over): the reversals are not admitted here, where nothing more would be looked
+    /// up, but left as pleas for the other nodes to make.
+    pub(crate) fn plead_for(
+        &mut self,
+        now: Now,
+        refused: impl IntoIterator<Item = Message>,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.config.shared_store {
             return;
-        };
+        }
+        for request in refused.into_iter().filter(|r| r.mti().function() != 2) {
+            if let Some((_, _, plea)) = self.plea_of(now, request) {
+                out.push(Action::Plead(plea));
+            }
+        }
+    }
+
+    /// A refused request's reversal in its terminal's name: its key, the message, and its plea.
+    fn plea_of(&self, now: Now, mut reversal: Message) -> Option<(Key, Message, Plea)> {
+        reversal.set_mti(Mti::REVERSAL);
+        let key = self.key(now, &reversal)?;
         let text = |n| reversal.get(n).map(crate::fields::text).unwrap_or_default();
         let plea = Plea {
             terminal: text(41).into(),
@@ -102,6 +120,13 @@ impl Engine {
             stan: key.stan,
             date: key.date,
             refused_at: now.wall,
+        };
+        Some((key, reversal, plea))
+    }
+
+    fn reverse_unknowing_one(&mut self, now: Now, request: Message, out: &mut Vec<Action>) {
+        let Some((key, reversal, plea)) = self.plea_of(now, request) else {
+            return;
         };
         if self.reverse_for_terminal(now, key, reversal, plea, false, out) {
             tracing::warn!(

@@ -221,7 +221,7 @@ fn a_provisional_forward_whose_commit_outlasts_the_response_timeout_waits_for_it
 }
 
 #[test]
-fn at_the_end_of_the_grace_period_a_provisional_forward_is_withdrawn_not_reversed() {
+fn at_the_end_of_the_grace_period_a_provisional_forward_is_withdrawn_not_reversed_and_pleaded() {
     let mut a = node();
     // One forward whose claim is won (it left), one still provisional.
     let out = a.request(1, a.purchase("TERM0001", 1, 100));
@@ -253,6 +253,15 @@ fn at_the_end_of_the_grace_period_a_provisional_forward_is_withdrawn_not_reverse
     let told: Vec<_> = answers(&out).map(|(c, m)| (c, rc(m))).collect();
     let unavailable = ResponseCode::ISSUER_UNAVAILABLE;
     assert_eq!(told, [(ConnId(2), unavailable), (ConnId(1), unavailable)]);
+    // The refused one was told 91 before the store said whose its key is, and this node looks
+    // nothing up any more: a plea, for another node to reverse whatever held the key.
+    let pleas: Vec<_> = (out.iter())
+        .filter_map(|a| match a {
+            Action::Plead(p) => Some((p.terminal.as_str(), p.stan)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pleas, [("TERM0002", 2)]);
     // A restart after its commit lands finds nothing of it in doubt.
     let (_, found, _) = a.restart(a.journal.len());
     assert_eq!((found.in_doubt, found.reversals), (0, 1), "{found:?}");
