@@ -708,6 +708,54 @@ async fn a_node_fenced_holding_a_reversal_in_a_terminals_name_leaves_it_to_anoth
     .await;
 }
 
+/// The same refusal, but the node is killed while the database is still away, so that nothing could
+/// be left there: with a pleas file, it takes its plea on again when it starts, and the approval is
+/// reversed all the same.
+#[tokio::test]
+async fn a_node_killed_while_the_database_is_away_takes_its_pleas_on_again_when_it_starts() {
+    let Some(pg) = Server::start("cluster::pleas_file") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pleas");
+    let path = file.to_str().unwrap();
+    let flags = ["--lease", "1s", "--pleas-file", path];
+    let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
+    let mut a = node_with(&pg, "a", &issuer, &flags).await;
+    let b = node_with(&pg, "b", &issuer, &flags[..2]).await;
+    let approved = purchase(&b, "TERM0001", 1, 100).await;
+    assert_eq!(text(&approved, 39), "00");
+    pg.kill();
+    assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "91");
+    a.log.until("whatever holds it is reversed").await;
+    // Kept on disk before the 91 went out.
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("\"stan\":1")
+    );
+    a.child.start_kill().unwrap();
+    a.child.wait().await.unwrap();
+
+    pg.start_again();
+    let a = node_with(&pg, "a", &issuer, &flags).await;
+    let taken = "taking on again the reversals this node admitted";
+    assert!(a.log.seen(taken).is_some(), "logged as it started");
+    issuer.until_reversed().await;
+    let reversals = issuer.of_class(4);
+    assert_eq!(reversals.len(), 1);
+    assert_eq!(text(&reversals[0], 37), text(&approved, 37));
+    within("the pleas file emptied", async {
+        while !std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("\"pleas\":[]")
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
 /// A throw-away PostgreSQL and HAProxy's binary, or `None` (the test says SKIPPED) without either,
 /// unless ACQUIRO_REQUIRE_POSTGRES or ACQUIRO_REQUIRE_HAPROXY is set.
 fn postgres_and_haproxy(test: &str) -> Option<(Server, &'static str)> {

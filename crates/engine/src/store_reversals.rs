@@ -6,6 +6,7 @@
 use std::time::SystemTime;
 
 use iso8583::{Message, Mti};
+use serde::{Deserialize, Serialize};
 
 use crate::claims::{Claim, Holder, Purpose};
 use crate::engine::{Engine, Request};
@@ -20,7 +21,7 @@ use crate::recovery::Trail;
 /// [`Action::PleaSettled`], and a node that ends in between (fenced, or at the end of a shutdown)
 /// leaves the pleas it holds in the store, where another node takes each one ([`Event::Plea`]) and
 /// reverses whatever holds the key, as this node would have.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Plea {
     pub terminal: String,
     pub merchant: String,

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::journal::{Journal, Progress, Report};
 use crate::link::LinkCmd;
+use crate::pleas_file::PleasFile;
 use crate::recorder::Recorder;
 use crate::status::Status;
 
@@ -96,6 +97,10 @@ pub(crate) struct Driver {
     /// Cluster mode: the reversals the engine admitted in terminals' names whose outcomes are not
     /// durable yet; left in the database for the other nodes if this one ends first.
     pub(crate) pleas: HashSet<Plea>,
+    /// Cluster mode, `cluster.pleas_file`: where `pleas` are kept on the node's disk.
+    pub(crate) pleas_file: Option<PleasFile>,
+    /// The pleas the file held when the node started: taken on before the first event.
+    pub(crate) pleas_left: Vec<Plea>,
 }
 
 impl Driver {
@@ -107,6 +112,9 @@ impl Driver {
         }
         let mut out = std::mem::take(&mut self.recovered);
         self.carry_out(&mut out);
+        for plea in std::mem::take(&mut self.pleas_left) {
+            self.on_event(Event::Plea(plea), &mut out);
+        }
         self.journal.flush();
         let shutdown = self.shutdown.clone();
         let mut stop = Stop::Running;
@@ -199,13 +207,21 @@ impl Driver {
         if self.pleas.is_empty() {
             return;
         }
-        let pleas: Vec<Plea> = self.pleas.drain().collect();
+        let pleas: Vec<Plea> = self.pleas.iter().cloned().collect();
         let left = self.journal.leave_pleas(pleas.clone());
         let left = tokio::time::timeout(LEAVE_PLEAS, left).await;
         if left.is_ok_and(|left| left.unwrap_or(false)) {
+            self.pleas.clear();
+            self.keep_pleas();
             return tracing::warn!(
                 pleas = pleas.len(),
                 "reversals admitted in terminals' names and not settled are left for the other nodes"
+            );
+        }
+        if self.pleas_file.is_some() {
+            return tracing::warn!(
+                pleas = pleas.len(),
+                "reversals admitted in terminals' names could not be left for the other nodes: the pleas file keeps them, and this node takes them on again when it starts"
             );
         }
         for plea in pleas {
@@ -278,8 +294,27 @@ impl Driver {
         self.journal_dead || (self.engine.in_flight() == 0 && self.outbox.held() == 0)
     }
 
-    /// Journals records (and claims) and carries out the effects the gate lets through.
+    /// Keeps the pleas in the pleas file, if there is one: synced before the effects that follow.
+    fn keep_pleas(&self) {
+        if let Some(file) = &self.pleas_file
+            && let Err(error) = file.keep(&self.pleas)
+        {
+            tracing::error!(%error, pleas = self.pleas.len(), "pleas not kept on disk: a kill of this node before their reversals commit would lose them");
+        }
+    }
+
+    /// Journals records (and claims) and carries out the effects the gate lets through. New pleas are
+    /// kept on disk first: the refusals they are for are told among these effects.
     fn carry_out(&mut self, out: &mut Vec<Action>) {
+        let before = self.pleas.len();
+        for action in out.iter() {
+            if let Action::Plead(plea) = action {
+                self.pleas.insert(plea.clone());
+            }
+        }
+        if self.pleas.len() > before {
+            self.keep_pleas();
+        }
         for action in out.drain(..) {
             let (journal, recorder) = (&mut self.journal, &mut self.recorder);
             let effect = self.outbox.admit(action, |record| {
@@ -400,11 +435,11 @@ impl Driver {
             Action::Claim(claim) => self.journal.claim(claim),
             Action::Lookup(key) => self.journal.look_up(key),
             Action::ReadBatch(batch) => self.journal.read_batch(batch),
-            Action::Plead(plea) => {
-                self.pleas.insert(plea);
-            }
+            // Kept already, before the effects it came with (see `carry_out`).
+            Action::Plead(_) => {}
             Action::PleaSettled(plea) => {
                 self.pleas.remove(&plea);
+                self.keep_pleas();
                 self.journal.settle_pleas(vec![plea]);
             }
             // The gate keeps records, and takes withdrawals.

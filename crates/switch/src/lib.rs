@@ -10,6 +10,7 @@ mod journal;
 mod link;
 mod listen;
 mod metrics;
+mod pleas_file;
 mod recorder;
 mod slots;
 mod status;
@@ -35,6 +36,7 @@ pub use config::{
 pub use journal::{Journal, MemoryJournal, OpenError, Progress, Report, open_journal};
 pub use listen::listen;
 pub use metrics::Metrics;
+use pleas_file::PleasFile;
 pub use status::{LinkStatus, Status};
 pub use tls::{Acceptor, Connector, IssuerTlsFile, ListenerTlsFile};
 
@@ -143,6 +145,25 @@ pub async fn start(
     let (inputs, inputs_rx) = mpsc::channel(INPUT_QUEUE);
     let mut engine = Engine::new(settings.engine.clone());
     let mut recovered = Vec::new();
+    // Cluster mode: the pleas this node held when it last stopped, taken on again (see `pleas_file`).
+    let (pleas_file, pleas_left) = match settings
+        .cluster
+        .as_ref()
+        .and_then(|c| c.pleas_file.as_ref())
+    {
+        Some(path) => {
+            let (file, pleas) = PleasFile::open(path).map_err(std::io::Error::other)?;
+            if !pleas.is_empty() {
+                tracing::warn!(
+                    pleas = pleas.len(),
+                    file = %path.display(),
+                    "taking on again the reversals this node admitted in terminals' names before it stopped"
+                );
+            }
+            (Some(file), pleas)
+        }
+        None => (None, Vec::new()),
+    };
     let started = std::time::Instant::now();
     let found = engine.recover(driver::now(), recovery, &mut recovered);
     if found.records > 0 {
@@ -235,7 +256,9 @@ pub async fn start(
         outbox: Default::default(),
         released: Vec::new(),
         journal_dead: false,
-        pleas: Default::default(),
+        pleas: pleas_left.iter().cloned().collect(),
+        pleas_file,
+        pleas_left,
     };
     Ok(Running {
         listeners,

@@ -54,6 +54,11 @@ pub(crate) struct ServeArgs {
     /// Cluster mode: a node not heard from for this long is taken over (cluster.lease), e.g. 5s.
     #[arg(long, value_parser = humantime::parse_duration)]
     lease: Option<Duration>,
+    /// Cluster mode: where the node keeps the reversals it admits in terminals' names until they
+    /// commit (cluster.pleas_file), so that a node killed while the database is away makes them when
+    /// it starts again.
+    #[arg(long)]
+    pleas_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -121,6 +126,9 @@ fn apply(args: &ServeArgs, mut file: File) -> File {
         }
         if let Some(lease) = args.lease {
             cluster.lease = lease;
+        }
+        if args.pleas_file.is_some() {
+            cluster.pleas_file.clone_from(&args.pleas_file);
         }
     }
     file

@@ -55,6 +55,9 @@ pub struct ClusterFile {
     /// as lost.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Where the node keeps the pleas it holds, synced before the refusals they are for are told
+    /// (see `pleas_file.rs`); none: in memory only.
+    pub pleas_file: Option<PathBuf>,
 }
 
 /// A value that may be secret (a connection string with its password, the card key): read as text, and
@@ -82,6 +85,7 @@ impl Default for ClusterFile {
             lease: Duration::from_secs(5),
             retain: None,
             timeout: Duration::from_secs(2),
+            pleas_file: None,
         }
     }
 }

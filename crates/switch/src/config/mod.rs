@@ -196,6 +196,21 @@ mod tests {
         );
         let e = error(&format!("{FULL}{cluster}"));
         assert!(e.contains("journal.card_key"), "{e}");
+        // The pleas file's directory must be there: the first plea is written when it matters.
+        let e = error(&format!(
+            "{FULL}{key}{cluster}pleas_file = \"/nonexistent/acquiro/pleas\""
+        ));
+        assert!(
+            e.contains("cluster.pleas_file") && e.contains("does not exist"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir().join("pleas");
+        let with = format!(
+            "{FULL}{key}{cluster}pleas_file = {:?}",
+            dir.display().to_string()
+        );
+        let s = File::parse("t", &with).unwrap().check().unwrap();
+        assert_eq!(s.cluster.unwrap().pleas_file, Some(dir));
         // TLS settings that cannot work are found here, not at the first connection.
         let tls = "[cluster]\nnode = \"a\"\ndatabase = \"host=db sslmode=verify-full\"\n";
         let e = error(&format!("{FULL}{key}{tls}"));

@@ -73,6 +73,8 @@ pub struct ClusterSettings {
     pub timeout: Duration,
     /// The same on every node (the database refuses a node whose key differs).
     pub card_key: engine::CardKey,
+    /// Where the node keeps the pleas it holds (see `pleas_file.rs`).
+    pub pleas_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ClusterSettings {
@@ -84,6 +86,7 @@ impl std::fmt::Debug for ClusterSettings {
             .field("retain", &self.retain)
             .field("timeout", &self.timeout)
             .field("card_key", &self.card_key)
+            .field("pleas_file", &self.pleas_file)
             .finish()
     }
 }
@@ -134,6 +137,13 @@ impl ClusterFile {
             );
             return Err(invalid("cluster.retain", reason));
         }
+        if let Some(file) = &self.pleas_file {
+            let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+            if !dir.unwrap_or(std::path::Path::new(".")).is_dir() {
+                let reason = format!("{}: its directory does not exist", file.display());
+                return Err(invalid("cluster.pleas_file", reason));
+            }
+        }
         Ok(ClusterSettings {
             node,
             database,
@@ -141,6 +151,7 @@ impl ClusterFile {
             retain: self.retain,
             timeout: nonzero("cluster.timeout".into(), self.timeout)?,
             card_key,
+            pleas_file: self.pleas_file.clone(),
         })
     }
 }
