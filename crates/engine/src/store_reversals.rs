@@ -231,16 +231,22 @@ impl Engine {
         let Some(holder) = holder else {
             return;
         };
+        // The switch's own reversal in a terminal's name undoes what the terminal's last word, that
+        // 91, left standing: not an attempt received after it, nor an approval told or replayed to
+        // the terminal after it (it asked again, elsewhere, and heard that instead).
         if let Some(plea) = self.pleas.get(&txn) {
-            let received = |r: &Record| matches!(r.step, Step::Received(_));
-            let later = holder
-                .records
-                .iter()
-                .any(|r| received(r) && r.at > plea.refused_at);
-            if later {
+            let after_the_91 = |r: &Record| {
+                r.at > plea.refused_at
+                    && match &r.step {
+                        Step::Received(_) => true,
+                        Step::Told { rc } | Step::Replayed { rc } => rc.is_approval(),
+                        _ => false,
+                    }
+            };
+            if holder.records.iter().any(after_the_91) {
                 return tracing::info!(
                     holder = ?holder.txn,
-                    "the key is held by a transaction received after the terminal was told 91: nothing to reverse"
+                    "the terminal heard of the key after it was told 91: nothing to reverse"
                 );
             }
         }

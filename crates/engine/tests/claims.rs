@@ -841,3 +841,22 @@ fn a_plea_taken_on_leaves_an_attempt_received_after_the_91_alone() {
     assert_eq!(sent(&out).count(), 0, "{out:#?}");
     assert!(settled(&out));
 }
+
+/// The terminal was told 91, asked again elsewhere and heard the approval replayed: that is its last
+/// word, and the plea reverses nothing.
+#[test]
+fn a_plea_taken_on_leaves_an_approval_replayed_after_the_91_alone() {
+    let second = std::time::Duration::from_secs(1);
+    let mut a = node();
+    let approved = approved_on(&mut a, "TERM0001", 7, 2500);
+    a.advance(2 * second);
+    let out = a.request(3, a.purchase("TERM0001", 7, 2500));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED, "replayed");
+    let mut c = node();
+    c.now = a.now;
+    let out = c.step(Event::Plea(plea(&a, 7, second)));
+    let lookup = one_lookup(&out);
+    let out = claimed(&mut c, lookup.txn, Some(holder(&a, "a", approved, false)));
+    assert_eq!(sent(&out).count(), 0, "{out:#?}");
+    assert!(settled(&out));
+}

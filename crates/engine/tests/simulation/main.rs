@@ -46,6 +46,7 @@ const CLUSTER: Cluster = Cluster {
     shared_batches: true,
     pleas: true,
     outages_past_lease: false,
+    pleas_file: true,
 };
 
 /// Two or three nodes on one shared store; `fencing` off is the store the simulation must catch.
@@ -249,6 +250,20 @@ fn a_store_that_keeps_no_pleas_breaks_the_invariants_in_some_seed() {
         ..CLUSTER
     };
     some_seed_of_breaks(1_000, "pleas", |seed| {
+        cluster_with::<engine::Outbox>(seed, forgetful)
+    });
+}
+
+/// The cluster simulation finds what the pleas file is for: a node killed while the store is away,
+/// holding a reversal it admitted in a terminal's name, loses it without one.
+#[test]
+fn nodes_without_a_pleas_file_break_the_invariants_in_some_seed() {
+    let forgetful = Cluster {
+        pleas_file: false,
+        outages_past_lease: true,
+        ..CLUSTER
+    };
+    some_seed_of_breaks(1_000, "a pleas file", |seed| {
         cluster_with::<engine::Outbox>(seed, forgetful)
     });
 }

@@ -260,6 +260,8 @@ pub(crate) struct World<G = Outbox> {
     shared_batches: bool,
     /// Cluster: see [`Cluster::outages_past_lease`].
     outages_past_lease: bool,
+    /// Cluster: see [`Cluster::pleas_file`].
+    pleas_file: bool,
     start: (Instant, std::time::SystemTime),
     now: Duration,
     queue: BinaryHeap<Reverse<(Duration, u64)>>,
@@ -294,9 +296,14 @@ pub(crate) struct Cluster {
     /// names, not yet durable, loses them (what the simulation must catch).
     pub pleas: bool,
     /// On: every run has one outage of the store longer than the lease (which the default schedule
-    /// makes now and then), every terminal drops its connection during it, and no node crashes:
-    /// nodes are fenced holding pleas that matter in many runs.
+    /// makes now and then), every terminal drops its connection during it, and no machine is lost (a
+    /// lost node's pleas go with its disk): nodes are fenced, or killed, holding pleas that matter in
+    /// many runs.
     pub outages_past_lease: bool,
+    /// Off: a node keeps its pleas in memory only (no `cluster.pleas_file`), so that one killed before
+    /// its pleas' records commit loses them (what the simulation must catch). On, a killed node's
+    /// pleas are the next process's to take on.
+    pub pleas_file: bool,
 }
 
 impl<G: Gate + Default> World<G> {
@@ -379,6 +386,7 @@ impl<G: Gate + Default> World<G> {
             answers_first: cluster.is_none_or(|c| c.answers_first),
             shared_batches: cluster.is_none_or(|c| c.shared_batches),
             outages_past_lease: cluster.is_some_and(|c| c.outages_past_lease),
+            pleas_file: cluster.is_some_and(|c| c.pleas_file),
             start: (
                 Instant::now(),
                 UNIX_EPOCH + Duration::from_secs(1_795_000_000),
@@ -633,10 +641,9 @@ impl<G: Gate + Default> World<G> {
                     self.handle(n, Event::LinkUp(link));
                 }
             }
-            // The one loss the cluster still has (a node killed before the reversals it admitted in
-            // terminals' names are committed loses them) is left to the default schedule, which
-            // makes it rarely: this world is for the fence.
-            Ev::Crash(_) | Ev::Lose(_) if self.outages_past_lease => {}
+            // A machine lost takes the node's pleas file with it: the one loss left, which the
+            // default schedule makes rarely.
+            Ev::Lose(_) if self.outages_past_lease => {}
             Ev::Crash(n) if self.rng.bool() => self.crash(n),
             Ev::Crash(n) => self.nodes[n].crash_armed = true,
             Ev::Restart(n) => self.restart(n),
@@ -946,7 +953,10 @@ impl<G: Gate + Default> World<G> {
         node.engine = None;
         node.paused = None;
         node.lease_generation += 1;
-        node.pleas.clear();
+        // Kept in its pleas file, they are the new process's to take on; not with the machine lost.
+        if !self.pleas_file || node.lost {
+            node.pleas.clear();
+        }
         if let Journal::Shared { batch, .. } = &mut node.journal {
             *batch = Batch::default();
         }
@@ -979,6 +989,9 @@ impl<G: Gate + Default> World<G> {
         engine.recover(self.clock(), recovery, &mut out);
         self.nodes[n].engine = Some(engine);
         self.carry_out(n, out);
+        for plea in self.nodes[n].pleas.clone() {
+            self.handle(n, Event::Plea(plea));
+        }
         for link in 0..self.nodes[n].links.len() {
             let after = self.ms(10..500);
             self.at(after, Ev::LinkUp(n, LinkId(link as u32)));
