@@ -81,13 +81,8 @@ impl Engine {
         refused: impl IntoIterator<Item = Message>,
         out: &mut Vec<Action>,
     ) {
-        if !self.config.shared_store {
-            return;
-        }
-        for request in refused {
-            if request.mti().function() != 2 {
-                self.reverse_unknowing_one(now, request, out);
-            }
+        for request in to_undo(self.config.shared_store, refused) {
+            self.reverse_unknowing_one(now, request, out);
         }
     }
 
@@ -100,10 +95,7 @@ impl Engine {
         refused: impl IntoIterator<Item = Message>,
         out: &mut Vec<Action>,
     ) {
-        if !self.config.shared_store {
-            return;
-        }
-        for request in refused.into_iter().filter(|r| r.mti().function() != 2) {
+        for request in to_undo(self.config.shared_store, refused) {
             if let Some((_, _, plea)) = self.plea_of(now, request) {
                 out.push(Action::Plead(plea));
             }
@@ -290,4 +282,14 @@ impl Engine {
             }
         }
     }
+}
+
+/// Of `refused`, those a reversal in the terminal's name is for: requests (an advice told 91 is
+/// repeated by its terminal until it is accepted), and only where a shared store may hold their keys
+/// elsewhere.
+fn to_undo(
+    shared_store: bool,
+    refused: impl IntoIterator<Item = Message>,
+) -> impl Iterator<Item = Message> {
+    (refused.into_iter()).filter(move |r| shared_store && r.mti().function() != 2)
 }
