@@ -306,14 +306,17 @@ impl Driver {
     /// Journals records (and claims) and carries out the effects the gate lets through. New pleas are
     /// kept on disk first: the refusals they are for are told among these effects.
     fn carry_out(&mut self, out: &mut Vec<Action>) {
-        let before = self.pleas.len();
-        for action in out.iter() {
-            if let Action::Plead(plea) = action {
-                self.pleas.insert(plea.clone());
+        // Only with a pleas file: the pass over the burst's actions is off the path otherwise.
+        if self.pleas_file.is_some() {
+            let before = self.pleas.len();
+            for action in out.iter() {
+                if let Action::Plead(plea) = action {
+                    self.pleas.insert(plea.clone());
+                }
             }
-        }
-        if self.pleas.len() > before {
-            self.keep_pleas();
+            if self.pleas.len() > before {
+                self.keep_pleas();
+            }
         }
         for action in out.drain(..) {
             let (journal, recorder) = (&mut self.journal, &mut self.recorder);
@@ -435,8 +438,10 @@ impl Driver {
             Action::Claim(claim) => self.journal.claim(claim),
             Action::Lookup(key) => self.journal.look_up(key),
             Action::ReadBatch(batch) => self.journal.read_batch(batch),
-            // Kept already, before the effects it came with (see `carry_out`).
-            Action::Plead(_) => {}
+            // With a pleas file, kept already, before the effects it came with (see `carry_out`).
+            Action::Plead(plea) => {
+                self.pleas.insert(plea);
+            }
             Action::PleaSettled(plea) => {
                 self.pleas.remove(&plea);
                 self.keep_pleas();
