@@ -128,6 +128,7 @@ fn config() -> Config {
         echo_interval: Duration::from_secs(60),
         card_key: engine::CardKey([7; 16]),
         shared_store: false,
+        terminal_patience: Duration::ZERO,
         cutover: Default::default(),
         stans: engine::Stans::ALL,
     }

@@ -665,7 +665,14 @@ async fn a_node_fenced_holding_a_reversal_in_a_terminals_name_leaves_it_to_anoth
     let Some(pg) = Server::start("cluster::pleas") else {
         return;
     };
-    let flags = ["--lease", "1s", "--grace-period", "1s"];
+    let flags = [
+        "--lease",
+        "1s",
+        "--grace-period",
+        "1s",
+        "--terminal-patience",
+        "2s",
+    ];
     let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
     let mut a = node_with(&pg, "a", &issuer, &flags).await;
     let mut b = node_with(&pg, "b", &issuer, &flags).await;
@@ -719,10 +726,17 @@ async fn a_node_killed_while_the_database_is_away_takes_its_pleas_on_again_when_
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pleas");
     let path = file.to_str().unwrap();
-    let flags = ["--lease", "1s", "--pleas-file", path];
+    let flags = [
+        "--lease",
+        "1s",
+        "--terminal-patience",
+        "2s",
+        "--pleas-file",
+        path,
+    ];
     let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
     let mut a = node_with(&pg, "a", &issuer, &flags).await;
-    let b = node_with(&pg, "b", &issuer, &flags[..2]).await;
+    let b = node_with(&pg, "b", &issuer, &flags[..4]).await;
     let approved = purchase(&b, "TERM0001", 1, 100).await;
     assert_eq!(text(&approved, 39), "00");
     pg.kill();

@@ -98,6 +98,32 @@ pub async fn batch(
     decoded(&rows)
 }
 
+/// Every record of every node's transactions at `terminal` with STAN `stan` received since `since`
+/// (all of them without), each with its node, by node and transaction, oldest first.
+pub async fn at_stan(
+    client: &Client,
+    terminal: &str,
+    stan: u32,
+    since: Option<SystemTime>,
+) -> Result<Vec<(String, Record)>, Error> {
+    let rows = client
+        .query(
+            &format!(
+                "WITH {TAIL}, hit AS (
+                 SELECT node, txn FROM evidence
+                     WHERE terminal = $1 AND stan = $2 AND at >= coalesce($3::timestamptz, '-infinity')
+                 UNION SELECT node, txn FROM tail
+                     WHERE terminal = $1 AND stan = $2 AND at >= coalesce($3::timestamptz, '-infinity'))
+             SELECT r.node, r.seq, r.first, r.body FROM records r JOIN hit USING (node, txn)
+             WHERE r.at >= coalesce($3::timestamptz, '-infinity')
+             ORDER BY r.node, r.txn, r.seq"
+            ),
+            &[&terminal, &(stan as i32), &since],
+        )
+        .await?;
+    decoded(&rows)
+}
+
 /// The records of `rows` (`node, seq, first, body`), with their nodes, row by row.
 fn decoded(rows: &[tokio_postgres::Row]) -> Result<Vec<(String, Record)>, Error> {
     let mut found = Vec::new();

@@ -99,6 +99,11 @@ pub struct Holder {
     /// The holder can write nothing more for it (its node's work was taken over, or it is this node's
     /// own from before a restart): what the records say is final.
     pub fenced: bool,
+    /// A lookup's answer only (empty for a lost claim): every node's records of the other transactions
+    /// at the key's terminal and STAN, each with its node, by transaction and oldest first. The other
+    /// attempts of the same request are among them: where else its terminal asked for the key, and
+    /// what it heard there.
+    pub others: Vec<(CompactString, Record)>,
 }
 
 /// What a request waits for the store for.
@@ -270,6 +275,19 @@ impl Engine {
         claim: Claim,
     ) {
         let deadline = now.mono + self.claim_timeout();
+        self.wait_for_store_until(deadline, txn, purpose, req, claim);
+    }
+
+    /// `txn` waits for the store's answer about `claim` until `deadline`; the claim timer asks it then
+    /// if it was not asked already.
+    pub(crate) fn wait_for_store_until(
+        &mut self,
+        deadline: Instant,
+        txn: TxnId,
+        purpose: Purpose,
+        req: Request,
+        claim: Claim,
+    ) {
         self.arm(TimerId::Claim(txn), deadline);
         let waiting = Claiming {
             purpose,

@@ -24,6 +24,11 @@ pub struct Config {
     /// before it is forwarded (see `claims.rs`), and a terminal's settlement reads its batch from there,
     /// as every node recorded it (see `settlement.rs`).
     pub shared_store: bool,
+    /// Cluster mode: how long after it was told RC 91 a terminal may still send the same request again,
+    /// or take an answer to it (its retransmits, each after its own timeout). The switch's reversal in
+    /// a terminal's name (see `store_reversals.rs`) waits this long before the store's records decide
+    /// it: a terminal heard from again meanwhile, on any node, did not take that 91.
+    pub terminal_patience: Duration,
     /// When the business date turns: DE15 (settlement date) is set from it when a request lacks one.
     pub cutover: crate::Cutover,
     /// The STANs (DE11) this switch numbers its upstream messages with, on every link.

@@ -3,16 +3,17 @@
 //! switch's own reversal, admitted in the terminal's name, of a request it refused RC 91 before the
 //! store said whose its key is.
 
-use std::time::SystemTime;
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime};
 
 use iso8583::{Message, Mti};
 use serde::{Deserialize, Serialize};
 
 use crate::claims::{Claim, Holder, Purpose};
 use crate::engine::{Engine, Request};
-use crate::event::{Action, Now, TxnId};
-use crate::idempotency::{Key, Lookup, fingerprint};
-use crate::journal::{Record, Step};
+use crate::event::{Action, ConnId, Now, TimerId, TxnId};
+use crate::idempotency::{Key, Lookup, State, fingerprint};
+use crate::journal::{Received, Record, Step};
 use crate::recovery::Trail;
 
 /// A reversal the switch admitted in a terminal's name (see [`Engine::reverse_unknowing`]), named by
@@ -34,6 +35,13 @@ pub struct Plea {
     pub refused_at: SystemTime,
 }
 
+impl Plea {
+    fn same_key(&self, other: &Plea) -> bool {
+        (self.terminal == other.terminal && self.merchant == other.merchant)
+            && (self.stan, self.date) == (other.stan, other.date)
+    }
+}
+
 impl Engine {
     /// A terminal's reversal whose original is not in this node's memory: the store is asked who holds
     /// each key the original may have (`originals`: its STAN and date), and the holder's records decide
@@ -41,6 +49,19 @@ impl Engine {
     pub(crate) fn look_up_original(
         &mut self,
         now: Now,
+        txn: TxnId,
+        req: Request,
+        originals: [(u32, u16); 2],
+        out: &mut Vec<Action>,
+    ) {
+        self.look_up_original_at(now, now.mono, txn, req, originals, out);
+    }
+
+    /// [`Engine::look_up_original`], with the store asked first `at` (now, or later).
+    fn look_up_original_at(
+        &mut self,
+        now: Now,
+        at: Instant,
         txn: TxnId,
         req: Request,
         originals: [(u32, u16); 2],
@@ -63,18 +84,26 @@ impl Engine {
         let Some(first) = lookups.pop() else {
             return;
         };
-        out.push(Action::Lookup(first.clone()));
         let purpose = Purpose::Reverse { lookups };
+        if at > now.mono {
+            return self.wait_for_store_until(at, txn, purpose, req, first);
+        }
+        out.push(Action::Lookup(first.clone()));
         self.wait_for_store(now, txn, purpose, req, first);
     }
 
     /// `refused` was told RC 91 before the store said whose its key is: the store was unreachable, or
     /// did not answer in time. Another node may hold that key with an approval it made durable and
-    /// could not deliver (its terminal gave up waiting and retransmitted here), and this 91 is now the
+    /// could not deliver (its terminal gave up waiting and retransmitted here), and this 91 may be the
     /// terminal's last word on it: so whatever holds the key is reversed, as the terminal's own
-    /// reversal would have it, under a reversal the switch admits for the terminal. Its lookup waits
-    /// in the journal's next commit for the store, and a reversal is never given up for a slow store.
-    /// An advice told 91 is repeated by its terminal until it is accepted: nothing to undo.
+    /// reversal would have it, under a reversal the switch admits for the terminal, unless the
+    /// terminal is heard of the key again. The 91 itself may be lost on its way (the connection drops
+    /// as it is written), and the terminal then asks again, here or on another node, and hears what
+    /// that node answers. So the store is asked only once the terminal's patience is over
+    /// ([`crate::Config::terminal_patience`]), and its records decide: never this node's memory, which
+    /// knows neither the other nodes' answers nor its own records' times. A reversal is never given up
+    /// for a slow store. An advice told 91 is repeated by its terminal until it is accepted: nothing to
+    /// undo.
     pub(crate) fn reverse_unknowing(
         &mut self,
         now: Now,
@@ -121,7 +150,7 @@ impl Engine {
         let Some((key, reversal, plea)) = self.plea_of(now, request) else {
             return;
         };
-        if self.reverse_for_terminal(now, key, reversal, plea, false, out) {
+        if self.reverse_for_terminal(now, key, reversal, plea, out) {
             tracing::warn!(
                 "told 91 before the store said whose the key is: whatever holds it is reversed"
             );
@@ -130,14 +159,18 @@ impl Engine {
     }
 
     /// A [`Plea`] another node left in the store: this node reverses whatever holds its key, as that
-    /// node would have. A plea whose key this node acts on already (its terminal's own reversal, or
-    /// the same plea taken before) is settled as soon as what this node recorded of it is durable.
+    /// node would have. A plea whose key this node acts on already is settled as soon as what this
+    /// node recorded of it is durable (its terminal's own reversal), or held on as the plea this node
+    /// waits with under that key (the same plea, taken before).
     pub(crate) fn on_plea(&mut self, now: Now, plea: Plea, out: &mut Vec<Action>) {
         let keyed =
             (self.carrier(&plea)).and_then(|reversal| Some((self.key(now, &reversal)?, reversal)));
         let taken = keyed.is_some_and(|(key, reversal)| {
-            self.reverse_for_terminal(now, key, reversal, plea.clone(), true, out)
+            self.reverse_for_terminal(now, key, reversal, plea.clone(), out)
         });
+        if !taken && self.pleas.values().any(|p| p.same_key(&plea)) {
+            return out.push(Action::Plead(plea));
+        }
         if taken {
             tracing::warn!(
                 terminal = plea.terminal,
@@ -148,6 +181,36 @@ impl Engine {
         } else {
             out.push(Action::PleaSettled(plea));
         }
+    }
+
+    /// A terminal's own reversal under the key of one the switch admitted in its name, still waiting
+    /// for the store: the terminal says itself what it wants, so the plea is dropped (the terminal
+    /// repeats its reversal until it is answered, and an approval it heard after the 91 is reversed
+    /// too) and the store is asked now. Whether there was one: `conn` then waits for its answer.
+    pub(crate) fn plea_overtaken(
+        &mut self,
+        now: Now,
+        key: &Key,
+        conn: ConnId,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let in_flight = |state: &mut State<_>, _| match state {
+            State::InFlight(txn) => Some(*txn),
+            State::Done(_) => None,
+        };
+        let Some(txn) = self.idempotency.with(key, in_flight).flatten() else {
+            return false;
+        };
+        if !self.pleas.contains_key(&txn) || !self.claims.join(txn, conn) {
+            return false;
+        }
+        if let Some(plea) = self.pleas.remove(&txn) {
+            out.push(Action::PleaSettled(plea));
+        }
+        self.stats.duplicates_joined += 1;
+        Self::journal(now, txn, Step::Joined, out);
+        self.arm(TimerId::Claim(txn), now.mono);
+        true
     }
 
     /// A message that carries a plea's key, in the dialect of the first issuer (any dialect keys a
@@ -170,16 +233,14 @@ impl Engine {
 
     /// Admits `reversal`, the switch's in a terminal's name, unless one under its key is acting on it
     /// already; its plea is the shell's to keep until the reversal is settled ([`Action::Plead`]).
-    /// Whether it was admitted. A plea taken on from another node (`taken_on`) is decided by the
-    /// store's records, never this node's memory: what this node holds under the key may be a later
-    /// attempt, and only the records tell when each was received.
+    /// Whether it was admitted. The store is asked about the key once the terminal's patience after
+    /// the 91 is over (see [`Engine::reverse_unknowing`]), and [`Engine::reverse_held`] decides.
     fn reverse_for_terminal(
         &mut self,
         now: Now,
         key: Key,
         reversal: Message,
         plea: Plea,
-        taken_on: bool,
         out: &mut Vec<Action>,
     ) -> bool {
         let txn = self.new_txn();
@@ -192,6 +253,9 @@ impl Engine {
         ) {
             return false;
         }
+        let patience = (plea.refused_at + self.config.terminal_patience)
+            .duration_since(now.wall)
+            .unwrap_or_default();
         out.push(Action::Plead(plea.clone()));
         self.pleas.insert(txn, plea);
         let req = Request {
@@ -199,13 +263,10 @@ impl Engine {
             msg: reversal,
             waiters: Vec::new(),
         };
-        if taken_on {
-            let received = self.received(&req.msg, &key, fingerprint);
-            Self::journal(now, txn, Step::Received(received), out);
-            self.look_up_original(now, txn, req, [(key.stan, key.date); 2], out);
-        } else {
-            self.act_on_reversal(now, txn, req, fingerprint, out);
-        }
+        let received = self.received(&req.msg, &key, fingerprint);
+        Self::journal(now, txn, Step::Received(received), out);
+        let (at, original) = (now.mono + patience, [(key.stan, key.date); 2]);
+        self.look_up_original_at(now, at, txn, req, original, out);
         true
     }
 
@@ -224,23 +285,14 @@ impl Engine {
             return;
         };
         // The switch's own reversal in a terminal's name undoes what the terminal's last word, that
-        // 91, left standing: not an attempt received after it, nor an approval told or replayed to
-        // the terminal after it (it asked again, elsewhere, and heard that instead).
-        if let Some(plea) = self.pleas.get(&txn) {
-            let after_the_91 = |r: &Record| {
-                r.at > plea.refused_at
-                    && match &r.step {
-                        Step::Received(_) => true,
-                        Step::Told { rc } | Step::Replayed { rc } => rc.is_approval(),
-                        _ => false,
-                    }
-            };
-            if holder.records.iter().any(after_the_91) {
-                return tracing::info!(
-                    holder = ?holder.txn,
-                    "the terminal heard of the key after it was told 91: nothing to reverse"
-                );
-            }
+        // 91, left standing: nothing, if the terminal was heard of the key after it.
+        if let Some(plea) = self.pleas.get(&txn)
+            && heard_after(plea, &holder)
+        {
+            return tracing::info!(
+                holder = ?holder.txn,
+                "the terminal heard of the key after it was told 91: nothing to reverse"
+            );
         }
         let forward = holder
             .records
@@ -282,6 +334,47 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether the terminal of `plea` was heard of `holder`'s key after it was told 91: an attempt of the
+/// request received after it (the terminal never took the 91, and asked again), or an approval told or
+/// replayed to it after it (it heard that instead), in the holder's records or another attempt's on
+/// any node.
+fn heard_after(plea: &Plea, holder: &Holder) -> bool {
+    let after_the_91 = |r: &Record| {
+        r.at > plea.refused_at
+            && match &r.step {
+                Step::Received(_) => true,
+                Step::Told { rc } | Step::Replayed { rc } => rc.is_approval(),
+                _ => false,
+            }
+    };
+    let received = |records: &[&Record]| {
+        records.iter().find_map(|r| match &r.step {
+            Step::Received(received) => Some(received.clone()),
+            _ => None,
+        })
+    };
+    let own: Vec<&Record> = holder.records.iter().collect();
+    let Some(request) = received(&own) else {
+        return false;
+    };
+    // The same request: its terminal, merchant, STAN and date, and its message class (not the
+    // switch's reversal in the terminal's name, which has them all but the class).
+    let same = |r: &Received| {
+        (r.terminal == request.terminal && r.merchant == request.merchant)
+            && (r.stan, r.date) == (request.stan, request.date)
+            && r.mti.class() == request.mti.class()
+    };
+    let mut attempts: BTreeMap<(&str, TxnId), Vec<&Record>> = BTreeMap::new();
+    for (node, record) in &holder.others {
+        let attempt = attempts.entry((node.as_str(), record.txn)).or_default();
+        attempt.push(record);
+    }
+    attempts.insert((holder.node.as_str(), holder.txn), own);
+    (attempts.values())
+        .filter(|records| received(records).is_some_and(|r| same(&r)))
+        .any(|records| records.iter().any(|r| after_the_91(r)))
 }
 
 /// Of `refused`, those a reversal in the terminal's name is for: requests (an advice told 91 is

@@ -197,6 +197,9 @@ impl Engine {
         let (Some(key), false) = (self.key(now, &msg), replacement_unreadable(&msg)) else {
             return self.reject(now, Some(txn), conn, &msg, ResponseCode::FORMAT_ERROR, out);
         };
+        if self.plea_overtaken(now, &key, conn, out) {
+            return;
+        }
         let fingerprint = match self.lookup(now, txn, key, conn, &msg, out) {
             None => return,
             // A repeat of one whose original is still being looked up (cluster mode): answered with

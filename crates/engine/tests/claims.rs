@@ -12,9 +12,13 @@ use iso8583::ResponseCode;
 use support::*;
 
 /// A node in cluster mode.
+/// How long a terminal may still ask again after a 91, in these tests.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn node() -> Harness {
     let (mut config, terminal) = config("iso87ascii", "iso87ascii");
     config.shared_store = true;
+    config.terminal_patience = PATIENCE;
     Harness::with((config, terminal))
 }
 
@@ -70,6 +74,7 @@ fn holder(h: &Harness, name: &str, txn: TxnId, fenced: bool) -> Holder {
         fingerprint,
         records,
         fenced,
+        others: Vec::new(),
     }
 }
 
@@ -431,8 +436,8 @@ fn while_the_journal_cannot_write_new_requests_are_refused_at_once_and_replays_s
          request waiting for its claim: {out:#?}"
     );
     assert_eq!(
-        looked_up(&out[6..]),
-        [(2, false), (6, false)],
+        pleaded(&out[6..]),
+        [2, 6],
         "each 91 was told without the store's word: whatever holds its key is to be reversed"
     );
     assert!(a.engine.timer(TimerId::Response(provisional)).is_none());
@@ -454,7 +459,7 @@ fn while_the_journal_cannot_write_new_requests_are_refused_at_once_and_replays_s
         matches!(&steps(&out)[..], [Step::Received(r)] if r.mti == iso8583::Mti::REVERSAL),
         "the request is unrecorded; the reversal in its name is: {out:#?}"
     );
-    assert_eq!(looked_up(&out), [(3, false)]);
+    assert_eq!(pleaded(&out), [3]);
     // A retransmit of an answered request is replayed at once, naming the transaction it repeats: the
     // gate holds it only while that transaction has a record not durable yet.
     let out = a.request(4, a.purchase("TERM0001", 1, 100));
@@ -495,6 +500,43 @@ fn looked_up(out: &[Action]) -> Vec<(u32, bool)> {
         .collect()
 }
 
+/// The STANs of the reversals `out` admitted in terminals' names.
+fn pleaded(out: &[Action]) -> Vec<u32> {
+    (out.iter())
+        .filter_map(|a| match a {
+            Action::Plead(plea) => Some(plea.stan),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The one reversal in a terminal's name `out` admitted: its plea and its transaction.
+fn admitted(out: &[Action]) -> (engine::Plea, TxnId) {
+    let plea = out.iter().find_map(|a| match a {
+        Action::Plead(plea) => Some(plea.clone()),
+        _ => None,
+    });
+    let txn = out.iter().find_map(|a| match a {
+        Action::Journal(Record {
+            txn,
+            step: Step::Received(r),
+            ..
+        }) if r.mti.class() == iso8583::Class::REVERSAL => Some(*txn),
+        _ => None,
+    });
+    (plea.expect("a plea"), txn.expect("the reversal's record"))
+}
+
+/// The reversal in a terminal's name that `out` admitted asks the store nothing while its terminal
+/// may still ask again ([`PATIENCE`] after the 91), and then asks it: that lookup.
+fn asked_once_patience_is_over(h: &mut Harness, out: &[Action]) -> Claim {
+    assert!(looked_up(out).is_empty(), "asked at once: {out:#?}");
+    let (plea, txn) = admitted(out);
+    let asked = h.fire(TimerId::Claim(txn));
+    assert!(h.now.wall >= plea.refused_at + PATIENCE, "asked too soon");
+    one_lookup(&asked)
+}
+
 #[test]
 fn a_91_told_while_the_store_is_down_reverses_the_approval_another_node_made_under_its_key() {
     // a made the approval durable, but its terminal gave up waiting and retransmitted through b,
@@ -508,15 +550,19 @@ fn a_91_told_while_the_store_is_down_reverses_the_approval_another_node_made_und
         "91 at once: {out:#?}"
     );
     assert_eq!(b.engine.stats().refused_unknowing, 1);
-    let lookup = one_lookup(&out);
-    assert_eq!((lookup.stan, lookup.reversal), (7, false));
-    // The lookup waits in the commit the outage holds; the polls meanwhile add nothing to it.
+    // Its terminal may still ask again: nothing is asked before its patience is over, nor while the
+    // journal cannot write (the question would wait in the commit the outage holds).
+    let (plea, txn) = admitted(&out);
+    assert!(looked_up(&out).is_empty(), "{out:#?}");
     for _ in 0..3 {
-        let polled = b.fire(TimerId::Claim(lookup.txn));
+        let polled = b.fire(TimerId::Claim(txn));
         assert!(polled.is_empty(), "{polled:#?}");
     }
+    assert!(b.now.wall >= plea.refused_at + PATIENCE);
 
     b.step(Event::JournalWritable(true));
+    let lookup = one_lookup(&b.fire(TimerId::Claim(txn)));
+    assert_eq!((lookup.stan, lookup.reversal), (7, false));
     let out = claimed(&mut b, lookup.txn, Some(holder(&a, "a", original, false)));
     one_reversal_of(&a, &out);
     assert_eq!(answers(&out).count(), 0, "nobody waits for this reversal");
@@ -530,7 +576,7 @@ fn a_91_told_at_the_deadline_of_an_unanswered_claim_reverses_nothing_when_nothin
     let mut b = node();
     let txn = one_claim(&b.request(6, unrouted(&b, "TERM0002", 4))).txn;
     let last = fire_until(&mut b, txn, |out| answers(out).count() > 0);
-    let lookup = one_lookup(&last);
+    let lookup = asked_once_patience_is_over(&mut b, &last);
     assert_eq!((lookup.stan, lookup.reversal), (4, false));
     // The key is b's own refused request: nothing stands at any issuer.
     let own = holder(&b, "b", txn, false);
@@ -816,7 +862,7 @@ fn a_plea_taken_on_reverses_what_held_the_key_when_its_terminal_was_told_91() {
     c.now = a.now;
     let out = c.step(Event::Plea(plea(&a, 7, second / 2)));
     assert!(matches!(out[0], Action::Plead(_)), "{out:#?}");
-    let lookup = one_lookup(&out);
+    let lookup = asked_once_patience_is_over(&mut c, &out);
     let out = claimed(&mut c, lookup.txn, Some(holder(&a, "a", approved, false)));
     let (_, reversal) = one_sent(&out);
     assert_eq!(reversal.mti().class(), iso8583::Class::REVERSAL);
@@ -835,7 +881,7 @@ fn a_plea_taken_on_leaves_an_attempt_received_after_the_91_alone() {
     let left = plea(&c, 7, second);
     let out = c.step(Event::Plea(left));
     assert_eq!(sent(&out).count(), 0, "decided from memory: {out:#?}");
-    let lookup = one_lookup(&out);
+    let lookup = asked_once_patience_is_over(&mut c, &out);
     let held = holder(&c, "c", later, false);
     let out = claimed(&mut c, lookup.txn, Some(held));
     assert_eq!(sent(&out).count(), 0, "{out:#?}");
@@ -855,8 +901,56 @@ fn a_plea_taken_on_leaves_an_approval_replayed_after_the_91_alone() {
     let mut c = node();
     c.now = a.now;
     let out = c.step(Event::Plea(plea(&a, 7, second)));
-    let lookup = one_lookup(&out);
+    let lookup = asked_once_patience_is_over(&mut c, &out);
     let out = claimed(&mut c, lookup.txn, Some(holder(&a, "a", approved, false)));
     assert_eq!(sent(&out).count(), 0, "{out:#?}");
     assert!(settled(&out));
+}
+
+/// The terminal, never told the 91, asked again and reached a third node, which replayed the
+/// holder's approval from its records: that replay is the third node's, under its own transaction,
+/// and still the terminal's last word. The plea reverses nothing.
+#[test]
+fn a_plea_leaves_an_approval_another_node_replayed_after_the_91_alone() {
+    let second = std::time::Duration::from_secs(1);
+    let mut a = node();
+    let approved = approved_on(&mut a, "TERM0001", 7, 2500);
+    let mut d = node();
+    d.now = a.now.after(2 * second);
+    let out = d.request(3, d.purchase("TERM0001", 7, 2500));
+    let asked = one_claim(&out).txn;
+    let out = claimed(&mut d, asked, Some(holder(&a, "a", approved, false)));
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED, "replayed");
+    let mut c = node();
+    c.now = d.now;
+    let out = c.step(Event::Plea(plea(&c, 7, second)));
+    let lookup = asked_once_patience_is_over(&mut c, &out);
+    let mut held = holder(&a, "a", approved, false);
+    let replay = d.journal.iter().filter(|r| r.txn == asked);
+    held.others = replay.map(|r| ("d".into(), r.clone())).collect();
+    let out = claimed(&mut c, lookup.txn, Some(held));
+    assert_eq!(sent(&out).count(), 0, "{out:#?}");
+    assert!(settled(&out));
+}
+
+/// The terminal's own reversal under the key of a reversal admitted in its name: the terminal says
+/// itself what it wants, so the store is asked at once, the plea is dropped, and the reversal is
+/// made and answered.
+#[test]
+fn a_terminals_own_reversal_overtakes_one_admitted_in_its_name() {
+    let (mut a, mut b) = (node(), node());
+    let original = approved_on(&mut a, "TERM0001", 7, 2500);
+    b.step(Event::JournalWritable(false));
+    let out = b.request(5, b.purchase("TERM0001", 7, 2500));
+    let (plea, txn) = admitted(&out);
+    b.step(Event::JournalWritable(true));
+    let out = b.request(9, terminal_reversal(&b, "TERM0001", 7));
+    assert!(settled(&out), "the plea is dropped: {out:#?}");
+    let asked = b.fire(TimerId::Claim(txn));
+    let lookup = one_lookup(&asked);
+    assert!(b.now.wall < plea.refused_at + PATIENCE, "asked at once");
+    let out = claimed(&mut b, lookup.txn, Some(holder(&a, "a", original, false)));
+    one_reversal_of(&a, &out);
+    let told: Vec<_> = answers(&out).map(|(conn, m)| (conn, rc(m))).collect();
+    assert_eq!(told, [(ConnId(9), ResponseCode::APPROVED)]);
 }

@@ -395,7 +395,14 @@ impl Driver {
                     self.on_event(Event::Plea(plea), out);
                 }
             }
-            Report::Database(database) => self.recorder.metrics().database(&database),
+            Report::Database(database) => {
+                self.recorder.metrics().database(&database);
+                // Held again each turn: one admitted while the database was away is not there yet.
+                if !self.pleas.is_empty() {
+                    self.journal
+                        .hold_pleas(self.pleas.iter().cloned().collect());
+                }
+            }
             Report::Reconnected(purpose) => self.recorder.metrics().reconnected(purpose.as_str()),
             Report::Fenced(error) => {
                 tracing::error!(%error, held = self.outbox.held(), "fenced: this node stops; started again, it joins anew and resumes what was not taken over");
@@ -440,7 +447,8 @@ impl Driver {
             Action::ReadBatch(batch) => self.journal.read_batch(batch),
             // With a pleas file, kept already, before the effects it came with (see `carry_out`).
             Action::Plead(plea) => {
-                self.pleas.insert(plea);
+                self.pleas.insert(plea.clone());
+                self.journal.hold_pleas(vec![plea]);
             }
             Action::PleaSettled(plea) => {
                 self.pleas.remove(&plea);

@@ -59,6 +59,10 @@ pub(crate) struct ServeArgs {
     /// it starts again.
     #[arg(long)]
     pleas_file: Option<PathBuf>,
+    /// Cluster mode: how long after a 91 a terminal may still retransmit the request or take an
+    /// answer to it (cluster.terminal_patience), e.g. 120s: the reversal in its name waits that long.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    terminal_patience: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -129,6 +133,9 @@ fn apply(args: &ServeArgs, mut file: File) -> File {
         }
         if args.pleas_file.is_some() {
             cluster.pleas_file.clone_from(&args.pleas_file);
+        }
+        if let Some(patience) = args.terminal_patience {
+            cluster.terminal_patience = patience;
         }
     }
     file

@@ -41,6 +41,11 @@ pub struct Store {
 /// recovery (`needed_seq`), the takeovers (`retired_seq`) and the evidence copy read from. The marks
 /// count too because retention may have dropped every record (a node idle for longer than `retain`):
 /// numbers used again would sit below the marks, and the node's new records would be missed by them.
+/// How long before the holder's first record another attempt of the same request may have been
+/// received: a request that reached two nodes at once is held by the first to claim it, not always the
+/// first to receive it.
+const ATTEMPTS_BEFORE: Duration = Duration::from_secs(3600);
+
 const LAST_SEQ: &str = "greatest((SELECT coalesce(max(seq), 0) FROM records WHERE node = $1),
                                  (SELECT greatest(retired_seq, needed_seq - 1) FROM nodes WHERE node = $1),
                                  (SELECT seq FROM evidence_marks WHERE node = $1))";
@@ -448,7 +453,27 @@ impl Store {
             node: node.into(),
             txn,
             records,
+            others: Vec::new(),
         }))
+    }
+
+    /// Who holds the key `claim` looks up, as [`Store::holder`] reads it, with the records of every
+    /// other transaction at its terminal and STAN since an hour before the holder's first ([`Holder`]'s
+    /// `others`: where else the terminal asked for the key, and what it heard there).
+    pub async fn looked_up(&self, claim: &Claim) -> Result<Option<Holder>, Error> {
+        let Some(mut holder) = self.holder(claim).await? else {
+            return Ok(None);
+        };
+        let first = holder.records.first().map(|r| r.at);
+        let since = first.and_then(|at| at.checked_sub(ATTEMPTS_BEFORE));
+        let terminal = claim.terminal.as_str();
+        let found = crate::evidence::at_stan(&self.client, terminal, claim.stan, since).await?;
+        let (node, txn) = (holder.node.as_str(), holder.txn);
+        holder.others = (found.into_iter())
+            .filter(|(n, r)| (n.as_str(), r.txn) != (node, txn))
+            .map(|(n, r)| (n.into(), r))
+            .collect();
+        Ok(Some(holder))
     }
 
     /// Every record of one transaction of `node`, oldest first.

@@ -1,5 +1,6 @@
-//! Pleas (schema version 9): reversals a node admitted in terminals' names and left for the other
-//! nodes when it ended before their outcome was committed (see `engine::Plea`).
+//! Pleas (schema version 9): reversals a node admitted in terminals' names, held in the database by
+//! that node while it waits for them, and left for the other nodes when it ends before their outcome
+//! was committed (see `engine::Plea`).
 
 use std::time::SystemTime;
 
@@ -27,6 +28,26 @@ impl Store {
             .execute(
                 "INSERT INTO pleas (terminal, merchant, stan, day, refused_at, left_by)
                  SELECT t, m, s, d, r, $6
+                 FROM unnest($1::text[], $2::text[], $3::integer[], $4::smallint[],
+                             $5::timestamptz[]) AS p(t, m, s, d, r)
+                 ON CONFLICT DO NOTHING",
+                &[&terminals, &merchants, &stans, &days, &refused, &self.node],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Holds `pleas` of this node's own: taken on by it under its current epoch, so that they are free
+    /// for the other nodes once it lapses or is fenced (a node killed, or its machine lost, while it
+    /// waits out a terminal's patience; see `engine::Config::terminal_patience`). A plea already there
+    /// stays as it is.
+    pub async fn hold_pleas(&self, pleas: &[Plea]) -> Result<(), Error> {
+        let (terminals, merchants, stans, days) = columns(pleas);
+        let refused: Vec<SystemTime> = pleas.iter().map(|p| p.refused_at).collect();
+        self.client
+            .execute(
+                "INSERT INTO pleas (terminal, merchant, stan, day, refused_at, left_by, taken_by, taken_epoch)
+                 SELECT t, m, s, d, r, $6, $6, (SELECT epoch FROM nodes WHERE node = $6)
                  FROM unnest($1::text[], $2::text[], $3::integer[], $4::smallint[],
                              $5::timestamptz[]) AS p(t, m, s, d, r)
                  ON CONFLICT DO NOTHING",

@@ -3,7 +3,7 @@
 //! decide, over maps instead of tables, each operation atomic as its transaction is. The statements
 //! themselves are held to the same rules on a real PostgreSQL by `crates/cluster/tests/store.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use engine::{Claim, Holder, OpenBatch, Plea, Record, Step, TxnId};
@@ -175,6 +175,20 @@ impl Store {
         }
     }
 
+    /// `node` holds `pleas` of its own, under `epoch`: taken on by it, so that they are free for
+    /// another node once it lapses (a machine lost takes its memory and its pleas file with it). One
+    /// already there stays as it is.
+    pub(crate) fn hold_pleas(
+        &mut self,
+        node: &str,
+        epoch: u64,
+        pleas: impl IntoIterator<Item = Plea>,
+    ) {
+        for plea in pleas.into_iter().filter(|_| self.keeps_pleas) {
+            (self.pleas.entry(plea)).or_insert_with(|| Some((node.to_string(), epoch)));
+        }
+    }
+
     /// The pleas no live node has taken on (none did, or the one that did lost its lease or epoch
     /// since), taken on by `node` under `epoch`.
     pub(crate) fn take_pleas(&mut self, node: &str, epoch: u64, now: Duration) -> Vec<Plea> {
@@ -330,7 +344,31 @@ impl Store {
             fingerprint: *fingerprint,
             records: mine.into_iter().map(|(_, r)| r.clone()).collect(),
             fenced: last <= retired || node == asking,
+            others: Vec::new(),
         })
+    }
+
+    /// [`Store::holder`], with every node's records of the other transactions at the key's terminal
+    /// and STAN, as `crates/cluster` reads them for a lookup.
+    pub(crate) fn looked_up(&self, claim: &Claim, asking: &str) -> Option<Holder> {
+        let mut holder = self.holder(claim, asking)?;
+        let at_stan = |r: &Record| matches!(&r.step, Step::Received(x) if x.terminal == claim.terminal && x.stan == claim.stan);
+        for (node, records) in &self.records {
+            let txns: BTreeSet<TxnId> = (records.iter())
+                .filter(|(_, r)| at_stan(r))
+                .map(|(_, r)| r.txn)
+                .filter(|&txn| (node.as_str(), txn) != (holder.node.as_str(), holder.txn))
+                .collect();
+            let theirs = records.iter().filter(|(_, r)| txns.contains(&r.txn));
+            let mut theirs: Vec<&Record> = theirs.map(|(_, r)| r).collect();
+            theirs.sort_by_key(|r| r.txn);
+            (holder.others).extend(
+                theirs
+                    .into_iter()
+                    .map(|r| (node.as_str().into(), r.clone())),
+            );
+        }
+        Some(holder)
     }
 
     /// Whether everything `node` committed was handed on to another node.

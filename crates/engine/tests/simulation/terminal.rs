@@ -15,6 +15,14 @@ use sim::{Outcome, Purchase, Told};
 
 /// Retransmits of one request before the terminal reverses it instead.
 const MAX_RETRANSMITS: u32 = 2;
+/// The longest a terminal waits for an answer to one attempt.
+const LONGEST_TIMEOUT: Duration = Duration::from_millis(9_000);
+/// The longest a terminal may go on asking for one request, and taking an answer to it: each of its
+/// attempts ends when its timeout passes or its connection drops, and the next one starts then.
+pub(crate) const PATIENCE: Duration = LONGEST_TIMEOUT.saturating_mul(MAX_RETRANSMITS + 1);
+/// How much longer after [`PATIENCE`] a terminal's day ends: long enough for the reversals the switch
+/// makes in its name once its patience is over to be recorded.
+const END_OF_DAY: Duration = Duration::from_secs(5);
 
 /// What a transaction is, beyond its first request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +65,8 @@ enum State {
         stan: u32,
         retransmits: u32,
     },
+    /// Its transactions are done; it settles at the end of its day.
+    EndOfDay,
     /// Settling its batch with the 0500 under `stan`: its totals (DE3 92), or after its upload (96).
     Settling {
         stan: u32,
@@ -138,7 +148,7 @@ impl Terminal {
             remaining: transactions,
             next_stan: rng.u32(1..999_000),
             next_rrn: index as u64 * 1_000_000,
-            timeout: Duration::from_millis(rng.u64(3_000..9_000)),
+            timeout: Duration::from_millis(rng.u64(3_000..LONGEST_TIMEOUT.as_millis() as u64)),
             retransmit_share: rng.f64(),
             outcomes: Vec::new(),
             batch: Vec::new(),
@@ -164,7 +174,13 @@ impl Terminal {
                 self.state = State::Done;
                 Vec::new()
             }
+            // Its day ends some time after its last transaction: its settlement comes once the switch
+            // has stopped waiting on it (`engine::Config::terminal_patience`).
             State::Idle if self.remaining == 0 => {
+                self.state = State::EndOfDay;
+                vec![Out::Wake(PATIENCE + END_OF_DAY)]
+            }
+            State::EndOfDay => {
                 self.state = State::Settling {
                     stan: self.stan(),
                     after_upload: false,
@@ -314,7 +330,7 @@ impl Terminal {
                 let item = &items[*next];
                 item.purchase.upload(self.spec, *stan, item.amount)
             }
-            State::Idle | State::Done => return Vec::new(),
+            State::Idle | State::EndOfDay | State::Done => return Vec::new(),
         };
         self.send(msg.expect("terminal request"))
     }

@@ -296,9 +296,10 @@ pub(crate) struct Cluster {
     /// names, not yet durable, loses them (what the simulation must catch).
     pub pleas: bool,
     /// On: every run has one outage of the store longer than the lease (which the default schedule
-    /// makes now and then), every terminal drops its connection during it, and no machine is lost (a
-    /// lost node's pleas go with its disk): nodes are fenced, or killed, holding pleas that matter in
-    /// many runs.
+    /// makes now and then), every terminal drops its connection during it and a node is killed, a 91
+    /// is lost with its connection half the time (the terminal asks again on whichever node it
+    /// reaches next), and no machine is lost (a lost node's pleas go with its disk): nodes are fenced,
+    /// or killed, holding pleas that matter in many runs.
     pub outages_past_lease: bool,
     /// Off: a node keeps its pleas in memory only (no `cluster.pleas_file`), so that one killed before
     /// its pleas' records commit loses them (what the simulation must catch). On, a killed node's
@@ -320,6 +321,7 @@ impl<G: Gate + Default> World<G> {
         cluster: Cluster,
     ) -> World<G> {
         config.shared_store = true;
+        config.terminal_patience = crate::terminal::PATIENCE;
         World::build(seed, config, terminal_spec, Some(cluster))
     }
 
@@ -889,6 +891,13 @@ impl<G: Gate + Default> World<G> {
             }
             Action::Answer { conn, msg, .. } | Action::AnswerNow { conn, msg, .. } => {
                 let delay = self.wire();
+                let refused = msg.response_code().is_some_and(|rc| rc.as_str() == "91");
+                if self.outages_past_lease && refused && self.rng.bool() {
+                    // Queued first: the connection is gone when the 91 arrives.
+                    if let Some(&(t, _)) = self.conns.get(&conn) {
+                        self.at(delay, Ev::Disconnect(t));
+                    }
+                }
                 self.at(delay, Ev::ToTerminal(conn, msg));
             }
             // Committed with the records before it.
@@ -896,7 +905,8 @@ impl<G: Gate + Default> World<G> {
             Action::Lookup(key) => self.nodes[n].journal.batch().lookups.push(key),
             Action::ReadBatch(read) => self.nodes[n].journal.batch().reads.push(read),
             Action::Plead(plea) => {
-                self.nodes[n].pleas.insert(plea);
+                self.nodes[n].pleas.insert(plea.clone());
+                self.hold_pleas(n, [plea]);
             }
             Action::PleaSettled(plea) => self.plea_settled(n, &plea),
             // The simulated terminals send only requests their dialect can answer.

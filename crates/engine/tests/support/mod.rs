@@ -52,6 +52,7 @@ pub fn config(terminal: &str, issuer: &str) -> (Config, &'static Spec) {
         echo_interval: ECHO,
         card_key: engine::CardKey([7; 16]),
         shared_store: false,
+        terminal_patience: Duration::ZERO,
         cutover: Default::default(),
         stans: engine::Stans::ALL,
     };

@@ -58,6 +58,10 @@ pub struct ClusterFile {
     /// Where the node keeps the pleas it holds, synced before the refusals they are for are told
     /// (see `pleas_file.rs`); none: in memory only.
     pub pleas_file: Option<PathBuf>,
+    /// How long after it was told RC 91 a terminal may still retransmit the request or take an answer
+    /// to it: the switch's reversal in its name waits this long (see `engine::Config`).
+    #[serde(with = "humantime_serde")]
+    pub terminal_patience: Duration,
 }
 
 /// A value that may be secret (a connection string with its password, the card key): read as text, and
@@ -86,6 +90,7 @@ impl Default for ClusterFile {
             retain: None,
             timeout: Duration::from_secs(2),
             pleas_file: None,
+            terminal_patience: Duration::from_secs(120),
         }
     }
 }

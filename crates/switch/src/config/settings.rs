@@ -75,6 +75,7 @@ pub struct ClusterSettings {
     pub card_key: engine::CardKey,
     /// Where the node keeps the pleas it holds (see `pleas_file.rs`).
     pub pleas_file: Option<std::path::PathBuf>,
+    pub terminal_patience: Duration,
 }
 
 impl std::fmt::Debug for ClusterSettings {
@@ -87,6 +88,7 @@ impl std::fmt::Debug for ClusterSettings {
             .field("timeout", &self.timeout)
             .field("card_key", &self.card_key)
             .field("pleas_file", &self.pleas_file)
+            .field("terminal_patience", &self.terminal_patience)
             .finish()
     }
 }
@@ -152,6 +154,7 @@ impl ClusterFile {
             timeout: nonzero("cluster.timeout".into(), self.timeout)?,
             card_key,
             pleas_file: self.pleas_file.clone(),
+            terminal_patience: self.terminal_patience,
         })
     }
 }
@@ -415,6 +418,8 @@ impl File {
                 // Replaced when the journal is opened (the key must outlive the process).
                 card_key: journal.card_key.unwrap_or_else(random_key),
                 shared_store: false,
+                // Cluster mode's, set when the journal is opened.
+                terminal_patience: Duration::ZERO,
                 cutover: self
                     .settlement
                     .cutover

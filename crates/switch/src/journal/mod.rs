@@ -133,6 +133,14 @@ pub trait Journal: Send + 'static {
             "pleas settled, but this journal has no shared store"
         );
     }
+    /// Cluster mode: holds this node's pleas in the database as its own, so that another node takes
+    /// them on if this one lapses.
+    fn hold_pleas(&mut self, pleas: Vec<Plea>) {
+        tracing::error!(
+            pleas = pleas.len(),
+            "pleas held, but this journal has no shared store"
+        );
+    }
     /// Cluster mode: leaves pleas in the database for the other nodes (this node is ending); the
     /// answer says whether they are there.
     fn leave_pleas(&mut self, pleas: Vec<Plea>) -> oneshot::Receiver<bool> {
@@ -218,6 +226,7 @@ pub async fn open_journal(
         let (journal, recovery, stans) = cluster::ClusterJournal::open(&cluster).await?;
         settings.engine.card_key = cluster.card_key;
         settings.engine.shared_store = true;
+        settings.engine.terminal_patience = cluster.terminal_patience;
         settings.engine.stans = stans;
         return Ok((Box::new(journal), recovery));
     }

@@ -31,7 +31,7 @@ pub(super) fn commit(
     let lookups = batch
         .lookups
         .iter()
-        .map(|key| (key.txn, store.holder(key, node)));
+        .map(|key| (key.txn, store.looked_up(key, node)));
     Some(claims.chain(lookups).collect())
 }
 
@@ -61,6 +61,9 @@ impl<G: Gate + Default> World<G> {
                 let during = at + self.ms(0..outage.as_millis() as u64);
                 self.at(during, Ev::Disconnect(t));
             }
+            // And a node is killed during it, holding pleas the store could not be told of.
+            let (during, n) = (at + self.ms(0..outage.as_millis() as u64), self.any_node());
+            self.at(during, Ev::Crash(n));
         } else if self.rng.bool() {
             let (at, outage) = (self.ms(0..faults), self.ms(100..lease * 2));
             self.at(at, Ev::Outage(outage));
@@ -170,7 +173,9 @@ impl<G: Gate + Default> World<G> {
             self.nodes[n].journal.batch().retire.push(retire);
             self.carry_out(n, out);
         }
-        // Then the pleas no live node has taken on, each for the engine to act on.
+        // Its own pleas held in the store again (one admitted while the store was away is not there
+        // yet), then the pleas no live node has taken on, each for the engine to act on.
+        self.hold_pleas(n, self.nodes[n].pleas.clone());
         let (node, store) = (
             &self.nodes[n],
             self.store.as_mut().expect("a cluster's store"),
@@ -197,6 +202,15 @@ impl<G: Gate + Default> World<G> {
     /// A plea's reversal has its outcome durable: the node forgets it, and the store's copy (if another
     /// node left it there) goes too, unless the store cannot be reached: then it stays, and the node
     /// that takes it next finds the work done.
+    /// Node `n` holds `pleas` in the store, if it can reach it.
+    pub(super) fn hold_pleas(&mut self, n: usize, pleas: impl IntoIterator<Item = Plea>) {
+        let (node, reachable) = (&self.nodes[n], self.store_back_in().is_none());
+        if let (Journal::Shared { epoch, .. }, true) = (&node.journal, reachable) {
+            let store = self.store.as_mut().expect("a cluster's store");
+            store.hold_pleas(&node.name, *epoch, pleas);
+        }
+    }
+
     pub(super) fn plea_settled(&mut self, n: usize, plea: &Plea) {
         self.nodes[n].pleas.remove(plea);
         if self.store_back_in().is_none() {

@@ -183,6 +183,11 @@ impl Journal for ClusterJournal {
         let _ = self.behind.send(upkeep::Behind::Settled(pleas));
     }
 
+    fn hold_pleas(&mut self, pleas: Vec<Plea>) {
+        // Not held yet (the database is away): held at the next turn of the upkeep.
+        let _ = self.behind.send(upkeep::Behind::Hold(pleas));
+    }
+
     fn leave_pleas(&mut self, pleas: Vec<Plea>) -> oneshot::Receiver<bool> {
         let (left, answer) = oneshot::channel();
         let _ = self.behind.send(upkeep::Behind::Leave(pleas, left));

@@ -43,6 +43,8 @@ pub(super) enum Behind {
     /// Pleas whose reversals' outcomes are durable: deleted, if they were left in the database (a plea
     /// not deleted is taken on again later, and found settled).
     Settled(Vec<Plea>),
+    /// Pleas this node holds, to hold in the database as its own (free for the others once it lapses).
+    Hold(Vec<Plea>),
     /// Pleas to leave for the other nodes, and whether they were left. Not behind the fence: this task
     /// goes on when the node is fenced.
     Leave(Vec<Plea>, oneshot::Sender<bool>),
@@ -103,6 +105,7 @@ async fn serve(
         }
         Behind::Closed(closed) => bounded(READ_TIMEOUT, store.batches_closed(&closed)).await,
         Behind::Settled(pleas) => bounded(READ_TIMEOUT, store.settle_pleas(&pleas)).await,
+        Behind::Hold(pleas) => bounded(READ_TIMEOUT, store.hold_pleas(&pleas)).await,
         // The node is ending, perhaps just after the database came back: a connection lost meanwhile
         // is made again, once, before the pleas are given up.
         Behind::Leave(pleas, left) => {

@@ -75,7 +75,7 @@ pub(super) async fn write(
         }
         if !batch.lookups.is_empty() {
             let _ = reports.send(Report::Claimed(
-                looked_up(&store, limit, &batch.lookups).await,
+                looked_up(&store, limit, &batch.lookups, Asked::Lookup).await,
             ));
         }
         let closed = closes(&batch.records);
@@ -195,7 +195,8 @@ async fn claimed(
     lost: &[TxnId],
 ) -> Vec<(TxnId, Option<Holder>)> {
     let is_lost = |claim: &&Claim| lost.contains(&claim.txn);
-    let mut holders = looked_up(store, limit, claims.iter().filter(is_lost)).await;
+    let lost = claims.iter().filter(is_lost);
+    let mut holders = looked_up(store, limit, lost, Asked::LostClaim).await;
     let mut answers = Vec::with_capacity(claims.len());
     for claim in claims {
         if !is_lost(&claim) {
@@ -217,16 +218,33 @@ async fn claimed(
     answers
 }
 
+/// Why a key's holder is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// A claim was lost to it: the holder's records decide what the request gets.
+    LostClaim,
+    /// A reversal looks it up: the other attempts of the same request count too (see
+    /// `engine::Holder`).
+    Lookup,
+}
+
 /// Who holds each key looked up. One that cannot be read now goes unanswered: its request is refused
 /// when it times out.
 async fn looked_up(
     store: &Store,
     limit: Duration,
     keys: impl IntoIterator<Item = &Claim>,
+    asked: Asked,
 ) -> Vec<(TxnId, Option<Holder>)> {
     let mut answers = Vec::new();
     for key in keys {
-        match bounded(limit, store.holder(key)).await {
+        let read = async {
+            match asked {
+                Asked::LostClaim => store.holder(key).await,
+                Asked::Lookup => store.looked_up(key).await,
+            }
+        };
+        match bounded(limit, read).await {
             Ok(holder) => answers.push((key.txn, holder)),
             Err(error) => {
                 tracing::warn!(?key.txn, %error, "holder of a key not read");
@@ -282,7 +300,7 @@ mod tests {
         let limit = Duration::from_secs(2);
         let keys = [key(1, 1), key(2, 2), key(3, 3)];
         let start = tokio::time::Instant::now();
-        let answers = looked_up(&store, limit, &keys).await;
+        let answers = looked_up(&store, limit, &keys, Asked::Lookup).await;
         let waited = start.elapsed();
         tokio::time::resume();
 
