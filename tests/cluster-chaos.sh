@@ -32,6 +32,8 @@ backoff = "500ms"
 max_backoff = "2s"
 [cluster]
 lease = "2s"
+# The load's terminals: a 3 s timeout, one retransmit, and a reconnect between.
+terminal_patience = "10s"
 TOML
 
 metric() { # node name: the metric's value on the node's admin endpoint
@@ -112,12 +114,13 @@ done
 
 wait "$terminals_pid" || true
 # The end: every lease live and no takeover under way (a node woken from the last pause may yet be
-# taken over, and then stop fenced and be started again), and no node with anything in flight or
-# queued (the last reversals and advices). Then everything stops.
+# taken over, and then stop fenced and be started again), no plea left waiting, and no node with
+# anything in flight or queued (the last reversals and advices, those in terminals' names waiting out
+# their patience among them). Then everything stops.
 settled() {
   local status
   status=$($bin cluster status --database "$database" 2>/dev/null) || return 1
-  [[ $status != *LAPSED* && $status != *"TAKEOVER UNDER WAY"* ]] || return 1
+  [[ $status != *LAPSED* && $status != *"TAKEOVER UNDER WAY"* && $status == *" 0 plea(s) waiting"* ]] || return 1
   for n in $(seq "$nodes"); do
     [ "$(metric "$n" acquiro_saf_depth)" = 0 ] && [ "$(metric "$n" acquiro_in_flight)" = 0 ] &&
       [ "$(metric "$n" acquiro_advice_queue_depth)" = 0 ] || return 1

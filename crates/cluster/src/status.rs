@@ -92,7 +92,8 @@ pub struct DatabaseStatus {
     pub synchronous_standbys: i64,
     /// Standbys whose state this role may not read (it lacks `pg_monitor`).
     pub standbys_unreadable: i64,
-    /// Pleas nodes left as they ended, not settled yet (schema version 9; none before it).
+    /// Pleas nodes left as they ended, or held by a node that lapsed, not settled yet (schema version
+    /// 9; none before it). Not those a live node holds while it waits out its terminals' patience.
     pub pleas: i64,
 }
 
@@ -140,7 +141,12 @@ pub async fn database(client: &Client) -> Result<DatabaseStatus, Error> {
     // no table to count.
     let pleas = match schema_version {
         9.. => client
-            .query_one("SELECT count(*) FROM pleas", &[])
+            .query_one(
+                "SELECT count(*) FROM pleas p WHERE NOT EXISTS (
+                     SELECT 1 FROM nodes n WHERE n.node = p.left_by AND p.taken_by = p.left_by
+                         AND n.epoch = p.taken_epoch AND n.lease_until > now())",
+                &[],
+            )
             .await?
             .get(0),
         _ => 0,

@@ -62,3 +62,50 @@ fn a_plea_left_by_one_node_is_taken_on_by_one_live_node_at_a_time_until_settled(
         assert_eq!(left, [2]);
     });
 }
+
+/// A node holds its own pleas while it waits out its terminals' patience: no other node takes them on
+/// while it is live, and any may once it lapses (killed, or its machine lost).
+#[test]
+fn a_plea_held_by_its_node_is_free_for_the_others_once_it_lapses() {
+    let Some(pg) = Server::start("pleas::held") else {
+        return;
+    };
+    rt().block_on(async {
+        let (a, b) = (joined(&pg, "a", LEASE).await, joined(&pg, "b", LEASE).await);
+        a.hold_pleas(&[plea(3)]).await.unwrap();
+        // Held again at the next turn of a's upkeep: nothing changes.
+        a.hold_pleas(&[plea(3)]).await.unwrap();
+        let client = cluster::connect(&pg.url()).await.unwrap();
+        let waiting = async || cluster::database(&client).await.unwrap().pleas;
+        assert_eq!(waiting().await, 0, "held by a live node: not waiting");
+        assert_eq!(
+            b.take_pleas(64).await.unwrap(),
+            [],
+            "a holds it, and is live"
+        );
+        assert_eq!(a.take_pleas(64).await.unwrap(), [], "a has it already");
+
+        let lapse = "UPDATE nodes SET lease_until = now() - interval '1 second' WHERE node = 'a'";
+        client.batch_execute(lapse).await.unwrap();
+        assert_eq!(waiting().await, 1);
+        assert_eq!(b.take_pleas(64).await.unwrap(), [plea(3)]);
+    });
+}
+
+/// A node that ends leaves the pleas it holds: free for the others at once, its lease still live.
+#[test]
+fn a_plea_held_then_left_is_free_at_once() {
+    let Some(pg) = Server::start("pleas::held_left") else {
+        return;
+    };
+    rt().block_on(async {
+        let (a, b) = (joined(&pg, "a", LEASE).await, joined(&pg, "b", LEASE).await);
+        a.hold_pleas(&[plea(4)]).await.unwrap();
+        a.plead(&[plea(4)]).await.unwrap();
+        assert_eq!(b.take_pleas(64).await.unwrap(), [plea(4)]);
+        // b's hold is not a's to end.
+        a.plead(&[plea(4)]).await.unwrap();
+        let (_, c) = (a, joined(&pg, "c", LEASE).await);
+        assert_eq!(c.take_pleas(64).await.unwrap(), [], "b has it, and is live");
+    });
+}

@@ -118,6 +118,53 @@ fn a_key_is_claimed_once_across_nodes_and_the_loser_learns_who_holds_it() {
     });
 }
 
+/// A lookup's holder comes with every node's records of the other transactions at the key's terminal
+/// and STAN (where else the terminal asked, and what it heard there), whether the evidence copy has
+/// indexed them yet or not; not the holder's own, nor another STAN's.
+#[test]
+fn a_lookup_returns_the_other_attempts_of_the_key_on_every_node() {
+    let Some(pg) = Server::start("store::attempts") else {
+        return;
+    };
+    rt().block_on(async {
+        let (a, b) = (joined(&pg, "a").await, joined(&pg, "b").await);
+        a.commit(&[(1, received(1, 21))], &[claim(1, 21, 42)], &[])
+            .await
+            .unwrap();
+        // b's attempt of the same request loses its claim and is replayed a's answer.
+        let replayed = Record {
+            txn: TxnId(1),
+            at: now(),
+            step: Step::Replayed {
+                rc: ResponseCode::APPROVED,
+            },
+        };
+        let attempt = received(1, 21);
+        let batch = [(1, attempt.clone()), (2, replayed.clone())];
+        b.commit(&batch, &[claim(1, 21, 42)], &[]).await.unwrap();
+        // Another request of the same terminal.
+        b.commit(&[(3, received(2, 22))], &[claim(2, 22, 43)], &[])
+            .await
+            .unwrap();
+
+        let want = vec![("b", attempt), ("b", replayed)];
+        for indexed in [false, true] {
+            if indexed {
+                a.index_evidence(1_000).await.unwrap();
+            }
+            let held = a.looked_up(&claim(9, 21, 0)).await.unwrap().expect("held");
+            assert_eq!((held.node.as_str(), held.txn), ("a", TxnId(1)));
+            let others: Vec<(&str, Record)> = (held.others.iter())
+                .map(|(node, r)| (node.as_str(), r.clone()))
+                .collect();
+            assert_eq!(others, want, "indexed: {indexed}");
+        }
+        // A lost claim's holder does not need them.
+        let holder = b.holder(&claim(9, 21, 0)).await.unwrap().expect("held");
+        assert!(holder.others.is_empty());
+    });
+}
+
 /// A key whose holder ended without being forwarded is taken over from that holder only: a second
 /// taker, which still names the first holder, loses it.
 #[test]

@@ -35,13 +35,6 @@ pub struct Plea {
     pub refused_at: SystemTime,
 }
 
-impl Plea {
-    fn same_key(&self, other: &Plea) -> bool {
-        (self.terminal == other.terminal && self.merchant == other.merchant)
-            && (self.stan, self.date) == (other.stan, other.date)
-    }
-}
-
 impl Engine {
     /// A terminal's reversal whose original is not in this node's memory: the store is asked who holds
     /// each key the original may have (`originals`: its STAN and date), and the holder's records decide
@@ -160,15 +153,16 @@ impl Engine {
 
     /// A [`Plea`] another node left in the store: this node reverses whatever holds its key, as that
     /// node would have. A plea whose key this node acts on already is settled as soon as what this
-    /// node recorded of it is durable (its terminal's own reversal), or held on as the plea this node
-    /// waits with under that key (the same plea, taken before).
+    /// node recorded of it is durable (its terminal's own reversal, another node's plea for the same
+    /// key), or held on if it is the very plea this node waits with (taken before).
     pub(crate) fn on_plea(&mut self, now: Now, plea: Plea, out: &mut Vec<Action>) {
         let keyed =
             (self.carrier(&plea)).and_then(|reversal| Some((self.key(now, &reversal)?, reversal)));
         let taken = keyed.is_some_and(|(key, reversal)| {
             self.reverse_for_terminal(now, key, reversal, plea.clone(), out)
         });
-        if !taken && self.pleas.values().any(|p| p.same_key(&plea)) {
+        // Settled, it would be deleted from the store, where this node holds it while it waits.
+        if !taken && self.pleas.values().any(|p| *p == plea) {
             return out.push(Action::Plead(plea));
         }
         if taken {

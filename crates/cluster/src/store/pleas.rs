@@ -20,7 +20,8 @@ fn columns(pleas: &[Plea]) -> (Vec<&str>, Vec<&str>, Vec<i32>, Vec<i16>) {
 
 impl Store {
     /// Leaves `pleas` for the other nodes. Not behind the fence: a node that leaves them has usually
-    /// lost its epoch, which is why it ends. A plea already there stays as it is.
+    /// lost its epoch, which is why it ends. A plea already there stays as it is, but for this node's
+    /// hold on it, which ends.
     pub async fn plead(&self, pleas: &[Plea]) -> Result<(), Error> {
         let (terminals, merchants, stans, days) = columns(pleas);
         let refused: Vec<SystemTime> = pleas.iter().map(|p| p.refused_at).collect();
@@ -30,7 +31,8 @@ impl Store {
                  SELECT t, m, s, d, r, $6
                  FROM unnest($1::text[], $2::text[], $3::integer[], $4::smallint[],
                              $5::timestamptz[]) AS p(t, m, s, d, r)
-                 ON CONFLICT DO NOTHING",
+                 ON CONFLICT (terminal, merchant, stan, day) DO UPDATE
+                     SET taken_by = NULL, taken_epoch = NULL WHERE pleas.taken_by = $6",
                 &[&terminals, &merchants, &stans, &days, &refused, &self.node],
             )
             .await?;
