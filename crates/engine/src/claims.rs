@@ -32,9 +32,10 @@ use iso8583::{Message, ResponseCode};
 use crate::FastMap;
 use crate::engine::{Engine, Request};
 use crate::event::{Action, ConnId, Now, TimerId, TxnId};
-use crate::idempotency::Done;
+use crate::idempotency::{Answer, Done};
 use crate::journal::{Received, Record, Step};
 use crate::recovery::Trail;
+use crate::store_reversals::to_undo;
 
 /// How often a request whose key another node holds in flight asks again about it.
 const POLL: Duration = Duration::from_millis(100);
@@ -449,22 +450,46 @@ impl Engine {
     ) -> Option<Message> {
         let c = self.claims.waiting.remove(&txn)?;
         self.cancel(TimerId::Claim(txn));
-        self.unavailable(now, txn, &c.req, out);
-        (!c.req.waiters.is_empty()).then_some(c.req.msg)
+        let told = (!c.req.waiters.is_empty()).then_some(c.req.msg.clone());
+        // Undone in the terminal's name (see `reverse_unknowing`), the 91 is this key's answer here: a
+        // retransmit sent before it reached the terminal (it waits behind its record) is answered the
+        // same 91, after it, and never forwarded, so the terminal hears one answer under its STAN.
+        let kept = to_undo(self.config.shared_store, told.clone())
+            .next()
+            .is_some();
+        self.unavailable(now, txn, &c.req, kept, out);
+        told
     }
 
-    /// Refuses `req` with RC 91 and lets its key go, so that the terminal's retry is admitted anew:
-    /// what it waited for from the store (its claim, its batch) did not come.
+    /// Refuses `req` with RC 91. Its key goes, so that the terminal's retry is admitted anew (what it
+    /// waited for from the store, its claim or its batch, did not come), unless `kept`: then the 91 is
+    /// the key's answer, replayed to its retransmits.
     pub(crate) fn unavailable(
         &mut self,
         now: Now,
         txn: TxnId,
         req: &Request,
+        kept: bool,
         out: &mut Vec<Action>,
     ) {
         self.stats.unavailable += 1;
-        self.idempotency.release(&req.key, txn);
         let rc = ResponseCode::ISSUER_UNAVAILABLE;
+        if kept {
+            let answer = Answer::Rebuilt {
+                rc,
+                auth_code: None,
+                rrn: None,
+                amount: None,
+            };
+            let done = Done {
+                txn,
+                answer,
+                approved: None,
+            };
+            self.idempotency.complete(&req.key, done);
+        } else {
+            self.idempotency.release(&req.key, txn);
+        }
         self.refuse(now, txn, &req.waiters, &req.msg, rc, out);
     }
 

@@ -190,7 +190,7 @@ impl Engine {
         let _txn = span(txn);
         let Some(records) = records else {
             tracing::warn!("the batch could not be read from the store; the terminal is told 91");
-            return self.unavailable(now, txn, &settling.req, out);
+            return self.unavailable(now, txn, &settling.req, false, out);
         };
         // A retransmit of a request another node took (its answer lost with that node, or the
         // connection): that node's outcome is repeated, not the batch compared or closed again.
@@ -213,7 +213,7 @@ impl Engine {
         // In transaction order, not the hash map's: the same events give the same records.
         waiting.sort_unstable_by_key(|(txn, _)| *txn);
         for (txn, settling) in waiting {
-            self.unavailable(now, txn, &settling.req, out);
+            self.unavailable(now, txn, &settling.req, false, out);
         }
     }
 

@@ -331,15 +331,17 @@ impl Engine {
 }
 
 /// Whether the terminal of `plea` was heard of `holder`'s key after it was told 91: an attempt of the
-/// request received after it (the terminal never took the 91, and asked again), or an approval told or
-/// replayed to it after it (it heard that instead), in the holder's records or another attempt's on
-/// any node.
+/// request received after it (the terminal never took the 91, and asked again; what that attempt gets
+/// is what it hears), whether it was a transaction of its own, joined one in flight, or was replayed
+/// an approval, in the holder's records or another attempt's on any node. An answer told after the 91
+/// to an attempt received before it proves nothing: its connection may be long gone (a node paused
+/// with the issuer's answer waiting, say).
 fn heard_after(plea: &Plea, holder: &Holder) -> bool {
     let after_the_91 = |r: &Record| {
         r.at > plea.refused_at
             && match &r.step {
-                Step::Received(_) => true,
-                Step::Told { rc } | Step::Replayed { rc } => rc.is_approval(),
+                Step::Received(_) | Step::Joined => true,
+                Step::Replayed { rc } => rc.is_approval(),
                 _ => false,
             }
     };
@@ -374,7 +376,7 @@ fn heard_after(plea: &Plea, holder: &Holder) -> bool {
 /// Of `refused`, those a reversal in the terminal's name is for: requests (an advice told 91 is
 /// repeated by its terminal until it is accepted), and only where a shared store may hold their keys
 /// elsewhere.
-fn to_undo(
+pub(crate) fn to_undo(
     shared_store: bool,
     refused: impl IntoIterator<Item = Message>,
 ) -> impl Iterator<Item = Message> {

@@ -954,3 +954,45 @@ fn a_terminals_own_reversal_overtakes_one_admitted_in_its_name() {
     let told: Vec<_> = answers(&out).map(|(conn, m)| (conn, rc(m))).collect();
     assert_eq!(told, [(ConnId(9), ResponseCode::APPROVED)]);
 }
+
+/// The holder's approval came after the 91, but to the attempt received before it (its node was
+/// paused with the issuer's answer waiting, and the terminal had long gone elsewhere): told to a
+/// connection the terminal left, it proves nothing, and the 91 the terminal took stands.
+#[test]
+fn a_plea_reverses_an_approval_told_after_the_91_to_an_attempt_from_before_it() {
+    let second = std::time::Duration::from_secs(1);
+    let mut a = node();
+    let out = a.request(1, a.purchase("TERM0001", 7, 2500));
+    let txn = one_claim(&out).txn;
+    let (link, up) = one_sent(&out);
+    assert!(claimed(&mut a, txn, None).is_empty());
+    a.advance(3 * second);
+    let out = a.step(Event::Response {
+        link,
+        msg: answer(&up, "00"),
+    });
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::APPROVED, "told now");
+    let mut c = node();
+    c.now = a.now;
+    let out = c.step(Event::Plea(plea(&c, 7, 2 * second)));
+    let lookup = asked_once_patience_is_over(&mut c, &out);
+    let out = claimed(&mut c, lookup.txn, Some(holder(&a, "a", txn, false)));
+    let (_, reversal) = one_sent(&out);
+    assert_eq!(reversal.mti().class(), iso8583::Class::REVERSAL);
+}
+
+/// A request given up with 91 for an unanswered claim keeps that answer for its retransmits: one
+/// sent before the 91 reached the terminal (it waits behind its record) is told the same 91 after
+/// it, and never claims or forwards anything, so the terminal hears one answer under its STAN.
+#[test]
+fn a_retransmit_of_a_request_given_up_with_91_is_told_the_same_91() {
+    let mut b = node();
+    let txn = one_claim(&b.request(6, unrouted(&b, "TERM0002", 4))).txn;
+    let last = fire_until(&mut b, txn, |out| answers(out).count() > 0);
+    assert_eq!(rc(&one_answer(&last).1), ResponseCode::ISSUER_UNAVAILABLE);
+    let out = b.request(6, unrouted(&b, "TERM0002", 4));
+    assert!(claims(&out).is_empty(), "{out:#?}");
+    assert_eq!(sent(&out).count(), 0);
+    let told: Vec<_> = answers(&out).map(|(conn, m)| (conn, rc(m))).collect();
+    assert_eq!(told, [(ConnId(6), ResponseCode::ISSUER_UNAVAILABLE)]);
+}
