@@ -57,7 +57,7 @@ impl Engine {
             let _ = fields::copy(answer, &upstream, 37);
         }
         self.answer_kept(now, txn, key, &waiters, answer, out);
-        self.owe(now, txn, Kind::Advice, issuer, upstream, out);
+        self.owe(now, txn, Kind::Advice, (upstream, issuer), None, out);
     }
 
     /// The advice in the issuer's dialect: the switch's DE32, an RRN that every repeat keeps, and for a

@@ -97,11 +97,14 @@ impl Engine {
         now: Now,
         txn: TxnId,
         kind: Kind,
-        issuer: usize,
-        message: Message,
+        (message, issuer): (Message, usize),
+        behind: Option<LinkId>,
         out: &mut Vec<Action>,
     ) {
         self.saf.queue(txn, kind, issuer, message, 0, now.mono);
+        if let Some(link) = behind {
+            self.saf.behind(txn, link);
+        }
         self.send_owed(now, txn, out);
     }
 
@@ -133,7 +136,8 @@ impl Engine {
         let Some(entry) = self.saf.get(txn) else {
             return;
         };
-        let (kind, issuer, attempts) = (entry.kind, entry.issuer, entry.attempts);
+        let (kind, issuer, attempts, behind) =
+            (entry.kind, entry.issuer, entry.attempts, entry.behind);
         let expired = now.mono.saturating_duration_since(entry.queued) >= policy.expiry
             || attempts >= policy.max_attempts;
         if expired {
@@ -152,7 +156,8 @@ impl Engine {
             .saturating_mul(1 << attempts.min(16))
             .min(policy.max_backoff);
         // Without a link the attempt waits for one; it does not count.
-        let Some(link) = self.links.pick(issuer) else {
+        let behind = behind.filter(|&link| self.links.is_ready(link));
+        let Some(link) = behind.or_else(|| self.links.pick(issuer)) else {
             self.saf.wait(txn);
             self.arm(TimerId::Saf(txn), now.mono + policy.backoff);
             return;

@@ -368,7 +368,7 @@ impl Engine {
         let pending = trail.unfinished(&self.config);
         if let (true, Some(issuer), Some((_, original))) = (pending, issuer, &trail.forwarded) {
             match self.recorded_original(original, issuer) {
-                Ok(msg) if in_doubt => self.queue_reversal(now, txn, msg, issuer, out),
+                Ok(msg) if in_doubt => self.queue_reversal(now, txn, (msg, issuer), None, out),
                 Ok(msg) => {
                     let (queued, attempts) = trail.reversal.unwrap_or((now.wall, 0));
                     let queued = mono(now, queued);

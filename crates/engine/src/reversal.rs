@@ -6,7 +6,7 @@ use compact_str::CompactString;
 use iso8583::{Message, Mti, OriginalData};
 
 use crate::engine::Engine;
-use crate::event::{Action, Now, TxnId};
+use crate::event::{Action, LinkId, Now, TxnId};
 use crate::idempotency::{FINGERPRINT_FIELDS, fingerprint_as};
 use crate::journal::{Original, Step};
 use crate::saf::Kind;
@@ -23,13 +23,14 @@ const NEEDED_FIELDS: &[u8] = &[2, 3, 4, 7, 11, 12, 13, 15, 22, 25, 32, 33, 37, 4
 pub(crate) type Reversible = (Source, usize);
 
 impl Engine {
-    /// Queues the reversal of `txn` (once: queuing it again does nothing) and sends its first attempt.
+    /// Queues the reversal of `txn` (once: queuing it again does nothing) and sends its first attempt,
+    /// `behind` its original on that link while it is up (see `saf::Entry::behind`).
     pub(crate) fn queue_reversal(
         &mut self,
         now: Now,
         txn: TxnId,
-        original: Message,
-        issuer: usize,
+        (original, issuer): (Message, usize),
+        behind: Option<LinkId>,
         out: &mut Vec<Action>,
     ) {
         if self.saf.contains(txn) {
@@ -37,7 +38,7 @@ impl Engine {
         }
         self.stats.reversals.queued += 1;
         Self::journal(now, txn, Step::ReversalQueued, out);
-        self.owe(now, txn, Kind::Reversal, issuer, original, out);
+        self.owe(now, txn, Kind::Reversal, (original, issuer), behind, out);
     }
 
     /// Queues the reversal of `txn` that a terminal's `reversal` asks for: for part of the amount when
@@ -57,7 +58,7 @@ impl Engine {
             }
             Self::journal(now, txn, Step::ReversalReplaces { amounts }, out);
         }
-        self.queue_reversal(now, txn, original, issuer, out);
+        self.queue_reversal(now, txn, (original, issuer), None, out);
     }
 }
 

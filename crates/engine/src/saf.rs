@@ -9,7 +9,7 @@ use std::time::Instant;
 use iso8583::Message;
 
 use crate::FastMap;
-use crate::event::TxnId;
+use crate::event::{LinkId, TxnId};
 use crate::links::PendingKey;
 
 /// What an entry owes the issuer.
@@ -41,6 +41,11 @@ pub(crate) struct Entry {
     sent: Vec<PendingKey>,
     /// The last attempt found no link up: it goes out when one signs on.
     waiting: bool,
+    /// The link its original went on, for a reversal made while the original may still be on its way
+    /// (its answer timed out): its attempts go on it while it is up, behind the original on one
+    /// connection, so that they cannot reach the issuer first (an issuer that finds no original for a
+    /// reversal acknowledges it, and the original that follows stands).
+    pub(crate) behind: Option<LinkId>,
 }
 
 #[derive(Debug, Default)]
@@ -102,11 +107,19 @@ impl Saf {
             queued,
             sent: Vec::new(),
             waiting: false,
+            behind: None,
         };
         if let Some(replaced) = self.entries.insert(txn, entry) {
             self.pending[replaced.kind.index()] -= 1;
         }
         self.pending[kind.index()] += 1;
+    }
+
+    /// The entry of `txn` goes on `link` while it is up (see [`Entry::behind`]).
+    pub(crate) fn behind(&mut self, txn: TxnId, link: LinkId) {
+        if let Some(e) = self.entries.get_mut(&txn) {
+            e.behind = Some(link);
+        }
     }
 
     /// Changes what the entry of `txn` sends from its next attempt on; returns whether it did.

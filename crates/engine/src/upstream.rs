@@ -105,7 +105,8 @@ impl Engine {
         // A retransmit must learn what stands at the issuer: an approval the terminal never learned of, or
         // reversed itself, is undone at the issuer and replays as 91.
         let (answer, approved) = if approved && (!told || t.reverse_on_answer) {
-            self.queue_reversal(now, txn, forwarded, t.issuer, out);
+            // Answered: the original is at the issuer already.
+            self.queue_reversal(now, txn, (forwarded, t.issuer), None, out);
             (self.unavailable_answer(&t.req.msg), None)
         } else {
             (
@@ -182,7 +183,8 @@ impl Engine {
         let answer = self.unavailable_answer(&t.req.msg);
         self.tell(now, txn, &t.req.waiters, &answer, out);
         if self.moves_money(t.issuer, &t.forwarded) {
-            self.queue_reversal(now, txn, t.forwarded, t.issuer, out);
+            let behind = Some(t.pending.link);
+            self.queue_reversal(now, txn, (t.forwarded, t.issuer), behind, out);
         }
         self.idempotency.complete(
             &t.req.key,

@@ -919,3 +919,28 @@ fn the_engine_keeps_one_timer_table_in_deadline_order() {
         "re-armed later"
     );
 }
+
+/// A reversal for a timeout goes on its original's link, behind it on one connection, even when
+/// another link is idler: on another link it could reach the issuer first (a paused process sends both
+/// at once when it resumes), and an issuer that finds no original acknowledges the reversal and lets
+/// the late original stand.
+#[test]
+fn a_timeouts_reversal_follows_its_original_on_its_link() {
+    let mut h = Harness::new();
+    let (first, _) = one_sent(&h.request(1, h.purchase("TERM0001", 1, 2500)));
+    let (other, b) = one_sent(&h.request(2, h.purchase("TERM0002", 2, 2500)));
+    let (third, _) = one_sent(&h.request(3, h.purchase("TERM0003", 3, 2500)));
+    assert_eq!((first, third), (LinkId(0), LinkId(0)));
+    assert_eq!(other, LinkId(1));
+    h.step(Event::Response {
+        link: other,
+        msg: answer(&b, "00"),
+    });
+    h.advance(TIMEOUT);
+    let out = h.fire(TimerId::Response(TxnId(1)));
+    let reversals: Vec<LinkId> = (sent(&out))
+        .filter(|(_, m)| m.mti() == Mti::REVERSAL)
+        .map(|(link, _)| link)
+        .collect();
+    assert_eq!(reversals, [LinkId(0), LinkId(0)], "link 1 is idle");
+}

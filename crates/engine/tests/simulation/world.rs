@@ -118,6 +118,9 @@ pub(crate) struct Run {
 struct Link {
     up: bool,
     epoch: u64,
+    /// When the last message sent on it reaches the issuer: one connection delivers in order, so none
+    /// sent after it arrives sooner.
+    last: Duration,
 }
 
 /// A gate that lets every effect out at once: what the simulation must catch.
@@ -366,6 +369,7 @@ impl<G: Gate + Default> World<G> {
                     .map(|_| Link {
                         up: false,
                         epoch: 0,
+                        last: Duration::ZERO,
                     })
                     .collect(),
                 timer_at: None,
@@ -883,9 +887,11 @@ impl<G: Gate + Default> World<G> {
     fn effect(&mut self, n: usize, effect: Action) {
         match effect {
             Action::Send { link, msg, .. } => {
-                let state = &self.nodes[n].links[link.0 as usize];
+                let wire = self.wire();
+                let (now, state) = (self.now, &mut self.nodes[n].links[link.0 as usize]);
                 if state.up {
-                    let (epoch, delay) = (state.epoch, self.wire());
+                    state.last = state.last.max(now + wire);
+                    let (epoch, delay) = (state.epoch, state.last - now);
                     self.at(delay, Ev::ToIssuer(n, link, epoch, msg));
                 }
             }
