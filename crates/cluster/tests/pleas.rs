@@ -109,3 +109,34 @@ fn a_plea_held_then_left_is_free_at_once() {
         assert_eq!(c.take_pleas(64).await.unwrap(), [], "b has it, and is live");
     });
 }
+
+/// Two 91s under one key (a retransmit refused too): the plea keeps the later, the terminal's last
+/// word, and settling the earlier leaves it.
+#[test]
+fn a_plea_keeps_the_later_91_under_its_key() {
+    let Some(pg) = Server::start("pleas::later") else {
+        return;
+    };
+    rt().block_on(async {
+        let (a, b) = (joined(&pg, "a", LEASE).await, joined(&pg, "b", LEASE).await);
+        let earlier = plea(6);
+        let later = Plea {
+            refused_at: earlier.refused_at + Duration::from_secs(2),
+            ..earlier.clone()
+        };
+        a.hold_pleas(std::slice::from_ref(&earlier)).await.unwrap();
+        b.plead(std::slice::from_ref(&later)).await.unwrap();
+        a.plead(std::slice::from_ref(&earlier)).await.unwrap();
+        a.settle_pleas(std::slice::from_ref(&earlier))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.take_pleas(64).await.unwrap(),
+            std::slice::from_ref(&later)
+        );
+        b.settle_pleas(&[later]).await.unwrap();
+        assert_eq!(b.take_pleas(64).await.unwrap(), []);
+        let client = cluster::connect(&pg.url()).await.unwrap();
+        assert_eq!(cluster::database(&client).await.unwrap().pleas, 0);
+    });
+}

@@ -170,6 +170,18 @@ impl Claims {
             .is_some()
     }
 
+    /// Asks the store about `txn`'s key no sooner than `at`, if it was not asked yet (a reversal in a
+    /// terminal's name asks first at its deadline). Whether it was put off.
+    pub(crate) fn put_off(&mut self, txn: TxnId, now: Instant, at: Instant) -> bool {
+        match self.waiting.get_mut(&txn) {
+            Some(c) if now < c.deadline && c.deadline < at => {
+                c.deadline = at;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Forgets `conn` as a waiter; returns the transactions it waited for.
     pub(crate) fn closed(&mut self, conn: ConnId) -> Vec<TxnId> {
         (self.waiting.iter_mut())

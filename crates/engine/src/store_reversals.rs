@@ -188,14 +188,10 @@ impl Engine {
         conn: ConnId,
         out: &mut Vec<Action>,
     ) -> bool {
-        let in_flight = |state: &mut State<_>, _| match state {
-            State::InFlight(txn) => Some(*txn),
-            State::Done(_) => None,
-        };
-        let Some(txn) = self.idempotency.with(key, in_flight).flatten() else {
+        let Some(txn) = self.plea_waiting(key) else {
             return false;
         };
-        if !self.pleas.contains_key(&txn) || !self.claims.join(txn, conn) {
+        if !self.claims.join(txn, conn) {
             return false;
         }
         if let Some(plea) = self.pleas.remove(&txn) {
@@ -205,6 +201,38 @@ impl Engine {
         Self::journal(now, txn, Step::Joined, out);
         self.arm(TimerId::Claim(txn), now.mono);
         true
+    }
+
+    /// The reversal in a terminal's name under `key` still waiting for the store, if there is one.
+    fn plea_waiting(&self, key: &Key) -> Option<TxnId> {
+        let in_flight = |state: &mut State<_>, _| match state {
+            State::InFlight(txn) => Some(*txn),
+            State::Done(_) => None,
+        };
+        let txn = self.idempotency.with(key, in_flight).flatten()?;
+        self.pleas.contains_key(&txn).then_some(txn)
+    }
+
+    /// Another 91 under the key of the plea `txn` waits with (a retransmit refused too, here or on
+    /// another node): the later one is the terminal's last word, so the plea takes its time, and
+    /// waits out the terminal's patience from it unless the store was asked already.
+    fn refused_again(&mut self, now: Now, txn: TxnId, plea: &Plea, out: &mut Vec<Action>) {
+        let Some(waiting) = self.pleas.get_mut(&txn) else {
+            return;
+        };
+        if plea.refused_at <= waiting.refused_at {
+            return;
+        }
+        // Settled, the earlier one leaves the store's copy alone: it holds the later 91.
+        out.push(Action::PleaSettled(waiting.clone()));
+        waiting.refused_at = plea.refused_at;
+        out.push(Action::Plead(waiting.clone()));
+        let patience = (plea.refused_at + self.config.terminal_patience)
+            .duration_since(now.wall)
+            .unwrap_or_default();
+        if self.claims.put_off(txn, now.mono, now.mono + patience) {
+            self.arm(TimerId::Claim(txn), now.mono + patience);
+        }
     }
 
     /// A message that carries a plea's key, in the dialect of the first issuer (any dialect keys a
@@ -237,6 +265,10 @@ impl Engine {
         plea: Plea,
         out: &mut Vec<Action>,
     ) -> bool {
+        if let Some(waiting) = self.plea_waiting(&key) {
+            self.refused_again(now, waiting, &plea, out);
+            return false;
+        }
         let txn = self.new_txn();
         let _txn = crate::engine::span(txn);
         let fingerprint = fingerprint(&reversal, &self.config.card_key);

@@ -996,3 +996,41 @@ fn a_retransmit_of_a_request_given_up_with_91_is_told_the_same_91() {
     let told: Vec<_> = answers(&out).map(|(conn, m)| (conn, rc(m))).collect();
     assert_eq!(told, [(ConnId(6), ResponseCode::ISSUER_UNAVAILABLE)]);
 }
+
+/// The terminal's retransmit refused 91 too, while the reversal in its name for the first 91 waits:
+/// the later 91 is its last word, and the waiting reversal answers for it. An attempt between the two
+/// (here on another node) is before the terminal's last word, and the approval is reversed.
+#[test]
+fn a_later_91_under_the_key_of_a_waiting_plea_is_the_one_it_answers_for() {
+    let second = std::time::Duration::from_secs(1);
+    let mut a = node();
+    let approved = approved_on(&mut a, "TERM0001", 7, 2500);
+    let mut b = node();
+    b.now = a.now.after(second);
+    b.step(Event::JournalWritable(false));
+    let (first, txn) = admitted(&b.request(5, b.purchase("TERM0001", 7, 2500)));
+    b.advance(2 * second);
+    let out = b.request(6, b.purchase("TERM0001", 7, 2500));
+    let pleas: Vec<_> = (out.iter())
+        .filter_map(|a| match a {
+            Action::Plead(p) => Some(("plead", p.refused_at)),
+            Action::PleaSettled(p) => Some(("settled", p.refused_at)),
+            _ => None,
+        })
+        .collect();
+    let later = b.now.wall;
+    assert_eq!(pleas, [("settled", first.refused_at), ("plead", later)]);
+    b.step(Event::JournalWritable(true));
+    let lookup = one_lookup(&b.fire(TimerId::Claim(txn)));
+    assert!(
+        b.now.wall >= later + PATIENCE,
+        "the patience runs from the later 91"
+    );
+
+    let mut held = holder(&a, "a", approved, false);
+    let mut between = held.records[0].clone();
+    (between.txn, between.at) = (TxnId(99), first.refused_at + second);
+    held.others = vec![("d".into(), between)];
+    let out = claimed(&mut b, lookup.txn, Some(held));
+    one_reversal_of(&a, &out);
+}

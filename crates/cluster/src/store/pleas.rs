@@ -20,8 +20,8 @@ fn columns(pleas: &[Plea]) -> (Vec<&str>, Vec<&str>, Vec<i32>, Vec<i16>) {
 
 impl Store {
     /// Leaves `pleas` for the other nodes. Not behind the fence: a node that leaves them has usually
-    /// lost its epoch, which is why it ends. A plea already there stays as it is, but for this node's
-    /// hold on it, which ends.
+    /// lost its epoch, which is why it ends. A plea already there keeps its taker, but for this node's
+    /// hold on it, which ends; and it keeps the later 91 (the terminal's last word).
     pub async fn plead(&self, pleas: &[Plea]) -> Result<(), Error> {
         let (terminals, merchants, stans, days) = columns(pleas);
         let refused: Vec<SystemTime> = pleas.iter().map(|p| p.refused_at).collect();
@@ -32,7 +32,9 @@ impl Store {
                  FROM unnest($1::text[], $2::text[], $3::integer[], $4::smallint[],
                              $5::timestamptz[]) AS p(t, m, s, d, r)
                  ON CONFLICT (terminal, merchant, stan, day) DO UPDATE
-                     SET taken_by = NULL, taken_epoch = NULL WHERE pleas.taken_by = $6",
+                     SET refused_at = greatest(pleas.refused_at, excluded.refused_at),
+                         taken_by = nullif(pleas.taken_by, $6),
+                         taken_epoch = CASE WHEN pleas.taken_by = $6 THEN NULL ELSE pleas.taken_epoch END",
                 &[&terminals, &merchants, &stans, &days, &refused, &self.node],
             )
             .await?;
@@ -42,7 +44,7 @@ impl Store {
     /// Holds `pleas` of this node's own: taken on by it under its current epoch, so that they are free
     /// for the other nodes once it lapses or is fenced (a node killed, or its machine lost, while it
     /// waits out a terminal's patience; see `engine::Config::terminal_patience`). A plea already there
-    /// stays as it is.
+    /// keeps its taker, and the later 91.
     pub async fn hold_pleas(&self, pleas: &[Plea]) -> Result<(), Error> {
         let (terminals, merchants, stans, days) = columns(pleas);
         let refused: Vec<SystemTime> = pleas.iter().map(|p| p.refused_at).collect();
@@ -52,7 +54,8 @@ impl Store {
                  SELECT t, m, s, d, r, $6, $6, (SELECT epoch FROM nodes WHERE node = $6)
                  FROM unnest($1::text[], $2::text[], $3::integer[], $4::smallint[],
                              $5::timestamptz[]) AS p(t, m, s, d, r)
-                 ON CONFLICT DO NOTHING",
+                 ON CONFLICT (terminal, merchant, stan, day) DO UPDATE
+                     SET refused_at = greatest(pleas.refused_at, excluded.refused_at)",
                 &[&terminals, &merchants, &stans, &days, &refused, &self.node],
             )
             .await?;
@@ -91,15 +94,19 @@ impl Store {
             .collect())
     }
 
-    /// Deletes `pleas`, whose reversals' outcomes are committed.
+    /// Deletes `pleas`, whose reversals' outcomes are committed: not one under the same key for a
+    /// later 91, which is still to be decided.
     pub async fn settle_pleas(&self, pleas: &[Plea]) -> Result<(), Error> {
         let (terminals, merchants, stans, days) = columns(pleas);
+        let refused: Vec<SystemTime> = pleas.iter().map(|p| p.refused_at).collect();
         self.client
             .execute(
                 "DELETE FROM pleas p
-                 USING unnest($1::text[], $2::text[], $3::integer[], $4::smallint[]) AS s(t, m, st, d)
-                 WHERE (p.terminal, p.merchant, p.stan, p.day) = (s.t, s.m, s.st, s.d)",
-                &[&terminals, &merchants, &stans, &days],
+                 USING unnest($1::text[], $2::text[], $3::integer[], $4::smallint[],
+                              $5::timestamptz[]) AS s(t, m, st, d, r)
+                 WHERE (p.terminal, p.merchant, p.stan, p.day) = (s.t, s.m, s.st, s.d)
+                   AND p.refused_at <= s.r",
+                &[&terminals, &merchants, &stans, &days, &refused],
             )
             .await?;
         Ok(())

@@ -4,7 +4,7 @@
 //! themselves are held to the same rules on a real PostgreSQL by `crates/cluster/tests/store.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use engine::{Claim, Holder, OpenBatch, Plea, Record, Step, TxnId};
 
@@ -80,12 +80,21 @@ pub(crate) struct Store {
     nodes: BTreeMap<String, Row>,
     records: BTreeMap<String, Vec<(u64, Record)>>,
     claims: BTreeMap<Key, (String, TxnId, u64)>,
-    /// Pleas nodes left (see `engine::Plea`), each with the node that took it on, under which epoch.
-    pleas: BTreeMap<Plea, Option<(String, u64)>>,
+    /// Pleas nodes left or hold (see `engine::Plea`), by key as `pleas` keeps them: when the last 91
+    /// under it was told, and the node that took it on, under which epoch.
+    pleas: BTreeMap<PleaKey, (SystemTime, Option<(String, u64)>)>,
     /// Off: commits, renewals and takeovers ignore the epoch, which is what the simulation must catch.
     fencing: bool,
     /// Off: pleas left are dropped, which is what the simulation must catch.
     keeps_pleas: bool,
+}
+
+/// A plea's key, as the `pleas` table's: terminal, merchant, STAN, date.
+type PleaKey = (String, String, u32, u16);
+
+fn plea_key(plea: Plea) -> (PleaKey, SystemTime) {
+    let key = (plea.terminal, plea.merchant, plea.stan, plea.date);
+    (key, plea.refused_at)
 }
 
 impl Store {
@@ -168,24 +177,29 @@ impl Store {
     }
 
     /// A node leaves its pleas for the others: not behind the fence, which a node that leaves them has
-    /// usually lost. One already there stays as it is.
+    /// usually lost. One already there keeps its taker, and the later 91.
     pub(crate) fn plead(&mut self, pleas: impl IntoIterator<Item = Plea>) {
-        for plea in pleas.into_iter().filter(|_| self.keeps_pleas) {
-            self.pleas.entry(plea).or_default();
-        }
+        self.put_pleas(pleas, None);
     }
 
     /// `node` holds `pleas` of its own, under `epoch`: taken on by it, so that they are free for
     /// another node once it lapses (a machine lost takes its memory and its pleas file with it). One
-    /// already there stays as it is.
+    /// already there keeps its taker, and the later 91.
     pub(crate) fn hold_pleas(
         &mut self,
         node: &str,
         epoch: u64,
         pleas: impl IntoIterator<Item = Plea>,
     ) {
+        self.put_pleas(pleas, Some((node.to_string(), epoch)));
+    }
+
+    fn put_pleas(&mut self, pleas: impl IntoIterator<Item = Plea>, by: Option<(String, u64)>) {
         for plea in pleas.into_iter().filter(|_| self.keeps_pleas) {
-            (self.pleas.entry(plea)).or_insert_with(|| Some((node.to_string(), epoch)));
+            let (key, refused) = plea_key(plea);
+            (self.pleas.entry(key))
+                .and_modify(|(at, _)| *at = (*at).max(refused))
+                .or_insert((refused, by.clone()));
         }
     }
 
@@ -195,19 +209,33 @@ impl Store {
         let live = |(by, by_epoch): &(String, u64)| {
             (self.nodes.get(by)).is_some_and(|r| r.epoch == *by_epoch && r.lease_until > now)
         };
-        let free: Vec<Plea> = (self.pleas.iter())
-            .filter(|(_, taken)| !taken.as_ref().is_some_and(live))
-            .map(|(plea, _)| plea.clone())
+        let free: Vec<PleaKey> = (self.pleas.iter())
+            .filter(|(_, (_, taken))| !taken.as_ref().is_some_and(live))
+            .map(|(key, _)| key.clone())
             .collect();
-        for plea in &free {
-            self.pleas
-                .insert(plea.clone(), Some((node.to_string(), epoch)));
+        let mut taken = Vec::new();
+        for key in free {
+            let (refused, by) = self.pleas.get_mut(&key).expect("a plea just read");
+            *by = Some((node.to_string(), epoch));
+            let (terminal, merchant, stan, date) = key;
+            let refused_at = *refused;
+            (taken).push(Plea {
+                terminal,
+                merchant,
+                stan,
+                date,
+                refused_at,
+            });
         }
-        free
+        taken
     }
 
+    /// `plea`'s reversal has its outcome durable: deleted, unless a later 91 under its key is there.
     pub(crate) fn settle_plea(&mut self, plea: &Plea) {
-        self.pleas.remove(plea);
+        let (key, refused) = plea_key(plea.clone());
+        if self.pleas.get(&key).is_some_and(|(at, _)| *at <= refused) {
+            self.pleas.remove(&key);
+        }
     }
 
     /// One batch in one transaction behind the fence; returns the claims it lost.
