@@ -40,6 +40,11 @@ use crate::store_reversals::to_undo;
 /// How often a request whose key another node holds in flight asks again about it.
 const POLL: Duration = Duration::from_millis(100);
 
+/// How late a claim's timer may fire before the node counts itself stopped meanwhile (see
+/// `on_claim_timer`): far beyond a loaded node's scheduling delays, well within a pause that outlasts
+/// a lease.
+const STALLED: Duration = Duration::from_millis(500);
+
 /// An idempotency key to claim, and the claim's owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -422,7 +427,13 @@ impl Engine {
     }
 
     /// Time to ask again about a key held in flight elsewhere, or to give up.
-    pub(crate) fn on_claim_timer(&mut self, now: Now, txn: TxnId, out: &mut Vec<Action>) {
+    pub(crate) fn on_claim_timer(
+        &mut self,
+        now: Now,
+        due: Instant,
+        txn: TxnId,
+        out: &mut Vec<Action>,
+    ) {
         let Some(c) = self.claims.waiting.get_mut(&txn) else {
             return;
         };
@@ -444,6 +455,14 @@ impl Engine {
                 now.mono + POLL
             };
             return self.arm(TimerId::Claim(txn), at);
+        }
+        // A timer this late means the node was stopped (paused, starved): what it knows of its
+        // connections is stale, and a terminal it would tell 91 may have left long ago, asked again
+        // elsewhere and been told what stands. A 91 it never hears needs no reversal in its name:
+        // told to nobody, and the terminal, if it is still there, asks again.
+        if now.mono.saturating_duration_since(due) > STALLED {
+            tracing::warn!(late = ?now.mono.saturating_duration_since(due), "this node was stopped past a claim's deadline: its 91 is told to nobody");
+            c.req.waiters.clear();
         }
         let refused = self.give_up_claim(now, txn, out);
         self.reverse_unknowing(now, refused, out);

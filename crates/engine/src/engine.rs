@@ -209,7 +209,7 @@ impl Engine {
     }
 
     fn fire_due(&mut self, now: Now, out: &mut Vec<Action>) {
-        while let Some(id) = self.timers.pop_due(now.mono) {
+        while let Some((due, id)) = self.timers.pop_due(now.mono) {
             match id {
                 TimerId::Response(txn) => {
                     let _txn = span(txn);
@@ -220,7 +220,7 @@ impl Engine {
                     self.send_owed(now, txn, out)
                 }
                 TimerId::Link(link) => self.on_link_timer(now, link, out),
-                TimerId::Claim(txn) => self.on_claim_timer(now, txn, out),
+                TimerId::Claim(txn) => self.on_claim_timer(now, due, txn, out),
             }
         }
     }

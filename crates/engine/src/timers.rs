@@ -70,8 +70,8 @@ impl<T: Ord + Copy> Timers<T> {
         self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
 
-    /// The earliest timer due at `now`, disarmed.
-    pub(crate) fn pop_due(&mut self, now: T) -> Option<TimerId> {
+    /// The earliest timer due at `now`, disarmed, with when it was due.
+    pub(crate) fn pop_due(&mut self, now: T) -> Option<(T, TimerId)> {
         self.drop_stale();
         let &Reverse((at, _, id)) = self.heap.peek()?;
         if at > now {
@@ -79,7 +79,7 @@ impl<T: Ord + Copy> Timers<T> {
         }
         self.heap.pop();
         self.armed.remove(&id);
-        Some(id)
+        Some((at, id))
     }
 
     fn drop_stale(&mut self) {
@@ -124,7 +124,7 @@ mod tests {
             "the heap reached {most} entries"
         );
         let mut fired = Vec::new();
-        while let Some(TimerId::Response(TxnId(i))) = timers.pop_due(u64::MAX) {
+        while let Some((_, TimerId::Response(TxnId(i)))) = timers.pop_due(u64::MAX) {
             fired.push(i);
         }
         let armed: Vec<u64> = (0..10).map(|k| k * 100_000 + 7).collect();
