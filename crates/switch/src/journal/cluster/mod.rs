@@ -218,11 +218,61 @@ async fn reconnect(
 /// later. The caller treats it as any lost connection: it connects again, and a commit is settled
 /// before it is repeated (a commit that reaches the database late meets the copy made since, and one
 /// of the two fails on the records' key).
+///
+/// A limit found passed long after it passed means this process was stopped (paused, starved), not
+/// that the database went quiet: its answer may be waiting unread. The call then gets `limit` once
+/// more. Counted lost at once, a commit would have the node refuse what it holds with 91, to
+/// connections that may have closed meanwhile.
 async fn bounded<T>(
     limit: Duration,
     call: impl Future<Output = Result<T, cluster::Error>>,
 ) -> Result<T, cluster::Error> {
+    let mut call = std::pin::pin!(call);
+    let deadline = tokio::time::Instant::now() + limit;
+    match tokio::time::timeout_at(deadline, &mut call).await {
+        Ok(answer) => return answer,
+        Err(_) if deadline.elapsed() <= STALLED => return Err(cluster::Error::NoAnswer(limit)),
+        Err(_) => {
+            tracing::warn!(late = ?deadline.elapsed(), "this process was stopped past a database call's limit: the call gets its limit once more")
+        }
+    }
     tokio::time::timeout(limit, call)
         .await
         .unwrap_or(Err(cluster::Error::NoAnswer(limit)))
+}
+
+/// How late a limit may be found passed before the process counts itself stopped meanwhile: far
+/// beyond a loaded node's scheduling delays.
+const STALLED: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process stopped past a call's limit finds it passed long ago as it resumes: the answer that
+    /// came meanwhile is taken, not counted lost. A call that stays silent is lost one limit later.
+    #[tokio::test(start_paused = true)]
+    async fn a_limit_found_passed_long_after_gives_the_call_its_limit_once_more() {
+        let limit = Duration::from_secs(2);
+        let (answer, answered) = tokio::sync::oneshot::channel::<()>();
+        let call = async move { answered.await.map_err(|_| cluster::Error::NoAnswer(limit)) };
+        let waiting = tokio::spawn(bounded(limit, call));
+        tokio::task::yield_now().await;
+        tokio::time::advance(limit + Duration::from_secs(1)).await;
+        // It resumes before the answer is read (the connection's own task has not run yet).
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "counted lost");
+        answer.send(()).unwrap();
+        assert!(waiting.await.unwrap().is_ok());
+
+        let silent = tokio::spawn(bounded(limit, std::future::pending::<Result<(), _>>()));
+        tokio::task::yield_now().await;
+        tokio::time::advance(limit + Duration::from_secs(1)).await;
+        assert!(!silent.is_finished());
+        tokio::time::advance(limit).await;
+        assert!(matches!(
+            silent.await.unwrap(),
+            Err(cluster::Error::NoAnswer(_))
+        ));
+    }
 }
