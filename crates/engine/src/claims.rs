@@ -136,6 +136,8 @@ struct Claiming {
     /// first. A 91 before then could contradict an approval the holder is still making durable (a slow
     /// commit of that node).
     held: bool,
+    /// Its timer was found late once (see `on_claim_timer`): the next time it gives up.
+    stalled: bool,
 }
 
 impl Claiming {
@@ -313,6 +315,7 @@ impl Engine {
             claim,
             deadline,
             held: false,
+            stalled: false,
         };
         self.claims.waiting.insert(txn, waiting);
     }
@@ -457,12 +460,18 @@ impl Engine {
             return self.arm(TimerId::Claim(txn), at);
         }
         // A timer this late means the node was stopped (paused, starved): what it knows of its
-        // connections is stale, and a terminal it would tell 91 may have left long ago, asked again
-        // elsewhere and been told what stands. A 91 it never hears needs no reversal in its name:
-        // told to nobody, and the terminal, if it is still there, asks again.
-        if now.mono.saturating_duration_since(due) > STALLED {
-            tracing::warn!(late = ?now.mono.saturating_duration_since(due), "this node was stopped past a claim's deadline: its 91 is told to nobody");
-            c.req.waiters.clear();
+        // connections is stale (a balancer may have shut them meanwhile, and their terminals been
+        // told what stands on another node), and a 91 told to a terminal gone would be undone in its
+        // name. So it gives up a moment later, once the closes that came meanwhile are read: a 91
+        // nobody hears needs no reversal.
+        let late = now.mono.saturating_duration_since(due);
+        if late > STALLED && !c.stalled {
+            tracing::warn!(
+                ?late,
+                "this node was stopped past a claim's deadline: given up once its connections are read"
+            );
+            c.stalled = true;
+            return self.arm(TimerId::Claim(txn), now.mono + POLL);
         }
         let refused = self.give_up_claim(now, txn, out);
         self.reverse_unknowing(now, refused, out);
