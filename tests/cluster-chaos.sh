@@ -142,6 +142,11 @@ echo "takeovers: $(cat "$work"/node*.log | grep -c 'took over the work' || true)
 $bin tranlog verify --database "$database"
 verdict=$($bin sim reconcile --outcomes "$work/outcomes.json" --ledger "$work/ledger.json") || {
   echo "$verdict"
+  # Each mismatch's timeline on every node, while the database is still there: with ACQUIRO_KEEP,
+  # what explains the failure outlives the run.
+  for rrn in $(grep -o '"rrn":"[0-9]*"' <<<"$verdict" | cut -d'"' -f4); do
+    { echo "== RRN $rrn"; $bin tranlog show --database "$database" --rrn "$rrn" 2>&1 || true; } >>"$work/timelines.report"
+  done
   exit 1
 }
 echo "$verdict"
