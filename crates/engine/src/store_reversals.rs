@@ -227,12 +227,17 @@ impl Engine {
         out.push(Action::PleaSettled(waiting.clone()));
         waiting.refused_at = plea.refused_at;
         out.push(Action::Plead(waiting.clone()));
-        let patience = (plea.refused_at + self.config.terminal_patience)
-            .duration_since(now.wall)
-            .unwrap_or_default();
+        let patience = self.patience_left(now, plea);
         if self.claims.put_off(txn, now.mono, now.mono + patience) {
             self.arm(TimerId::Claim(txn), now.mono + patience);
         }
+    }
+
+    /// How long `plea`'s terminal may still ask again (see [`crate::Config::terminal_patience`]).
+    fn patience_left(&self, now: Now, plea: &Plea) -> std::time::Duration {
+        (plea.refused_at + self.config.terminal_patience)
+            .duration_since(now.wall)
+            .unwrap_or_default()
     }
 
     /// A message that carries a plea's key, in the dialect of the first issuer (any dialect keys a
@@ -279,9 +284,7 @@ impl Engine {
         ) {
             return false;
         }
-        let patience = (plea.refused_at + self.config.terminal_patience)
-            .duration_since(now.wall)
-            .unwrap_or_default();
+        let patience = self.patience_left(now, &plea);
         out.push(Action::Plead(plea.clone()));
         self.pleas.insert(txn, plea);
         let req = Request {
@@ -377,14 +380,8 @@ fn heard_after(plea: &Plea, holder: &Holder) -> bool {
                 _ => false,
             }
     };
-    let received = |records: &[&Record]| {
-        records.iter().find_map(|r| match &r.step {
-            Step::Received(received) => Some(received.clone()),
-            _ => None,
-        })
-    };
     let own: Vec<&Record> = holder.records.iter().collect();
-    let Some(request) = received(&own) else {
+    let Some(request) = received_in(&own) else {
         return false;
     };
     // The same request: its terminal, merchant, STAN and date, and its message class (not the
@@ -401,8 +398,16 @@ fn heard_after(plea: &Plea, holder: &Holder) -> bool {
     }
     attempts.insert((holder.node.as_str(), holder.txn), own);
     (attempts.values())
-        .filter(|records| received(records).is_some_and(|r| same(&r)))
+        .filter(|records| received_in(records).is_some_and(same))
         .any(|records| records.iter().any(|r| after_the_91(r)))
+}
+
+/// The request an attempt's records were received with.
+fn received_in<'a>(records: &[&'a Record]) -> Option<&'a Received> {
+    records.iter().find_map(|r| match &r.step {
+        Step::Received(received) => Some(received),
+        _ => None,
+    })
 }
 
 /// Of `refused`, those a reversal in the terminal's name is for: requests (an advice told 91 is
