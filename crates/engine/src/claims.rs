@@ -40,10 +40,10 @@ use crate::store_reversals::to_undo;
 /// How often a request whose key another node holds in flight asks again about it.
 const POLL: Duration = Duration::from_millis(100);
 
-/// How late a claim's timer may fire before the node counts itself stopped meanwhile (see
-/// `on_claim_timer`): far beyond a loaded node's scheduling delays, well within a pause that outlasts
-/// a lease.
-const STALLED: Duration = Duration::from_millis(500);
+/// How late a deadline may be found passed before the process counts itself stopped meanwhile
+/// (paused, starved): far beyond a loaded node's scheduling delays, well within a pause that outlasts
+/// a lease. A claim's timer (`on_claim_timer`) and the cluster journal's database calls go by it.
+pub const STALLED: Duration = Duration::from_millis(500);
 
 /// An idempotency key to claim, and the claim's owner.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -47,7 +47,7 @@ pub(crate) type GrowingMap<K, V> = griddle::HashMap<K, V, foldhash::fast::Random
 pub(crate) type GrowingSet<T> = griddle::HashSet<T, foldhash::fast::RandomState>;
 
 pub use books::{Batch, Books, Closed, Place, Settled, Totals, net_by_rrn, totals};
-pub use claims::{Claim, Holder, provisional, withdrawn};
+pub use claims::{Claim, Holder, STALLED, provisional, withdrawn};
 pub use config::{CardKey, Config, Idempotency, Issuer, Policy, Reversal, Stans};
 pub use engine::Engine;
 pub use event::{Action, ConnId, Event, LinkId, Now, TimerId, TxnId, Unanswered};

@@ -231,7 +231,9 @@ async fn bounded<T>(
     let deadline = tokio::time::Instant::now() + limit;
     match tokio::time::timeout_at(deadline, &mut call).await {
         Ok(answer) => return answer,
-        Err(_) if deadline.elapsed() <= STALLED => return Err(cluster::Error::NoAnswer(limit)),
+        Err(_) if deadline.elapsed() <= engine::STALLED => {
+            return Err(cluster::Error::NoAnswer(limit));
+        }
         Err(_) => {
             tracing::warn!(late = ?deadline.elapsed(), "this process was stopped past a database call's limit: the call gets its limit once more")
         }
@@ -240,10 +242,6 @@ async fn bounded<T>(
         .await
         .unwrap_or(Err(cluster::Error::NoAnswer(limit)))
 }
-
-/// How late a limit may be found passed before the process counts itself stopped meanwhile: far
-/// beyond a loaded node's scheduling delays.
-const STALLED: Duration = Duration::from_millis(500);
 
 #[cfg(test)]
 mod tests {
