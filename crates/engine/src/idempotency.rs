@@ -187,6 +187,12 @@ impl Answer {
         }
     }
 
+    /// Whether it is a 91: what the switch tells when it cannot reach the issuer or the store (an
+    /// issuer's own 91 looks the same).
+    pub(crate) fn is_unavailable(&self) -> bool {
+        matches!(self, Answer::Rebuilt { rc, .. } if *rc == ResponseCode::ISSUER_UNAVAILABLE)
+    }
+
     /// The amount of a partial approval the terminal was told (`spec`: its dialect).
     pub(crate) fn partial_amount(&self, spec: &'static Spec) -> Option<u64> {
         match self {

@@ -267,16 +267,22 @@ impl Engine {
             ],
             None => [key.original(key.stan, key.date); 2],
         };
+        let shared = self.config.shared_store;
         let to_reverse = candidates.iter().find_map(|original| {
             self.idempotency
                 .with(original, |state, fingerprint| match state {
-                    State::InFlight(t) => Err(*t),
-                    State::Done(done) => Ok(done.approved.take().map(|approved| {
+                    State::InFlight(t) => Some(Err(*t)),
+                    // Cluster mode: a 91 this node told without the store's word (the store was
+                    // away, see `give_up_claim`) says nothing of what another node did under the
+                    // key; the store says, as for an original this node does not know.
+                    State::Done(done) if shared && done.answer.is_unavailable() => None,
+                    State::Done(done) => Some(Ok(done.approved.take().map(|approved| {
                         let rrn = done.answer.rrn(msg.spec());
                         let amount = done.answer.partial_amount(msg.spec());
                         (done.txn, approved, (rrn, amount), fingerprint)
-                    })),
+                    }))),
                 })
+                .flatten()
         });
         match to_reverse {
             Some(Err(in_flight)) => match self.txns.get_mut(&in_flight) {

@@ -1056,3 +1056,36 @@ fn a_claim_given_up_by_a_node_stopped_past_its_deadline_waits_for_its_connection
         assert_eq!(pleaded(&out).len(), usize::from(!closed));
     }
 }
+
+/// A 91 this node told without the store's word (the store was away) says nothing of what another
+/// node did under the key: the terminal's reversal of that request, under a STAN of its own, asks the
+/// store and reverses the approval another node holds. Answered from the 91 alone, it was told
+/// "reversed" with the debit standing.
+#[test]
+fn a_terminals_reversal_of_a_request_this_node_refused_91_unknowing_asks_the_store() {
+    let (mut a, mut b) = (node(), node());
+    let original = approved_on(&mut a, "TERM0001", 7, 2500);
+    // Forwarded provisionally, then withdrawn as the store goes away.
+    one_claim(&b.request(5, b.purchase("TERM0001", 7, 2500)));
+    let out = b.step(Event::JournalWritable(false));
+    admitted(&out);
+    b.step(Event::JournalWritable(true));
+    let mut reversal = terminal_reversal(&b, "TERM0001", 8);
+    let named = iso8583::OriginalData {
+        mti: iso8583::Mti::FINANCIAL,
+        stan: 7,
+        transmission: 1121093000,
+        acquirer: 0,
+        forwarding: 0,
+    };
+    reversal.set(90, named.to_digits()).unwrap();
+    let out = b.request(9, reversal);
+    let answered = |a: &Action| matches!(a, Action::Answer { .. } | Action::AnswerNow { .. });
+    assert!(!out.iter().any(answered), "not answered at once: {out:#?}");
+    let lookup = one_lookup(&out);
+    assert_eq!((lookup.stan, lookup.reversal), (7, false));
+    let out = claimed(&mut b, lookup.txn, Some(holder(&a, "a", original, false)));
+    one_reversal_of(&a, &out);
+    let told: Vec<_> = answers(&out).map(|(conn, m)| (conn, rc(m))).collect();
+    assert_eq!(told, [(ConnId(9), ResponseCode::APPROVED)]);
+}
