@@ -7,6 +7,7 @@ mod codec;
 mod config;
 mod driver;
 mod journal;
+mod licence;
 mod link;
 mod listen;
 mod metrics;
@@ -34,6 +35,7 @@ pub use config::{
     Listener, ListenerFile, NODE_ENV, ReversalsFile, RouteFile, Secret, Settings,
 };
 pub use journal::{Journal, MemoryJournal, OpenError, Progress, Report, open_journal};
+pub use licence::Licensed;
 pub use listen::listen;
 pub use metrics::Metrics;
 use pleas_file::PleasFile;
@@ -205,6 +207,7 @@ pub async fn start(
             rx,
             inputs.clone(),
             metrics.clone(),
+            journal.licensed(),
             links_stopped.clone(),
         ));
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::{Event, LinkId};
+use engine::{Event, Licence, LinkId};
 use futures_util::{SinkExt, StreamExt};
 use iso8583::Message;
 use tokio::net::TcpStream;
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{MessageCodec, Outgoing};
 use crate::config::Link;
 use crate::driver::Input;
+use crate::licence::Licensed;
 use crate::metrics::Metrics;
 use crate::tls::Stream;
 
@@ -51,13 +52,14 @@ impl Backoff {
 }
 
 /// Runs until the driver goes away, or, while not connected, until `stopped` (the driver has ended, so
-/// there is nothing left to write).
+/// there is nothing left to write), or once `licensed` never will be again.
 pub(crate) async fn run(
     id: LinkId,
     link: Link,
     mut cmds: mpsc::Receiver<LinkCmd>,
     inputs: mpsc::Sender<Input>,
     metrics: Arc<Metrics>,
+    mut licensed: Licensed,
     stopped: CancellationToken,
 ) {
     let connect_failures = metrics
@@ -97,9 +99,13 @@ pub(crate) async fn run(
             &mut cmds,
             &inputs,
             &metrics,
+            &mut licensed,
         )
         .await;
         tracing::warn!(?id, issuer = %link.issuer, host = %link.host, reason, "link down");
+        if reason == UNLICENSED {
+            return;
+        }
         if inputs
             .send(Input::Event(Event::LinkDown(id)))
             .await
@@ -122,6 +128,11 @@ async fn connect(link: &Link) -> std::io::Result<Stream> {
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
 }
 
+/// Why a link ends for good in cluster mode: the node's lease ran out by its own clock and will not be
+/// renewed (the node was fenced, or it is stopping). The node that takes its work over sends what it
+/// owes; anything this one wrote now could reach the issuer after that node's reversals.
+const UNLICENSED: &str = "the node's lease ran out: nothing more is written upstream";
+
 /// Moves frames until the connection ends; returns why.
 async fn carry(
     id: LinkId,
@@ -130,6 +141,7 @@ async fn carry(
     cmds: &mut mpsc::Receiver<LinkCmd>,
     inputs: &mpsc::Sender<Input>,
     metrics: &Metrics,
+    licensed: &mut Licensed,
 ) -> &'static str {
     loop {
         tokio::select! {
@@ -137,7 +149,7 @@ async fn carry(
                 Some(Ok(frame)) => match Message::decode(link.spec, frame.message) {
                     Ok(msg) => {
                         if inputs.send(Input::Event(Event::Response { link: id, msg })).await.is_err() {
-                            write_queued(link, &mut framed, cmds).await;
+                            write_queued(link, &mut framed, cmds, licensed).await;
                             return "switch stopping";
                         }
                     }
@@ -155,9 +167,10 @@ async fn carry(
             },
             cmd = cmds.recv() => match cmd {
                 Some(LinkCmd::Send(msg)) => {
-                    match write_batch(link, &mut framed, msg, cmds).await {
+                    match write_batch(link, &mut framed, msg, cmds, licensed).await {
                         Ok(Batch::Written) => {}
                         Ok(Batch::Close) => return "closed by the switch",
+                        Ok(Batch::Unlicensed) => return UNLICENSED,
                         Err(error) => {
                             tracing::warn!(?id, %error, "write to the issuer failed");
                             return "write failed";
@@ -176,25 +189,38 @@ enum Batch {
     Written,
     /// The driver asked to close the link after these messages.
     Close,
+    /// Nothing was written, and nothing more will be: see [`UNLICENSED`].
+    Unlicensed,
 }
 
 /// Writes `first` and every message already queued behind it, then flushes once: under load, many
-/// requests share one write call instead of one each.
+/// requests share one write call instead of one each. A message that needs the node's leave to write
+/// upstream (see [`engine::Licence`]) waits for it, after those before it are flushed: after a pause,
+/// until the lease is renewed.
 async fn write_batch(
     link: &Link,
     framed: &mut Framed<Stream, MessageCodec>,
     first: Message,
     cmds: &mut mpsc::Receiver<LinkCmd>,
+    licensed: &mut Licensed,
 ) -> Result<Batch, wire::Error> {
-    framed.feed(Outgoing(link.tpdu, first)).await?;
+    // Asked once a batch: its messages are all at hand, so it is written within moments of asking.
+    let mut asked = false;
+    let mut next = Some(first);
     let mut end = Batch::Written;
-    while let Ok(cmd) = cmds.try_recv() {
-        match cmd {
-            LinkCmd::Send(msg) => framed.feed(Outgoing(link.tpdu, msg)).await?,
-            LinkCmd::Close => {
-                end = Batch::Close;
-                break;
+    while let Some(msg) = next.take() {
+        if !asked && Licence::needed_for(msg.mti()) {
+            asked = true;
+            framed.flush().await?;
+            if !licensed.wait().await {
+                return Ok(Batch::Unlicensed);
             }
+        }
+        framed.feed(Outgoing(link.tpdu, msg)).await?;
+        match cmds.try_recv() {
+            Ok(LinkCmd::Send(msg)) => next = Some(msg),
+            Ok(LinkCmd::Close) => end = Batch::Close,
+            Err(_) => {}
         }
     }
     framed.flush().await?;
@@ -207,15 +233,103 @@ async fn write_queued(
     link: &Link,
     framed: &mut Framed<Stream, MessageCodec>,
     cmds: &mut mpsc::Receiver<LinkCmd>,
+    licensed: &mut Licensed,
 ) {
     if let Ok(LinkCmd::Send(first)) = cmds.try_recv() {
-        let _ = write_batch(link, framed, first, cmds).await;
+        let _ = write_batch(link, framed, first, cmds, licensed).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use iso8583::Mti;
+    use tokio::net::TcpListener;
+    use wire::{FrameCodec, LengthHeader};
+
     use super::*;
+
+    const LEASE: Duration = Duration::from_secs(5);
+
+    /// A link to a listening issuer with a licence that ran out, connected; the issuer's side, the
+    /// link's commands and the lease task's end of the licence.
+    async fn unlicensed_link() -> (
+        Framed<TcpStream, MessageCodec>,
+        mpsc::Sender<LinkCmd>,
+        tokio::sync::watch::Sender<Licence>,
+    ) {
+        let issuer = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let link = Link {
+            issuer: "issuer".into(),
+            host: issuer.local_addr().expect("its address").to_string(),
+            spec: dialects::load("iso87ascii").expect("a built-in dialect"),
+            codec: FrameCodec::new(LengthHeader::Binary2),
+            tpdu: None,
+            tls: None,
+        };
+        let ran_out = std::time::Instant::now()
+            .checked_sub(LEASE)
+            .expect("an uptime of a lease");
+        let (renewals, licensed) = Licensed::leased(Licence::from_renewal(ran_out, LEASE));
+        let (cmds, rx) = mpsc::channel(8);
+        let (inputs, mut events) = mpsc::channel(8);
+        let codec = MessageCodec(link.codec);
+        tokio::spawn(run(
+            LinkId(0),
+            link,
+            rx,
+            inputs,
+            Arc::new(Metrics::new(LEASE)),
+            licensed,
+            CancellationToken::new(),
+        ));
+        let (socket, _) = issuer.accept().await.expect("the link connects");
+        let up = events.recv().await;
+        assert!(matches!(up, Some(Input::Event(Event::LinkUp(_)))), "{up:?}");
+        // The events go on coming (the link down at its end): nobody needs them.
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        (Framed::new(socket, codec), cmds, renewals)
+    }
+
+    async fn send(cmds: &mpsc::Sender<LinkCmd>, mti: &[u8; 4]) {
+        let spec = dialects::load("iso87ascii").expect("a built-in dialect");
+        let msg = Message::new(spec, Mti::new(*mti).expect("an MTI"));
+        cmds.send(LinkCmd::Send(msg))
+            .await
+            .expect("the link takes it");
+    }
+
+    async fn received(issuer: &mut Framed<TcpStream, MessageCodec>) -> Option<String> {
+        let frame = issuer.next().await?.expect("a frame");
+        Some(String::from_utf8_lossy(&frame.message[..4]).into_owned())
+    }
+
+    #[tokio::test]
+    async fn past_its_licence_a_link_writes_a_request_only_once_the_lease_is_renewed() {
+        let (mut issuer, cmds, renewals) = unlicensed_link().await;
+        send(&cmds, b"0400").await;
+        send(&cmds, b"0200").await;
+        assert_eq!(
+            received(&mut issuer).await.as_deref(),
+            Some("0400"),
+            "a reversal goes at once"
+        );
+        renewals.send_replace(Licence::from_renewal(std::time::Instant::now(), LEASE));
+        assert_eq!(received(&mut issuer).await.as_deref(), Some("0200"));
+    }
+
+    #[tokio::test]
+    async fn a_request_past_the_licence_of_a_lease_that_will_not_be_renewed_is_never_written() {
+        let (mut issuer, cmds, renewals) = unlicensed_link().await;
+        send(&cmds, b"0400").await;
+        send(&cmds, b"0200").await;
+        assert_eq!(received(&mut issuer).await.as_deref(), Some("0400"));
+        drop(renewals);
+        assert_eq!(
+            received(&mut issuer).await,
+            None,
+            "the link ends without writing the request"
+        );
+    }
 
     #[test]
     fn reconnect_delays_double_with_jitter_up_to_a_cap() {

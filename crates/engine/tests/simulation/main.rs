@@ -47,6 +47,7 @@ const CLUSTER: Cluster = Cluster {
     pleas: true,
     outages_past_lease: false,
     pleas_file: true,
+    licences: true,
 };
 
 /// Two or three nodes on one shared store; `fencing` off is the store the simulation must catch.
@@ -279,5 +280,19 @@ fn a_writer_reporting_durability_before_the_claims_breaks_the_invariants_in_some
     };
     some_seed_breaks("claims answered before durability", |seed| {
         cluster_with::<engine::Outbox>(seed, late)
+    });
+}
+
+/// The cluster simulation finds what the licence to write upstream is for: a node paused with a
+/// forward released but not yet written writes it when it continues, after the node that took its work
+/// over reversed it, and the issuer keeps the late debit.
+#[test]
+fn nodes_writing_without_a_licence_break_the_invariants_in_some_seed() {
+    let unlicensed = Cluster {
+        licences: false,
+        ..CLUSTER
+    };
+    some_seed_of_breaks(1_000, "a licence", |seed| {
+        cluster_with::<engine::Outbox>(seed, unlicensed)
     });
 }

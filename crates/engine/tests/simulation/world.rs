@@ -6,6 +6,7 @@
 //! simulated shared store, and adds lease expiry, takeover and paused nodes (`world/cluster.rs`).
 
 mod cluster;
+mod links;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -13,13 +14,14 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use engine::{
-    Action, Config, ConnId, Engine, Event, Gate, Holder, LinkId, Now, Outbox, Plea, Record, Stans,
-    TxnId,
+    Action, Config, ConnId, Engine, Event, Gate, Holder, Licence, LinkId, Now, Outbox, Plea,
+    Record, Stans, TxnId,
 };
 use fastrand::Rng;
 use iso8583::{Class, Message, Spec};
 use sim::{Ledger, Outcome};
 
+use self::links::Link;
 use crate::disk::Disk;
 use crate::issuer::Issuer;
 use crate::store::{Batch, Store};
@@ -42,6 +44,9 @@ enum Ev {
     /// A terminal's request on the wire.
     ToSwitch(ConnId, Message),
     ToTerminal(ConnId, Message),
+    /// A node's link task takes its turn to write what is queued on the link's connection (epoch),
+    /// while the node runs.
+    Write(usize, LinkId, u64),
     /// Messages on a node's link. What the switch wrote reaches the issuer even if the link or the
     /// switch dies meanwhile (the kernel sends it); an answer is lost unless its connection (epoch) is
     /// still up.
@@ -113,14 +118,6 @@ pub(crate) struct Run {
     pub stans: BTreeMap<(String, String), (String, u32, u32)>,
     /// Messages that reached the issuer under a STAN and DE7 another node or link had sent.
     pub stan_clashes: Vec<String>,
-}
-
-struct Link {
-    up: bool,
-    epoch: u64,
-    /// When the last message sent on it reaches the issuer: one connection delivers in order, so none
-    /// sent after it arrives sooner.
-    last: Duration,
 }
 
 /// A gate that lets every effect out at once: what the simulation must catch.
@@ -226,6 +223,9 @@ struct Node<G> {
     crash_armed: bool,
     /// Stopped: the events it would see, in order.
     paused: Option<Vec<Ev>>,
+    /// A pause waits for the node's next message to the issuer, to stop it before the message is
+    /// written.
+    pause_armed: Option<Duration>,
     /// Lost with its machine: never started again.
     lost: bool,
     lease_generation: u64,
@@ -234,6 +234,8 @@ struct Node<G> {
     unwritable: bool,
     /// Cluster: the pleas its engine made and has not settled durably (see `engine::Plea`).
     pleas: BTreeSet<Plea>,
+    /// Cluster: until when its links may write what needs a licence (`None`: anything, any time).
+    licence: Option<Licence>,
 }
 
 /// Batches read for settlement messages: each message's transaction and what the store gave.
@@ -265,6 +267,8 @@ pub(crate) struct World<G = Outbox> {
     outages_past_lease: bool,
     /// Cluster: see [`Cluster::pleas_file`].
     pleas_file: bool,
+    /// Cluster: see [`Cluster::licences`].
+    licences: bool,
     start: (Instant, std::time::SystemTime),
     now: Duration,
     queue: BinaryHeap<Reverse<(Duration, u64)>>,
@@ -304,6 +308,10 @@ pub(crate) struct Cluster {
     /// reaches next), and no machine is lost (a lost node's pleas go with its disk): nodes are fenced,
     /// or killed, holding pleas that matter in many runs.
     pub outages_past_lease: bool,
+    /// Off: a node's links write whatever it sends whenever they can, even after a pause past its
+    /// lease (what the simulation must catch). On, what could add to the issuer's debits waits for a
+    /// licence from a lease renewed by the node's own clock (`engine::Licence`).
+    pub licences: bool,
     /// Off: a node keeps its pleas in memory only (no `cluster.pleas_file`), so that one killed before
     /// its pleas' records commit loses them (what the simulation must catch). On, a killed node's
     /// pleas are the next process's to take on.
@@ -365,21 +373,17 @@ impl<G: Gate + Default> World<G> {
                     },
                     None => Journal::Disk(Disk::new()),
                 },
-                links: (0..links)
-                    .map(|_| Link {
-                        up: false,
-                        epoch: 0,
-                        last: Duration::ZERO,
-                    })
-                    .collect(),
+                links: (0..links).map(|_| Link::default()).collect(),
                 timer_at: None,
                 sync_due: false,
                 crash_armed: false,
                 paused: None,
+                pause_armed: None,
                 lost: false,
                 lease_generation: 0,
                 unwritable: false,
                 pleas: BTreeSet::new(),
+                licence: None,
             })
             .collect();
         let mut world = World {
@@ -393,6 +397,7 @@ impl<G: Gate + Default> World<G> {
             shared_batches: cluster.is_none_or(|c| c.shared_batches),
             outages_past_lease: cluster.is_some_and(|c| c.outages_past_lease),
             pleas_file: cluster.is_some_and(|c| c.pleas_file),
+            licences: cluster.is_some_and(|c| c.licences),
             start: (
                 Instant::now(),
                 UNIX_EPOCH + Duration::from_secs(1_795_000_000),
@@ -565,6 +570,7 @@ impl<G: Gate + Default> World<G> {
         match ev {
             Ev::ToSwitch(conn, _) => self.conns.get(conn).map(|&(_, n)| n),
             Ev::FromIssuer(n, ..)
+            | Ev::Write(n, ..)
             | Ev::Timers(n, _)
             | Ev::Sync(n)
             | Ev::LinkDown(n, _)
@@ -612,6 +618,7 @@ impl<G: Gate + Default> World<G> {
                     self.terminal_out(t, out);
                 }
             }
+            Ev::Write(n, link, epoch) => self.write(n, link, epoch),
             Ev::ToIssuer(n, link, epoch, msg) => {
                 self.numbered(n, link, &msg);
                 let faults = self.faults();
@@ -638,15 +645,7 @@ impl<G: Gate + Default> World<G> {
             }
             Ev::Sync(n) => self.sync(n),
             Ev::LinkDown(n, link) => self.link_down(n, link),
-            Ev::LinkUp(n, link) => {
-                let node = &mut self.nodes[n];
-                let state = &mut node.links[link.0 as usize];
-                if node.engine.is_some() && !state.up {
-                    state.up = true;
-                    state.epoch += 1;
-                    self.handle(n, Event::LinkUp(link));
-                }
-            }
+            Ev::LinkUp(n, link) => self.link_up(n, link),
             // A machine lost takes the node's pleas file with it: the one loss left, which the
             // default schedule makes rarely.
             Ev::Lose(_) if self.outages_past_lease => {}
@@ -658,7 +657,8 @@ impl<G: Gate + Default> World<G> {
                 self.nodes[n].lost = true;
                 self.crash(n);
             }
-            Ev::Pause(n, for_) => self.pause(n, for_),
+            Ev::Pause(n, for_) if self.rng.bool() => self.pause(n, for_),
+            Ev::Pause(n, for_) => self.nodes[n].pause_armed = Some(for_),
             Ev::Resume(n) => self.resume(n),
             Ev::Outage(for_) => self.outage(for_),
             Ev::Answers(n, generation, answers) if self.nodes[n].lease_generation == generation => {
@@ -886,15 +886,7 @@ impl<G: Gate + Default> World<G> {
 
     fn effect(&mut self, n: usize, effect: Action) {
         match effect {
-            Action::Send { link, msg, .. } => {
-                let wire = self.wire();
-                let (now, state) = (self.now, &mut self.nodes[n].links[link.0 as usize]);
-                if state.up {
-                    state.last = state.last.max(now + wire);
-                    let (epoch, delay) = (state.epoch, state.last - now);
-                    self.at(delay, Ev::ToIssuer(n, link, epoch, msg));
-                }
-            }
+            Action::Send { link, msg, .. } => self.send(n, link, msg),
             Action::Answer { conn, msg, .. } | Action::AnswerNow { conn, msg, .. } => {
                 let delay = self.wire();
                 let refused = msg.response_code().is_some_and(|rc| rc.as_str() == "91");
@@ -922,19 +914,6 @@ impl<G: Gate + Default> World<G> {
         }
     }
 
-    /// A link drops (its messages in flight are lost) and reconnects a little later.
-    fn link_down(&mut self, n: usize, link: LinkId) {
-        let state = &mut self.nodes[n].links[link.0 as usize];
-        if !state.up {
-            return;
-        }
-        state.up = false;
-        state.epoch += 1;
-        self.handle(n, Event::LinkDown(link));
-        let later = self.ms(200..5_000);
-        self.at(later, Ev::LinkUp(n, link));
-    }
-
     /// A node dies: what was not yet durable is lost (on a disk, any prefix of it may survive: a torn
     /// group commit); held effects never happen, or the last commit went through and only some of its
     /// effects did.
@@ -956,6 +935,7 @@ impl<G: Gate + Default> World<G> {
         } else if let Journal::Disk(disk) = &mut self.nodes[n].journal {
             disk.crash(&mut self.rng);
         }
+        self.links_die(n);
         self.down(n);
     }
 
@@ -968,6 +948,7 @@ impl<G: Gate + Default> World<G> {
         node.timer_at = None;
         node.engine = None;
         node.paused = None;
+        node.pause_armed = None;
         node.lease_generation += 1;
         // Kept in its pleas file, they are the new process's to take on; not with the machine lost.
         if !self.pleas_file || node.lost {
@@ -984,10 +965,7 @@ impl<G: Gate + Default> World<G> {
             let later = self.ms(100..2_000);
             self.at(later, Ev::Connect(t));
         }
-        for state in &mut self.nodes[n].links {
-            state.up = false;
-            state.epoch += 1;
-        }
+        self.links_gone(n);
         let downtime = self.ms(500..5_000);
         if !self.nodes[n].lost {
             self.at(downtime, Ev::Restart(n));

@@ -103,6 +103,11 @@ pub trait Journal: Send + 'static {
     fn reports(&mut self) -> Option<mpsc::UnboundedReceiver<Report>> {
         None
     }
+    /// The links' leave to write upstream: in cluster mode, while the node's lease holds by its own
+    /// clock.
+    fn licensed(&self) -> crate::licence::Licensed {
+        crate::licence::Licensed::default()
+    }
     /// Cluster mode: claims a key, committed with the records appended before it.
     fn claim(&mut self, claim: Claim) {
         tracing::error!(?claim.txn, "a key was claimed, but this journal has no shared store");

@@ -136,6 +136,8 @@ impl<G: Gate + Default> World<G> {
         node.lease_generation += 1;
         let generation = node.lease_generation;
         self.at(self.lease / 3, Ev::Lease(n, generation));
+        // Joined just now: its lease runs from its join.
+        self.licensed(n);
     }
 
     /// The lease task's turn: renew, then take over one lapsed node's work if there is one; the engine
@@ -160,6 +162,7 @@ impl<G: Gate + Default> World<G> {
         let Ok(taken) = taken else {
             return self.fenced(n);
         };
+        self.licensed(n);
         if let Some(takeover) = taken {
             self.run.takeovers += 1;
             let (now, mut out) = (self.clock(), Vec::new());

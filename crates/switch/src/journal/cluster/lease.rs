@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use cluster::Store;
+use engine::Licence;
 use tokio::sync::{mpsc, watch};
 
 use super::{bounded, reconnect};
@@ -18,11 +19,14 @@ use crate::journal::{Fault, Progress, Report};
 /// connection cannot be made again or the renewal at once fails too, so that a lost connection does
 /// not fail readiness while the database answers. Silence is reported at once: the database may be
 /// gone, and waiting for a reconnection would hide it for one more `cluster.timeout`. Nothing else runs
-/// on the lease's connection, so that nothing slow holds up a renewal.
+/// on the lease's connection, so that nothing slow holds up a renewal. Each renewal that goes through
+/// renews the links' licence to write upstream, from when it was sent; the licence ends with this task
+/// only once it runs out.
 pub(super) async fn keep_lease(
     mut store: Store,
     settings: ClusterSettings,
     progress: watch::Receiver<Progress>,
+    licence: watch::Sender<Licence>,
     reports: mpsc::UnboundedSender<Report>,
 ) {
     let mut every = tokio::time::interval(settings.lease / 3);
@@ -47,9 +51,11 @@ pub(super) async fn keep_lease(
             }
         }
         let p = *progress.borrow();
+        let sent = tokio::time::Instant::now().into_std();
         let renewal = store.renew(settings.lease, p.in_flight, p.reversals, p.oldest_needed);
         match bounded(settings.timeout, renewal).await {
             Ok(()) => {
+                licence.send_replace(Licence::from_renewal(sent, settings.lease));
                 if std::mem::take(&mut unrenewed) {
                     let _ = reports.send(Report::LeaseUnrenewed(None));
                 } else if at_once {

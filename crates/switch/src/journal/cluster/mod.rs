@@ -18,11 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::{Purpose, Store};
-use engine::{Claim, OpenBatch, Plea, Record, Recovery, Stans, TxnId};
+use engine::{Claim, Licence, OpenBatch, Plea, Record, Recovery, Stans, TxnId};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Journal, Progress, Report};
 use crate::config::ClusterSettings;
+use crate::licence::Licensed;
 
 mod lease;
 mod upkeep;
@@ -68,6 +69,7 @@ pub(super) struct ClusterJournal {
     behind: mpsc::UnboundedSender<upkeep::Behind>,
     reports: Option<mpsc::UnboundedReceiver<Report>>,
     progress: Arc<watch::Sender<Progress>>,
+    licensed: Licensed,
 }
 
 impl ClusterJournal {
@@ -77,6 +79,8 @@ impl ClusterJournal {
         settings: &ClusterSettings,
     ) -> Result<(ClusterJournal, Recovery, Stans), cluster::Error> {
         let started = Instant::now();
+        // The lease starts when the database takes the join, no earlier than this.
+        let join_sent = tokio::time::Instant::now().into_std();
         let joined = Store::join(
             &settings.database,
             &settings.node,
@@ -121,10 +125,13 @@ impl ClusterJournal {
             reports_tx.clone(),
         ));
         tokio::spawn(upkeep::upkeep(taker, settings.clone(), reports_tx.clone()));
+        let (renewals, licensed) =
+            Licensed::leased(Licence::from_renewal(join_sent, settings.lease));
         tokio::spawn(lease::keep_lease(
             lease,
             settings.clone(),
             progress.subscribe(),
+            renewals,
             reports_tx,
         ));
         let journal = ClusterJournal {
@@ -134,6 +141,7 @@ impl ClusterJournal {
             behind,
             reports: Some(reports),
             progress,
+            licensed,
         };
         Ok((journal, recovery, stans))
     }
@@ -172,6 +180,10 @@ impl Journal for ClusterJournal {
 
     fn reports(&mut self) -> Option<mpsc::UnboundedReceiver<Report>> {
         self.reports.take()
+    }
+
+    fn licensed(&self) -> Licensed {
+        self.licensed.clone()
     }
 
     fn progress(&mut self, progress: Progress) {
