@@ -24,12 +24,21 @@ impl Licensed {
         let Some(licence) = &mut self.0 else {
             return true;
         };
+        let mut waited = false;
         loop {
             if licence
                 .borrow_and_update()
                 .allows(Instant::now().into_std())
             {
+                if waited {
+                    tracing::info!("lease renewed: requests to the issuer go again");
+                }
                 return true;
+            }
+            if !std::mem::replace(&mut waited, true) {
+                tracing::warn!(
+                    "this node's lease may have lapsed by its own clock (a pause, or the database out of reach): requests to the issuer wait until it is renewed"
+                );
             }
             if licence.changed().await.is_err() {
                 return false;
