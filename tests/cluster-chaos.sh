@@ -143,9 +143,16 @@ $bin tranlog verify --database "$database"
 verdict=$($bin sim reconcile --outcomes "$work/outcomes.json" --ledger "$work/ledger.json") || {
   echo "$verdict"
   # Each mismatch's timeline on every node, while the database is still there: with ACQUIRO_KEEP,
-  # what explains the failure outlives the run.
+  # what explains the failure outlives the run. Under its RRN, the attempts that got one; under its
+  # terminal and STAN, every attempt and every reversal in the terminal's name (a retransmit refused
+  # 91 before it was given an RRN, a plea and whom it was taken on by).
   for rrn in $(grep -o '"rrn":"[0-9]*"' <<<"$verdict" | cut -d'"' -f4); do
     { echo "== RRN $rrn"; $bin tranlog show --database "$database" --rrn "$rrn" 2>&1 || true; } >>"$work/timelines.report"
+    outcome=$(grep -m1 "\"rrn\":\"$rrn\"" "$work/outcomes.json" || true)
+    terminal=$(grep -o '"terminal":"[^"]*"' <<<"$outcome" | cut -d'"' -f4)
+    stan=$(grep -o '"stan":[0-9]*' <<<"$outcome" | cut -d: -f2)
+    [ -n "$terminal" ] && [ -n "$stan" ] || continue
+    { echo "== terminal $terminal STAN $stan"; $bin tranlog show --database "$database" --terminal "$terminal" --stan "$stan" 2>&1 || true; } >>"$work/timelines.report"
   done
   exit 1
 }

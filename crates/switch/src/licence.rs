@@ -18,6 +18,11 @@ impl Licensed {
         (renewals, Licensed(Some(licence)))
     }
 
+    /// Whether a write may go now.
+    pub(crate) fn holds(&self) -> bool {
+        (self.0.as_ref()).is_none_or(|licence| licence.borrow().allows(Instant::now().into_std()))
+    }
+
     /// Waits until a write may go. `false`: it never will, for the lease task ended (the node was
     /// fenced, or it is stopping) and the last licence has run out.
     pub(crate) async fn wait(&mut self) -> bool {

@@ -211,9 +211,11 @@ async fn write_batch(
     while let Some(msg) = next.take() {
         if !asked && Licence::needed_for(msg.mti()) {
             asked = true;
-            framed.flush().await?;
-            if !licensed.wait().await {
-                return Ok(Batch::Unlicensed);
+            if !licensed.holds() {
+                framed.flush().await?;
+                if !licensed.wait().await {
+                    return Ok(Batch::Unlicensed);
+                }
             }
         }
         framed.feed(Outgoing(link.tpdu, msg)).await?;
