@@ -32,7 +32,7 @@ use iso8583::{Message, ResponseCode};
 use crate::FastMap;
 use crate::engine::{Engine, Request};
 use crate::event::{Action, ConnId, Now, TimerId, TxnId};
-use crate::idempotency::{Answer, Done};
+use crate::idempotency::Done;
 use crate::journal::{Received, Record, Step};
 use crate::recovery::Trail;
 use crate::store_reversals::to_undo;
@@ -515,18 +515,7 @@ impl Engine {
         self.stats.unavailable += 1;
         let rc = ResponseCode::ISSUER_UNAVAILABLE;
         if kept {
-            let answer = Answer::Rebuilt {
-                rc,
-                auth_code: None,
-                rrn: None,
-                amount: None,
-            };
-            let done = Done {
-                txn,
-                answer,
-                approved: None,
-            };
-            self.idempotency.complete(&req.key, done);
+            self.keep_refusal(txn, &req.key, rc);
         } else {
             self.idempotency.release(&req.key, txn);
         }

@@ -86,7 +86,7 @@ impl Engine {
             Ok(route) => self.forward(now, txn, req, route, out),
             Err(rc) => {
                 self.stats.unavailable += 1;
-                self.idempotency.forget(&req.key);
+                self.keep_refusal(txn, &req.key, rc);
                 self.refuse(now, txn, &req.waiters, &req.msg, rc, out)
             }
         }
@@ -403,6 +403,25 @@ impl Engine {
                 false => self.answer_now(conn, msg, rc, out),
             }
         }
+    }
+
+    /// Keeps `rc`, the refusal of `txn`'s request, as its key's answer: a retransmit sent before the
+    /// refusal reached the terminal (it waits behind its record) is told the same, never forwarded and
+    /// approved after the terminal took the refusal as its answer. A new attempt comes under a STAN of
+    /// its own.
+    pub(crate) fn keep_refusal(&mut self, txn: TxnId, key: &Key, rc: ResponseCode) {
+        let answer = Answer::Rebuilt {
+            rc,
+            auth_code: None,
+            rrn: None,
+            amount: None,
+        };
+        let done = Done {
+            txn,
+            answer,
+            approved: None,
+        };
+        self.idempotency.complete(key, done);
     }
 
     /// Answers `msg` with `rc` at once, unrecorded (see [`Action::AnswerNow`]).

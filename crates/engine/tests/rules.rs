@@ -146,17 +146,23 @@ fn a_link_signs_on_before_it_carries_traffic_and_rc91_when_no_link_is_up() {
     let (_, told) = one_answer(&out);
     assert_eq!(rc(&told), ResponseCode::ISSUER_UNAVAILABLE);
     assert_eq!(sent(&out).count(), 0, "nothing upstream");
-    // Connected but not yet signed on: still unavailable. The retry is not a duplicate: nothing was sent.
+    // Connected but not yet signed on: still unavailable.
     let out = h.step(Event::LinkUp(LinkId(0)));
     let (_, signon) = one_sent(&out);
-    let out = h.request(1, h.purchase("TERM0001", 1, 100));
+    let out = h.request(1, h.purchase("TERM0001", 2, 100));
     assert_eq!(rc(&one_answer(&out).1), ResponseCode::ISSUER_UNAVAILABLE);
     h.step(Event::Response {
         link: LinkId(0),
         msg: answer(&signon, "00"),
     });
-    let out = h.request(1, h.purchase("TERM0001", 1, 100));
+    let out = h.request(1, h.purchase("TERM0001", 3, 100));
     assert_eq!(one_sent(&out).0, LinkId(0), "the signed-on link carries it");
+    // The 91 is its request's answer: a retransmit, which may have left before the 91 reached the
+    // terminal (it waits behind its record), is told it again and never forwarded, for the terminal
+    // took the 91 as its answer.
+    let out = h.request(1, h.purchase("TERM0001", 1, 100));
+    assert_eq!(sent(&out).count(), 0, "{out:#?}");
+    assert_eq!(rc(&one_answer(&out).1), ResponseCode::ISSUER_UNAVAILABLE);
 }
 
 #[test]
