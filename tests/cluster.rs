@@ -715,6 +715,31 @@ async fn a_node_fenced_holding_a_reversal_in_a_terminals_name_leaves_it_to_anoth
     .await;
 }
 
+/// A node stopping while a reversal in a terminal's name waits out the terminal's patience does not
+/// wait out its grace period for it: it leaves the plea in the database, where another node takes it
+/// on at once, and stops.
+#[tokio::test]
+async fn a_node_stopping_leaves_a_waiting_plea_to_the_others_without_waiting_out_its_grace_period()
+{
+    let Some(pg) = Server::start("cluster::pleas_at_stop") else {
+        return;
+    };
+    let flags = ["--grace-period", "1h", "--terminal-patience", "1h"];
+    let issuer = Issuer::start(spec(), Duration::from_secs(60)).await;
+    let mut a = node_with(&pg, "a", &issuer, &flags).await;
+    pg.kill();
+    assert_eq!(text(&purchase(&a, "TERM0001", 1, 100).await, 39), "91");
+    a.log.until("whatever holds it is reversed").await;
+    pg.start_again();
+    a.log.until("journal writable again").await;
+    signal(&a.child, "-TERM");
+    a.log.until("left for the other nodes").await;
+    let status = within("node a stopping", a.child.wait()).await.unwrap();
+    assert!(status.success(), "{status}");
+    let client = cluster::connect(&pg.url()).await.unwrap();
+    assert_eq!(cluster::database(&client).await.unwrap().pleas, 1);
+}
+
 /// The same refusal, but the node is killed while the database is still away, so that nothing could
 /// be left there: with a pleas file, it takes its plea on again when it starts, and the approval is
 /// reversed all the same.

@@ -200,6 +200,11 @@ impl Claims {
         self.waiting.len()
     }
 
+    /// Whether `txn` waits for the store.
+    pub(crate) fn waits(&self, txn: TxnId) -> bool {
+        self.waiting.contains_key(&txn)
+    }
+
     pub(crate) fn lowest_txn(&self) -> Option<TxnId> {
         self.waiting.keys().min().copied()
     }

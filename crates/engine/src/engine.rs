@@ -133,6 +133,14 @@ impl Engine {
         self.txns.len() + self.claims.len() + self.reads.len()
     }
 
+    /// What a shutdown waits for: what is in flight, but the reversals in terminals' names still
+    /// waiting for the store (most of them out the terminal's patience), which the shell leaves in the
+    /// store as it stops, for another node to take on at once (see [`Action::Plead`]).
+    pub fn owed_before_stopping(&self) -> usize {
+        let pleas = self.pleas.keys().filter(|&&txn| self.claims.waits(txn));
+        self.in_flight() - pleas.count()
+    }
+
     /// Reversals queued and not yet acknowledged or expired.
     pub fn pending_reversals(&self) -> usize {
         self.saf.len(Kind::Reversal)

@@ -288,10 +288,12 @@ impl Driver {
         });
     }
 
-    /// Whether a shutdown has nothing more to wait for: nothing in flight and nothing held back, or a
-    /// journal that will make nothing durable again (an answer or reversal held back stays so).
+    /// Whether a shutdown has nothing more to wait for: nothing in flight but reversals in terminals'
+    /// names waiting for the store (left there for the other nodes as the node stops) and nothing
+    /// held back, or a journal that will make nothing durable again (an answer or reversal held back
+    /// stays so).
     fn drained(&self) -> bool {
-        self.journal_dead || (self.engine.in_flight() == 0 && self.outbox.held() == 0)
+        self.journal_dead || (self.engine.owed_before_stopping() == 0 && self.outbox.held() == 0)
     }
 
     /// Keeps the pleas in the pleas file, if there is one: synced before the effects that follow.
