@@ -3,6 +3,8 @@
 // The harness plays the shell: it reads the clock once, to start simulated time from.
 #![allow(dead_code, unreachable_pub, clippy::disallowed_methods)]
 
+pub mod cluster;
+
 use std::time::Duration;
 
 use engine::{
