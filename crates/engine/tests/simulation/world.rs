@@ -6,7 +6,10 @@
 //! simulated shared store, and adds lease expiry, takeover and paused nodes (`world/cluster.rs`).
 
 mod cluster;
+mod gates;
+mod journal;
 mod links;
+mod nodes;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -21,6 +24,8 @@ use fastrand::Rng;
 use iso8583::{Class, Message, Spec};
 use sim::{Ledger, Outcome};
 
+pub(crate) use self::gates::{Leaky, Unwithdrawn};
+use self::journal::{Committed, Journal};
 use self::links::Link;
 use crate::disk::Disk;
 use crate::issuer::Issuer;
@@ -120,91 +125,6 @@ pub(crate) struct Run {
     pub stan_clashes: Vec<String>,
 }
 
-/// A gate that lets every effect out at once: what the simulation must catch.
-#[derive(Debug, Default)]
-pub(crate) struct Leaky;
-
-impl Gate for Leaky {
-    fn appended(&mut self, _: u64, _: TxnId) {}
-    fn effect(&mut self, effect: Action) -> Option<Action> {
-        Some(effect)
-    }
-    fn repeat(&mut self, _: TxnId, answer: Action) -> Option<Action> {
-        Some(answer)
-    }
-    fn durable(&mut self, _: u64, _: &mut Vec<Action>) {}
-    fn withdraw(&mut self, _: &[TxnId]) {}
-    fn held(&self) -> usize {
-        0
-    }
-}
-
-/// The shipped gate, but for withdrawals, which it forgets: a provisional forward whose claim was lost
-/// goes out all the same. What the cluster simulation must catch.
-#[derive(Debug, Default)]
-pub(crate) struct Unwithdrawn(Outbox);
-
-impl Gate for Unwithdrawn {
-    fn appended(&mut self, seq: u64, txn: TxnId) {
-        self.0.appended(seq, txn)
-    }
-    fn effect(&mut self, effect: Action) -> Option<Action> {
-        self.0.effect(effect)
-    }
-    fn repeat(&mut self, txn: TxnId, answer: Action) -> Option<Action> {
-        self.0.repeat(txn, answer)
-    }
-    fn durable(&mut self, seq: u64, released: &mut Vec<Action>) {
-        self.0.durable(seq, released)
-    }
-    fn withdraw(&mut self, _: &[TxnId]) {}
-    fn held(&self) -> usize {
-        self.0.held()
-    }
-}
-
-/// Where a node's records go.
-enum Journal {
-    Disk(Disk),
-    /// The shared store, through this node's incarnation: its epoch, and the batch being gathered.
-    Shared {
-        epoch: u64,
-        next_seq: u64,
-        batch: Batch,
-    },
-}
-
-impl Journal {
-    fn append(&mut self, record: Record) -> u64 {
-        match self {
-            Journal::Disk(disk) => disk.append(&record),
-            Journal::Shared {
-                next_seq, batch, ..
-            } => {
-                let seq = *next_seq;
-                *next_seq += 1;
-                batch.records.push((seq, record));
-                seq
-            }
-        }
-    }
-
-    fn unsynced(&self) -> bool {
-        match self {
-            Journal::Disk(disk) => disk.unsynced(),
-            Journal::Shared { batch, .. } => !batch.is_empty(),
-        }
-    }
-
-    fn batch(&mut self) -> &mut Batch {
-        match self {
-            Journal::Shared { batch, .. } => batch,
-            // One node has no shared store: its engine claims no key.
-            Journal::Disk(_) => panic!("single-node engine asked the shared store"),
-        }
-    }
-}
-
 /// One switch process and what it owns.
 struct Node<G> {
     name: String,
@@ -236,18 +156,6 @@ struct Node<G> {
     pleas: BTreeSet<Plea>,
     /// Cluster: until when its links may write what needs a licence (`None`: anything, any time).
     licence: Option<Licence>,
-}
-
-/// Batches read for settlement messages: each message's transaction and what the store gave.
-type Reads = Vec<(TxnId, Option<Vec<(String, Record)>>)>;
-
-/// What a group commit made of a node's pending records.
-enum Committed {
-    /// Durable through this record (none: nothing was appended), the store's answers to claims and
-    /// lookups, and the batches read after it.
-    Durable(Option<u64>, Vec<(TxnId, Option<Holder>)>, Reads),
-    /// The store refused it: the node lost its epoch.
-    Fenced,
 }
 
 pub(crate) struct World<G = Outbox> {
@@ -756,21 +664,6 @@ impl<G: Gate + Default> World<G> {
         self.schedule_timers(n);
     }
 
-    fn schedule_sync(&mut self, n: usize) {
-        let node = &mut self.nodes[n];
-        if node.journal.unsynced() && !node.sync_due {
-            node.sync_due = true;
-            let shared = matches!(node.journal, Journal::Shared { .. });
-            let commit = if shared && self.now < FAULTS && self.rng.u64(0..STALLS) == 0 {
-                // A database under load: a commit that outlasts the issuers' response timeout.
-                Duration::from_millis(self.rng.u64(4_000..12_000))
-            } else {
-                Duration::from_micros(self.rng.u64(0..5_000))
-            };
-            self.at(commit, Ev::Sync(n));
-        }
-    }
-
     /// Queues an [`Ev::Timers`] for a node's earliest deadline, unless one is queued for it already
     /// or earlier.
     fn schedule_timers(&mut self, n: usize) {
@@ -785,103 +678,6 @@ impl<G: Gate + Default> World<G> {
         }
         node.timer_at = Some(at);
         self.at(at.saturating_sub(self.now), Ev::Timers(n, at));
-    }
-
-    /// The group commit: every pending record is durable, and the effects held for them go out; a
-    /// cluster node then learns the store's answers to its claims, or that it is fenced.
-    fn sync(&mut self, n: usize) {
-        self.nodes[n].sync_due = false;
-        if self.nodes[n].engine.is_none() {
-            return;
-        }
-        if let Some(back) = self.store_back_in() {
-            return self.commit_waits(n, back);
-        }
-        match self.make_durable(n) {
-            Committed::Durable(seq, answers, reads) => {
-                // Read on a connection of their own, after the commit: some time later.
-                let generation = self.nodes[n].lease_generation;
-                for (txn, records) in reads {
-                    let later = self.ms(0..500);
-                    self.at(later, Ev::BatchRead(n, generation, txn, records));
-                }
-                // As the switch's writer reports them: writable again, the claims' answers, then the
-                // durable mark that lets the held effects out, so that no provisional forward leaves
-                // while the engine still takes its claim for unsettled.
-                if std::mem::take(&mut self.nodes[n].unwritable) {
-                    self.handle(n, Event::JournalWritable(true));
-                }
-                if !self.answers_first {
-                    for effect in self.released(n, seq) {
-                        self.effect(n, effect);
-                    }
-                    // As long as a database under load may take to say who holds each key.
-                    let (later, generation) = (self.ms(0..3_000), self.nodes[n].lease_generation);
-                    return self.at(later, Ev::Answers(n, generation, answers));
-                }
-                self.answered(n, answers);
-                for effect in self.released(n, seq) {
-                    self.effect(n, effect);
-                }
-            }
-            Committed::Fenced => self.fenced(n),
-        }
-    }
-
-    /// The store's answers to a node's claims and lookups, into its engine.
-    fn answered(&mut self, n: usize, answers: Vec<(TxnId, Option<Holder>)>) {
-        for (txn, holder) in answers {
-            self.handle(n, Event::Claimed { txn, holder });
-        }
-    }
-
-    fn make_durable(&mut self, n: usize) -> Committed {
-        let node = &mut self.nodes[n];
-        let (seq, answers, lost, reads) = match &mut node.journal {
-            Journal::Disk(disk) => (Some(disk.sync()), Vec::new(), Vec::new(), Vec::new()),
-            Journal::Shared { epoch, batch, .. } => {
-                let batch = std::mem::take(batch);
-                let store = self.store.as_mut().expect("a cluster's store");
-                let Some(answers) = cluster::commit(store, &node.name, *epoch, &batch) else {
-                    return Committed::Fenced;
-                };
-                // The claims this commit lost (the claims' answers come first, then the lookups').
-                let lost: Vec<TxnId> = (answers[..batch.claims.len()].iter())
-                    .filter(|(_, holder)| holder.is_some())
-                    .map(|(txn, _)| *txn)
-                    .collect();
-                // Each batch read after the commit; one in twenty fails (the database went away).
-                let read = |b| match self.shared_batches {
-                    true => store.batch(b),
-                    false => (store.batch(b).into_iter())
-                        .filter(|(n, _)| *n == node.name)
-                        .collect(),
-                };
-                let reads = (batch.reads.iter())
-                    .map(|b| (b.txn, (self.rng.u32(0..20) != 0).then(|| read(b))))
-                    .collect();
-                (
-                    batch.records.last().map(|(seq, _)| *seq),
-                    answers,
-                    lost,
-                    reads,
-                )
-            }
-        };
-        if seq.is_some() {
-            // Their provisional forwards never go out.
-            node.gate.withdraw(&lost);
-        }
-        Committed::Durable(seq, answers, reads)
-    }
-
-    /// The effects the gate holds for records up to `seq` (none: nothing was appended), let out.
-    fn released(&mut self, n: usize, seq: Option<u64>) -> Vec<Action> {
-        let mut released = Vec::new();
-        if let Some(seq) = seq {
-            self.nodes[n].gate.durable(seq, &mut released);
-        }
-        released
     }
 
     fn effect(&mut self, n: usize, effect: Action) {
@@ -914,85 +710,6 @@ impl<G: Gate + Default> World<G> {
         }
     }
 
-    /// A node dies: what was not yet durable is lost (on a disk, any prefix of it may survive: a torn
-    /// group commit); held effects never happen, or the last commit went through and only some of its
-    /// effects did.
-    fn crash(&mut self, n: usize) {
-        if self.nodes[n].engine.is_none() {
-            return;
-        }
-        self.run.crashes += 1;
-        if self.rng.bool() && self.store_back_in().is_none() {
-            // The commit went through; the process dies before the engine hears of it.
-            let mut released = match self.make_durable(n) {
-                Committed::Durable(seq, ..) => self.released(n, seq),
-                Committed::Fenced => Vec::new(),
-            };
-            let done = self.rng.usize(0..=released.len());
-            for effect in released.drain(..done) {
-                self.effect(n, effect);
-            }
-        } else if let Journal::Disk(disk) = &mut self.nodes[n].journal {
-            disk.crash(&mut self.rng);
-        }
-        self.links_die(n);
-        self.down(n);
-    }
-
-    /// A node's process is gone: its connections close, its terminals reconnect, and it is started
-    /// again after a while unless it was lost.
-    fn down(&mut self, n: usize) {
-        let node = &mut self.nodes[n];
-        node.gate = G::default();
-        node.sync_due = false;
-        node.timer_at = None;
-        node.engine = None;
-        node.paused = None;
-        node.pause_armed = None;
-        node.lease_generation += 1;
-        // Kept in its pleas file, they are the new process's to take on; not with the machine lost.
-        if !self.pleas_file || node.lost {
-            node.pleas.clear();
-        }
-        if let Journal::Shared { batch, .. } = &mut node.journal {
-            *batch = Batch::default();
-        }
-        let conns = self.conns.iter().filter(|(_, (_, on))| *on == n);
-        for conn in conns.map(|(c, _)| *c).collect::<Vec<_>>() {
-            self.close(conn);
-        }
-        for t in 0..self.terminals.len() {
-            let later = self.ms(100..2_000);
-            self.at(later, Ev::Connect(t));
-        }
-        self.links_gone(n);
-        let downtime = self.ms(500..5_000);
-        if !self.nodes[n].lost {
-            self.at(downtime, Ev::Restart(n));
-        }
-    }
-
-    /// A node starts again: a new engine recovers from the durable journal, then its links connect.
-    fn restart(&mut self, n: usize) {
-        let Some(recovery) = self.read_back(n) else {
-            let later = self.ms(200..1_000);
-            return self.at(later, Ev::Restart(n));
-        };
-        let mut engine = self.new_engine(n);
-        let mut out = Vec::new();
-        engine.recover(self.clock(), recovery, &mut out);
-        self.nodes[n].engine = Some(engine);
-        self.carry_out(n, out);
-        for plea in self.nodes[n].pleas.clone() {
-            self.handle(n, Event::Plea(plea));
-        }
-        for link in 0..self.nodes[n].links.len() {
-            let after = self.ms(10..500);
-            self.at(after, Ev::LinkUp(n, LinkId(link as u32)));
-        }
-        self.keep_lease(n);
-    }
-
     /// Notes the STAN and DE7 of a message node `n` sent the issuer on `link`, and a clash with another
     /// node's, or with another link's of the same engine. (One engine's with its predecessor's, after
     /// a restart within the same second, is not the clash the numbering prevents: a real restart takes
@@ -1013,32 +730,6 @@ impl<G: Gate + Default> World<G> {
                 key.0, key.1, a.0, a.1, a.2, b.0, b.1, b.2
             ));
         }
-    }
-
-    /// Node `n`'s next engine (a start or a restart): the world's configuration, with the node's STANs.
-    fn new_engine(&mut self, n: usize) -> Engine {
-        let node = &mut self.nodes[n];
-        node.incarnation += 1;
-        Engine::new(Config {
-            stans: node.stans,
-            ..self.config.clone()
-        })
-    }
-
-    /// A node's first start: nothing to recover, and its links connect at once.
-    fn start_node(&mut self, n: usize) {
-        if self.store.is_some() {
-            let recovery = self.read_back(n);
-            assert!(
-                recovery.is_some(),
-                "nobody takes a node over before it starts"
-            );
-        }
-        self.nodes[n].engine = Some(self.new_engine(n));
-        for link in 0..self.nodes[n].links.len() {
-            self.at(Duration::ZERO, Ev::LinkUp(n, LinkId(link as u32)));
-        }
-        self.keep_lease(n);
     }
 
     fn at(&mut self, after: Duration, ev: Ev) {
