@@ -539,3 +539,81 @@ async fn shutdown_lets_in_flight_requests_finish() {
     assert_eq!(rc(&t.answer().await), "00", "answered while draining");
     within("stop", s.switch.stopped()).await;
 }
+
+/// A cluster node's journal that makes nothing durable and answers no claim: the test sends its
+/// reports. It says when a key is claimed, and keeps the reversals in terminals' names the switch
+/// holds or leaves in the store.
+struct Silent {
+    reports: Option<tokio::sync::mpsc::UnboundedReceiver<switch::Report>>,
+    claimed: tokio::sync::mpsc::UnboundedSender<()>,
+    pleas: std::sync::Arc<std::sync::Mutex<Vec<engine::Plea>>>,
+    next: u64,
+}
+
+impl switch::Journal for Silent {
+    fn append(&mut self, _: engine::Record) -> u64 {
+        self.next += 1;
+        self.next
+    }
+    fn reports(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<switch::Report>> {
+        self.reports.take()
+    }
+    fn claim(&mut self, _: engine::Claim) {
+        let _ = self.claimed.send(());
+    }
+    fn hold_pleas(&mut self, pleas: Vec<engine::Plea>) {
+        self.pleas.lock().unwrap().extend(pleas);
+    }
+    fn leave_pleas(&mut self, pleas: Vec<engine::Plea>) -> tokio::sync::oneshot::Receiver<bool> {
+        self.pleas.lock().unwrap().extend(pleas);
+        let (left, answer) = tokio::sync::oneshot::channel();
+        let _ = left.send(true);
+        answer
+    }
+}
+
+/// A cluster node fenced (its work taken over while it was paused, most often) tells its terminals
+/// nothing more, not even 91 to a request still waiting for its claim: the connection may be one its
+/// terminal left long ago, and a 91 would admit a reversal in the terminal's name for an approval the
+/// terminal may have heard from the node that took over. The node stops; the terminal's connection
+/// closes unanswered, and it asks again elsewhere.
+#[tokio::test]
+async fn a_fenced_node_tells_a_request_waiting_for_its_claim_nothing() {
+    let toml = r#"
+        acquirer_id = "12345"
+        echo_interval = "1h"
+        [[listeners]]
+        address = "127.0.0.1:0"
+        [[issuers]]
+        name = "visa"
+        hosts = ["127.0.0.1:1"]
+        response_timeout = "1h"
+        "#;
+    let mut settings = File::parse("test", toml).unwrap().check().unwrap();
+    settings.engine.shared_store = true;
+    let (reports, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (claimed, mut claims) = tokio::sync::mpsc::unbounded_channel();
+    let pleas = std::sync::Arc::default();
+    let journal = Silent {
+        reports: Some(rx),
+        claimed,
+        pleas: std::sync::Arc::clone(&pleas),
+        next: 0,
+    };
+    let switch = switch::start(settings, Box::new(journal), Default::default())
+        .await
+        .unwrap();
+    let codec = FrameCodec::new(LengthHeader::Binary2);
+    let mut t = Terminal::connect(switch.listeners[0], spec("iso87ascii"), codec, "TERM0001").await;
+    t.send(&t.purchase(7, 100)).await;
+    within("the key claimed", claims.recv()).await;
+    let fenced = std::io::Error::other("node a is fenced");
+    let _ = reports.send(switch::Report::Fenced(switch::Fault::Disk(fenced.into())));
+    within("stop", switch.stopped()).await;
+    assert!(t.closed().await, "told nothing");
+    assert_eq!(
+        *pleas.lock().unwrap(),
+        [],
+        "no reversal in the terminal's name"
+    );
+}

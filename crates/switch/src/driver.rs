@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::journal::{Journal, Progress, Report};
+use crate::journal::{Fault, Journal, Progress, Report};
 use crate::link::LinkCmd;
 use crate::pleas_file::PleasFile;
 use crate::recorder::Recorder;
@@ -406,20 +406,31 @@ impl Driver {
                 }
             }
             Report::Reconnected(purpose) => self.recorder.metrics().reconnected(purpose.as_str()),
+            // It tells nobody anything more, not even 91 to the requests still waiting for their
+            // claims: its connections may be stale (it was paused, most often, and a balancer shut
+            // them meanwhile), and the node that took its work over answers the terminals'
+            // retransmits from the records. A 91 told now would admit a reversal in the terminal's
+            // name for an answer its terminal may never hear, reversing an approval it heard
+            // elsewhere.
             Report::Fenced(error) => {
                 tracing::error!(%error, held = self.outbox.held(), "fenced: this node stops; started again, it joins anew and resumes what was not taken over");
                 self.status.send_modify(|s| s.fenced = true);
                 self.shutdown.cancel();
-                self.on_report(Report::Failed(error), out);
+                self.journal_failed(error);
             }
             Report::Failed(error) => {
-                self.journal_dead = true;
                 tracing::error!(%error, held = self.outbox.held(), "journal failed: nothing more is forwarded or answered");
-                self.recorder.metrics().journal_failed();
+                self.journal_failed(error);
                 self.on_event(Event::JournalWritable(false), out);
-                self.status.send_modify(|s| s.journal_failed = Some(error));
             }
         }
+    }
+
+    /// The journal will make nothing durable again: nothing it holds back is released.
+    fn journal_failed(&mut self, error: Fault) {
+        self.journal_dead = true;
+        self.recorder.metrics().journal_failed();
+        self.status.send_modify(|s| s.journal_failed = Some(error));
     }
 
     /// Sends a message to an issuer or a terminal, or closes a link; the moment it leaves is what the

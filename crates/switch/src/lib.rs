@@ -34,7 +34,7 @@ pub use config::{
     DEFAULT_HEADER, File, IdempotencyFile, IssuerFile, JournalFile, JournalSettings, Link,
     Listener, ListenerFile, NODE_ENV, ReversalsFile, RouteFile, Secret, Settings,
 };
-pub use journal::{Journal, MemoryJournal, OpenError, Progress, Report, open_journal};
+pub use journal::{Fault, Journal, MemoryJournal, OpenError, Progress, Report, open_journal};
 pub use licence::Licensed;
 pub use listen::listen;
 pub use metrics::Metrics;
