@@ -231,29 +231,40 @@ async fn reconnect(
 /// before it is repeated (a commit that reaches the database late meets the copy made since, and one
 /// of the two fails on the records' key).
 ///
-/// A limit found passed long after it passed means this process was stopped (paused, starved), not
-/// that the database went quiet: its answer may be waiting unread. The call then gets `limit` once
-/// more. Counted lost at once, a commit would have the node refuse what it holds with 91, to
-/// connections that may have closed meanwhile.
+/// A process stopped (paused, starved) while it waited has not seen the database go quiet: its answer
+/// may be waiting unread. Counted lost, a commit would have the node refuse what it holds with 91, to
+/// connections that may have closed meanwhile. So the wait is taken in slices of [`SLICE`], and a
+/// slice that ends much later than asked ([`engine::STALLED`]) says the process was stopped: a limit
+/// then found passed gives the call its limit once more. (A limit found passed by moments says
+/// nothing: a process stopped for most of the limit resumes just after it.)
 async fn bounded<T>(
     limit: Duration,
     call: impl Future<Output = Result<T, cluster::Error>>,
 ) -> Result<T, cluster::Error> {
     let mut call = std::pin::pin!(call);
-    let deadline = tokio::time::Instant::now() + limit;
-    match tokio::time::timeout_at(deadline, &mut call).await {
-        Ok(answer) => return answer,
-        Err(_) if deadline.elapsed() <= engine::STALLED => {
+    let mut deadline = tokio::time::Instant::now() + limit;
+    let (mut stopped, mut again) = (false, true);
+    loop {
+        let slice = (tokio::time::Instant::now() + SLICE).min(deadline);
+        if let Ok(answer) = tokio::time::timeout_at(slice, &mut call).await {
+            return answer;
+        }
+        stopped |= slice.elapsed() > engine::STALLED;
+        if slice < deadline {
+            continue;
+        }
+        if !(stopped && std::mem::take(&mut again)) {
             return Err(cluster::Error::NoAnswer(limit));
         }
-        Err(_) => {
-            tracing::warn!(late = ?deadline.elapsed(), "this process was stopped past a database call's limit: the call gets its limit once more")
-        }
+        tracing::warn!(
+            "this process was stopped during a database call: the call gets its limit once more"
+        );
+        deadline = tokio::time::Instant::now() + limit;
     }
-    tokio::time::timeout(limit, call)
-        .await
-        .unwrap_or(Err(cluster::Error::NoAnswer(limit)))
 }
+
+/// How often a database call's wait checks whether this process was stopped meanwhile.
+const SLICE: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 mod tests {
@@ -261,6 +272,27 @@ mod tests {
 
     /// A process stopped past a call's limit finds it passed long ago as it resumes: the answer that
     /// came meanwhile is taken, not counted lost. A call that stays silent is lost one limit later.
+    /// Stopped for most of the limit, the process resumes moments after it: the call gets its
+    /// limit once more all the same.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_the_process_was_stopped_during_gets_its_limit_once_more() {
+        let limit = Duration::from_secs(2);
+        let (answer, answered) = tokio::sync::oneshot::channel::<()>();
+        let call = async move { answered.await.map_err(|_| cluster::Error::NoAnswer(limit)) };
+        let waiting = tokio::spawn(bounded(limit, call));
+        for _ in 0..2 {
+            tokio::task::yield_now().await;
+            tokio::time::advance(SLICE).await;
+        }
+        tokio::task::yield_now().await;
+        // Stopped from here to moments past the limit.
+        tokio::time::advance(limit - 2 * SLICE + Duration::from_millis(50)).await;
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "counted lost");
+        answer.send(()).unwrap();
+        assert!(waiting.await.unwrap().is_ok());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_limit_found_passed_long_after_gives_the_call_its_limit_once_more() {
         let limit = Duration::from_secs(2);
