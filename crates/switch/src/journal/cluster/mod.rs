@@ -270,35 +270,42 @@ const SLICE: Duration = Duration::from_millis(100);
 mod tests {
     use super::*;
 
-    /// A process stopped past a call's limit finds it passed long ago as it resumes: the answer that
-    /// came meanwhile is taken, not counted lost. A call that stays silent is lost one limit later.
+    const LIMIT: Duration = Duration::from_secs(2);
+
+    /// A call under [`LIMIT`], spawned: what answers it, and its task.
+    fn call() -> (
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), cluster::Error>>,
+    ) {
+        let (answer, answered) = oneshot::channel::<()>();
+        let call = async move { answered.await.map_err(|_| cluster::Error::NoAnswer(LIMIT)) };
+        (answer, tokio::spawn(bounded(LIMIT, call)))
+    }
+
     /// Stopped for most of the limit, the process resumes moments after it: the call gets its
     /// limit once more all the same.
     #[tokio::test(start_paused = true)]
     async fn a_call_the_process_was_stopped_during_gets_its_limit_once_more() {
-        let limit = Duration::from_secs(2);
-        let (answer, answered) = tokio::sync::oneshot::channel::<()>();
-        let call = async move { answered.await.map_err(|_| cluster::Error::NoAnswer(limit)) };
-        let waiting = tokio::spawn(bounded(limit, call));
+        let (answer, waiting) = call();
         for _ in 0..2 {
             tokio::task::yield_now().await;
             tokio::time::advance(SLICE).await;
         }
         tokio::task::yield_now().await;
         // Stopped from here to moments past the limit.
-        tokio::time::advance(limit - 2 * SLICE + Duration::from_millis(50)).await;
+        tokio::time::advance(LIMIT - 2 * SLICE + Duration::from_millis(50)).await;
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "counted lost");
         answer.send(()).unwrap();
         assert!(waiting.await.unwrap().is_ok());
     }
 
+    /// A process stopped past a call's limit finds it passed long ago as it resumes: the answer that
+    /// came meanwhile is taken, not counted lost. A call that stays silent is lost one limit later.
     #[tokio::test(start_paused = true)]
     async fn a_limit_found_passed_long_after_gives_the_call_its_limit_once_more() {
-        let limit = Duration::from_secs(2);
-        let (answer, answered) = tokio::sync::oneshot::channel::<()>();
-        let call = async move { answered.await.map_err(|_| cluster::Error::NoAnswer(limit)) };
-        let waiting = tokio::spawn(bounded(limit, call));
+        let limit = LIMIT;
+        let (answer, waiting) = call();
         tokio::task::yield_now().await;
         tokio::time::advance(limit + Duration::from_secs(1)).await;
         // It resumes before the answer is read (the connection's own task has not run yet).
